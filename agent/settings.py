@@ -1,0 +1,92 @@
+"""Agent settings: one documented dataclass; every field has a flag and a SKEWWATCH_* variable.
+
+| field            | flag              | variable                    | default        |
+|------------------|-------------------|-----------------------------|----------------|
+| collector        | --collector       | SKEWWATCH_COLLECTOR         | none (facts)   |
+| pid              | --pid             | SKEWWATCH_PID               | none           |
+| match            | --match           | SKEWWATCH_MATCH             | none: any vLLM, SGLang or TGI process |
+| metrics_url      | --metrics-url     | SKEWWATCH_METRICS_URL       | from the process's --port |
+| model_dir        | --model-dir       | SKEWWATCH_MODEL_DIR         | from the process's --model |
+| interval_s       | --interval        | SKEWWATCH_INTERVAL          | 15 s           |
+| source_timeout_s | --source-timeout  | SKEWWATCH_SOURCE_TIMEOUT    | 10 s           |
+| redaction_salt   | (none)            | SKEWWATCH_REDACTION_SALT    | built-in salt  |
+| agent_id         | --agent-id        | SKEWWATCH_AGENT_ID          | namespace/pod  |
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.errors import SettingsError
+
+DEFAULT_SALT = "skewwatch.v1"
+_HOSTPORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-_]+):(\d{1,5})$")
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    collector: str | None = None
+    pid: int | None = None
+    match: str | None = None
+    metrics_url: str | None = None
+    model_dir: Path | None = None
+    interval_s: float = 15.0
+    source_timeout_s: float = 10.0
+    redaction_salt: str = DEFAULT_SALT
+    agent_id: str | None = None
+
+    def validate(self) -> AgentSettings:
+        """Return self when every field is valid, else raise SettingsError naming the field."""
+        if self.collector is not None:
+            check_hostport(self.collector, "--collector")
+        if self.pid is not None and self.pid <= 0:
+            raise SettingsError(f"--pid: must be a positive process id, got {self.pid}")
+        if self.match is not None:
+            try:
+                re.compile(self.match)
+            except re.error as e:
+                raise SettingsError(f"--match: invalid regular expression {self.match!r}: {e}") from e
+        if self.metrics_url is not None and not re.match(r"^https?://", self.metrics_url):
+            raise SettingsError(f"--metrics-url: must be an http(s) URL, got {self.metrics_url!r}")
+        if not 0.05 <= self.interval_s <= 86_400:
+            raise SettingsError(f"--interval: must be between 0.05 and 86400 seconds, got {self.interval_s}")
+        if not 0.01 <= self.source_timeout_s <= 3_600:
+            raise SettingsError(
+                f"--source-timeout: must be between 0.01 and 3600 s, got {self.source_timeout_s}"
+            )
+        return self
+
+
+def check_hostport(value: str, flag: str) -> tuple[str, int]:
+    m = _HOSTPORT.match(value)
+    if not m or not 0 < int(m.group(2)) < 65536:
+        raise SettingsError(f"{flag}: expected HOST:PORT, got {value!r}")
+    return m.group(1).strip("[]"), int(m.group(2))
+
+
+def env_value(environ: Mapping[str, str], name: str) -> str | None:
+    value = environ.get(name)
+    return value if value not in (None, "") else None
+
+
+def env_float(environ: Mapping[str, str], name: str) -> float | None:
+    raw = env_value(environ, name)
+    if raw is None:
+        return None
+    try:
+        return float(raw)
+    except ValueError as e:
+        raise SettingsError(f"{name}: expected a number, got {raw!r}") from e
+
+
+def env_int(environ: Mapping[str, str], name: str) -> int | None:
+    raw = env_value(environ, name)
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError as e:
+        raise SettingsError(f"{name}: expected an integer, got {raw!r}") from e

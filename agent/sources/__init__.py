@@ -1,0 +1,1 @@
+"""Fact sources: one module per source, each exposing an async ``collect(ctx) -> SourceResult``."""

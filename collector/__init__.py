@@ -1,0 +1,1 @@
+"""The skewwatch collector: ingest, store, evaluate, export and serve."""

@@ -1,0 +1,178 @@
+"""The fact model: facts with provenance, per-source status, observations and snapshots.
+
+A fact is one configuration truth about a running replica (``runtime.dtype = bfloat16``). Its
+category is the first segment of its key. Values are typed JSON-like data; integers, floats and
+booleans stay distinct so that a change of type is a change of configuration.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TypeAlias
+
+from skewwatch.core.errors import FactError
+
+FactValue: TypeAlias = "bool | int | float | str | list[FactValue] | dict[str, FactValue] | None"
+
+CATEGORIES: tuple[str, ...] = ("model", "runtime", "hardware", "serving", "orchestration")
+
+# How a fact came to be believed; DESIGN.md's provenance methods.
+METHODS: frozenset[str] = frozenset(
+    {"arg", "env", "runtime-reported", "file", "nvml", "k8s", "default", "derived"}
+)
+
+MAX_KEY_LENGTH = 512
+MAX_STRING_LENGTH = 64 * 1024
+MAX_VALUE_DEPTH = 8
+MAX_VALUE_ITEMS = 10_000
+
+# Lowercase dotted segments; later segments may keep case and punctuation (env names, file
+# paths), but never whitespace or control characters.
+_KEY_RE = re.compile(r"^(model|runtime|hardware|serving|orchestration)(\.[^\s\x00-\x1f\x7f]+)+$")
+
+
+class SourceState(StrEnum):
+    OK = "ok"
+    UNAVAILABLE = "unavailable"
+    ERROR = "error"
+    PENDING = "pending"
+
+
+@dataclass(frozen=True)
+class Provenance:
+    source: str
+    method: str
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"source": self.source, "method": self.method, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class Fact:
+    key: str
+    value: FactValue
+    provenance: Provenance
+
+    @property
+    def category(self) -> str:
+        return self.key.split(".", 1)[0]
+
+
+@dataclass(frozen=True)
+class SourceStatus:
+    name: str
+    state: SourceState
+    message: str = ""
+    duration_s: float = 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "status": self.state.value,
+            "message": self.message,
+            "duration_seconds": round(self.duration_s, 6),
+        }
+
+
+@dataclass(frozen=True)
+class Observation:
+    name: str
+    value: float
+    unit: str = ""
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    overall: str
+    categories: Mapping[str, str]
+
+    def as_dict(self) -> dict[str, str]:
+        out = {"overall": self.overall}
+        out.update({c: self.categories[c] for c in sorted(self.categories)})
+        return out
+
+
+@dataclass
+class Snapshot:
+    """All facts of one replica at one time, with the status of every source."""
+
+    facts: dict[str, Fact]
+    sources: dict[str, SourceStatus]
+    fingerprint: Fingerprint
+    collected_at: float
+    observations: dict[str, Observation] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, object]:
+        """The JSON shape DESIGN.md fixes for ``skewwatch facts``."""
+        keys = sorted(self.facts)
+        return {
+            "facts": {k: self.facts[k].value for k in keys},
+            "provenance": {k: self.facts[k].provenance.as_dict() for k in keys},
+            "observations": {
+                n: {"value": o.value, "unit": o.unit} for n, o in sorted(self.observations.items())
+            },
+            "sources": {n: s.as_dict() for n, s in sorted(self.sources.items())},
+            "fingerprint": self.fingerprint.as_dict(),
+            "collected_at": self.collected_at,
+        }
+
+
+def validate_key(key: str) -> str:
+    """Return ``key`` when it is a valid fact key, else raise FactError naming it."""
+    if not isinstance(key, str) or not key:
+        raise FactError(f"fact key must be a non-empty string, got {key!r}")
+    if len(key) > MAX_KEY_LENGTH:
+        raise FactError(f"fact key {key[:64]!r}… is {len(key)} characters, over {MAX_KEY_LENGTH}")
+    if not _KEY_RE.match(key):
+        raise FactError(
+            f"fact key {key!r} must start with one of {', '.join(CATEGORIES)} followed by dotted "
+            "segments without whitespace"
+        )
+    return key
+
+
+def validate_value(value: object, where: str, _depth: int = 0) -> FactValue:
+    """Check ``value`` is a well-formed, bounded fact value; ``where`` names it in errors."""
+    if _depth > MAX_VALUE_DEPTH:
+        raise FactError(f"{where}: value nested deeper than {MAX_VALUE_DEPTH} levels")
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            raise FactError(f"{where}: float value {value!r} is not finite")
+        return value
+    if isinstance(value, str):
+        if len(value) > MAX_STRING_LENGTH:
+            raise FactError(f"{where}: string of {len(value)} characters, over {MAX_STRING_LENGTH}")
+        return value
+    if isinstance(value, list | tuple):
+        if len(value) > MAX_VALUE_ITEMS:
+            raise FactError(f"{where}: list of {len(value)} items, over {MAX_VALUE_ITEMS}")
+        return [validate_value(v, f"{where}[{i}]", _depth + 1) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        if len(value) > MAX_VALUE_ITEMS:
+            raise FactError(f"{where}: map of {len(value)} entries, over {MAX_VALUE_ITEMS}")
+        out: dict[str, FactValue] = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise FactError(f"{where}: map key {k!r} is not a string")
+            out[k] = validate_value(v, f"{where}.{k}", _depth + 1)
+        return out
+    raise FactError(f"{where}: unsupported value type {type(value).__name__}")
+
+
+def make_fact(key: str, value: object, source: str, method: str, detail: str = "") -> Fact:
+    """Build a validated fact."""
+    validate_key(key)
+    if method not in METHODS:
+        raise FactError(f"fact {key!r}: provenance method {method!r} is not one of {sorted(METHODS)}")
+    return Fact(key, validate_value(value, key), Provenance(source, method, detail))
+
+
+def index_facts(facts: Iterable[Fact]) -> dict[str, Fact]:
+    """Facts by key; a later fact for the same key wins (callers order by precedence)."""
+    return {f.key: f for f in facts}

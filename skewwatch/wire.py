@@ -1,0 +1,204 @@
+"""Conversion between the core fact model and the skewwatch.v1 wire messages.
+
+Decoding is strict: the collector calls ``snapshot_from_proto`` on untrusted input, so every
+limit and type rule of the fact contract is checked here and a violation raises a ``WireError``
+naming the field at fault.
+"""
+
+from __future__ import annotations
+
+import math
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from proto.skewwatch.v1 import skewwatch_pb2 as pb
+from skewwatch.core.errors import FactError, SkewwatchError
+from skewwatch.core.facts import (
+    MAX_VALUE_DEPTH,
+    MAX_VALUE_ITEMS,
+    METHODS,
+    Fact,
+    FactValue,
+    Observation,
+    Provenance,
+    Snapshot,
+    SourceState,
+    SourceStatus,
+    validate_key,
+    validate_value,
+)
+from skewwatch.core.fingerprint import fingerprint_facts
+
+MAX_FACTS = 20_000
+MAX_SOURCES = 64
+MAX_OBSERVATIONS = 2_000
+MAX_TEXT = 4_096
+
+_STATE_TO_PB = {
+    SourceState.OK: pb.SOURCE_STATE_OK,
+    SourceState.UNAVAILABLE: pb.SOURCE_STATE_UNAVAILABLE,
+    SourceState.ERROR: pb.SOURCE_STATE_ERROR,
+    SourceState.PENDING: pb.SOURCE_STATE_PENDING,
+}
+_PB_TO_STATE = {v: k for k, v in _STATE_TO_PB.items()}
+
+
+class WireError(SkewwatchError, ValueError):
+    """A wire message breaks the contract; the message names the field."""
+
+
+def timestamp(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def seconds(ts: Timestamp) -> float:
+    return float(ts.ToNanoseconds()) / 1e9
+
+
+def value_to_proto(value: FactValue) -> pb.Value:
+    v = pb.Value()
+    if value is None:
+        v.null_value = True
+    elif isinstance(value, bool):
+        v.bool_value = value
+    elif isinstance(value, int):
+        v.int_value = value
+    elif isinstance(value, float):
+        v.float_value = value
+    elif isinstance(value, str):
+        v.string_value = value
+    elif isinstance(value, list):
+        v.list_value.items.extend(value_to_proto(x) for x in value)
+    else:
+        for k, x in value.items():
+            v.map_value.entries[k].CopyFrom(value_to_proto(x))
+    return v
+
+
+def value_from_proto(v: pb.Value, where: str, _depth: int = 0) -> FactValue:
+    if _depth > MAX_VALUE_DEPTH:
+        raise WireError(f"{where}: value nested deeper than {MAX_VALUE_DEPTH} levels")
+    kind = v.WhichOneof("kind")
+    if kind is None:
+        raise WireError(f"{where}: value has no kind set")
+    if kind == "null_value":
+        return None
+    if kind == "bool_value":
+        return v.bool_value
+    if kind == "int_value":
+        return v.int_value
+    if kind == "float_value":
+        if not math.isfinite(v.float_value):
+            raise WireError(f"{where}: float value {v.float_value!r} is not finite")
+        return v.float_value
+    if kind == "string_value":
+        return v.string_value
+    if kind == "list_value":
+        if len(v.list_value.items) > MAX_VALUE_ITEMS:
+            raise WireError(f"{where}: list of {len(v.list_value.items)} items, over {MAX_VALUE_ITEMS}")
+        return [value_from_proto(x, f"{where}[{i}]", _depth + 1) for i, x in enumerate(v.list_value.items)]
+    entries = v.map_value.entries
+    if len(entries) > MAX_VALUE_ITEMS:
+        raise WireError(f"{where}: map of {len(entries)} entries, over {MAX_VALUE_ITEMS}")
+    return {k: value_from_proto(entries[k], f"{where}.{k}", _depth + 1) for k in sorted(entries)}
+
+
+def snapshot_to_proto(snap: Snapshot) -> pb.Snapshot:
+    msg = pb.Snapshot(collected_at=timestamp(snap.collected_at))
+    for key in sorted(snap.facts):
+        f = snap.facts[key]
+        msg.facts.append(
+            pb.Fact(
+                key=f.key,
+                value=value_to_proto(f.value),
+                provenance=pb.Provenance(
+                    source=f.provenance.source, method=f.provenance.method, detail=f.provenance.detail
+                ),
+            )
+        )
+    for name in sorted(snap.sources):
+        s = snap.sources[name]
+        msg.sources.append(
+            pb.SourceStatus(
+                name=s.name, state=_STATE_TO_PB[s.state], message=s.message, duration_seconds=s.duration_s
+            )
+        )
+    msg.fingerprint.overall = snap.fingerprint.overall
+    for c, d in snap.fingerprint.categories.items():
+        msg.fingerprint.categories[c] = d
+    return msg
+
+
+def _text(value: str, where: str) -> str:
+    if len(value) > MAX_TEXT:
+        raise WireError(f"{where}: {len(value)} characters, over {MAX_TEXT}")
+    return value
+
+
+def snapshot_from_proto(msg: pb.Snapshot) -> Snapshot:
+    """Decode and validate an untrusted snapshot; its fingerprint must match its facts."""
+    if len(msg.facts) > MAX_FACTS:
+        raise WireError(f"snapshot.facts: {len(msg.facts)} facts, over {MAX_FACTS}")
+    if len(msg.sources) > MAX_SOURCES:
+        raise WireError(f"snapshot.sources: {len(msg.sources)} sources, over {MAX_SOURCES}")
+    facts: dict[str, Fact] = {}
+    for i, f in enumerate(msg.facts):
+        where = f"snapshot.facts[{i}]"
+        try:
+            key = validate_key(f.key)
+            value = validate_value(value_from_proto(f.value, f"{where}.value"), f"{where}.value")
+        except FactError as e:
+            raise WireError(f"{where}: {e}") from e
+        if key in facts:
+            raise WireError(f"{where}: duplicate fact key {key!r}")
+        if f.provenance.method not in METHODS:
+            raise WireError(
+                f"{where}.provenance.method: {f.provenance.method!r} is not one of {sorted(METHODS)}"
+            )
+        prov = Provenance(
+            _text(f.provenance.source, f"{where}.provenance.source"),
+            f.provenance.method,
+            _text(f.provenance.detail, f"{where}.provenance.detail"),
+        )
+        facts[key] = Fact(key, value, prov)
+    sources: dict[str, SourceStatus] = {}
+    for i, s in enumerate(msg.sources):
+        where = f"snapshot.sources[{i}]"
+        if s.state not in _PB_TO_STATE:
+            raise WireError(f"{where}.state: unknown source state {s.state}")
+        name = _text(s.name, f"{where}.name")
+        if not name:
+            raise WireError(f"{where}.name: empty source name")
+        sources[name] = SourceStatus(
+            name, _PB_TO_STATE[s.state], _text(s.message, f"{where}.message"), s.duration_seconds
+        )
+    fp = fingerprint_facts(facts.values())
+    if msg.fingerprint.overall != fp.overall:
+        raise WireError(
+            f"snapshot.fingerprint.overall: {msg.fingerprint.overall[:16]!r} does not match the facts "
+            f"sent (computed {fp.overall[:16]!r})"
+        )
+    return Snapshot(facts=facts, sources=sources, fingerprint=fp, collected_at=seconds(msg.collected_at))
+
+
+def observations_to_proto(obs: dict[str, Observation], at: float, window_s: float) -> pb.Observations:
+    msg = pb.Observations(at=timestamp(at), window_seconds=window_s)
+    for name in sorted(obs):
+        o = obs[name]
+        msg.items.append(pb.Observation(name=o.name, value=o.value, unit=o.unit))
+    return msg
+
+
+def observations_from_proto(msg: pb.Observations) -> list[Observation]:
+    if len(msg.items) > MAX_OBSERVATIONS:
+        raise WireError(f"observations.items: {len(msg.items)} items, over {MAX_OBSERVATIONS}")
+    out = []
+    for i, o in enumerate(msg.items):
+        if not o.name or len(o.name) > 256:
+            raise WireError(f"observations.items[{i}].name: must be 1..256 characters")
+        if not math.isfinite(o.value):
+            raise WireError(f"observations.items[{i}].value: {o.value!r} is not finite")
+        out.append(Observation(o.name, o.value, _text(o.unit, f"observations.items[{i}].unit")))
+    return out

@@ -1,0 +1,155 @@
+"""The agent's subcommands: ``skewwatch facts`` (collect once, locally) and ``skewwatch agent``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from agent.runtime import Agent
+from agent.settings import AgentSettings, SettingsError, env_float, env_int, env_value
+from skewwatch.core.facts import Snapshot
+
+log = logging.getLogger(__name__)
+
+
+def _add_source_flags(p: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--pid", type=int, default=None, help="inference process id (SKEWWATCH_PID)")
+    target.add_argument(
+        "--match",
+        default=None,
+        metavar="REGEX",
+        help="regex over the inference process's command line (SKEWWATCH_MATCH); default: the "
+        "first vLLM, SGLang or TGI process",
+    )
+    p.add_argument(
+        "--metrics-url", default=env_value(env, "SKEWWATCH_METRICS_URL"), help="runtime /metrics URL"
+    )
+    p.add_argument(
+        "--model-dir",
+        type=Path,
+        default=env_value(env, "SKEWWATCH_MODEL_DIR"),
+        help="model directory (SKEWWATCH_MODEL_DIR); default: found from the process",
+    )
+    p.add_argument(
+        "--source-timeout",
+        type=float,
+        default=None,
+        help="seconds each source may take per cycle (SKEWWATCH_SOURCE_TIMEOUT; default 10)",
+    )
+
+
+def register(sub: Any) -> None:
+    env = os.environ
+    facts = sub.add_parser("facts", help="collect the facts of one replica once, locally, and print them")
+    _add_source_flags(facts, env)
+    facts.add_argument("--format", choices=["json", "table"], default="json")
+    facts.set_defaults(func=cmd_facts)
+
+    agent = sub.add_parser("agent", help="run the sidecar loop: collect and stream to a collector")
+    _add_source_flags(agent, env)
+    agent.add_argument(
+        "--collector",
+        default=env_value(env, "SKEWWATCH_COLLECTOR"),
+        metavar="HOST:PORT",
+        help="collector gRPC address (SKEWWATCH_COLLECTOR)",
+    )
+    agent.add_argument(
+        "--interval", type=float, default=None, help="seconds between collections (SKEWWATCH_INTERVAL; 15)"
+    )
+    agent.add_argument("--agent-id", default=env_value(env, "SKEWWATCH_AGENT_ID"))
+    agent.set_defaults(func=cmd_agent)
+
+
+def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> AgentSettings:
+    pid = args.pid if args.pid is not None else env_int(environ, "SKEWWATCH_PID")
+    match = args.match if args.match is not None else env_value(environ, "SKEWWATCH_MATCH")
+    if args.pid is None and args.match is None and pid is not None and match is not None:
+        raise SettingsError("SKEWWATCH_PID and SKEWWATCH_MATCH: set only one")
+    interval = getattr(args, "interval", None)
+    if interval is None:
+        interval = env_float(environ, "SKEWWATCH_INTERVAL") or 15.0
+    timeout = args.source_timeout
+    if timeout is None:
+        timeout = env_float(environ, "SKEWWATCH_SOURCE_TIMEOUT") or 10.0
+    return AgentSettings(
+        collector=getattr(args, "collector", None),
+        pid=pid,
+        match=match,
+        metrics_url=args.metrics_url,
+        model_dir=Path(args.model_dir) if args.model_dir else None,
+        interval_s=interval,
+        source_timeout_s=timeout,
+        redaction_salt=env_value(environ, "SKEWWATCH_REDACTION_SALT") or AgentSettings.redaction_salt,
+        agent_id=getattr(args, "agent_id", None),
+    ).validate()
+
+
+def _short(value: object, width: int = 60) -> str:
+    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def render_table(snapshot: Snapshot) -> str:
+    lines = []
+    keys = sorted(snapshot.facts)
+    kw = max([len(k) for k in keys] + [4])
+    lines.append(f"{'FACT':<{kw}}  {'VALUE':<60}  PROVENANCE")
+    for k in keys:
+        f = snapshot.facts[k]
+        prov = f"{f.provenance.source}/{f.provenance.method}"
+        if f.provenance.detail:
+            prov += f" ({f.provenance.detail})"
+        lines.append(f"{k:<{kw}}  {_short(f.value):<60}  {prov}")
+    if snapshot.observations:
+        lines.append("")
+        lines.append("OBSERVATION                              VALUE")
+        for name, o in sorted(snapshot.observations.items()):
+            lines.append(f"{name:<40} {o.value:g} {o.unit}")
+    lines.append("")
+    lines.append("SOURCE            STATUS       MESSAGE")
+    for name, s in sorted(snapshot.sources.items()):
+        lines.append(f"{name:<17} {s.state.value:<12} {s.message}")
+    lines.append("")
+    for c, d in snapshot.fingerprint.as_dict().items():
+        lines.append(f"fingerprint {c:<14} {d}")
+    return "\n".join(lines)
+
+
+def cmd_facts(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args, os.environ)
+    snapshot = asyncio.run(Agent(settings, os.environ).collect())
+    if args.format == "json":
+        json.dump(snapshot.to_json(), sys.stdout, indent=2, sort_keys=False, ensure_ascii=False)
+        sys.stdout.write("\n")
+    else:
+        print(render_table(snapshot))
+    return 0
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args, os.environ)
+    if settings.collector is None:
+        raise SettingsError("--collector: required (or set SKEWWATCH_COLLECTOR)")
+
+    async def main() -> None:
+        agent = Agent(settings, os.environ)
+        task = asyncio.create_task(agent.run())
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await task
+        except asyncio.CancelledError:
+            log.info("agent stopped")
+
+    asyncio.run(main())
+    return 0

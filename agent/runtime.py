@@ -1,0 +1,76 @@
+"""The agent as one object: its sources, its context, one-shot collection and the streaming loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+
+from agent.settings import AgentSettings
+from agent.snapshot import collect_snapshot
+from agent.sources.base import AgentPaths, CollectContext, Source
+from agent.sources.pod import pod_identity
+from agent.sources.registry import default_sources
+from agent.stream import AgentStream, Identity, LatestSnapshot, collect_forever
+from skewwatch.core.facts import Snapshot
+
+log = logging.getLogger(__name__)
+
+
+class Agent:
+    def __init__(
+        self,
+        settings: AgentSettings,
+        environ: Mapping[str, str],
+        paths: AgentPaths | None = None,
+        sources: Sequence[Source] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.environ = dict(environ)
+        self.paths = paths or AgentPaths()
+        self.sources = list(sources) if sources is not None else default_sources(settings)
+        self.cycles = 0
+
+    async def collect(self) -> Snapshot:
+        """One collection cycle over every source (each in a fresh context)."""
+        ctx = CollectContext(settings=self.settings, paths=self.paths, environ=self.environ)
+        snapshot = await collect_snapshot(self.sources, ctx, self.settings.source_timeout_s)
+        self.cycles += 1
+        return snapshot
+
+    def identity(self) -> Identity:
+        namespace, pod, node, workload, workload_source = pod_identity(self.environ, self.paths.podinfo)
+        return Identity(
+            agent_id=self.settings.agent_id or f"{namespace}/{pod}",
+            namespace=namespace,
+            pod=pod,
+            node=node,
+            workload=workload,
+            workload_source=workload_source,
+        )
+
+    async def run(self) -> None:
+        """Collect forever and stream to the collector; returns only when cancelled."""
+        assert self.settings.collector is not None
+        latest = LatestSnapshot()
+        stream = AgentStream(self.settings.collector, self.identity(), latest, self.settings.interval_s)
+
+        def report(snapshot: Snapshot) -> None:
+            states = ", ".join(f"{n}={s.state.value}" for n, s in sorted(snapshot.sources.items()))
+            log.info(
+                "collected %d facts, fingerprint %s (%s)",
+                len(snapshot.facts),
+                snapshot.fingerprint.overall[:12],
+                states,
+            )
+
+        tasks = [
+            asyncio.create_task(collect_forever(self.collect, latest, self.settings.interval_s, report)),
+            asyncio.create_task(stream.run_forever()),
+        ]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)

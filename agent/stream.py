@@ -1,0 +1,234 @@
+"""The agent's loop: collect on an interval, stream to the collector, reconnect with backoff.
+
+Collection and sending are two tasks: collection never waits for the collector, so a collector
+that is down (or slow) costs the agent nothing but a log line per failed attempt. The sender
+opens one bidirectional stream: Hello, then the latest full Snapshot, then per cycle a Snapshot
+when the fingerprint changed, else a Heartbeat; Observations when there are any. On Resync it
+sends the full snapshot again. Reconnects use exponential backoff with full jitter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import grpc
+
+from proto.skewwatch.v1 import skewwatch_pb2 as pb
+from proto.skewwatch.v1 import skewwatch_pb2_grpc as pb_grpc
+from skewwatch import PROTOCOL_VERSION, __version__
+from skewwatch.core.facts import Snapshot
+from skewwatch.wire import observations_to_proto, snapshot_to_proto, timestamp
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class Identity:
+    agent_id: str
+    namespace: str
+    pod: str
+    node: str
+    workload: str
+    workload_source: str
+
+
+class Backoff:
+    """Exponential backoff with full jitter (AWS architecture blog's "full jitter")."""
+
+    def __init__(self, base_s: float = 0.5, cap_s: float = 30.0, rng: random.Random | None = None) -> None:
+        self.base_s = base_s
+        self.cap_s = cap_s
+        self.attempt = 0
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
+
+    def next_delay(self) -> float:
+        ceiling = min(self.cap_s, self.base_s * (2**self.attempt))
+        self.attempt = min(self.attempt + 1, 30)
+        return self._rng.uniform(0, ceiling)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class LatestSnapshot:
+    """The newest snapshot, with a version counter so the sender can wait for a newer one."""
+
+    def __init__(self) -> None:
+        self.snapshot: Snapshot | None = None
+        self.version = 0
+        self._changed = asyncio.Condition()
+
+    async def publish(self, snapshot: Snapshot) -> None:
+        async with self._changed:
+            self.snapshot = snapshot
+            self.version += 1
+            self._changed.notify_all()
+
+    async def wait_newer(self, seen_version: int) -> tuple[Snapshot, int]:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.version > seen_version and self.snapshot is not None)
+            assert self.snapshot is not None
+            return self.snapshot, self.version
+
+
+class AgentStream:
+    """Sends snapshots from ``latest`` to one collector, forever, reconnecting as needed."""
+
+    def __init__(self, target: str, identity: Identity, latest: LatestSnapshot, interval_s: float) -> None:
+        self.target = target
+        self.identity = identity
+        self.latest = latest
+        self.interval_s = interval_s
+        self.backoff = Backoff(cap_s=max(5.0, min(60.0, interval_s * 4)))
+        self.sequence = 0
+        self.acked = 0
+        self.connected = asyncio.Event()
+
+    def _next(self) -> int:
+        self.sequence += 1
+        return self.sequence
+
+    def _hello(self) -> pb.AgentMessage:
+        i = self.identity
+        return pb.AgentMessage(
+            sequence=self._next(),
+            hello=pb.Hello(
+                agent_id=i.agent_id,
+                pod=pb.PodIdentity(
+                    namespace=i.namespace,
+                    pod=i.pod,
+                    node=i.node,
+                    workload=i.workload,
+                    workload_source=i.workload_source,
+                ),
+                agent_version=__version__,
+                protocol_version=PROTOCOL_VERSION,
+            ),
+        )
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                await self._session()
+            except asyncio.CancelledError:
+                raise
+            except grpc.aio.AioRpcError as e:
+                log.warning("collector %s: %s: %s", self.target, e.code().name, e.details())
+            except (OSError, TimeoutError, grpc.RpcError) as e:
+                log.warning("collector %s unreachable: %s", self.target, e or type(e).__name__)
+            self.connected.clear()
+            delay = self.backoff.next_delay()
+            log.info("reconnecting to %s in %.2f s", self.target, delay)
+            await asyncio.sleep(delay)
+
+    async def _session(self) -> None:
+        async with grpc.aio.insecure_channel(self.target) as channel:
+            await asyncio.wait_for(channel.channel_ready(), timeout=CONNECT_TIMEOUT_S)
+            call = pb_grpc.IngestStub(channel).Stream()
+            resync = asyncio.Event()
+            reader = asyncio.create_task(self._read(call, resync))
+            try:
+                await self._write(call, resync, reader)
+            finally:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, grpc.RpcError):
+                    await reader
+                call.cancel()
+
+    async def _read(
+        self, call: grpc.aio.StreamStreamCall[pb.AgentMessage, pb.CollectorMessage], resync: asyncio.Event
+    ) -> None:
+        while True:
+            msg = await call.read()
+            if msg is grpc.aio.EOF:
+                return
+            assert isinstance(msg, pb.CollectorMessage)
+            body = msg.WhichOneof("body")
+            if body == "ack":
+                self.acked = max(self.acked, msg.ack.sequence)
+                if not self.connected.is_set():
+                    log.info("connected to collector %s", self.target)
+                self.connected.set()
+                self.backoff.reset()
+            elif body == "resync":
+                log.info("collector asks for a full snapshot: %s", msg.resync.reason)
+                resync.set()
+
+    async def _write(
+        self,
+        call: grpc.aio.StreamStreamCall[pb.AgentMessage, pb.CollectorMessage],
+        resync: asyncio.Event,
+        reader: asyncio.Task[None],
+    ) -> None:
+        await call.write(self._hello())
+        sent_fingerprint: str | None = None
+        seen_version = 0
+        while True:
+            snapshot_task = asyncio.ensure_future(self.latest.wait_newer(seen_version))
+            resync_task = asyncio.ensure_future(resync.wait())
+            done, _ = await asyncio.wait(
+                {snapshot_task, resync_task, reader}, return_when=asyncio.FIRST_COMPLETED
+            )
+            for t in (snapshot_task, resync_task):
+                if not t.done():
+                    t.cancel()
+            if reader in done:
+                reader.result()  # re-raises the stream's error, if any
+                raise ConnectionError("collector closed the stream")
+            if resync_task in done:
+                resync.clear()
+                sent_fingerprint = None
+            if snapshot_task in done:
+                _, seen_version = snapshot_task.result()
+            snapshot = self.latest.snapshot
+            if snapshot is None:
+                continue
+            if snapshot.fingerprint.overall != sent_fingerprint:
+                await call.write(pb.AgentMessage(sequence=self._next(), snapshot=snapshot_to_proto(snapshot)))
+                sent_fingerprint = snapshot.fingerprint.overall
+            elif snapshot_task in done:
+                await call.write(
+                    pb.AgentMessage(
+                        sequence=self._next(),
+                        heartbeat=pb.Heartbeat(
+                            at=timestamp(time.time()), overall_fingerprint=sent_fingerprint
+                        ),
+                    )
+                )
+            if snapshot_task in done and snapshot.observations:
+                await call.write(
+                    pb.AgentMessage(
+                        sequence=self._next(),
+                        observations=observations_to_proto(
+                            snapshot.observations, snapshot.collected_at, self.interval_s
+                        ),
+                    )
+                )
+
+
+async def collect_forever(
+    collect: Callable[[], Awaitable[Snapshot]],
+    latest: LatestSnapshot,
+    interval_s: float,
+    on_snapshot: Callable[[Snapshot], None] | None = None,
+) -> None:
+    """Collect every ``interval_s`` (measured start to start) and publish the result."""
+    loop = asyncio.get_running_loop()
+    next_at = loop.time()
+    while True:
+        snapshot = await collect()
+        await latest.publish(snapshot)
+        if on_snapshot is not None:
+            on_snapshot(snapshot)
+        next_at += interval_s
+        now = loop.time()
+        next_at = max(next_at, now)  # a slow cycle skips missed ticks instead of bursting
+        await asyncio.sleep(next_at - now)

@@ -1,0 +1,295 @@
+"""A stand-in for a vLLM OpenAI-compatible server, for the demo and end-to-end tests.
+
+It is launched with a command line shaped like a real ``vllm serve`` launch (the demo installs it
+as an executable named ``vllm``), reads the model directory's ``config.json`` the way vLLM
+resolves ``--dtype auto``, and serves what a real vLLM V1 server serves on its port:
+``/metrics`` in vLLM's own family names and labels (``vllm:cache_config_info``, token counters,
+TTFT / end-to-end / inter-token histograms, running and waiting gauges), ``/v1/models`` with
+``max_model_len``, ``/health`` and ``/version``. Load is simulated: counters grow with time at a
+rate that depends on the dtype (float32 is served at about half the tokens/s of bfloat16), so a
+dtype drift shows up as slower serving, as it would on a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+VERSION = "0.0.0.dev0+skewwatch.standin"
+TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+E2E_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0)
+ITL_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
+DTYPE_ALIASES = {
+    "half": "float16",
+    "fp16": "float16",
+    "bf16": "bfloat16",
+    "float": "float32",
+    "fp32": "float32",
+}
+# Relative decode speed by dtype: memory-bound decoding scales with bytes per weight.
+SPEED = {"bfloat16": 1.0, "float16": 1.0, "float32": 0.5}
+
+
+@dataclass
+class Histogram:
+    buckets: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+    n: int = 0
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * (len(self.buckets) + 1)
+
+    def observe(self, value: float) -> None:
+        for i, b in enumerate(self.buckets):
+            if value <= b:
+                self.counts[i] += 1
+                break
+        else:
+            self.counts[-1] += 1
+        self.total += value
+        self.n += 1
+
+    def lines(self, name: str, labels: str) -> list[str]:
+        out, cumulative = [], 0
+        for b, c in zip(self.buckets, self.counts, strict=False):
+            cumulative += c
+            out.append(f'{name}_bucket{{{labels},le="{b}"}} {float(cumulative)}')
+        out.append(f'{name}_bucket{{{labels},le="+Inf"}} {float(self.n)}')
+        out.append(f"{name}_count{{{labels}}} {float(self.n)}")
+        out.append(f"{name}_sum{{{labels}}} {self.total}")
+        return out
+
+
+@dataclass
+class Engine:
+    model: str
+    served_name: str
+    dtype: str
+    max_model_len: int
+    block_size: int
+    gpu_memory_utilization: float
+    enable_prefix_caching: bool
+    kv_cache_dtype: str
+    started: float = field(default_factory=time.time)
+    prompt_tokens: int = 0
+    generation_tokens: int = 0
+    requests: int = 0
+    running: int = 0
+    waiting: int = 0
+    kv_usage: float = 0.0
+    ttft: Histogram = field(default_factory=lambda: Histogram(TTFT_BUCKETS))
+    e2e: Histogram = field(default_factory=lambda: Histogram(E2E_BUCKETS))
+    itl: Histogram = field(default_factory=lambda: Histogram(ITL_BUCKETS))
+    rng: random.Random = field(default_factory=lambda: random.Random(7))  # noqa: S311 - simulated load, not crypto
+
+    @property
+    def num_gpu_blocks(self) -> int:
+        bytes_per_weight = 4 if self.dtype == "float32" else 2
+        return int(7281 * self.gpu_memory_utilization / 0.9 * 2 / bytes_per_weight)
+
+    def tick(self, dt: float) -> None:
+        """Simulate ``dt`` seconds of steady traffic (about 4 requests/s)."""
+        speed = SPEED.get(self.dtype, 1.0)
+        for _ in range(max(1, round(4 * dt))):
+            prompt = self.rng.randint(200, 800)
+            gen = self.rng.randint(64, 256)
+            itl = self.rng.uniform(0.018, 0.03) / speed
+            ttft = self.rng.uniform(0.04, 0.12) / speed
+            self.prompt_tokens += prompt
+            self.generation_tokens += gen
+            self.requests += 1
+            self.ttft.observe(ttft)
+            self.itl.observe(itl)
+            self.e2e.observe(ttft + gen * itl)
+        self.running = self.rng.randint(6, 10)
+        self.waiting = self.rng.randint(0, 2) if speed >= 1 else self.rng.randint(2, 6)
+        self.kv_usage = min(0.99, 0.2 + 0.1 * self.running / speed / 4 + self.rng.uniform(0, 0.05))
+
+    def metrics(self) -> str:
+        lab = f'engine="0",model_name="{self.served_name}"'
+        out = [
+            "# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig",
+            "# TYPE vllm:cache_config_info gauge",
+            "vllm:cache_config_info{"
+            f'block_size="{self.block_size}",cache_dtype="{self.kv_cache_dtype}",'
+            'calculate_kv_scales="False",cpu_offload_gb="0",'
+            f'enable_prefix_caching="{self.enable_prefix_caching}",engine="0",'
+            f'gpu_memory_utilization="{self.gpu_memory_utilization}",is_attention_free="False",'
+            f'num_cpu_blocks="None",num_gpu_blocks="{self.num_gpu_blocks}",'
+            'num_gpu_blocks_override="None",prefix_caching_hash_algo="builtin",'
+            'sliding_window="None",swap_space="4",swap_space_bytes="4294967296"} 1.0',
+            "# HELP vllm:num_requests_running Number of requests in model execution batches.",
+            "# TYPE vllm:num_requests_running gauge",
+            f"vllm:num_requests_running{{{lab}}} {float(self.running)}",
+            "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.",
+            "# TYPE vllm:num_requests_waiting gauge",
+            f"vllm:num_requests_waiting{{{lab}}} {float(self.waiting)}",
+            "# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.",
+            "# TYPE vllm:kv_cache_usage_perc gauge",
+            f"vllm:kv_cache_usage_perc{{{lab}}} {self.kv_usage}",
+            "# HELP vllm:num_preemptions_total Cumulative number of preemption from the engine.",
+            "# TYPE vllm:num_preemptions_total counter",
+            f"vllm:num_preemptions_total{{{lab}}} 0.0",
+            "# HELP vllm:prompt_tokens_total Number of prefill tokens processed.",
+            "# TYPE vllm:prompt_tokens_total counter",
+            f"vllm:prompt_tokens_total{{{lab}}} {float(self.prompt_tokens)}",
+            "# HELP vllm:generation_tokens_total Number of generation tokens processed.",
+            "# TYPE vllm:generation_tokens_total counter",
+            f"vllm:generation_tokens_total{{{lab}}} {float(self.generation_tokens)}",
+            "# HELP vllm:request_success_total Count of successfully processed requests.",
+            "# TYPE vllm:request_success_total counter",
+            f'vllm:request_success_total{{{lab},finished_reason="stop"}} {float(self.requests)}',
+            f'vllm:request_success_total{{{lab},finished_reason="length"}} 0.0',
+            f'vllm:request_success_total{{{lab},finished_reason="abort"}} 0.0',
+            "# HELP vllm:time_to_first_token_seconds Histogram of time to first token in seconds.",
+            "# TYPE vllm:time_to_first_token_seconds histogram",
+            *self.ttft.lines("vllm:time_to_first_token_seconds", lab),
+            "# HELP vllm:e2e_request_latency_seconds Histogram of e2e request latency in seconds.",
+            "# TYPE vllm:e2e_request_latency_seconds histogram",
+            *self.e2e.lines("vllm:e2e_request_latency_seconds", lab),
+            "# HELP vllm:inter_token_latency_seconds Histogram of inter-token latency in seconds.",
+            "# TYPE vllm:inter_token_latency_seconds histogram",
+            *self.itl.lines("vllm:inter_token_latency_seconds", lab),
+        ]
+        return "\n".join(out) + "\n"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    if argv and argv[0] == "serve":
+        argv = argv[1:]
+    p = argparse.ArgumentParser(prog="vllm serve", allow_abbrev=False)
+    p.add_argument("model_tag", nargs="?")
+    p.add_argument("--model")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--max-model-len", "--max_model_len", type=int)
+    p.add_argument("--served-model-name")
+    p.add_argument("--block-size", type=int, default=16)
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    p.add_argument("--kv-cache-dtype", default="auto")
+    p.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--api-key")
+    # Flags a real launch carries that the stand-in accepts and ignores.
+    args, _unknown = p.parse_known_args(argv)
+    return args
+
+
+def resolve_dtype(requested: str, config: dict[str, object]) -> str:
+    """vLLM's rule for ``--dtype auto``: the checkpoint dtype, except float32 is served as float16."""
+    requested = DTYPE_ALIASES.get(requested, requested)
+    if requested != "auto":
+        return requested
+    torch_dtype = str(config.get("torch_dtype") or "float32")
+    return "float16" if torch_dtype == "float32" else torch_dtype
+
+
+def build_engine(args: argparse.Namespace) -> Engine:
+    model = args.model or args.model_tag
+    if not model:
+        raise SystemExit("vllm serve: a model is required")
+    config: dict[str, object] = {}
+    cfg_path = Path(model) / "config.json"
+    if cfg_path.is_file():
+        config = json.loads(cfg_path.read_text())
+    max_len = args.max_model_len or int(str(config.get("max_position_embeddings", 2048)))
+    return Engine(
+        model=model,
+        served_name=args.served_model_name or model,
+        dtype=resolve_dtype(args.dtype, config),
+        max_model_len=max_len,
+        block_size=args.block_size,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        enable_prefix_caching=args.enable_prefix_caching,
+        kv_cache_dtype=args.kv_cache_dtype,
+    )
+
+
+def make_app(engine: Engine, api_key: str | None) -> web.Application:
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(text=engine.metrics(), content_type="text/plain", charset="utf-8")
+
+    async def models(request: web.Request) -> web.Response:
+        if api_key and request.headers.get("Authorization") != f"Bearer {api_key}":
+            return web.json_response({"error": "Unauthorized"}, status=401)
+        return web.json_response(
+            {
+                "object": "list",
+                "data": [
+                    {
+                        "id": engine.served_name,
+                        "object": "model",
+                        "created": int(engine.started),
+                        "owned_by": "vllm",
+                        "root": engine.model,
+                        "parent": None,
+                        "max_model_len": engine.max_model_len,
+                    }
+                ],
+            }
+        )
+
+    async def health(_: web.Request) -> web.Response:
+        return web.Response(status=200)
+
+    async def version(_: web.Request) -> web.Response:
+        return web.json_response({"version": VERSION})
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/health", health)
+    app.router.add_get("/version", version)
+    return app
+
+
+async def serve(args: argparse.Namespace) -> None:
+    engine = build_engine(args)
+    runner = web.AppRunner(make_app(engine, args.api_key), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, args.host, args.port).start()
+    print(
+        f"stand-in vLLM serving {engine.served_name} dtype={engine.dtype} on http://{args.host}:{args.port}",
+        flush=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    last = time.monotonic()
+    try:
+        while not stop.is_set():
+            # The timeout is the simulation tick, not an error.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=0.25)
+            now = time.monotonic()
+            engine.tick(now - last)
+            last = now
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    if math.isnan(args.gpu_memory_utilization):
+        raise SystemExit("--gpu-memory-utilization: not a number")
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    asyncio.run(serve(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

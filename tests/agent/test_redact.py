@@ -1,0 +1,97 @@
+"""Redaction: secret names and secret-shaped values are replaced by salted digests."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.redact import REDACTED_PREFIX, Redactor, is_secret_name, is_secret_value
+
+HF = "hf_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"
+SK = "sk-proj-0123456789abcdefghijklmnopqrstuv"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "HF_TOKEN",
+        "HUGGING_FACE_HUB_TOKEN",
+        "api-key",
+        "--api-key",
+        "OPENAI_API_KEY",
+        "AWS_SECRET_ACCESS_KEY",
+        "DB_PASSWORD",
+        "VLLM_API_KEY",
+        "hf-token",
+        "client_secret",
+        "NGC_API_KEY",
+        "AUTHORIZATION",
+    ],
+)
+def test_secret_names_are_recognised(name: str) -> None:
+    assert is_secret_name(name)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "max_num_batched_tokens",
+        "MAX_TOTAL_TOKENS",
+        "MAX_BATCH_PREFILL_TOKENS",
+        "max-input-tokens",
+        "tokenizer",
+        "tokenizer-mode",
+        "TOKENIZERS_PARALLELISM",
+        "dtype",
+        "NCCL_IB_HCA",
+        "HF_HOME",
+        "max-tokens",
+    ],
+)
+def test_configuration_names_are_not_secret(name: str) -> None:
+    assert not is_secret_name(name)
+
+
+@pytest.mark.parametrize("value", [HF, SK, "AKIAIOSFODNN7EXAMPLE", "ghp_" + "a" * 36, "nvapi-" + "x" * 30])
+def test_secret_shaped_values_are_recognised(value: str) -> None:
+    assert is_secret_value(value)
+
+
+def test_redacted_value_is_a_stable_salted_digest() -> None:
+    r = Redactor("salt-a")
+    d = r.value("HF_TOKEN", HF)
+    assert d.startswith(REDACTED_PREFIX) and HF not in d
+    assert r.value("HF_TOKEN", HF) == d  # stable, so replicas compare
+    assert r.value("HF_TOKEN", HF + "x") != d  # a change is visible
+    assert Redactor("salt-b").value("HF_TOKEN", HF) != d  # salted per installation
+
+
+def test_secret_shaped_value_is_redacted_under_any_name() -> None:
+    assert Redactor("s").value("SOME_VAR", SK).startswith(REDACTED_PREFIX)
+
+
+def test_secret_key_ref_names_are_always_redacted() -> None:
+    env = Redactor("s").env({"MY_SETTING": "plain", "OTHER": "x"}, secret_names=frozenset({"MY_SETTING"}))
+    assert env["MY_SETTING"].startswith(REDACTED_PREFIX)
+    assert env["OTHER"] == "x"
+
+
+def test_argv_redacts_flag_values_in_both_forms() -> None:
+    argv = ["vllm", "serve", "m", "--api-key", SK, "--hf-token=" + HF, "--max-num-batched-tokens", "8192"]
+    out = Redactor("s").argv(argv)
+    text = " ".join(out)
+    assert SK not in text and HF not in text
+    assert out[3] == "--api-key" and out[4].startswith(REDACTED_PREFIX)
+    assert out[5].startswith("--hf-token=" + REDACTED_PREFIX)
+    assert out[6:] == ["--max-num-batched-tokens", "8192"]
+
+
+def test_shell_script_text_is_redacted() -> None:
+    script = f"export HF_TOKEN={HF}; vllm serve m --api-key {SK} --max-model-len 4096"
+    out = Redactor("s").text(script)
+    assert HF not in out and SK not in out
+    assert "--max-model-len 4096" in out
+
+
+def test_url_credentials_are_redacted() -> None:
+    out = Redactor("s").value("DATABASE_URL", "postgresql://user:hunter2@db:5432/x")
+    assert "hunter2" not in out and out.startswith("postgresql://user:")

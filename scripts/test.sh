@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The test command: set up, then generated-code freshness, lint, types and the test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+export PATH="$PWD/.venv/bin:$PATH"
+echo "--- proto: generated code up to date"
+PYTHON=.venv/bin/python bash scripts/gen-proto.sh --check
+echo "--- ruff"
+ruff check .
+ruff format --check .
+echo "--- mypy --strict"
+mypy
+echo "--- pytest"
+exec python -m pytest "$@"

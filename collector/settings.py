@@ -1,0 +1,135 @@
+"""Collector settings: one documented, frozen dataclass; every field has a flag and a variable.
+
+| field                    | flag                | variable                           | default           |
+|--------------------------|---------------------|------------------------------------|-------------------|
+| grpc                     | --grpc              | SKEWWATCH_GRPC                     | 127.0.0.1:50051   |
+| http                     | --http              | SKEWWATCH_HTTP                     | 127.0.0.1:8080    |
+| store                    | --store             | SKEWWATCH_STORE                    | sqlite:///./skewwatch.db
+| intents                  | --intents           | SKEWWATCH_INTENTS                  | none              |
+| max_message_bytes        | --max-message-bytes | SKEWWATCH_MAX_MESSAGE_BYTES        | 4194304 (4 MiB)   |
+| max_streams              | --max-streams       | SKEWWATCH_MAX_STREAMS              | 1000              |
+| observation_history_rows | (none)              | SKEWWATCH_OBSERVATION_HISTORY_ROWS | 2000 per pod      |
+| observation_history_days | (none)              | SKEWWATCH_OBSERVATION_HISTORY_DAYS | 7 days            |
+| store_timeout_s          | (none)              | SKEWWATCH_STORE_TIMEOUT            | 10 s (busy wait)  |
+| shutdown_grace_s         | (none)              | SKEWWATCH_SHUTDOWN_GRACE           | 5 s               |
+
+``grpc`` and ``http`` are ``HOST:PORT`` (``[::1]:PORT`` for IPv6); port 0 picks a free port, and the
+bound ports are logged and returned by ``Collector.start``. A gRPC message larger than
+``max_message_bytes`` ends its stream with INVALID_ARGUMENT; gRPC's own receive limit is set a
+little above it so the collector, not the transport, names the problem.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from collector.errors import SettingsError
+
+MIB = 1024 * 1024
+_HOSTPORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.\-_]*):(\d{1,5})$")
+
+
+@dataclass(frozen=True)
+class CollectorSettings:
+    """Everything the collector needs to run; see the module docstring for flags and variables."""
+
+    grpc: str = "127.0.0.1:50051"
+    http: str = "127.0.0.1:8080"
+    store: str = "sqlite:///./skewwatch.db"
+    intents: Path | None = None
+    max_message_bytes: int = 4 * MIB
+    max_streams: int = 1000
+    observation_history_rows: int = 2000
+    observation_history_days: float = 7.0
+    store_timeout_s: float = 10.0
+    shutdown_grace_s: float = 5.0
+
+    def validate(self) -> CollectorSettings:
+        """Return self when every field is valid, else raise SettingsError naming the flag."""
+        split_hostport(self.grpc, "--grpc")
+        split_hostport(self.http, "--http")
+        if not self.store.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise SettingsError(
+                "--store", f"must be sqlite:///PATH or postgresql://..., got {self.store!r}"
+            )
+        if self.intents is not None and not self.intents.is_dir():
+            raise SettingsError("--intents", f"{str(self.intents)!r} is not a directory")
+        if not 1024 <= self.max_message_bytes <= 256 * MIB:
+            raise SettingsError(
+                "--max-message-bytes", f"must be between 1024 and {256 * MIB}, got {self.max_message_bytes}"
+            )
+        if not 1 <= self.max_streams <= 100_000:
+            raise SettingsError("--max-streams", f"must be between 1 and 100000, got {self.max_streams}")
+        if not 1 <= self.observation_history_rows <= 1_000_000:
+            raise SettingsError(
+                "SKEWWATCH_OBSERVATION_HISTORY_ROWS",
+                f"must be between 1 and 1000000, got {self.observation_history_rows}",
+            )
+        if not 0 < self.observation_history_days <= 3650:
+            raise SettingsError(
+                "SKEWWATCH_OBSERVATION_HISTORY_DAYS",
+                f"must be more than 0 and at most 3650, got {self.observation_history_days}",
+            )
+        if not 0.01 <= self.store_timeout_s <= 600:
+            raise SettingsError(
+                "SKEWWATCH_STORE_TIMEOUT", f"must be between 0.01 and 600 s, got {self.store_timeout_s}"
+            )
+        if not 0 <= self.shutdown_grace_s <= 600:
+            raise SettingsError(
+                "SKEWWATCH_SHUTDOWN_GRACE", f"must be between 0 and 600 s, got {self.shutdown_grace_s}"
+            )
+        return self
+
+    @property
+    def grpc_receive_limit(self) -> int:
+        """gRPC's own limit: above ours so an oversized message reaches us and gets a clear error."""
+        return self.max_message_bytes + max(64 * 1024, self.max_message_bytes // 4)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> CollectorSettings:
+        """Defaults overridden by the ``SKEWWATCH_*`` variables present (and non-empty) in ``environ``."""
+        changes: dict[str, Any] = {}
+        for name, (variable, parse) in ENV.items():
+            raw = environ.get(variable, "").strip()
+            if not raw:
+                continue
+            try:
+                changes[name] = parse(raw)
+            except ValueError as e:
+                raise SettingsError(variable, f"cannot parse {raw!r}: {e}") from e
+        return replace(cls(), **changes)
+
+
+def _int(raw: str) -> int:
+    return int(raw, 10)
+
+
+# field -> (environment variable, parser); the single place flags' env defaults come from.
+ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "grpc": ("SKEWWATCH_GRPC", str),
+    "http": ("SKEWWATCH_HTTP", str),
+    "store": ("SKEWWATCH_STORE", str),
+    "intents": ("SKEWWATCH_INTENTS", Path),
+    "max_message_bytes": ("SKEWWATCH_MAX_MESSAGE_BYTES", _int),
+    "max_streams": ("SKEWWATCH_MAX_STREAMS", _int),
+    "observation_history_rows": ("SKEWWATCH_OBSERVATION_HISTORY_ROWS", _int),
+    "observation_history_days": ("SKEWWATCH_OBSERVATION_HISTORY_DAYS", float),
+    "store_timeout_s": ("SKEWWATCH_STORE_TIMEOUT", float),
+    "shutdown_grace_s": ("SKEWWATCH_SHUTDOWN_GRACE", float),
+}
+assert set(ENV) == {f.name for f in fields(CollectorSettings)}, "every setting needs a variable"
+
+
+def split_hostport(value: str, flag: str) -> tuple[str, int]:
+    """``HOST:PORT`` → (host, port); an empty host means all interfaces. Raises SettingsError."""
+    m = _HOSTPORT.match(value)
+    if not m:
+        raise SettingsError(flag, f"must be HOST:PORT (or [IPv6]:PORT), got {value!r}")
+    port = int(m.group(2))
+    if port > 65535:
+        raise SettingsError(flag, f"port {port} is over 65535")
+    return m.group(1).strip("[]"), port

@@ -1,0 +1,25 @@
+"""Where the collector keeps pods, snapshots and observations: a Protocol and its backends."""
+
+from collector.store.base import (
+    HeartbeatResult,
+    ObservationsRecord,
+    PodIdentity,
+    PodKey,
+    PodRecord,
+    SnapshotRecord,
+    SnapshotWrite,
+    Store,
+)
+from collector.store.url import parse_store_url
+
+__all__ = [
+    "HeartbeatResult",
+    "ObservationsRecord",
+    "PodIdentity",
+    "PodKey",
+    "PodRecord",
+    "SnapshotRecord",
+    "SnapshotWrite",
+    "Store",
+    "parse_store_url",
+]

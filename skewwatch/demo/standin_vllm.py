@@ -282,6 +282,19 @@ async def serve(args: argparse.Namespace) -> None:
         await runner.cleanup()
 
 
+def install_launcher(bindir: Path) -> Path:
+    """Write an executable named ``vllm`` that runs this stand-in, as vLLM's console script does.
+
+    Launched as ``vllm serve MODEL …`` its command line reads ``<python> <bindir>/vllm serve MODEL …``,
+    exactly like a pip-installed vLLM's.
+    """
+    bindir.mkdir(parents=True, exist_ok=True)
+    launcher = bindir / "vllm"
+    launcher.write_text(f"#!{sys.executable}\nimport sys\nfrom {__name__} import main\nsys.exit(main())\n")
+    launcher.chmod(0o755)
+    return launcher
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     if math.isnan(args.gpu_memory_utilization):

@@ -1,0 +1,69 @@
+"""Engine knowledge as data: vLLM, SGLang and TGI tables, and the pure parser that reads them.
+
+``detect(argv)`` names the engine a command line starts; ``parse_args(spec, argv, env)`` turns
+it into typed settings (``runtime.args.<flag>``, canonical keys, ``runtime.env.<NAME>``) with
+provenance. ``GENERIC`` stands in for a process found by pid or pattern that is none of them.
+"""
+
+from __future__ import annotations
+
+from agent.engines.base import COMMON_ENV_PREFIXES, MODEL, EngineSpec, Entrypoint, SettingSpec
+from agent.engines.parse import (
+    Invocation,
+    ParsedCommand,
+    Redact,
+    Setting,
+    detect,
+    is_shell,
+    locate,
+    model_key,
+    parse_args,
+    parse_size,
+    redact_with,
+    shell_commands,
+)
+from agent.engines.sglang import SGLANG
+from agent.engines.tgi import TGI
+from agent.engines.vllm import VLLM
+
+ENGINES: tuple[EngineSpec, ...] = (VLLM, SGLANG, TGI)
+
+GENERIC = EngineSpec(
+    name="unknown",
+    entrypoints=(),
+    settings=(),
+    env_prefixes=tuple(dict.fromkeys(p for spec in ENGINES for p in spec.env_prefixes)),
+    api_key_env=tuple(dict.fromkeys(n for spec in ENGINES for n in spec.api_key_env)),
+)
+
+
+def engine_named(name: str) -> EngineSpec:
+    """The spec of ``name`` (vllm | sglang | tgi), else GENERIC."""
+    return next((s for s in ENGINES if s.name == name), GENERIC)
+
+
+__all__ = [
+    "COMMON_ENV_PREFIXES",
+    "ENGINES",
+    "GENERIC",
+    "MODEL",
+    "SGLANG",
+    "TGI",
+    "VLLM",
+    "EngineSpec",
+    "Entrypoint",
+    "Invocation",
+    "ParsedCommand",
+    "Redact",
+    "Setting",
+    "SettingSpec",
+    "detect",
+    "engine_named",
+    "is_shell",
+    "locate",
+    "model_key",
+    "parse_args",
+    "parse_size",
+    "redact_with",
+    "shell_commands",
+]

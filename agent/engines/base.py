@@ -1,0 +1,118 @@
+"""What an inference engine is, as data: how to recognise its command line and read its settings.
+
+An :class:`EngineSpec` is a table, not code: the executables and Python modules that start the
+engine, each setting's flag spellings and environment variables with the canonical fact key it
+feeds and the type of its value, the defaults worth reporting, and the env-name prefixes whose
+variables are configuration. The parser in :mod:`agent.engines.parse` is the only code that reads
+these tables; adding an engine or a flag is adding a row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from skewwatch.core.facts import FactValue
+
+# int/float/bool/str as named; "size" is a human-readable integer ("32k" = 32000, "32K" = 32768,
+# vLLM's convention for --max-model-len); "dtype" is a string normalised to torch names.
+ValueType = Literal["int", "float", "bool", "str", "size", "dtype"]
+
+# The pseudo-key of the setting that names the model: the parser turns it into model.id (a hub
+# repository id) or model.path (anything path-shaped), which only the value can tell apart.
+MODEL = "model"
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    """One engine setting: where it can be spelled and the canonical fact it becomes."""
+
+    key: str  # canonical fact key (``runtime.max_model_len``) or MODEL
+    flags: tuple[str, ...] = ()  # spellings as on the command line: ("--max-model-len",)
+    type: ValueType = "str"
+    env: tuple[str, ...] = ()  # environment variables that set it too (TGI's clap ``env``)
+    invert: bool = False  # the flag says the opposite: SGLang --disable-radix-cache
+    multiple: bool = False  # takes one or more values: --served-model-name a b
+    # A bool flag is a switch (``--enforce-eager``) unless it takes a value (TGI's ``--sharded true``).
+    takes_value: bool = False
+
+
+@dataclass(frozen=True)
+class Entrypoint:
+    """One way of starting the engine."""
+
+    kind: Literal["executable", "module"]
+    name: str  # basename of the executable or console script, or the ``python -m`` module
+    subcommand: str | None = None  # ``vllm serve``: the word that must follow
+    positional: str | None = None  # setting key fed by the first positional argument
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    name: str  # vllm | sglang | tgi
+    entrypoints: tuple[Entrypoint, ...]
+    settings: tuple[SettingSpec, ...]
+    # Flags that take no value but feed no canonical key; knowing them keeps the parser from
+    # swallowing the next positional argument as their value.
+    switches: tuple[str, ...] = ()
+    defaults: Mapping[str, FactValue] = field(default_factory=dict)
+    metrics_path: str = "/metrics"
+    port_key: str = "serving.port"
+    host_flags: tuple[str, ...] = ("--host",)
+    api_key_flags: tuple[str, ...] = ("--api-key",)
+    api_key_env: tuple[str, ...] = ()
+    env_prefixes: tuple[str, ...] = ()
+    # argparse accepts unique prefixes of long flags (vLLM, SGLang); clap (TGI) does not.
+    allow_abbrev: bool = True
+
+    def flag_table(self) -> dict[str, SettingSpec]:
+        """Normalised flag name (no dashes, ``_`` as ``-``) → setting."""
+        return {normalise_flag(f): s for s in self.settings for f in s.flags}
+
+    def env_table(self) -> dict[str, SettingSpec]:
+        """Environment variable name → setting."""
+        return {e: s for s in self.settings for e in s.env}
+
+    def switch_names(self) -> frozenset[str]:
+        names = {normalise_flag(f) for f in self.switches}
+        names.update(
+            normalise_flag(f)
+            for s in self.settings
+            if s.type == "bool" and not s.takes_value
+            for f in s.flags
+        )
+        return frozenset(names)
+
+    def reports_env(self, name: str) -> bool:
+        """True for environment variables worth reporting as ``runtime.env.<NAME>``."""
+        return name in self.env_table() or name in self.api_key_env or name.startswith(self.env_prefixes)
+
+
+def normalise_flag(flag: str) -> str:
+    """``--max_model_len`` → ``max-model-len``: argparse (vLLM) treats ``_`` and ``-`` alike."""
+    return flag.lstrip("-").replace("_", "-")
+
+
+# Environment prefixes that configure any of the engines or the libraries under them.
+COMMON_ENV_PREFIXES: tuple[str, ...] = (
+    "CUDA_",
+    "NCCL_",
+    "NVIDIA_",
+    "HF_",
+    "HUGGING_FACE_",
+    "HUGGINGFACE_",
+    "TRANSFORMERS_",
+    "TOKENIZERS_",
+    "TORCH_",
+    "PYTORCH_",
+    "TORCHINDUCTOR_",
+    "TRITON_",
+    "OMP_",
+    "MKL_",
+    "FLASHINFER_",
+    "XFORMERS_",
+    "LMCACHE_",
+    "UCX_",
+    "NIXL_",
+)

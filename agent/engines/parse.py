@@ -1,0 +1,553 @@
+"""Pure command-line parsing: which engine a command line starts, and what it configures.
+
+Nothing here reads a file or a process; callers hand in an argv (and the process environment)
+and get back typed settings with provenance. Raw values never leave this module unredacted:
+every string value of a setting passes through the ``redact(name, value)`` function the caller
+gives (by default a :class:`~agent.redact.Redactor` with the built-in salt).
+
+Handled: ``--flag value``, ``--flag=value``, ``_`` or ``-`` in flag names, switches and their
+``--no-`` forms, unique prefixes where the engine's parser allows them, several values
+(``--served-model-name a b``), ``vllm serve MODEL`` (direct or as ``python /usr/local/bin/vllm
+serve``), ``python -m module``, wrappers (``env A=b``, ``exec``, ``nohup``, ``tini --``,
+``dumb-init``) and commands inside ``sh -c SCRIPT``. Left for later: ``--config FILE``,
+``VLLM_ADDITIONAL_ARGS``, ``dtype auto`` resolved from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import PurePosixPath
+
+from agent.engines.base import MODEL, EngineSpec, Entrypoint, SettingSpec, normalise_flag
+from agent.redact import Redactor
+from agent.settings import DEFAULT_SALT
+from skewwatch.core.facts import FactValue
+
+Redact = Callable[[str, str], str]
+
+SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ash", "ksh", "mksh"})
+_PYTHON = re.compile(r"^python(\d+(\.\d+)?)?$")
+_NUMBER = re.compile(r"^-?\d+(\.\d+)?([eE][-+]?\d+)?$")
+# A flag name that can become part of a fact key: no whitespace, control characters or oddities.
+_FLAG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+# Hugging Face hub repository ids: "gpt2" or "org/name"; anything else is a path or URI.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)([kmgtKMGT]?)$")
+
+_DTYPES = {
+    "half": "float16",
+    "fp16": "float16",
+    "float16": "float16",
+    "bf16": "bfloat16",
+    "bfloat16": "bfloat16",
+    "float": "float32",
+    "fp32": "float32",
+    "float32": "float32",
+}
+_TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
+_FALSE = frozenset({"0", "false", "f", "no", "n", "off"})
+_SEPARATORS = frozenset({";", "&&", "||", "|", "&", "(", ")", ";;"})
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """Where an engine's own arguments start in a command line."""
+
+    spec: EngineSpec
+    entrypoint: Entrypoint
+    args: tuple[str, ...]
+    via_shell: bool = False  # found inside ``sh -c SCRIPT`` rather than as the process itself
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A fact-to-be: key, typed (and already redacted) value, and how it was learnt."""
+
+    key: str
+    value: FactValue
+    method: str  # arg | env | default | derived
+    detail: str = ""
+
+
+@dataclass
+class ParsedCommand:
+    """What one engine command line (plus its environment) configures."""
+
+    engine: str
+    settings: list[Setting] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # malformed values, each naming its flag
+    model_arg: str | None = None  # the model as given, to look for it on disk
+    host: str | None = None
+
+    def get(self, key: str) -> Setting | None:
+        for s in reversed(self.settings):
+            if s.key == key:
+                return s
+        return None
+
+    def value(self, key: str) -> FactValue:
+        s = self.get(key)
+        return None if s is None else s.value
+
+
+def redact_with(redactor: Redactor) -> Redact:
+    """The redaction every value goes through: secret by name or shape, then secrets inside text."""
+
+    def redact(name: str, value: str) -> str:
+        return redactor.text(redactor.value(name, value))
+
+    return redact
+
+
+def _default_redact() -> Redact:
+    return redact_with(Redactor(DEFAULT_SALT))
+
+
+# --- recognising the engine -------------------------------------------------------------------
+
+
+def basename(arg: str) -> str:
+    return PurePosixPath(arg).name if arg else ""
+
+
+def strip_wrappers(argv: Sequence[str]) -> list[str]:
+    """Drop launchers that only prefix the real command: env, exec, nohup, tini, dumb-init."""
+    args = list(argv)
+    while args:
+        head = basename(args[0])
+        # shell-style VAR=value prefixes, and launchers that only exec what follows
+        if re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", args[0]) or head in ("exec", "nohup"):
+            args = args[1:]
+        elif head == "env":
+            args = args[1:]
+            while args and (args[0].startswith("-") or "=" in args[0]):
+                args = args[1:]
+        elif head in ("tini", "dumb-init", "tini-static"):
+            rest = args[1:]
+            end = rest.index("--") + 1 if "--" in rest else 0
+            args = [a for a in rest[end:] if end or not a.startswith("-")]
+        else:
+            break
+    return args
+
+
+def is_shell(argv: Sequence[str]) -> bool:
+    return bool(argv) and basename(argv[0]) in SHELLS
+
+
+def shell_script(argv: Sequence[str]) -> str | None:
+    """The script of ``sh [-opts] -c SCRIPT``, else None."""
+    if not is_shell(argv):
+        return None
+    for i, arg in enumerate(argv[1:], start=1):
+        if not arg.startswith("-"):
+            return None
+        if "c" in arg[1:] and not arg.startswith("--") and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def shell_commands(script: str) -> list[list[str]]:
+    """Simple commands in a shell script, split at ``;``, ``&&``, ``|`` and newlines.
+
+    Good enough to find the engine command in a container's ``bash -c`` script; a line shlex
+    cannot split (an unbalanced quote) is skipped rather than guessed at.
+    """
+    commands: list[list[str]] = []
+    script = re.sub(r"\\\r?\n", " ", script)
+    for line in script.splitlines():
+        lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|()")
+        lexer.whitespace_split = True
+        lexer.commenters = "#"
+        try:
+            tokens = list(lexer)
+        except ValueError:
+            continue
+        current: list[str] = []
+        for tok in tokens:
+            if tok in _SEPARATORS:
+                if current:
+                    commands.append(current)
+                current = []
+            else:
+                current.append(tok)
+        if current:
+            commands.append(current)
+    return commands
+
+
+def _python_target(argv: Sequence[str]) -> tuple[str, str, list[str]] | None:
+    """For ``python [opts] -m MOD args`` or ``python [opts] SCRIPT args``: (kind, name, args)."""
+    if not argv or not _PYTHON.match(basename(argv[0])):
+        return None
+    i = 1
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "-m" and i + 1 < len(argv):
+            return "module", argv[i + 1], list(argv[i + 2 :])
+        if arg.startswith("-m") and len(arg) > 2:
+            return "module", arg[2:], list(argv[i + 1 :])
+        if arg == "-c":
+            return None
+        if arg in ("-X", "-W"):
+            i += 2
+            continue
+        if arg.startswith("-"):
+            i += 1
+            continue
+        return "executable", basename(arg), list(argv[i + 1 :])
+    return None
+
+
+def _match(spec: EngineSpec, kind: str, name: str, rest: Sequence[str]) -> Invocation | None:
+    for ep in spec.entrypoints:
+        if ep.kind != kind or ep.name != name:
+            continue
+        if ep.subcommand is None:
+            return Invocation(spec, ep, tuple(rest))
+        if rest and rest[0] == ep.subcommand:
+            return Invocation(spec, ep, tuple(rest[1:]))
+    return None
+
+
+def _locate_direct(spec: EngineSpec, argv: Sequence[str]) -> Invocation | None:
+    argv = strip_wrappers(argv)
+    if not argv:
+        return None
+    target = _python_target(argv)
+    if target is not None:
+        return _match(spec, *target)
+    return _match(spec, "executable", basename(argv[0]), argv[1:])
+
+
+def locate(argv: Sequence[str], engines: Sequence[EngineSpec] | None = None) -> Invocation | None:
+    """The engine a command line starts and where its arguments begin, else None."""
+    specs = engines if engines is not None else _engines()
+    for spec in specs:
+        inv = _locate_direct(spec, argv)
+        if inv is not None:
+            return inv
+    script = shell_script(strip_wrappers(argv))
+    if script is not None:
+        for command in shell_commands(script):
+            for spec in specs:
+                inv = _locate_direct(spec, command)
+                if inv is not None:
+                    return replace(inv, via_shell=True)
+    return None
+
+
+def detect(argv: Sequence[str], engines: Sequence[EngineSpec] | None = None) -> EngineSpec | None:
+    """The engine a command line starts (vLLM, SGLang, TGI), else None."""
+    inv = locate(argv, engines)
+    return None if inv is None else inv.spec
+
+
+def _engines() -> tuple[EngineSpec, ...]:
+    from agent.engines import ENGINES  # the registry imports this module
+
+    return ENGINES
+
+
+# --- reading values ---------------------------------------------------------------------------
+
+
+class ValueProblem(ValueError):
+    """A flag or variable value does not have the type its setting expects."""
+
+
+def _parse_bool(raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ValueProblem(f"expected true or false, got {raw!r}")
+
+
+def parse_size(raw: str) -> int:
+    """A human-readable integer as vLLM reads it: ``1k`` = 1000, ``1K`` = 1024, ``25.6k`` = 25600."""
+    text = raw.strip().replace("_", "")
+    m = _SIZE.match(text)
+    if not m:
+        raise ValueProblem(f"expected an integer like 4096 or 32k, got {raw!r}")
+    number, suffix = m.groups()
+    exponent = "kmgt".index(suffix.lower()) + 1 if suffix else 0
+    base = 1024 if suffix.isupper() else 1000
+    value = float(number) * base**exponent if "." in number else int(number) * base**exponent
+    if value != int(value):
+        raise ValueProblem(f"{raw!r} is not a whole number")
+    return int(value)
+
+
+def convert(setting: SettingSpec, raw: str | bool | list[str]) -> FactValue:
+    """Turn a raw flag or env value into the typed value of ``setting``; ValueProblem if it can't."""
+    if isinstance(raw, list):
+        if setting.multiple:
+            return raw[0] if len(raw) == 1 else list(raw)
+        raw = raw[-1]
+    if isinstance(raw, bool):
+        if setting.type != "bool":
+            raise ValueProblem("expects a value")
+        value: FactValue = raw
+    elif setting.type == "bool":
+        value = _parse_bool(raw)
+    elif setting.type == "int":
+        try:
+            value = int(raw.strip())
+        except ValueError as e:
+            raise ValueProblem(f"expected an integer, got {raw!r}") from e
+    elif setting.type == "size":
+        value = parse_size(raw)
+    elif setting.type == "float":
+        try:
+            number = float(raw.strip())
+        except ValueError as e:
+            raise ValueProblem(f"expected a number, got {raw!r}") from e
+        if not math.isfinite(number):
+            raise ValueProblem(f"expected a finite number, got {raw!r}")
+        value = number
+    elif setting.type == "dtype":
+        low = raw.strip().lower()
+        value = _DTYPES.get(low, low)
+    else:
+        value = raw
+    if setting.invert and isinstance(value, bool):
+        value = not value
+    return value
+
+
+def model_key(value: str) -> str:
+    """``model.id`` for a hub repository id, ``model.path`` for a path or URI."""
+    return "model.id" if _HUB_ID.match(value) and not value.startswith(".") else "model.path"
+
+
+# --- the parser -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Seen:
+    name: str  # resolved, normalised flag name
+    spelled: str  # as on the command line
+    raw: str | bool | list[str]
+
+
+def _fallback_args(argv: Sequence[str]) -> list[str]:
+    argv = strip_wrappers(argv)
+    target = _python_target(argv)
+    if target is not None:
+        return target[2]
+    return list(argv[1:])
+
+
+def _looks_like_flag(arg: str) -> bool:
+    return arg.startswith("-") and len(arg) > 1 and not _NUMBER.match(arg)
+
+
+def _tokenise(spec: EngineSpec, args: Sequence[str], problems: list[str]) -> tuple[list[_Seen], list[str]]:
+    """Split engine arguments into flags (last occurrence wins later) and positionals."""
+    table = spec.flag_table()
+    switches = spec.switch_names()
+    known = set(table) | switches | {normalise_flag(f) for f in (*spec.host_flags, *spec.api_key_flags)}
+    long_known = sorted(
+        {
+            normalise_flag(f)
+            for f in (*(f for s in spec.settings for f in s.flags), *spec.switches, *spec.host_flags)
+            if f.startswith("--")
+        }
+    )
+    seen: list[_Seen] = []
+    positionals: list[str] = []
+    i = 0
+    while i < len(args):
+        tok = args[i]
+        i += 1
+        if tok == "--":
+            positionals.extend(args[i:])
+            break
+        if not _looks_like_flag(tok):
+            positionals.append(tok)
+            continue
+        spelled, has_value, inline = tok.partition("=")
+        name = normalise_flag(spelled)
+        negated = False
+        if name not in known:
+            if name.startswith("no-") and name[3:] in switches:
+                name, negated = name[3:], True
+            elif spec.allow_abbrev and spelled.startswith("--"):
+                candidates = [k for k in long_known if k.startswith(name)]
+                if len(candidates) == 1:
+                    name = candidates[0]
+        if not _FLAG_NAME.match(name):
+            problems.append(f"argument {i}: {spelled[:40]!r} is not a flag name skewwatch can report")
+            continue
+        setting = table.get(name)
+        raw: str | bool | list[str]
+        if negated:
+            raw = False
+        elif has_value:
+            raw = inline
+        elif name in switches:
+            raw = True
+        elif setting is not None and setting.multiple:
+            values: list[str] = []
+            while i < len(args) and not _looks_like_flag(args[i]):
+                values.append(args[i])
+                i += 1
+            if not values:
+                problems.append(f"{spelled}: expects a value")
+                continue
+            raw = values
+        elif i < len(args) and not _looks_like_flag(args[i]):
+            raw = args[i]
+            i += 1
+        elif setting is None:
+            raw = True  # an unknown flag followed by another flag: a switch
+        else:
+            problems.append(f"{spelled}: expects a value")
+            continue
+        seen.append(_Seen(name, spelled, raw))
+    return seen, positionals
+
+
+def _args_name(spec: EngineSpec, name: str) -> str:
+    """The one name a setting's flag is reported under, whichever spelling was used."""
+    setting = spec.flag_table().get(name)
+    if setting is not None:
+        longs = [f for f in setting.flags if f.startswith("--")]
+        if longs:
+            name = normalise_flag(longs[0])
+    return name.replace("-", "_")
+
+
+def _redacted(redact: Redact, name: str, raw: str | bool | list[str]) -> FactValue:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, list):
+        return [redact(name, v) for v in raw] if len(raw) > 1 else redact(name, raw[0])
+    return redact(name, raw)
+
+
+def parse_args(
+    spec: EngineSpec,
+    argv: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    redact: Redact | None = None,
+) -> ParsedCommand:
+    """Every setting a command line (and environment) gives ``spec``'s engine, as typed settings.
+
+    ``argv`` is the whole command line; when it does not start ``spec``'s engine (a process
+    found by pid whose engine is unknown) everything after the program is read as arguments.
+    Emits ``runtime.args.<flag>`` for every flag, the canonical keys of the engine's table
+    (a flag beats its env variable, which beats a default), ``model.id`` or ``model.path``,
+    ``serving.api_key_required`` and ``runtime.env.<NAME>`` for the variables the engine reports.
+    """
+    redact = redact or _default_redact()
+    env = env or {}
+    result = ParsedCommand(engine=spec.name)
+    inv = _locate_direct(spec, argv)
+    if inv is None and shell_script(strip_wrappers(argv)) is not None:
+        inv = locate(argv, [spec])
+    args = list(inv.args) if inv is not None else _fallback_args(argv)
+    seen, positionals = _tokenise(spec, args, result.problems)
+
+    out = result.settings
+    table = spec.flag_table()
+    canonical: dict[str, Setting] = {}
+    # A key whose flag was given but unreadable is unknown: an env value or a default would lie.
+    unreadable: set[str] = set()
+    api_key: Setting | None = None
+    for flag in seen:
+        out.append(
+            Setting(
+                f"runtime.args.{_args_name(spec, flag.name)}",
+                _redacted(redact, flag.name, flag.raw),
+                "arg",
+                flag.spelled,
+            )
+        )
+        if flag.name in {normalise_flag(f) for f in spec.host_flags} and isinstance(flag.raw, str):
+            result.host = flag.raw
+        if flag.name in {normalise_flag(f) for f in spec.api_key_flags} and flag.raw not in ("", False):
+            api_key = Setting("serving.api_key_required", True, "arg", flag.spelled)
+        setting = table.get(flag.name)
+        if setting is None:
+            continue
+        try:
+            value = convert(setting, flag.raw)
+        except ValueProblem as e:
+            result.problems.append(f"{flag.spelled}: {redact(flag.name, str(e))}")
+            unreadable.add(setting.key)
+            continue
+        unreadable.discard(setting.key)
+        if setting.key == MODEL and isinstance(value, str):
+            result.model_arg = value
+        canonical[setting.key] = Setting(
+            setting.key, _redact_value(redact, flag.name, value), "arg", flag.spelled
+        )
+
+    if inv is not None and inv.entrypoint.positional is not None and positionals:
+        key = inv.entrypoint.positional
+        where = f"positional argument of {inv.entrypoint.name} {inv.entrypoint.subcommand or ''}".strip()
+        out.append(
+            Setting(f"runtime.args.{key.replace('.', '_')}", redact(key, positionals[0]), "arg", where)
+        )
+        if key == MODEL:
+            result.model_arg = positionals[0]
+        canonical[key] = Setting(key, redact(key, positionals[0]), "arg", where)
+
+    for name, setting in spec.env_table().items():
+        if setting.key in canonical or setting.key in unreadable or not env.get(name):
+            continue
+        try:
+            value = convert(setting, env[name])
+        except ValueProblem as e:
+            result.problems.append(f"{name}: {redact(name, str(e))}")
+            unreadable.add(setting.key)
+            continue
+        if setting.key == MODEL and isinstance(value, str):
+            result.model_arg = value
+        canonical[setting.key] = Setting(setting.key, _redact_value(redact, name, value), "env", name)
+
+    for key, default in spec.defaults.items():
+        if key not in canonical and key not in unreadable:
+            canonical[key] = Setting(key, default, "default", f"{spec.name} default")
+
+    for key, s in canonical.items():
+        if key == MODEL:
+            model_value = s.value if isinstance(s.value, str) else str(s.value)
+            out.append(replace(s, key=model_key(result.model_arg or model_value)))
+        else:
+            out.append(s)
+
+    if api_key is None:
+        for name in spec.api_key_env:
+            if env.get(name):
+                api_key = Setting("serving.api_key_required", True, "env", name)
+                break
+    if api_key is None:
+        looked = " or ".join([*spec.api_key_flags, *spec.api_key_env]) or "api key setting"
+        api_key = Setting("serving.api_key_required", False, "derived", f"no {looked}")
+    out.append(api_key)
+
+    for name in sorted(env):
+        if not spec.reports_env(name):
+            continue
+        if not _ENV_NAME.match(name):
+            result.problems.append(f"environment variable {name[:40]!r} has a name skewwatch cannot report")
+            continue
+        out.append(Setting(f"runtime.env.{name}", redact(name, env[name]), "env", name))
+    return result
+
+
+def _redact_value(redact: Redact, name: str, value: FactValue) -> FactValue:
+    if isinstance(value, str):
+        return redact(name, value)
+    if isinstance(value, list):
+        return [redact(name, v) if isinstance(v, str) else v for v in value]
+    return value

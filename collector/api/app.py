@@ -1,0 +1,153 @@
+"""The aiohttp application serving the query API, health and readiness.
+
+Errors are JSON ``{"error": {"code", "message"}}``; ``ApiError`` (and aiohttp's own 404/405)
+are translated here, at the edge, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from collector.api import openapi, views
+from collector.errors import ApiError, BadRequestError, NotFoundError, StoreError
+from collector.store.base import PodKey, Store
+from skewwatch import __version__
+
+log = logging.getLogger(__name__)
+
+STORE: web.AppKey[Store] = web.AppKey("store", Store)
+GRPC_SERVING: web.AppKey[Callable[[], bool]] = web.AppKey("grpc_serving")
+
+MAX_HISTORY_LIMIT = 1000
+DEFAULT_HISTORY_LIMIT = 50
+READY_TIMEOUT_S = 2.0
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as e:
+        return error_response(e.status, e.code, e.message)
+    except StoreError as e:
+        log.error("%s %s: store failed: %s", request.method, request.path, e)
+        return error_response(503, "store_unavailable", str(e))
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed"}.get(e.status, "http_error")
+        return error_response(e.status, code, f"{request.method} {request.path}: {e.reason}")
+
+
+def _int_param(request: web.Request, name: str, default: int | None, low: int, high: int) -> int | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw, 10)
+    except ValueError:
+        raise BadRequestError(f"query parameter {name!r}: {raw[:32]!r} is not an integer") from None
+    if not low <= value <= high:
+        raise BadRequestError(f"query parameter {name!r}: {value} is not between {low} and {high}")
+    return value
+
+
+def _bool_param(request: web.Request, name: str) -> bool:
+    raw = request.query.get(name)
+    if raw is None:
+        return False
+    if raw.lower() in _TRUE:
+        return True
+    if raw.lower() in _FALSE:
+        return False
+    raise BadRequestError(f"query parameter {name!r}: {raw[:32]!r} is not true or false")
+
+
+def _key(request: web.Request) -> PodKey:
+    return PodKey(request.match_info["namespace"], request.match_info["pod"])
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    checks: dict[str, str] = {}
+    try:
+        await asyncio.wait_for(request.app[STORE].ping(), timeout=READY_TIMEOUT_S)
+        checks["store"] = "ok"
+    except (StoreError, TimeoutError) as e:
+        checks["store"] = f"failed: {e or 'timed out'}"
+    checks["grpc"] = "ok" if request.app[GRPC_SERVING]() else "failed: not serving"
+    ready = all(v == "ok" for v in checks.values())
+    return web.json_response(
+        {"status": "ready" if ready else "not ready", "checks": checks}, status=200 if ready else 503
+    )
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.json_response(openapi.document(__version__))
+
+
+async def list_pods(request: web.Request) -> web.Response:
+    pods = await request.app[STORE].list_pods()
+    return web.json_response({"pods": [views.pod_summary(p) for p in pods]})
+
+
+async def get_pod(request: web.Request) -> web.Response:
+    key = _key(request)
+    store = request.app[STORE]
+    rec = await store.get_pod(key)
+    if rec is None:
+        raise NotFoundError(f"pod {key} is not known to this collector")
+    obs = await store.latest_observations(key)
+    return web.json_response(views.pod_detail(rec, obs))
+
+
+async def pod_history(request: web.Request) -> web.Response:
+    key = _key(request)
+    limit = _int_param(request, "limit", DEFAULT_HISTORY_LIMIT, 1, MAX_HISTORY_LIMIT)
+    assert limit is not None
+    before = _int_param(request, "before", None, 1, 2**62)
+    include_facts = _bool_param(request, "facts")
+    store = request.app[STORE]
+    if await store.get_pod(key) is None:
+        raise NotFoundError(f"pod {key} is not known to this collector")
+    # One extra, older row: the base the oldest shown snapshot's changes are computed against.
+    rows = await store.history(key, limit + 1, before_id=before)
+    return web.json_response(
+        views.history(key.namespace, key.pod, rows, limit, include_facts=include_facts)
+    )
+
+
+ROUTES: tuple[tuple[str, Any], ...] = (
+    ("/healthz", healthz),
+    ("/readyz", readyz),
+    ("/api/v1/openapi.json", openapi_json),
+    ("/api/v1/pods", list_pods),
+    ("/api/v1/pods/{namespace}/{pod}", get_pod),
+    ("/api/v1/pods/{namespace}/{pod}/history", pod_history),
+)
+
+
+def create_app(store: Store, *, grpc_serving: Callable[[], bool] = lambda: True) -> web.Application:
+    """The API app over ``store``; ``grpc_serving`` tells /readyz whether ingest is up."""
+    app = web.Application(middlewares=[errors_middleware], client_max_size=64 * 1024)
+    app[STORE] = store
+    app[GRPC_SERVING] = grpc_serving
+    for path, handler in ROUTES:
+        app.router.add_get(path, handler)
+    return app

@@ -1,0 +1,123 @@
+"""JSON shapes of the query API, built from store records. Pure: no aiohttp, no I/O.
+
+The pod detail keeps the field names of ``skewwatch facts`` JSON (facts, provenance,
+observations, sources, fingerprint) so tools can read either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from collector.drift.diff import diff_facts
+from collector.store.base import ObservationsRecord, PodRecord, SnapshotRecord
+from skewwatch.core.facts import Provenance, SourceState, SourceStatus
+
+JSON = dict[str, Any]
+
+
+def source_states(sources: Mapping[str, SourceStatus]) -> dict[str, int]:
+    counts = {s.value: 0 for s in SourceState}
+    for status in sources.values():
+        counts[status.state.value] += 1
+    return counts
+
+
+def _provenance(p: Mapping[str, Provenance]) -> JSON:
+    return {k: p[k].as_dict() for k in sorted(p)}
+
+
+def _sources(s: Mapping[str, SourceStatus]) -> JSON:
+    return {n: s[n].as_dict() for n in sorted(s)}
+
+
+def pod_summary(rec: PodRecord) -> JSON:
+    i = rec.identity
+    sources = rec.current.sources if rec.current is not None else {}
+    return {
+        "namespace": i.namespace,
+        "pod": i.pod,
+        "node": i.node,
+        "workload": i.workload,
+        "workload_source": i.workload_source,
+        "first_seen": rec.first_seen,
+        "last_seen": rec.last_seen,
+        "fingerprint": rec.fingerprint,
+        "source_states": source_states(sources),
+    }
+
+
+def pod_detail(rec: PodRecord, observations: ObservationsRecord | None) -> JSON:
+    i = rec.identity
+    cur = rec.current
+    out: JSON = {
+        "namespace": i.namespace,
+        "pod": i.pod,
+        "node": i.node,
+        "workload": i.workload,
+        "workload_source": i.workload_source,
+        "agent": {"id": i.agent_id, "version": i.agent_version},
+        "first_seen": rec.first_seen,
+        "last_seen": rec.last_seen,
+        "last_sequence": rec.last_sequence,
+        "snapshot": None,
+        "facts": {},
+        "provenance": {},
+        "sources": {},
+        "fingerprint": None,
+        "observations": {},
+        "observations_at": None,
+        "observations_window_seconds": None,
+    }
+    if cur is not None:
+        out["snapshot"] = {
+            "id": rec.current_snapshot_id,
+            "sequence": cur.sequence,
+            "collected_at": cur.collected_at,
+            "received_at": cur.received_at,
+        }
+        out["facts"] = {k: cur.facts[k] for k in sorted(cur.facts)}
+        out["provenance"] = _provenance(cur.provenance)
+        out["sources"] = _sources(cur.sources)
+        out["fingerprint"] = cur.fingerprint.as_dict()
+    if observations is not None:
+        out["observations"] = {
+            n: {"value": o.value, "unit": o.unit} for n, o in sorted(observations.items.items())
+        }
+        out["observations_at"] = observations.at
+        out["observations_window_seconds"] = observations.window_s
+    return out
+
+
+def history(
+    namespace: str, pod: str, rows: Sequence[SnapshotRecord], limit: int, *, include_facts: bool
+) -> JSON:
+    """``rows`` newest first, up to ``limit + 1``: the extra oldest row is only the diff base."""
+    shown = rows[:limit]
+    snapshots = []
+    for idx, snap in enumerate(shown):
+        previous = rows[idx + 1] if idx + 1 < len(rows) else None
+        entry: JSON = {
+            "id": snap.id,
+            "sequence": snap.sequence,
+            "agent_id": snap.agent_id,
+            "collected_at": snap.collected_at,
+            "received_at": snap.received_at,
+            "fingerprint": snap.fingerprint.as_dict(),
+            "previous_id": previous.id if previous is not None else None,
+            "changes": [c.as_dict() for c in diff_facts(previous.facts if previous else {}, snap.facts)],
+        }
+        if include_facts:
+            entry["facts"] = {k: snap.facts[k] for k in sorted(snap.facts)}
+            entry["provenance"] = _provenance(snap.provenance)
+            entry["sources"] = _sources(snap.sources)
+        snapshots.append(entry)
+    more = len(rows) > limit
+    return {
+        "namespace": namespace,
+        "pod": pod,
+        "limit": limit,
+        "snapshots": snapshots,
+        # Pass as ?before= to page further back; null when this page reaches the first snapshot.
+        "next_before": shown[-1].id if more and shown else None,
+    }

@@ -1,0 +1,290 @@
+"""The collector's ``skewwatch`` subcommands: ``collector`` (run one) and the API clients
+``pods`` and ``history``.
+
+``register(subparsers)`` adds them to the one ``skewwatch`` entry point; each sets
+``func(args) -> exit code``. Exit codes: 0 ok, 1 the collector failed or could not be reached,
+2 bad arguments or settings. Errors are one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from collector.errors import ClientError, CollectorError, SettingsError
+from collector.settings import ENV, CollectorSettings
+
+DEFAULT_COLLECTOR_URL = "http://127.0.0.1:8080"
+COLLECTOR_URL_ENV = "SKEWWATCH_COLLECTOR_URL"
+DEFAULT_TIMEOUT_S = 10.0
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+VALUE_WIDTH = 80
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``collector``, ``pods`` and ``history`` to the skewwatch CLI."""
+    _register_collector(subparsers)
+    _register_pods(subparsers)
+    _register_history(subparsers)
+
+
+# -- collector ---------------------------------------------------------------------------------
+
+# flag -> settings field; the flag's default is the field's SKEWWATCH_* variable, then the default.
+_COLLECTOR_FLAGS: dict[str, tuple[str, type, str]] = {
+    "--grpc": ("grpc", str, "HOST:PORT for gRPC ingest from agents"),
+    "--http": ("http", str, "HOST:PORT for the HTTP query API, /healthz and /readyz"),
+    "--store": ("store", str, "sqlite:///PATH (postgresql://… in a later release)"),
+    "--intents": ("intents", Path, "directory of ModelSpec / SkewPolicy intent documents"),
+    "--max-message-bytes": ("max_message_bytes", int, "largest agent message accepted"),
+    "--max-streams": ("max_streams", int, "most concurrent agent streams"),
+}
+
+
+def _register_collector(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "collector",
+        help="run the collector: gRPC ingest, store, HTTP API",
+        description="Run the collector. Every flag defaults from its SKEWWATCH_* variable.",
+    )
+    defaults = CollectorSettings()
+    for flag, (field, kind, text) in _COLLECTOR_FLAGS.items():
+        variable = ENV[field][0]
+        default = getattr(defaults, field)
+        p.add_argument(
+            flag,
+            dest=field,
+            type=kind,
+            default=None,
+            metavar=flag.lstrip("-").upper().replace("-", "_"),
+            help=f"{text} (default: ${variable}, else {default if default is not None else 'none'})",
+        )
+    p.set_defaults(func=run_collector)
+
+
+def collector_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> CollectorSettings:
+    """Environment first, then the flags given; validated."""
+    settings = CollectorSettings.from_env(environ)
+    given = {field: getattr(args, field) for field, *_ in _COLLECTOR_FLAGS.values()}
+    return replace(settings, **{k: v for k, v in given.items() if v is not None}).validate()
+
+
+def run_collector(args: argparse.Namespace) -> int:
+    from collector.main import serve
+
+    try:
+        settings = collector_settings(args, os.environ)
+    except SettingsError as e:
+        print(f"skewwatch collector: error: {e}", file=sys.stderr)
+        return 2
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(serve(settings))
+    except CollectorError as e:
+        print(f"skewwatch collector: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+# -- API clients -------------------------------------------------------------------------------
+
+
+def _add_client_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--collector",
+        type=_collector_url,
+        default=os.environ.get(COLLECTOR_URL_ENV) or DEFAULT_COLLECTOR_URL,
+        metavar="URL",
+        help=f"collector API base URL (default: ${COLLECTOR_URL_ENV}, else {DEFAULT_COLLECTOR_URL})",
+    )
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument(
+        "--timeout", type=_positive_float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+        help=f"HTTP timeout (default: {DEFAULT_TIMEOUT_S:g})",
+    )
+
+
+def _register_pods(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser("pods", help="list the pods a collector knows")
+    _add_client_flags(p)
+    p.set_defaults(func=run_pods)
+
+
+def _register_history(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser("history", help="a pod's configuration changes, newest first")
+    p.add_argument("target", type=_namespace_pod, metavar="NAMESPACE/POD")
+    p.add_argument("--limit", type=_limit, default=20, help="most snapshots to show (1-1000, default 20)")
+    _add_client_flags(p)
+    p.set_defaults(func=run_history)
+
+
+def _collector_url(value: str) -> str:
+    parsed = urllib.parse.urlsplit(value)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise argparse.ArgumentTypeError(f"must be an http(s) URL, got {value!r}")
+    return value.rstrip("/")
+
+
+def _positive_float(value: str) -> float:
+    try:
+        out = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not 0 < out <= 3600:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 3600, got {value}")
+    return out
+
+
+def _limit(value: str) -> int:
+    try:
+        out = int(value, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
+    if not 1 <= out <= 1000:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 1000, got {out}")
+    return out
+
+
+def _namespace_pod(value: str) -> tuple[str, str]:
+    parts = value.split("/")
+    if len(parts) != 2 or not all(parts):
+        raise argparse.ArgumentTypeError(f"must be NAMESPACE/POD, got {value!r}")
+    return parts[0], parts[1]
+
+
+def get_json(base: str, path: str, timeout_s: float) -> Any:
+    """GET ``base + path`` and decode JSON; raises ClientError with a one-line reason."""
+    url = base + path
+    request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310
+    try:
+        # The scheme was checked to be http(s) when the URL was parsed from the command line.
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
+            body = response.read(MAX_RESPONSE_BYTES + 1)
+    except urllib.error.HTTPError as e:
+        raise ClientError(f"{url}: HTTP {e.code}: {_error_message(e)}") from e
+    except urllib.error.URLError as e:
+        raise ClientError(f"cannot reach collector at {base}: {e.reason}") from e
+    except (OSError, TimeoutError) as e:
+        raise ClientError(f"cannot reach collector at {base}: {e or type(e).__name__}") from e
+    if len(body) > MAX_RESPONSE_BYTES:
+        raise ClientError(f"{url}: response larger than {MAX_RESPONSE_BYTES} bytes")
+    try:
+        return json.loads(body)
+    except ValueError as e:
+        raise ClientError(f"{url}: response is not JSON: {e}") from e
+
+
+def _error_message(e: urllib.error.HTTPError) -> str:
+    try:
+        data = json.loads(e.read(64 * 1024))
+        return str(data["error"]["message"])
+    except (ValueError, KeyError, TypeError, OSError):
+        return str(e.reason)
+
+
+def run_pods(args: argparse.Namespace) -> int:
+    try:
+        data = get_json(args.collector, "/api/v1/pods", args.timeout)
+    except ClientError as e:
+        print(f"skewwatch pods: error: {e}", file=sys.stderr)
+        return 1
+    if args.format == "json":
+        print(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        print(format_pods_table(data), end="")
+    return 0
+
+
+def run_history(args: argparse.Namespace) -> int:
+    namespace, pod = args.target
+    path = (
+        f"/api/v1/pods/{urllib.parse.quote(namespace, safe='')}/{urllib.parse.quote(pod, safe='')}"
+        f"/history?limit={args.limit}"
+    )
+    try:
+        data = get_json(args.collector, path, args.timeout)
+    except ClientError as e:
+        print(f"skewwatch history: error: {e}", file=sys.stderr)
+        return 1
+    if args.format == "json":
+        print(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        print(format_history_table(data), end="")
+    return 0
+
+
+# -- table rendering (pure) --------------------------------------------------------------------
+
+
+def format_time(t: float | None) -> str:
+    if t is None:
+        return "-"
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def format_value(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return text if len(text) <= VALUE_WIDTH else text[: VALUE_WIDTH - 1] + "…"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]]
+    return "\n".join(lines) + "\n"
+
+
+def format_pods_table(data: dict[str, Any]) -> str:
+    pods = data.get("pods", [])
+    if not pods:
+        return "no pods reported yet\n"
+    rows = []
+    for p in pods:
+        states = p.get("source_states", {})
+        summary = ", ".join(f"{n} {s}" for s, n in states.items() if n) or "-"
+        fp = p.get("fingerprint")
+        rows.append([
+            p["namespace"], p["pod"], p.get("node") or "-", p.get("workload") or "-",
+            fp[:12] if fp else "(none yet)", format_time(p.get("last_seen")), summary,
+        ])
+    return _table(["NAMESPACE", "POD", "NODE", "WORKLOAD", "FINGERPRINT", "LAST SEEN", "SOURCES"], rows)
+
+
+def format_change(change: dict[str, Any]) -> str:
+    kind = change.get("change")
+    before = "(absent)" if kind == "added" else format_value(change.get("before"))
+    after = "(absent)" if kind == "removed" else format_value(change.get("after"))
+    return f"{change['key']}: {before} -> {after}"
+
+
+def format_history_table(data: dict[str, Any]) -> str:
+    snaps = data.get("snapshots", [])
+    out = [f"{data.get('namespace')}/{data.get('pod')}: {len(snaps)} stored snapshot(s), newest first"]
+    for s in snaps:
+        head = (
+            f"{format_time(s.get('collected_at'))}  seq {s.get('sequence')}  "
+            f"fingerprint {str(s.get('fingerprint', {}).get('overall', ''))[:12]}"
+        )
+        changes = s.get("changes", [])
+        if s.get("previous_id") is None:
+            out.append(f"{head}  first stored snapshot ({len(changes)} facts)")
+            continue
+        out.append(f"{head}  {len(changes)} change(s)")
+        out.extend(f"    {format_change(c)}" for c in changes)
+    if data.get("next_before") is not None:
+        out.append(f"(older snapshots exist; raise --limit above {data.get('limit')})")
+    return "\n".join(out) + "\n"

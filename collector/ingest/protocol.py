@@ -1,0 +1,221 @@
+"""The stream protocol, without gRPC: decode and validate one untrusted message, decide the reply.
+
+``Session`` holds one stream's state (who it speaks for, the last sequence) and turns each raw
+message into store calls and an optional reply. Every protocol or validation failure raises
+``IngestError`` naming the field; the server turns that into INVALID_ARGUMENT. Store failures
+surface as ``StoreError`` and nothing is acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError
+
+from collector.errors import IngestError
+from collector.store.base import HeartbeatResult, PodIdentity, Store
+from proto.skewwatch.v1 import skewwatch_pb2 as pb
+from skewwatch.wire import WireError, observations_from_proto, seconds, snapshot_from_proto
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_PROTOCOL_VERSIONS = frozenset({1})
+# Decoding a big snapshot is CPU work; above this size it runs on a worker thread so one
+# stream's large message does not stall every other stream on the event loop.
+OFFLOAD_DECODE_BYTES = 64 * 1024
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
+_FINGERPRINT_RE = re.compile(r"^[0-9a-f]{64}$")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+MAX_IDENTITY_TEXT = 512
+
+
+def decode_message(raw: bytes, max_bytes: int) -> pb.AgentMessage:
+    """Parse one raw AgentMessage; raise IngestError when too large or malformed."""
+    if len(raw) > max_bytes:
+        raise IngestError(
+            f"agent_message: {len(raw)} bytes, over the collector's limit of {max_bytes} "
+            "(max_message_bytes)"
+        )
+    try:
+        msg = pb.AgentMessage.FromString(raw)
+    except DecodeError as e:
+        raise IngestError(f"agent_message: malformed protobuf ({len(raw)} bytes): {e}") from e
+    if msg.WhichOneof("body") is None:
+        raise IngestError("agent_message.body: no hello, snapshot, heartbeat or observations set")
+    if msg.sequence <= 0:
+        raise IngestError(f"agent_message.sequence: must be positive, got {msg.sequence}")
+    return msg
+
+
+def _text(value: str, where: str, *, required: bool = False) -> str:
+    if required and not value:
+        raise IngestError(f"{where}: required")
+    if len(value) > MAX_IDENTITY_TEXT:
+        raise IngestError(f"{where}: {len(value)} characters, over {MAX_IDENTITY_TEXT}")
+    if _CONTROL_RE.search(value):
+        raise IngestError(f"{where}: contains control characters")
+    return value
+
+
+def identity_from_hello(hello: pb.Hello) -> PodIdentity:
+    """Validate a Hello and return the pod identity it claims."""
+    version = hello.protocol_version
+    if version not in SUPPORTED_PROTOCOL_VERSIONS:
+        raise IngestError(
+            f"hello.protocol_version: {version} is not supported (this collector speaks "
+            f"{', '.join(str(v) for v in sorted(SUPPORTED_PROTOCOL_VERSIONS))})"
+        )
+    p = hello.pod
+    for field_name, value in (("namespace", p.namespace), ("pod", p.pod)):
+        if not _NAME_RE.match(value):
+            raise IngestError(
+                f"hello.pod.{field_name}: {value[:64]!r} must be 1-253 letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit"
+            )
+    return PodIdentity(
+        namespace=p.namespace,
+        pod=p.pod,
+        node=_text(p.node, "hello.pod.node"),
+        workload=_text(p.workload, "hello.pod.workload"),
+        workload_source=_text(p.workload_source, "hello.pod.workload_source"),
+        agent_id=_text(hello.agent_id, "hello.agent_id"),
+        agent_version=_text(hello.agent_version, "hello.agent_version"),
+    )
+
+
+@dataclass
+class SessionStats:
+    snapshots_stored: int = 0
+    snapshots_unchanged: int = 0
+    heartbeats: int = 0
+    resyncs: int = 0
+    observations: int = 0
+    replays: int = 0
+
+
+def ack(sequence: int) -> pb.CollectorMessage:
+    return pb.CollectorMessage(ack=pb.Ack(sequence=sequence))
+
+
+def resync(reason: str) -> pb.CollectorMessage:
+    return pb.CollectorMessage(resync=pb.Resync(reason=reason))
+
+
+class Session:
+    """One agent stream: Hello first, then snapshots, heartbeats and observations."""
+
+    def __init__(self, store: Store, *, max_message_bytes: int, clock: Callable[[], float]) -> None:
+        self.store = store
+        self.max_message_bytes = max_message_bytes
+        self.clock = clock
+        self.identity: PodIdentity | None = None
+        self.last_sequence = 0
+        self.stats = SessionStats()
+
+    async def handle(self, raw: bytes) -> pb.CollectorMessage | None:
+        """Process one raw message; the reply (if any) is sent only after this returns."""
+        msg = decode_message(raw, self.max_message_bytes)
+        body = msg.WhichOneof("body")
+        seq = msg.sequence
+        if self.identity is None:
+            if body != "hello":
+                raise IngestError(f"agent_message.body: the first message must be hello, got {body}")
+            identity = identity_from_hello(msg.hello)
+            await self.store.hello(identity, seq, self.clock())
+            self.identity = identity
+            self.last_sequence = seq
+            log.info("agent %r streaming for %s/%s", identity.agent_id, identity.namespace, identity.pod)
+            return ack(seq)
+        if body == "hello":
+            raise IngestError("agent_message.hello: only the first message of a stream may be hello")
+        if body == "snapshot":
+            return await self._snapshot(msg, len(raw))
+        if body == "heartbeat":
+            return await self._heartbeat(msg)
+        return await self._observations(msg)
+
+    def _replayed(self, seq: int) -> bool:
+        # Within one stream sequences only grow; a repeat is a retransmission we already
+        # committed, so it is acknowledged again without being stored twice.
+        if seq <= self.last_sequence:
+            self.stats.replays += 1
+            return True
+        return False
+
+    async def _snapshot(self, msg: pb.AgentMessage, size: int) -> pb.CollectorMessage:
+        assert self.identity is not None
+        try:
+            if size > OFFLOAD_DECODE_BYTES:
+                snap = await asyncio.to_thread(snapshot_from_proto, msg.snapshot)
+            else:
+                snap = snapshot_from_proto(msg.snapshot)
+        except WireError as e:
+            raise IngestError(str(e)) from e
+        if self._replayed(msg.sequence):
+            return ack(msg.sequence)
+        result = await self.store.record_snapshot(
+            self.identity,
+            msg.sequence,
+            facts={k: f.value for k, f in snap.facts.items()},
+            provenance={k: f.provenance for k, f in snap.facts.items()},
+            sources=snap.sources,
+            fingerprint=snap.fingerprint,
+            collected_at=snap.collected_at,
+            received_at=self.clock(),
+        )
+        self.last_sequence = msg.sequence
+        if result.new_row:
+            self.stats.snapshots_stored += 1
+        else:
+            self.stats.snapshots_unchanged += 1
+        return ack(msg.sequence)
+
+    async def _heartbeat(self, msg: pb.AgentMessage) -> pb.CollectorMessage:
+        assert self.identity is not None
+        fp = msg.heartbeat.overall_fingerprint
+        if not _FINGERPRINT_RE.match(fp):
+            raise IngestError(
+                f"heartbeat.overall_fingerprint: {fp[:70]!r} is not a lowercase sha256 hex digest"
+            )
+        if self._replayed(msg.sequence):
+            return ack(msg.sequence)
+        outcome = await self.store.record_heartbeat(self.identity.key, msg.sequence, fp, self.clock())
+        self.last_sequence = msg.sequence
+        if outcome is HeartbeatResult.OK:
+            self.stats.heartbeats += 1
+            return ack(msg.sequence)
+        self.stats.resyncs += 1
+        if outcome is HeartbeatResult.UNKNOWN_POD:
+            return resync(f"no snapshot stored for {self.identity.key}; send a full snapshot")
+        return resync(
+            f"fingerprint {fp[:12]} is not the stored configuration of {self.identity.key}; "
+            "send a full snapshot"
+        )
+
+    async def _observations(self, msg: pb.AgentMessage) -> pb.CollectorMessage:
+        assert self.identity is not None
+        o = msg.observations
+        try:
+            items = observations_from_proto(o)
+        except WireError as e:
+            raise IngestError(str(e)) from e
+        if not (o.window_seconds >= 0 and o.window_seconds < float("inf")):
+            raise IngestError(f"observations.window_seconds: {o.window_seconds!r} must be finite and >= 0")
+        if self._replayed(msg.sequence):
+            return ack(msg.sequence)
+        await self.store.record_observations(
+            self.identity,
+            msg.sequence,
+            items={i.name: i for i in items},
+            at=seconds(o.at),
+            window_s=o.window_seconds,
+            received_at=self.clock(),
+        )
+        self.last_sequence = msg.sequence
+        self.stats.observations += 1
+        return ack(msg.sequence)

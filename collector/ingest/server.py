@@ -1,0 +1,74 @@
+"""The grpc.aio server for ``skewwatch.v1.Ingest/Stream``.
+
+The method is registered with raw bytes (no deserializer) so the collector itself parses each
+message: it enforces its own size limit, validates with ``skewwatch.wire``, and answers a bad
+message with INVALID_ARGUMENT naming the field, instead of grpc's generic errors. gRPC's
+transport limit is set a little above ours (``CollectorSettings.grpc_receive_limit``) so an
+oversized message still reaches this code.
+
+Status codes: INVALID_ARGUMENT for anything the agent sent wrong (it must fix and reconnect);
+UNAVAILABLE when the store failed (nothing was acknowledged, the agent retries).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+
+from collector.errors import IngestError, StoreError
+from collector.ingest.protocol import Session
+from collector.store.base import Store
+
+log = logging.getLogger(__name__)
+
+SERVICE = "skewwatch.v1.Ingest"
+METHOD = "Stream"
+FULL_METHOD = f"/{SERVICE}/{METHOD}"
+
+
+class IngestService:
+    """Serves agent streams into a store; one ``Session`` per stream, messages handled in order."""
+
+    def __init__(
+        self, store: Store, *, max_message_bytes: int, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.store = store
+        self.max_message_bytes = max_message_bytes
+        self.clock = clock
+        self.active_streams = 0
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        method: grpc.RpcMethodHandler[bytes, bytes] = grpc.stream_stream_rpc_method_handler(
+            self.stream  # no (de)serializers: raw bytes in and out, parsed by Session
+        )
+        return grpc.method_handlers_generic_handler(SERVICE, {METHOD: method})
+
+    async def stream(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[bytes]:
+        session = Session(self.store, max_message_bytes=self.max_message_bytes, clock=self.clock)
+        peer = context.peer()
+        self.active_streams += 1
+        try:
+            async for raw in requests:
+                try:
+                    reply = await session.handle(raw)
+                except IngestError as e:
+                    log.warning("stream from %s (%s): rejected: %s", peer, _who(session), e)
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+                except StoreError as e:
+                    log.error("stream from %s (%s): store failed: %s", peer, _who(session), e)
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, f"store unavailable, retry: {e}")
+                if reply is not None:
+                    yield reply.SerializeToString()
+        finally:
+            self.active_streams -= 1
+            log.info("stream from %s (%s) ended: %s", peer, _who(session), session.stats)
+
+
+def _who(session: Session) -> str:
+    return "before hello" if session.identity is None else str(session.identity.key)

@@ -1,0 +1,165 @@
+"""Run the collector: open the store, serve gRPC ingest and the HTTP API, stop cleanly.
+
+``Collector`` is the in-process handle (tests, embedding); ``serve`` runs one until SIGTERM,
+SIGINT or cancellation. Shutdown order matters: stop accepting streams (letting in-flight
+messages finish and be acknowledged within the grace period), then the API, then close the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+
+import grpc
+from aiohttp import web
+
+from collector.api.app import create_app
+from collector.errors import CollectorError
+from collector.ingest.server import IngestService
+from collector.settings import CollectorSettings, split_hostport
+from collector.store.base import Store
+from collector.store.url import parse_store_url
+
+log = logging.getLogger(__name__)
+
+MAX_SEND_MESSAGE_BYTES = 64 * 1024  # replies are Ack/Resync only
+
+
+@dataclass(frozen=True)
+class BoundPorts:
+    grpc: int
+    http: int
+
+
+class Collector:
+    """A running collector. ``await start()`` → bound ports; ``await stop()`` releases everything."""
+
+    def __init__(self, settings: CollectorSettings, *, store: Store | None = None) -> None:
+        self.settings = settings
+        self._store = store
+        self._grpc: grpc.aio.Server | None = None
+        self._runner: web.AppRunner | None = None
+        self._serving = False
+        self.ingest: IngestService | None = None
+        self.ports: BoundPorts | None = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise CollectorError("collector not started")
+        return self._store
+
+    def serving(self) -> bool:
+        return self._serving
+
+    async def start(self) -> BoundPorts:
+        s = self.settings.validate()
+        http_host, http_port = split_hostport(s.http, "--http")
+        if self._store is None:
+            self._store = parse_store_url(
+                s.store,
+                timeout_s=s.store_timeout_s,
+                observation_history_rows=s.observation_history_rows,
+                observation_history_days=s.observation_history_days,
+            )
+        await self._store.open()
+        try:
+            grpc_port = await self._start_grpc(s)
+            http_bound = await self._start_http(http_host, http_port)
+        except BaseException:
+            await self.stop()
+            raise
+        self._serving = True
+        self.ports = BoundPorts(grpc=grpc_port, http=http_bound)
+        log.info(
+            "collector serving: gRPC ingest on %s (port %d), HTTP API on %s (port %d), store %s",
+            s.grpc, grpc_port, s.http, http_bound, self._store.url,
+        )
+        return self.ports
+
+    async def _start_grpc(self, s: CollectorSettings) -> int:
+        assert self._store is not None
+        self.ingest = IngestService(self._store, max_message_bytes=s.max_message_bytes)
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", s.grpc_receive_limit),
+                ("grpc.max_send_message_length", MAX_SEND_MESSAGE_BYTES),
+                # Dead agents (node gone, network split) must not hold streams forever.
+                ("grpc.keepalive_time_ms", 60_000),
+                ("grpc.keepalive_timeout_ms", 20_000),
+                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ],
+            maximum_concurrent_rpcs=s.max_streams,
+        )
+        server.add_generic_rpc_handlers([self.ingest.handler()])
+        self._grpc = server
+        try:
+            port = server.add_insecure_port(s.grpc)
+        except RuntimeError as e:
+            raise CollectorError(f"--grpc: cannot listen on {s.grpc}: {e}") from e
+        if port == 0:
+            raise CollectorError(f"--grpc: cannot listen on {s.grpc}")
+        await server.start()
+        return port
+
+    async def _start_http(self, host: str, port: int) -> int:
+        assert self._store is not None
+        app = create_app(self._store, grpc_serving=self.serving)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.settings.shutdown_grace_s)
+        await runner.setup()
+        self._runner = runner
+        site = web.TCPSite(runner, host or None, port)
+        try:
+            await site.start()
+        except OSError as e:
+            raise CollectorError(f"--http: cannot listen on {self.settings.http}: {e}") from e
+        addresses = runner.addresses
+        return int(addresses[0][1]) if addresses else port
+
+    async def stop(self) -> None:
+        """Stop serving and close the store; safe to call twice or after a failed start."""
+        self._serving = False
+        grace = self.settings.shutdown_grace_s
+        server, self._grpc = self._grpc, None
+        runner, self._runner = self._runner, None
+        try:
+            if server is not None:
+                await server.stop(grace)
+            if runner is not None:
+                await runner.cleanup()
+        finally:
+            if self._store is not None:
+                await self._store.close()
+        log.info("collector stopped")
+
+    async def __aenter__(self) -> Collector:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+async def serve(settings: CollectorSettings) -> None:
+    """Run a collector until SIGTERM/SIGINT or cancellation; always closes the store."""
+    collector = Collector(settings)
+    await collector.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError) as e:
+            # Not the main thread (embedded) or no signal support: cancellation still stops us.
+            log.debug("cannot handle %s here: %s", sig.name, e)
+    try:
+        await stop.wait()
+        log.info("signal received, shutting down")
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        await collector.stop()

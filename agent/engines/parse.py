@@ -128,9 +128,13 @@ def strip_wrappers(argv: Sequence[str]) -> list[str]:
             while args and (args[0].startswith("-") or "=" in args[0]):
                 args = args[1:]
         elif head in ("tini", "dumb-init", "tini-static"):
-            rest = args[1:]
-            end = rest.index("--") + 1 if "--" in rest else 0
-            args = [a for a in rest[end:] if end or not a.startswith("-")]
+            # their own options come first, up to an optional ``--``
+            args = args[1:]
+            while args and args[0].startswith("-"):
+                done = args[0] == "--"
+                args = args[1:]
+                if done:
+                    break
         else:
             break
     return args

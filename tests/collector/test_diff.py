@@ -38,8 +38,14 @@ def test_null_value_added_is_distinguishable_from_absence() -> None:
 
 
 def test_equal_maps_have_no_changes_regardless_of_order() -> None:
-    a: dict[str, FactValue] = {"model.config.rope_scaling": {"type": "llama3", "factor": 8.0}, "runtime.dtype": "bfloat16"}
-    b: dict[str, FactValue] = {"runtime.dtype": "bfloat16", "model.config.rope_scaling": {"factor": 8.0, "type": "llama3"}}
+    a: dict[str, FactValue] = {
+        "model.config.rope_scaling": {"type": "llama3", "factor": 8.0},
+        "runtime.dtype": "bfloat16",
+    }
+    b: dict[str, FactValue] = {
+        "runtime.dtype": "bfloat16",
+        "model.config.rope_scaling": {"factor": 8.0, "type": "llama3"},
+    }
     assert diff_facts(a, b) == []
 
 

@@ -324,8 +324,8 @@ def collect_pod(ctx: CollectContext) -> SourceResult:
     for key, value in sorted(info.annotations.items()):
         if key in _SKIPPED_ANNOTATIONS or not _meta_key_ok(key, "annotation", problems):
             continue
-        value = redact(key, value)
-        _add(fb, problems, f"orchestration.annotations.{key}", _Value(value, "file", annotations_file))
+        safe = redact(key, value)
+        _add(fb, problems, f"orchestration.annotations.{key}", _Value(safe, "file", annotations_file))
 
     if info.in_kubernetes:
         found = "downward API" + (f" (podinfo: {', '.join(info.files)})" if info.files else "")

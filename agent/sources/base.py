@@ -56,16 +56,21 @@ class SourceResult:
     process: ProcessInfo | None = None  # only the process source sets this
 
     @classmethod
-    def ok(cls, facts: list[Fact], observations: list[Observation] | None = None) -> SourceResult:
-        return cls(SourceState.OK, "", facts, observations or [])
+    def ok(
+        cls, facts: list[Fact], observations: list[Observation] | None = None, message: str = ""
+    ) -> SourceResult:
+        return cls(SourceState.OK, message, facts, observations or [])
 
     @classmethod
     def unavailable(cls, message: str) -> SourceResult:
         return cls(SourceState.UNAVAILABLE, message)
 
     @classmethod
-    def error(cls, message: str, facts: list[Fact] | None = None) -> SourceResult:
-        return cls(SourceState.ERROR, message, facts or [])
+    def error(
+        cls, message: str, facts: list[Fact] | None = None, observations: list[Observation] | None = None
+    ) -> SourceResult:
+        """A failure; facts and observations read before it still count (a partial failure)."""
+        return cls(SourceState.ERROR, message, facts or [], observations or [])
 
 
 class Source(Protocol):

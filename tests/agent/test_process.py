@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -264,14 +266,16 @@ def fake_vllm(tmp_path: Path) -> Path:
     return script
 
 
+@contextlib.contextmanager
 def spawn(argv: Sequence[str], cwd: Path, marker: str) -> Iterator[subprocess.Popen[bytes]]:
     env = {"PATH": os.environ.get("PATH", ""), "HF_TOKEN": HF, "VLLM_USE_V1": "1", "HOME": str(cwd)}
-    proc = subprocess.Popen(argv, cwd=cwd, env=env)
+    # A session of its own, so a shell's children die with it (killpg) instead of lingering.
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, start_new_session=True)
     try:
         wait_for_exec(proc.pid, marker)
         yield proc
     finally:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
 
@@ -281,7 +285,8 @@ def vllm_process(fake_vllm: Path, port: int) -> Iterator[subprocess.Popen[bytes]
         sys.executable, str(fake_vllm), "serve", "models/tiny", "--dtype", "float16",
         "--api-key", SK, "--max_model_len=4096", "--port", str(port), "--enable-prefix-caching",
     ]  # fmt: skip
-    yield from spawn(argv, fake_vllm.parent, "--enable-prefix-caching")
+    with spawn(argv, fake_vllm.parent, "--enable-prefix-caching") as proc:
+        yield proc
 
 
 def assert_reports_the_fake_vllm(result: SourceResult, pid: int, fake_vllm: Path, port: int) -> None:
@@ -338,7 +343,7 @@ async def test_real_process_found_by_engine_detection(fake_vllm: Path, port: int
         )
     argv = [sys.executable, str(fake_vllm), "serve", "models/tiny", "--dtype", "float16", "--api-key", SK,
             "--max_model_len=4096", "--port", str(port), "--enable-prefix-caching"]  # fmt: skip
-    for proc in spawn(argv, fake_vllm.parent, "--enable-prefix-caching"):
+    with spawn(argv, fake_vllm.parent, "--enable-prefix-caching") as proc:
         result = await collect(CollectContext(settings=AgentSettings()))
         assert_reports_the_fake_vllm(result, proc.pid, fake_vllm, port)
 
@@ -346,7 +351,7 @@ async def test_real_process_found_by_engine_detection(fake_vllm: Path, port: int
 async def test_real_shell_wrapped_process_yields_its_child(fake_vllm: Path, port: int) -> None:
     # "; true" keeps bash from exec-ing the last command itself, so the shell stays the parent.
     script = f"{sys.executable} {fake_vllm} serve models/tiny --port {port} --api-key {SK}; true"
-    for shell in spawn(["/bin/bash", "-c", script], fake_vllm.parent, "serve"):
+    with spawn(["/bin/bash", "-c", script], fake_vllm.parent, "serve") as shell:
         deadline = time.monotonic() + 10
         while True:
             result = await collect(CollectContext(settings=AgentSettings(pid=shell.pid)))

@@ -25,7 +25,7 @@ from agent.engines import redact_with
 from agent.redact import Redactor
 from agent.sources.base import CollectContext, FactBuilder, SourceResult
 from skewwatch.core.errors import FactError
-from skewwatch.core.facts import MAX_STRING_LENGTH, SourceState
+from skewwatch.core.facts import MAX_STRING_LENGTH
 
 MAX_PODINFO_FILE_BYTES = 1024 * 1024  # Kubernetes caps all annotations of an object at 256 KiB
 DEFAULT_NAMESPACE = "default"
@@ -334,8 +334,8 @@ def collect_pod(ctx: CollectContext) -> SourceResult:
         message = "not in Kubernetes: the host name stands in for the pod"
     message += "; Kubernetes API (Pod object, owner chain) not attempted"
     if problems:
-        return SourceResult(SourceState.ERROR, message + "; " + "; ".join(problems[:5]), fb.facts)
-    return SourceResult(SourceState.OK, message, fb.facts)
+        return SourceResult.error(message + "; " + "; ".join(problems[:5]), fb.facts)
+    return SourceResult.ok(fb.facts, message=message)
 
 
 def _meta_key_ok(key: str, what: str, problems: list[str]) -> bool:

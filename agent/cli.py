@@ -11,7 +11,6 @@ import signal
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from agent.errors import SettingsError
 from agent.runtime import Agent
@@ -48,7 +47,7 @@ def _add_source_flags(p: argparse.ArgumentParser, env: Mapping[str, str]) -> Non
     )
 
 
-def register(sub: Any) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     env = os.environ
     facts = sub.add_parser("facts", help="collect the facts of one replica once, locally, and print them")
     _add_source_flags(facts, env)

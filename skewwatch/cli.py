@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import NoReturn, cast
 
 from skewwatch import __version__
 from skewwatch.core.errors import SkewwatchError
@@ -36,7 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log level (SKEWWATCH_LOG_LEVEL; default INFO)",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    sub = cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser),
+    )
     sub.required = True
     register_agent(sub)
     register_collector(sub)

@@ -460,3 +460,11 @@ def test_vllm_started_from_a_bash_script_in_a_manifest(real_fixtures: Path) -> N
     p = parse_args(VLLM, argv, env, REDACT)
     assert p.value("runtime.args.model") == "${MODEL_ID}"
     assert any(pr.startswith("--port:") for pr in p.problems)  # unexpanded ${PORT}: no value to type
+
+
+def test_secret_in_equals_form_and_secret_named_flags_are_redacted() -> None:
+    p = parse(f"vllm serve m --api-key={SK} --hf-token {HF} --ssl-keyfile /certs/key.pem")
+    text = repr(p.settings)
+    assert SK not in text and HF not in text
+    assert p.value("serving.api_key_required") is True
+    assert p.value("runtime.args.ssl_keyfile") == "/certs/key.pem"  # a path to a key is not the key

@@ -362,3 +362,12 @@ async def test_real_shell_wrapped_process_yields_its_child(fake_vllm: Path, port
         assert result.process.engine == "vllm"
         assert "child of shell" in result.message
         assert SK not in serialise(result)
+
+
+async def test_process_info_argv_is_redacted_in_both_flag_forms(procfs: Path) -> None:
+    fake_process(procfs, 95, ["vllm", "serve", "x/y", f"--api-key={SK}", "--hf-token", HF])
+    result = await collect(ctx_for(procfs, pid=95))
+    assert result.process is not None
+    assert result.process.argv[:3] == ("vllm", "serve", "x/y")
+    assert all(SK not in a and HF not in a for a in result.process.argv)
+    assert SK not in serialise(result) and HF not in serialise(result)

@@ -55,6 +55,8 @@ class EngineMetrics:
     info_metrics: dict[str, tuple[dict[str, tuple[str, type]], str]] = field(default_factory=dict)
     model_name_label: str | None = None
     observations: tuple[ObservationAlias, ...] = ()
+    # Labels of info metrics that say which process or replica reported, not how it is configured.
+    identity_labels: frozenset[str] = frozenset()
 
 
 def _sum(values: Sequence[float]) -> float:
@@ -80,6 +82,8 @@ _VLLM = EngineMetrics(
     prefixes=("vllm:", "ray_vllm:"),
     info_metrics={"cache_config_info": (_VLLM_CACHE_CONFIG, "runtime.cache_config")},
     model_name_label="model_name",
+    # engine: the V1 engine-core index; the rest are Ray Serve's per-worker labels.
+    identity_labels=frozenset({"engine", "Component", "NodeAddress", "SessionName", "Version", "WorkerId"}),
     observations=(
         ObservationAlias("requests_running", "{request}", ("num_requests_running",), _sum),
         ObservationAlias("requests_waiting", "{request}", ("num_requests_waiting",), _sum),
@@ -202,6 +206,8 @@ def interpret_families(families: Sequence[MetricFamily], source: str = NAME) -> 
         if any(s.labels != labels for s in samples[1:]):
             notes.append(f"{metric}: {len(samples)} series disagree; using the first")
         for label in sorted(labels):
+            if label in spec.identity_labels:
+                continue
             raw = labels[label]
             if label in label_map:
                 key, want = label_map[label]

@@ -336,3 +336,14 @@ async def test_malformed_page_is_an_error_naming_the_line(serve: Callable[[Handl
     result = await RuntimeMetricsSource().collect(_ctx(url))
     assert result.state is SourceState.ERROR
     assert f"{url}: line 2" in result.message
+
+
+def test_info_labels_naming_the_reporting_process_are_not_configuration() -> None:
+    text = (
+        "# TYPE ray_vllm:cache_config_info gauge\n"
+        'ray_vllm:cache_config_info{block_size="32",engine="0",NodeAddress="10.0.0.7",WorkerId="ab12",'
+        'Component="core",SessionName="s",Version="2.32.0"} 1.0\n'
+    )
+    facts = _facts(text)
+    assert facts["runtime.block_size"] == 32
+    assert not [k for k in facts if k.startswith("runtime.cache_config.")]

@@ -114,7 +114,10 @@ def _add_client_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument(
-        "--timeout", type=_positive_float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+        "--timeout",
+        type=_positive_float,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="SECONDS",
         help=f"HTTP timeout (default: {DEFAULT_TIMEOUT_S:g})",
     )
 
@@ -257,10 +260,17 @@ def format_pods_table(data: dict[str, Any]) -> str:
         states = p.get("source_states", {})
         summary = ", ".join(f"{n} {s}" for s, n in states.items() if n) or "-"
         fp = p.get("fingerprint")
-        rows.append([
-            p["namespace"], p["pod"], p.get("node") or "-", p.get("workload") or "-",
-            fp[:12] if fp else "(none yet)", format_time(p.get("last_seen")), summary,
-        ])
+        rows.append(
+            [
+                p["namespace"],
+                p["pod"],
+                p.get("node") or "-",
+                p.get("workload") or "-",
+                fp[:12] if fp else "(none yet)",
+                format_time(p.get("last_seen")),
+                summary,
+            ]
+        )
     return _table(["NAMESPACE", "POD", "NODE", "WORKLOAD", "FINGERPRINT", "LAST SEEN", "SOURCES"], rows)
 
 

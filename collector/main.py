@@ -75,7 +75,11 @@ class Collector:
         self.ports = BoundPorts(grpc=grpc_port, http=http_bound)
         log.info(
             "collector serving: gRPC ingest on %s (port %d), HTTP API on %s (port %d), store %s",
-            s.grpc, grpc_port, s.http, http_bound, self._store.url,
+            s.grpc,
+            grpc_port,
+            s.http,
+            http_bound,
+            self._store.url,
         )
         return self.ports
 

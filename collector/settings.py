@@ -53,9 +53,7 @@ class CollectorSettings:
         split_hostport(self.grpc, "--grpc")
         split_hostport(self.http, "--http")
         if not self.store.startswith(("sqlite:///", "postgresql://", "postgres://")):
-            raise SettingsError(
-                "--store", f"must be sqlite:///PATH or postgresql://..., got {self.store!r}"
-            )
+            raise SettingsError("--store", f"must be sqlite:///PATH or postgresql://..., got {self.store!r}")
         if self.intents is not None and not self.intents.is_dir():
             raise SettingsError("--intents", f"{str(self.intents)!r} is not a directory")
         if not 1024 <= self.max_message_bytes <= 256 * MIB:

@@ -128,9 +128,7 @@ async def pod_history(request: web.Request) -> web.Response:
         raise NotFoundError(f"pod {key} is not known to this collector")
     # One extra, older row: the base the oldest shown snapshot's changes are computed against.
     rows = await store.history(key, limit + 1, before_id=before)
-    return web.json_response(
-        views.history(key.namespace, key.pod, rows, limit, include_facts=include_facts)
-    )
+    return web.json_response(views.history(key.namespace, key.pod, rows, limit, include_facts=include_facts))
 
 
 ROUTES: tuple[tuple[str, Any], ...] = (

@@ -38,8 +38,7 @@ def decode_message(raw: bytes, max_bytes: int) -> pb.AgentMessage:
     """Parse one raw AgentMessage; raise IngestError when too large or malformed."""
     if len(raw) > max_bytes:
         raise IngestError(
-            f"agent_message: {len(raw)} bytes, over the collector's limit of {max_bytes} "
-            "(max_message_bytes)"
+            f"agent_message: {len(raw)} bytes, over the collector's limit of {max_bytes} (max_message_bytes)"
         )
     try:
         msg = pb.AgentMessage.FromString(raw)

@@ -70,9 +70,7 @@ _INSERT_OBS_LATEST = (
     " at = excluded.at, window_seconds = excluded.window_seconds,"
     " received_at = excluded.received_at, items = excluded.items"
 )
-_INSERT_OBS_HISTORY = (
-    f"INSERT INTO observations_history ({_OBS_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
-)
+_INSERT_OBS_HISTORY = f"INSERT INTO observations_history ({_OBS_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
 
 _UPSERT_POD = """
 INSERT INTO pods (namespace, pod, node, workload, workload_source, agent_id, agent_version,
@@ -252,8 +250,18 @@ class SqliteStore:
         i = identity
         conn.execute(
             _UPSERT_POD,
-            (i.namespace, i.pod, i.node, i.workload, i.workload_source, i.agent_id, i.agent_version,
-             at, at, sequence),
+            (
+                i.namespace,
+                i.pod,
+                i.node,
+                i.workload,
+                i.workload_source,
+                i.agent_id,
+                i.agent_version,
+                at,
+                at,
+                sequence,
+            ),
         )
 
     async def hello(self, identity: PodIdentity, sequence: int, received_at: float) -> None:
@@ -290,8 +298,19 @@ class SqliteStore:
                     "INSERT INTO snapshots (namespace, pod, sequence, agent_id, collected_at, received_at,"
                     " fingerprint, fingerprints, facts, provenance, sources)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (key.namespace, key.pod, sequence, identity.agent_id, collected_at, received_at,
-                     fingerprint.overall, fps_json, facts_json, prov_json, sources_json),
+                    (
+                        key.namespace,
+                        key.pod,
+                        sequence,
+                        identity.agent_id,
+                        collected_at,
+                        received_at,
+                        fingerprint.overall,
+                        fps_json,
+                        facts_json,
+                        prov_json,
+                        sources_json,
+                    ),
                 )
                 snapshot_id = cur.lastrowid
                 assert snapshot_id is not None
@@ -302,8 +321,19 @@ class SqliteStore:
                 " current_collected_at = ?, current_received_at = ?, current_facts = ?,"
                 " current_provenance = ?, current_sources = ?, current_fingerprints = ?"
                 " WHERE namespace = ? AND pod = ?",
-                (snapshot_id, fingerprint.overall, sequence, collected_at, received_at, facts_json,
-                 prov_json, sources_json, fps_json, key.namespace, key.pod),
+                (
+                    snapshot_id,
+                    fingerprint.overall,
+                    sequence,
+                    collected_at,
+                    received_at,
+                    facts_json,
+                    prov_json,
+                    sources_json,
+                    fps_json,
+                    key.namespace,
+                    key.pod,
+                ),
             )
             return SnapshotWrite(snapshot_id=snapshot_id, new_row=new_row)
 
@@ -364,9 +394,27 @@ class SqliteStore:
 
     @staticmethod
     def _pod(row: tuple[Any, ...]) -> PodRecord:
-        (ns, pod, node, workload, wsource, agent_id, agent_version, first_seen, last_seen, last_seq,
-         cur_id, cur_fp, cur_seq, cur_collected, cur_received, cur_facts, cur_prov, cur_sources,
-         cur_fps) = row
+        (
+            ns,
+            pod,
+            node,
+            workload,
+            wsource,
+            agent_id,
+            agent_version,
+            first_seen,
+            last_seen,
+            last_seq,
+            cur_id,
+            cur_fp,
+            cur_seq,
+            cur_collected,
+            cur_received,
+            cur_facts,
+            cur_prov,
+            cur_sources,
+            cur_fps,
+        ) = row
         current = None
         if cur_fp is not None:
             current = CurrentState(
@@ -388,9 +436,7 @@ class SqliteStore:
         )
 
     async def list_pods(self) -> list[PodRecord]:
-        rows = await self._read(
-            lambda c: c.execute(_SELECT_PODS + " ORDER BY namespace, pod").fetchall()
-        )
+        rows = await self._read(lambda c: c.execute(_SELECT_PODS + " ORDER BY namespace, pod").fetchall())
         return [self._pod(r) for r in rows]
 
     async def get_pod(self, key: PodKey) -> PodRecord | None:
@@ -405,7 +451,11 @@ class SqliteStore:
     def _obs(row: tuple[Any, ...]) -> ObservationsRecord:
         ns, pod, seq, at, window, received, items = row
         return ObservationsRecord(
-            PodKey(ns, pod), int(seq), float(at), float(window), float(received),
+            PodKey(ns, pod),
+            int(seq),
+            float(at),
+            float(window),
+            float(received),
             codec.decode_observations(items),
         )
 
@@ -421,8 +471,7 @@ class SqliteStore:
     async def observation_history(self, key: PodKey, limit: int) -> list[ObservationsRecord]:
         rows = await self._read(
             lambda c: c.execute(
-                _SELECT_OBS_HISTORY + " WHERE namespace = ? AND pod = ?"
-                " ORDER BY id DESC LIMIT ?",
+                _SELECT_OBS_HISTORY + " WHERE namespace = ? AND pod = ? ORDER BY id DESC LIMIT ?",
                 (key.namespace, key.pod, limit),
             ).fetchall()
         )
@@ -433,14 +482,13 @@ class SqliteStore:
 
         def body(conn: sqlite3.Connection) -> list[Any]:
             return conn.execute(
-                _SELECT_SNAPSHOTS + " WHERE namespace = ? AND pod = ? AND id < ?"
-                " ORDER BY id DESC LIMIT ?",
+                _SELECT_SNAPSHOTS + " WHERE namespace = ? AND pod = ? AND id < ? ORDER BY id DESC LIMIT ?",
                 (key.namespace, key.pod, bound, limit),
             ).fetchall()
 
         rows = await self._read(body)
         out = []
-        for (sid, ns, pod, seq, agent_id, collected, received, fps, facts, prov, sources) in rows:
+        for sid, ns, pod, seq, agent_id, collected, received, fps, facts, prov, sources in rows:
             out.append(
                 SnapshotRecord(
                     id=int(sid),

@@ -18,7 +18,7 @@ def parse_store_url(
 ) -> Store:
     """``sqlite:///relative/path``, ``sqlite:////absolute/path`` → a (not yet opened) store."""
     if url.startswith("sqlite:///"):
-        raw = url[len("sqlite:///"):]
+        raw = url[len("sqlite:///") :]
         if not raw or raw == ":memory:":
             raise StoreError(
                 f"--store: {url!r} names no file; in-memory SQLite cannot be shared by the "

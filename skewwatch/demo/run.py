@@ -176,7 +176,13 @@ def run_demo(cache: Path, keep: bool) -> int:
         procs.start(
             "agent",
             skewwatch(
-                "agent", "--collector", f"127.0.0.1:{grpc_port}", "--match", r"vllm serve", "--interval", "1"
+                "agent",
+                "--collector",
+                f"127.0.0.1:{grpc_port}",
+                "--match",
+                f"{vllm} serve",
+                "--interval",
+                "1",
             ),
             agent_env,
         )
@@ -219,6 +225,9 @@ def run_demo(cache: Path, keep: bool) -> int:
             print(
                 f"    snapshot seq={snap.get('sequence')} fingerprint={snap['fingerprint']['overall'][:16]}…"
             )
+            if snap.get("previous_id") is None:
+                print(f"      the first stored snapshot: {len(snap.get('changes', []))} facts")
+                continue
             for change in snap.get("changes", []):
                 print(
                     f"      {change['key']}: {json.dumps(change.get('before'))}"

@@ -27,8 +27,13 @@ from tests.collector.conftest import (
 TIMEOUT = aiohttp.ClientTimeout(total=10)
 DOC = document("test")
 _TYPES: dict[str, Any] = {
-    "object": dict, "array": list, "string": str, "integer": int, "number": (int, float),
-    "boolean": bool, "null": type(None),
+    "object": dict,
+    "array": list,
+    "string": str,
+    "integer": int,
+    "number": (int, float),
+    "boolean": bool,
+    "null": type(None),
 }
 
 
@@ -124,7 +129,9 @@ async def test_pod_detail_shape(running: Running, http: aiohttp.ClientSession) -
     assert body["facts"]["runtime.dtype"] == "float32"
     assert body["provenance"]["runtime.dtype"] == {"source": "process", "method": "arg", "detail": "--dtype"}
     assert body["sources"]["nvml"] == {
-        "status": "unavailable", "message": "no GPU here", "duration_seconds": 0.0
+        "status": "unavailable",
+        "message": "no GPU here",
+        "duration_seconds": 0.0,
     }
     assert body["observations"] == {"tokens_per_s": {"value": 1234.5, "unit": "1/s"}}
     assert body["agent"] == {"id": "ml/llm-0", "version": "0.1.0"}
@@ -159,8 +166,13 @@ async def test_unknown_route_and_wrong_method_are_json_errors(
 
 @pytest.mark.parametrize(
     ("query", "param"),
-    [("limit=abc", "'limit'"), ("limit=0", "'limit'"), ("limit=5000", "'limit'"), ("facts=maybe", "'facts'"),
-     ("before=-1", "'before'")],
+    [
+        ("limit=abc", "'limit'"),
+        ("limit=0", "'limit'"),
+        ("limit=5000", "'limit'"),
+        ("facts=maybe", "'facts'"),
+        ("before=-1", "'before'"),
+    ],
 )
 async def test_bad_query_parameter_is_400_naming_it(
     running: Running, http: aiohttp.ClientSession, query: str, param: str
@@ -180,12 +192,27 @@ async def test_history_lists_changes_between_stored_snapshots(
     assert (newest["sequence"], first["sequence"]) == (3, 2)
     assert newest["previous_id"] == first["id"]
     assert newest["changes"] == [
-        {"key": "runtime.dtype", "category": "runtime", "change": "changed", "before": "float16",
-         "after": "float32"},
-        {"key": "runtime.enforce_eager", "category": "runtime", "change": "added", "before": None,
-         "after": True},
-        {"key": "runtime.max_model_len", "category": "runtime", "change": "removed", "before": 8192,
-         "after": None},
+        {
+            "key": "runtime.dtype",
+            "category": "runtime",
+            "change": "changed",
+            "before": "float16",
+            "after": "float32",
+        },
+        {
+            "key": "runtime.enforce_eager",
+            "category": "runtime",
+            "change": "added",
+            "before": None,
+            "after": True,
+        },
+        {
+            "key": "runtime.max_model_len",
+            "category": "runtime",
+            "change": "removed",
+            "before": 8192,
+            "after": None,
+        },
     ]
     assert first["previous_id"] is None
     assert {c["change"] for c in first["changes"]} == {"added"}

@@ -104,13 +104,21 @@ async def test_unreachable_collector_is_a_one_line_error_exit_1(capsys: pytest.C
 def test_history_table_marks_added_and_removed_keys() -> None:
     text = format_history_table(
         {
-            "namespace": "ml", "pod": "p", "limit": 1, "next_before": 7,
+            "namespace": "ml",
+            "pod": "p",
+            "limit": 1,
+            "next_before": 7,
             "snapshots": [
-                {"sequence": 9, "collected_at": 0, "fingerprint": {"overall": "ab" * 32}, "previous_id": 7,
-                 "changes": [
-                     {"key": "runtime.quantization", "change": "added", "before": None, "after": "fp8"},
-                     {"key": "runtime.enforce_eager", "change": "removed", "before": True, "after": None},
-                 ]},
+                {
+                    "sequence": 9,
+                    "collected_at": 0,
+                    "fingerprint": {"overall": "ab" * 32},
+                    "previous_id": 7,
+                    "changes": [
+                        {"key": "runtime.quantization", "change": "added", "before": None, "after": "fp8"},
+                        {"key": "runtime.enforce_eager", "change": "removed", "before": True, "after": None},
+                    ],
+                },
             ],
         }
     )
@@ -146,7 +154,10 @@ def test_collector_flags_default_from_environment_and_flags_win(tmp_path: Path) 
     }
     s = collector_settings(args, env)
     assert (s.grpc, s.http, s.store, s.intents) == (
-        "127.0.0.1:7777", "127.0.0.1:9999", f"sqlite:///{tmp_path}/x.db", tmp_path,
+        "127.0.0.1:7777",
+        "127.0.0.1:9999",
+        f"sqlite:///{tmp_path}/x.db",
+        tmp_path,
     )
 
 
@@ -162,9 +173,23 @@ def test_collector_with_bad_settings_exits_2(capsys: pytest.CaptureFixture[str])
 def _start(tmp_path: Path, grpc_port: int, http_port: int) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SKEWWATCH_")}
     return subprocess.Popen(
-        [sys.executable, "-c", RUNNER, "collector", "--grpc", f"127.0.0.1:{grpc_port}",
-         "--http", f"127.0.0.1:{http_port}", "--store", f"sqlite:///{tmp_path}/c.db"],
-        cwd=REPO, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            RUNNER,
+            "collector",
+            "--grpc",
+            f"127.0.0.1:{grpc_port}",
+            "--http",
+            f"127.0.0.1:{http_port}",
+            "--store",
+            f"sqlite:///{tmp_path}/c.db",
+        ],
+        cwd=REPO,
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
 
 

@@ -18,10 +18,20 @@ def test_added_and_removed_keys_are_marked_and_sorted() -> None:
         {"model.id": "m", "runtime.quantization": "fp8"},
     )
     assert [c.as_dict() for c in changes] == [
-        {"key": "runtime.enforce_eager", "category": "runtime", "change": "removed", "before": True,
-         "after": None},
-        {"key": "runtime.quantization", "category": "runtime", "change": "added", "before": None,
-         "after": "fp8"},
+        {
+            "key": "runtime.enforce_eager",
+            "category": "runtime",
+            "change": "removed",
+            "before": True,
+            "after": None,
+        },
+        {
+            "key": "runtime.quantization",
+            "category": "runtime",
+            "change": "added",
+            "before": None,
+            "after": "fp8",
+        },
     ]
 
 
@@ -62,5 +72,9 @@ def test_diff_module_imports_no_servers() -> None:
         if isinstance(n, ast.Import | ast.ImportFrom)
         for a in (n.names if isinstance(n, ast.Import) else [n.names[0]])
     }
-    assert not {m for m in imported if m.split(".")[0] in {"aiohttp", "grpc", "sqlite3", "collector"}
-                and not m.startswith("collector.drift")}
+    assert not {
+        m
+        for m in imported
+        if m.split(".")[0] in {"aiohttp", "grpc", "sqlite3", "collector"}
+        and not m.startswith("collector.drift")
+    }

@@ -322,5 +322,3 @@ async def test_many_agents_stream_concurrently(running: Running) -> None:
     pods = await running.collector.store.list_pods()
     stored: Mapping[str, str | None] = {p.identity.pod: p.fingerprint for p in pods}
     assert stored == {f"llm-{i}": fingerprints[i] for i in range(20)}
-
-

@@ -24,8 +24,10 @@ async def test_failed_start_releases_the_grpc_port_and_closes_the_store(tmp_path
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         settings = CollectorSettings(
-            grpc=f"127.0.0.1:{grpc_port}", http=f"127.0.0.1:{busy.getsockname()[1]}",
-            store=f"sqlite:///{tmp_path}/c.db", shutdown_grace_s=0.1,
+            grpc=f"127.0.0.1:{grpc_port}",
+            http=f"127.0.0.1:{busy.getsockname()[1]}",
+            store=f"sqlite:///{tmp_path}/c.db",
+            shutdown_grace_s=0.1,
         )
         with pytest.raises(CollectorError, match="--http: cannot listen"):
             await Collector(settings, store=store).start()
@@ -38,8 +40,10 @@ async def test_failed_start_releases_the_grpc_port_and_closes_the_store(tmp_path
 async def test_serve_stops_on_cancellation_and_closes_the_store(tmp_path: Path) -> None:
     http_port = free_port()
     settings = CollectorSettings(
-        grpc=f"127.0.0.1:{free_port()}", http=f"127.0.0.1:{http_port}",
-        store=f"sqlite:///{tmp_path}/c.db", shutdown_grace_s=0.1,
+        grpc=f"127.0.0.1:{free_port()}",
+        http=f"127.0.0.1:{http_port}",
+        store=f"sqlite:///{tmp_path}/c.db",
+        shutdown_grace_s=0.1,
     )
     task = asyncio.create_task(serve(settings))
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:

@@ -14,7 +14,10 @@ from collector.settings import CollectorSettings, split_hostport
 def test_defaults_are_valid() -> None:
     s = CollectorSettings().validate()
     assert (s.grpc, s.http, s.store, s.max_message_bytes) == (
-        "127.0.0.1:50051", "127.0.0.1:8080", "sqlite:///./skewwatch.db", 4 * 1024 * 1024,
+        "127.0.0.1:50051",
+        "127.0.0.1:8080",
+        "sqlite:///./skewwatch.db",
+        4 * 1024 * 1024,
     )
     assert s.grpc_receive_limit > s.max_message_bytes
 

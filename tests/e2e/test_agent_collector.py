@@ -82,8 +82,8 @@ class Rig:
         env = dict(self.env, POD_NAMESPACE=NS, POD_NAME=POD, NODE_NAME="node-1")
         self.procs.start(
             "agent",
-            skewwatch("agent", "--collector", f"127.0.0.1:{self.grpc_port}", "--match", "vllm serve",
-                      "--interval", "0.5"),
+            skewwatch("agent", "--collector", f"127.0.0.1:{self.grpc_port}", "--match",
+                      f"{self.vllm} serve", "--interval", "0.5"),
             env,
         )  # fmt: skip
 
@@ -173,8 +173,8 @@ def test_agent_outlives_a_collector_that_is_down_and_catches_up(rig: Rig) -> Non
 def test_facts_command_prints_the_contract_json_shape(rig: Rig) -> None:
     rig.start_vllm("float16")
     out = subprocess.run(
-        skewwatch("facts", "--match", "vllm serve"), env=rig.env, capture_output=True, text=True, timeout=60,
-        check=True,
+        skewwatch("facts", "--match", f"{rig.vllm} serve"),
+        env=rig.env, capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     data = json.loads(out.stdout)
     assert set(data) >= {"facts", "provenance", "observations", "sources", "fingerprint"}

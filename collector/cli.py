@@ -17,7 +17,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -200,17 +200,22 @@ def _error_message(e: urllib.error.HTTPError) -> str:
         return str(e.reason)
 
 
-def run_pods(args: argparse.Namespace) -> int:
+def _show(command: str, args: argparse.Namespace, path: str, table: Callable[[Any], str]) -> int:
+    """GET ``path`` from the collector and print it as JSON or as a table; 1 when unreachable."""
     try:
-        data = get_json(args.collector, "/api/v1/pods", args.timeout)
+        data = get_json(args.collector, path, args.timeout)
     except ClientError as e:
-        print(f"skewwatch pods: error: {e}", file=sys.stderr)
+        print(f"skewwatch {command}: error: {e}", file=sys.stderr)
         return 1
     if args.format == "json":
         print(json.dumps(data, indent=2, sort_keys=True))
     else:
-        print(format_pods_table(data), end="")
+        print(table(data), end="")
     return 0
+
+
+def run_pods(args: argparse.Namespace) -> int:
+    return _show("pods", args, "/api/v1/pods", format_pods_table)
 
 
 def run_history(args: argparse.Namespace) -> int:
@@ -219,16 +224,7 @@ def run_history(args: argparse.Namespace) -> int:
         f"/api/v1/pods/{urllib.parse.quote(namespace, safe='')}/{urllib.parse.quote(pod, safe='')}"
         f"/history?limit={args.limit}"
     )
-    try:
-        data = get_json(args.collector, path, args.timeout)
-    except ClientError as e:
-        print(f"skewwatch history: error: {e}", file=sys.stderr)
-        return 1
-    if args.format == "json":
-        print(json.dumps(data, indent=2, sort_keys=True))
-    else:
-        print(format_history_table(data), end="")
-    return 0
+    return _show("history", args, path, format_history_table)
 
 
 # -- table rendering (pure) --------------------------------------------------------------------

@@ -27,6 +27,7 @@ import grpc
 
 from proto.skewwatch.v1 import skewwatch_pb2 as pb
 from proto.skewwatch.v1 import skewwatch_pb2_grpc as pb_grpc
+from skewwatch import PROTOCOL_VERSION, __version__
 from skewwatch.core.facts import Snapshot, SourceState, SourceStatus, make_fact
 from skewwatch.core.fingerprint import fingerprint_facts
 from skewwatch.wire import snapshot_to_proto, timestamp
@@ -70,7 +71,13 @@ async def _stream(target: str, messages: list[pb.AgentMessage]) -> float:
         await asyncio.wait_for(channel.channel_ready(), timeout=10)
         call = pb_grpc.IngestStub(channel).Stream()
         hello = pb.AgentMessage(
-            sequence=1, hello=pb.Hello(agent_id="bench", pod=pb.PodIdentity(namespace="bench", pod="bench-0"))
+            sequence=1,
+            hello=pb.Hello(
+                agent_id="bench",
+                pod=pb.PodIdentity(namespace="bench", pod="bench-0"),
+                agent_version=__version__,
+                protocol_version=PROTOCOL_VERSION,
+            ),
         )
         await call.write(hello)
         last = messages[-1].sequence

@@ -2,9 +2,11 @@
 
 An :class:`EngineSpec` is a table, not code: the executables and Python modules that start the
 engine, each setting's flag spellings and environment variables with the canonical fact key it
-feeds and the type of its value, the defaults worth reporting, and the env-name prefixes whose
-variables are configuration. The parser in :mod:`agent.engines.parse` is the only code that reads
-these tables; adding an engine or a flag is adding a row.
+feeds and the type of its value, the defaults worth reporting, the env-name prefixes whose
+variables are configuration, the engine's rules for settings left to ``auto`` (:class:`Derivation`),
+and what it calls things on ``/metrics`` and its info endpoints (:class:`MetricsSpec`). The parser
+in :mod:`agent.engines.parse`, :mod:`agent.engines.effective` and the runtime-metrics source are
+the only code that reads these tables; adding an engine, a flag or a renamed metric is adding a row.
 """
 
 from __future__ import annotations
@@ -48,6 +50,87 @@ class Entrypoint:
     positional: str | None = None  # setting key fed by the first positional argument
 
 
+ObservationKind = Literal[
+    "counter_rate",  # per-second rate of a counter's delta over the window
+    "histogram_sum_rate",  # per-second rate of a histogram's _sum (TGI counts tokens this way)
+    "histogram_quantiles",  # p50/p95/p99 of the observations that fell in the window
+    "gauge_mean",  # mean of the gauge's samples over the window
+    "gauge_sample_quantile",  # p95 of the gauge's samples over the last scrapes (effective batch)
+]
+
+
+@dataclass(frozen=True)
+class ObservationSpec:
+    """One observation and the engine's metric names for it (no prefix), preferred name first.
+
+    Several names cover renames across versions: vLLM V1's ``kv_cache_usage_perc`` before V0's
+    ``gpu_cache_usage_perc``. For quantiles, ``name`` is the stem: ``ttft_seconds`` becomes
+    ``ttft_seconds_p50`` … ``ttft_seconds_p99``.
+    """
+
+    name: str
+    unit: str
+    kind: ObservationKind
+    metrics: tuple[str, ...]
+    combine: Literal["sum", "max"] = "sum"  # several series (tp ranks, models) of one gauge
+    quantiles: tuple[float, ...] = (0.5, 0.95, 0.99)
+
+
+@dataclass(frozen=True)
+class InfoMetric:
+    """An ``*_info`` metric whose labels are configuration: label → (fact key, type)."""
+
+    metric: str  # without prefix: "cache_config_info"
+    labels: Mapping[str, tuple[str, ValueType]]
+    extra_prefix: str  # where labels not in the table go: "runtime.cache_config"
+
+
+@dataclass(frozen=True)
+class InfoEndpoint:
+    """A JSON endpoint on the engine's port and the fields of it that are facts.
+
+    ``fields`` maps a dotted path into the document (``data.0.max_model_len``) to the fact key and
+    type. A value of ``"auto"`` or null is what was asked, not what runs, and is not reported.
+    """
+
+    path: str
+    fields: Mapping[str, tuple[str, ValueType]]
+    # May answer 401 when the server was started with an API key (vLLM's /v1 routes).
+    needs_auth: bool = False
+
+
+@dataclass(frozen=True)
+class MetricsSpec:
+    """What an engine calls things on ``/metrics`` and which info endpoints it serves."""
+
+    prefixes: tuple[str, ...] = ()
+    info_metrics: tuple[InfoMetric, ...] = ()
+    model_name_label: str | None = None
+    # Labels of info metrics that say which process or replica reported, not how it is configured.
+    identity_labels: frozenset[str] = frozenset()
+    # Gauges whose value is configuration the runtime resolved: metric → (fact key, type).
+    value_facts: Mapping[str, tuple[str, ValueType]] = field(default_factory=dict)
+    observations: tuple[ObservationSpec, ...] = ()
+    info_endpoints: tuple[InfoEndpoint, ...] = ()
+
+
+@dataclass(frozen=True)
+class Derivation:
+    """The engine's rule for a setting left unset or to ``auto``: its effective value comes from
+    another fact (the checkpoint's ``torch_dtype``, the model's context length).
+
+    Applies when ``key`` is absent or one of ``when``; ``mapping`` translates the source value
+    (vLLM serves a float32 checkpoint as float16). ``rule`` says so in the provenance.
+    """
+
+    key: str
+    source: str
+    rule: str
+    when: tuple[FactValue, ...] = (None, "auto")
+    mapping: Mapping[str, FactValue] = field(default_factory=dict)
+    type: ValueType = "str"
+
+
 @dataclass(frozen=True)
 class EngineSpec:
     name: str  # vllm | sglang | tgi
@@ -65,6 +148,13 @@ class EngineSpec:
     env_prefixes: tuple[str, ...] = ()
     # argparse accepts unique prefixes of long flags (vLLM, SGLang); clap (TGI) does not.
     allow_abbrev: bool = True
+    # ``--config FILE``: a YAML file of flag → value the engine reads before its command line.
+    config_flags: tuple[str, ...] = ()
+    # Variables whose value is more arguments (KServe's ``VLLM_ADDITIONAL_ARGS``, expanded by the
+    # launch script into the command line, or read by the launcher itself).
+    args_env: tuple[str, ...] = ()
+    derivations: tuple[Derivation, ...] = ()
+    metrics: MetricsSpec = field(default_factory=MetricsSpec)
 
     def flag_table(self) -> dict[str, SettingSpec]:
         """Normalised flag name (no dashes, ``_`` as ``-``) → setting."""

@@ -9,18 +9,26 @@ Handled: ``--flag value``, ``--flag=value``, ``_`` or ``-`` in flag names, switc
 ``--no-`` forms, unique prefixes where the engine's parser allows them, several values
 (``--served-model-name a b``), ``vllm serve MODEL`` (direct or as ``python /usr/local/bin/vllm
 serve``), ``python -m module``, wrappers (``env A=b``, ``exec``, ``nohup``, ``tini --``,
-``dumb-init``) and commands inside ``sh -c SCRIPT``. Left for later: ``--config FILE``,
-``VLLM_ADDITIONAL_ARGS``, ``dtype auto`` resolved from the checkpoint.
+``dumb-init``) and commands inside ``sh -c SCRIPT`` (with ``$VAR``, ``${VAR}`` and
+``${VAR:-default}`` expanded from the process environment, as the shell did); ``--config FILE``
+(YAML, read before the command line so the command line wins; the caller reads the file and hands
+in its text); arguments carried by an environment variable (KServe's ``VLLM_ADDITIONAL_ARGS``),
+marked as such whether the launch script already spliced them into the command line or not.
+Settings left to ``auto`` are resolved later, from other sources' facts, by
+:mod:`agent.engines.effective`.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
+
+import yaml
 
 from agent.engines.base import MODEL, EngineSpec, Entrypoint, SettingSpec, normalise_flag
 from agent.redact import Redactor
@@ -38,6 +46,11 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 # Hugging Face hub repository ids: "gpt2" or "org/name"; anything else is a path or URI.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)([kmgtKMGT]?)$")
+
+MAX_CONFIG_FILE_CHARS = 1024 * 1024
+_SHELL_VAR = re.compile(
+    r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?::?-(?P<default>[^}]*))?\}|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))"
+)
 
 _DTYPES = {
     "half": "float16",
@@ -156,14 +169,35 @@ def shell_script(argv: Sequence[str]) -> str | None:
     return None
 
 
-def shell_commands(script: str) -> list[list[str]]:
+def expand_shell_vars(script: str, env: Mapping[str, str]) -> str:
+    """``$VAR``, ``${VAR}`` and ``${VAR:-default}`` replaced as the shell would, from ``env``.
+
+    A variable the environment lacks stays as written (unless it has a default): the script's
+    own assignments are not evaluated, and a literal ``${PORT}`` then says exactly that.
+    """
+
+    def sub(m: re.Match[str]) -> str:
+        name = m.group("braced") or m.group("bare")
+        if env.get(name):
+            return env[name]
+        if m.group("default") is not None:
+            return m.group("default")
+        return m.group(0)
+
+    return _SHELL_VAR.sub(sub, script)
+
+
+def shell_commands(script: str, env: Mapping[str, str] | None = None) -> list[list[str]]:
     """Simple commands in a shell script, split at ``;``, ``&&``, ``|`` and newlines.
 
     Good enough to find the engine command in a container's ``bash -c`` script; a line shlex
-    cannot split (an unbalanced quote) is skipped rather than guessed at.
+    cannot split (an unbalanced quote) is skipped rather than guessed at. With ``env``, variables
+    are expanded first, so an unquoted ``${VLLM_ADDITIONAL_ARGS}`` becomes several arguments.
     """
     commands: list[list[str]] = []
     script = re.sub(r"\\\r?\n", " ", script)
+    if env is not None:
+        script = expand_shell_vars(script, env)
     for line in script.splitlines():
         lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|()")
         lexer.whitespace_split = True
@@ -229,8 +263,15 @@ def _locate_direct(spec: EngineSpec, argv: Sequence[str]) -> Invocation | None:
     return _match(spec, "executable", basename(argv[0]), argv[1:])
 
 
-def locate(argv: Sequence[str], engines: Sequence[EngineSpec] | None = None) -> Invocation | None:
-    """The engine a command line starts and where its arguments begin, else None."""
+def locate(
+    argv: Sequence[str],
+    engines: Sequence[EngineSpec] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Invocation | None:
+    """The engine a command line starts and where its arguments begin, else None.
+
+    ``env`` (the process environment) expands variables inside a ``sh -c`` script.
+    """
     specs = engines if engines is not None else _engines()
     for spec in specs:
         inv = _locate_direct(spec, argv)
@@ -238,7 +279,7 @@ def locate(argv: Sequence[str], engines: Sequence[EngineSpec] | None = None) -> 
             return inv
     script = shell_script(strip_wrappers(argv))
     if script is not None:
-        for command in shell_commands(script):
+        for command in shell_commands(script, env):
             for spec in specs:
                 inv = _locate_direct(spec, command)
                 if inv is not None:
@@ -317,13 +358,33 @@ def convert(setting: SettingSpec, raw: str | bool | list[str]) -> FactValue:
             raise ValueProblem(f"expected a finite number, got {raw!r}")
         value = number
     elif setting.type == "dtype":
-        low = raw.strip().lower()
-        value = _DTYPES.get(low, low)
+        value = normalise_dtype(raw)
     else:
         value = raw
     if setting.invert and isinstance(value, bool):
         value = not value
     return value
+
+
+def normalise_dtype(raw: str) -> str:
+    """A dtype as torch names it: ``half``, ``fp16`` and ``torch.float16`` are all ``float16``."""
+    low = raw.strip().lower().removeprefix("torch.")
+    return _DTYPES.get(low, low)
+
+
+def convert_typed(type_: str, raw: object) -> FactValue:
+    """A JSON or YAML value as the table's type says; ValueProblem when it does not fit."""
+    if isinstance(raw, bool) and type_ == "bool":
+        return raw
+    if isinstance(raw, int | float) and not isinstance(raw, bool) and type_ in ("int", "size", "float"):
+        if type_ == "float":
+            return float(raw)
+        if raw != int(raw):
+            raise ValueProblem(f"expected a whole number, got {raw!r}")
+        return int(raw)
+    if isinstance(raw, str | int | float | bool):
+        return convert(SettingSpec("", type=type_), str(raw))  # type: ignore[arg-type]
+    raise ValueProblem(f"expected a {type_}, got {type(raw).__name__}")
 
 
 def model_key(value: str) -> str:
@@ -339,6 +400,7 @@ class _Seen:
     name: str  # resolved, normalised flag name
     spelled: str  # as on the command line
     raw: str | bool | list[str]
+    origin: str = ""  # "" for the command line, else the config file or variable it came from
 
 
 def _fallback_args(argv: Sequence[str]) -> list[str]:
@@ -353,8 +415,13 @@ def _looks_like_flag(arg: str) -> bool:
     return arg.startswith("-") and len(arg) > 1 and not _NUMBER.match(arg)
 
 
-def _tokenise(spec: EngineSpec, args: Sequence[str], problems: list[str]) -> tuple[list[_Seen], list[str]]:
-    """Split engine arguments into flags (last occurrence wins later) and positionals."""
+def _tokenise(
+    spec: EngineSpec, args: Sequence[str], problems: list[str], origins: Sequence[str] = ()
+) -> tuple[list[_Seen], list[str]]:
+    """Split engine arguments into flags (last occurrence wins later) and positionals.
+
+    ``origins[i]`` names where ``args[i]`` came from when not from the command line itself.
+    """
     table = spec.flag_table()
     switches = spec.switch_names()
     known = set(table) | switches | {normalise_flag(f) for f in (*spec.host_flags, *spec.api_key_flags)}
@@ -374,6 +441,7 @@ def _tokenise(spec: EngineSpec, args: Sequence[str], problems: list[str]) -> tup
         if tok == "--":
             positionals.extend(args[i:])
             break
+        origin = origins[i - 1] if i - 1 < len(origins) else ""
         if not _looks_like_flag(tok):
             positionals.append(tok)
             continue
@@ -415,7 +483,7 @@ def _tokenise(spec: EngineSpec, args: Sequence[str], problems: list[str]) -> tup
         else:
             problems.append(f"{spelled}: expects a value")
             continue
-        seen.append(_Seen(name, spelled, raw))
+        seen.append(_Seen(name, spelled, raw, origin))
     return seen, positionals
 
 
@@ -437,28 +505,164 @@ def _redacted(redact: Redact, name: str, raw: str | bool | list[str]) -> FactVal
     return redact(name, raw)
 
 
+def engine_args(spec: EngineSpec, argv: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
+    """The arguments ``spec``'s engine receives from ``argv`` (inside a shell script too)."""
+    inv = _locate_direct(spec, argv)
+    if inv is None and shell_script(strip_wrappers(argv)) is not None:
+        inv = locate(argv, [spec], env)
+    return list(inv.args) if inv is not None else _fallback_args(argv)
+
+
+def config_paths(spec: EngineSpec, argv: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
+    """The files ``--config FILE`` names on the command line, for the caller to read."""
+    flags = {normalise_flag(f) for f in spec.config_flags}
+    if not flags:
+        return []
+    args = engine_args(spec, argv, env)
+    paths: list[str] = []
+    for i, tok in enumerate(args):
+        spelled, has_value, inline = tok.partition("=")
+        if not _looks_like_flag(spelled) or normalise_flag(spelled) not in flags:
+            continue
+        if has_value:
+            paths.append(inline)
+        elif i + 1 < len(args):
+            paths.append(args[i + 1])
+    return paths
+
+
+def config_file_args(text: str, where: str) -> list[str]:
+    """A ``--config`` YAML file as the arguments it stands for (vLLM's FlexibleArgumentParser).
+
+    ``key: value`` is ``--key value``, ``key: true`` is ``--key``, ``key: false`` is
+    ``--no-key`` and a list is ``--key v1 v2``. ValueProblem names the file when it is no mapping.
+    """
+    if len(text) > MAX_CONFIG_FILE_CHARS:
+        raise ValueProblem(f"{where}: over {MAX_CONFIG_FILE_CHARS} characters")
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise ValueProblem(f"{where}:{line}: not valid YAML") from e
+    if doc is None:
+        return []
+    if not isinstance(doc, dict):
+        raise ValueProblem(f"{where}: expected a mapping of flag names to values, got {type(doc).__name__}")
+    args: list[str] = []
+    for key, value in doc.items():
+        flag = "--" + str(key).lstrip("-")
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, list):
+            args.append(flag)
+            args.extend(str(v) for v in value)
+        elif isinstance(value, dict):
+            args += [flag, json.dumps(value, sort_keys=True)]
+        elif value is not None:
+            args += [flag, str(value)]
+    return args
+
+
+def _sublist_at(haystack: Sequence[str], needle: Sequence[str]) -> int:
+    for i in range(len(haystack) - len(needle) + 1):
+        if list(haystack[i : i + len(needle)]) == list(needle):
+            return i
+    return -1
+
+
+def _with_origins(
+    spec: EngineSpec,
+    args: list[str],
+    env: Mapping[str, str],
+    config_files: Mapping[str, str],
+    problems: list[str],
+) -> tuple[list[str], list[str]]:
+    """The arguments with those from ``--config`` files and args-carrying variables spliced in,
+    and where each came from."""
+    origins = [""] * len(args)
+    for name in spec.args_env:
+        value = env.get(name, "").strip()
+        if not value:
+            continue
+        try:
+            extra = shlex.split(value)
+        except ValueError:
+            problems.append(f"{name}: unbalanced quotes, its arguments are not read")
+            continue
+        at = _sublist_at(args, extra)
+        if at >= 0:  # the launch script already spliced them into the command line
+            for j in range(at, at + len(extra)):
+                origins[j] = f"via ${name}"
+        else:  # the launcher reads the variable itself: they come after the command line's
+            args = args + extra
+            origins = origins + [f"${name}"] * len(extra)
+    flags = {normalise_flag(f) for f in spec.config_flags}
+    out: list[str] = []
+    out_origins: list[str] = []
+    prefix: list[str] = []
+    prefix_origins: list[str] = []
+    i = 0
+    while i < len(args):
+        spelled, has_value, inline = args[i].partition("=")
+        if flags and _looks_like_flag(spelled) and normalise_flag(spelled) in flags:
+            path = inline if has_value else (args[i + 1] if i + 1 < len(args) else "")
+            step = 1 if has_value else 2
+            if path in config_files:
+                try:
+                    extra = config_file_args(config_files[path], path)
+                except ValueProblem as e:
+                    problems.append(f"{spelled}: {e}")
+                    extra = []
+                # The file is read before the command line: a flag given in both keeps the command line's.
+                prefix += extra
+                prefix_origins += [f"in {spelled} {path}"] * len(extra)
+            elif path:
+                problems.append(f"{spelled} {path}: file not readable by the agent, its settings are unknown")
+            out += args[i : i + step]
+            out_origins += origins[i : i + step]
+            i += step
+            continue
+        out.append(args[i])
+        out_origins.append(origins[i])
+        i += 1
+    return prefix + out, prefix_origins + out_origins
+
+
+def _detail(flag: _Seen) -> str:
+    return f"{flag.spelled} ({flag.origin})" if flag.origin else flag.spelled
+
+
+def _method(flag: _Seen) -> str:
+    return "env" if flag.origin.startswith("$") else "arg"
+
+
 def parse_args(
     spec: EngineSpec,
     argv: Sequence[str],
     env: Mapping[str, str] | None = None,
     redact: Redact | None = None,
+    config_files: Mapping[str, str] | None = None,
 ) -> ParsedCommand:
     """Every setting a command line (and environment) gives ``spec``'s engine, as typed settings.
 
     ``argv`` is the whole command line; when it does not start ``spec``'s engine (a process
     found by pid whose engine is unknown) everything after the program is read as arguments.
-    Emits ``runtime.args.<flag>`` for every flag, the canonical keys of the engine's table
-    (a flag beats its env variable, which beats a default), ``model.id`` or ``model.path``,
-    ``serving.api_key_required`` and ``runtime.env.<NAME>`` for the variables the engine reports.
+    ``config_files`` maps the paths :func:`config_paths` named to their text (a path missing
+    from it is a problem: its settings are unknown). Emits ``runtime.args.<flag>`` for every
+    flag, the canonical keys of the engine's table (a flag beats its env variable, which beats a
+    default), ``model.id`` or ``model.path``, ``serving.api_key_required`` and
+    ``runtime.env.<NAME>`` for the variables the engine reports.
     """
     redact = redact or _default_redact()
     env = env or {}
     result = ParsedCommand(engine=spec.name)
     inv = _locate_direct(spec, argv)
     if inv is None and shell_script(strip_wrappers(argv)) is not None:
-        inv = locate(argv, [spec])
+        inv = locate(argv, [spec], env)
     args = list(inv.args) if inv is not None else _fallback_args(argv)
-    seen, positionals = _tokenise(spec, args, result.problems)
+    args, origins = _with_origins(spec, args, env, config_files or {}, result.problems)
+    seen, positionals = _tokenise(spec, args, result.problems, origins)
 
     out = result.settings
     table = spec.flag_table()
@@ -471,28 +675,28 @@ def parse_args(
             Setting(
                 f"runtime.args.{_args_name(spec, flag.name)}",
                 _redacted(redact, flag.name, flag.raw),
-                "arg",
-                flag.spelled,
+                _method(flag),
+                _detail(flag),
             )
         )
         if flag.name in {normalise_flag(f) for f in spec.host_flags} and isinstance(flag.raw, str):
             result.host = flag.raw
         if flag.name in {normalise_flag(f) for f in spec.api_key_flags} and flag.raw not in ("", False):
-            api_key = Setting("serving.api_key_required", True, "arg", flag.spelled)
+            api_key = Setting("serving.api_key_required", True, _method(flag), _detail(flag))
         setting = table.get(flag.name)
         if setting is None:
             continue
         try:
             value = convert(setting, flag.raw)
         except ValueProblem as e:
-            result.problems.append(f"{flag.spelled}: {redact(flag.name, str(e))}")
+            result.problems.append(f"{_detail(flag)}: {redact(flag.name, str(e))}")
             unreadable.add(setting.key)
             continue
         unreadable.discard(setting.key)
         if setting.key == MODEL and isinstance(value, str):
             result.model_arg = value
         canonical[setting.key] = Setting(
-            setting.key, _redact_value(redact, flag.name, value), "arg", flag.spelled
+            setting.key, _redact_value(redact, flag.name, value), _method(flag), _detail(flag)
         )
 
     if inv is not None and inv.entrypoint.positional is not None and positionals:

@@ -4,12 +4,73 @@ SGLang names several vLLM concepts differently; each row maps its flag onto the 
 the same meaning: ``--context-length`` is the max model length, ``--max-running-requests`` the
 max number of sequences, ``--page-size`` the KV block size, ``--mem-fraction-static`` the share
 of GPU memory it claims, ``--disable-cuda-graph`` is eager mode and ``--disable-radix-cache``
-turns prefix caching off. Metrics (with ``--enable-metrics``) are on the API port.
+turns prefix caching off. Metrics (with ``--enable-metrics``) are on the API port under
+``sglang:``; ``/get_server_info`` reports the server's arguments as it resolved them (an unset
+``--mem-fraction-static`` comes back as the value SGLang chose) and the KV-cache capacity.
 """
 
 from __future__ import annotations
 
-from agent.engines.base import COMMON_ENV_PREFIXES, MODEL, EngineSpec, Entrypoint, SettingSpec
+from agent.engines.base import (
+    COMMON_ENV_PREFIXES,
+    MODEL,
+    Derivation,
+    EngineSpec,
+    Entrypoint,
+    InfoEndpoint,
+    MetricsSpec,
+    ObservationSpec,
+    SettingSpec,
+)
+
+SGLANG_METRICS = MetricsSpec(
+    prefixes=("sglang:",),
+    model_name_label="model_name",
+    identity_labels=frozenset({"tp_rank", "pp_rank", "dp_rank"}),
+    value_facts={
+        "max_total_num_tokens": ("runtime.max_total_tokens", "int"),
+        "is_cuda_graph": ("runtime.cuda_graph", "bool"),
+    },
+    observations=(
+        ObservationSpec("prompt_tokens_per_s", "{token}/s", "counter_rate", ("prompt_tokens_total",)),
+        ObservationSpec("generation_tokens_per_s", "{token}/s", "counter_rate", ("generation_tokens_total",)),
+        ObservationSpec("requests_per_s", "{request}/s", "counter_rate", ("num_requests_total",)),
+        ObservationSpec("ttft_seconds", "s", "histogram_quantiles", ("time_to_first_token_seconds",)),
+        ObservationSpec("e2e_latency_seconds", "s", "histogram_quantiles", ("e2e_request_latency_seconds",)),
+        ObservationSpec(
+            "itl_seconds",
+            "s",
+            "histogram_quantiles",
+            ("inter_token_latency_seconds", "time_per_output_token_seconds"),
+        ),
+        ObservationSpec("kv_cache_usage_ratio", "1", "gauge_mean", ("token_usage",), combine="max"),
+        ObservationSpec("requests_running", "{request}", "gauge_mean", ("num_running_reqs",)),
+        ObservationSpec("requests_waiting", "{request}", "gauge_mean", ("num_queue_reqs",)),
+        ObservationSpec(
+            "batch_size", "{request}", "gauge_sample_quantile", ("num_running_reqs",), quantiles=(0.95,)
+        ),
+    ),
+    info_endpoints=(
+        InfoEndpoint(
+            "/get_server_info",
+            {
+                "version": ("runtime.version", "str"),
+                "dtype": ("runtime.dtype", "dtype"),
+                "quantization": ("runtime.quantization", "str"),
+                "kv_cache_dtype": ("runtime.kv_cache_dtype", "str"),
+                "context_length": ("runtime.max_model_len", "int"),
+                "max_running_requests": ("runtime.max_num_seqs", "int"),
+                "tp_size": ("runtime.tensor_parallel_size", "int"),
+                "pp_size": ("runtime.pipeline_parallel_size", "int"),
+                "dp_size": ("runtime.data_parallel_size", "int"),
+                "mem_fraction_static": ("runtime.gpu_memory_utilization", "float"),
+                "page_size": ("runtime.block_size", "int"),
+                "chunked_prefill_size": ("runtime.chunked_prefill_size", "int"),
+                "internal_states.0.max_total_num_tokens": ("runtime.max_total_tokens", "int"),
+            },
+        ),
+    ),
+)
 
 SGLANG = EngineSpec(
     name="sglang",
@@ -62,9 +123,42 @@ SGLANG = EngineSpec(
     ),
     defaults={
         "serving.port": 30000,
+        "runtime.dtype": "auto",
+        "runtime.kv_cache_dtype": "auto",
         "runtime.tensor_parallel_size": 1,
         "runtime.pipeline_parallel_size": 1,
         "runtime.data_parallel_size": 1,
+        "runtime.enable_prefix_caching": True,  # the radix cache is on unless disabled
+        "runtime.enforce_eager": False,
+        "runtime.trust_remote_code": False,
     },
     env_prefixes=("SGLANG_", "SGL_", *COMMON_ENV_PREFIXES),
+    config_flags=("--config",),
+    derivations=(
+        # sglang/srt/configs/model_config.py: the vLLM rule (float32 checkpoints run in float16).
+        Derivation(
+            "runtime.dtype",
+            "model.config.torch_dtype",
+            "--dtype auto: the checkpoint dtype, float32 served as float16",
+            mapping={"float32": "float16", "float": "float16"},
+            type="dtype",
+        ),
+        Derivation(
+            "runtime.kv_cache_dtype", "runtime.dtype", "--kv-cache-dtype auto: the model dtype", type="dtype"
+        ),
+        Derivation(
+            "runtime.max_model_len",
+            "model.config.max_position_embeddings",
+            "no --context-length: the model's context length",
+            when=(None,),
+            type="int",
+        ),
+        Derivation(
+            "runtime.quantization",
+            "model.config.quantization",
+            "no --quantization: the checkpoint's quantization_config.quant_method",
+            when=(None,),
+        ),
+    ),
+    metrics=SGLANG_METRICS,
 )

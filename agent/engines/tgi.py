@@ -5,11 +5,60 @@ name (``--max-total-tokens`` / ``MAX_TOTAL_TOKENS``), a flag beats its variable,
 abbreviations. Deployments often configure it purely by env (OPEA's chart). ``HOSTNAME`` is
 deliberately not in the table: Kubernetes sets it to the pod name for every container. The shard
 processes (``text-generation-server serve``) are children of the launcher and not entry points.
+
+The router's ``/metrics`` (``tgi_``) counts tokens in histograms (``tgi_request_input_length``,
+``tgi_request_generated_tokens``), so token rates come from their ``_sum``; it has no
+time-to-first-token histogram and no KV-cache gauge. ``/info`` reports the limits the router
+resolved (``max_total_tokens`` defaults from the model) and the model's commit ``model_sha``.
 """
 
 from __future__ import annotations
 
-from agent.engines.base import COMMON_ENV_PREFIXES, MODEL, EngineSpec, Entrypoint, SettingSpec
+from agent.engines.base import (
+    COMMON_ENV_PREFIXES,
+    MODEL,
+    EngineSpec,
+    Entrypoint,
+    InfoEndpoint,
+    MetricsSpec,
+    ObservationSpec,
+    SettingSpec,
+)
+
+TGI_METRICS = MetricsSpec(
+    prefixes=("tgi_",),
+    observations=(
+        ObservationSpec("prompt_tokens_per_s", "{token}/s", "histogram_sum_rate", ("request_input_length",)),
+        ObservationSpec(
+            "generation_tokens_per_s", "{token}/s", "histogram_sum_rate", ("request_generated_tokens",)
+        ),
+        ObservationSpec("requests_per_s", "{request}/s", "counter_rate", ("request_success",)),
+        ObservationSpec("e2e_latency_seconds", "s", "histogram_quantiles", ("request_duration",)),
+        ObservationSpec("itl_seconds", "s", "histogram_quantiles", ("request_mean_time_per_token_duration",)),
+        # TGI batches continuously; the current batch is the set of requests being decoded.
+        ObservationSpec("requests_running", "{request}", "gauge_mean", ("batch_current_size",)),
+        ObservationSpec("requests_waiting", "{request}", "gauge_mean", ("queue_size",)),
+        ObservationSpec(
+            "batch_size", "{request}", "histogram_quantiles", ("batch_next_size",), quantiles=(0.95,)
+        ),
+    ),
+    info_endpoints=(
+        InfoEndpoint(
+            "/info",
+            {
+                "model_sha": ("model.revision", "str"),
+                "model_dtype": ("runtime.dtype", "dtype"),
+                "max_total_tokens": ("runtime.max_model_len", "int"),
+                "max_input_tokens": ("runtime.max_input_tokens", "int"),
+                "max_input_length": ("runtime.max_input_tokens", "int"),
+                "max_concurrent_requests": ("serving.max_concurrency", "int"),
+                "max_batch_total_tokens": ("runtime.max_batch_total_tokens", "int"),
+                "max_batch_size": ("runtime.max_num_seqs", "int"),
+                "version": ("runtime.version", "str"),
+            },
+        ),
+    ),
+)
 
 TGI = EngineSpec(
     name="tgi",
@@ -80,9 +129,10 @@ TGI = EngineSpec(
     ),
     # The official image sets ENV PORT=80 (the bare launcher's own default is 3000); with no
     # --num-shard TGI shards over every visible GPU, so no tensor-parallel default is claimed.
-    defaults={"serving.port": 80},
+    defaults={"serving.port": 80, "runtime.trust_remote_code": False},
     host_flags=("--hostname",),
     api_key_env=("API_KEY",),
     env_prefixes=COMMON_ENV_PREFIXES,
     allow_abbrev=False,
+    metrics=TGI_METRICS,
 )

@@ -1,13 +1,81 @@
-"""vLLM as data: entry points, flags, environment and defaults.
+"""vLLM as data: entry points, flags, environment, defaults, ``auto`` rules and metric names.
 
 Flags as ``vllm serve --help`` spells them (vLLM 0.6 to 0.11); argparse there treats ``_`` and ``-``
-alike and accepts unique prefixes (``--max-num-seq`` in production-stack's manifests). The
-OpenAI server's ``/metrics`` is on the API port.
+alike and accepts unique prefixes (``--max-num-seq`` in production-stack's manifests), and
+``--config FILE`` reads more flags from YAML. The OpenAI server's ``/metrics`` is on the API port,
+with V0 and V1 engine names (V1 renamed ``gpu_cache_usage_perc`` to ``kv_cache_usage_perc`` and
+``time_per_output_token_seconds`` to ``inter_token_latency_seconds``); under Ray Serve every name
+carries ``ray_vllm:`` instead of ``vllm:``.
 """
 
 from __future__ import annotations
 
-from agent.engines.base import COMMON_ENV_PREFIXES, MODEL, EngineSpec, Entrypoint, SettingSpec
+from agent.engines.base import (
+    COMMON_ENV_PREFIXES,
+    MODEL,
+    Derivation,
+    EngineSpec,
+    Entrypoint,
+    InfoEndpoint,
+    InfoMetric,
+    MetricsSpec,
+    ObservationSpec,
+    SettingSpec,
+    ValueType,
+)
+
+# vllm:cache_config_info labels that are canonical facts; the others go under runtime.cache_config.
+CACHE_CONFIG_LABELS: dict[str, tuple[str, ValueType]] = {
+    "block_size": ("runtime.block_size", "int"),
+    # "auto" included: agent.engines.effective resolves it to the model dtype.
+    "cache_dtype": ("runtime.kv_cache_dtype", "str"),
+    "gpu_memory_utilization": ("runtime.gpu_memory_utilization", "float"),
+    "num_gpu_blocks": ("runtime.num_gpu_blocks", "int"),
+    "enable_prefix_caching": ("runtime.enable_prefix_caching", "bool"),
+}
+
+VLLM_METRICS = MetricsSpec(
+    # ray_vllm: is vLLM under Ray Serve, which re-exports the same families with its own prefix.
+    prefixes=("vllm:", "ray_vllm:"),
+    info_metrics=(InfoMetric("cache_config_info", CACHE_CONFIG_LABELS, "runtime.cache_config"),),
+    model_name_label="model_name",
+    # engine: the V1 engine-core index; the rest are Ray Serve's per-worker labels.
+    identity_labels=frozenset({"engine", "Component", "NodeAddress", "SessionName", "Version", "WorkerId"}),
+    observations=(
+        ObservationSpec("prompt_tokens_per_s", "{token}/s", "counter_rate", ("prompt_tokens_total",)),
+        ObservationSpec("generation_tokens_per_s", "{token}/s", "counter_rate", ("generation_tokens_total",)),
+        ObservationSpec("requests_per_s", "{request}/s", "counter_rate", ("request_success_total",)),
+        ObservationSpec("preemptions_per_s", "{preemption}/s", "counter_rate", ("num_preemptions_total",)),
+        ObservationSpec("ttft_seconds", "s", "histogram_quantiles", ("time_to_first_token_seconds",)),
+        ObservationSpec("e2e_latency_seconds", "s", "histogram_quantiles", ("e2e_request_latency_seconds",)),
+        ObservationSpec(
+            "itl_seconds",
+            "s",
+            "histogram_quantiles",
+            ("inter_token_latency_seconds", "time_per_output_token_seconds"),
+        ),
+        # Both are ratios in [0, 1] despite "perc".
+        ObservationSpec(
+            "kv_cache_usage_ratio",
+            "1",
+            "gauge_mean",
+            ("kv_cache_usage_perc", "gpu_cache_usage_perc"),
+            combine="max",
+        ),
+        ObservationSpec("requests_running", "{request}", "gauge_mean", ("num_requests_running",)),
+        ObservationSpec("requests_waiting", "{request}", "gauge_mean", ("num_requests_waiting",)),
+        # vLLM exports no batch-size histogram: the running requests, sampled at each scrape, are it.
+        ObservationSpec(
+            "batch_size", "{request}", "gauge_sample_quantile", ("num_requests_running",), quantiles=(0.95,)
+        ),
+    ),
+    info_endpoints=(
+        InfoEndpoint("/version", {"version": ("runtime.version", "str")}),
+        InfoEndpoint(
+            "/v1/models", {"data.0.max_model_len": ("runtime.max_model_len", "int")}, needs_auth=True
+        ),
+    ),
+)
 
 VLLM = EngineSpec(
     name="vllm",
@@ -69,10 +137,45 @@ VLLM = EngineSpec(
     ),
     defaults={
         "serving.port": 8000,
+        "runtime.dtype": "auto",
+        "runtime.kv_cache_dtype": "auto",
         "runtime.tensor_parallel_size": 1,
         "runtime.pipeline_parallel_size": 1,
         "runtime.data_parallel_size": 1,
+        "runtime.gpu_memory_utilization": 0.9,
+        "runtime.enforce_eager": False,
+        "runtime.trust_remote_code": False,
     },
     api_key_env=("VLLM_API_KEY",),
     env_prefixes=("VLLM_", *COMMON_ENV_PREFIXES),
+    config_flags=("--config",),
+    args_env=("VLLM_ADDITIONAL_ARGS",),
+    derivations=(
+        # vllm/config.py _get_and_verify_dtype: "auto" is the checkpoint's dtype, except that
+        # float32 checkpoints are served in float16 ("following common practice").
+        Derivation(
+            "runtime.dtype",
+            "model.config.torch_dtype",
+            "--dtype auto: the checkpoint dtype, float32 served as float16",
+            mapping={"float32": "float16", "float": "float16"},
+            type="dtype",
+        ),
+        Derivation(
+            "runtime.kv_cache_dtype", "runtime.dtype", "--kv-cache-dtype auto: the model dtype", type="dtype"
+        ),
+        Derivation(
+            "runtime.max_model_len",
+            "model.config.max_position_embeddings",
+            "no --max-model-len: the model's context length",
+            when=(None,),
+            type="int",
+        ),
+        Derivation(
+            "runtime.quantization",
+            "model.config.quantization",
+            "no --quantization: the checkpoint's quantization_config.quant_method",
+            when=(None,),
+        ),
+    ),
+    metrics=VLLM_METRICS,
 )

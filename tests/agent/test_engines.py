@@ -458,8 +458,22 @@ def test_vllm_started_from_a_bash_script_in_a_manifest(real_fixtures: Path) -> N
     inv = locate(argv)
     assert inv is not None and inv.spec is VLLM and inv.via_shell
     p = parse_args(VLLM, argv, env, REDACT)
-    assert p.value("runtime.args.model") == "${MODEL_ID}"
-    assert any(pr.startswith("--port:") for pr in p.problems)  # unexpanded ${PORT}: no value to type
+    # The shell expanded ${MODEL_ID}, ${PORT} and ${MAX_SEQ_LEN} from the container's env.
+    assert p.value("model.path") == "/var/mdl/YOUR-MODEL-PATH"
+    assert p.value("serving.port") == 8000
+    assert p.value("runtime.max_model_len") == 512
+    assert p.value("runtime.served_model_name") == "YOUR-MODEL-NAME"
+    assert p.problems == []
+
+
+def test_shell_variable_missing_from_the_env_stays_literal_and_its_flag_is_unknown() -> None:
+    p = parse_args(
+        VLLM, ["bash", "-c", "vllm serve m --port ${PORT} --max-model-len ${LEN:-4096}"], {}, REDACT
+    )
+    assert p.value("runtime.args.port") == "${PORT}"
+    assert any(pr.startswith("--port:") for pr in p.problems)
+    assert p.get("serving.port") is None  # not the default: the flag was given, unreadably
+    assert p.value("runtime.max_model_len") == 4096  # ${VAR:-default}
 
 
 def test_secret_in_equals_form_and_secret_named_flags_are_redacted() -> None:

@@ -5,7 +5,9 @@ the pod identity), then the rest concurrently with the process in the context (t
 metrics URL and visible GPUs come from it). One broken or slow source never stops the others:
 its failure becomes its status. When two sources give the same key, the effective value wins by
 provenance: what the runtime reports beats files, hardware and the cluster, which beat args and
-env, which beat defaults.
+env, which beat defaults. After the merge, the engine's rules for settings left to ``auto``
+(``agent.engines.effective``) resolve them from the other sources' facts (``--dtype auto`` from
+``model.config.torch_dtype``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import time
 from collections.abc import Sequence
 
+from agent.engines.effective import derive_effective
 from agent.sources.base import CollectContext, Source, SourceResult
 from skewwatch.core.facts import Fact, Observation, Snapshot, SourceState, SourceStatus
 from skewwatch.core.fingerprint import fingerprint_facts
@@ -82,6 +85,8 @@ async def collect_snapshot(sources: Sequence[Source], ctx: CollectContext, timeo
     await phase(first)
     await phase(rest)
     facts = merge_facts(results)
+    for fact in derive_effective(facts):
+        facts[fact.key] = fact
     observations: dict[str, Observation] = {}
     for result in results:
         for obs in result.observations:

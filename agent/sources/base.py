@@ -35,6 +35,7 @@ class AgentPaths:
 
     procfs: Path = Path("/proc")
     podinfo: Path = Path("/etc/podinfo")
+    serviceaccount: Path = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
 @dataclass

@@ -20,9 +20,11 @@ from pathlib import Path, PurePosixPath
 
 from agent.engines import (
     GENERIC,
+    MAX_CONFIG_FILE_CHARS,
     Invocation,
     ParsedCommand,
     Setting,
+    config_paths,
     is_shell,
     locate,
     parse_args,
@@ -312,14 +314,47 @@ def collect_process(ctx: CollectContext) -> SourceResult:
         problems.append(f"{e} (run the agent as the engine's user or with CAP_SYS_PTRACE)")
     except SourceUnavailable as e:
         return SourceResult.unavailable(f"pid {found.pid} exited while being read: {e}")
+    cwd = proc.cwd(found.pid)
+    process_root = proc.root_of(found.pid)
+    inv = locate(found.argv, env=env)
+    spec = inv.spec if inv is not None else GENERIC
+    config_files: dict[str, str] = {}
+    for path in config_paths(spec, found.argv, env):
+        text = read_process_file(path, cwd, process_root)
+        if text is not None:
+            config_files[path] = text
     return build_result(
         ctx.settings,
         found=found,
         env=env,
-        cwd=proc.cwd(found.pid),
-        process_root=proc.root_of(found.pid),
+        cwd=cwd,
+        process_root=process_root,
         problems=problems,
+        config_files=config_files,
     )
+
+
+def read_process_file(path: str, cwd: PurePosixPath | None, process_root: Path | None) -> str | None:
+    """A small text file the engine reads (``--config FILE``), as the agent can reach it, else None.
+
+    Tried as the agent sees the path, then through ``/proc/<pid>/root``; relative paths are the
+    process's, resolved against its cwd. Bounded: the parser refuses anything near the cap.
+    """
+    p = PurePosixPath(path)
+    if not p.is_absolute():
+        if cwd is None:
+            return None
+        p = cwd / p
+    candidates = [Path(p)]
+    if process_root is not None:
+        candidates.append(process_root / p.relative_to("/"))
+    for candidate in candidates:
+        try:
+            with candidate.open("rb") as f:
+                return f.read(MAX_CONFIG_FILE_CHARS + 1).decode("utf-8", "replace")
+        except OSError:
+            continue  # not mounted in the agent's container: try the engine's filesystem
+    return None
 
 
 def build_result(
@@ -330,13 +365,14 @@ def build_result(
     cwd: PurePosixPath | None,
     process_root: Path | None,
     problems: list[str],
+    config_files: Mapping[str, str] | None = None,
 ) -> SourceResult:
     """Facts and ProcessInfo from what was read; everything redacted on the way out."""
     redactor = Redactor(settings.redaction_salt)
     redact = redact_with(redactor)
-    inv = locate(found.argv)
+    inv = locate(found.argv, env=env)
     spec = inv.spec if inv is not None else GENERIC
-    parsed = parse_args(spec, found.argv, env, redact)
+    parsed = parse_args(spec, found.argv, env, redact, config_files)
     problems.extend(parsed.problems)
 
     model_dir = settings.model_dir

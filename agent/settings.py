@@ -11,6 +11,13 @@
 | source_timeout_s | --source-timeout  | SKEWWATCH_SOURCE_TIMEOUT    | 10 s           |
 | redaction_salt   | (none)            | SKEWWATCH_REDACTION_SALT    | built-in salt  |
 | agent_id         | --agent-id        | SKEWWATCH_AGENT_ID          | namespace/pod  |
+| hash_mode        | --hash-mode       | SKEWWATCH_HASH_MODE         | sha256 (= sha256sum); or blake3 |
+| hash_threads     | --hash-threads    | SKEWWATCH_HASH_THREADS      | min(4, usable cores) |
+| hash_nice        | --hash-nice       | SKEWWATCH_HASH_NICE         | 10 (added to the hash threads) |
+| hash_ionice      | --hash-ionice     | SKEWWATCH_HASH_IONICE       | best-effort:7 (none, idle, …:N) |
+| hash_bytes_per_s | --hash-bytes-per-s| SKEWWATCH_HASH_BYTES_PER_S  | 0 = unlimited (e.g. 200M, 1GiB) |
+| hash_cache_dir   | --hash-cache-dir  | SKEWWATCH_HASH_CACHE_DIR    | $TMPDIR/skewwatch-<uid> |
+| hash_wait_s      | --hash-wait       | SKEWWATCH_HASH_WAIT         | 0 in the agent loop; 8 s for `facts` |
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.errors import SettingsError
+from agent.hashing import MODES, HashBudget
 
 DEFAULT_SALT = "skewwatch.v1"
 _HOSTPORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-_]+):(\d{1,5})$")
@@ -37,6 +45,13 @@ class AgentSettings:
     source_timeout_s: float = 10.0
     redaction_salt: str = DEFAULT_SALT
     agent_id: str | None = None
+    hash_mode: str = "sha256"
+    hash_threads: int | None = None  # None: min(4, usable cores)
+    hash_nice: int = 10
+    hash_ionice: str = "best-effort:7"
+    hash_bytes_per_s: int = 0
+    hash_cache_dir: Path | None = None
+    hash_wait_s: float = 0.0
 
     def validate(self) -> AgentSettings:
         """Return self when every field is valid, else raise SettingsError naming the field."""
@@ -57,7 +72,20 @@ class AgentSettings:
             raise SettingsError(
                 f"--source-timeout: must be between 0.01 and 3600 s, got {self.source_timeout_s}"
             )
+        self._validate_hashing()
         return self
+
+    def _validate_hashing(self) -> None:
+        if self.hash_mode not in MODES:
+            raise SettingsError(f"--hash-mode: expected one of {', '.join(MODES)}, got {self.hash_mode!r}")
+        HashBudget(
+            threads=self.hash_threads or 1,
+            nice=self.hash_nice,
+            ionice=self.hash_ionice,
+            bytes_per_s=self.hash_bytes_per_s,
+        ).validate()
+        if not 0 <= self.hash_wait_s <= 3_600:
+            raise SettingsError(f"--hash-wait: must be between 0 and 3600 s, got {self.hash_wait_s}")
 
 
 def check_hostport(value: str, flag: str) -> tuple[str, int]:

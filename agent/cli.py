@@ -11,8 +11,10 @@ import signal
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from agent.errors import SettingsError
+from agent.hashing import parse_bytes_per_s
 from agent.runtime import Agent
 from agent.settings import AgentSettings, env_float, env_int, env_value
 from skewwatch.core.facts import Snapshot
@@ -45,6 +47,59 @@ def _add_source_flags(p: argparse.ArgumentParser, env: Mapping[str, str]) -> Non
         default=None,
         help="seconds each source may take per cycle (SKEWWATCH_SOURCE_TIMEOUT; default 10)",
     )
+    _add_hash_flags(p)
+
+
+def _add_hash_flags(p: argparse.ArgumentParser) -> None:
+    """The hashing budget (agent.hashing); each flag falls back to its SKEWWATCH_HASH_* variable."""
+    g = p.add_argument_group("model hashing")
+    g.add_argument(
+        "--hash-mode", choices=["sha256", "blake3"], default=None, help="SKEWWATCH_HASH_MODE; sha256"
+    )
+    g.add_argument("--hash-threads", type=int, default=None, help="SKEWWATCH_HASH_THREADS; min(4, cores)")
+    g.add_argument("--hash-nice", type=int, default=None, help="SKEWWATCH_HASH_NICE; 10")
+    g.add_argument("--hash-ionice", default=None, help="SKEWWATCH_HASH_IONICE; best-effort:7")
+    g.add_argument(
+        "--hash-bytes-per-s", default=None, help="SKEWWATCH_HASH_BYTES_PER_S, e.g. 200M; 0 = no limit"
+    )
+    g.add_argument("--hash-cache-dir", type=Path, default=None, help="SKEWWATCH_HASH_CACHE_DIR")
+    g.add_argument(
+        "--hash-wait",
+        type=float,
+        default=None,
+        help="seconds a collection waits for digests (SKEWWATCH_HASH_WAIT)",
+    )
+
+
+def hash_settings(args: argparse.Namespace, environ: Mapping[str, str], one_shot: bool) -> dict[str, Any]:
+    """The hash_* fields of AgentSettings from flags, else SKEWWATCH_HASH_* variables, else defaults."""
+
+    def pick(name: str, var: str) -> str | None:
+        flag = getattr(args, name, None)
+        return str(flag) if flag is not None else env_value(environ, var)
+
+    out: dict[str, Any] = {}
+    if (mode := pick("hash_mode", "SKEWWATCH_HASH_MODE")) is not None:
+        out["hash_mode"] = mode
+    for field_name, var in (("hash_threads", "SKEWWATCH_HASH_THREADS"), ("hash_nice", "SKEWWATCH_HASH_NICE")):
+        raw = pick(field_name, var)
+        if raw is not None:
+            try:
+                out[field_name] = int(raw)
+            except ValueError as e:
+                raise SettingsError(f"{var}: expected an integer, got {raw!r}") from e
+    if (ionice := pick("hash_ionice", "SKEWWATCH_HASH_IONICE")) is not None:
+        out["hash_ionice"] = ionice
+    if (rate := pick("hash_bytes_per_s", "SKEWWATCH_HASH_BYTES_PER_S")) is not None:
+        out["hash_bytes_per_s"] = parse_bytes_per_s(rate)
+    if (cache := pick("hash_cache_dir", "SKEWWATCH_HASH_CACHE_DIR")) is not None:
+        out["hash_cache_dir"] = Path(cache)
+    wait = getattr(args, "hash_wait", None)
+    if wait is None:
+        wait = env_float(environ, "SKEWWATCH_HASH_WAIT")
+    # One-shot `facts` waits for the digests (within the source timeout); the agent loop never does.
+    out["hash_wait_s"] = wait if wait is not None else (8.0 if one_shot else 0.0)
+    return out
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -90,6 +145,7 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> 
         source_timeout_s=timeout,
         redaction_salt=env_value(environ, "SKEWWATCH_REDACTION_SALT") or AgentSettings.redaction_salt,
         agent_id=getattr(args, "agent_id", None),
+        **hash_settings(args, environ, one_shot=not hasattr(args, "collector")),
     ).validate()
 
 

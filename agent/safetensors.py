@@ -1,0 +1,165 @@
+"""safetensors headers, read bounded: tensor count, dtypes and parameter count without the weights.
+
+A safetensors file is an 8-byte little-endian header length N, N bytes of JSON (tensor name →
+``{"dtype", "shape", "data_offsets"}``, plus an optional ``__metadata__`` of strings), then the
+tensor data. ``read_header`` reads at most 8 + ``MAX_HEADER_BYTES`` bytes whatever N claims (the
+safetensors library's own limit is 100 MB); ``parse_header`` is pure and checks every entry and
+that the data the header describes fits in the file, so a truncated download is named as such.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import stat
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.errors import SourceFailed
+
+MAX_HEADER_BYTES = 100 * 1000 * 1000
+METADATA_KEY = "__metadata__"
+
+# Bits per element; sub-byte and exotic types only count elements, their byte size is not checked.
+DTYPE_BITS: dict[str, int] = {
+    "BOOL": 8,
+    "U8": 8,
+    "I8": 8,
+    "F8_E5M2": 8,
+    "F8_E4M3": 8,
+    "F8_E8M0": 8,
+    "I16": 16,
+    "U16": 16,
+    "F16": 16,
+    "BF16": 16,
+    "I32": 32,
+    "U32": 32,
+    "F32": 32,
+    "C64": 64,
+    "F64": 64,
+    "I64": 64,
+    "U64": 64,
+    "F4": 4,
+    "F6_E2M3": 6,
+    "F6_E3M2": 6,
+}
+
+
+class SafetensorsError(SourceFailed):
+    """A safetensors header that cannot be trusted; the message names the file and the fault."""
+
+
+@dataclass(frozen=True)
+class SafetensorsHeader:
+    tensors: int
+    params: int  # elements over all tensors (packed quantized weights count as stored)
+    dtypes: Mapping[str, int] = field(default_factory=dict)  # dtype → elements
+    data_bytes: int = 0
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+def read_header(path: Path, limit: int = MAX_HEADER_BYTES) -> tuple[bytes, int]:
+    """The header bytes of a safetensors file and the file's size; never reads more than limit."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise SafetensorsError(f"{path.name}: not a regular file")
+        head = os.pread(fd, 8, 0)
+        if len(head) < 8:
+            raise SafetensorsError(f"{path.name}: {len(head)} bytes, too short for a safetensors header")
+        (n,) = struct.unpack("<Q", head)
+        if n > limit:
+            raise SafetensorsError(
+                f"{path.name}: header claims {n} bytes, over the {limit}-byte limit (corrupt or hostile)"
+            )
+        if n > st.st_size - 8:
+            raise SafetensorsError(
+                f"{path.name}: header claims {n} bytes but the file has {st.st_size} (truncated?)"
+            )
+        data = os.pread(fd, n, 8)
+        if len(data) < n:
+            raise SafetensorsError(f"{path.name}: header cut short at {len(data)} of {n} bytes")
+        return data, st.st_size
+    finally:
+        os.close(fd)
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"non-finite number {name}")
+
+
+def parse_header(
+    data: bytes, file_size: int | None = None, name: str = "model.safetensors"
+) -> SafetensorsHeader:
+    """Check and summarise a header's JSON. Pure; SafetensorsError names the tensor at fault."""
+    try:
+        doc = json.loads(data, parse_constant=_reject_constant)
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as e:
+        raise SafetensorsError(f"{name}: header is not valid JSON: {e}") from e
+    if not isinstance(doc, dict):
+        raise SafetensorsError(f"{name}: header is a JSON {type(doc).__name__}, not an object")
+    metadata: dict[str, str] = {}
+    raw_meta = doc.get(METADATA_KEY)
+    if raw_meta is not None:
+        if not isinstance(raw_meta, dict) or not all(isinstance(v, str) for v in raw_meta.values()):
+            raise SafetensorsError(f"{name}: {METADATA_KEY} must map strings to strings")
+        metadata = dict(raw_meta)
+    dtypes: dict[str, int] = {}
+    params = 0
+    end_max = 0
+    count = 0
+    for tensor, entry in doc.items():
+        if tensor == METADATA_KEY:
+            continue
+        where = f"{name}: tensor {tensor!r}"
+        if not isinstance(entry, dict):
+            raise SafetensorsError(f"{where}: entry is not an object")
+        dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+        if not isinstance(dtype, str) or not dtype:
+            raise SafetensorsError(f"{where}: dtype missing")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise SafetensorsError(f"{where}: shape must be a list of non-negative integers")
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(isinstance(o, int) and o >= 0 for o in offsets)
+            or offsets[1] < offsets[0]
+        ):
+            raise SafetensorsError(f"{where}: data_offsets must be [begin, end] with begin <= end")
+        elements = math.prod(shape)
+        bits = DTYPE_BITS.get(dtype)
+        if bits is not None and bits % 8 == 0 and elements * bits // 8 != offsets[1] - offsets[0]:
+            raise SafetensorsError(
+                f"{where}: {dtype} {shape} needs {elements * bits // 8} bytes,"
+                f" data_offsets span {offsets[1] - offsets[0]}"
+            )
+        dtypes[dtype] = dtypes.get(dtype, 0) + elements
+        params += elements
+        end_max = max(end_max, offsets[1])
+        count += 1
+    if file_size is not None:
+        available = file_size - 8 - len(data)
+        if end_max > available:
+            raise SafetensorsError(
+                f"{name}: tensor data ends at byte {end_max} but the file holds {available} (truncated)"
+            )
+    return SafetensorsHeader(count, params, dtypes, end_max, metadata)
+
+
+def parse_index(data: bytes, name: str = "model.safetensors.index.json") -> tuple[list[str], int | None]:
+    """The shard files a ``*.safetensors.index.json`` names, and its ``metadata.total_size``. Pure."""
+    try:
+        doc = json.loads(data, parse_constant=_reject_constant)
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as e:
+        raise SafetensorsError(f"{name}: not valid JSON: {e}") from e
+    if not isinstance(doc, dict) or not isinstance(doc.get("weight_map"), dict):
+        raise SafetensorsError(f"{name}: no weight_map object")
+    shards = sorted({v for v in doc["weight_map"].values() if isinstance(v, str)})
+    meta = doc.get("metadata")
+    total = meta.get("total_size") if isinstance(meta, dict) else None
+    return shards, total if isinstance(total, int) and not isinstance(total, bool) else None

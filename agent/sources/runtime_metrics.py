@@ -1,29 +1,42 @@
-"""The runtime-metrics source: what the serving engine reports about itself on ``/metrics``.
+"""The runtime-metrics source: what the serving engine reports about itself, and how it performs.
 
-Reading (an HTTP GET under a timeout and a size cap) is kept apart from interpreting: the text is
-parsed by ``agent.promtext`` and turned into facts and observations by the pure
-``interpret_families``. What each engine calls a concept is data (``ENGINE_METRICS``), so a new
-engine or a renamed metric is a table edit, not a new branch.
+Reading (HTTP GETs under a timeout and a size cap) is kept apart from interpreting: ``/metrics``
+is parsed by ``agent.promtext`` and turned into facts by the pure ``interpret_families``; info
+endpoints (vLLM ``/version`` and ``/v1/models``, TGI ``/info``, SGLang ``/get_server_info``) by the
+pure ``interpret_info``. What each engine calls a concept is data in ``agent.engines`` (metric
+prefixes and V0/V1 aliases, info metrics, info endpoints), so a new engine or a renamed metric is
+a table edit, not a new branch.
 
 Facts are runtime-reported, the highest precedence: ``runtime.engine`` (from the metric prefix),
-every label of vLLM's ``cache_config_info`` and ``runtime.served_model_name``. Observations are
-instantaneous gauges only for now (requests running and waiting, KV-cache usage); rates and
-latency percentiles from histogram deltas need two scrapes and come later.
+the labels of every ``*_config_info`` metric (vLLM's ``cache_config_info`` onto canonical keys),
+gauges whose value is resolved configuration (SGLang's KV capacity), ``runtime.served_model_name``
+and the info endpoints' fields. Observations (rates, latency percentiles, gauge means) need a
+window: the source keeps the previous scrape (``agent.observations``) and reports nothing for the
+first one. One failing endpoint never loses the others: a 404 on ``/metrics`` (SGLang without
+``--enable-metrics``) still asks the info endpoints of the engine the process source found.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import re
+import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
+from agent.engines import ENGINES, EngineSpec, engine_named
+from agent.engines.base import InfoEndpoint, ValueType
+from agent.engines.parse import ValueProblem, convert_typed
 from agent.errors import SourceFailed
+from agent.observations import ObservationWindow, extract
 from agent.promtext import MetricFamily, MetricsParseError, decode_metrics_body, parse_metrics_text
 from agent.sources.base import CollectContext, FactBuilder, SourceResult
+from skewwatch.core.errors import FactError
 from skewwatch.core.facts import FactValue, Observation, SourceState
 
 NAME = "runtime_metrics"
@@ -31,89 +44,11 @@ METHOD = "runtime-reported"
 
 DEFAULT_TIMEOUT_S = 5.0
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024
+MAX_INFO_BYTES = 1024 * 1024
 _CHUNK_BYTES = 64 * 1024
-
-
-@dataclass(frozen=True)
-class ObservationAlias:
-    """One observation and the engine's metric names for it, most preferred first."""
-
-    name: str
-    unit: str
-    metrics: tuple[str, ...]
-    # How several series of one metric (tp ranks, models, workers) combine into one value.
-    combine: Callable[[Sequence[float]], float]
-
-
-@dataclass(frozen=True)
-class EngineMetrics:
-    """What one engine calls things on ``/metrics``; names are without the prefix."""
-
-    engine: str  # the runtime.engine value: vllm | sglang | tgi
-    prefixes: tuple[str, ...]
-    # info metric (without prefix) → {label → (fact key, type)}; other labels go under ``extra``.
-    info_metrics: dict[str, tuple[dict[str, tuple[str, type]], str]] = field(default_factory=dict)
-    model_name_label: str | None = None
-    observations: tuple[ObservationAlias, ...] = ()
-    # Labels of info metrics that say which process or replica reported, not how it is configured.
-    identity_labels: frozenset[str] = frozenset()
-
-
-def _sum(values: Sequence[float]) -> float:
-    return float(sum(values))
-
-
-def _max(values: Sequence[float]) -> float:
-    return float(max(values))
-
-
-_VLLM_CACHE_CONFIG: dict[str, tuple[str, type]] = {
-    "block_size": ("runtime.block_size", int),
-    # Kept raw ("auto" included): resolving auto to the model dtype is a derivation for later.
-    "cache_dtype": ("runtime.kv_cache_dtype", str),
-    "gpu_memory_utilization": ("runtime.gpu_memory_utilization", float),
-    "num_gpu_blocks": ("runtime.num_gpu_blocks", int),
-    "enable_prefix_caching": ("runtime.enable_prefix_caching", bool),
-}
-
-_VLLM = EngineMetrics(
-    engine="vllm",
-    # ray_vllm: is vLLM under Ray Serve, which re-exports the same families with its own prefix.
-    prefixes=("vllm:", "ray_vllm:"),
-    info_metrics={"cache_config_info": (_VLLM_CACHE_CONFIG, "runtime.cache_config")},
-    model_name_label="model_name",
-    # engine: the V1 engine-core index; the rest are Ray Serve's per-worker labels.
-    identity_labels=frozenset({"engine", "Component", "NodeAddress", "SessionName", "Version", "WorkerId"}),
-    observations=(
-        ObservationAlias("requests_running", "{request}", ("num_requests_running",), _sum),
-        ObservationAlias("requests_waiting", "{request}", ("num_requests_waiting",), _sum),
-        # V1 renamed gpu_cache_usage_perc; both are ratios in [0, 1] despite "perc".
-        ObservationAlias("kv_cache_usage_ratio", "1", ("kv_cache_usage_perc", "gpu_cache_usage_perc"), _max),
-    ),
-)
-
-_SGLANG = EngineMetrics(
-    engine="sglang",
-    prefixes=("sglang:",),
-    model_name_label="model_name",
-    observations=(
-        ObservationAlias("requests_running", "{request}", ("num_running_reqs",), _sum),
-        ObservationAlias("requests_waiting", "{request}", ("num_queue_reqs",), _sum),
-        ObservationAlias("kv_cache_usage_ratio", "1", ("token_usage",), _max),
-    ),
-)
-
-_TGI = EngineMetrics(
-    engine="tgi",
-    prefixes=("tgi_",),
-    observations=(
-        # TGI batches continuously; the current batch is the set of requests being decoded.
-        ObservationAlias("requests_running", "{request}", ("batch_current_size",), _sum),
-        ObservationAlias("requests_waiting", "{request}", ("queue_size",), _sum),
-    ),
-)
-
-ENGINE_METRICS: tuple[EngineMetrics, ...] = (_VLLM, _SGLANG, _TGI)
+_INFO_SUFFIX = "_info"
+# Values an info endpoint reports for what was asked rather than what runs.
+_UNRESOLVED: tuple[FactValue, ...] = (None, "auto", "")
 
 
 class MetricsFetchError(SourceFailed):
@@ -127,23 +62,24 @@ class MetricsUnreachable(SourceFailed):
 @dataclass
 class Interpretation:
     facts: FactBuilder
-    observations: list[Observation]
     notes: list[str]
-    engine: EngineMetrics | None
+    engine: EngineSpec | None
+    prefix: str = ""
+    families: Sequence[MetricFamily] = ()
 
 
-def detect_engine(families: Iterable[MetricFamily]) -> tuple[EngineMetrics, str] | None:
+def detect_engine(families: Iterable[MetricFamily]) -> tuple[EngineSpec, str] | None:
     """The engine whose prefix most families carry, with that prefix; None when none does."""
     counts: dict[tuple[int, str], int] = {}
     for fam in families:
-        for i, spec in enumerate(ENGINE_METRICS):
-            for prefix in spec.prefixes:
+        for i, spec in enumerate(ENGINES):
+            for prefix in spec.metrics.prefixes:
                 if fam.name.startswith(prefix):
                     counts[(i, prefix)] = counts.get((i, prefix), 0) + 1
     if not counts:
         return None
     (i, prefix), _ = max(counts.items(), key=lambda kv: kv[1])
-    return ENGINE_METRICS[i], prefix
+    return ENGINES[i], prefix
 
 
 _INT_RE = re.compile(r"^[+-]?\d+$")
@@ -166,14 +102,14 @@ def typed_label_value(raw: str) -> FactValue:
     return number if math.isfinite(number) else raw
 
 
-def _coerce(raw: str, want: type) -> FactValue:
+def _coerce(raw: str, want: ValueType) -> FactValue:
     """``raw`` as ``want``; a value that does not fit keeps its natural type rather than vanish."""
     natural = typed_label_value(raw)
     if natural is None:
         return None
-    if want is str:
+    if want == "str":
         return raw
-    if want is float and isinstance(natural, int) and not isinstance(natural, bool):
+    if want == "float" and isinstance(natural, int) and not isinstance(natural, bool):
         return float(natural)  # "1" means 1.0 for a fraction; keep the type stable across values
     return natural
 
@@ -182,23 +118,38 @@ def _label_key(label: str) -> str:
     return label.lower()
 
 
+def _add(builder: FactBuilder, notes: list[str], key: str, value: FactValue, detail: str) -> None:
+    try:
+        builder.add(key, value, METHOD, detail)
+    except FactError as e:
+        notes.append(str(e))
+
+
 def interpret_families(families: Sequence[MetricFamily], source: str = NAME) -> Interpretation:
-    """Facts and observations from parsed families. Pure: no I/O, no clock."""
+    """Facts from parsed families (observations need two scrapes: see ``agent.observations``).
+
+    Pure: no I/O, no clock.
+    """
     builder = FactBuilder(source)
-    observations: list[Observation] = []
     notes: list[str] = []
     found = detect_engine(families)
     if found is None:
         notes.append("no vLLM, SGLang or TGI metrics on the page")
-        return Interpretation(builder, observations, notes, None)
+        return Interpretation(builder, notes, None, "", families)
     spec, prefix = found
+    metrics = spec.metrics
     by_name: dict[str, list[MetricFamily]] = {}
     for fam in families:
         by_name.setdefault(fam.name, []).append(fam)
-    builder.add("runtime.engine", spec.engine, METHOD, f"metric prefix {prefix!r}")
+    builder.add("runtime.engine", spec.name, METHOD, f"metric prefix {prefix!r}")
 
-    for info_name, (label_map, extra_prefix) in spec.info_metrics.items():
-        metric = prefix + info_name
+    tables = {prefix + im.metric: (im.labels, im.extra_prefix) for im in metrics.info_metrics}
+    # Any other "<prefix>*_config_info" is configuration too, reported under its own name.
+    for name in sorted(by_name):
+        if name.startswith(prefix) and name.endswith("_config" + _INFO_SUFFIX) and name not in tables:
+            stem = name[len(prefix) : -len(_INFO_SUFFIX)]
+            tables[name] = ({}, f"runtime.{_label_key(stem)}")
+    for metric, (label_map, extra_prefix) in tables.items():
         samples = [s for fam in by_name.get(metric, []) for s in fam.samples]
         if not samples:
             continue
@@ -206,7 +157,7 @@ def interpret_families(families: Sequence[MetricFamily], source: str = NAME) -> 
         if any(s.labels != labels for s in samples[1:]):
             notes.append(f"{metric}: {len(samples)} series disagree; using the first")
         for label in sorted(labels):
-            if label in spec.identity_labels:
+            if label in metrics.identity_labels:
                 continue
             raw = labels[label]
             if label in label_map:
@@ -214,32 +165,74 @@ def interpret_families(families: Sequence[MetricFamily], source: str = NAME) -> 
                 value = _coerce(raw, want)
             else:
                 key, value = f"{extra_prefix}.{_label_key(label)}", typed_label_value(raw)
-            builder.add(key, value, METHOD, f"{metric} label {label}={raw!r}")
+            _add(builder, notes, key, value, f"{metric} label {label}={raw!r}")
 
-    if spec.model_name_label is not None:
+    for metric_name, (key, want) in metrics.value_facts.items():
+        values = [
+            s.value
+            for fam in by_name.get(prefix + metric_name, [])
+            for s in fam.samples
+            if math.isfinite(s.value)
+        ]
+        if values:
+            try:
+                value = convert_typed(want, max(values) if want != "bool" else bool(max(values)))
+            except ValueProblem as e:
+                notes.append(f"{prefix}{metric_name}: {e}")
+                continue
+            _add(builder, notes, key, value, f"value of {prefix}{metric_name}")
+
+    if metrics.model_name_label is not None:
         names = sorted(
             {
-                s.labels[spec.model_name_label]
+                s.labels[metrics.model_name_label]
                 for fam in families
                 if fam.name.startswith(prefix)
                 for s in fam.samples
-                if s.labels.get(spec.model_name_label)
+                if s.labels.get(metrics.model_name_label)
             }
         )
         if names:
             served: FactValue = names[0] if len(names) == 1 else list(names)
-            builder.add(
-                "runtime.served_model_name", served, METHOD, f"label {spec.model_name_label} of {prefix}*"
+            _add(
+                builder,
+                notes,
+                "runtime.served_model_name",
+                served,
+                f"label {metrics.model_name_label} of {prefix}*",
             )
+    return Interpretation(builder, notes, spec, prefix, families)
 
-    for alias in spec.observations:
-        for metric_name in alias.metrics:
-            fams = by_name.get(prefix + metric_name, [])
-            values = [s.value for fam in fams for s in fam.samples if math.isfinite(s.value)]
-            if values:
-                observations.append(Observation(alias.name, alias.combine(values), alias.unit))
-                break
-    return Interpretation(builder, observations, notes, spec)
+
+def json_path(doc: object, path: str) -> object:
+    """The value at a dotted path (``data.0.max_model_len``); None when any step is missing."""
+    node = doc
+    for step in path.split("."):
+        if isinstance(node, dict):
+            node = node.get(step)
+        elif isinstance(node, list) and step.isdigit() and int(step) < len(node):
+            node = node[int(step)]
+        else:
+            return None
+    return node
+
+
+def interpret_info(endpoint: InfoEndpoint, doc: object, builder: FactBuilder, where: str) -> list[str]:
+    """Facts from one info endpoint's JSON document; problems are returned, naming the field. Pure."""
+    problems: list[str] = []
+    if not isinstance(doc, dict):
+        return [f"{where}: expected a JSON object, got {type(doc).__name__}"]
+    for path, (key, want) in endpoint.fields.items():
+        raw = json_path(doc, path)
+        if raw in _UNRESOLVED or isinstance(raw, dict | list):
+            continue
+        try:
+            value = convert_typed(want, raw)
+        except ValueProblem as e:
+            problems.append(f"{where} field {path}: {e}")
+            continue
+        _add(builder, problems, key, value, f"{where} field {path}")
+    return problems
 
 
 def metrics_url(ctx: CollectContext) -> str | None:
@@ -250,18 +243,24 @@ def metrics_url(ctx: CollectContext) -> str | None:
     return None
 
 
-async def fetch_metrics(url: str, timeout_s: float, max_bytes: int) -> bytes:
+def endpoint_url(metrics: str, path: str) -> str:
+    """``path`` on the server that serves ``metrics`` (same scheme, host and port)."""
+    parts = urlsplit(metrics)
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+async def fetch(
+    session: aiohttp.ClientSession, url: str, timeout_s: float, max_bytes: int, accept: str = "text/plain"
+) -> bytes:
     """GET ``url`` and return at most ``max_bytes`` of body, streamed, under ``timeout_s``."""
-    timeout = aiohttp.ClientTimeout(total=timeout_s)
     try:
-        async with (
-            aiohttp.ClientSession(timeout=timeout) as session,
-            session.get(url, headers={"Accept": "text/plain"}) as resp,
-        ):
+        async with session.get(
+            url, headers={"Accept": accept}, timeout=aiohttp.ClientTimeout(total=timeout_s)
+        ) as resp:
             if resp.status == 404:
-                raise MetricsUnreachable(
-                    f"{url}: HTTP 404 (metrics not enabled? SGLang needs --enable-metrics)"
-                )
+                raise MetricsUnreachable(f"{url}: HTTP 404")
+            if resp.status in (401, 403):
+                raise MetricsUnreachable(f"{url}: HTTP {resp.status} (the server requires an API key)")
             if resp.status != 200:
                 raise MetricsFetchError(f"{url}: HTTP {resp.status} {resp.reason or ''}".rstrip())
             if resp.content_length is not None and resp.content_length > max_bytes:
@@ -283,13 +282,24 @@ async def fetch_metrics(url: str, timeout_s: float, max_bytes: int) -> bytes:
 
 
 class RuntimeMetricsSource:
-    """Scrapes the engine's Prometheus endpoint once per collection."""
+    """Scrapes the engine's Prometheus endpoint and info endpoints once per collection.
+
+    Keeps the previous scrape between collections (the agent reuses its sources), so each
+    collection after the first reports observations over the window since the one before.
+    """
 
     name = NAME
 
-    def __init__(self, timeout_s: float = DEFAULT_TIMEOUT_S, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(
+        self,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.timeout_s = timeout_s
         self.max_bytes = max_bytes
+        self.clock = clock
+        self.window = ObservationWindow()
 
     async def collect(self, ctx: CollectContext) -> SourceResult:
         url = metrics_url(ctx)
@@ -299,18 +309,75 @@ class RuntimeMetricsSource:
             )
         # Stay inside the runner's own timeout so our message, not a generic one, is reported.
         timeout_s = min(self.timeout_s, max(ctx.settings.source_timeout_s * 0.8, 0.01))
+        async with aiohttp.ClientSession() as session:
+            return await self._collect(session, url, timeout_s, ctx)
+
+    async def _collect(
+        self, session: aiohttp.ClientSession, url: str, timeout_s: float, ctx: CollectContext
+    ) -> SourceResult:
+        notes: list[str] = []
+        errors: list[str] = []
+        builder = FactBuilder(self.name)
+        observations: list[Observation] = []
+        spec: EngineSpec | None = None
+        metrics_ok = False
         try:
-            body = await fetch_metrics(url, timeout_s, self.max_bytes)
-        except MetricsUnreachable as e:
-            return SourceResult.unavailable(str(e))
-        except MetricsFetchError as e:
-            return SourceResult.error(str(e))
-        try:
+            body = await fetch(session, url, timeout_s, self.max_bytes)
+            at = self.clock()
             families = await asyncio.to_thread(_parse, body, url)
-        except MetricsParseError as e:
-            return SourceResult.error(str(e))
-        result = interpret_families(families, self.name)
-        return SourceResult(SourceState.OK, "; ".join(result.notes), result.facts.facts, result.observations)
+            interpretation = interpret_families(families, self.name)
+            builder.facts.extend(interpretation.facts.facts)
+            notes.extend(interpretation.notes)
+            spec = interpretation.engine
+            metrics_ok = True
+            if spec is not None:
+                scrape = extract(families, interpretation.prefix, spec.metrics, at)
+                obs, obs_notes = self.window.update((spec.name, interpretation.prefix), scrape, spec.metrics)
+                observations.extend(obs)
+                notes.extend(obs_notes)
+        except MetricsUnreachable as e:
+            hint = " (metrics not enabled? SGLang needs --enable-metrics)" if str(e).endswith("404") else ""
+            notes.append(f"{e}{hint}")
+        except (MetricsFetchError, MetricsParseError) as e:
+            errors.append(str(e))
+
+        if spec is None and ctx.process is not None and ctx.process.engine != "unknown":
+            spec = engine_named(ctx.process.engine)  # /metrics said nothing: trust the process
+        if spec is not None and spec.metrics.info_endpoints:
+            results = await asyncio.gather(
+                *(self._info(session, url, ep, timeout_s, builder) for ep in spec.metrics.info_endpoints)
+            )
+            for ok, messages in results:
+                (notes if ok else errors).extend(messages)
+
+        message = "; ".join(errors + notes)
+        if errors:
+            return SourceResult.error(message, builder.facts, observations)
+        if not metrics_ok and not builder.facts:
+            return SourceResult.unavailable(message)
+        return SourceResult(SourceState.OK, message, builder.facts, observations)
+
+    async def _info(
+        self,
+        session: aiohttp.ClientSession,
+        metrics: str,
+        endpoint: InfoEndpoint,
+        timeout_s: float,
+        builder: FactBuilder,
+    ) -> tuple[bool, list[str]]:
+        url = endpoint_url(metrics, endpoint.path)
+        try:
+            body = await fetch(session, url, timeout_s, MAX_INFO_BYTES, accept="application/json")
+        except MetricsUnreachable as e:
+            return True, [str(e)]  # an engine version without the endpoint, or one behind an API key
+        except MetricsFetchError as e:
+            return False, [str(e)]
+        try:
+            doc = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as e:
+            return False, [f"{url}: not JSON: {e}"]
+        problems = interpret_info(endpoint, doc, builder, endpoint.path)
+        return not problems, problems
 
 
 def _parse(body: bytes, url: str) -> list[MetricFamily]:

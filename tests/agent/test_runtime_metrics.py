@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from agent.promtext import MetricsParseError, decode_metrics_body, parse_metrics_text
+from agent.observations import ObservationWindow, extract
+from agent.promtext import MetricFamily, MetricsParseError, Sample, decode_metrics_body, parse_metrics_text
 from agent.settings import AgentSettings
 from agent.sources.base import CollectContext, ProcessInfo
 from agent.sources.runtime_metrics import (
@@ -42,8 +43,34 @@ def _facts(text: str) -> dict[str, object]:
 
 
 def _observations(text: str) -> dict[str, tuple[float, str]]:
-    result = interpret_families(parse_metrics_text(text))
-    return {o.name: (o.value, o.unit) for o in result.observations}
+    """Observations over a 10 s window from a scrape of ``text`` to one where every cumulative
+    value (counter, histogram bucket, count, sum) doubled: the window's traffic is the page's."""
+    families = parse_metrics_text(text)
+    result = interpret_families(families)
+    assert result.engine is not None
+    window = ObservationWindow()
+    first, _ = window.update(
+        ("e", "p"), extract(families, result.prefix, result.engine.metrics, 0.0), result.engine.metrics
+    )
+    assert first == []  # one scrape is no window
+    later = extract(doubled(families), result.prefix, result.engine.metrics, 10.0)
+    obs, _ = window.update(("e", "p"), later, result.engine.metrics)
+    return {o.name: (o.value, o.unit) for o in obs}
+
+
+def doubled(families: list[MetricFamily]) -> list[MetricFamily]:
+    """The page with every cumulative value doubled (gauges and info metrics unchanged)."""
+    out = []
+    for fam in families:
+        if fam.type in ("counter", "histogram", "summary"):
+            samples = tuple(
+                Sample(s.name, s.labels, s.value if s.name.endswith("_created") else s.value * 2)
+                for s in fam.samples
+            )
+            out.append(MetricFamily(fam.name, fam.type, fam.help, samples))
+        else:
+            out.append(fam)
+    return out
 
 
 # --- parsing ---------------------------------------------------------------------------------
@@ -94,11 +121,18 @@ def test_vllm_v0_capture_yields_cache_config_facts(real_fixtures: Path) -> None:
     assert facts["runtime.served_model_name"] == "facebook/opt-125m"
 
 
-def test_vllm_v0_capture_observations(real_fixtures: Path) -> None:
+def test_vllm_v0_capture_observations_over_a_window(real_fixtures: Path) -> None:
     obs = _observations((real_fixtures / "metrics" / VLLM_V0).read_text(encoding="utf-8"))
-    assert set(obs) == {"requests_running", "requests_waiting", "kv_cache_usage_ratio"}
+    assert obs["prompt_tokens_per_s"] == (0.5, "{token}/s")  # 5 prompt tokens in 10 s
+    assert obs["requests_per_s"] == (0.1, "{request}/s")
+    assert obs["preemptions_per_s"] == (0.0, "{preemption}/s")
+    # One request with TTFT in (0.25, 0.5]: interpolated inside that bucket, as histogram_quantile does.
+    assert obs["ttft_seconds_p50"] == pytest.approx((0.375, "s"))
+    assert obs["ttft_seconds_p99"] == pytest.approx((0.4975, "s"))
+    assert {"e2e_latency_seconds_p95", "itl_seconds_p95"} <= set(obs)  # V0 ITL: time_per_output_token
     assert obs["kv_cache_usage_ratio"][1] == "1"
     assert obs["requests_running"][1] == "{request}"
+    assert "batch_size_p95" in obs
 
 
 def test_ray_prefix_is_vllm_and_every_model_name_is_kept(real_fixtures: Path) -> None:
@@ -122,10 +156,15 @@ def test_sglang_capture(real_fixtures: Path) -> None:
     facts = _facts(text)
     assert facts["runtime.engine"] == "sglang"
     assert facts["runtime.served_model_name"] == "facebook/opt-125m"
+    assert isinstance(facts["runtime.max_total_tokens"], int)  # value of sglang:max_total_num_tokens
+    assert isinstance(facts["runtime.cuda_graph"], bool)
     obs = _observations(text)
     assert obs["kv_cache_usage_ratio"] == (0.25, "1")
     assert obs["requests_running"] == (0.0, "{request}")
     assert obs["requests_waiting"] == (0.0, "{request}")
+    assert obs["prompt_tokens_per_s"] == (0.5, "{token}/s")
+    assert obs["requests_per_s"] == (0.1, "{request}/s")
+    assert obs["ttft_seconds_p50"] == pytest.approx((0.05, "s"))  # the one request in (0, 0.1]
 
 
 def test_tgi_capture(real_fixtures: Path) -> None:
@@ -133,7 +172,15 @@ def test_tgi_capture(real_fixtures: Path) -> None:
         encoding="utf-8"
     )
     assert _facts(text) == {"runtime.engine": "tgi"}
-    assert set(_observations(text)) == {"requests_running", "requests_waiting"}
+    obs = _observations(text)
+    fams = {f.name: f for f in parse_metrics_text(text)}
+    input_sum = next(s.value for s in fams["tgi_request_input_length"].samples if s.name.endswith("_sum"))
+    assert obs["prompt_tokens_per_s"] == pytest.approx((input_sum / 10, "{token}/s"))  # histogram _sum
+    assert obs["requests_per_s"] == pytest.approx((10.9, "{request}/s"))  # 109 successes in 10 s
+    assert {"e2e_latency_seconds_p50", "itl_seconds_p99", "batch_size_p95", "generation_tokens_per_s"} <= set(
+        obs
+    )
+    assert not [n for n in obs if n.startswith("ttft")]  # TGI exports no time-to-first-token histogram
 
 
 def test_page_without_engine_metrics_gives_no_engine_fact(real_fixtures: Path) -> None:
@@ -148,10 +195,10 @@ def test_v1_kv_cache_name_preferred_over_v0(real_fixtures: Path) -> None:
     text = (real_fixtures / "metrics" / "vllm-v0-plus-v1-families__datadog__opt-125m__5b8d70d.txt").read_text(
         encoding="utf-8"
     )
-    result = interpret_families(parse_metrics_text(text))
-    (kv,) = [o for o in result.observations if o.name == "kv_cache_usage_ratio"]
+    obs = _observations(text)
     fams = {f.name: f for f in parse_metrics_text(text)}
-    assert kv.value == max(s.value for s in fams["vllm:kv_cache_usage_perc"].samples)
+    assert obs["kv_cache_usage_ratio"][0] == max(s.value for s in fams["vllm:kv_cache_usage_perc"].samples)
+    assert "itl_seconds_p50" in obs  # from V1's inter_token_latency_seconds
 
 
 def test_literal_cache_config_types_and_summed_requests() -> None:
@@ -162,7 +209,7 @@ def test_literal_cache_config_types_and_summed_requests() -> None:
     assert facts["runtime.gpu_memory_utilization"] == 0.85
     assert facts["runtime.num_gpu_blocks"] == 1024
     assert facts["runtime.served_model_name"] == "meta-llama/Llama-3.1-8B-Instruct"
-    obs = _observations(VLLM_LITERAL)
+    obs = _observations(VLLM_LITERAL)  # gauges: the mean of the window's two equal samples
     assert obs["requests_running"] == (5.0, "{request}")  # two engines' series add up
     assert obs["requests_waiting"] == (7.0, "{request}")
     assert obs["kv_cache_usage_ratio"] == (0.42, "1")
@@ -261,11 +308,8 @@ async def test_scrape_from_process_url(serve: Callable[[Handler], Awaitable[str]
     facts = {f.key: f.value for f in result.facts}
     assert facts["runtime.engine"] == "vllm"
     assert facts["runtime.block_size"] == 32
-    assert {o.name for o in result.observations} == {
-        "requests_running",
-        "requests_waiting",
-        "kv_cache_usage_ratio",
-    }
+    assert result.observations == []  # one scrape is no window
+    assert "first scrape" in result.message
 
 
 async def test_settings_url_wins_over_process_url(

@@ -391,3 +391,159 @@ def test_info_labels_naming_the_reporting_process_are_not_configuration() -> Non
     facts = _facts(text)
     assert facts["runtime.block_size"] == 32
     assert not [k for k in facts if k.startswith("runtime.cache_config.")]
+
+
+# --- info endpoints and windows over real HTTP ---------------------------------------------------
+
+
+async def _app(routes: dict[str, Handler]) -> tuple[web.AppRunner, str]:
+    app = web.Application()
+    for path, handler in routes.items():
+        app.router.add_get(path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
+def _json(doc: object, status: int = 200) -> Handler:
+    async def handler(_: web.Request) -> web.Response:
+        return web.json_response(doc, status=status)
+
+    return handler
+
+
+async def test_second_collection_reports_rates_over_the_window_between_scrapes() -> None:
+    tokens = [100.0]
+
+    async def metrics(_: web.Request) -> web.Response:
+        tokens[0] += 50.0
+        return web.Response(
+            text=f"# TYPE vllm:generation_tokens_total counter\nvllm:generation_tokens_total {tokens[0]}\n"
+        )
+
+    runner, base = await _app({"/metrics": metrics})
+    now = [0.0]
+    source = RuntimeMetricsSource(clock=lambda: now[0])
+    try:
+        first = await source.collect(_ctx(f"{base}/metrics"))
+        now[0] = 10.0
+        second = await source.collect(_ctx(f"{base}/metrics"))
+    finally:
+        await runner.cleanup()
+    assert first.observations == []
+    assert {o.name: o.value for o in second.observations} == {"generation_tokens_per_s": 5.0}
+
+
+async def test_vllm_info_endpoints_report_version_and_max_model_len() -> None:
+    runner, base = await _app(
+        {
+            "/metrics": _text(VLLM_LITERAL),
+            "/version": _json({"version": "0.10.1.1"}),
+            "/v1/models": _json(
+                {"object": "list", "data": [{"id": "m", "max_model_len": 8192, "root": "/m"}]}
+            ),
+        }
+    )
+    try:
+        result = await RuntimeMetricsSource().collect(_ctx(f"{base}/metrics"))
+    finally:
+        await runner.cleanup()
+    facts = {f.key: f for f in result.facts}
+    assert result.state is SourceState.OK
+    assert facts["runtime.version"].value == "0.10.1.1"
+    assert facts["runtime.max_model_len"].value == 8192
+    assert facts["runtime.max_model_len"].provenance.method == "runtime-reported"
+    assert facts["runtime.max_model_len"].provenance.detail == "/v1/models field data.0.max_model_len"
+
+
+async def test_info_endpoint_behind_an_api_key_loses_only_its_own_facts() -> None:
+    runner, base = await _app(
+        {
+            "/metrics": _text(VLLM_LITERAL),
+            "/version": _json({"version": "0.9.2"}),
+            "/v1/models": _json({"error": "Unauthorized"}, status=401),
+        }
+    )
+    try:
+        result = await RuntimeMetricsSource().collect(_ctx(f"{base}/metrics"))
+    finally:
+        await runner.cleanup()
+    facts = {f.key: f.value for f in result.facts}
+    assert result.state is SourceState.OK
+    assert facts["runtime.version"] == "0.9.2" and facts["runtime.block_size"] == 32
+    assert "runtime.max_model_len" not in facts
+    assert "401" in result.message and "API key" in result.message
+
+
+async def test_tgi_info_reports_resolved_limits_and_model_commit() -> None:
+    info = {
+        "model_id": "bigscience/bloom-560m",
+        "model_sha": "4f42c91d806a19ae1a46af6c3fb5f4990d884cd6",
+        "model_dtype": "torch.float16",
+        "max_concurrent_requests": 128,
+        "max_input_tokens": 1024,
+        "max_total_tokens": 2048,
+        "version": "2.2.0",
+        "sha": "db7e043ded45e14ed24188d5a963911c96049618",
+    }
+    runner, base = await _app({"/metrics": _text("tgi_queue_size 0\n"), "/info": _json(info)})
+    try:
+        result = await RuntimeMetricsSource().collect(_ctx(f"{base}/metrics"))
+    finally:
+        await runner.cleanup()
+    facts = {f.key: f.value for f in result.facts}
+    assert facts["runtime.engine"] == "tgi"
+    assert facts["model.revision"] == "4f42c91d806a19ae1a46af6c3fb5f4990d884cd6"
+    assert facts["runtime.dtype"] == "float16"
+    assert facts["runtime.max_model_len"] == 2048
+    assert facts["runtime.max_input_tokens"] == 1024
+    assert facts["serving.max_concurrency"] == 128
+    assert facts["runtime.version"] == "2.2.0"
+
+
+async def test_sglang_without_metrics_still_reports_its_server_info() -> None:
+    server_info = {
+        "model_path": "/models/llama",
+        "dtype": "auto",  # what was asked, not what runs: not reported
+        "tp_size": 2,
+        "mem_fraction_static": 0.871,  # chosen by SGLang when not given
+        "context_length": None,
+        "page_size": 1,
+        "internal_states": [{"max_total_num_tokens": 412345}],
+        "version": "0.5.10.post1",
+    }
+    runner, base = await _app({"/get_server_info": _json(server_info)})
+    try:
+        ctx = _ctx(f"{base}/metrics")
+        ctx.process = ProcessInfo(pid=1, engine="sglang", argv=(), env={})
+        result = await RuntimeMetricsSource().collect(ctx)
+    finally:
+        await runner.cleanup()
+    facts = {f.key: f.value for f in result.facts}
+    assert result.state is SourceState.OK
+    assert "--enable-metrics" in result.message
+    assert facts["runtime.tensor_parallel_size"] == 2
+    assert facts["runtime.gpu_memory_utilization"] == 0.871
+    assert facts["runtime.max_total_tokens"] == 412345
+    assert "runtime.dtype" not in facts and "runtime.max_model_len" not in facts
+
+
+async def test_info_field_of_the_wrong_type_is_an_error_naming_the_field() -> None:
+    runner, base = await _app(
+        {"/metrics": _text(VLLM_LITERAL), "/v1/models": _json({"data": [{"max_model_len": "lots"}]})}
+    )
+    try:
+        result = await RuntimeMetricsSource().collect(_ctx(f"{base}/metrics"))
+    finally:
+        await runner.cleanup()
+    assert result.state is SourceState.ERROR
+    assert "/v1/models field data.0.max_model_len" in result.message
+    assert {f.key for f in result.facts} >= {"runtime.engine", "runtime.block_size"}  # the rest still counts
+
+
+def _text(body: str) -> Handler:
+    async def handler(_: web.Request) -> web.Response:
+        return web.Response(text=body)
+
+    return handler

@@ -512,6 +512,7 @@ class Hasher:
             return not self._inflight and self._busy == 0 and self._queue.empty()
 
     def close(self, wait: bool = True) -> None:
+        """Stop the threads at their next chunk, cancel what is queued, and save the cache."""
         self._stop.set()
         for _ in self._threads:
             self._queue.put((-(2**62), 0, None))
@@ -524,6 +525,7 @@ class Hasher:
         for f in pending:
             if not f.done():
                 f.cancel()
+        self._save_cache()
 
     def _start_threads(self) -> None:
         while len(self._threads) < self.budget.threads:
@@ -551,6 +553,11 @@ class Hasher:
                 self._busy += 1
             try:
                 outcome = self._hash(job, buf)
+                with self._lock:
+                    last = self._busy == 1 and self._queue.empty()
+                if last:
+                    # Persist before anyone learns the result: a restart right after must find it.
+                    self._save_cache()
                 job.future.set_result(outcome)
             except BaseException as e:  # a bug here must reach the waiter, not kill the pool silently
                 log.exception("hashing %s failed", job.path)
@@ -560,9 +567,6 @@ class Hasher:
                     self._busy -= 1
                     if job.key is not None:
                         self._inflight.pop(job.key, None)
-                    drained = not self._inflight and self._busy == 0
-            if drained:
-                self._save_cache()
 
     def _hash(self, job: _Job, buf: bytearray) -> HashOutcome:
         if job.key is not None:

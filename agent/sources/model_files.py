@@ -1,32 +1,53 @@
-"""The model-files source: what is actually on disk in the model directory the engine loads.
+"""The model-files source: what is actually on disk where the engine loads its model.
 
-Every file is hashed (sha256, 1 MiB chunks, a few files at a time in worker threads), and digests
-are derived per concern: weights, tokenizer, config and generation config, so that "the tokenizer
-changed" is one fact rather than a diff of file lists. ``config.json`` is parsed by the pure
-``parse_model_config`` into the ``model.config.*`` facts.
+**Where.** ``agent.hfcache.locate_model`` finds the directory: configured (``--model-dir``), the
+engine's local ``--model`` path, or its hub id in a Hugging Face cache (``--download-dir``,
+``HF_HUB_CACHE``, ``HF_HOME`` …). In the hub layout the snapshot's files are links into
+``../../blobs``, which the walk follows (and nothing else outside the root); the revision comes
+from the snapshot folder and the refs that name it.
 
-The walk stays inside the model directory: a symlink whose target lies outside it is skipped with a
-note (the Hugging Face cache layout, whose snapshot files are links into ``../../blobs``, is a
-later extension: ``allowed_roots``), as are FIFOs, sockets and devices, which could block a read.
-Hashing is cancellable: when the runner's timeout cancels the source, the worker threads stop at
-their next chunk. Re-hashing unchanged files on every collection is what a later digest cache
-(keyed by path, size, mtime and inode) will avoid; ``hash_file`` is the place it plugs in.
+**What.** Every file is hashed (sha256 = ``sha256sum``; see ``agent.hashing``) into a manifest
+(``model.files.<path>`` = size and digest), and digests are derived per role: weights,
+tokenizer, config, generation config and chat template, so that "the tokenizer changed" is one
+fact. ``config.json`` (pure ``parse_model_config``) gives the ``model.config.*`` facts;
+safetensors headers (read bounded, ``agent.safetensors``) give tensor count, dtypes and parameter
+count without reading weights. ``model.integrity`` is ``"ok"``, ``"pending"`` or a map of
+path → problem: a blob whose content does not match its content-address name, a Git LFS pointer
+where weights should be, a shard the index names but the directory lacks, a corrupt or truncated
+safetensors file, a file that changed while it was read.
+
+**When.** Hashing runs on the hasher's own threads in the background and its results persist
+across cycles (and restarts, through the digest cache). A collection never waits for it longer
+than ``hash_wait_s`` (0 in the agent loop): until every digest is known the source reports state
+``pending`` with the facts known so far, the missing digests as ``"pending"``, and its progress.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import json
 import os
 import re
 import stat
-import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.errors import AgentError, SourceFailed
+from agent.errors import SourceFailed
+from agent.hashing import (
+    OK,
+    DigestCache,
+    HashBudget,
+    Hasher,
+    HashOutcome,
+    StatKey,
+    default_cache_dir,
+    git_blob_sha1,
+)
+from agent.hfcache import ModelLocation, blob_address, locate_model, process_root_of
+from agent.safetensors import SafetensorsError, SafetensorsHeader, parse_header, parse_index, read_header
 from agent.sources.base import CollectContext, FactBuilder, SourceResult
 from skewwatch.core.errors import FactError
 from skewwatch.core.facts import FactValue, SourceState
@@ -34,22 +55,28 @@ from skewwatch.core.facts import FactValue, SourceState
 NAME = "model_files"
 METHOD = "file"
 
-CHUNK_BYTES = 1024 * 1024
-HASH_CONCURRENCY = 4
 MAX_ENTRIES = 100_000  # a model repo has tens of files; this many means the wrong directory
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
+MAX_GIT_BLOB_BYTES = 16 * 1024 * 1024  # small files only: the hub names large ones by sha256
 MAX_NOTES_IN_MESSAGE = 10
+PENDING = "pending"
 
 # Which files make up each digest. Weights anywhere in the tree (sharded checkpoints may sit in
 # subfolders); tokenizer and configs only at the top, where engines load them from (Llama 3 repos
 # carry a second, unused tokenizer under original/).
-WEIGHT_SUFFIXES: tuple[str, ...] = (".safetensors", ".bin", ".pt", ".gguf")
-NOT_WEIGHTS: frozenset[str] = frozenset({"training_args.bin", "optimizer.pt", "scheduler.pt"})
+WEIGHT_SUFFIXES: tuple[str, ...] = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+NOT_WEIGHTS: frozenset[str] = frozenset(
+    {"training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state.pth"}
+)
 TOKENIZER_FILES: frozenset[str] = frozenset(
     {
         "tokenizer.json",
         "tokenizer_config.json",
-        "tokenizer.model",
+        "tokenizer.model",  # sentencepiece
+        "spiece.model",
+        "sentencepiece.bpe.model",
+        "tiktoken.model",
+        "qwen.tiktoken",
         "vocab.json",
         "vocab.txt",
         "merges.txt",
@@ -59,6 +86,10 @@ TOKENIZER_FILES: frozenset[str] = frozenset(
 )
 CONFIG_FILE = "config.json"
 GENERATION_CONFIG_FILE = "generation_config.json"
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+# Where transformers finds a chat template, in the order it prefers them.
+CHAT_TEMPLATE_FILES: tuple[str, ...] = ("chat_template.jinja", "chat_template.json")
+INDEX_SUFFIX = ".safetensors.index.json"
 # Version-control and download bookkeeping: hashing .git would hash LFS objects a second time.
 SKIP_DIRS: frozenset[str] = frozenset({".git", ".cache"})
 
@@ -83,10 +114,6 @@ class ModelConfigError(SourceFailed):
     """config.json is not a valid JSON object; the message names the file, line and column."""
 
 
-class HashCancelled(AgentError):
-    """A worker thread noticed the collection was cancelled and stopped hashing."""
-
-
 @dataclass(frozen=True)
 class LfsPointer:
     oid: str
@@ -94,16 +121,10 @@ class LfsPointer:
 
 
 @dataclass(frozen=True)
-class FileDigest:
-    sha256: str
-    size: int
-    lfs_pointer: LfsPointer | None = None
-
-
-@dataclass(frozen=True)
 class WalkEntry:
     rel: str  # POSIX path relative to the model dir
     path: Path  # what to open (a symlink's in-root target)
+    blob: str | None = None  # the hub blob's name, when the entry is a link into blobs/
 
 
 @dataclass
@@ -136,12 +157,16 @@ def is_weight_file(rel: str) -> bool:
     return base.endswith(WEIGHT_SUFFIXES) and base not in NOT_WEIGHTS
 
 
-def group_digest(files: Iterable[tuple[str, str]]) -> str:
-    """``sha256:`` over the sorted ``path:sha256`` lines of a group of files."""
+def group_digest(files: Iterable[tuple[str, str]], mode: str = "sha256") -> str:
+    """sha256 over the sorted ``path:digest`` lines of a group of files, labelled by ``mode``.
+
+    ``mode`` names the per-file digests (``sha256`` or ``blake3``): groups of different modes
+    never compare equal.
+    """
     h = hashlib.sha256()
     for rel, sha in sorted(files):
         h.update(f"{rel}:{sha}\n".encode("utf-8", "surrogateescape"))
-    return "sha256:" + h.hexdigest()
+    return ("sha256:" if mode == "sha256" else f"{mode}-set:") + h.hexdigest()
 
 
 _UNSAFE_KEY_CHARS = re.compile(r"[\s\x00-\x1f\x7f%]")
@@ -180,8 +205,12 @@ def parse_model_config(data: bytes, name: str = CONFIG_FILE) -> dict[str, FactVa
         elif suffix in CONFIG_NULL_WHEN_ABSENT:
             out[suffix] = None
     qc = doc.get("quantization_config")
+    if not isinstance(qc, dict) and isinstance(doc.get("text_config"), dict):
+        qc = doc["text_config"].get("quantization_config")
     method = qc.get("quant_method") if isinstance(qc, dict) else None
     out["quantization"] = method if isinstance(method, str) else None
+    # The whole block: bits, group size and skipped modules differ between "the same" method.
+    out["quantization_config"] = qc if isinstance(qc, dict) else None
     return out
 
 
@@ -200,10 +229,11 @@ def _within(path: str, roots: Sequence[str]) -> bool:
     return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
 
 
-def walk_model_dir(root: Path, allowed_roots: Sequence[Path] = ()) -> Walk:
+def walk_model_dir(root: Path, allowed_roots: Sequence[Path] = (), blobs_dir: Path | None = None) -> Walk:
     """Files under ``root`` in sorted order, with a note for everything skipped. Blocking."""
     real_root = os.path.realpath(root)
     roots = [real_root, *(os.path.realpath(r) for r in allowed_roots)]
+    blobs = os.path.realpath(blobs_dir) if blobs_dir is not None else None
     walk = Walk()
     stack = [""]
     seen = 0
@@ -224,7 +254,7 @@ def walk_model_dir(root: Path, allowed_roots: Sequence[Path] = ()) -> Walk:
             rel = f"{rel_dir}/{item.name}" if rel_dir else item.name
             try:
                 if item.is_symlink():
-                    _add_symlink(walk, rel, item.path, roots)
+                    _add_symlink(walk, rel, item.path, roots, blobs)
                 elif item.is_dir(follow_symlinks=False):
                     if item.name in SKIP_DIRS:
                         walk.notes.append(f"skipped {rel}/: bookkeeping directory")
@@ -242,7 +272,7 @@ def walk_model_dir(root: Path, allowed_roots: Sequence[Path] = ()) -> Walk:
     return walk
 
 
-def _add_symlink(walk: Walk, rel: str, path: str, roots: Sequence[str]) -> None:
+def _add_symlink(walk: Walk, rel: str, path: str, roots: Sequence[str], blobs: str | None) -> None:
     target = os.path.realpath(path)
     if not _within(target, roots):
         walk.notes.append(f"skipped {rel}: symlink to {target}, outside the model dir")
@@ -253,7 +283,8 @@ def _add_symlink(walk: Walk, rel: str, path: str, roots: Sequence[str]) -> None:
         walk.notes.append(f"skipped {rel}: dangling symlink ({e.strerror or e})")
         return
     if stat.S_ISREG(st.st_mode):
-        walk.entries.append(WalkEntry(rel, Path(target)))
+        in_blobs = blobs is not None and os.path.dirname(target) == blobs
+        walk.entries.append(WalkEntry(rel, Path(target), os.path.basename(target) if in_blobs else None))
     elif stat.S_ISDIR(st.st_mode):
         # Its files are reached under their own path; following it could only double-count or loop.
         walk.notes.append(f"skipped {rel}: symlink to a directory")
@@ -280,28 +311,6 @@ def _open_regular(path: Path) -> int:
     return fd
 
 
-def hash_file(path: Path, cancel: threading.Event | None = None) -> FileDigest:
-    """sha256 and size of a regular file, read in 1 MiB chunks. Blocking; stops when cancelled."""
-    h = hashlib.sha256()
-    size = 0
-    head = b""
-    buf = bytearray(CHUNK_BYTES)
-    view = memoryview(buf)
-    fd = _open_regular(path)
-    with os.fdopen(fd, "rb", buffering=0) as f:
-        while True:
-            if cancel is not None and cancel.is_set():
-                raise HashCancelled(str(path))
-            n = f.readinto(buf)
-            if not n:
-                break
-            if size == 0:
-                head = bytes(view[: min(n, _LFS_MAX_BYTES + 1)])
-            h.update(view[:n])
-            size += n
-    return FileDigest(h.hexdigest(), size, parse_lfs_pointer(head) if size <= _LFS_MAX_BYTES else None)
-
-
 def read_small_file(path: Path, limit: int) -> bytes:
     fd = _open_regular(path)
     with os.fdopen(fd, "rb") as f:
@@ -311,128 +320,457 @@ def read_small_file(path: Path, limit: int) -> bytes:
     return data
 
 
-# --- the source ------------------------------------------------------------------------------------
+def chat_template_digest(name: str, data: bytes) -> tuple[str, str] | None:
+    """``("sha256:<hex>", where)`` of the chat template a file holds, or None. Pure.
+
+    A ``.jinja`` file is the template itself; ``chat_template.json`` and
+    ``tokenizer_config.json`` carry it under ``chat_template`` (a string, or a list of named
+    templates, digested as canonical JSON).
+    """
+    if name.endswith(".jinja"):
+        return "sha256:" + hashlib.sha256(data).hexdigest(), name
+    try:
+        doc = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    value = doc.get("chat_template") if isinstance(doc, dict) else None
+    if isinstance(value, str):
+        text = value.encode("utf-8", "surrogatepass")
+    elif isinstance(value, list):
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    else:
+        return None
+    return "sha256:" + hashlib.sha256(text).hexdigest(), f"{name} chat_template"
 
 
-def model_dir(ctx: CollectContext) -> Path | None:
-    if ctx.settings.model_dir is not None:
-        return ctx.settings.model_dir
-    if ctx.process is not None and ctx.process.model_dir is not None:
-        return ctx.process.model_dir
-    return None
+# --- scanning: everything but the hashes (blocking, cheap, bounded) ---------------------------------
 
 
-class ModelFilesSource:
-    """Hashes and reads the model directory."""
+@dataclass
+class ScannedFile:
+    rel: str
+    path: Path
+    key: StatKey | None
+    blob: str | None = None
+    lfs: LfsPointer | None = None
+    git_sha1: str | None = None  # computed when the hub names the blob by its Git id
+    status: str = OK  # why there is no digest to expect (unreadable at stat time)
 
-    name = NAME
 
-    def __init__(self, concurrency: int = HASH_CONCURRENCY, allowed_roots: Sequence[Path] = ()) -> None:
-        self.concurrency = concurrency
-        self.allowed_roots = tuple(allowed_roots)
+@dataclass
+class ModelScan:
+    location: ModelLocation
+    files: list[ScannedFile] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    config: dict[str, FactValue] | None = None
+    chat_template: tuple[str, str] | None = None
+    headers: dict[str, SafetensorsHeader | str] = field(default_factory=dict)  # rel → header or error
+    missing_shards: dict[str, str] = field(default_factory=dict)  # shard → the index naming it
 
-    async def collect(self, ctx: CollectContext) -> SourceResult:
-        root = model_dir(ctx)
-        if root is None:
-            return SourceResult.unavailable(
-                "no model dir: pass --model-dir, or run the engine with a local --model"
-            )
-        if not root.exists():
-            return SourceResult.unavailable(f"model dir {root} not found here (not mounted into the agent?)")
-        if not root.is_dir():
-            return SourceResult.error(f"model dir {root} is not a directory")
-        walk = await asyncio.to_thread(walk_model_dir, root, self.allowed_roots)
-        digests = await self._hash_all(walk)
-        builder = FactBuilder(self.name)
-        notes = list(walk.notes)
-        problems = list(walk.problems)
-        for entry in walk.entries:
-            d = digests.get(entry.rel)
-            if isinstance(d, OSError):
-                problems.append(f"cannot read {entry.rel}: {d.strerror or d}")
-                continue
-            if d is None:
-                continue
-            if d.lfs_pointer is not None:
-                notes.append(
-                    f"{entry.rel} is a Git LFS pointer (oid {d.lfs_pointer.oid}, {d.lfs_pointer.size} bytes),"
-                    " not the file's content"
-                )
-            try:
-                builder.add(
-                    file_fact_key(entry.rel),
-                    {"sha256": d.sha256, "bytes": d.size},
-                    METHOD,
-                    f"sha256 of {entry.rel}",
-                )
-            except FactError as e:
-                notes.append(f"skipped {entry.rel}: {e}")
-        ok = {rel: d for rel, d in digests.items() if isinstance(d, FileDigest)}
-        _add_digests(builder, ok)
-        if CONFIG_FILE in ok:
-            try:
-                data = await asyncio.to_thread(read_small_file, root / CONFIG_FILE, MAX_CONFIG_BYTES)
-                for suffix, value in parse_model_config(data, str(root / CONFIG_FILE)).items():
-                    builder.add(f"model.config.{suffix}", value, METHOD, f"{CONFIG_FILE} field")
-            except (ModelConfigError, FactError) as e:
-                problems.insert(0, str(e))
-            except OSError as e:
-                problems.insert(0, f"cannot read {CONFIG_FILE}: {e.strerror or e}")
-        message = _message(problems + notes)
-        state = SourceState.ERROR if problems else SourceState.OK
-        return SourceResult(state, message, builder.facts)
 
-    async def _hash_all(self, walk: Walk) -> dict[str, FileDigest | OSError]:
-        cancel = threading.Event()
-        limit = asyncio.Semaphore(self.concurrency)
+Memo = dict[tuple[str, StatKey], object]
 
-        async def one(entry: WalkEntry) -> tuple[str, FileDigest | OSError]:
-            async with limit:
-                try:
-                    return entry.rel, await asyncio.to_thread(hash_file, entry.path, cancel)
-                except OSError as e:
-                    return entry.rel, e
 
+def _memo(memo: Memo, kind: str, key: StatKey | None, compute: object) -> object:
+    if key is None or not callable(compute):
+        return compute() if callable(compute) else compute
+    slot = (kind, key)
+    if slot not in memo:
+        if len(memo) > 10_000:
+            memo.clear()
+        memo[slot] = compute()
+    return memo[slot]
+
+
+def _safetensors(path: Path, name: str) -> SafetensorsHeader | str:
+    try:
+        data, size = read_header(path)
+        return parse_header(data, size, name)
+    except SafetensorsError as e:
+        return str(e)
+    except OSError as e:
+        return f"{name}: cannot read header: {e.strerror or e}"
+
+
+def _git_sha1(path: Path) -> str | None:
+    try:
+        return git_blob_sha1(read_small_file(path, MAX_GIT_BLOB_BYTES))
+    except (OSError, ModelConfigError):
+        return None
+
+
+def _lfs(path: Path) -> LfsPointer | None:
+    try:
+        return parse_lfs_pointer(read_small_file(path, _LFS_MAX_BYTES))
+    except (OSError, ModelConfigError):
+        return None
+
+
+def scan_model(location: ModelLocation, memo: Memo | None = None) -> ModelScan:
+    """Walk, stat and read the small files; header parses are memoised by file identity. Blocking."""
+    memo = memo if memo is not None else {}
+    hf = location.hf
+    walk = walk_model_dir(
+        location.root,
+        (hf.blobs_dir,) if hf is not None else (),
+        hf.blobs_dir if hf is not None else None,
+    )
+    scan = ModelScan(location, notes=list(walk.notes), problems=list(walk.problems))
+    for entry in walk.entries:
         try:
-            return dict(await asyncio.gather(*(one(e) for e in walk.entries)))
-        except asyncio.CancelledError:
-            cancel.set()  # threads cannot be interrupted; make them stop at their next chunk
-            raise
+            key: StatKey | None = StatKey.of(os.stat(entry.path))
+            status = OK
+        except OSError as e:
+            key, status = None, f"cannot stat: {e.strerror or e}"
+        f = ScannedFile(entry.rel, entry.path, key, entry.blob, status=status)
+        if key is not None:
+            if key.size <= _LFS_MAX_BYTES:
+                f.lfs = _memo(memo, "lfs", key, lambda p=entry.path: _lfs(p))  # type: ignore[assignment]
+            address = blob_address(entry.blob) if entry.blob else None
+            if address is not None and address[0] == "git-sha1" and key.size <= MAX_GIT_BLOB_BYTES:
+                f.git_sha1 = _memo(memo, "git", key, lambda p=entry.path: _git_sha1(p))  # type: ignore[assignment]
+            if entry.rel.endswith(".safetensors") and f.lfs is None:
+                scan.headers[entry.rel] = _memo(  # type: ignore[assignment]
+                    memo, "st", key, lambda p=entry.path, r=entry.rel: _safetensors(p, r)
+                )
+        scan.files.append(f)
+    present = {f.rel for f in scan.files}
+    root = location.root
+    if CONFIG_FILE in present:
+        try:
+            data = read_small_file(root / CONFIG_FILE, MAX_CONFIG_BYTES)
+            scan.config = parse_model_config(data, str(root / CONFIG_FILE))
+        except ModelConfigError as e:
+            scan.problems.insert(0, str(e))
+        except OSError as e:
+            scan.problems.insert(0, f"cannot read {CONFIG_FILE}: {e.strerror or e}")
+    for name in (*CHAT_TEMPLATE_FILES, TOKENIZER_CONFIG_FILE):
+        if name in present and scan.chat_template is None:
+            try:
+                scan.chat_template = chat_template_digest(
+                    name, read_small_file(root / name, MAX_CONFIG_BYTES)
+                )
+            except (OSError, ModelConfigError) as e:
+                scan.notes.append(f"cannot read {name} for its chat template: {e}")
+    for rel in sorted(r for r in present if r.endswith(INDEX_SUFFIX)):
+        try:
+            shards, _total = parse_index(read_small_file(root / rel, MAX_CONFIG_BYTES), rel)
+        except (OSError, SafetensorsError, ModelConfigError) as e:
+            scan.notes.append(f"cannot use {rel}: {e}")
+            continue
+        base = rel.rsplit("/", 1)[0] + "/" if "/" in rel else ""
+        for shard in shards:
+            if base + shard not in present:
+                scan.missing_shards[base + shard] = rel
+    return scan
 
 
-def _add_digests(builder: FactBuilder, digests: Mapping[str, FileDigest]) -> None:
-    weights = {rel: d for rel, d in digests.items() if is_weight_file(rel)}
-    if weights:
-        builder.add(
-            "model.weights.digest",
-            group_digest((rel, d.sha256) for rel, d in weights.items()),
-            METHOD,
-            f"sha256 over path:sha256 of {len(weights)} weight files",
+# --- building the result (pure) ---------------------------------------------------------------------
+
+
+def _digest_of(outcome: HashOutcome | None) -> str | None:
+    return outcome.digest if outcome is not None and outcome.status == OK else None
+
+
+def build_result(
+    scan: ModelScan,
+    outcomes: Mapping[str, HashOutcome | None],
+    mode: str = "sha256",
+    progress: str = "",
+) -> SourceResult:
+    """Facts from a scan and the hash outcomes so far (None: still pending). Pure."""
+    b = FactBuilder(NAME)
+    notes = list(scan.notes)
+    problems = list(scan.problems)
+    integrity: dict[str, FactValue] = {}
+    pending = False
+    digests: dict[str, str] = {}
+    sizes: dict[str, int] = {}
+    for f in scan.files:
+        outcome = outcomes.get(f.rel)
+        value: dict[str, FactValue]
+        if f.key is not None:
+            sizes[f.rel] = f.key.size
+        if f.status != OK:
+            problems.append(f"{f.rel}: {f.status}")
+            value = {"status": f.status}
+        elif outcome is None:
+            pending = True
+            value = {mode: PENDING, "bytes": sizes.get(f.rel, 0)}
+        elif outcome.status == OK and outcome.digest is not None:
+            digests[f.rel] = outcome.digest
+            value = {mode: outcome.digest, "bytes": outcome.size}
+        else:
+            status = f"{outcome.status}: {outcome.message}" if outcome.message else outcome.status
+            value = {"status": status, "bytes": outcome.size}
+            problems.append(f"cannot read {f.rel}: {outcome.message or outcome.status}")
+        if f.lfs is not None:
+            integrity[f.rel] = (
+                f"a Git LFS pointer (oid {f.lfs.oid}, {f.lfs.size} bytes), not the file's content"
+            )
+            notes.append(
+                f"{f.rel} is a Git LFS pointer (oid {f.lfs.oid}, {f.lfs.size} bytes), not the file's content"
+            )
+        _check_blob(f, outcomes.get(f.rel), mode, integrity)
+        try:
+            b.add(file_fact_key(f.rel), value, METHOD, f"{mode} of {f.rel}")
+        except FactError as e:
+            notes.append(f"skipped {f.rel}: {e}")
+    for rel, problem in scan.headers.items():
+        if isinstance(problem, str):
+            integrity[rel] = problem
+            notes.append(problem)
+    for shard, index in scan.missing_shards.items():
+        integrity[shard] = f"missing: named by {index}"
+    if len(scan.missing_shards) > 0:
+        notes.append(f"{len(scan.missing_shards)} shard(s) named by the index are missing")
+    _add_location(b, scan.location)
+    _add_role_digests(b, scan, digests, sizes, mode)
+    _add_headers(b, scan)
+    if scan.config is not None:
+        for suffix, v in scan.config.items():
+            try:
+                b.add(f"model.config.{suffix}", v, METHOD, f"{CONFIG_FILE} field")
+            except FactError as e:
+                problems.append(f"{CONFIG_FILE} field {suffix}: {e}")
+    if scan.chat_template is not None:
+        b.add(
+            "model.chat_template.digest", scan.chat_template[0], METHOD, f"sha256 of {scan.chat_template[1]}"
         )
-        builder.add(
+    verdict: FactValue = integrity if integrity else (PENDING if pending else "ok")
+    b.add("model.integrity", verdict, METHOD, _integrity_detail(scan, mode))
+    if integrity:
+        notes.insert(0, f"integrity: {len(integrity)} problem(s)")
+    if pending:
+        notes.insert(0, f"hashing in the background: {progress}" if progress else "hashing in the background")
+    message = _message(problems + notes)
+    if problems:
+        state = SourceState.ERROR
+    elif pending:
+        state = SourceState.PENDING
+    else:
+        state = SourceState.OK
+    return SourceResult(state, message, b.facts)
+
+
+def _check_blob(
+    f: ScannedFile, outcome: HashOutcome | None, mode: str, integrity: dict[str, FactValue]
+) -> None:
+    address = blob_address(f.blob) if f.blob else None
+    if address is None:
+        return
+    kind, expected = address
+    if kind == "git-sha1" and f.git_sha1 is not None and f.git_sha1 != expected:
+        integrity[f.rel] = f"blob {expected} holds content with Git id {f.git_sha1}"
+    digest = _digest_of(outcome)
+    if kind == "sha256" and mode == "sha256" and digest is not None and digest != expected:
+        integrity[f.rel] = f"blob {expected} holds content with sha256 {digest}"
+
+
+def _integrity_detail(scan: ModelScan, mode: str) -> str:
+    addressed = [blob_address(f.blob) for f in scan.files if f.blob]
+    sha = sum(1 for a in addressed if a is not None and a[0] == "sha256")
+    git = sum(1 for a in addressed if a is not None and a[0] == "git-sha1")
+    other = sum(1 for a in addressed if a is None)
+    parts = []
+    if scan.location.hf is not None:
+        checked = (
+            f"{sha} blob(s) by sha256 name"
+            if mode == "sha256"
+            else f"{sha} sha256-named blob(s) unchecked ({mode} mode)"
+        )
+        parts.append(f"{checked}, {git} by Git blob id")
+        if other:
+            parts.append(f"{other} blob name(s) not content addresses")
+    parts.append("LFS pointers, safetensors headers and index shards checked")
+    return "; ".join(parts)
+
+
+def _add_location(b: FactBuilder, loc: ModelLocation) -> None:
+    if loc.hf is None:
+        return
+    refs = ", ".join(f"refs/{r}" for r in loc.hf.refs) or "no ref"
+    b.add("model.revision", loc.hf.commit, METHOD, f"hub cache snapshots/{loc.hf.commit} ({refs})")
+    b.add("model.id", loc.hf.repo_id, METHOD, f"hub cache folder {loc.hf.repo_dir.name}")
+
+
+def _group(
+    b: FactBuilder,
+    key: str,
+    *,
+    members: Sequence[str],
+    digests: Mapping[str, str],
+    mode: str,
+    what: str,
+) -> None:
+    if not members:
+        return
+    if any(m not in digests for m in members):
+        b.add(key, PENDING, METHOD, f"{what}: {len(members)} file(s), digests pending")
+        return
+    members_digests = ((m, digests[m]) for m in members)
+    b.add(key, group_digest(members_digests, mode), METHOD, f"sha256 over path:{mode} of {what}")
+
+
+def _add_role_digests(
+    b: FactBuilder,
+    scan: ModelScan,
+    digests: Mapping[str, str],
+    sizes: Mapping[str, int],
+    mode: str,
+) -> None:
+    rels = [f.rel for f in scan.files if f.status == OK]
+    weights = [r for r in rels if is_weight_file(r)]
+    _group(
+        b,
+        "model.weights.digest",
+        members=weights,
+        digests=digests,
+        mode=mode,
+        what=f"{len(weights)} weight files",
+    )
+    if weights:
+        b.add(
             "model.weights.bytes",
-            sum(d.size for d in weights.values()),
+            sum(sizes.get(r, 0) for r in weights),
             METHOD,
             f"{len(weights)} weight files",
         )
-    tokenizer = {rel: d for rel, d in digests.items() if rel in TOKENIZER_FILES}
-    if tokenizer:
-        builder.add(
-            "model.tokenizer.digest",
-            group_digest((rel, d.sha256) for rel, d in tokenizer.items()),
-            METHOD,
-            "sha256 over path:sha256 of " + ", ".join(sorted(tokenizer)),
-        )
-    # Single files: the digest is the file's own sha256, so `sha256sum config.json` can be compared.
+    tokenizer = sorted(r for r in rels if r in TOKENIZER_FILES)
+    _group(
+        b, "model.tokenizer.digest", members=tokenizer, digests=digests, mode=mode, what=", ".join(tokenizer)
+    )
+    _group(
+        b, "model.manifest.digest", members=rels, digests=digests, mode=mode, what=f"all {len(rels)} files"
+    )
+    # Single files: the digest is the file's own, so `sha256sum config.json` can be compared.
     for key, rel in (
         ("model.config.digest", CONFIG_FILE),
         ("model.generation_config.digest", GENERATION_CONFIG_FILE),
     ):
-        if rel in digests:
-            builder.add(key, "sha256:" + digests[rel].sha256, METHOD, f"sha256 of {rel}")
+        if rel in rels:
+            value = f"{mode}:{digests[rel]}" if rel in digests else PENDING
+            b.add(key, value, METHOD, f"{mode} of {rel}")
+
+
+def _add_headers(b: FactBuilder, scan: ModelScan) -> None:
+    headers = [h for h in scan.headers.values() if isinstance(h, SafetensorsHeader)]
+    if not headers:
+        return
+    detail = f"safetensors headers of {len(headers)} file(s)"
+    dtypes: dict[str, int] = {}
+    for h in headers:
+        for d, n in h.dtypes.items():
+            dtypes[d] = dtypes.get(d, 0) + n
+    names: list[FactValue] = [d.lower() for d in sorted(dtypes)]
+    b.add("model.weights.dtypes", names, METHOD, detail)
+    b.add("model.weights.tensors", sum(h.tensors for h in headers), METHOD, detail)
+    b.add("model.params", sum(h.params for h in headers), METHOD, detail + " (elements as stored)")
 
 
 def _message(notes: Sequence[str]) -> str:
     if len(notes) <= MAX_NOTES_IN_MESSAGE:
         return "; ".join(notes)
     return "; ".join(notes[:MAX_NOTES_IN_MESSAGE]) + f"; and {len(notes) - MAX_NOTES_IN_MESSAGE} more"
+
+
+# --- the source ------------------------------------------------------------------------------------
+
+
+def hasher_for(settings: object) -> Hasher:
+    """A hasher built from the agent settings' ``hash_*`` fields (defaults where absent)."""
+    budget = HashBudget(
+        threads=getattr(settings, "hash_threads", None) or HashBudget().threads,
+        nice=getattr(settings, "hash_nice", HashBudget.nice),
+        ionice=getattr(settings, "hash_ionice", HashBudget.ionice),
+        bytes_per_s=getattr(settings, "hash_bytes_per_s", HashBudget.bytes_per_s),
+    )
+    cache_dir = getattr(settings, "hash_cache_dir", None) or default_cache_dir()
+    cache = DigestCache(Path(cache_dir) / "digests-v1.json")
+    return Hasher(budget, getattr(settings, "hash_mode", "sha256"), cache)
+
+
+class ModelFilesSource:
+    """Finds, scans and (in the background) hashes the model; returns within ``wait_s``."""
+
+    name = NAME
+
+    def __init__(self, hasher: Hasher | None = None, wait_s: float | None = None) -> None:
+        self.hasher = hasher
+        self.wait_s = wait_s
+        self._memo: Memo = {}
+
+    def close(self) -> None:
+        if self.hasher is not None:
+            self.hasher.close()
+
+    async def collect(self, ctx: CollectContext) -> SourceResult:
+        location = await asyncio.to_thread(self._locate, ctx)
+        if isinstance(location, SourceResult):
+            return location
+        if self.hasher is None:
+            self.hasher = hasher_for(ctx.settings)
+        hasher = self.hasher
+        scan = await asyncio.to_thread(scan_model, location, self._memo)
+        outcomes: dict[str, HashOutcome | None] = {}
+        futures: dict[str, concurrent.futures.Future[HashOutcome]] = {}
+        for f in scan.files:
+            if f.key is None:
+                continue
+            cached = hasher.cached(f.key)
+            if cached is not None:
+                outcomes[f.rel] = HashOutcome(OK, cached, f.key.size, f.key)
+            else:
+                futures[f.rel] = hasher.submit(f.path, f.key)
+        wait_s = self.wait_s if self.wait_s is not None else ctx.settings.hash_wait_s
+        # Leave the runner's timeout room: a cycle that waited too long would lose every fact.
+        wait_s = min(wait_s, ctx.settings.source_timeout_s * 0.8)
+        if futures and wait_s > 0:
+            # asyncio.wait never cancels what it waits on: the hashing outlives a cancelled cycle.
+            await asyncio.wait([asyncio.wrap_future(f) for f in futures.values()], timeout=wait_s)
+        done_bytes = total_bytes = 0
+        for rel, fut in futures.items():
+            outcome = fut.result() if fut.done() and not fut.cancelled() else None
+            outcomes[rel] = outcome
+            size = next((f.key.size for f in scan.files if f.rel == rel and f.key), 0)
+            total_bytes += size
+            done_bytes += size if outcome is not None else 0
+        progress = ""
+        if any(o is None for o in outcomes.values()):
+            left = sum(1 for o in outcomes.values() if o is None)
+            progress = (
+                f"{left} of {len(scan.files)} files left,"
+                f" {done_bytes / 1e9:.2f} of {total_bytes / 1e9:.2f} GB done"
+            )
+        result = build_result(scan, outcomes, hasher.mode, progress)
+        if hasher.budget_notes and result.message:
+            result.message += "; hashing budget: " + "; ".join(hasher.budget_notes)
+        return result
+
+    def _locate(self, ctx: CollectContext) -> ModelLocation | SourceResult:
+        process = ctx.process
+        root = process_root_of(ctx.paths.procfs, process.pid) if process is not None else None
+        configured = ctx.settings.model_dir
+        if configured is not None:
+            if not configured.exists():
+                return SourceResult.unavailable(
+                    f"model dir {configured} not found here (not mounted into the agent?)"
+                )
+            if not configured.is_dir():
+                return SourceResult.error(f"model dir {configured} is not a directory")
+        location = locate_model(
+            configured,
+            process.model_dir if process is not None else None,
+            process.argv if process is not None else (),
+            process.env if process is not None else {},
+            root,
+        )
+        if location is None:
+            if process is not None and process.model_dir is not None and not process.model_dir.exists():
+                return SourceResult.unavailable(f"model dir {process.model_dir} not found here")
+            return SourceResult.unavailable(
+                "no model dir: pass --model-dir, or run the engine with a local --model or a hub id"
+                " whose cache (--download-dir, HF_HUB_CACHE, HF_HOME) the agent can read"
+            )
+        return location

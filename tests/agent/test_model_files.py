@@ -1,4 +1,4 @@
-"""The model-files source: hashing, per-concern digests, config.json parsing, and what is skipped."""
+"""The model-files source: per-role digests, config.json parsing, what is skipped, and real models."""
 
 from __future__ import annotations
 
@@ -6,21 +6,18 @@ import asyncio
 import hashlib
 import json
 import os
-import threading
 from pathlib import Path
 
 import pytest
 
+from agent.hashing import CHUNK_BYTES, DigestCache, Hasher
 from agent.settings import AgentSettings
 from agent.sources.base import CollectContext, ProcessInfo, SourceResult
 from agent.sources.model_files import (
-    CHUNK_BYTES,
-    HashCancelled,
     ModelConfigError,
     ModelFilesSource,
     file_fact_key,
     group_digest,
-    hash_file,
     is_weight_file,
     parse_lfs_pointer,
     parse_model_config,
@@ -50,14 +47,28 @@ def _ctx(model_dir: Path | None = None, process_dir: Path | None = None) -> Coll
     return CollectContext(settings=AgentSettings(model_dir=model_dir), process=process)
 
 
+def safetensors_bytes(tensors: dict[str, tuple[str, list[int], bytes]]) -> bytes:
+    """A valid safetensors file: name → (dtype, shape, data)."""
+    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name, (dtype, shape, data) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+    text = json.dumps(header).encode()
+    return len(text).to_bytes(8, "little") + text + b"".join(d for _, _, d in tensors.values())
+
+
 def _write_model(root: Path) -> dict[str, bytes]:
     files = {
         "config.json": json.dumps(CONFIG).encode(),
         "generation_config.json": b'{"temperature": 0.6}',
         "tokenizer.json": b'{"model": {"type": "BPE"}}',
         "tokenizer_config.json": b"{}",
-        "model-00001-of-00002.safetensors": b"\x00" * (CHUNK_BYTES + 17),  # spans two chunks
-        "model-00002-of-00002.safetensors": b"\x01" * 100,
+        # spans two hashing chunks
+        "model-00001-of-00002.safetensors": safetensors_bytes(
+            {"w": ("BF16", [CHUNK_BYTES // 2 + 9], b"\0" * (CHUNK_BYTES + 18))}
+        ),
+        "model-00002-of-00002.safetensors": safetensors_bytes({"b": ("F32", [25], b"\1" * 100)}),
         "training_args.bin": b"not weights",
         "README.md": b"# a model",
         "original/tokenizer.model": b"sentencepiece",
@@ -68,8 +79,17 @@ def _write_model(root: Path) -> dict[str, bytes]:
     return files
 
 
+def _source() -> ModelFilesSource:
+    """A source that waits for its digests, with a cache that lives only in memory."""
+    return ModelFilesSource(Hasher(cache=DigestCache(None)), wait_s=60)
+
+
 async def _collect(ctx: CollectContext) -> tuple[SourceResult, dict[str, object]]:
-    result = await ModelFilesSource().collect(ctx)
+    source = _source()
+    try:
+        result = await source.collect(ctx)
+    finally:
+        source.close()
     return result, {f.key: f.value for f in result.facts}
 
 
@@ -86,12 +106,18 @@ def test_config_fields_are_typed_facts() -> None:
         "vocab_size": 128256,
         "rope_scaling": {"factor": 8.0, "rope_type": "llama3"},
         "quantization": "fp8",
+        "quantization_config": {"quant_method": "fp8", "activation_scheme": "dynamic"},
     }
 
 
 def test_absent_rope_scaling_and_quantization_are_null() -> None:
     out = parse_model_config(b'{"model_type": "opt"}')
-    assert out == {"model_type": "opt", "rope_scaling": None, "quantization": None}
+    assert out == {
+        "model_type": "opt",
+        "rope_scaling": None,
+        "quantization": None,
+        "quantization_config": None,
+    }
 
 
 def test_new_dtype_field_name_and_text_config_fallback() -> None:
@@ -151,21 +177,6 @@ def test_file_key_escapes_whitespace() -> None:
     assert file_fact_key("dir/my file%.txt") == "model.files.dir/my%20file%25.txt"
 
 
-def test_hash_file_matches_hashlib(tmp_path: Path) -> None:
-    data = os.urandom(3 * CHUNK_BYTES + 5)
-    (tmp_path / "f").write_bytes(data)
-    d = hash_file(tmp_path / "f")
-    assert (d.sha256, d.size, d.lfs_pointer) == (_sha(data), len(data), None)
-
-
-def test_hash_file_stops_when_cancelled(tmp_path: Path) -> None:
-    (tmp_path / "f").write_bytes(b"x" * 10)
-    cancel = threading.Event()
-    cancel.set()
-    with pytest.raises(HashCancelled):
-        hash_file(tmp_path / "f", cancel)
-
-
 # --- walking ----------------------------------------------------------------------------------------
 
 
@@ -196,13 +207,13 @@ def test_walk_skips_fifo_outside_symlink_and_git(tmp_path: Path) -> None:
 
 
 async def test_no_model_dir_is_unavailable() -> None:
-    result = await ModelFilesSource().collect(_ctx())
+    result, _ = await _collect(_ctx())
     assert result.state is SourceState.UNAVAILABLE
     assert "no model dir" in result.message
 
 
 async def test_missing_model_dir_is_unavailable(tmp_path: Path) -> None:
-    result = await ModelFilesSource().collect(_ctx(tmp_path / "absent"))
+    result, _ = await _collect(_ctx(tmp_path / "absent"))
     assert result.state is SourceState.UNAVAILABLE
     assert str(tmp_path / "absent") in result.message
 
@@ -229,10 +240,16 @@ async def test_model_dir_facts(tmp_path: Path) -> None:
 async def test_changing_one_shard_changes_only_the_weights_digest(tmp_path: Path) -> None:
     _write_model(tmp_path)
     _, before = await _collect(_ctx(tmp_path))
-    (tmp_path / "model-00002-of-00002.safetensors").write_bytes(b"\x02" * 100)
+    (tmp_path / "model-00002-of-00002.safetensors").write_bytes(
+        safetensors_bytes({"b": ("F32", [25], b"\2" * 100)})
+    )
     _, after = await _collect(_ctx(tmp_path))
     changed = {k for k in before if before[k] != after.get(k)}
-    assert changed == {"model.weights.digest", "model.files.model-00002-of-00002.safetensors"}
+    assert changed == {
+        "model.weights.digest",
+        "model.files.model-00002-of-00002.safetensors",
+        "model.manifest.digest",
+    }
 
 
 async def test_invalid_config_is_an_error_that_keeps_the_file_facts(tmp_path: Path) -> None:
@@ -267,7 +284,7 @@ async def test_unreadable_file_is_an_error_with_other_facts_kept(tmp_path: Path)
 
 async def test_cancellation_propagates(tmp_path: Path) -> None:
     _write_model(tmp_path)
-    task = asyncio.create_task(ModelFilesSource().collect(_ctx(tmp_path)))
+    task = asyncio.create_task(_source().collect(_ctx(tmp_path)))
     await asyncio.sleep(0)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -61,29 +61,33 @@ class SafetensorsHeader:
     metadata: Mapping[str, str] = field(default_factory=dict)
 
 
-def read_header(path: Path, limit: int = MAX_HEADER_BYTES) -> tuple[bytes, int]:
-    """The header bytes of a safetensors file and the file's size; never reads more than limit."""
+def read_header(path: Path, limit: int = MAX_HEADER_BYTES, name: str | None = None) -> tuple[bytes, int]:
+    """The header bytes of a safetensors file and the file's size; never reads more than limit.
+
+    ``name`` is how messages call the file (its path in the model, not a blob's hash name).
+    """
+    label = name or path.name
     flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
     fd = os.open(path, flags)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise SafetensorsError(f"{path.name}: not a regular file")
+            raise SafetensorsError(f"{label}: not a regular file")
         head = os.pread(fd, 8, 0)
         if len(head) < 8:
-            raise SafetensorsError(f"{path.name}: {len(head)} bytes, too short for a safetensors header")
+            raise SafetensorsError(f"{label}: {len(head)} bytes, too short for a safetensors header")
         (n,) = struct.unpack("<Q", head)
         if n > limit:
             raise SafetensorsError(
-                f"{path.name}: header claims {n} bytes, over the {limit}-byte limit (corrupt or hostile)"
+                f"{label}: header claims {n} bytes, over the {limit}-byte limit (corrupt or hostile)"
             )
         if n > st.st_size - 8:
             raise SafetensorsError(
-                f"{path.name}: header claims {n} bytes but the file has {st.st_size} (truncated?)"
+                f"{label}: header claims {n} bytes but the file has {st.st_size} (truncated?)"
             )
         data = os.pread(fd, n, 8)
         if len(data) < n:
-            raise SafetensorsError(f"{path.name}: header cut short at {len(data)} of {n} bytes")
+            raise SafetensorsError(f"{label}: header cut short at {len(data)} of {n} bytes")
         return data, st.st_size
     finally:
         os.close(fd)

@@ -385,7 +385,7 @@ def _memo(memo: Memo, kind: str, key: StatKey | None, compute: object) -> object
 
 def _safetensors(path: Path, name: str) -> SafetensorsHeader | str:
     try:
-        data, size = read_header(path)
+        data, size = read_header(path, name=name)
         return parse_header(data, size, name)
     except SafetensorsError as e:
         return str(e)

@@ -5,8 +5,17 @@ Read from the agent's own environment (the downward-API variables ``POD_NAME``,
 (``/etc/podinfo``: ``name``, ``namespace``, ``uid``, ``labels``, ``annotations``). Outside
 Kubernetes the host name stands in for the pod, in namespace ``default``. The workload is
 ``SKEWWATCH_WORKLOAD`` when set, else derived from well-known labels, else from the pod name with
-its generated suffixes removed. Reading the Pod object and its owner chain from the Kubernetes
-API is not attempted yet; the status message says so.
+its generated suffixes removed. Resource requests and limits come from downward-API
+``resourceFieldRef`` files (``cpu_request``, ``cpu_limit``, ``mem_request``, ``mem_limit``, …).
+
+Where the agent may read the Kubernetes API (in-cluster service account or ``KUBECONFIG``:
+``agent.k8s``), it also GETs its own Pod (images and digests, resources, node selector, affinity,
+tolerations), walks the owner chain to the workload (Deployment via its ReplicaSet, StatefulSet,
+LeaderWorkerSet, KServe) and GETs the Node's GPU labels (``orchestration.node_gpu_product`` is the
+normalised GPU class). Those facts have provenance ``k8s`` and beat the derived workload. The API
+answer is cached for ``API_REFRESH_S`` (the Pod and its owners change on rollouts, not every
+15 s). Without API access the message says the API part is unavailable and the downward-API facts
+stand.
 
 :func:`pod_identity` is the pure-ish helper the agent's stream uses for its Hello; the parsers
 (:func:`parse_downward_api`, :func:`derive_workload`) are pure and tested on literals.
@@ -16,12 +25,14 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
 from agent.engines import redact_with
+from agent.k8s import ClusterView, KubeClient, KubeError, KubeUnavailable, load_config, read_cluster
 from agent.redact import Redactor
 from agent.sources.base import CollectContext, FactBuilder, SourceResult
 from skewwatch.core.errors import FactError
@@ -29,6 +40,19 @@ from skewwatch.core.facts import MAX_STRING_LENGTH
 
 MAX_PODINFO_FILE_BYTES = 1024 * 1024  # Kubernetes caps all annotations of an object at 256 KiB
 DEFAULT_NAMESPACE = "default"
+API_REFRESH_S = 120.0
+API_TIMEOUT_S = 5.0
+# Downward-API resourceFieldRef files (the names Kubernetes' own examples use) → resources key.
+RESOURCE_FILES: dict[str, str] = {
+    "cpu_request": "requests.cpu",
+    "cpu_limit": "limits.cpu",
+    "mem_request": "requests.memory",
+    "mem_limit": "limits.memory",
+    "memory_request": "requests.memory",
+    "memory_limit": "limits.memory",
+    "ephemeral_storage_request": "requests.ephemeral-storage",
+    "ephemeral_storage_limit": "limits.ephemeral-storage",
+}
 
 # rand.SafeEncodeString's alphabet: pod-template-hash values and generateName suffixes use it.
 _SAFE = "[bcdfghjklmnpqrstvwxz2456789]"
@@ -167,6 +191,7 @@ class PodFacts:
     host: _Value | None = None
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
+    resources: dict[str, _Value] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
 
@@ -220,6 +245,12 @@ def read_pod(environ: Mapping[str, str], podinfo: Path) -> PodFacts:
         target.update(parsed)
         problems.extend(bad)
 
+    resources: dict[str, _Value] = {}
+    for name, key in RESOURCE_FILES.items():
+        text = _read_text(podinfo / name, problems)
+        if text is not None and text.strip():
+            resources[key] = _Value(text.strip(), "file", str(podinfo / name))
+
     in_kubernetes = pod is not None or bool(environ.get("KUBERNETES_SERVICE_HOST"))
     hostname = environ.get("HOSTNAME", "").strip() or socket.gethostname()
     host: _Value | None = None
@@ -269,6 +300,7 @@ def read_pod(environ: Mapping[str, str], podinfo: Path) -> PodFacts:
         host=host,
         labels=labels,
         annotations=annotations,
+        resources=resources,
         problems=problems,
         files=files,
     )
@@ -290,17 +322,61 @@ def pod_identity(environ: Mapping[str, str], podinfo_dir: Path) -> PodIdentity:
 
 
 class PodSource:
-    """Reports the pod's identity, workload, labels and annotations."""
+    """Reports the pod's identity, workload, labels, annotations and, with API access, its Pod
+    object, owners and node. Keeps the last API answer for ``API_REFRESH_S``."""
 
     name = "pod"
 
+    def __init__(
+        self,
+        refresh_s: float = API_REFRESH_S,
+        timeout_s: float = API_TIMEOUT_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.refresh_s = refresh_s
+        self.timeout_s = timeout_s
+        self.clock = clock
+        self._cached: tuple[float, tuple[str, str], ClusterView | None, str] | None = None
+
     async def collect(self, ctx: CollectContext) -> SourceResult:
         # A handful of small files under /etc/podinfo: not worth a thread.
-        return collect_pod(ctx)
+        info = read_pod(ctx.environ, ctx.paths.podinfo)
+        view, api_message = await self._cluster(ctx, info)
+        return build_pod_result(ctx, info, view, api_message)
+
+    async def _cluster(self, ctx: CollectContext, info: PodFacts) -> tuple[ClusterView | None, str]:
+        """The API's view of this pod (cached), and a message on how it went."""
+        key = (info.namespace.value, info.pod.value)
+        now = self.clock()
+        if self._cached is not None and self._cached[1] == key and now < self._cached[0]:
+            return self._cached[2], self._cached[3]
+        view: ClusterView | None = None
+        try:
+            config = load_config(ctx.paths.serviceaccount, ctx.environ)
+            async with KubeClient(config, self.timeout_s) as client:
+                node = info.node.value if info.node is not None and info.node.method != "derived" else None
+                view = await read_cluster(
+                    client, key[0], key[1], node, ctx.environ.get("SKEWWATCH_CONTAINER") or None
+                )
+            message = f"Kubernetes API ({config.source}): ok"
+            if view.problems:
+                message += "; " + "; ".join(view.problems[:5])
+        except KubeUnavailable as e:
+            message = f"Kubernetes API unavailable: {e}"
+        except KubeError as e:
+            message = f"Kubernetes API error: {e}"
+        self._cached = (now + self.refresh_s, key, view, message)
+        return view, message
 
 
 def collect_pod(ctx: CollectContext) -> SourceResult:
-    info = read_pod(ctx.environ, ctx.paths.podinfo)
+    """The downward-API part alone (no Kubernetes API): for callers without an event loop."""
+    return build_pod_result(ctx, read_pod(ctx.environ, ctx.paths.podinfo), None, "Kubernetes API not asked")
+
+
+def build_pod_result(
+    ctx: CollectContext, info: PodFacts, view: ClusterView | None, api_message: str
+) -> SourceResult:
     redact = redact_with(Redactor(ctx.settings.redaction_salt))
     fb = FactBuilder("pod")
     problems = list(info.problems)
@@ -316,6 +392,8 @@ def collect_pod(ctx: CollectContext) -> SourceResult:
     add("orchestration.pod_uid", info.uid)
     add("orchestration.pod_ip", info.ip)
     add("orchestration.host", info.host)
+    for resource, amount in sorted(info.resources.items()):
+        add(f"orchestration.resources.{resource}", amount)
     labels_file = str(ctx.paths.podinfo / "labels")
     annotations_file = str(ctx.paths.podinfo / "annotations")
     for key, value in sorted(info.labels.items()):
@@ -326,13 +404,22 @@ def collect_pod(ctx: CollectContext) -> SourceResult:
             continue
         safe = redact(key, value)
         _add(fb, problems, f"orchestration.annotations.{key}", _Value(safe, "file", annotations_file))
+    if view is not None:
+        for cf in view.facts:
+            try:
+                fb.add(cf.key, cf.value, "k8s", cf.detail)
+            except FactError as e:
+                problems.append(str(e))
 
     if info.in_kubernetes:
         found = "downward API" + (f" (podinfo: {', '.join(info.files)})" if info.files else "")
-        message = f"identity from the {found}; workload from {info.workload_source}"
+        source = (
+            "the Kubernetes API (owner chain)" if view is not None and view.workload else info.workload_source
+        )
+        message = f"identity from the {found}; workload from {source}"
     else:
         message = "not in Kubernetes: the host name stands in for the pod"
-    message += "; Kubernetes API (Pod object, owner chain) not attempted"
+    message += "; " + api_message
     if problems:
         return SourceResult.error(message + "; " + "; ".join(problems[:5]), fb.facts)
     return SourceResult.ok(fb.facts, message=message)

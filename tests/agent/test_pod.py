@@ -31,7 +31,9 @@ DOWNWARD_ENV = {
 
 
 async def collect(environ: dict[str, str], podinfo: Path) -> SourceResult:
-    ctx = CollectContext(settings=AgentSettings(), paths=AgentPaths(podinfo=podinfo), environ=environ)
+    # The service-account root is a path that does not exist: no test asks a real cluster.
+    paths = AgentPaths(podinfo=podinfo, serviceaccount=podinfo / "no-serviceaccount")
+    ctx = CollectContext(settings=AgentSettings(), paths=paths, environ=environ)
     return await PodSource().collect(ctx)
 
 
@@ -101,7 +103,7 @@ async def test_downward_api_env_gives_identity_and_derived_deployment(tmp_path: 
         "POD_NAME (downward API)",
     )
     assert prov["orchestration.workload"].method == "derived"
-    assert "Kubernetes API (Pod object, owner chain) not attempted" in result.message
+    assert "Kubernetes API unavailable: no in-cluster service account" in result.message
 
 
 async def test_podinfo_files_give_labels_annotations_and_identity(tmp_path: Path) -> None:

@@ -50,6 +50,13 @@ _COLLECTOR_FLAGS: dict[str, tuple[str, type, str]] = {
     "--intents": ("intents", Path, "directory of ModelSpec / SkewPolicy intent documents"),
     "--max-message-bytes": ("max_message_bytes", int, "largest agent message accepted"),
     "--max-streams": ("max_streams", int, "most concurrent agent streams"),
+    "--debounce-snapshots": ("debounce_snapshots", int, "evaluations a drift must persist before it opens"),
+    "--debounce-seconds": ("debounce_seconds", float, "seconds a drift must persist before it opens"),
+    "--baseline-stable-seconds": (
+        "baseline_stable_s",
+        float,
+        "stable seconds with no open finding before a baseline is auto-promoted (0: never)",
+    ),
 }
 
 

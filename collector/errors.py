@@ -55,3 +55,47 @@ class BadRequestError(ApiError):
 
 class ClientError(CollectorError):
     """The CLI could not get an answer from a collector's API (unreachable, error status, bad JSON)."""
+
+
+class IntentError(CollectorError, ValueError):
+    """An intent document (ModelSpec / SkewPolicy) is malformed or breaks its schema.
+
+    ``issues`` lists every problem found (bounded), each naming the file, the 1-based line and
+    the field path; the message is the first few of them, one per line.
+    """
+
+    def __init__(self, issues: list[IntentIssue]) -> None:
+        shown = issues[:5]
+        more = f"\n(and {len(issues) - len(shown)} more)" if len(issues) > len(shown) else ""
+        super().__init__("\n".join(str(i) for i in shown) + more)
+        self.issues = issues
+
+
+class IntentIssue:
+    """One problem in an intent document: where (file, line, field path) and what."""
+
+    __slots__ = ("file", "line", "message", "path")
+
+    def __init__(self, file: str, line: int | None, path: str, message: str) -> None:
+        self.file = file
+        self.line = line
+        self.path = path
+        self.message = message
+
+    def __str__(self) -> str:
+        where = self.file + (f":{self.line}" if self.line else "")
+        return f"{where}: {self.path or '(document)'}: {self.message}"
+
+    def as_dict(self) -> dict[str, object]:
+        return {"file": self.file, "line": self.line, "path": self.path, "message": self.message}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, IntentIssue) and self.as_dict() == other.as_dict()
+
+    def __hash__(self) -> int:
+        return hash((self.file, self.line, self.path, self.message))
+
+
+class ConflictError(ApiError):
+    def __init__(self, message: str) -> None:
+        super().__init__(409, "conflict", message)

@@ -16,10 +16,13 @@ import grpc
 from aiohttp import web
 
 from collector.api.app import create_app
+from collector.drift.engine import Debounce
 from collector.errors import CollectorError
+from collector.evaluation import DriftService, DriftSettings
 from collector.ingest.server import IngestService
+from collector.intent.directory import IntentRegistry
 from collector.settings import CollectorSettings, split_hostport
-from collector.store.base import Store
+from collector.store.base import FullStore
 from collector.store.url import parse_store_url
 
 log = logging.getLogger(__name__)
@@ -36,17 +39,18 @@ class BoundPorts:
 class Collector:
     """A running collector. ``await start()`` → bound ports; ``await stop()`` releases everything."""
 
-    def __init__(self, settings: CollectorSettings, *, store: Store | None = None) -> None:
+    def __init__(self, settings: CollectorSettings, *, store: FullStore | None = None) -> None:
         self.settings = settings
         self._store = store
         self._grpc: grpc.aio.Server | None = None
         self._runner: web.AppRunner | None = None
         self._serving = False
         self.ingest: IngestService | None = None
+        self.drift: DriftService | None = None
         self.ports: BoundPorts | None = None
 
     @property
-    def store(self) -> Store:
+    def store(self) -> FullStore:
         if self._store is None:
             raise CollectorError("collector not started")
         return self._store
@@ -66,6 +70,8 @@ class Collector:
             )
         await self._store.open()
         try:
+            self.drift = DriftService(self._store, IntentRegistry(s.intents), drift_settings(s))
+            await self.drift.start()
             grpc_port = await self._start_grpc(s)
             http_bound = await self._start_http(http_host, http_port)
         except BaseException:
@@ -85,7 +91,11 @@ class Collector:
 
     async def _start_grpc(self, s: CollectorSettings) -> int:
         assert self._store is not None
-        self.ingest = IngestService(self._store, max_message_bytes=s.max_message_bytes)
+        self.ingest = IngestService(
+            self._store,
+            max_message_bytes=s.max_message_bytes,
+            on_commit=self.drift.notify if self.drift is not None else None,
+        )
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", s.grpc_receive_limit),
@@ -110,7 +120,7 @@ class Collector:
 
     async def _start_http(self, host: str, port: int) -> int:
         assert self._store is not None
-        app = create_app(self._store, grpc_serving=self.serving)
+        app = create_app(self._store, grpc_serving=self.serving, drift=self.drift)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.settings.shutdown_grace_s)
         await runner.setup()
         self._runner = runner
@@ -133,6 +143,8 @@ class Collector:
                 await server.stop(grace)
             if runner is not None:
                 await runner.cleanup()
+            if self.drift is not None:
+                await self.drift.stop()
         finally:
             if self._store is not None:
                 await self._store.close()
@@ -144,6 +156,20 @@ class Collector:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+def drift_settings(s: CollectorSettings) -> DriftSettings:
+    return DriftSettings(
+        debounce=Debounce(
+            snapshots=s.debounce_snapshots,
+            seconds=s.debounce_seconds,
+            performance_snapshots=s.performance_debounce_snapshots,
+        ),
+        replica_stale_s=s.replica_stale_s,
+        observation_interval_s=s.observation_eval_interval_s,
+        tick_s=s.drift_tick_s,
+        baseline_stable_s=s.baseline_stable_s or None,
+    )
 
 
 async def serve(settings: CollectorSettings) -> None:

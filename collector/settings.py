@@ -12,6 +12,21 @@
 | observation_history_days | (none)              | SKEWWATCH_OBSERVATION_HISTORY_DAYS | 7 days            |
 | store_timeout_s          | (none)              | SKEWWATCH_STORE_TIMEOUT            | 10 s (busy wait)  |
 | shutdown_grace_s         | (none)              | SKEWWATCH_SHUTDOWN_GRACE           | 5 s               |
+| debounce_snapshots       | --debounce-snapshots| SKEWWATCH_DEBOUNCE_SNAPSHOTS       | 1 evaluation      |
+| debounce_seconds         | --debounce-seconds  | SKEWWATCH_DEBOUNCE_SECONDS         | 0 s               |
+| performance_debounce_snapshots | (none) | SKEWWATCH_PERFORMANCE_DEBOUNCE_SNAPSHOTS | 2 evaluations |
+| baseline_stable_s        | --baseline-stable-seconds | SKEWWATCH_BASELINE_STABLE | 600 s (0: never) |
+| replica_stale_s          | (none)              | SKEWWATCH_REPLICA_STALE            | 300 s             |
+| observation_eval_interval_s | (none)           | SKEWWATCH_OBSERVATION_EVAL_INTERVAL | 5 s              |
+| drift_tick_s             | (none)              | SKEWWATCH_DRIFT_TICK               | 2 s               |
+
+Drift settings (docs/drift.md explains each): a drift opens a finding once seen in
+``debounce_snapshots`` evaluations and ``debounce_seconds`` after it was first seen (performance
+drifts: ``performance_debounce_snapshots``); a workload with no baseline is promoted one after
+``baseline_stable_s`` of unchanged majority configuration with no open finding; a pod not heard
+from for ``replica_stale_s`` no longer counts as a replica; observations trigger an evaluation at
+most every ``observation_eval_interval_s`` per workload; the intents directory is polled and
+time-based debounces are checked every ``drift_tick_s``.
 
 ``grpc`` and ``http`` are ``HOST:PORT`` (``[::1]:PORT`` for IPv6); port 0 picks a free port, and the
 bound ports are logged and returned by ``Collector.start``. A gRPC message larger than
@@ -47,6 +62,13 @@ class CollectorSettings:
     observation_history_days: float = 7.0
     store_timeout_s: float = 10.0
     shutdown_grace_s: float = 5.0
+    debounce_snapshots: int = 1
+    debounce_seconds: float = 0.0
+    performance_debounce_snapshots: int = 2
+    baseline_stable_s: float = 600.0
+    replica_stale_s: float = 300.0
+    observation_eval_interval_s: float = 5.0
+    drift_tick_s: float = 2.0
 
     def validate(self) -> CollectorSettings:
         """Return self when every field is valid, else raise SettingsError naming the flag."""
@@ -80,6 +102,21 @@ class CollectorSettings:
             raise SettingsError(
                 "SKEWWATCH_SHUTDOWN_GRACE", f"must be between 0 and 600 s, got {self.shutdown_grace_s}"
             )
+        for flag, value, low, high in (
+            ("--debounce-snapshots", self.debounce_snapshots, 1, 1000),
+            ("SKEWWATCH_PERFORMANCE_DEBOUNCE_SNAPSHOTS", self.performance_debounce_snapshots, 1, 1000),
+        ):
+            if not low <= value <= high:
+                raise SettingsError(flag, f"must be between {low} and {high}, got {value}")
+        for flag, seconds, low_s, high_s in (
+            ("--debounce-seconds", self.debounce_seconds, 0.0, 86_400.0),
+            ("--baseline-stable-seconds", self.baseline_stable_s, 0.0, 30 * 86_400.0),
+            ("SKEWWATCH_REPLICA_STALE", self.replica_stale_s, 1.0, 30 * 86_400.0),
+            ("SKEWWATCH_OBSERVATION_EVAL_INTERVAL", self.observation_eval_interval_s, 0.0, 3600.0),
+            ("SKEWWATCH_DRIFT_TICK", self.drift_tick_s, 0.05, 3600.0),
+        ):
+            if not low_s <= seconds <= high_s:
+                raise SettingsError(flag, f"must be between {low_s:g} and {high_s:g} s, got {seconds}")
         return self
 
     @property
@@ -118,6 +155,13 @@ ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "observation_history_days": ("SKEWWATCH_OBSERVATION_HISTORY_DAYS", float),
     "store_timeout_s": ("SKEWWATCH_STORE_TIMEOUT", float),
     "shutdown_grace_s": ("SKEWWATCH_SHUTDOWN_GRACE", float),
+    "debounce_snapshots": ("SKEWWATCH_DEBOUNCE_SNAPSHOTS", _int),
+    "debounce_seconds": ("SKEWWATCH_DEBOUNCE_SECONDS", float),
+    "performance_debounce_snapshots": ("SKEWWATCH_PERFORMANCE_DEBOUNCE_SNAPSHOTS", _int),
+    "baseline_stable_s": ("SKEWWATCH_BASELINE_STABLE", float),
+    "replica_stale_s": ("SKEWWATCH_REPLICA_STALE", float),
+    "observation_eval_interval_s": ("SKEWWATCH_OBSERVATION_EVAL_INTERVAL", float),
+    "drift_tick_s": ("SKEWWATCH_DRIFT_TICK", float),
 }
 assert set(ENV) == {f.name for f in fields(CollectorSettings)}, "every setting needs a variable"
 

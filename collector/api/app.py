@@ -13,8 +13,11 @@ from typing import Any
 
 from aiohttp import web
 
+from collector.api import drift as drift_routes
 from collector.api import openapi, views
+from collector.api.drift import IntentBadRequest
 from collector.errors import ApiError, BadRequestError, NotFoundError, StoreError
+from collector.evaluation import DriftService
 from collector.store.base import PodKey, Store
 from skewwatch import __version__
 
@@ -24,6 +27,8 @@ STORE: web.AppKey[Store] = web.AppKey("store", Store)
 GRPC_SERVING: web.AppKey[Callable[[], bool]] = web.AppKey("grpc_serving")
 
 MAX_HISTORY_LIMIT = 1000
+# Intent documents are the largest bodies; a bigger one is answered 413 by aiohttp.
+MAX_BODY_BYTES = 256 * 1024
 DEFAULT_HISTORY_LIMIT = 50
 READY_TIMEOUT_S = 2.0
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -40,6 +45,10 @@ def error_response(status: int, code: str, message: str) -> web.Response:
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
+    except IntentBadRequest as e:
+        return web.json_response(
+            {"error": {"code": e.code, "message": e.message, "issues": e.issues}}, status=400
+        )
     except ApiError as e:
         return error_response(e.status, e.code, e.message)
     except StoreError as e:
@@ -141,11 +150,17 @@ ROUTES: tuple[tuple[str, Any], ...] = (
 )
 
 
-def create_app(store: Store, *, grpc_serving: Callable[[], bool] = lambda: True) -> web.Application:
-    """The API app over ``store``; ``grpc_serving`` tells /readyz whether ingest is up."""
-    app = web.Application(middlewares=[errors_middleware], client_max_size=64 * 1024)
+def create_app(
+    store: Store, *, grpc_serving: Callable[[], bool] = lambda: True, drift: DriftService | None = None
+) -> web.Application:
+    """The API app over ``store``; ``grpc_serving`` tells /readyz whether ingest is up; with
+    ``drift``, the drift engine's routes (workloads, findings, diff, baselines, intents) too."""
+    app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_BODY_BYTES)
     app[STORE] = store
     app[GRPC_SERVING] = grpc_serving
     for path, handler in ROUTES:
         app.router.add_get(path, handler)
+    if drift is not None:
+        app[drift_routes.DRIFT] = drift
+        drift_routes.add_routes(app)
     return app

@@ -87,6 +87,12 @@ def identity_from_hello(hello: pb.Hello) -> PodIdentity:
     )
 
 
+# Called after a snapshot, heartbeat or observations message is committed, with the pod and the
+# message kind ("snapshot" | "heartbeat" | "observations"); the drift service schedules its
+# evaluation there. It must not block: it runs before the ack is sent.
+CommitHook = Callable[[PodIdentity, str], None]
+
+
 @dataclass
 class SessionStats:
     snapshots_stored: int = 0
@@ -108,8 +114,16 @@ def resync(reason: str) -> pb.CollectorMessage:
 class Session:
     """One agent stream: Hello first, then snapshots, heartbeats and observations."""
 
-    def __init__(self, store: Store, *, max_message_bytes: int, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_message_bytes: int,
+        clock: Callable[[], float],
+        on_commit: CommitHook | None = None,
+    ) -> None:
         self.store = store
+        self.on_commit = on_commit
         self.max_message_bytes = max_message_bytes
         self.clock = clock
         self.identity: PodIdentity | None = None
@@ -137,6 +151,10 @@ class Session:
         if body == "heartbeat":
             return await self._heartbeat(msg)
         return await self._observations(msg)
+
+    def _committed(self, kind: str) -> None:
+        if self.on_commit is not None and self.identity is not None:
+            self.on_commit(self.identity, kind)
 
     def _replayed(self, seq: int) -> bool:
         # Within one stream sequences only grow; a repeat is a retransmission we already
@@ -168,6 +186,7 @@ class Session:
             received_at=self.clock(),
         )
         self.last_sequence = msg.sequence
+        self._committed("snapshot")
         if result.new_row:
             self.stats.snapshots_stored += 1
         else:
@@ -187,6 +206,7 @@ class Session:
         self.last_sequence = msg.sequence
         if outcome is HeartbeatResult.OK:
             self.stats.heartbeats += 1
+            self._committed("heartbeat")
             return ack(msg.sequence)
         self.stats.resyncs += 1
         if outcome is HeartbeatResult.UNKNOWN_POD:
@@ -217,4 +237,5 @@ class Session:
         )
         self.last_sequence = msg.sequence
         self.stats.observations += 1
+        self._committed("observations")
         return ack(msg.sequence)

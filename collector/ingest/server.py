@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 
 from collector.errors import IngestError, StoreError
-from collector.ingest.protocol import Session
+from collector.ingest.protocol import CommitHook, Session
 from collector.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -34,9 +34,15 @@ class IngestService:
     """Serves agent streams into a store; one ``Session`` per stream, messages handled in order."""
 
     def __init__(
-        self, store: Store, *, max_message_bytes: int, clock: Callable[[], float] = time.time
+        self,
+        store: Store,
+        *,
+        max_message_bytes: int,
+        clock: Callable[[], float] = time.time,
+        on_commit: CommitHook | None = None,
     ) -> None:
         self.store = store
+        self.on_commit = on_commit
         self.max_message_bytes = max_message_bytes
         self.clock = clock
         self.active_streams = 0
@@ -50,7 +56,9 @@ class IngestService:
     async def stream(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[bytes]:
-        session = Session(self.store, max_message_bytes=self.max_message_bytes, clock=self.clock)
+        session = Session(
+            self.store, max_message_bytes=self.max_message_bytes, clock=self.clock, on_commit=self.on_commit
+        )
         peer = context.peer()
         self.active_streams += 1
         try:

@@ -8,11 +8,13 @@ when it raises ``StoreError``, nothing stored was changed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
+from collector.baseline.model import Baseline
+from collector.drift.model import FindingChange, FindingRecord
 from skewwatch.core.facts import FactValue, Fingerprint, Observation, Provenance, SourceStatus
 
 
@@ -175,3 +177,104 @@ class Store(Protocol):
 
     async def history(self, key: PodKey, limit: int, before_id: int | None = None) -> list[SnapshotRecord]:
         """Stored snapshots of a pod, newest first, at most ``limit``, ids below ``before_id``."""
+
+
+@dataclass(frozen=True)
+class ReplicaRecord:
+    """A pod of a workload with its recent observation windows (newest first), for the drift engine."""
+
+    pod: PodRecord
+    observations: list[ObservationsRecord]
+
+
+@dataclass(frozen=True)
+class PodBrief:
+    """The light columns of a pod row, for workload listings."""
+
+    key: PodKey
+    workload: str
+    last_seen: float
+    fingerprint: str | None
+
+
+@dataclass(frozen=True)
+class IntentRecord:
+    kind: str
+    name: str
+    body: str
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class FindingEvent:
+    id: int
+    finding_id: int
+    at: float
+    event: str
+    actual: Any
+    pods: Any
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "at": self.at,
+            "event": self.event,
+            "actual": self.actual,
+            "pods": self.pods,
+            "message": self.message,
+        }
+
+
+@dataclass(frozen=True)
+class FindingQuery:
+    workload: str | None = None
+    status: str | None = None
+    reference: str | None = None
+    category: str | None = None
+    severity: str | None = None
+    limit: int = 100
+    before_id: int | None = None
+
+
+class DriftStore(Protocol):
+    """What the drift engine's service needs beyond ``Store``: findings, baselines, intents."""
+
+    async def workload_replicas(self, workload: str, since: float, windows: int) -> list[ReplicaRecord]:
+        """Pods of ``workload`` seen at or after ``since``, each with its newest ``windows`` observations."""
+
+    async def pod_briefs(self) -> list[PodBrief]: ...
+
+    async def get_snapshot(self, snapshot_id: int) -> SnapshotRecord | None:
+        """One stored history row by id."""
+
+    async def active_findings(self, workload: str) -> list[FindingRecord]:
+        """Pending and open findings of a workload."""
+
+    async def apply_findings(self, changes: Sequence[FindingChange]) -> list[FindingRecord]:
+        """Write finding changes in one transaction; returns the written rows (new ones with ids)."""
+
+    async def list_findings(self, query: FindingQuery) -> list[FindingRecord]:
+        """Newest first."""
+
+    async def get_finding(self, finding_id: int) -> tuple[FindingRecord, list[FindingEvent]] | None: ...
+
+    async def open_finding_counts(self) -> dict[str, dict[str, int]]:
+        """workload -> severity -> number of open findings."""
+
+    async def save_baseline(self, baseline: Baseline) -> Baseline: ...
+
+    async def latest_baseline(self, workload: str) -> Baseline | None: ...
+
+    async def list_baselines(self, workload: str | None = None, limit: int = 1000) -> list[Baseline]:
+        """Newest first; without ``workload``, the latest of each workload."""
+
+    async def put_intent(self, record: IntentRecord) -> bool:
+        """Create or replace; True when it was created."""
+
+    async def delete_intent(self, kind: str, name: str) -> bool: ...
+
+    async def list_intents(self) -> list[IntentRecord]: ...
+
+
+class FullStore(Store, DriftStore, Protocol):
+    """A store the whole collector runs on."""

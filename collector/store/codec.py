@@ -10,6 +10,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, cast
 
+from collector.baseline.model import Baseline
 from collector.errors import StoreError
 from skewwatch.core.facts import FactValue, Fingerprint, Observation, Provenance, SourceState, SourceStatus
 
@@ -85,3 +86,49 @@ def decode_observations(text: str) -> dict[str, Observation]:
         return {n: Observation(n, float(v["value"]), str(v.get("unit", ""))) for n, v in data.items()}
     except (AttributeError, KeyError, TypeError, ValueError) as e:
         raise StoreError(f"stored column observations is malformed: {e!r}") from e
+
+
+def loads_value(text: str, column: str) -> Any:
+    """A JSON column holding any value (finding expected/actual, pods, evidence)."""
+    return _loads(text, column)
+
+
+def encode_baseline(b: Baseline) -> str:
+    return dumps(
+        {
+            "fingerprint": b.fingerprint,
+            "facts": dict(b.facts),
+            "provenance": {k: p.as_dict() for k, p in b.provenance.items()},
+            "sources": dict(b.sources),
+            "performance": dict(b.performance),
+            "load": dict(b.load),
+            "pods": list(b.pods),
+            "samples": b.samples,
+            "note": b.note,
+        }
+    )
+
+
+def decode_baseline(row_id: int, workload: str, recorded_at: float, origin: str, text: str) -> Baseline:
+    data = _loads(text, "baselines.body")
+    try:
+        return Baseline(
+            workload=workload,
+            recorded_at=recorded_at,
+            origin=origin,
+            fingerprint=str(data["fingerprint"]),
+            facts=cast(dict[str, FactValue], data["facts"]),
+            provenance={
+                k: Provenance(v["source"], v["method"], v.get("detail", ""))
+                for k, v in data["provenance"].items()
+            },
+            sources={str(k): str(v) for k, v in data["sources"].items()},
+            performance={str(k): float(v) for k, v in data["performance"].items()},
+            load={str(k): float(v) for k, v in data["load"].items()},
+            pods=tuple(str(p) for p in data["pods"]),
+            samples=int(data["samples"]),
+            id=row_id,
+            note=str(data.get("note", "")),
+        )
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        raise StoreError(f"stored baseline {row_id} is malformed: {e!r}") from e

@@ -94,6 +94,73 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX observations_history_by_time ON observations_history (received_at)",
         ),
     ),
+    Migration(
+        "drift engine: findings with history, baselines, intents posted through the API",
+        (
+            """
+            CREATE TABLE findings (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                workload TEXT NOT NULL,
+                reference TEXT NOT NULL,
+                key TEXT NOT NULL,
+                category TEXT NOT NULL,
+                severity TEXT NOT NULL,
+                status TEXT NOT NULL,
+                expected TEXT NOT NULL,
+                actual TEXT NOT NULL,
+                pods TEXT NOT NULL,
+                message TEXT NOT NULL,
+                source TEXT NOT NULL,
+                hint TEXT NOT NULL,
+                symptom TEXT NOT NULL,
+                evidence TEXT NOT NULL,
+                first_seen DOUBLE PRECISION NOT NULL,
+                last_seen DOUBLE PRECISION NOT NULL,
+                opened_at DOUBLE PRECISION,
+                resolved_at DOUBLE PRECISION,
+                hits BIGINT NOT NULL
+            )
+            """,
+            # One active (pending or open) finding per identity: the same drift is one finding.
+            "CREATE UNIQUE INDEX findings_active ON findings (workload, reference, key)"
+            " WHERE status IN ('pending', 'open')",
+            "CREATE INDEX findings_by_workload ON findings (workload, status, id)",
+            "CREATE INDEX findings_by_status ON findings (status, id)",
+            """
+            CREATE TABLE finding_events (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                finding_id BIGINT NOT NULL,
+                at DOUBLE PRECISION NOT NULL,
+                event TEXT NOT NULL,
+                actual TEXT NOT NULL,
+                pods TEXT NOT NULL,
+                message TEXT NOT NULL,
+                FOREIGN KEY (finding_id) REFERENCES findings (id) ON DELETE CASCADE
+            )
+            """,
+            "CREATE INDEX finding_events_by_finding ON finding_events (finding_id, id)",
+            """
+            CREATE TABLE baselines (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                workload TEXT NOT NULL,
+                recorded_at DOUBLE PRECISION NOT NULL,
+                origin TEXT NOT NULL,
+                body TEXT NOT NULL
+            )
+            """,
+            "CREATE INDEX baselines_by_workload ON baselines (workload, id)",
+            """
+            CREATE TABLE intents (
+                kind TEXT NOT NULL,
+                name TEXT NOT NULL,
+                body TEXT NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (kind, name)
+            )
+            """,
+            "CREATE INDEX pods_by_workload ON pods (workload, namespace, pod)",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

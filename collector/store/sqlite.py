@@ -25,20 +25,28 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from collector.baseline.model import Baseline
+from collector.drift.model import ChangeKind, FindingChange, FindingRecord, Status
 from collector.errors import StoreError
 from collector.store import codec
 from collector.store.base import (
     CurrentState,
+    FindingEvent,
+    FindingQuery,
     HeartbeatResult,
+    IntentRecord,
     ObservationsRecord,
+    PodBrief,
     PodIdentity,
     PodKey,
     PodRecord,
+    ReplicaRecord,
     SnapshotRecord,
     SnapshotWrite,
 )
@@ -71,6 +79,18 @@ _INSERT_OBS_LATEST = (
     " received_at = excluded.received_at, items = excluded.items"
 )
 _INSERT_OBS_HISTORY = f"INSERT INTO observations_history ({_OBS_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
+
+_FINDING_COLUMNS = (
+    "workload, reference, key, category, severity, status, expected, actual, pods, message, source, hint,"
+    " symptom, evidence, first_seen, last_seen, opened_at, resolved_at, hits"
+)
+_SELECT_FINDINGS = f"SELECT id, {_FINDING_COLUMNS} FROM findings"  # noqa: S608
+_INSERT_FINDING = f"INSERT INTO findings ({_FINDING_COLUMNS}) VALUES ({', '.join('?' * 19)})"  # noqa: S608
+_UPDATE_FINDING = (
+    "UPDATE findings SET "  # noqa: S608
+    + ", ".join(f"{c.strip()} = ?" for c in _FINDING_COLUMNS.split(","))
+    + " WHERE id = ?"
+)
 
 _UPSERT_POD = """
 INSERT INTO pods (namespace, pod, node, workload, workload_source, agent_id, agent_version,
@@ -477,6 +497,28 @@ class SqliteStore:
         )
         return [self._obs(r) for r in rows]
 
+    async def get_snapshot(self, snapshot_id: int) -> SnapshotRecord | None:
+        row = await self._read(
+            lambda c: c.execute(_SELECT_SNAPSHOTS + " WHERE id = ?", (snapshot_id,)).fetchone()
+        )
+        return None if row is None else self._snapshot(row)
+
+    @staticmethod
+    def _snapshot(row: tuple[Any, ...]) -> SnapshotRecord:
+        sid, ns, pod, seq, agent_id, collected, received, fps, facts, prov, sources = row
+        return SnapshotRecord(
+            id=int(sid),
+            key=PodKey(ns, pod),
+            sequence=int(seq),
+            agent_id=agent_id,
+            collected_at=float(collected),
+            received_at=float(received),
+            facts=codec.decode_facts(facts),
+            provenance=codec.decode_provenance(prov),
+            sources=codec.decode_sources(sources),
+            fingerprint=codec.decode_fingerprint(fps),
+        )
+
     async def history(self, key: PodKey, limit: int, before_id: int | None = None) -> list[SnapshotRecord]:
         bound = before_id if before_id is not None else 2**62
 
@@ -504,6 +546,257 @@ class SqliteStore:
                 )
             )
         return out
+
+    # -- drift engine: replicas, findings, baselines, intents -----------------------------------
+
+    async def workload_replicas(self, workload: str, since: float, windows: int) -> list[ReplicaRecord]:
+        namespace, _, rest = workload.partition("/")
+        pod_name = rest.rpartition("/")[2]
+
+        def body(conn: sqlite3.Connection) -> list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]]:
+            # Pods that reported no workload stand alone as namespace/Pod/name.
+            rows = conn.execute(
+                _SELECT_PODS + " WHERE (workload = ? OR (workload = '' AND namespace = ? AND pod = ?))"
+                " AND last_seen >= ? ORDER BY namespace, pod",
+                (workload, namespace, pod_name, since),
+            ).fetchall()
+            out = []
+            for row in rows:
+                obs = conn.execute(
+                    _SELECT_OBS_HISTORY + " WHERE namespace = ? AND pod = ? ORDER BY id DESC LIMIT ?",
+                    (row[0], row[1], windows),
+                ).fetchall()
+                out.append((row, obs))
+            return out
+
+        rows = await self._read(body)
+        return [ReplicaRecord(self._pod(r), [self._obs(o) for o in obs]) for r, obs in rows]
+
+    async def pod_briefs(self) -> list[PodBrief]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT namespace, pod, workload, last_seen, current_fingerprint FROM pods"
+                " ORDER BY namespace, pod"
+            ).fetchall()
+        )
+        return [PodBrief(PodKey(ns, pod), wl, float(seen), fp) for ns, pod, wl, seen, fp in rows]
+
+    @staticmethod
+    def _finding(row: tuple[Any, ...]) -> FindingRecord:
+        (fid, workload, reference, key, category, severity, status, expected, actual, pods, message, source,
+         hint, symptom, evidence, first_seen, last_seen, opened_at, resolved_at, hits) = row  # fmt: skip
+        return FindingRecord(
+            id=int(fid),
+            workload=workload,
+            reference=reference,
+            key=key,
+            category=category,
+            severity=severity,
+            status=Status(status),
+            expected=codec.loads_value(expected, "findings.expected"),
+            actual=codec.loads_value(actual, "findings.actual"),
+            pods=codec.loads_value(pods, "findings.pods"),
+            message=message,
+            source=source,
+            hint=hint,
+            symptom=symptom,
+            evidence=codec.loads_value(evidence, "findings.evidence"),
+            first_seen=float(first_seen),
+            last_seen=float(last_seen),
+            opened_at=None if opened_at is None else float(opened_at),
+            resolved_at=None if resolved_at is None else float(resolved_at),
+            hits=int(hits),
+        )
+
+    async def active_findings(self, workload: str) -> list[FindingRecord]:
+        rows = await self._read(
+            lambda c: c.execute(
+                _SELECT_FINDINGS + " WHERE workload = ? AND status IN ('pending', 'open') ORDER BY id",
+                (workload,),
+            ).fetchall()
+        )
+        return [self._finding(r) for r in rows]
+
+    async def apply_findings(self, changes: Sequence[FindingChange]) -> list[FindingRecord]:
+        encoded = [
+            (
+                ch,
+                codec.dumps(ch.finding.expected),
+                codec.dumps(ch.finding.actual),
+                codec.dumps(dict(ch.finding.pods)),
+                codec.dumps(dict(ch.finding.evidence)),
+            )
+            for ch in changes
+        ]
+
+        def body(conn: sqlite3.Connection) -> list[FindingRecord]:
+            written = []
+            for ch, expected, actual, pods, evidence in encoded:
+                f = ch.finding
+                if ch.kind is ChangeKind.DROPPED:
+                    conn.execute("DELETE FROM findings WHERE id = ? AND status = 'pending'", (f.id,))
+                    continue
+                values = (
+                    f.workload, f.reference, f.key, f.category, f.severity, f.status.value, expected, actual,
+                    pods, f.message, f.source, f.hint, f.symptom, evidence, f.first_seen, f.last_seen,
+                    f.opened_at, f.resolved_at, f.hits,
+                )  # fmt: skip
+                if f.id == 0:
+                    cur = conn.execute(_INSERT_FINDING, values)
+                    assert cur.lastrowid is not None
+                    f = replace(f, id=int(cur.lastrowid))
+                else:
+                    conn.execute(_UPDATE_FINDING, (*values, f.id))
+                if ch.is_event:
+                    conn.execute(
+                        "INSERT INTO finding_events (finding_id, at, event, actual, pods, message)"
+                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        (
+                            f.id,
+                            f.last_seen if ch.kind is not ChangeKind.RESOLVED else f.resolved_at,
+                            ch.kind.value,
+                            actual,
+                            pods,
+                            f.message,
+                        ),
+                    )
+                written.append(f)
+            return written
+
+        return await self._write(body)
+
+    async def list_findings(self, query: FindingQuery) -> list[FindingRecord]:
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (
+            ("workload", query.workload),
+            ("status", query.status),
+            ("reference", query.reference),
+            ("category", query.category),
+            ("severity", query.severity),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if query.before_id is not None:
+            where.append("id < ?")
+            params.append(query.before_id)
+        sql = (
+            _SELECT_FINDINGS
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY id DESC LIMIT ?"
+        )
+        rows = await self._read(lambda c: c.execute(sql, (*params, query.limit)).fetchall())
+        return [self._finding(r) for r in rows]
+
+    async def get_finding(self, finding_id: int) -> tuple[FindingRecord, list[FindingEvent]] | None:
+        def body(conn: sqlite3.Connection) -> tuple[Any, list[Any]]:
+            row = conn.execute(_SELECT_FINDINGS + " WHERE id = ?", (finding_id,)).fetchone()
+            events = conn.execute(
+                "SELECT id, finding_id, at, event, actual, pods, message FROM finding_events"
+                " WHERE finding_id = ? ORDER BY id",
+                (finding_id,),
+            ).fetchall()
+            return row, events
+
+        row, events = await self._read(body)
+        if row is None:
+            return None
+        return self._finding(row), [
+            FindingEvent(
+                int(i),
+                int(fid),
+                float(at),
+                ev,
+                codec.loads_value(act, "finding_events.actual"),
+                codec.loads_value(pods, "finding_events.pods"),
+                msg,
+            )
+            for i, fid, at, ev, act, pods, msg in events
+        ]
+
+    async def open_finding_counts(self) -> dict[str, dict[str, int]]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT workload, severity, COUNT(*) FROM findings WHERE status = 'open'"
+                " GROUP BY workload, severity"
+            ).fetchall()
+        )
+        out: dict[str, dict[str, int]] = {}
+        for workload, severity, n in rows:
+            out.setdefault(workload, {})[severity] = int(n)
+        return out
+
+    async def save_baseline(self, baseline: Baseline) -> Baseline:
+        body_json = codec.encode_baseline(baseline)
+
+        def body(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "INSERT INTO baselines (workload, recorded_at, origin, body) VALUES (?, ?, ?, ?)",
+                (baseline.workload, baseline.recorded_at, baseline.origin, body_json),
+            )
+            assert cur.lastrowid is not None
+            return int(cur.lastrowid)
+
+        return replace(baseline, id=await self._write(body))
+
+    async def latest_baseline(self, workload: str) -> Baseline | None:
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT id, workload, recorded_at, origin, body FROM baselines WHERE workload = ?"
+                " ORDER BY id DESC LIMIT 1",
+                (workload,),
+            ).fetchone()
+        )
+        return (
+            None if row is None else codec.decode_baseline(int(row[0]), row[1], float(row[2]), row[3], row[4])
+        )
+
+    async def list_baselines(self, workload: str | None = None, limit: int = 1000) -> list[Baseline]:
+        if workload is not None:
+            sql = (
+                "SELECT id, workload, recorded_at, origin, body FROM baselines WHERE workload = ?"
+                " ORDER BY id DESC LIMIT ?"
+            )
+            params: tuple[Any, ...] = (workload, limit)
+        else:
+            sql = (
+                "SELECT id, workload, recorded_at, origin, body FROM baselines WHERE id IN"
+                " (SELECT MAX(id) FROM baselines GROUP BY workload) ORDER BY workload LIMIT ?"
+            )
+            params = (limit,)
+        rows = await self._read(lambda c: c.execute(sql, params).fetchall())
+        return [codec.decode_baseline(int(r[0]), r[1], float(r[2]), r[3], r[4]) for r in rows]
+
+    async def put_intent(self, record: IntentRecord) -> bool:
+        def body(conn: sqlite3.Connection) -> bool:
+            existed = conn.execute(
+                "SELECT 1 FROM intents WHERE kind = ? AND name = ?", (record.kind, record.name)
+            ).fetchone()
+            conn.execute(
+                "INSERT INTO intents (kind, name, body, updated_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (kind, name) DO UPDATE SET body = excluded.body,"
+                " updated_at = excluded.updated_at",
+                (record.kind, record.name, record.body, record.updated_at),
+            )
+            return existed is None
+
+        return await self._write(body)
+
+    async def delete_intent(self, kind: str, name: str) -> bool:
+        def body(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute("DELETE FROM intents WHERE kind = ? AND name = ?", (kind, name))
+            return cur.rowcount > 0
+
+        return await self._write(body)
+
+    async def list_intents(self) -> list[IntentRecord]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT kind, name, body, updated_at FROM intents ORDER BY kind, name"
+            ).fetchall()
+        )
+        return [IntentRecord(k, n, b, float(u)) for k, n, b, u in rows]
 
 
 def now() -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from collector.errors import StoreError, UnsupportedStoreError
-from collector.store.base import Store
+from collector.store.base import FullStore
 from collector.store.sqlite import SqliteStore
 
 
@@ -15,7 +15,7 @@ def parse_store_url(
     timeout_s: float = 10.0,
     observation_history_rows: int = 2000,
     observation_history_days: float = 7.0,
-) -> Store:
+) -> FullStore:
     """``sqlite:///relative/path``, ``sqlite:////absolute/path`` → a (not yet opened) store."""
     if url.startswith("sqlite:///"):
         raw = url[len("sqlite:///") :]

@@ -1,0 +1,478 @@
+"""API routes of the drift engine: workloads, findings, diff, baselines and intents.
+
+Handlers validate every parameter and body (``BadRequestError`` naming it; intent documents with
+file, line and field of each problem) and translate to JSON; the engine itself is pure and lives
+in ``collector.drift``, ``collector.intent`` and ``collector.baseline``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from collector.baseline.model import BaselineError
+from collector.drift.diff import ChangeKind, FactChange, diff_facts
+from collector.drift.model import SEVERITY_ORDER, Reference, Replica, Status
+from collector.drift.peers import config_facts, groups, majority_group
+from collector.errors import BadRequestError, ConflictError, IntentError, NotFoundError
+from collector.evaluation import DriftService
+from collector.intent.binding import split_workload
+from collector.intent.model import POLICY_KIND, Intent, parse_documents
+from collector.store.base import FindingQuery, IntentRecord, PodKey
+from skewwatch.core.facts import CATEGORIES
+
+DRIFT: web.AppKey[DriftService] = web.AppKey("drift", DriftService)
+MAX_FINDINGS_LIMIT = 1000
+KINDS = ("ModelSpec", POLICY_KIND)
+DIFF_MODES = ("last_good", "baseline", "intent", "revisions", "pods")
+FINDING_CATEGORIES = (*CATEGORIES, "performance")
+
+
+def _svc(request: web.Request) -> DriftService:
+    return request.app[DRIFT]
+
+
+def _choice(request: web.Request, name: str, allowed: tuple[str, ...]) -> str | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    if raw not in allowed:
+        raise BadRequestError(f"query parameter {name!r}: {raw[:40]!r} is not one of {', '.join(allowed)}")
+    return raw
+
+
+def _int(request: web.Request, name: str, default: int | None, low: int, high: int) -> int | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw, 10)
+    except ValueError:
+        raise BadRequestError(f"query parameter {name!r}: {raw[:32]!r} is not an integer") from None
+    if not low <= value <= high:
+        raise BadRequestError(f"query parameter {name!r}: {value} is not between {low} and {high}")
+    return value
+
+
+async def resolve_workload(svc: DriftService, text: str, where: str) -> str:
+    """``namespace/name`` or ``namespace/kind/name`` → the stored workload id; 400/404 otherwise."""
+    parts = text.split("/")
+    if len(parts) not in (2, 3) or not all(parts) or len(text) > 512:
+        raise BadRequestError(f"{where}: {text[:80]!r} must be NAMESPACE/NAME or NAMESPACE/KIND/NAME")
+    known = await workload_ids(svc)
+    if len(parts) == 3:
+        if text in known:
+            return text
+        raise NotFoundError(f"workload {text} is not known to this collector")
+    namespace, name = parts
+    matches = sorted(w for w in known if split_workload(w)[0] == namespace and split_workload(w)[2] == name)
+    if not matches:
+        raise NotFoundError(f"workload {namespace}/{name} is not known to this collector")
+    if len(matches) > 1:
+        raise BadRequestError(f"{where}: {text} is ambiguous ({', '.join(matches)}); name the kind")
+    return matches[0]
+
+
+async def workload_ids(svc: DriftService) -> set[str]:
+    return {b.workload or f"{b.key.namespace}/Pod/{b.key.pod}" for b in await svc.store.pod_briefs()}
+
+
+def _workload_param(request: web.Request) -> str:
+    kind = request.query.get("kind")
+    ns, name = request.match_info["namespace"], request.match_info["name"]
+    return f"{ns}/{kind}/{name}" if kind else f"{ns}/{name}"
+
+
+# -- workloads ---------------------------------------------------------------------------------
+
+
+async def list_workloads(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    now = svc.clock()
+    by_workload: dict[str, list[Any]] = {}
+    for b in await svc.store.pod_briefs():
+        by_workload.setdefault(b.workload or f"{b.key.namespace}/Pod/{b.key.pod}", []).append(b)
+    counts = await svc.store.open_finding_counts()
+    baselines = {bl.workload: bl for bl in await svc.store.list_baselines()}
+    out = []
+    for w in sorted(by_workload):
+        pods = by_workload[w]
+        live = [p for p in pods if now - p.last_seen <= svc.settings.replica_stale_s]
+        ns, kind, name = split_workload(w)
+        base = baselines.get(w)
+        out.append(
+            {
+                "workload": w,
+                "namespace": ns,
+                "kind": kind,
+                "name": name,
+                "replicas": len(live),
+                "pods": len(pods),
+                "configurations": len({p.fingerprint for p in live if p.fingerprint}),
+                "last_seen": max(p.last_seen for p in pods),
+                "open_findings": dict(
+                    sorted(counts.get(w, {}).items(), key=lambda kv: SEVERITY_ORDER.get(kv[0], 9))
+                ),
+                "baseline_recorded_at": base.recorded_at if base else None,
+            }
+        )
+    return web.json_response({"workloads": out})
+
+
+def _replica_json(r: Replica, majority: set[str]) -> dict[str, Any]:
+    return {
+        "pod": r.pod,
+        "fingerprint": r.fingerprint,
+        "first_seen": r.first_seen,
+        "last_seen": r.last_seen,
+        "in_majority": r.pod in majority,
+        "snapshot_id": r.snapshot_id,
+        "observations": {n: o.value for n, o in sorted(r.observations[0].items())} if r.observations else {},
+    }
+
+
+async def get_workload(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    workload = await resolve_workload(svc, _workload_param(request), "workload")
+    ev, replicas, baseline = await svc.evaluate_only(workload)
+    majority = majority_group(replicas, ())
+    members = {r.pod for r in majority}
+    rep = max(majority, key=lambda r: r.last_seen) if majority else None
+    facts = dict(rep.facts) if rep else {}
+    expected = config_facts(facts, ())
+    divergent = sorted(
+        {
+            c.key
+            for r in replicas
+            if r.pod not in members and r.facts
+            for c in diff_facts(expected, config_facts(r.facts, ()))
+        }
+    )
+    active = await svc.store.active_findings(workload)
+    resolved = await svc.store.list_findings(FindingQuery(workload=workload, status="resolved", limit=20))
+    ns, kind, name = split_workload(workload)
+    bound = [
+        {
+            "kind": i.kind,
+            "name": i.name,
+            "file": i.file,
+            "reason": ev.bound.reasons.get(f"{i.kind}/{i.name}", ""),
+        }
+        for i in ev.bound.intents
+    ]
+    return web.json_response(
+        {
+            "workload": workload,
+            "namespace": ns,
+            "kind": kind,
+            "name": name,
+            "replicas": [_replica_json(r, members) for r in replicas],
+            "configurations": [
+                {"fingerprint": sig, "pods": sorted(r.pod for r in rs)}
+                for sig, rs in sorted(groups(replicas, ()).items(), key=lambda kv: -len(kv[1]))
+            ],
+            "facts": {k: facts[k] for k in sorted(facts)},
+            "provenance": {k: rep.provenance[k].as_dict() for k in sorted(rep.provenance)} if rep else {},
+            "divergent_keys": divergent,
+            "intent": {"bound": bound, "checks": [c.as_dict() for c in ev.checks]},
+            "baseline": baseline.as_dict(facts=False) if baseline else None,
+            "findings": [f.as_dict() for f in active] + [f.as_dict() for f in resolved],
+        }
+    )
+
+
+# -- findings ----------------------------------------------------------------------------------
+
+
+async def list_findings(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    workload = request.query.get("workload")
+    query = FindingQuery(
+        workload=await resolve_workload(svc, workload, "query parameter 'workload'") if workload else None,
+        status=_choice(request, "status", tuple(s.value for s in Status)),
+        reference=_choice(request, "reference", tuple(r.value for r in Reference)),
+        category=_choice(request, "category", FINDING_CATEGORIES),
+        severity=_choice(request, "severity", tuple(SEVERITY_ORDER)),
+        limit=_int(request, "limit", 100, 1, MAX_FINDINGS_LIMIT) or 100,
+        before_id=_int(request, "before", None, 1, 2**62),
+    )
+    rows = await svc.store.list_findings(query)
+    return web.json_response(
+        {
+            "findings": [f.as_dict() for f in rows],
+            "next_before": rows[-1].id if len(rows) == query.limit else None,
+        }
+    )
+
+
+async def get_finding(request: web.Request) -> web.Response:
+    raw = request.match_info["id"]
+    if not raw.isdigit() or len(raw) > 18:
+        raise BadRequestError(f"finding id {raw[:32]!r} is not a positive integer")
+    found = await _svc(request).store.get_finding(int(raw))
+    if found is None:
+        raise NotFoundError(f"finding {raw} does not exist")
+    finding, events = found
+    return web.json_response({**finding.as_dict(), "history": [e.as_dict() for e in events]})
+
+
+# -- diff --------------------------------------------------------------------------------------
+
+
+def _changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [c.as_dict() for c in diff_facts(config_facts(before, ()), config_facts(after, ()))]
+
+
+async def diff(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    raw_workload = request.query.get("workload")
+    if not raw_workload:
+        raise BadRequestError("query parameter 'workload' is required (NAMESPACE/NAME)")
+    modes = [m for m in DIFF_MODES if m in request.query]
+    if len(modes) != 1:
+        raise BadRequestError(
+            f"give exactly one of {', '.join(DIFF_MODES)} (got {', '.join(modes) or 'none'})"
+        )
+    mode = modes[0]
+    workload = await resolve_workload(svc, raw_workload, "query parameter 'workload'")
+    ev, replicas, baseline = await svc.evaluate_only(workload)
+    majority = majority_group(replicas, ())
+    rep = max(majority, key=lambda r: r.last_seen) if majority else None
+    out: dict[str, Any] = {"workload": workload, "mode": mode, "from": None, "to": None, "changes": []}
+    if mode == "intent":
+        drifting = [c for c in ev.checks if c.status == "drift"]
+        out["from"] = {
+            "label": ", ".join(f"{i.kind}/{i.name}" for i in ev.bound.intents) or "no intent bound"
+        }
+        out["to"] = {"label": f"{len(replicas)} live replicas"}
+        out["checks"] = [c.as_dict() for c in ev.checks]
+        out["changes"] = [
+            FactChange(c.target or c.field, ChangeKind.CHANGED, c.expected, _most(c.pods)).as_dict()
+            for c in drifting
+        ]
+        return web.json_response(out)
+    if mode == "pods":
+        names = [p for p in request.query["pods"].split(",") if p]
+        if len(names) != 2:
+            raise BadRequestError("query parameter 'pods': give two pod names, P1,P2")
+        by_pod = {r.pod: r for r in replicas}
+        for n in names:
+            if n not in by_pod:
+                raise NotFoundError(f"pod {n} is not a live replica of {workload}")
+        a, b = by_pod[names[0]], by_pod[names[1]]
+        out["from"] = {"label": f"pod {a.pod}", "snapshot_id": a.snapshot_id}
+        out["to"] = {"label": f"pod {b.pod}", "snapshot_id": b.snapshot_id}
+        out["changes"] = _changes(a.facts, b.facts)
+        return web.json_response(out)
+    if mode == "revisions":
+        ids = request.query["revisions"].split(",")
+        if len(ids) != 2 or not all(i.isdigit() and len(i) <= 18 for i in ids):
+            raise BadRequestError(
+                "query parameter 'revisions': give two snapshot ids, A,B (see skewwatch history)"
+            )
+        pods = {r.pod for r in replicas}
+        snaps = []
+        for i in ids:
+            snap = await svc.store.get_snapshot(int(i))
+            if snap is None:
+                raise NotFoundError(f"snapshot {i} does not exist")
+            rec = await svc.store.get_pod(snap.key)
+            owner = (rec.identity.workload or f"{snap.key.namespace}/Pod/{snap.key.pod}") if rec else ""
+            if owner != workload and snap.key.pod not in pods:
+                raise BadRequestError(f"snapshot {i} belongs to {snap.key}, not to a pod of {workload}")
+            snaps.append(snap)
+        out["from"] = {"label": f"snapshot {snaps[0].id} of {snaps[0].key}", "snapshot_id": snaps[0].id}
+        out["to"] = {"label": f"snapshot {snaps[1].id} of {snaps[1].key}", "snapshot_id": snaps[1].id}
+        out["changes"] = _changes(snaps[0].facts, snaps[1].facts)
+        return web.json_response(out)
+    if rep is None:
+        raise NotFoundError(f"workload {workload} has no live replica with a snapshot")
+    out["to"] = {"label": f"current configuration (pod {rep.pod})", "snapshot_id": rep.snapshot_id}
+    if mode == "baseline":
+        if baseline is None:
+            raise NotFoundError(
+                f"workload {workload} has no baseline; record one with POST /api/v1/baselines/..."
+            )
+        out["from"] = {"label": f"baseline {baseline.id} ({baseline.origin})", "baseline_id": baseline.id}
+        out["changes"] = _changes(baseline.facts, rep.facts)
+        return web.json_response(out)
+    rows = await svc.store.history(PodKey(split_workload(workload)[0], rep.pod), 2)
+    if len(rows) < 2:
+        out["from"] = {"label": "no earlier configuration stored for this replica"}
+        return web.json_response(out)
+    out["from"] = {"label": f"previous configuration of pod {rep.pod}", "snapshot_id": rows[1].id}
+    out["changes"] = _changes(rows[1].facts, rep.facts)
+    return web.json_response(out)
+
+
+def _most(pods: Mapping[str, Any]) -> Any:
+    values = list(pods.values())
+    return max(values, key=values.count) if values else None
+
+
+# -- baselines ---------------------------------------------------------------------------------
+
+
+async def list_baselines(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    raw = request.query.get("workload")
+    workload = await resolve_workload(svc, raw, "query parameter 'workload'") if raw else None
+    rows = await svc.store.list_baselines(workload)
+    return web.json_response({"baselines": [b.as_dict(facts=False) for b in rows]})
+
+
+async def get_baseline(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    workload = await resolve_workload(svc, _workload_param(request), "workload")
+    rows = await svc.store.list_baselines(workload, limit=50)
+    if not rows:
+        raise NotFoundError(f"workload {workload} has no baseline")
+    return web.json_response(
+        {
+            "workload": workload,
+            "baseline": rows[0].as_dict(),
+            "history": [b.as_dict(facts=False) for b in rows[1:]],
+        }
+    )
+
+
+async def post_baseline(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    workload = await resolve_workload(svc, _workload_param(request), "workload")
+    note = ""
+    if request.can_read_body:
+        body = await _json_body(request)
+        if not isinstance(body, dict) or set(body) - {"note"} or not isinstance(body.get("note", ""), str):
+            raise BadRequestError('body: expected {"note": "..."} or nothing')
+        note = str(body.get("note", ""))[:500]
+    try:
+        b = await svc.record(workload, origin="manual", note=note)
+    except BaselineError as e:
+        raise ConflictError(str(e)) from e
+    return web.json_response({"workload": workload, "baseline": b.as_dict()}, status=201)
+
+
+async def _json_body(request: web.Request) -> Any:
+    text = await request.text()
+    try:
+        return json.loads(text) if text.strip() else {}
+    except ValueError as e:
+        raise BadRequestError(f"body is not JSON: {e}") from e
+
+
+# -- intents -----------------------------------------------------------------------------------
+
+
+def _intent_json(i: Intent) -> dict[str, Any]:
+    return {"kind": i.kind, "name": i.name, "file": i.file, "document": i.data}
+
+
+async def list_intents(request: web.Request) -> web.Response:
+    reg = _svc(request).registry
+    return web.json_response(
+        {
+            "intents": reg.listing(),
+            "errors": [e.as_dict() for e in reg.errors()],
+            "directory": str(reg.directory) if reg.directory else None,
+        }
+    )
+
+
+async def _parse_body(request: web.Request, label: str) -> list[Intent]:
+    body = await request.read()
+    if not body.strip():
+        raise BadRequestError("body: an intent document (YAML or JSON) is required")
+    try:
+        return parse_documents(body, label)
+    except IntentError as e:
+        raise IntentBadRequest(e) from e
+
+
+class IntentBadRequest(BadRequestError):
+    """A posted intent breaks its schema; the response lists each issue with line and field."""
+
+    def __init__(self, error: IntentError) -> None:
+        super().__init__(str(error))
+        self.issues = [i.as_dict() for i in error.issues]
+
+
+async def _store_intents(svc: DriftService, intents: list[Intent]) -> None:
+    for i in intents:
+        await svc.store.put_intent(IntentRecord(i.kind, i.name, json.dumps(i.data), svc.clock()))
+        svc.registry.put_api(i)
+    svc.schedule_all()
+
+
+async def post_intents(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    intents = await _parse_body(request, "api:POST /api/v1/intents")
+    existing = {(i.kind, i.name) for i in svc.registry.intents()}
+    clash = [f"{i.kind}/{i.name}" for i in intents if (i.kind, i.name) in existing]
+    if clash:
+        raise ConflictError(
+            f"{', '.join(clash)} already exist; PUT /api/v1/intents/{{kind}}/{{name}} replaces"
+        )
+    await _store_intents(svc, intents)
+    return web.json_response({"created": [_intent_json(i) for i in intents]}, status=201)
+
+
+def _kind_name(request: web.Request) -> tuple[str, str]:
+    kind, name = request.match_info["kind"], request.match_info["name"]
+    if kind not in KINDS:
+        raise BadRequestError(f"kind {kind[:40]!r} is not one of {', '.join(KINDS)}")
+    return kind, name
+
+
+async def get_intent(request: web.Request) -> web.Response:
+    kind, name = _kind_name(request)
+    found = _svc(request).registry.get(kind, name)
+    if found is None:
+        raise NotFoundError(f"{kind} {name} is not loaded")
+    return web.json_response(_intent_json(found))
+
+
+async def put_intent(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    kind, name = _kind_name(request)
+    intents = await _parse_body(request, f"api:PUT /api/v1/intents/{kind}/{name}")
+    if len(intents) != 1 or intents[0].kind != kind or intents[0].name != name:
+        got = ", ".join(f"{i.kind}/{i.name}" for i in intents)
+        raise BadRequestError(f"body: must be exactly one {kind} named {name!r}, got {got}")
+    created = svc.registry.get(kind, name) is None
+    await _store_intents(svc, intents)
+    return web.json_response(_intent_json(intents[0]), status=201 if created else 200)
+
+
+async def delete_intent(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    kind, name = _kind_name(request)
+    if not await svc.store.delete_intent(kind, name):
+        found = svc.registry.get(kind, name)
+        if found is not None:
+            raise ConflictError(
+                f"{kind} {name} comes from the intents directory ({found.file}); remove the file"
+            )
+        raise NotFoundError(f"{kind} {name} was not posted through the API")
+    svc.registry.delete_api(kind, name)
+    svc.schedule_all()
+    return web.json_response({"deleted": {"kind": kind, "name": name}})
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/api/v1/workloads", list_workloads)
+    r.add_get("/api/v1/workloads/{namespace}/{name}", get_workload)
+    r.add_get("/api/v1/findings", list_findings)
+    r.add_get("/api/v1/findings/{id}", get_finding)
+    r.add_get("/api/v1/diff", diff)
+    r.add_get("/api/v1/baselines", list_baselines)
+    r.add_get("/api/v1/baselines/{namespace}/{name}", get_baseline)
+    r.add_post("/api/v1/baselines/{namespace}/{name}", post_baseline)
+    r.add_get("/api/v1/intents", list_intents)
+    r.add_post("/api/v1/intents", post_intents)
+    r.add_get("/api/v1/intents/{kind}/{name}", get_intent)
+    r.add_put("/api/v1/intents/{kind}/{name}", put_intent)
+    r.add_delete("/api/v1/intents/{kind}/{name}", delete_intent)

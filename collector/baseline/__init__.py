@@ -1,0 +1,1 @@
+"""Baselines: last-known-good configuration and performance at a known load band."""

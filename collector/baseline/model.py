@@ -1,0 +1,298 @@
+"""Baselines: a workload's last-known-good configuration plus its performance at a known load. Pure.
+
+``record`` takes the majority configuration of the live replicas (its facts, minus identity
+keys) and, from their recent observation windows, the median of each performance metric and of
+the load (requests/s, running requests) it was measured at. ``compare_config`` is exact: any
+fact that differs from the baseline is a drift. ``compare_performance`` compares a replica only
+when its current load is within the load tolerance of the baseline's (default ±30 % requests/s,
+±30 % or ±2 running requests), and then each metric against its tolerance (``PERF_METRICS``,
+overridable per metric by a SkewPolicy). Metrics or replicas at incomparable load are left
+undecided, so their findings neither open nor resolve.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from collector.drift.model import OBSERVATION_PREFIX, Drift, Reference, Replica
+from collector.drift.peers import config_facts, majority_group
+from skewwatch.core.facts import FactValue, Provenance, SourceState
+
+
+class Worse(StrEnum):
+    LOWER = "lower"  # a drop is a regression (tokens/s)
+    HIGHER = "higher"  # a rise is a regression (latency)
+    BOTH = "both"
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    worse: Worse
+    max_decrease: float | None
+    max_increase: float | None
+
+
+# The performance baseline: observation name -> which way is worse and the default tolerance.
+PERF_METRICS: tuple[Metric, ...] = (
+    Metric("generation_tokens_per_s", Worse.LOWER, 0.20, None),
+    Metric("ttft_seconds_p95", Worse.HIGHER, None, 0.30),
+    Metric("ttft_seconds_p99", Worse.HIGHER, None, 0.30),
+    Metric("e2e_latency_seconds_p95", Worse.HIGHER, None, 0.30),
+    Metric("e2e_latency_seconds_p99", Worse.HIGHER, None, 0.30),
+    Metric("batch_size_p95", Worse.LOWER, 0.30, None),
+    Metric("gpu_utilization_ratio", Worse.BOTH, 0.30, 0.30),
+    Metric("gpu_memory_used_bytes", Worse.BOTH, 0.20, 0.20),
+)
+# Load dimensions -> (relative tolerance, absolute floor): comparable when within either.
+LOAD_METRICS: dict[str, tuple[float, float]] = {
+    "requests_per_s": (0.30, 0.5),
+    "requests_running": (0.30, 2.0),
+}
+BASELINE_WINDOWS = 20  # observation windows per replica the performance baseline is the median of
+
+
+@dataclass(frozen=True)
+class Baseline:
+    workload: str
+    recorded_at: float
+    origin: str  # manual | auto
+    fingerprint: str
+    facts: Mapping[str, FactValue]
+    provenance: Mapping[str, Provenance]
+    sources: Mapping[str, str]  # source -> state at recording
+    performance: Mapping[str, float]
+    load: Mapping[str, float]
+    pods: tuple[str, ...]
+    samples: int
+    id: int = 0
+    note: str = ""
+
+    def as_dict(self, *, facts: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "workload": self.workload,
+            "recorded_at": self.recorded_at,
+            "origin": self.origin,
+            "fingerprint": self.fingerprint,
+            "pods": list(self.pods),
+            "performance": dict(self.performance),
+            "load": dict(self.load),
+            "samples": self.samples,
+            "note": self.note,
+        }
+        if facts:
+            out["facts"] = {k: self.facts[k] for k in sorted(self.facts)}
+            out["provenance"] = {k: self.provenance[k].as_dict() for k in sorted(self.provenance)}
+        return out
+
+
+class BaselineError(ValueError):
+    """A baseline cannot be recorded (no replica with a snapshot); the message says why."""
+
+
+def _median(values: Sequence[float]) -> float | None:
+    return float(statistics.median(values)) if values else None
+
+
+def record(workload: str, replicas: Sequence[Replica], now: float, origin: str, note: str = "") -> Baseline:
+    live = [r for r in replicas if r.facts]
+    if not live:
+        raise BaselineError(f"workload {workload} has no replica with a snapshot to record")
+    group = majority_group(live, ())
+    rep = max(group, key=lambda r: r.last_seen)
+    facts = config_facts(rep.facts, ())
+    performance: dict[str, float] = {}
+    load: dict[str, float] = {}
+    samples = 0
+    for m in PERF_METRICS:
+        values = [w[m.name].value for r in group for w in r.observations[:BASELINE_WINDOWS] if m.name in w]
+        med = _median(values)
+        if med is not None:
+            performance[m.name] = med
+            samples = max(samples, len(values))
+    for name in LOAD_METRICS:
+        med = _median([w[name].value for r in group for w in r.observations[:BASELINE_WINDOWS] if name in w])
+        if med is not None:
+            load[name] = med
+    return Baseline(
+        workload=workload,
+        recorded_at=now,
+        origin=origin,
+        fingerprint=rep.fingerprint,
+        facts=facts,
+        provenance={k: v for k, v in rep.provenance.items() if k in facts},
+        sources={n: s.state.value for n, s in rep.sources.items()},
+        performance=performance,
+        load=load,
+        pods=tuple(sorted(r.pod for r in group)),
+        samples=samples,
+        note=note,
+    )
+
+
+def compare_config(
+    baseline: Baseline, replicas: Sequence[Replica], ignore: Sequence[str] = ()
+) -> list[Drift]:
+    """Every fact that differs from the baseline, exactly, grouped by key over the replicas."""
+    from collector.drift.diff import diff_facts
+
+    per_key: dict[str, dict[str, Any]] = {}
+    evidence: dict[str, dict[str, Any]] = {}
+    base = config_facts(baseline.facts, ignore)
+    for r in replicas:
+        if not r.facts:
+            continue
+        mine = config_facts(r.facts, ignore)
+        for change in diff_facts(base, mine):
+            key = change.key
+            if change.kind.value == "removed" and not r.source_ok(key):
+                continue  # its source is down now: unknown, not drifted
+            if change.kind.value == "added" and not _baseline_source_ok(baseline, r, key):
+                continue
+            per_key.setdefault(key, {})[r.pod] = change.after if change.kind.value != "removed" else None
+            prov = r.provenance.get(key)
+            if prov is not None:
+                evidence.setdefault(key, {})[r.pod] = prov.as_dict()
+    drifts = []
+    when = "recorded baseline" if baseline.origin == "manual" else "auto-promoted baseline"
+    for key, pods in sorted(per_key.items()):
+        values = list(pods.values())
+        actual = max(values, key=lambda v: sum(1 for x in values if x == v))
+        expected = base.get(key)
+        exp_text = "(absent)" if key not in base else _show(expected)
+        act_text = "(absent)" if actual is None and key in base else _show(actual)
+        drifts.append(
+            Drift(
+                Reference.BASELINE,
+                key,
+                expected if key in base else None,
+                actual,
+                pods,
+                f"{len(pods)} of {len(replicas)} replicas: {key} = {act_text}, baseline {exp_text}",
+                f"{when} (id {baseline.id})",
+                evidence.get(key, {}),
+            )
+        )
+    return drifts
+
+
+def _baseline_source_ok(baseline: Baseline, replica: Replica, key: str) -> bool:
+    # A key new since the baseline whose source did not exist then (e.g. nvml unavailable at
+    # recording) is not a drift; one from a source that was ok then is.
+    prov = replica.provenance.get(key)
+    if prov is None:
+        return True
+    state = baseline.sources.get(prov.source)
+    return state is None or state == SourceState.OK.value
+
+
+def _comparable(
+    baseline: Baseline, replica: Replica, load_tolerance: Mapping[str, float]
+) -> tuple[bool, str]:
+    compared = 0
+    for name, (rel, floor) in LOAD_METRICS.items():
+        base = baseline.load.get(name)
+        now = replica.observed(name)
+        if base is None or now is None:
+            continue
+        compared += 1
+        tol = max(abs(base) * load_tolerance.get(name, rel), floor)
+        if abs(now - base) > tol:
+            return False, f"{name} {now:.3g} vs baseline {base:.3g}"
+    if not compared:
+        return False, "no load observation to compare with the baseline's"
+    return True, ""
+
+
+def compare_performance(
+    baseline: Baseline,
+    replicas: Sequence[Replica],
+    tolerances: Mapping[str, Any] | None = None,
+    load_tolerance: Mapping[str, float] | None = None,
+    ignore: Sequence[str] = (),
+) -> tuple[list[Drift], set[tuple[str, str]]]:
+    """(drifts, undecided identities): metrics outside tolerance on replicas at comparable load."""
+    tolerances = tolerances or {}
+    drifts: list[Drift] = []
+    undecided: set[tuple[str, str]] = set()
+    comparable = {r.pod: _comparable(baseline, r, load_tolerance or {}) for r in replicas}
+    for m in PERF_METRICS:
+        key = OBSERVATION_PREFIX + m.name
+        base = baseline.performance.get(m.name)
+        if base is None or any(fnmatch.fnmatchcase(key, g) for g in ignore):
+            continue
+        override = tolerances.get(m.name)
+        dec = (
+            override.max_decrease
+            if override is not None and override.max_decrease is not None
+            else m.max_decrease
+        )
+        inc = (
+            override.max_increase
+            if override is not None and override.max_increase is not None
+            else m.max_increase
+        )
+        judged = 0
+        bad: dict[str, float] = {}
+        for r in replicas:
+            now = r.observed(m.name)
+            if now is None or not comparable[r.pod][0]:
+                continue
+            judged += 1
+            if (m.worse in (Worse.LOWER, Worse.BOTH) and dec is not None and now < base * (1 - dec)) or (
+                m.worse in (Worse.HIGHER, Worse.BOTH) and inc is not None and now > base * (1 + inc)
+            ):
+                bad[r.pod] = now
+        if not judged:
+            undecided.add((Reference.BASELINE.value, key))
+            continue
+        if bad:
+            actual = statistics.median(bad.values())
+            change = (actual - base) / base * 100 if base else 0.0
+            limit = (
+                f"-{dec * 100:.0f}%"
+                if m.worse is Worse.LOWER and dec is not None
+                else f"+{(inc or 0) * 100:.0f}%"
+            )
+            if m.worse is Worse.BOTH:
+                limit = f"±{max(dec or 0, inc or 0) * 100:.0f}%"
+            load = ", ".join(f"{k} {v:.3g}" for k, v in sorted(baseline.load.items()))
+            drifts.append(
+                Drift(
+                    Reference.BASELINE,
+                    key,
+                    base,
+                    actual,
+                    bad,
+                    f"{len(bad)} of {len(replicas)} replicas: {m.name} = {actual:.4g}, baseline {base:.4g} "
+                    f"({change:+.0f}%, tolerance {limit}) at comparable load ({load})",
+                    f"performance baseline (id {baseline.id})",
+                    {
+                        p: {"source": "runtime_metrics", "method": "observation", "detail": m.name}
+                        for p in bad
+                    },
+                    performance=True,
+                )
+            )
+    return drifts, undecided
+
+
+def _show(value: Any) -> str:
+    return value if isinstance(value, str) else repr(value)
+
+
+__all__ = [
+    "PERF_METRICS",
+    "Baseline",
+    "BaselineError",
+    "Metric",
+    "compare_config",
+    "compare_performance",
+    "record",
+]

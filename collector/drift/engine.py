@@ -1,0 +1,190 @@
+"""The drift engine: one workload's replicas, intents, baseline and previous findings in; finding
+changes out. Pure: no I/O, no clock (``now`` is an argument), no servers.
+
+``evaluate`` finds the drifts of this moment against the three references (intent, baseline,
+peers) and decorates each with severity, hint and symptom from the playbook (SkewPolicy severity
+overrides win). ``reconcile`` turns drifts into a lifecycle against the previous active findings:
+
+- a new drift is *pending* until it has been seen in ``Debounce.snapshots`` evaluations and
+  ``Debounce.seconds`` have passed since first seen, then *open*;
+- an open finding seen again is *confirmed* (last_seen moves) or *updated* (its actual values,
+  expected value or pods changed: a history event);
+- an open finding no longer seen is *resolved* (resolved_at recorded); a pending one is dropped;
+- identities the evaluation could not judge (metric at incomparable load, fact unreported) are
+  left exactly as they were.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from collector.baseline.model import Baseline, compare_config, compare_performance
+from collector.drift.model import (
+    ChangeKind,
+    Drift,
+    FindingChange,
+    FindingRecord,
+    Replica,
+    Status,
+)
+from collector.drift.peers import compare_peers
+from collector.drift.playbook import play_for, severity_for
+from collector.intent.binding import Bound, bind
+from collector.intent.evaluate import Check, evaluate_intents
+from collector.intent.model import Intent, Tolerance
+from skewwatch.core.fingerprint import canonical
+
+
+@dataclass(frozen=True)
+class Debounce:
+    """How persistent a drift must be before its finding opens (see docs/drift.md for defaults)."""
+
+    snapshots: int = 1
+    seconds: float = 0.0
+    performance_snapshots: int = 2
+    performance_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class WorkloadInput:
+    workload: str
+    replicas: Sequence[Replica]
+    intents: Sequence[Intent] = ()
+    baseline: Baseline | None = None
+
+
+@dataclass
+class Evaluation:
+    workload: str
+    bound: Bound
+    drifts: list[Drift] = field(default_factory=list)
+    undecided: set[tuple[str, str]] = field(default_factory=set)
+    checks: list[Check] = field(default_factory=list)
+
+
+def evaluate(inp: WorkloadInput) -> Evaluation:
+    bound = bind(inp.intents, inp.workload, inp.replicas)
+    ignore: list[str] = []
+    overrides: dict[str, str] = {}
+    tolerances: dict[str, Tolerance] = {}
+    load: dict[str, float] = {}
+    for p in bound.policies:
+        ignore.extend(p.ignore)
+        for k, sev in p.severity.items():
+            overrides.setdefault(k, sev)
+        for k, t in p.tolerances.items():
+            tolerances.setdefault(k, t)
+        for k, v in p.load_tolerance.items():
+            load.setdefault(k, v)
+    intent = evaluate_intents(bound, inp.replicas, ignore)
+    out = Evaluation(inp.workload, bound, checks=intent.checks, undecided=set(intent.indeterminate))
+    drifts = list(intent.drifts)
+    if inp.baseline is not None:
+        drifts += compare_config(inp.baseline, inp.replicas, ignore)
+        perf, undecided = compare_performance(inp.baseline, inp.replicas, tolerances, load, ignore)
+        drifts += perf
+        out.undecided |= undecided
+    drifts += compare_peers(inp.replicas, ignore, inp.baseline.fingerprint if inp.baseline else None)
+    for d in drifts:
+        play = play_for(d.key)
+        out.drifts.append(
+            replace(
+                d,
+                severity=severity_for(d.key, overrides) if (overrides or not d.severity) else d.severity,
+                hint=d.hint or play.hint,
+                symptom=d.symptom or play.symptom,
+            )
+        )
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return canonical(a) == canonical(b)
+    except Exception:
+        return False
+
+
+def _pods_same(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    return set(a) == set(b) and all(_same(a[k], b[k]) for k in a)
+
+
+def reconcile(
+    workload: str, previous: Sequence[FindingRecord], evaluation: Evaluation, now: float, debounce: Debounce
+) -> list[FindingChange]:
+    """Finding changes from the previous active (pending and open) findings and this evaluation."""
+    prev = {f.identity: f for f in previous if f.status is not Status.RESOLVED}
+    changes: list[FindingChange] = []
+    for d in evaluation.drifts:
+        need_n = debounce.performance_snapshots if d.performance else debounce.snapshots
+        need_s = debounce.performance_seconds if d.performance else debounce.seconds
+        old = prev.pop(d.identity, None)
+        if old is None:
+            opens = need_n <= 1 and need_s <= 0
+            rec = FindingRecord(
+                id=0,
+                workload=workload,
+                reference=d.reference.value,
+                key=d.key,
+                category=d.category,
+                severity=d.severity,
+                status=Status.OPEN if opens else Status.PENDING,
+                expected=d.expected,
+                actual=d.actual,
+                pods=dict(d.pods),
+                message=d.message,
+                source=d.source,
+                hint=d.hint,
+                symptom=d.symptom,
+                evidence=dict(d.evidence),
+                first_seen=now,
+                last_seen=now,
+                opened_at=now if opens else None,
+                resolved_at=None,
+                hits=1,
+            )
+            changes.append(FindingChange(ChangeKind.OPENED if opens else ChangeKind.PENDING, rec))
+            continue
+        hits = old.hits + 1
+        status = old.status
+        if old.status is Status.PENDING:
+            opens = hits >= need_n and now - old.first_seen >= need_s
+            kind = ChangeKind.OPENED if opens else ChangeKind.SEEN
+            status = Status.OPEN if opens else Status.PENDING
+        else:
+            moved = (
+                not _same(old.actual, d.actual)
+                or not _same(old.expected, d.expected)
+                or not _pods_same(old.pods, d.pods)
+                or old.severity != d.severity
+            )
+            kind = ChangeKind.UPDATED if moved else ChangeKind.CONFIRMED
+        rec = replace(
+            old,
+            severity=d.severity,
+            status=status,
+            expected=d.expected,
+            actual=d.actual,
+            pods=dict(d.pods),
+            message=d.message,
+            source=d.source,
+            hint=d.hint,
+            symptom=d.symptom,
+            evidence=dict(d.evidence),
+            last_seen=now,
+            opened_at=now if kind is ChangeKind.OPENED else old.opened_at,
+            hits=hits,
+        )
+        changes.append(FindingChange(kind, rec))
+    for ident, old in prev.items():
+        if ident in evaluation.undecided:
+            continue
+        if old.status is Status.OPEN:
+            changes.append(
+                FindingChange(ChangeKind.RESOLVED, replace(old, status=Status.RESOLVED, resolved_at=now))
+            )
+        else:
+            changes.append(FindingChange(ChangeKind.DROPPED, old))
+    return changes

@@ -1,0 +1,126 @@
+"""The mitigation playbook as data: which symptom a drifted key points to, how bad, what to do.
+
+Rows are tried in order; the first whose glob matches the finding's key wins, so specific rows
+come before the catch-all of their category. The three symptom patterns are the skew playbooks':
+"same model, suddenly slower", "quality worse but weights unchanged", "staging OK, prod bad"
+(the last is what peers and per-environment intent findings show). An intent's SkewPolicy may
+override the severity by key glob; the hint always comes from here.
+"""
+
+# ruff: noqa: E501  (a data table: one row per line reads better than wrapped rows)
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+
+SLOWER = "same model, suddenly slower"
+QUALITY = "quality worse but weights unchanged"
+ENVIRONMENT = "staging OK, prod bad"
+WRONG_MODEL = "different model or weights"
+
+
+@dataclass(frozen=True)
+class Play:
+    pattern: str
+    severity: str
+    symptom: str
+    hint: str
+
+
+PLAYBOOK: tuple[Play, ...] = (
+    # model: weights and identity
+    Play("model.weights.*", "critical", WRONG_MODEL,
+         "the weights differ from the reference: roll back to the validated revision and pin it by digest"),
+    Play("model.files.*.safetensors", "critical", WRONG_MODEL,
+         "a weight shard differs: roll back and pin the weights by digest (SkewPolicy pins.model.files)"),
+    Play("model.id", "critical", WRONG_MODEL, "a different model is served: check the deployment's model argument"),
+    Play("model.path", "low", WRONG_MODEL, "the model path moved; harmless if the digests are unchanged"),
+    Play("model.revision", "high", WRONG_MODEL, "pin the model revision (--revision) to the validated one"),
+    # model: what changes outputs without touching the weights
+    Play("model.tokenizer.*", "high", QUALITY,
+         "the tokenizer changed while the weights did not: pin --tokenizer-revision / the tokenizer digest "
+         "and roll back the tokenizer files"),
+    Play("model.files.tokenizer*", "high", QUALITY, "tokenizer files changed: pin the tokenizer revision"),
+    Play("model.chat_template.*", "high", QUALITY,
+         "the chat template changed: pin --chat-template to the validated template"),
+    Play("model.generation_config.*", "high", QUALITY,
+         "generation defaults changed (temperature, top_p, max tokens): pin --generation-config or the "
+         "request defaults"),
+    Play("model.files.generation_config.json", "high", QUALITY, "generation_config.json changed: pin it"),
+    Play("model.config.rope_scaling", "high", QUALITY,
+         "rope scaling changed: long-context quality shifts; restore the validated config.json"),
+    Play("model.config.*", "high", QUALITY, "the model config changed: restore the validated config.json"),
+    Play("model.*", "medium", QUALITY, "a model file changed: compare with the last-good snapshot"),
+    # runtime: speed and numerics
+    Play("runtime.dtype", "high", SLOWER,
+         "precision drifted: pin --dtype to the validated precision (auto resolves from config.json)"),
+    Play("runtime.quantization", "high", QUALITY, "quantization changed: pin --quantization (or remove it)"),
+    Play("runtime.kv_cache_dtype", "high", QUALITY, "KV-cache dtype changed: pin --kv-cache-dtype"),
+    Play("runtime.engine", "high", ENVIRONMENT, "a different serving engine runs: fix the image / command"),
+    Play("runtime.version", "high", ENVIRONMENT,
+         "the engine version differs: pin the image by digest and roll back to the validated version"),
+    Play("runtime.max_model_len", "medium", SLOWER,
+         "context length changed: restore --max-model-len; route long-context traffic to a dedicated pool"),
+    Play("runtime.max_num_seqs", "medium", SLOWER, "batch limit changed: restore --max-num-seqs"),
+    Play("runtime.max_num_batched_tokens", "medium", SLOWER, "restore --max-num-batched-tokens"),
+    Play("runtime.tensor_parallel_size", "high", SLOWER, "parallelism changed: pin --tensor-parallel-size"),
+    Play("runtime.pipeline_parallel_size", "high", SLOWER, "parallelism changed: pin --pipeline-parallel-size"),
+    Play("runtime.num_gpu_blocks", "medium", SLOWER,
+         "the KV cache holds a different number of blocks: look for dtype, memory-utilisation or GPU changes"),
+    Play("runtime.gpu_memory_utilization", "medium", SLOWER, "restore --gpu-memory-utilization"),
+    Play("runtime.enforce_eager", "medium", SLOWER, "CUDA graphs toggled: restore --enforce-eager"),
+    Play("runtime.enable_prefix_caching", "medium", SLOWER, "restore --enable-prefix-caching"),
+    Play("runtime.enable_chunked_prefill", "medium", SLOWER, "restore --enable-chunked-prefill"),
+    Play("runtime.env.*", "medium", ENVIRONMENT, "an environment variable differs: fix the pod spec / ConfigMap"),
+    Play("runtime.args.*", "low", ENVIRONMENT, "a launch argument differs: compare the pod specs"),
+    Play("runtime.*", "medium", SLOWER, "a runtime setting changed: diff against last-good and pin it"),
+    # hardware
+    Play("hardware.gpu.product", "high", ENVIRONMENT,
+         "replicas run on another GPU class: pin the node selector / affinity on nvidia.com/gpu.product"),
+    Play("hardware.gpu.count", "high", SLOWER, "the GPU count differs: fix the nvidia.com/gpu limit"),
+    Play("hardware.gpu.memory_bytes", "high", ENVIRONMENT, "GPU memory differs: pin the GPU class"),
+    Play("hardware.gpu.mig*", "medium", ENVIRONMENT, "MIG layout differs: pin the MIG profile in the resource"),
+    Play("hardware.driver_version", "medium", ENVIRONMENT,
+         "the driver differs: pin the node pool / driver version range"),
+    Play("hardware.cuda_driver_version", "medium", ENVIRONMENT, "the CUDA driver differs: pin the node pool"),
+    Play("hardware.*", "medium", ENVIRONMENT, "hardware differs: compare node pools"),
+    # serving
+    Play("serving.*", "low", ENVIRONMENT, "a serving setting differs: fix the pod spec or the engine flags"),
+    # orchestration
+    Play("orchestration.image_digest", "high", ENVIRONMENT,
+         "the image moved under its tag: pin the image by digest (image@sha256:…)"),
+    Play("orchestration.image", "high", ENVIRONMENT, "another image runs: pin the image by digest"),
+    Play("orchestration.resources.*", "medium", SLOWER, "resources differ: fix requests/limits"),
+    Play("orchestration.replicas", "medium", SLOWER, "replica count outside the intent: check the autoscaler"),
+    Play("orchestration.node_gpu_product", "high", ENVIRONMENT, "pin the node selector on the GPU product"),
+    Play("orchestration.*", "low", ENVIRONMENT, "an orchestration setting differs: compare the manifests"),
+    # performance observations
+    Play("observation.generation_tokens_per_s", "high", SLOWER,
+         "tokens/s fell at comparable load: diff against last-good (skewwatch diff --last-good) — dtype, "
+         "quantization, GPU class, max-model-len and image are the usual causes; roll back if unexplained"),
+    Play("observation.ttft_seconds_*", "medium", SLOWER,
+         "time to first token rose at comparable load: check prefill settings, prefix caching, context length"),
+    Play("observation.e2e_latency_seconds_*", "medium", SLOWER,
+         "end-to-end latency is over target: diff against last-good; scale out or route long-context traffic"),
+    Play("observation.batch_size_*", "medium", SLOWER, "the effective batch shrank: check max-num-seqs, KV cache"),
+    Play("observation.requests_per_s", "low", SLOWER, "more traffic than the intent planned: scale out"),
+    Play("observation.gpu_*", "medium", SLOWER, "GPU use differs at comparable load: check dtype and batching"),
+    Play("observation.*", "medium", SLOWER, "performance differs at comparable load: diff against last-good"),
+    Play("*", "medium", ENVIRONMENT, "compare with last-good: skewwatch diff --last-good"),
+)  # fmt: skip
+
+
+def play_for(key: str) -> Play:
+    for play in PLAYBOOK:
+        if fnmatch.fnmatchcase(key, play.pattern):
+            return play
+    return PLAYBOOK[-1]
+
+
+def severity_for(key: str, overrides: dict[str, str] | None = None) -> str:
+    """The playbook severity, unless an override glob (first match, in the given order) says otherwise."""
+    for pattern, severity in (overrides or {}).items():
+        if fnmatch.fnmatchcase(key, pattern):
+            return severity
+    return play_for(key).severity

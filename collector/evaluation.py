@@ -1,0 +1,274 @@
+"""Evaluation on ingest: runs the pure drift engine for a workload whenever its data changes.
+
+``DriftService.notify(workload, reason)`` is called by the ingest session after a message is
+committed. A snapshot schedules the workload at once; observations at most once per
+``observation_interval_s`` per workload (performance moves slowly and arrives every agent
+interval); a heartbeat only while the workload has pending findings (so a debounce counted in
+reports can complete). Scheduled workloads are coalesced and evaluated by one worker task, in
+arrival order, so a burst of snapshots from one workload's replicas costs one evaluation.
+
+A tick (``tick_s``) reloads the intents directory (a change re-evaluates every workload),
+re-evaluates workloads whose pending findings wait on a debounce in seconds, and promotes
+baselines automatically: a workload with no baseline whose majority configuration has been
+stable for ``baseline_stable_s`` with no open finding gets one (origin ``auto``).
+
+Failures are logged and never stop the worker: evaluation is derived data, re-done on the next
+change, and nothing stored is touched by a failed evaluation (its writes are one transaction).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from collector.baseline.model import Baseline, BaselineError
+from collector.baseline.model import record as record_baseline
+from collector.drift.engine import Debounce, Evaluation, WorkloadInput, evaluate, reconcile
+from collector.drift.model import ChangeKind, Replica, Status
+from collector.drift.peers import majority_group
+from collector.errors import CollectorError, StoreError
+from collector.intent.directory import IntentRegistry
+from collector.intent.model import parse_documents
+from collector.store.base import FullStore, PodIdentity, ReplicaRecord
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DriftSettings:
+    debounce: Debounce = field(default_factory=Debounce)
+    replica_stale_s: float = 300.0  # a pod not heard from for this long is no longer a replica
+    observation_windows: int = 20
+    observation_interval_s: float = 5.0
+    tick_s: float = 2.0
+    baseline_stable_s: float | None = 600.0  # None: never promote automatically
+
+
+def workload_of(identity: PodIdentity) -> str:
+    """The workload id ``namespace/kind/name``; a pod without one stands alone as ``ns/Pod/name``."""
+    return identity.workload or f"{identity.namespace}/Pod/{identity.pod}"
+
+
+def to_replica(rec: ReplicaRecord) -> Replica:
+    p = rec.pod
+    cur = p.current
+    return Replica(
+        pod=p.identity.pod,
+        facts=cur.facts if cur else {},
+        provenance=cur.provenance if cur else {},
+        sources=cur.sources if cur else {},
+        fingerprint=cur.fingerprint.overall if cur else "",
+        first_seen=p.first_seen,
+        last_seen=p.last_seen,
+        observations=tuple(o.items for o in rec.observations),
+        snapshot_id=p.current_snapshot_id,
+    )
+
+
+class DriftService:
+    def __init__(
+        self,
+        store: FullStore,
+        registry: IntentRegistry,
+        settings: DriftSettings = DriftSettings(),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.settings = settings
+        self.clock = clock
+        self._dirty: dict[str, None] = {}
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._last_obs_eval: dict[str, float] = {}
+        self._pending: set[str] = set()
+        self._stable: dict[str, tuple[str, float]] = {}
+        self._known: set[str] = set()
+        self.evaluations = 0
+        self.failures = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.load_api_intents()
+        self.registry.poll()
+        for brief in await self.store.pod_briefs():
+            self._known.add(brief.workload or f"{brief.key.namespace}/Pod/{brief.key.pod}")
+        self._tasks = [
+            _guarded(self._worker(), "drift evaluation worker"),
+            _guarded(self._ticker(), "drift tick"),
+        ]
+        for w in sorted(self._known):
+            self._schedule(w)
+
+    async def stop(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+
+    async def load_api_intents(self) -> None:
+        intents = []
+        for rec in await self.store.list_intents():
+            try:
+                intents.extend(parse_documents(rec.body, f"api:{rec.kind}/{rec.name}"))
+            except CollectorError as e:
+                log.error("stored intent %s/%s no longer parses: %s", rec.kind, rec.name, e)
+        self.registry.set_api(intents)
+
+    # -- scheduling ----------------------------------------------------------------------------
+
+    def notify(self, identity: PodIdentity, reason: str) -> None:
+        workload = workload_of(identity)
+        self._known.add(workload)
+        if reason == "observations":
+            now = self.clock()
+            if now - self._last_obs_eval.get(workload, 0.0) < self.settings.observation_interval_s:
+                return
+            self._last_obs_eval[workload] = now
+        elif reason == "heartbeat" and workload not in self._pending:
+            return
+        self._schedule(workload)
+
+    def _schedule(self, workload: str) -> None:
+        self._dirty[workload] = None
+        self._idle.clear()
+        self._wake.set()
+
+    def schedule_all(self) -> None:
+        for w in sorted(self._known):
+            self._schedule(w)
+
+    async def settled(self, timeout_s: float = 10.0) -> None:
+        """Wait until every scheduled evaluation has run (tests, benchmarks)."""
+        await asyncio.wait_for(self._idle.wait(), timeout_s)
+
+    async def _worker(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._dirty:
+                workload = next(iter(self._dirty))
+                del self._dirty[workload]
+                try:
+                    await self.evaluate_and_store(workload)
+                except (StoreError, CollectorError, ValueError, KeyError, TypeError) as e:
+                    self.failures += 1
+                    log.error("drift evaluation of %s failed (retried on its next change): %s", workload, e)
+            self._idle.set()
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.tick_s)
+            try:
+                await self.tick()
+            except (StoreError, CollectorError, OSError) as e:
+                log.error("drift tick failed: %s", e)
+
+    async def tick(self) -> None:
+        if await asyncio.to_thread(self.registry.poll):
+            self.schedule_all()
+            return
+        for w in sorted(self._pending):
+            self._schedule(w)
+        stable_s = self.settings.baseline_stable_s
+        if stable_s is not None:
+            now = self.clock()
+            for w, (_sig, since) in list(self._stable.items()):
+                if now - since >= stable_s:
+                    self._schedule(w)
+
+    # -- evaluation ----------------------------------------------------------------------------
+
+    async def replicas(self, workload: str) -> list[Replica]:
+        since = self.clock() - self.settings.replica_stale_s
+        recs = await self.store.workload_replicas(workload, since, self.settings.observation_windows)
+        return [to_replica(r) for r in recs]
+
+    async def evaluate_only(self, workload: str) -> tuple[Evaluation, list[Replica], Baseline | None]:
+        replicas = await self.replicas(workload)
+        baseline = await self.store.latest_baseline(workload)
+        return (
+            evaluate(WorkloadInput(workload, replicas, self.registry.intents(), baseline)),
+            replicas,
+            baseline,
+        )
+
+    async def evaluate_and_store(self, workload: str) -> Evaluation:
+        now = self.clock()
+        ev, replicas, baseline = await self.evaluate_only(workload)
+        previous = await self.store.active_findings(workload)
+        changes = reconcile(workload, previous, ev, now, self.settings.debounce)
+        written = await self.store.apply_findings(changes) if changes else []
+        self.evaluations += 1
+        for ch in changes:
+            if ch.kind in (ChangeKind.OPENED, ChangeKind.RESOLVED):
+                f = ch.finding
+                log.info(
+                    "finding %s on %s: %s [%s/%s] %s",
+                    *(ch.kind.value, workload, f.key, f.reference, f.severity, f.message),
+                )  # fmt: skip
+        if any(f.status is Status.PENDING for f in written):
+            self._pending.add(workload)
+        else:
+            self._pending.discard(workload)
+        await self._maybe_promote(
+            workload, replicas, baseline, any(f.status is Status.OPEN for f in written), now
+        )
+        return ev
+
+    async def _maybe_promote(
+        self, workload: str, replicas: list[Replica], baseline: Baseline | None, has_open: bool, now: float
+    ) -> None:
+        stable_s = self.settings.baseline_stable_s
+        if baseline is not None or stable_s is None or not replicas:
+            self._stable.pop(workload, None)
+            return
+        if has_open:
+            self._stable.pop(workload, None)
+            return
+        group = majority_group(replicas, ())
+        sig = group[0].fingerprint if group else ""
+        prev = self._stable.get(workload)
+        if prev is None or prev[0] != sig:
+            prev = self._stable[workload] = (sig, now)
+        if now - prev[1] < stable_s:
+            return
+        try:
+            b = await self.record(
+                workload, origin="auto", note=f"stable for {now - prev[1]:.0f} s with no open finding"
+            )
+        except BaselineError as e:
+            log.info("no baseline promoted for %s: %s", workload, e)
+            return
+        self._stable.pop(workload, None)
+        log.info("baseline auto-promoted for %s (fingerprint %s)", workload, b.fingerprint[:12])
+
+    async def record(self, workload: str, origin: str = "manual", note: str = "") -> Baseline:
+        """Record a baseline of the workload's current majority configuration and performance."""
+        replicas = await self.replicas(workload)
+        b = await self.store.save_baseline(record_baseline(workload, replicas, self.clock(), origin, note))
+        self._stable.pop(workload, None)
+        self._schedule(workload)
+        return b
+
+
+def _guarded(coro: Any, what: str) -> asyncio.Task[None]:
+    """Start a long-running task whose unexpected end is logged, not silently lost."""
+    task: asyncio.Task[None] = asyncio.create_task(coro, name=what)
+
+    def done(t: asyncio.Task[None]) -> None:
+        if not t.cancelled() and t.exception() is not None:
+            log.error("%s stopped: %r", what, t.exception())
+
+    task.add_done_callback(done)
+    return task

@@ -1,0 +1,393 @@
+"""The mapping table: which intent field constrains which fact or observation, and how they compare.
+
+One row per field of the published ModelSpec v0.1 schema (``MODELSPEC_ROWS``) and per SkewPolicy
+pin (``POLICY_ROWS``). A row either checks (``target`` names a fact key, ``observation:NAME``,
+``replicas`` or ``source:NAME``; ``compare`` names a comparator in ``COMPARATORS``) or is
+documentary (``target`` None, ``note`` says why no fact can check it). Fields ending in ``.*``
+map each entry (an environment variable NAME → ``runtime.env.NAME``). docs/modelspec-mapping.md
+is this table in prose; a test checks that every schema field has exactly one row.
+"""
+
+# ruff: noqa: E501  (a data table: one row per line reads better than wrapped rows)
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from collector.intent.versions import in_range
+from skewwatch.core.fingerprint import canonical
+from skewwatch.core.gpu import gpu_class_name, normalise_gpu
+
+
+@dataclass(frozen=True)
+class Row:
+    field: str
+    target: str | None
+    compare: str = "equal"
+    note: str = ""
+    fallbacks: tuple[str, ...] = ()
+
+    @property
+    def checks(self) -> bool:
+        return self.target is not None
+
+
+# -- value normalisers (data) ------------------------------------------------------------------
+
+DTYPE_ALIASES: dict[str, str] = {
+    "fp16": "float16", "float16": "float16", "half": "float16", "f16": "float16", "torch.float16": "float16",
+    "bf16": "bfloat16", "bfloat16": "bfloat16", "torch.bfloat16": "bfloat16",
+    "fp32": "float32", "float32": "float32", "float": "float32", "f32": "float32", "torch.float32": "float32",
+}  # fmt: skip
+# ModelSpec precisions that are quantization schemes, not a compute dtype: they constrain
+# runtime.quantization (and say nothing about runtime.dtype).
+QUANTIZED_PRECISIONS: dict[str, frozenset[str]] = {
+    "int8": frozenset({"int8", "w8a8", "w8a8_int8", "bitsandbytes", "smoothquant", "compressed-tensors"}),
+    "int4": frozenset({"int4", "awq", "gptq", "awq_marlin", "gptq_marlin", "bitsandbytes", "w4a16"}),
+    "fp8": frozenset({"fp8", "fbgemm_fp8", "modelopt", "fp8_e4m3", "compressed-tensors"}),
+    "fp4": frozenset({"fp4", "nvfp4", "modelopt_fp4", "mxfp4"}),
+}
+ENGINE_ALIASES: dict[str, str] = {
+    "vllm": "vllm", "v-llm": "vllm",
+    "sglang": "sglang",
+    "tgi": "tgi", "text-generation-inference": "tgi", "huggingface-tgi": "tgi", "hf-tgi": "tgi",
+}  # fmt: skip
+KV_DTYPE_ALIASES: dict[str, str] = {"fp8": "fp8_e4m3", "fp8_e4m3fn": "fp8_e4m3", "float8_e4m3fn": "fp8_e4m3"}
+NO_QUANTIZATION = frozenset({"", "none", "null", "no", "false", "off"})
+
+
+def norm_dtype(v: Any) -> str:
+    text = str(v).strip().lower()
+    return DTYPE_ALIASES.get(text, text)
+
+
+def _str(v: Any) -> str:
+    return str(v).strip().lower()
+
+
+def _digest(v: Any) -> str:
+    text = _str(v)
+    return text.split(":", 1)[1] if text.startswith("sha256:") else text
+
+
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
+# Kubernetes quantity suffixes, case-sensitive as Kubernetes reads them ("m" is milli).
+_UNITS = {
+    "m": 1e-3,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+}
+
+
+def quantity(v: Any) -> float | None:
+    """A Kubernetes quantity (``16``, ``500m``, ``128Gi``) or a number, as a float; None if neither."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int | float):
+        return float(v)
+    m = _QUANTITY.match(str(v).strip())
+    if not m:
+        return None
+    return float(m.group(1)) * (_UNITS[m.group(2)] if m.group(2) else 1.0)
+
+
+# -- comparators: (expected, actual) -> True (conforms) / False (drift) / None (cannot tell) -----
+
+
+def _equal(e: Any, a: Any) -> bool | None:
+    if (
+        isinstance(e, int | float)
+        and isinstance(a, int | float)
+        and not isinstance(e, bool)
+        and not isinstance(a, bool)
+    ):
+        return math.isclose(float(e), float(a), rel_tol=1e-9)
+    if isinstance(e, str | int | float) and isinstance(a, str) and not isinstance(e, bool):
+        return str(e) == a
+    return canonical(e) == canonical(a)
+
+
+def _precision_dtype(e: Any, a: Any) -> bool | None:
+    if _str(e) in QUANTIZED_PRECISIONS:
+        return None  # the quantization row checks it
+    return norm_dtype(e) == norm_dtype(a)
+
+
+def _precision_quantization(e: Any, a: Any) -> bool | None:
+    schemes = QUANTIZED_PRECISIONS.get(_str(e))
+    actual = "none" if a is None else _str(a)
+    if schemes is None:
+        # A float precision says the model runs unquantized.
+        return None if norm_dtype(e) not in DTYPE_ALIASES.values() else actual in NO_QUANTIZATION
+    return actual in schemes
+
+
+def _engine(e: Any, a: Any) -> bool | None:
+    return ENGINE_ALIASES.get(_str(e), _str(e)) == ENGINE_ALIASES.get(_str(a), _str(a))
+
+
+def _gpu_class(e: Any, a: Any) -> bool | None:
+    return gpu_class_name(str(e)) == gpu_class_name(str(a))
+
+
+def _gpu_vendor(e: Any, a: Any) -> bool | None:
+    found = normalise_gpu(str(a))
+    return None if found is None else found.vendor == _str(e)
+
+
+def _cpu(e: Any, a: Any) -> bool | None:
+    q = quantity(a)
+    return None if q is None else math.isclose(q, float(e), rel_tol=0.001)
+
+
+def _gigabytes(e: Any, a: Any) -> bool | None:
+    # ModelSpec says "Gb" without saying decimal or binary; a 128Gi limit and 128G both match 128.
+    q = quantity(a)
+    if q is None:
+        return None
+    return any(math.isclose(q, float(e) * unit, rel_tol=0.01) for unit in (1e9, 2**30))
+
+
+def _max(e: Any, a: Any) -> bool | None:
+    return float(a) <= float(e)
+
+
+def _max_ms(e: Any, a: Any) -> bool | None:
+    return float(a) * 1000 <= float(e)
+
+
+def _min_count(e: Any, a: Any) -> bool | None:
+    return int(a) >= int(e)
+
+
+def _max_count(e: Any, a: Any) -> bool | None:
+    return int(a) <= int(e)
+
+
+def _model_id(e: Any, a: Any) -> bool | None:
+    want, have = _str(e), _str(a)
+    return have == want or have.rstrip("/").rsplit("/", 1)[-1] == want.rsplit("/", 1)[-1]
+
+
+def _model_uri(e: Any, a: Any) -> bool | None:
+    uri = str(e).strip()
+    if uri.startswith("hf://"):
+        uri = uri[5:]
+    elif "://" in uri or uri.startswith("/"):
+        return None  # object-store and local URIs cannot be told from inside the pod; pin digests
+    return _model_id(uri.split("@", 1)[0], a)
+
+
+def _version(e: Any, a: Any) -> bool | None:
+    return in_range(str(a), str(e))
+
+
+def _digest_eq(e: Any, a: Any) -> bool | None:
+    want = _digest(e)
+    have = _digest(a["sha256"] if isinstance(a, dict) and "sha256" in a else a)
+    if len(want) >= 12 and len(want) < len(have):
+        return have.startswith(want)  # a digest prefix of at least 12 hex digits pins as well
+    return have == want
+
+
+def _quantization(e: Any, a: Any) -> bool | None:
+    want = "none" if e is None else _str(e)
+    have = "none" if a is None else _str(a)
+    if want in NO_QUANTIZATION:
+        return have in NO_QUANTIZATION
+    return have == want
+
+
+def _kv_dtype(e: Any, a: Any) -> bool | None:
+    return KV_DTYPE_ALIASES.get(_str(e), _str(e)) == KV_DTYPE_ALIASES.get(_str(a), _str(a))
+
+
+def _mig(e: Any, a: Any) -> bool | None:
+    profiles = [str(p).lower() for p in (a if isinstance(a, list) else [a]) if p not in (None, "")]
+    if e is None or _str(e) in NO_QUANTIZATION:
+        return not profiles
+    return bool(profiles) and all(p == _str(e) for p in profiles)
+
+
+def _enabled(e: Any, a: Any) -> bool | None:
+    return bool(e) == bool(a)
+
+
+def _present(e: Any, a: Any) -> bool | None:
+    # a: whether the fact exists; "enabled: false" forbids it, "enabled: true" requires it.
+    return bool(e) == bool(a)
+
+
+COMPARATORS: dict[str, Callable[[Any, Any], bool | None]] = {
+    "equal": _equal,
+    "precision_dtype": _precision_dtype,
+    "precision_quantization": _precision_quantization,
+    "engine": _engine,
+    "gpu_class": _gpu_class,
+    "gpu_vendor": _gpu_vendor,
+    "cpu": _cpu,
+    "gigabytes": _gigabytes,
+    "max": _max,
+    "max_ms": _max_ms,
+    "min_count": _min_count,
+    "max_count": _max_count,
+    "model_id": _model_id,
+    "model_uri": _model_uri,
+    "version_range": _version,
+    "digest": _digest_eq,
+    "quantization": _quantization,
+    "kv_dtype": _kv_dtype,
+    "mig": _mig,
+    "enabled": _enabled,
+    "present": _present,
+}
+
+
+def conforms(compare: str, expected: Any, actual: Any) -> bool | None:
+    """Does ``actual`` satisfy ``expected`` under a comparator? None when it cannot be told."""
+    try:
+        return COMPARATORS[compare](expected, actual)
+    except (TypeError, ValueError, KeyError):
+        return None
+
+
+# -- the tables ----------------------------------------------------------------------------------
+
+_NO_FACT = "no fact can check it"
+MODELSPEC_ROWS: tuple[Row, ...] = (
+    Row("apiVersion", None, note="document type"),
+    Row("kind", None, note="document type"),
+    Row("metadata.name", None, note="names the intent; pods may select it with the skewwatch.io/modelspec annotation"),
+    Row("metadata.version", None, note="shown with findings"),
+    Row("metadata.description", None, note="documentary"),
+    Row("metadata.labels.*", None, note="documentary (bindings select workloads, not specs)"),
+    Row("metadata.annotations.*", None, note="documentary"),
+    Row("spec.identity.model.id", "runtime.served_model_name", "model_id",
+        "binds by default; the served name (else model.id) must be it or end in it", ("model.id",)),
+    Row("spec.identity.model.family", None, note=f"{_NO_FACT} (architectures are not families)"),
+    Row("spec.identity.model.task", None, note=_NO_FACT),
+    Row("spec.identity.model.framework", "runtime.engine", "engine", "vllm | sglang | tgi (text-generation-inference)"),
+    Row("spec.identity.model.precision", "runtime.dtype", "precision_dtype",
+        "fp16/float16/half alike, bf16/bfloat16, fp32/float32; int8/int4/fp8/fp4 are checked as quantization"),
+    Row("spec.identity.model.precision", "runtime.quantization", "precision_quantization",
+        "a float precision means unquantized; int8/int4/fp8/fp4 accept their quantization schemes"),
+    Row("spec.identity.model.artifacts.modelUri", "model.id", "model_uri",
+        "hf://org/name or org/name is compared with model.id; s3://, gs:// and paths cannot be (pin digests)"),
+    Row("spec.identity.model.artifacts.tokenizerUri", None,
+        note=f"{_NO_FACT}: the tokenizer's source is not visible in the pod; pin tokenizerDigest in a SkewPolicy"),
+    Row("spec.runtime.accelerator.vendor", "hardware.gpu.product", "gpu_vendor",
+        "vendor of the normalised GPU class", ("orchestration.node_gpu_product",)),
+    Row("spec.runtime.accelerator.type", "hardware.gpu.product", "gpu_class",
+        "GPU class through the normaliser (a100-80gb = NVIDIA A100-SXM4-80GB)", ("orchestration.node_gpu_product",)),
+    Row("spec.runtime.accelerator.count", "hardware.gpu.count", "equal", "GPUs per replica",
+        ("orchestration.resources.limits.nvidia.com/gpu",)),
+    Row("spec.runtime.batch.maxBatchSize", "runtime.max_num_seqs", "equal", "vLLM --max-num-seqs (and equivalents)"),
+    Row("spec.runtime.batch.maxSequenceLengthTokens", "runtime.max_model_len", "equal", "--max-model-len"),
+    Row("spec.runtime.resources.cpuCores", "orchestration.resources.requests.cpu", "cpu", "Kubernetes quantity",
+        ("orchestration.resources.limits.cpu",)),
+    Row("spec.runtime.resources.memoryGb", "orchestration.resources.limits.memory", "gigabytes",
+        "GB or GiB", ("orchestration.resources.requests.memory",)),
+    Row("spec.runtime.resources.ephemeralStorageGb", "orchestration.resources.limits.ephemeral-storage",
+        "gigabytes", "GB or GiB", ("orchestration.resources.requests.ephemeral-storage",)),
+    Row("spec.runtime.environment.variables.*", "runtime.env.*", "equal",
+        "each variable NAME against runtime.env.NAME; a redacted value cannot be compared"),
+    Row("spec.operations.serving.protocol", None, note=f"{_NO_FACT} (all three engines serve HTTP)"),
+    Row("spec.operations.serving.port", "serving.port", "equal"),
+    Row("spec.operations.serving.readinessProbe.path", "orchestration.probes.readiness.path", "equal",
+        "when the pod source reports probes"),
+    Row("spec.operations.serving.readinessProbe.timeoutSeconds", "orchestration.probes.readiness.timeout_seconds",
+        "equal", "when the pod source reports probes"),
+    Row("spec.operations.serving.livenessProbe.path", "orchestration.probes.liveness.path", "equal",
+        "when the pod source reports probes"),
+    Row("spec.operations.serving.livenessProbe.timeoutSeconds", "orchestration.probes.liveness.timeout_seconds",
+        "equal", "when the pod source reports probes"),
+    Row("spec.operations.serving.maxConcurrency", "serving.max_concurrency", "equal"),
+    Row("spec.operations.serving.timeoutSeconds", "serving.timeout_seconds", "equal", "when the engine reports it"),
+    Row("spec.operations.scaling.minReplicas", "replicas", "min_count", "live replicas of the workload"),
+    Row("spec.operations.scaling.maxReplicas", "replicas", "max_count", "live replicas of the workload"),
+    Row("spec.operations.scaling.strategy", None, note=f"{_NO_FACT} (autoscaler behaviour)"),
+    Row("spec.operations.scaling.targetLatencyMsP95", "observation:e2e_latency_seconds_p95", "max_ms",
+        "observed p95 end-to-end latency (median of the last 3 windows) must not exceed it"),
+    Row("spec.operations.scaling.targetRps", "observation:requests_per_s", "max",
+        "observed requests/s per replica above the planned rate"),
+    Row("spec.operations.scaling.warmPool.size", None, note=_NO_FACT),
+    Row("spec.operations.scaling.warmPool.strategy", None, note=_NO_FACT),
+    Row("spec.operations.observability.metrics.enabled", "source:runtime_metrics", "enabled",
+        "the runtime's /metrics must be readable (the runtime_metrics source ok)"),
+    Row("spec.operations.observability.metrics.provider", None, note=_NO_FACT),
+    Row("spec.operations.observability.metrics.port", "serving.metrics_port", "equal",
+        "the engine's metrics port; vLLM serves /metrics on its API port", ("serving.port",)),
+    Row("spec.operations.observability.logging.level", "runtime.log_level", "equal", "when the engine reports it"),
+    Row("spec.operations.observability.tracing.enabled", "runtime.args.otlp_traces_endpoint", "present",
+        "vLLM traces only with --otlp-traces-endpoint"),
+    Row("spec.pipeline.preprocess.steps[].name", None, note=f"{_NO_FACT}: runs outside the engine"),
+    Row("spec.pipeline.preprocess.steps[].type", None, note=f"{_NO_FACT}: runs outside the engine"),
+    Row("spec.pipeline.preprocess.steps[].enabled", None, note=f"{_NO_FACT}: runs outside the engine"),
+    Row("spec.pipeline.postprocess.steps[].name", None, note=f"{_NO_FACT}: runs outside the engine"),
+    Row("spec.pipeline.postprocess.steps[].type", None, note=f"{_NO_FACT}: runs outside the engine"),
+    Row("spec.pipeline.postprocess.steps[].enabled", None, note=f"{_NO_FACT}: runs outside the engine"),
+    Row("spec.pipeline.dependencies[].id", None, note="documentary: a dependency is another workload's intent"),
+    Row("spec.pipeline.dependencies[].role", None, note="documentary"),
+    Row("spec.pipeline.dependencies[].specRef", None, note="documentary"),
+    Row("spec.pipeline.dependencies[].required", None, note="documentary"),
+    Row("spec.pipeline.dependencies[].interface.inputType", None, note="documentary"),
+    Row("spec.pipeline.dependencies[].interface.outputType", None, note="documentary"),
+    Row("spec.pipeline.dependencies[].interface.maxLatencyMs", None,
+        note="documentary: the dependency's own latency is observed on its own workload"),
+    Row("spec.governance.compliance.pii.allowed", None, note=f"{_NO_FACT} (data handling)"),
+    Row("spec.governance.compliance.pii.policy", None, note=_NO_FACT),
+    Row("spec.governance.compliance.retention.logsDays", None, note=_NO_FACT),
+    Row("spec.governance.compliance.retention.artifactsDays", None, note=_NO_FACT),
+    Row("spec.governance.compliance.governance.changeApproval", None, note="shown with findings"),
+    Row("spec.governance.compliance.governance.owner", None, note="shown with findings"),
+    Row("spec.governance.cost.targetCostPer1kTokensUsd", None, note=f"{_NO_FACT} (needs prices)"),
+    Row("spec.governance.cost.pricingHints.cloudProvider", None, note=_NO_FACT),
+    Row("spec.governance.cost.pricingHints.instanceType", "orchestration.node_instance_type", "equal",
+        "the node's node.kubernetes.io/instance-type, when the pod source reports it"),
+    Row("spec.governance.cost.pricingHints.spotAllowed", None, note=_NO_FACT),
+)  # fmt: skip
+
+POLICY_ROWS: tuple[Row, ...] = (
+    Row("spec.pins.model.revision", "model.revision", "equal"),
+    Row("spec.pins.model.tokenizerRevision", "model.tokenizer.revision", "equal"),
+    Row(
+        "spec.pins.model.weightsDigest", "model.weights.digest", "digest", "sha256, with or without 'sha256:'"
+    ),
+    Row("spec.pins.model.configDigest", "model.config.digest", "digest"),
+    Row("spec.pins.model.tokenizerDigest", "model.tokenizer.digest", "digest"),
+    Row("spec.pins.model.chatTemplateDigest", "model.chat_template.digest", "digest"),
+    Row("spec.pins.model.generationConfigDigest", "model.generation_config.digest", "digest"),
+    Row(
+        "spec.pins.model.files.*",
+        "model.files.*",
+        "digest",
+        "each file NAME against model.files.NAME's sha256",
+    ),
+    Row("spec.pins.image.reference", "orchestration.image", "equal"),
+    Row("spec.pins.image.digest", "orchestration.image_digest", "digest"),
+    Row("spec.pins.runtime.version", "runtime.version", "version_range", ">=0.6.3,<0.7 or a prefix"),
+    Row("spec.pins.runtime.dtype", "runtime.dtype", "precision_dtype"),
+    Row(
+        "spec.pins.runtime.quantization",
+        "runtime.quantization",
+        "quantization",
+        "null or 'none' = unquantized",
+    ),
+    Row("spec.pins.runtime.kvCacheDtype", "runtime.kv_cache_dtype", "kv_dtype"),
+    Row("spec.pins.runtime.tensorParallelSize", "runtime.tensor_parallel_size", "equal"),
+    Row("spec.pins.runtime.pipelineParallelSize", "runtime.pipeline_parallel_size", "equal"),
+    Row("spec.pins.hardware.driverVersion", "hardware.driver_version", "version_range"),
+    Row("spec.pins.hardware.cudaVersion", "hardware.cuda_driver_version", "version_range"),
+    Row("spec.pins.hardware.migProfile", "hardware.gpu.mig_profiles", "mig", "null = MIG off"),
+    Row("spec.pins.facts.*", "*", "equal", "any fact key, exact typed value"),
+)

@@ -35,6 +35,7 @@ IDENTITY_KEY_PATTERNS: tuple[str, ...] = (
     r"orchestration\.labels\.leaderworkerset\.sigs\.k8s\.io/(group|worker)-index",
     r"hardware\.gpu\.uuids?",
     r"hardware\.gpu\.\d+\.uuid",
+    r"hardware\.gpu\.\d+\.mig_uuid",
     r"hardware\.gpu\.serials?",
     r"hardware\.gpu\.\d+\.serial",
     r"hardware\.gpu\.\d+\.pci_bus_id",

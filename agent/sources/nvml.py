@@ -5,16 +5,23 @@ worker thread and always ends with ``nvmlShutdown``. Reading is kept apart from 
 pure ``select_devices`` applies the process's ``NVIDIA_VISIBLE_DEVICES`` and
 ``CUDA_VISIBLE_DEVICES`` to what NVML sees, and the pure ``reading_to_result`` turns the devices
 into facts and observations. No driver or library here is *unavailable*, not an error; one
-unsupported call loses only its own fact. MIG instances, ECC, power and links come later; a
-``DeviceReading`` field and a line in ``read_device`` each.
+unsupported call loses only its own fact.
+
+``hardware.gpu.product`` is the normalised GPU class (``h100-80gb``, ``skewwatch.core.gpu``), so
+it compares with ModelSpec ``accelerator.type`` and node labels; NVML's own name is
+``hardware.gpu.name``. With MIG, the process's devices are MIG instances (named by ``MIG-`` UUIDs
+in ``CUDA_VISIBLE_DEVICES``): their profiles (``3g.40gb``) and memory are what it runs on. Values
+that move with load or power state (utilisation, memory used, the current PCIe link generation)
+are observations or provenance, never facts, so fingerprints do not flap.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import pynvml
@@ -22,6 +29,7 @@ import pynvml
 from agent.errors import SourceUnavailable
 from agent.sources.base import CollectContext, FactBuilder, SourceResult
 from skewwatch.core.facts import FactValue, Observation, SourceState
+from skewwatch.core.gpu import normalise_gpu
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +37,24 @@ NAME = "nvml"
 METHOD = "nvml"
 
 T = TypeVar("T")
+
+
+@dataclass
+class MigReading:
+    """One MIG instance (a GPU slice a process can be given)."""
+
+    index: int
+    uuid: str | None = None
+    name: str | None = None  # "NVIDIA H100 80GB HBM3 MIG 3g.40gb"
+    memory_total: int | None = None
+    memory_used: int | None = None
+    gpu_instance_id: int | None = None
+    compute_instance_id: int | None = None
+
+    @property
+    def profile(self) -> str | None:
+        found = normalise_gpu(self.name) if self.name else None
+        return found.mig_profile if found is not None else None
 
 
 @dataclass
@@ -42,6 +68,18 @@ class DeviceReading:
     memory_used: int | None = None
     compute_capability: tuple[int, int] | None = None
     utilization_gpu_percent: int | None = None
+    architecture: int | None = None
+    mig_mode: tuple[int, int] | None = None  # (current, pending)
+    migs: list[MigReading] = field(default_factory=list)
+    ecc_mode: tuple[int, int] | None = None  # (current, pending)
+    power_limit_mw: int | None = None  # enforced
+    power_default_mw: int | None = None
+    persistence_mode: int | None = None
+    compute_mode: int | None = None
+    pcie_max: tuple[int | None, int | None] = (None, None)  # (generation, width)
+    pcie_current: tuple[int | None, int | None] = (None, None)
+    nvlink_active: int | None = None  # active links; None when NVLink cannot be asked
+    selected_migs: list[MigReading] | None = None  # set by select_devices when CUDA names MIG UUIDs
 
 
 @dataclass
@@ -100,7 +138,79 @@ def read_device(reading: NvmlReading, index: int) -> DeviceReading:
     util = _call(reading, f"{where} utilization", pynvml.nvmlDeviceGetUtilizationRates, handle)
     if util is not None:
         dev.utilization_gpu_percent = int(util.gpu)
+    dev.architecture = _call(reading, f"{where} architecture", pynvml.nvmlDeviceGetArchitecture, handle)
+    mig = _call(reading, f"{where} MIG mode", pynvml.nvmlDeviceGetMigMode, handle)
+    if mig is not None:
+        dev.mig_mode = (int(mig[0]), int(mig[1]))
+        if dev.mig_mode[0] == 1:
+            dev.migs = read_migs(reading, handle, where)
+    ecc = _call(reading, f"{where} ECC mode", pynvml.nvmlDeviceGetEccMode, handle)
+    if ecc is not None:
+        dev.ecc_mode = (int(ecc[0]), int(ecc[1]))
+    dev.power_limit_mw = _call(
+        reading, f"{where} power limit", pynvml.nvmlDeviceGetEnforcedPowerLimit, handle
+    )
+    dev.power_default_mw = _call(
+        reading, f"{where} default power limit", pynvml.nvmlDeviceGetPowerManagementDefaultLimit, handle
+    )
+    dev.persistence_mode = _call(
+        reading, f"{where} persistence mode", pynvml.nvmlDeviceGetPersistenceMode, handle
+    )
+    dev.compute_mode = _call(reading, f"{where} compute mode", pynvml.nvmlDeviceGetComputeMode, handle)
+    dev.pcie_max = (
+        _call(reading, f"{where} max PCIe generation", pynvml.nvmlDeviceGetMaxPcieLinkGeneration, handle),
+        _call(reading, f"{where} max PCIe width", pynvml.nvmlDeviceGetMaxPcieLinkWidth, handle),
+    )
+    dev.pcie_current = (
+        _call(reading, f"{where} PCIe generation", pynvml.nvmlDeviceGetCurrPcieLinkGeneration, handle),
+        _call(reading, f"{where} PCIe width", pynvml.nvmlDeviceGetCurrPcieLinkWidth, handle),
+    )
+    if dev.mig_mode is None or dev.mig_mode[0] != 1:  # NVLink queries are refused in MIG mode
+        dev.nvlink_active = read_nvlinks(reading, handle, where)
     return dev
+
+
+def read_migs(reading: NvmlReading, handle: object, where: str) -> list[MigReading]:
+    count = _call(reading, f"{where} MIG device count", pynvml.nvmlDeviceGetMaxMigDeviceCount, handle)
+    migs: list[MigReading] = []
+    for j in range(count or 0):
+        try:
+            mig = pynvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, j)
+        except pynvml.NVMLError as e:
+            if isinstance(e, getattr(pynvml, "NVMLError_NotFound", ())):
+                continue  # a slot with no instance in it
+            reading.problems.append(f"{where} MIG device {j}: {e}")
+            continue
+        m = MigReading(j)
+        w = f"{where} MIG {j}"
+        uuid = _call(reading, f"{w} UUID", pynvml.nvmlDeviceGetUUID, mig)
+        m.uuid = _text(uuid) if uuid is not None else None
+        name = _call(reading, f"{w} name", pynvml.nvmlDeviceGetName, mig)
+        m.name = _text(name) if name is not None else None
+        mem = _call(reading, f"{w} memory", pynvml.nvmlDeviceGetMemoryInfo, mig)
+        if mem is not None:
+            m.memory_total, m.memory_used = int(mem.total), int(mem.used)
+        m.gpu_instance_id = _call(reading, f"{w} GPU instance", pynvml.nvmlDeviceGetGpuInstanceId, mig)
+        m.compute_instance_id = _call(
+            reading, f"{w} compute instance", pynvml.nvmlDeviceGetComputeInstanceId, mig
+        )
+        migs.append(m)
+    return migs
+
+
+def read_nvlinks(reading: NvmlReading, handle: object, where: str) -> int | None:
+    """Active NVLinks; links are numbered from 0 and the first refused number ends the list."""
+    active = 0
+    for link in range(getattr(pynvml, "NVML_NVLINK_MAX_LINKS", 18)):
+        try:
+            state = pynvml.nvmlDeviceGetNvLinkState(handle, link)
+        except pynvml.NVMLError as e:
+            if link == 0 and not _is_unsupported(e):
+                reading.problems.append(f"{where} NVLink: {e}")
+                return None
+            break  # NotSupported on link 0: a GPU without NVLink, which has 0 links
+        active += 1 if state else 0
+    return active
 
 
 def read_nvml() -> NvmlReading:
@@ -196,7 +306,11 @@ def _apply_cuda_visible(
                 break  # CUDA ignores this entry and everything after it
             dev = devices[i]
         elif entry.startswith("MIG-"):
-            notes.append(f"CUDA_VISIBLE_DEVICES entry {entry!r}: MIG devices are not resolved yet")
+            found = _match_mig(devices, entry)
+            if found is None:
+                notes.append(f"CUDA_VISIBLE_DEVICES entry {entry!r} matches no MIG device")
+                break
+            _add_mig(picked, *found)
             continue
         else:
             dev = _match(devices, entry)
@@ -206,6 +320,37 @@ def _apply_cuda_visible(
         if dev not in picked:
             picked.append(dev)
     return picked
+
+
+def _match_mig(devices: Sequence[DeviceReading], entry: str) -> tuple[DeviceReading, MigReading] | None:
+    """A MIG device by ``MIG-<uuid>`` (a unique prefix) or the older ``MIG-GPU-<uuid>/<gi>/<ci>``."""
+    old = re.match(r"^MIG-(GPU-[0-9a-fA-F-]+)/(\d+)/(\d+)$", entry)
+    hits = []
+    for dev in devices:
+        for mig in dev.migs:
+            if old is not None:
+                if (
+                    dev.uuid == old.group(1)
+                    and mig.gpu_instance_id == int(old.group(2))
+                    and mig.compute_instance_id == int(old.group(3))
+                ):
+                    hits.append((dev, mig))
+            elif mig.uuid is not None and mig.uuid.startswith(entry):
+                hits.append((dev, mig))
+    return hits[0] if len(hits) == 1 else None
+
+
+def _add_mig(picked: list[DeviceReading], dev: DeviceReading, mig: MigReading) -> None:
+    """A MIG instance is its own CUDA device: one entry per instance, carrying its parent GPU."""
+    if any(p.selected_migs and p.selected_migs[0] is mig for p in picked):
+        return
+    picked.append(replace(dev, selected_migs=[mig]))
+
+
+def _migs_in_use(d: DeviceReading) -> list[MigReading]:
+    if d.selected_migs is not None:
+        return d.selected_migs
+    return d.migs if d.mig_mode is not None and d.mig_mode[0] == 1 else []
 
 
 def format_cuda_version(v: int) -> str:
@@ -221,23 +366,98 @@ def _one_or_list(values: Sequence[T]) -> FactValue | None:
     return list(values)  # type: ignore[arg-type]
 
 
+ARCHITECTURES: dict[int, str] = {
+    2: "kepler",
+    3: "maxwell",
+    4: "pascal",
+    5: "volta",
+    6: "turing",
+    7: "ampere",
+    8: "ada",
+    9: "hopper",
+    10: "blackwell",
+    13: "rubin",
+}
+COMPUTE_MODES: dict[int, str] = {0: "default", 1: "exclusive_thread", 2: "prohibited", 3: "exclusive_process"}
+
+
+def _on_off(v: int | None) -> str | None:
+    return None if v is None else ("enabled" if v else "disabled")
+
+
+def _device_facts(d: DeviceReading) -> dict[str, FactValue]:
+    """This CUDA device's facts (a MIG instance reports its slice's memory and profile). Pure."""
+    out: dict[str, FactValue] = {}
+    migs = d.selected_migs or []
+    memory = migs[0].memory_total if migs else d.memory_total
+    if d.name is not None:
+        gpu = normalise_gpu(d.name, d.memory_total)
+        out["hardware.gpu.name"] = d.name
+        out["hardware.gpu.product"] = gpu.name if gpu is not None else d.name
+        if gpu is not None and gpu.form_factor is not None:
+            out["hardware.gpu.form_factor"] = gpu.form_factor
+        arch = ARCHITECTURES.get(d.architecture or -1) or (gpu.architecture if gpu is not None else None)
+        if arch:
+            out["hardware.gpu.architecture"] = arch
+    elif d.architecture in ARCHITECTURES:
+        out["hardware.gpu.architecture"] = ARCHITECTURES[d.architecture or -1]
+    if memory is not None:
+        out["hardware.gpu.memory_bytes"] = memory
+    if d.compute_capability is not None:
+        out["hardware.gpu.compute_capability"] = f"{d.compute_capability[0]}.{d.compute_capability[1]}"
+    if d.mig_mode is not None:
+        out["hardware.gpu.mig_mode"] = _on_off(d.mig_mode[0])
+    if d.ecc_mode is not None:
+        out["hardware.gpu.ecc_mode"] = _on_off(d.ecc_mode[0])
+    if d.power_limit_mw is not None:
+        out["hardware.gpu.power_limit_watts"] = round(d.power_limit_mw / 1000, 2)
+    if d.power_default_mw is not None:
+        out["hardware.gpu.power_default_limit_watts"] = round(d.power_default_mw / 1000, 2)
+    if d.persistence_mode is not None:
+        out["hardware.gpu.persistence_mode"] = _on_off(d.persistence_mode)
+    if d.compute_mode is not None:
+        out["hardware.gpu.compute_mode"] = COMPUTE_MODES.get(d.compute_mode, str(d.compute_mode))
+    gen, width = d.pcie_max
+    if gen is not None and width is not None:
+        # The maximum the link trained to, not the current generation, which drops when idle.
+        out["hardware.gpu.pcie_link"] = f"gen{gen} x{width}"
+    if d.nvlink_active is not None:
+        out["hardware.gpu.nvlink_links"] = d.nvlink_active
+    return out
+
+
 def reading_to_result(reading: NvmlReading, env: Mapping[str, str], source: str = NAME) -> SourceResult:
     devices, notes = select_devices(reading.devices, env)
     b = FactBuilder(source)
-    b.add("hardware.gpu.count", len(devices), METHOD, "devices visible to the process")
-    selected = ", ".join(str(d.index) for d in devices)
+    b.add("hardware.gpu.count", len(devices), METHOD, "CUDA devices visible to the process")
+    selected = ", ".join(
+        str(d.index) + (f" MIG {d.selected_migs[0].index}" if d.selected_migs else "") for d in devices
+    )
     detail = f"NVML device(s) {selected}" if devices else "no device"
-    for key, values in (
-        ("hardware.gpu.product", [d.name for d in devices if d.name is not None]),
-        ("hardware.gpu.memory_bytes", [d.memory_total for d in devices if d.memory_total is not None]),
-        (
-            "hardware.gpu.compute_capability",
-            [f"{d.compute_capability[0]}.{d.compute_capability[1]}" for d in devices if d.compute_capability],
-        ),
-    ):
-        value = _one_or_list(values)
+    per_device = [_device_facts(d) for d in devices]
+    keys = sorted({k for facts in per_device for k in facts})
+    for key in keys:
+        value = _one_or_list([f[key] for f in per_device if key in f])
         if value is not None:
-            b.add(key, value, METHOD, detail)
+            extra = ""
+            if key == "hardware.gpu.pcie_link":
+                current = [
+                    f"gen{d.pcie_current[0]} x{d.pcie_current[1]}"
+                    for d in devices
+                    if None not in d.pcie_current
+                ]
+                extra = f"; max generation and width (now: {', '.join(current) or 'unknown'})"
+            b.add(key, value, METHOD, detail + extra)
+    profiles = [m.profile or m.name or "unknown" for d in devices for m in _migs_in_use(d)]
+    if any(d.mig_mode is not None and d.mig_mode[0] == 1 for d in devices):
+        how = "the process's MIG devices" if any(d.selected_migs for d in devices) else "every MIG device"
+        listed: list[FactValue] = list(profiles)
+        b.add("hardware.gpu.mig_profiles", listed, METHOD, f"{how} on {detail}")
+    for d in devices:
+        if d.mig_mode is not None and d.mig_mode[0] != d.mig_mode[1]:
+            notes.append(f"GPU {d.index}: MIG mode change pending (takes effect on reset)")
+        if d.ecc_mode is not None and d.ecc_mode[0] != d.ecc_mode[1]:
+            notes.append(f"GPU {d.index}: ECC mode change pending (takes effect on reboot)")
     if reading.driver_version is not None:
         b.add("hardware.driver_version", reading.driver_version, METHOD, "nvmlSystemGetDriverVersion")
     if reading.cuda_driver_version is not None:
@@ -251,13 +471,16 @@ def reading_to_result(reading: NvmlReading, env: Mapping[str, str], source: str 
         # i is the process's CUDA ordinal (cuda:i), which is what its logs and errors name.
         if d.uuid is not None:
             b.add(f"hardware.gpu.{i}.uuid", d.uuid, METHOD, f"NVML device {d.index}")
+        if d.selected_migs and d.selected_migs[0].uuid is not None:
+            b.add(f"hardware.gpu.{i}.mig_uuid", d.selected_migs[0].uuid, METHOD, f"NVML device {d.index}")
     observations: list[Observation] = []
     utils = [d.utilization_gpu_percent for d in devices if d.utilization_gpu_percent is not None]
     if utils:
         observations.append(Observation("gpu_utilization_ratio", sum(utils) / len(utils) / 100.0, "1"))
-    used = [d.memory_used for d in devices if d.memory_used is not None]
-    if used:
-        observations.append(Observation("gpu_memory_used_bytes", float(sum(used)), "By"))
+    used = [(d.selected_migs[0].memory_used if d.selected_migs else d.memory_used) for d in devices]
+    known = [u for u in used if u is not None]
+    if known:
+        observations.append(Observation("gpu_memory_used_bytes", float(sum(known)), "By"))
     messages = reading.problems + notes + reading.notes
     state = SourceState.ERROR if reading.problems else SourceState.OK
     return SourceResult(state, "; ".join(messages), b.facts, observations)

@@ -12,6 +12,7 @@ from agent.settings import AgentSettings
 from agent.sources.base import CollectContext, ProcessInfo
 from agent.sources.nvml import (
     DeviceReading,
+    MigReading,
     NvmlReading,
     NvmlSource,
     NvmlUnavailable,
@@ -104,7 +105,10 @@ def test_uniform_devices_give_scalar_facts() -> None:
     facts = {f.key: f.value for f in result.facts}
     assert facts == {
         "hardware.gpu.count": 2,
-        "hardware.gpu.product": H100,
+        "hardware.gpu.product": "h100-80gb",  # the class, comparable with ModelSpec accelerator.type
+        "hardware.gpu.name": H100,
+        "hardware.gpu.form_factor": "sxm",
+        "hardware.gpu.architecture": "hopper",
         "hardware.gpu.memory_bytes": 81559 * MIB,
         "hardware.gpu.compute_capability": "9.0",
         "hardware.driver_version": "590.48.01",
@@ -123,7 +127,8 @@ def test_mixed_products_are_a_list() -> None:
         _dev(1, name="NVIDIA A100-SXM4-40GB", memory_total=40960 * MIB, compute_capability=(8, 0))
     )
     facts = {f.key: f.value for f in reading_to_result(reading, {}).facts}
-    assert facts["hardware.gpu.product"] == [H100, "NVIDIA A100-SXM4-40GB"]
+    assert facts["hardware.gpu.product"] == ["h100-80gb", "a100-40gb"]
+    assert facts["hardware.gpu.name"] == [H100, "NVIDIA A100-SXM4-40GB"]
     assert facts["hardware.gpu.memory_bytes"] == [81559 * MIB, 40960 * MIB]
     assert facts["hardware.gpu.compute_capability"] == ["9.0", "8.0"]
 
@@ -222,3 +227,25 @@ async def test_source_uses_the_process_env() -> None:
     facts = {f.key: f.value for f in result.facts}
     assert facts["hardware.gpu.count"] == 1
     assert facts["hardware.gpu.0.uuid"] == reading.devices[3].uuid
+
+
+def test_mig_uuid_in_cuda_visible_devices_selects_that_slice() -> None:
+    reading = _reading(1)
+    gpu = reading.devices[0]
+    gpu.mig_mode = (1, 1)
+    gpu.migs = [
+        MigReading(0, "MIG-aaaa", "NVIDIA H100 80GB HBM3 MIG 3g.40gb", 40448 * MIB, 26 * MIB, 2, 0),
+        MigReading(1, "MIG-bbbb", "NVIDIA H100 80GB HBM3 MIG 1g.10gb", 9984 * MIB, 9 * MIB, 9, 0),
+    ]
+    result = reading_to_result(reading, {"CUDA_VISIBLE_DEVICES": "MIG-bbbb"})
+    facts = {f.key: f.value for f in result.facts}
+    assert facts["hardware.gpu.count"] == 1
+    assert facts["hardware.gpu.product"] == "h100-80gb"
+    assert facts["hardware.gpu.mig_mode"] == "enabled"
+    assert facts["hardware.gpu.mig_profiles"] == ["1g.10gb"]
+    assert facts["hardware.gpu.memory_bytes"] == 9984 * MIB  # the slice, not the whole GPU
+    assert facts["hardware.gpu.0.mig_uuid"] == "MIG-bbbb"
+    old_style = reading_to_result(reading, {"CUDA_VISIBLE_DEVICES": f"MIG-{gpu.uuid}/2/0"})
+    assert {f.key: f.value for f in old_style.facts}["hardware.gpu.mig_profiles"] == ["3g.40gb"]
+    missing = reading_to_result(reading, {"CUDA_VISIBLE_DEVICES": "MIG-cccc"})
+    assert "'MIG-cccc' matches no MIG device" in missing.message

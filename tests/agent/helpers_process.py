@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,8 +24,9 @@ def container_command(
 ) -> tuple[list[str], dict[str, str]]:
     """The first container's command line and env as the kubelet would start it.
 
-    ``command`` replaces the image entrypoint, ``args`` follow it; ``envFrom`` ConfigMaps in the
-    same file are expanded, ``secretKeyRef`` values become a token-shaped stand-in.
+    ``command`` replaces the image entrypoint, ``args`` follow it, ``$(VAR)`` in both expanded
+    from the container's env; ``envFrom`` ConfigMaps in the same file are expanded,
+    ``secretKeyRef`` values become a token-shaped stand-in.
     """
     docs = _documents(manifest)
     configmaps = {
@@ -32,8 +35,6 @@ def container_command(
         if d.get("kind") == "ConfigMap"
     }
     container = _first_container(docs)
-    argv = [str(a) for a in (container.get("command") or image_entrypoint)]
-    argv += [str(a) for a in container.get("args") or []]
     env: dict[str, str] = {}
     for ref in container.get("envFrom") or []:
         env.update(configmaps.get(ref.get("configMapRef", {}).get("name", ""), {}))
@@ -42,6 +43,8 @@ def container_command(
             env[item["name"]] = str(item["value"])
         elif "secretKeyRef" in (item.get("valueFrom") or {}):
             env[item["name"]] = SECRET_FROM_REF
+    argv = [k8s_expand(str(a), env) for a in (container.get("command") or image_entrypoint)]
+    argv += [k8s_expand(str(a), env) for a in container.get("args") or []]
     return argv, env
 
 
@@ -73,3 +76,113 @@ def fake_process(
     (d / "stat").write_text(f"{pid} ({comm}) S {ppid} {pid} {pid} 0 -1 4194560 0 0 0 0\n")
     if cwd is not None:
         (d / "cwd").symlink_to(cwd)
+
+
+# --- manifests run as real processes ---------------------------------------------------------------
+
+_K8S_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.\-]*)\)")
+
+
+def k8s_expand(text: str, env: Mapping[str, str]) -> str:
+    """Expand ``$(VAR)`` in a container's command or args as the kubelet does.
+
+    A variable the container's env defines is replaced; an undefined one stays as written;
+    ``$$`` is a literal ``$``.
+    """
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        name = m.group(1)
+        return env[name] if name in env else m.group(0)
+
+    return _K8S_REF.sub(sub, text)
+
+
+# KServe's LLMInferenceService has no command of its own: the controller merges the preset
+# config-llm-decode-worker-data-parallel (kserve/kserve config/llmisvc, @3cb95ee9) into the
+# pod. Its main container's command, rendered by hand for the captured spec (model name
+# deepseek-ai/DeepSeek-R1-0528, parallelism data 32, dataLocal 8, expert true, tensor 1):
+LLMISVC_MAIN_COMMAND = [
+    "/bin/bash",
+    "-c",
+    """START_RANK=0
+eval "vllm serve \\
+  /mnt/models \\
+  --served-model-name "deepseek-ai/DeepSeek-R1-0528" \\
+  --port 8001 \\
+  --api-server-count ${VLLM_API_SERVER_COUNT:-8} \\
+  --disable-log-requests \\
+  --enable-expert-parallel \\
+  --tensor-parallel-size 1 \\
+  --data-parallel-size $(( 8 * 32 )) \\
+  --data-parallel-size-local 8 \\
+  --data-parallel-address $(LWS_LEADER_ADDRESS) \\
+  --data-parallel-rpc-port 5555 \\
+  --data-parallel-start-rank $START_RANK \\
+  --data-parallel-hybrid-lb \\
+  ${VLLM_ADDITIONAL_ARGS} \\
+  --trust-remote-code \\
+  --enable-ssl-refresh \\
+  --ssl-certfile \\
+  /etc/ssl/certs/tls.crt \\
+  --ssl-keyfile \\
+  /etc/ssl/certs/tls.key"
+""",
+]
+LLMISVC_PRESET_ENV = {"HOME": "/home", "VLLM_LOGGING_LEVEL": "INFO", "HF_HUB_CACHE": "/models"}
+# What the LeaderWorkerSet controller injects into a leader pod.
+LWS_ENV = {
+    "LWS_LEADER_ADDRESS": "deepseek-r1-0528-kserve-mn-0.deepseek-r1-0528-kserve-mn.llm",
+    "LWS_WORKER_INDEX": "0",
+}
+
+
+def llmisvc_command(manifest: Path) -> tuple[list[str], dict[str, str]]:
+    """The main container of a KServe LLMInferenceService as its preset makes it run."""
+    docs = _documents(manifest)
+    main = next(c for c in docs[0]["spec"]["template"]["containers"] if c.get("name") == "main")
+    env = dict(LLMISVC_PRESET_ENV) | dict(LWS_ENV)
+    for item in main.get("env") or []:
+        if "value" in item:
+            env[item["name"]] = str(item["value"])
+        elif "secretKeyRef" in (item.get("valueFrom") or {}):
+            env[item["name"]] = SECRET_FROM_REF
+    argv = [k8s_expand(a, env) for a in LLMISVC_MAIN_COMMAND]
+    return argv, env
+
+
+def install_fake_engines(root: Path) -> tuple[Path, Path]:
+    """Stand-ins for the engines' entry points, so a manifest's command can run for real.
+
+    ``bin/`` holds ``vllm`` and ``text-generation-launcher`` (Python scripts, as pip installs
+    them) and a ``python``/``python3`` that runs the real interpreter for the engines' modules
+    and succeeds at doing nothing otherwise (``pip install`` lines in launch scripts), plus
+    ``apt-get`` and ``update-alternatives`` that do nothing. ``lib/`` holds importable
+    ``vllm.entrypoints.openai.api_server`` and ``sglang.launch_server`` modules. Every stand-in
+    just sleeps: only its command line and environment matter.
+    """
+    bindir, lib = root / "bin", root / "lib"
+    bindir.mkdir(parents=True)
+    sleeper = "import time\ntime.sleep(300)\n"
+    for name in ("vllm", "text-generation-launcher"):
+        (bindir / name).write_text(f"#!{sys.executable}\n{sleeper}")
+    for module in ("vllm/entrypoints/openai/api_server", "sglang/launch_server"):
+        path = lib / f"{module}.py"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(sleeper)
+        for parent in path.parents:
+            if parent == lib:
+                break
+            (parent / "__init__.py").touch()
+    dispatch = (
+        f'#!/bin/sh\ncase "$*" in\n  *"-m vllm."*|*"-m sglang."*) exec {sys.executable} "$@";;\n'
+        "esac\nexit 0\n"
+    )
+    for name in ("python", "python3"):
+        (bindir / name).write_text(dispatch)
+    for name in ("apt-get", "update-alternatives"):
+        (bindir / name).write_text("#!/bin/sh\nexit 0\n")
+    for f in bindir.iterdir():
+        f.chmod(0o755)
+    return bindir, lib

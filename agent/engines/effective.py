@@ -49,7 +49,7 @@ def derive_effective(facts: Mapping[str, Fact], engines: tuple[EngineSpec, ...] 
     for rule in spec.derivations:
         current = view.get(rule.key)
         source = view.get(rule.source)
-        if not _applies(rule, current) or source is None or source.value is None:
+        if not _applies(rule, current) or source is None or source.value in (None, "auto"):
             continue
         raw: FactValue = source.value
         mapped = rule.mapping.get(str(raw).lower(), raw) if isinstance(raw, str) else raw

@@ -20,6 +20,7 @@ Settings left to ``auto`` are resolved later, from other sources' facts, by
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import re
@@ -48,6 +49,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)([kmgtKMGT]?)$")
 
 MAX_CONFIG_FILE_CHARS = 1024 * 1024
+_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 _SHELL_VAR = re.compile(
     r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?::?-(?P<default>[^}]*))?\}|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))"
 )
@@ -169,11 +171,46 @@ def shell_script(argv: Sequence[str]) -> str | None:
     return None
 
 
-def expand_shell_vars(script: str, env: Mapping[str, str]) -> str:
-    """``$VAR``, ``${VAR}`` and ``${VAR:-default}`` replaced as the shell would, from ``env``.
+_ARITH = re.compile(r"\$\(\((?P<expr>[^()]*)\)\)")
+_ARITH_OPS: dict[type, Callable[[int, int], int]] = {
+    ast.Add: lambda a, b: a + b,
+    ast.Sub: lambda a, b: a - b,
+    ast.Mult: lambda a, b: a * b,
+    ast.Div: lambda a, b: a // b,
+    ast.FloorDiv: lambda a, b: a // b,
+    ast.Mod: lambda a, b: a % b,
+}
 
-    A variable the environment lacks stays as written (unless it has a default): the script's
-    own assignments are not evaluated, and a literal ``${PORT}`` then says exactly that.
+
+def _arith(expr: str) -> int | None:
+    """Integer ``$(( … ))`` arithmetic over literals (+ - * / %), else None. No names, no calls."""
+    try:
+        tree = ast.parse(expr.strip(), mode="eval")
+    except (SyntaxError, ValueError):
+        return None
+
+    def ev(node: ast.AST) -> int:
+        if isinstance(node, ast.Constant) and type(node.value) is int:
+            return node.value
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return -ev(node.operand)
+        if isinstance(node, ast.BinOp) and type(node.op) in _ARITH_OPS:
+            return _ARITH_OPS[type(node.op)](ev(node.left), ev(node.right))
+        raise ValueError("not integer arithmetic")
+
+    try:
+        value = ev(tree.body)
+    except (ValueError, ZeroDivisionError):
+        return None
+    return value if abs(value) < 10**18 else None
+
+
+def expand_shell_vars(script: str, env: Mapping[str, str]) -> str:
+    """``$VAR``, ``${VAR}``, ``${VAR:-default}`` and ``$(( integer arithmetic ))`` as the shell
+    would expand them, from ``env``.
+
+    A variable the environment lacks stays as written (unless it has a default), and so does
+    arithmetic over it: a literal ``${PORT}`` then says exactly what the agent could not know.
     """
 
     def sub(m: re.Match[str]) -> str:
@@ -184,21 +221,27 @@ def expand_shell_vars(script: str, env: Mapping[str, str]) -> str:
             return m.group("default")
         return m.group(0)
 
-    return _SHELL_VAR.sub(sub, script)
+    def arith(m: re.Match[str]) -> str:
+        value = _arith(m.group("expr"))
+        return m.group(0) if value is None else str(value)
+
+    return _ARITH.sub(arith, _SHELL_VAR.sub(sub, script))
 
 
 def shell_commands(script: str, env: Mapping[str, str] | None = None) -> list[list[str]]:
     """Simple commands in a shell script, split at ``;``, ``&&``, ``|`` and newlines.
 
     Good enough to find the engine command in a container's ``bash -c`` script; a line shlex
-    cannot split (an unbalanced quote) is skipped rather than guessed at. With ``env``, variables
-    are expanded first, so an unquoted ``${VLLM_ADDITIONAL_ARGS}`` becomes several arguments.
+    cannot split (an unbalanced quote) is skipped rather than guessed at. With ``env``, each
+    line's variables are expanded first (so an unquoted ``${VLLM_ADDITIONAL_ARGS}`` becomes
+    several arguments), the script's own ``NAME=value`` assignments count for later lines, and
+    ``eval STRING`` is read as the command in the string.
     """
     commands: list[list[str]] = []
     script = re.sub(r"\\\r?\n", " ", script)
-    if env is not None:
-        script = expand_shell_vars(script, env)
-    for line in script.splitlines():
+    local = dict(env) if env is not None else None
+    for raw_line in script.splitlines():
+        line = expand_shell_vars(raw_line, local) if local is not None else raw_line
         lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|()")
         lexer.whitespace_split = True
         lexer.commenters = "#"
@@ -207,15 +250,17 @@ def shell_commands(script: str, env: Mapping[str, str] | None = None) -> list[li
         except ValueError:
             continue
         current: list[str] = []
-        for tok in tokens:
-            if tok in _SEPARATORS:
-                if current:
-                    commands.append(current)
-                current = []
-            else:
+        for tok in [*tokens, ";"]:
+            if tok not in _SEPARATORS:
                 current.append(tok)
-        if current:
-            commands.append(current)
+                continue
+            if current and current[0] == "eval":
+                commands.extend(shell_commands(" ".join(current[1:]), local))
+            elif current:
+                commands.append(current)
+                if local is not None and all(_ASSIGNMENT.match(t) for t in current):
+                    local.update(t.split("=", 1) for t in current)  # type: ignore[misc]
+            current = []
     return commands
 
 
@@ -287,9 +332,11 @@ def locate(
     return None
 
 
-def detect(argv: Sequence[str], engines: Sequence[EngineSpec] | None = None) -> EngineSpec | None:
+def detect(
+    argv: Sequence[str], engines: Sequence[EngineSpec] | None = None, env: Mapping[str, str] | None = None
+) -> EngineSpec | None:
     """The engine a command line starts (vLLM, SGLang, TGI), else None."""
-    inv = locate(argv, engines)
+    inv = locate(argv, engines, env)
     return None if inv is None else inv.spec
 
 

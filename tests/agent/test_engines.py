@@ -14,7 +14,9 @@ from agent.engines import (
     TGI,
     VLLM,
     ParsedCommand,
+    config_paths,
     detect,
+    expand_shell_vars,
     locate,
     parse_args,
     parse_size,
@@ -482,3 +484,55 @@ def test_secret_in_equals_form_and_secret_named_flags_are_redacted() -> None:
     assert SK not in text and HF not in text
     assert p.value("serving.api_key_required") is True
     assert p.value("runtime.args.ssl_keyfile") == "/certs/key.pem"  # a path to a key is not the key
+
+
+# --- --config, args from env, eval and arithmetic in scripts ----------------------------------------
+
+
+def test_config_file_settings_apply_and_the_command_line_wins() -> None:
+    cfg = (
+        "max-model-len: 4096\nmax_num_seqs: 64\nenforce-eager: true\n"
+        "enable-prefix-caching: false\ndtype: bf16\n"
+    )
+    argv = ["vllm", "serve", "m", "--config", "/etc/vllm/cfg.yaml", "--max-model-len", "8192"]
+    p = parse_args(VLLM, argv, {}, REDACT, {"/etc/vllm/cfg.yaml": cfg})
+    assert p.value("runtime.max_model_len") == 8192
+    assert p.value("runtime.max_num_seqs") == 64
+    assert p.value("runtime.enforce_eager") is True
+    assert p.value("runtime.enable_prefix_caching") is False
+    s = p.get("runtime.dtype")
+    assert s is not None and (s.value, s.detail) == ("bfloat16", "--dtype (in --config /etc/vllm/cfg.yaml)")
+
+
+def test_config_file_the_agent_cannot_read_makes_its_settings_unknown_not_default() -> None:
+    p = parse_args(VLLM, ["vllm", "serve", "m", "--config=/etc/cfg.yaml"], {}, REDACT, {})
+    assert any("/etc/cfg.yaml" in pr and "not readable" in pr for pr in p.problems)
+
+
+def test_malformed_config_file_is_a_problem_naming_file_and_line() -> None:
+    p = parse_args(VLLM, ["vllm", "serve", "m", "--config", "c.yaml"], {}, REDACT, {"c.yaml": "a: [1,\n"})
+    assert any("c.yaml" in pr and "line" in pr for pr in p.problems)
+
+
+def test_config_paths_lists_the_files_to_read() -> None:
+    assert config_paths(VLLM, ["vllm", "serve", "m", "--config", "a.yaml"]) == ["a.yaml"]
+    assert config_paths(TGI, ["text-generation-launcher", "--config", "a.yaml"]) == []
+
+
+def test_additional_args_env_read_by_the_launcher_itself_are_env_settings() -> None:
+    env = {"VLLM_ADDITIONAL_ARGS": "--max-model-len 8192 --enforce-eager"}
+    p = parse_args(VLLM, ["vllm", "serve", "m"], env, REDACT)
+    s = p.get("runtime.max_model_len")
+    assert s is not None and (s.value, s.method, s.detail) == (
+        8192,
+        "env",
+        "--max-model-len ($VLLM_ADDITIONAL_ARGS)",
+    )
+
+
+def test_eval_assignments_and_arithmetic_in_a_launch_script_are_followed() -> None:
+    script = 'N=4\neval "vllm serve m --tensor-parallel-size $N --data-parallel-size $(( 8 * 2 ))"'
+    p = parse_args(VLLM, ["/bin/sh", "-c", script], {}, REDACT)
+    assert p.value("runtime.tensor_parallel_size") == 4
+    assert p.value("runtime.data_parallel_size") == 16
+    assert expand_shell_vars("$(( __import__ ))", {}) == "$(( __import__ ))"  # only integer arithmetic

@@ -57,7 +57,10 @@ def test_runtime_reported_auto_kv_cache_dtype_resolves_to_the_model_dtype() -> N
 
 
 def test_missing_context_length_comes_from_the_model_and_a_given_one_stays() -> None:
-    base = {"runtime__engine": ("vllm", "arg"), "model__config__max_position_embeddings": (32768, "file")}
+    base: dict[str, tuple[FactValue, str]] = {
+        "runtime__engine": ("vllm", "arg"),
+        "model__config__max_position_embeddings": (32768, "file"),
+    }
     derived = {d.key: d for d in derive_effective(facts(**base))}
     assert derived["runtime.max_model_len"].value == 32768
     given = facts(**base, runtime__max_model_len=(8192, "arg"))

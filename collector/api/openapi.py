@@ -254,3 +254,415 @@ def document(version: str) -> dict[str, Any]:
         "paths": PATHS,
         "components": {"schemas": SCHEMAS},
     }
+
+
+# -- the drift engine's routes -------------------------------------------------------------------
+
+_ANY: dict[str, Any] = {"description": "Any JSON value"}
+_NULL_STR = {"type": ["string", "null"]}
+_MAP_ANY = {"type": "object", "additionalProperties": _ANY}
+_WORKLOAD_PATH = [
+    {"name": "namespace", "in": "path", "required": True, "schema": _STR},
+    {"name": "name", "in": "path", "required": True, "schema": _STR},
+    {
+        "name": "kind",
+        "in": "query",
+        "description": "Workload kind (Deployment, StatefulSet …) when namespace/name is ambiguous",
+        "schema": _STR,
+    },
+]
+_INTENT_PATH = [
+    {
+        "name": "kind",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "enum": ["ModelSpec", "SkewPolicy"]},
+    },
+    {"name": "name", "in": "path", "required": True, "schema": _STR},
+]
+_SEVERITY = {"type": "string", "enum": ["critical", "high", "medium", "low", "info"]}
+_YAML_BODY = {
+    "required": True,
+    "description": "One or more ModelSpec / SkewPolicy documents, YAML or JSON",
+    "content": {
+        "application/yaml": {"schema": {"type": "string"}},
+        "application/json": {"schema": {"type": "object"}},
+    },
+}
+
+SCHEMAS.update(
+    {
+        "IntentIssue": _obj(
+            {"file": _STR, "line": {"type": ["integer", "null"]}, "path": _STR, "message": _STR}
+        ),
+        "IntentError": _obj(
+            {
+                "error": _obj(
+                    {
+                        "code": _STR,
+                        "message": _STR,
+                        "issues": {"type": "array", "items": _ref("IntentIssue")},
+                    },
+                    required=["code", "message"],
+                )
+            }
+        ),
+        "Finding": _obj(
+            {
+                "id": _INT,
+                "workload": {"type": "string", "description": "namespace/kind/name"},
+                "reference": {"type": "string", "enum": ["intent", "baseline", "peers"]},
+                "key": {"type": "string", "description": "fact key, or observation.NAME for performance"},
+                "category": {
+                    "type": "string",
+                    "enum": ["model", "runtime", "hardware", "serving", "orchestration", "performance"],
+                },
+                "severity": _SEVERITY,
+                "status": {"type": "string", "enum": ["pending", "open", "resolved"]},
+                "expected": _ANY,
+                "actual": {**_ANY, "description": "the value on most affected pods"},
+                "pods": {"type": "array", "items": _STR},
+                "actual_by_pod": _MAP_ANY,
+                "message": _STR,
+                "source": {
+                    "type": "string",
+                    "description": "which intent field, baseline or majority set the expectation",
+                },
+                "hint": {"type": "string", "description": "mitigation from the playbook"},
+                "symptom": _STR,
+                "evidence": {
+                    "type": "object",
+                    "additionalProperties": _MAP_ANY,
+                    "description": "pod -> provenance",
+                },
+                "first_seen": _TS,
+                "last_seen": _TS,
+                "opened_at": _NULLABLE_TS,
+                "resolved_at": _NULLABLE_TS,
+                "seen": {"type": "integer", "description": "evaluations that saw this drift"},
+            }
+        ),
+        "FindingEvent": _obj({"at": _TS, "event": _STR, "actual": _ANY, "pods": _ANY, "message": _STR}),
+        "FindingList": _obj(
+            {
+                "findings": {"type": "array", "items": _ref("Finding")},
+                "next_before": {
+                    "type": ["integer", "null"],
+                    "description": "pass as ?before= for older ones",
+                },
+            }
+        ),
+        "WorkloadSummary": _obj(
+            {
+                "workload": _STR,
+                "namespace": _STR,
+                "kind": _STR,
+                "name": _STR,
+                "replicas": {"type": "integer", "description": "pods heard from recently"},
+                "pods": _INT,
+                "configurations": {"type": "integer", "description": "distinct fingerprints among replicas"},
+                "last_seen": _TS,
+                "open_findings": {"type": "object", "additionalProperties": _INT},
+                "baseline_recorded_at": _NULLABLE_TS,
+            }
+        ),
+        "WorkloadList": _obj({"workloads": {"type": "array", "items": _ref("WorkloadSummary")}}),
+        "Check": _obj(
+            {
+                "intent": _STR,
+                "field": _STR,
+                "line": {"type": ["integer", "null"]},
+                "target": _NULL_STR,
+                "expected": _ANY,
+                "status": {
+                    "type": "string",
+                    "enum": ["ok", "drift", "unverifiable", "documentary", "ignored"],
+                },
+                "detail": _STR,
+                "pods": _MAP_ANY,
+            }
+        ),
+        "BaselineSummary": _obj(
+            {
+                "id": _INT,
+                "workload": _STR,
+                "recorded_at": _TS,
+                "origin": {"type": "string", "enum": ["manual", "auto"]},
+                "fingerprint": _STR,
+                "pods": {"type": "array", "items": _STR},
+                "performance": {"type": "object", "additionalProperties": {"type": "number"}},
+                "load": {"type": "object", "additionalProperties": {"type": "number"}},
+                "samples": _INT,
+                "note": _STR,
+                "facts": _MAP_ANY,
+                "provenance": {"type": "object", "additionalProperties": _ref("Provenance")},
+            },
+            required=[
+                "id",
+                "workload",
+                "recorded_at",
+                "origin",
+                "fingerprint",
+                "pods",
+                "performance",
+                "load",
+            ],
+        ),
+        "WorkloadDetail": _obj(
+            {
+                "workload": _STR,
+                "namespace": _STR,
+                "kind": _STR,
+                "name": _STR,
+                "replicas": {"type": "array", "items": _MAP_ANY},
+                "configurations": {"type": "array", "items": _MAP_ANY},
+                "facts": {**_MAP_ANY, "description": "the majority configuration, cluster facts included"},
+                "provenance": {"type": "object", "additionalProperties": _ref("Provenance")},
+                "divergent_keys": {"type": "array", "items": _STR},
+                "intent": _obj(
+                    {
+                        "bound": {"type": "array", "items": _MAP_ANY},
+                        "checks": {"type": "array", "items": _ref("Check")},
+                    }
+                ),
+                "baseline": {"oneOf": [{"type": "null"}, _ref("BaselineSummary")]},
+                "findings": {"type": "array", "items": _ref("Finding")},
+            }
+        ),
+        "Diff": _obj(
+            {
+                "workload": _STR,
+                "mode": {"type": "string", "enum": ["last_good", "baseline", "intent", "revisions", "pods"]},
+                "from": {"type": ["object", "null"], "additionalProperties": _ANY},
+                "to": {"type": ["object", "null"], "additionalProperties": _ANY},
+                "changes": {"type": "array", "items": _ref("FactChange")},
+                "checks": {"type": "array", "items": _ref("Check")},
+            },
+            required=["workload", "mode", "from", "to", "changes"],
+        ),
+        "BaselineList": _obj({"baselines": {"type": "array", "items": _ref("BaselineSummary")}}),
+        "BaselineDetail": _obj(
+            {
+                "workload": _STR,
+                "baseline": _ref("BaselineSummary"),
+                "history": {"type": "array", "items": _ref("BaselineSummary")},
+            }
+        ),
+        "BaselineRecorded": _obj({"workload": _STR, "baseline": _ref("BaselineSummary")}),
+        "IntentList": _obj(
+            {
+                "intents": {
+                    "type": "array",
+                    "items": _obj(
+                        {
+                            "kind": _STR,
+                            "name": _STR,
+                            "file": _STR,
+                            "origin": {"type": "string", "enum": ["directory", "api"]},
+                            "state": {"type": "string", "enum": ["active", "overridden"]},
+                        }
+                    ),
+                },
+                "errors": {"type": "array", "items": _ref("IntentIssue")},
+                "directory": _NULL_STR,
+            }
+        ),
+        "Intent": _obj({"kind": _STR, "name": _STR, "file": _STR, "document": {"type": "object"}}),
+        "IntentsCreated": _obj({"created": {"type": "array", "items": _ref("Intent")}}),
+        "IntentDeleted": _obj({"deleted": _obj({"kind": _STR, "name": _STR})}),
+    }
+)
+
+
+def _q(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": name, "in": "query", "description": description, "schema": schema or _STR}
+
+
+SCHEMAS["FindingDetail"] = _obj(
+    {**SCHEMAS["Finding"]["properties"], "history": {"type": "array", "items": _ref("FindingEvent")}},
+    description="A finding and its history events, oldest first",
+)
+
+PATHS.update(
+    {
+        "/api/v1/workloads": {
+            "get": {
+                "summary": "Every workload: live replicas, distinct configurations, open findings, baseline",
+                "operationId": "listWorkloads",
+                "responses": {"200": _json(_ref("WorkloadList"), "Workloads"), "503": _ERROR},
+            }
+        },
+        "/api/v1/workloads/{namespace}/{name}": {
+            "get": {
+                "summary": "A workload: replicas, majority facts, intent checks, baseline, findings",
+                "operationId": "getWorkload",
+                "parameters": _WORKLOAD_PATH,
+                "responses": {
+                    "200": _json(_ref("WorkloadDetail"), "The workload"),
+                    "400": _ERROR,
+                    "404": _ERROR,
+                    "503": _ERROR,
+                },
+            }
+        },
+        "/api/v1/findings": {
+            "get": {
+                "summary": "Findings, newest first, filtered",
+                "operationId": "listFindings",
+                "parameters": [
+                    _q("workload", "NAMESPACE/NAME or NAMESPACE/KIND/NAME"),
+                    _q(
+                        "status",
+                        "pending | open | resolved",
+                        {"type": "string", "enum": ["pending", "open", "resolved"]},
+                    ),
+                    _q(
+                        "reference",
+                        "intent | baseline | peers",
+                        {"type": "string", "enum": ["intent", "baseline", "peers"]},
+                    ),
+                    _q("category", "model, runtime, hardware, serving, orchestration or performance"),
+                    _q("severity", "critical … info", _SEVERITY),
+                    _q(
+                        "limit",
+                        "at most this many",
+                        {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+                    ),
+                    _q("before", "only ids below this (paging)", {"type": "integer", "minimum": 1}),
+                ],
+                "responses": {
+                    "200": _json(_ref("FindingList"), "Findings"),
+                    "400": _ERROR,
+                    "404": _ERROR,
+                    "503": _ERROR,
+                },
+            }
+        },
+        "/api/v1/findings/{id}": {
+            "get": {
+                "summary": "One finding with its history (opened, updated, resolved)",
+                "operationId": "getFinding",
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": _INT}],
+                "responses": {
+                    "200": _json(_ref("FindingDetail"), "The finding"),
+                    "400": _ERROR,
+                    "404": _ERROR,
+                    "503": _ERROR,
+                },
+            }
+        },
+        "/api/v1/diff": {
+            "get": {
+                "summary": "What differs: current configuration against last-good, baseline or intent; two "
+                "revisions; two pods. Exactly one of last_good, baseline, intent, revisions, pods.",
+                "operationId": "diff",
+                "parameters": [
+                    {**_q("workload", "NAMESPACE/NAME or NAMESPACE/KIND/NAME"), "required": True},
+                    _q("last_good", "against the replica's previous configuration (flag; no value needed)"),
+                    _q("baseline", "against the workload's baseline (flag)"),
+                    _q("intent", "against the bound intents, field by field (flag)"),
+                    _q("revisions", "two snapshot ids, A,B (from history)"),
+                    _q("pods", "two pods of the workload, P1,P2"),
+                ],
+                "responses": {
+                    "200": _json(_ref("Diff"), "The differences"),
+                    "400": _ERROR,
+                    "404": _ERROR,
+                    "503": _ERROR,
+                },
+            }
+        },
+        "/api/v1/baselines": {
+            "get": {
+                "summary": "The latest baseline of each workload (or every baseline of ?workload=)",
+                "operationId": "listBaselines",
+                "parameters": [_q("workload", "NAMESPACE/NAME or NAMESPACE/KIND/NAME")],
+                "responses": {
+                    "200": _json(_ref("BaselineList"), "Baselines"),
+                    "400": _ERROR,
+                    "404": _ERROR,
+                    "503": _ERROR,
+                },
+            }
+        },
+        "/api/v1/baselines/{namespace}/{name}": {
+            "get": {
+                "summary": "A workload's current baseline (facts and performance) and older ones",
+                "operationId": "getBaseline",
+                "parameters": _WORKLOAD_PATH,
+                "responses": {
+                    "200": _json(_ref("BaselineDetail"), "The baseline"),
+                    "400": _ERROR,
+                    "404": _ERROR,
+                    "503": _ERROR,
+                },
+            },
+            "post": {
+                "summary": "Record a baseline from the live replicas (majority configuration + performance)",
+                "operationId": "recordBaseline",
+                "parameters": _WORKLOAD_PATH,
+                "requestBody": {
+                    "required": False,
+                    "content": {"application/json": {"schema": _obj({"note": _STR}, required=[])}},
+                },
+                "responses": {
+                    "201": _json(_ref("BaselineRecorded"), "Recorded"),
+                    "400": _ERROR,
+                    "404": _ERROR,
+                    "409": _json(_ref("Error"), "No live replica to record"),
+                    "503": _ERROR,
+                },
+            },
+        },
+        "/api/v1/intents": {
+            "get": {
+                "summary": "Loaded intents (directory and API) and the errors of files that failed to load",
+                "operationId": "listIntents",
+                "responses": {"200": _json(_ref("IntentList"), "Intents"), "503": _ERROR},
+            },
+            "post": {
+                "summary": "Add intents; 409 if one of that kind and name exists (PUT replaces)",
+                "operationId": "createIntents",
+                "requestBody": _YAML_BODY,
+                "responses": {
+                    "201": _json(_ref("IntentsCreated"), "Created"),
+                    "400": _json(_ref("IntentError"), "Invalid: each issue with file, line and field"),
+                    "409": _ERROR,
+                    "503": _ERROR,
+                },
+            },
+        },
+        "/api/v1/intents/{kind}/{name}": {
+            "get": {
+                "summary": "One loaded intent document",
+                "operationId": "getIntent",
+                "parameters": _INTENT_PATH,
+                "responses": {"200": _json(_ref("Intent"), "The intent"), "400": _ERROR, "404": _ERROR},
+            },
+            "put": {
+                "summary": "Create or replace one intent posted through the API",
+                "operationId": "putIntent",
+                "parameters": _INTENT_PATH,
+                "requestBody": _YAML_BODY,
+                "responses": {
+                    "200": _json(_ref("Intent"), "Replaced"),
+                    "201": _json(_ref("Intent"), "Created"),
+                    "400": _json(_ref("IntentError"), "Invalid: each issue with file, line and field"),
+                    "503": _ERROR,
+                },
+            },
+            "delete": {
+                "summary": "Remove an intent posted through the API (directory intents: remove the file)",
+                "operationId": "deleteIntent",
+                "parameters": _INTENT_PATH,
+                "responses": {
+                    "200": _json(_ref("IntentDeleted"), "Deleted"),
+                    "400": _ERROR,
+                    "404": _ERROR,
+                    "409": _ERROR,
+                    "503": _ERROR,
+                },
+            },
+        },
+    }
+)

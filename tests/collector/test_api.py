@@ -269,7 +269,7 @@ async def test_openapi_document_describes_exactly_the_served_routes(
 ) -> None:
     body = await get(http, "/api/v1/openapi.json")
     assert body["openapi"].startswith("3.1")
-    app = create_app(running.collector.store)
+    app = create_app(running.collector.store, drift=running.collector.drift)
     served = {
         (r.resource.canonical, r.method.lower())
         for r in app.router.routes()
@@ -279,6 +279,9 @@ async def test_openapi_document_describes_exactly_the_served_routes(
     assert served == documented
     for ops in body["paths"].values():
         for op in ops.values():
-            assert "200" in op["responses"]
+            assert {"200", "201"} & set(op["responses"])
             for response in op["responses"].values():
                 assert "schema" in response["content"]["application/json"]
+            body_spec = op.get("requestBody")
+            if body_spec is not None:
+                assert all("schema" in c for c in body_spec["content"].values())

@@ -1,6 +1,8 @@
 """The pure drift engine: the mapping table row by row, the five categories, baselines, peers and
 the finding lifecycle (debounce, update, resolve) — no servers, no store."""
 
+# ruff: noqa: E501  (case tables: one case per line)
+
 from __future__ import annotations
 
 import ast

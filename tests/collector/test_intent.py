@@ -1,5 +1,7 @@
 """ModelSpec (published v0.1 schema) and SkewPolicy documents: loading, validation errors, binding."""
 
+
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -47,6 +49,7 @@ def test_each_modelspec_shape_loads_unmodified(name: str) -> None:
 
 def test_full_production_keeps_every_section_and_field_as_written() -> None:
     (spec,) = load("08-full-production.modelspec.yaml")
+    assert isinstance(spec, ModelSpec)
     assert set(spec.data["spec"]) == {"identity", "runtime", "operations", "pipeline", "governance"}
     assert spec.get("spec.runtime.accelerator.count") == 4
     assert spec.get("spec.operations.scaling.targetLatencyMsP95") == 800
@@ -56,7 +59,11 @@ def test_full_production_keeps_every_section_and_field_as_written() -> None:
 
 def test_unknown_field_is_rejected_with_file_line_and_path() -> None:
     (issue,) = errors("unknown-field.yaml").issues
-    assert (issue.file, issue.line, issue.path) == ("bad/unknown-field.yaml", 12, "spec.runtime.batch.maxBatchSise")
+    assert (issue.file, issue.line, issue.path) == (
+        "bad/unknown-field.yaml",
+        12,
+        "spec.runtime.batch.maxBatchSise",
+    )
     assert "unknown field 'maxBatchSise'" in issue.message and "maxBatchSize" in issue.message
 
 
@@ -108,7 +115,10 @@ def test_malformed_documents_are_typed_errors(text: str, message: str) -> None:
 
 def test_alias_bomb_is_bounded() -> None:
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
-    lines += [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}]" for i in range(1, 12)]
+    lines += [
+        f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}]"
+        for i in range(1, 12)
+    ]
     with pytest.raises(IntentError, match="more than"):
         parse_documents("\n".join(lines), "bomb.yaml")
 
@@ -154,7 +164,9 @@ def _replica(pod: str, **facts: object) -> Replica:
 
 def test_modelspec_binds_by_served_model_name_by_default() -> None:
     (spec,) = load("00-minimal.modelspec.yaml")
-    bound = bind([spec], "ml/Deployment/llama", [_replica("p", **{"runtime.served_model_name": "llama-3-8b"})])
+    bound = bind(
+        [spec], "ml/Deployment/llama", [_replica("p", **{"runtime.served_model_name": "llama-3-8b"})]
+    )
     assert bound.model_specs == (spec,)
     other = bind([spec], "ml/Deployment/q", [_replica("p", **{"runtime.served_model_name": "qwen"})])
     assert other.model_specs == ()

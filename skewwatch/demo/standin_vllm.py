@@ -3,9 +3,11 @@
 It is launched with a command line shaped like a real ``vllm serve`` launch (the demo installs it
 as an executable named ``vllm``), reads the model directory's ``config.json`` the way vLLM
 resolves ``--dtype auto``, and serves what a real vLLM V1 server serves on its port:
-``/metrics`` in vLLM's own family names and labels (``vllm:cache_config_info``, token counters,
-TTFT / end-to-end / inter-token histograms, running and waiting gauges), ``/v1/models`` with
-``max_model_len``, ``/health`` and ``/version``. Load is simulated: counters grow with time at a
+``/metrics`` in vLLM's own family names, labels and buckets — about 300 lines, like a real V1
+scrape: the ``python_gc_*``/``process_*`` families, ``vllm:cache_config_info``, token and
+prefix-cache counters, TTFT / end-to-end / inter-token (and the deprecated time-per-output-token)
+histograms, request-phase and token-count histograms, running and waiting gauges —, ``/v1/models``
+with ``max_model_len``, ``/health`` and ``/version``. Load is simulated: counters grow with time at a
 rate that depends on the dtype (float32 is served at about half the tokens/s of bfloat16), so a
 dtype drift shows up as slower serving, as it would on a GPU.
 """
@@ -31,6 +33,11 @@ VERSION = "0.0.0.dev0+skewwatch.standin"
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 E2E_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0)
 ITL_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
+# vLLM V1's request-phase and token-count buckets (vllm/v1/metrics/loggers.py).
+PHASE_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0)
+TOKEN_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
+ITERATION_BUCKETS = (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+PARAM_N_BUCKETS = (1, 2, 5, 10, 20)
 DTYPE_ALIASES = {
     "half": "float16",
     "fp16": "float16",
@@ -93,6 +100,26 @@ class Engine:
     ttft: Histogram = field(default_factory=lambda: Histogram(TTFT_BUCKETS))
     e2e: Histogram = field(default_factory=lambda: Histogram(E2E_BUCKETS))
     itl: Histogram = field(default_factory=lambda: Histogram(ITL_BUCKETS))
+    # The rest of a V1 scrape: request phases and token counts, one histogram per family.
+    phases: dict[str, Histogram] = field(
+        default_factory=lambda: {
+            n: Histogram(PHASE_BUCKETS)
+            for n in ("request_queue_time_seconds", "request_inference_time_seconds",
+                      "request_prefill_time_seconds", "request_decode_time_seconds")
+        }
+    )  # fmt: skip
+    counts: dict[str, Histogram] = field(
+        default_factory=lambda: {
+            "request_prompt_tokens": Histogram(TOKEN_BUCKETS),
+            "request_generation_tokens": Histogram(TOKEN_BUCKETS),
+            "request_max_num_generation_tokens": Histogram(TOKEN_BUCKETS),
+            "request_params_max_tokens": Histogram(TOKEN_BUCKETS),
+            "request_params_n": Histogram(PARAM_N_BUCKETS),
+            "iteration_tokens_total": Histogram(ITERATION_BUCKETS),
+        }
+    )
+    prefix_queries: int = 0
+    prefix_hits: int = 0
     rng: random.Random = field(default_factory=lambda: random.Random(7))  # noqa: S311 - simulated load, not crypto
 
     @property
@@ -114,13 +141,27 @@ class Engine:
             self.ttft.observe(ttft)
             self.itl.observe(itl)
             self.e2e.observe(ttft + gen * itl)
+            queue = self.rng.uniform(0.0, 0.05)
+            self.phases["request_queue_time_seconds"].observe(queue)
+            self.phases["request_prefill_time_seconds"].observe(ttft - queue if ttft > queue else ttft)
+            self.phases["request_decode_time_seconds"].observe(gen * itl)
+            self.phases["request_inference_time_seconds"].observe(ttft + gen * itl - queue)
+            self.counts["request_prompt_tokens"].observe(prompt)
+            self.counts["request_generation_tokens"].observe(gen)
+            self.counts["request_max_num_generation_tokens"].observe(gen)
+            self.counts["request_params_max_tokens"].observe(256)
+            self.counts["request_params_n"].observe(1)
+            self.counts["iteration_tokens_total"].observe(prompt + self.running)
+            self.prefix_queries += prompt
+            self.prefix_hits += prompt // 4
         self.running = self.rng.randint(6, 10)
         self.waiting = self.rng.randint(0, 2) if speed >= 1 else self.rng.randint(2, 6)
         self.kv_usage = min(0.99, 0.2 + 0.1 * self.running / speed / 4 + self.rng.uniform(0, 0.05))
 
     def metrics(self) -> str:
         lab = f'engine="0",model_name="{self.served_name}"'
-        out = [
+        out = [*_process_families(self.started)]
+        out += [
             "# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig",
             "# TYPE vllm:cache_config_info gauge",
             "vllm:cache_config_info{"
@@ -163,8 +204,76 @@ class Engine:
             "# HELP vllm:inter_token_latency_seconds Histogram of inter-token latency in seconds.",
             "# TYPE vllm:inter_token_latency_seconds histogram",
             *self.itl.lines("vllm:inter_token_latency_seconds", lab),
+            # Deprecated in V1 (the V0 name of the same histogram), still served by 0.10.
+            "# HELP vllm:time_per_output_token_seconds Histogram of time per output token in seconds.",
+            "# TYPE vllm:time_per_output_token_seconds histogram",
+            *self.itl.lines("vllm:time_per_output_token_seconds", lab),
+            "# HELP vllm:engine_sleep_state Engine sleep state; awake = 0 means engine is sleeping.",
+            "# TYPE vllm:engine_sleep_state gauge",
+            f'vllm:engine_sleep_state{{{lab},sleep_state="awake"}} 1.0',
+            f'vllm:engine_sleep_state{{{lab},sleep_state="weights_offloaded"}} 0.0',
+            f'vllm:engine_sleep_state{{{lab},sleep_state="discard_all"}} 0.0',
+            "# HELP vllm:prefix_cache_queries_total Prefix cache queries, in number of queried tokens.",
+            "# TYPE vllm:prefix_cache_queries_total counter",
+            f"vllm:prefix_cache_queries_total{{{lab}}} {float(self.prefix_queries)}",
+            "# HELP vllm:prefix_cache_hits_total Prefix cache hits, in terms of number of cached tokens.",
+            "# TYPE vllm:prefix_cache_hits_total counter",
+            f"vllm:prefix_cache_hits_total{{{lab}}} {float(self.prefix_hits)}",
         ]
+        helps = {
+            "request_queue_time_seconds": "Histogram of time spent in WAITING phase for request.",
+            "request_inference_time_seconds": "Histogram of time spent in RUNNING phase for request.",
+            "request_prefill_time_seconds": "Histogram of time spent in PREFILL phase for request.",
+            "request_decode_time_seconds": "Histogram of time spent in DECODE phase for request.",
+            "request_prompt_tokens": "Number of prefill tokens processed.",
+            "request_generation_tokens": "Number of generation tokens processed.",
+            "request_max_num_generation_tokens": "Histogram of maximum requested generation tokens.",
+            "request_params_max_tokens": "Histogram of the max_tokens request parameter.",
+            "request_params_n": "Histogram of the n request parameter.",
+            "iteration_tokens_total": "Histogram of number of tokens per engine_step.",
+        }
+        for name, hist in (*self.phases.items(), *self.counts.items()):
+            out += [f"# HELP vllm:{name} {helps[name]}", f"# TYPE vllm:{name} histogram"]
+            out += hist.lines(f"vllm:{name}", lab)
         return "\n".join(out) + "\n"
+
+
+def _process_families(started: float) -> list[str]:
+    """The python_gc_* and process_* families prometheus_client serves in every vLLM scrape."""
+    cpu = time.process_time()
+    out = []
+    for kind, help_text, values in (
+        ("objects_collected", "Objects collected during gc", (11235.0, 1587.0, 212.0)),
+        ("objects_uncollectable", "Uncollectable objects found during GC", (0.0, 0.0, 0.0)),
+        ("collections", "Number of times this generation was collected", (1024.0, 93.0, 7.0)),
+    ):
+        out += [f"# HELP python_gc_{kind}_total {help_text}", f"# TYPE python_gc_{kind}_total counter"]
+        out += [f'python_gc_{kind}_total{{generation="{g}"}} {v}' for g, v in enumerate(values)]
+    out += [
+        "# HELP python_info Python platform information",
+        "# TYPE python_info gauge",
+        f'python_info{{implementation="CPython",major="{sys.version_info.major}",minor="{sys.version_info.minor}",'
+        f'patchlevel="{sys.version_info.micro}",version="{sys.version.split()[0]}"}} 1.0',
+        "# HELP process_virtual_memory_bytes Virtual memory size in bytes.",
+        "# TYPE process_virtual_memory_bytes gauge",
+        "process_virtual_memory_bytes 3.4359738368e+10",
+        "# HELP process_resident_memory_bytes Resident memory size in bytes.",
+        "# TYPE process_resident_memory_bytes gauge",
+        "process_resident_memory_bytes 2.147483648e+09",
+        "# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.",
+        "# TYPE process_start_time_seconds gauge",
+        f"process_start_time_seconds {started:.2f}",
+        "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.",
+        "# TYPE process_cpu_seconds_total counter",
+        f"process_cpu_seconds_total {cpu:.2f}",
+        "# HELP process_open_fds Number of open file descriptors.",
+        "# TYPE process_open_fds gauge",
+        "process_open_fds 83.0",
+        "# HELP process_max_fds Maximum number of open file descriptors.",
+        "# TYPE process_max_fds gauge",
+        "process_max_fds 1.048576e+06",
+    ]
+    return out
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

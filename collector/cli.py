@@ -34,10 +34,11 @@ VALUE_WIDTH = 80
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``collector``, ``pods`` and ``history`` to the skewwatch CLI."""
+    """Add ``collector``, ``pods``, ``history``, ``findings``, ``diff``, ``baseline`` and ``status``."""
     _register_collector(subparsers)
     _register_pods(subparsers)
     _register_history(subparsers)
+    _register_drift(subparsers)
 
 
 # -- collector ---------------------------------------------------------------------------------
@@ -177,10 +178,15 @@ def _namespace_pod(value: str) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
-def get_json(base: str, path: str, timeout_s: float) -> Any:
-    """GET ``base + path`` and decode JSON; raises ClientError with a one-line reason."""
+def get_json(base: str, path: str, timeout_s: float, method: str = "GET", body: bytes | None = None) -> Any:
+    """``method base + path`` and decode JSON; raises ClientError with a one-line reason."""
     url = base + path
-    request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310
+    request = urllib.request.Request(  # noqa: S310
+        url,
+        data=body,
+        method=method,
+        headers={"Accept": "application/json", "Content-Type": "application/json"},
+    )
     try:
         # The scheme was checked to be http(s) when the URL was parsed from the command line.
         with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
@@ -300,4 +306,204 @@ def format_history_table(data: dict[str, Any]) -> str:
         out.extend(f"    {format_change(c)}" for c in changes)
     if data.get("next_before") is not None:
         out.append(f"(older snapshots exist; raise --limit above {data.get('limit')})")
+    return "\n".join(out) + "\n"
+
+
+# -- drift: findings, diff, baseline, status -----------------------------------------------------
+
+
+def _workload(value: str) -> str:
+    parts = value.split("/")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise argparse.ArgumentTypeError(f"must be NAMESPACE/NAME or NAMESPACE/KIND/NAME, got {value!r}")
+    return value
+
+
+def _register_drift(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser("findings", help="drift findings, newest first")
+    p.add_argument("workload", nargs="?", type=_workload, metavar="NAMESPACE/NAME")
+    p.add_argument("--status", choices=("open", "pending", "resolved", "all"), default="open")
+    p.add_argument("--reference", choices=("intent", "baseline", "peers"))
+    p.add_argument(
+        "--category", choices=("model", "runtime", "hardware", "serving", "orchestration", "performance")
+    )
+    p.add_argument("--severity", choices=("critical", "high", "medium", "low", "info"))
+    p.add_argument("--limit", type=_limit, default=100, help="most findings to show (1-1000, default 100)")
+    _add_client_flags(p)
+    p.set_defaults(func=run_findings)
+
+    p = subparsers.add_parser(
+        "diff", help="what differs: against last-good, baseline or intent; revisions; pods"
+    )
+    p.add_argument("workload", type=_workload, metavar="NAMESPACE/NAME")
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--last-good", action="store_true", help="against the replica's previous configuration")
+    mode.add_argument("--baseline", action="store_true", help="against the recorded baseline")
+    mode.add_argument("--intent", action="store_true", help="against the bound ModelSpec / SkewPolicy")
+    mode.add_argument("--revisions", nargs=2, metavar=("A", "B"), help="two snapshot ids (see history)")
+    mode.add_argument("--pods", nargs=2, metavar=("P1", "P2"), help="two pods of the workload")
+    _add_client_flags(p)
+    p.set_defaults(func=run_diff)
+
+    p = subparsers.add_parser("baseline", help="show a workload's baseline, or --record one now")
+    p.add_argument("workload", type=_workload, metavar="NAMESPACE/NAME")
+    p.add_argument("--record", action="store_true", help="record the current configuration and performance")
+    p.add_argument("--note", default="", help="a note stored with a recorded baseline")
+    _add_client_flags(p)
+    p.set_defaults(func=run_baseline)
+
+    p = subparsers.add_parser("status", help="workloads and their open findings (or one workload in detail)")
+    p.add_argument("workload", nargs="?", type=_workload, metavar="NAMESPACE/NAME")
+    _add_client_flags(p)
+    p.set_defaults(func=run_status)
+
+
+def _q(value: str) -> str:
+    return urllib.parse.quote(value, safe="/")
+
+
+def _workload_path(workload: str) -> str:
+    parts = workload.split("/")
+    if len(parts) == 3:
+        ns, kind, name = parts
+        quoted = f"{urllib.parse.quote(ns, safe='')}/{urllib.parse.quote(name, safe='')}"
+        return f"{quoted}?kind={urllib.parse.quote(kind)}"
+    return "/".join(urllib.parse.quote(p, safe="") for p in parts)
+
+
+def run_findings(args: argparse.Namespace) -> int:
+    params = {"limit": str(args.limit)}
+    if args.status != "all":
+        params["status"] = args.status
+    for name in ("reference", "category", "severity"):
+        if getattr(args, name):
+            params[name] = getattr(args, name)
+    if args.workload:
+        params["workload"] = args.workload
+    return _show(
+        "findings", args, "/api/v1/findings?" + urllib.parse.urlencode(params), format_findings_table
+    )
+
+
+def run_diff(args: argparse.Namespace) -> int:
+    params = {"workload": args.workload}
+    if args.last_good:
+        params["last_good"] = "1"
+    elif args.baseline:
+        params["baseline"] = "1"
+    elif args.intent:
+        params["intent"] = "1"
+    elif args.revisions:
+        params["revisions"] = ",".join(args.revisions)
+    else:
+        params["pods"] = ",".join(args.pods)
+    return _show("diff", args, "/api/v1/diff?" + urllib.parse.urlencode(params), format_diff_table)
+
+
+def run_baseline(args: argparse.Namespace) -> int:
+    path = "/api/v1/baselines/" + _workload_path(args.workload)
+    if not args.record:
+        return _show("baseline", args, path, format_baseline_table)
+    try:
+        data = get_json(args.collector, path, args.timeout, "POST", json.dumps({"note": args.note}).encode())
+    except ClientError as e:
+        print(f"skewwatch baseline: error: {e}", file=sys.stderr)
+        return 1
+    if args.format == "json":
+        print(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        print(format_baseline_table(data), end="")
+    return 0
+
+
+def run_status(args: argparse.Namespace) -> int:
+    if args.workload:
+        return _show(
+            "status", args, "/api/v1/workloads/" + _workload_path(args.workload), format_workload_status
+        )
+    return _show("status", args, "/api/v1/workloads", format_status_table)
+
+
+def format_findings_table(data: dict[str, Any]) -> str:
+    findings = data.get("findings", [])
+    if not findings:
+        return "no findings\n"
+    out = []
+    for f in findings:
+        out.append(
+            f"#{f['id']} [{f['severity']}] {f['status']} {f['workload']} {f['reference']}: {f['message']}"
+        )
+        when = f"    since {format_time(f.get('first_seen'))}, last seen {format_time(f.get('last_seen'))}"
+        if f.get("resolved_at"):
+            when += f", resolved {format_time(f['resolved_at'])}"
+        out.append(when)
+        if f.get("hint"):
+            out.append(f"    hint: {f['hint']}")
+    return "\n".join(out) + "\n"
+
+
+def format_diff_table(data: dict[str, Any]) -> str:
+    src = (data.get("from") or {}).get("label", "-")
+    dst = (data.get("to") or {}).get("label", "-")
+    changes = data.get("changes", [])
+    out = [f"{data.get('workload')}: {src} -> {dst}: {len(changes)} difference(s)"]
+    out.extend(f"    {format_change(c)}" for c in changes)
+    for c in data.get("checks", []):
+        if c.get("status") == "unverifiable":
+            out.append(f"    (unverifiable) {c['field']}: {c.get('detail', '')}")
+    return "\n".join(out) + "\n"
+
+
+def format_baseline_table(data: dict[str, Any]) -> str:
+    b = data.get("baseline") or {}
+    out = [
+        f"{data.get('workload')}: baseline {b.get('id')} ({b.get('origin')}) "
+        f"recorded {format_time(b.get('recorded_at'))}",
+        f"    fingerprint {str(b.get('fingerprint', ''))[:12]}, pods {', '.join(b.get('pods', []))}",
+    ]
+    load = ", ".join(f"{k} {v:.3g}" for k, v in sorted((b.get("load") or {}).items())) or "unknown"
+    out.append(f"    load band: {load}")
+    for k, v in sorted((b.get("performance") or {}).items()):
+        out.append(f"    {k} = {v:.4g}")
+    if b.get("facts") is not None:
+        out.append(f"    {len(b['facts'])} configuration facts")
+    return "\n".join(out) + "\n"
+
+
+def format_status_table(data: dict[str, Any]) -> str:
+    rows = []
+    for w in data.get("workloads", []):
+        counts = ", ".join(f"{n} {s}" for s, n in w.get("open_findings", {}).items()) or "none"
+        rows.append(
+            [
+                w["workload"],
+                str(w["replicas"]),
+                str(w["configurations"]),
+                counts,
+                format_time(w.get("baseline_recorded_at")),
+            ]
+        )
+    if not rows:
+        return "no workloads reported yet\n"
+    return _table(["WORKLOAD", "REPLICAS", "CONFIGS", "OPEN FINDINGS", "BASELINE"], rows)
+
+
+def format_workload_status(data: dict[str, Any]) -> str:
+    out = [f"{data.get('workload')}: {len(data.get('replicas', []))} live replica(s), "
+           f"{len(data.get('configurations', []))} configuration(s)"]  # fmt: skip
+    for c in data.get("configurations", []):
+        out.append(f"    {str(c['fingerprint'])[:12]}: {', '.join(c['pods'])}")
+    bound = data.get("intent", {}).get("bound", [])
+    out.append(
+        "intent: " + (", ".join(f"{i['kind']}/{i['name']} ({i['reason']})" for i in bound) or "none bound")
+    )
+    base = data.get("baseline")
+    out.append(
+        f"baseline: {base['id']} ({base['origin']}) {format_time(base['recorded_at'])}"
+        if base
+        else "baseline: none"
+    )
+    findings = [f for f in data.get("findings", []) if f.get("status") == "open"]
+    out.append(f"open findings: {len(findings)}")
+    out.extend(f"    [{f['severity']}] {f['reference']}: {f['message']}" for f in findings)
     return "\n".join(out) + "\n"

@@ -37,12 +37,15 @@ from agent.observations import ObservationWindow, extract
 from agent.promtext import MetricFamily, MetricsParseError, decode_metrics_body, parse_metrics_text
 from agent.sources.base import CollectContext, FactBuilder, SourceResult
 from skewwatch.core.errors import FactError
-from skewwatch.core.facts import FactValue, Observation, SourceState
+from skewwatch.core.facts import Fact, FactValue, Observation, SourceState
 
 NAME = "runtime_metrics"
 METHOD = "runtime-reported"
 
 DEFAULT_TIMEOUT_S = 5.0
+# Info endpoints describe the server process, which does not change while it runs: asked again
+# after this long, or at once when the engine process (its pid) or the URL changes.
+INFO_REFRESH_S = 300.0
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024
 MAX_INFO_BYTES = 1024 * 1024
 _CHUNK_BYTES = 64 * 1024
@@ -295,11 +298,15 @@ class RuntimeMetricsSource:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_bytes: int = DEFAULT_MAX_BYTES,
         clock: Callable[[], float] = time.monotonic,
+        info_refresh_s: float = INFO_REFRESH_S,
     ) -> None:
         self.timeout_s = timeout_s
         self.max_bytes = max_bytes
         self.clock = clock
+        self.info_refresh_s = info_refresh_s
         self.window = ObservationWindow()
+        # (url, engine, pid) → (expires at, facts, notes): the last complete info answers.
+        self._info_cache: tuple[tuple[str, str, int | None], float, list[Fact], list[str]] | None = None
 
     async def collect(self, ctx: CollectContext) -> SourceResult:
         url = metrics_url(ctx)
@@ -344,11 +351,27 @@ class RuntimeMetricsSource:
         if spec is None and ctx.process is not None and ctx.process.engine != "unknown":
             spec = engine_named(ctx.process.engine)  # /metrics said nothing: trust the process
         if spec is not None and spec.metrics.info_endpoints:
-            results = await asyncio.gather(
-                *(self._info(session, url, ep, timeout_s, builder) for ep in spec.metrics.info_endpoints)
-            )
-            for ok, messages in results:
-                (notes if ok else errors).extend(messages)
+            key = (url, spec.name, ctx.process.pid if ctx.process is not None else None)
+            cached = self._info_cache
+            if cached is not None and cached[0] == key and self.clock() < cached[1]:
+                builder.facts.extend(cached[2])
+                notes.extend(cached[3])
+            else:
+                info = FactBuilder(self.name)
+                results = await asyncio.gather(
+                    *(self._info(session, url, ep, timeout_s, info) for ep in spec.metrics.info_endpoints)
+                )
+                info_notes: list[str] = []
+                complete = True
+                for ok, messages in results:
+                    (info_notes if ok else errors).extend(messages)
+                    complete = complete and ok
+                builder.facts.extend(info.facts)
+                notes.extend(info_notes)
+                # Only a clean answer is kept; an error is asked again next cycle.
+                self._info_cache = (
+                    (key, self.clock() + self.info_refresh_s, info.facts, info_notes) if complete else None
+                )
 
         message = "; ".join(errors + notes)
         if errors:

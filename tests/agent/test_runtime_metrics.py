@@ -547,3 +547,27 @@ def _text(body: str) -> Handler:
         return web.Response(text=body)
 
     return handler
+
+
+async def test_info_endpoints_are_asked_again_only_when_stale_or_the_engine_restarted() -> None:
+    asked: list[str] = []
+
+    async def version(request: web.Request) -> web.Response:
+        asked.append(request.path)
+        return web.json_response({"version": "0.10.0"})
+
+    runner, base = await _app({"/metrics": _text(VLLM_LITERAL), "/version": version, "/v1/models": version})
+    now = [0.0]
+    source = RuntimeMetricsSource(clock=lambda: now[0], info_refresh_s=60)
+    ctx = _ctx(f"{base}/metrics")
+    try:
+        first = await source.collect(ctx)
+        now[0] = 30.0
+        cached = await source.collect(ctx)
+        ctx.process = ProcessInfo(pid=4242, engine="vllm", argv=(), env={})  # another engine process
+        restarted = await source.collect(ctx)
+    finally:
+        await runner.cleanup()
+    assert len(asked) == 4  # two endpoints, asked at the first collection and after the restart
+    for result in (first, cached, restarted):
+        assert {f.key: f.value for f in result.facts}["runtime.version"] == "0.10.0"

@@ -17,7 +17,7 @@
 | hash_ionice      | --hash-ionice     | SKEWWATCH_HASH_IONICE       | best-effort:7 (none, idle, …:N) |
 | hash_bytes_per_s | --hash-bytes-per-s| SKEWWATCH_HASH_BYTES_PER_S  | 0 = unlimited (e.g. 200M, 1GiB) |
 | hash_cache_dir   | --hash-cache-dir  | SKEWWATCH_HASH_CACHE_DIR    | $TMPDIR/skewwatch-<uid> |
-| hash_wait_s      | --hash-wait       | SKEWWATCH_HASH_WAIT         | 0 in the agent loop; 8 s for `facts` |
+| hash_wait_s      | --hash-wait       | SKEWWATCH_HASH_WAIT         | 0.25 s (agent loop); 8 s (`facts`) |
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class AgentSettings:
     hash_ionice: str = "best-effort:7"
     hash_bytes_per_s: int = 0
     hash_cache_dir: Path | None = None
-    hash_wait_s: float = 0.0
+    hash_wait_s: float = 0.25  # small models arrive whole in the first snapshot; big ones pending
 
     def validate(self) -> AgentSettings:
         """Return self when every field is valid, else raise SettingsError naming the field."""

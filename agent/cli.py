@@ -97,8 +97,9 @@ def hash_settings(args: argparse.Namespace, environ: Mapping[str, str], one_shot
     wait = getattr(args, "hash_wait", None)
     if wait is None:
         wait = env_float(environ, "SKEWWATCH_HASH_WAIT")
-    # One-shot `facts` waits for the digests (within the source timeout); the agent loop never does.
-    out["hash_wait_s"] = wait if wait is not None else (8.0 if one_shot else 0.0)
+    # One-shot `facts` waits for the digests (within the source timeout); the agent loop waits only
+    # long enough for a small model, so a big one never holds up the other sources' first snapshot.
+    out["hash_wait_s"] = wait if wait is not None else (8.0 if one_shot else 0.25)
     return out
 
 

@@ -18,7 +18,7 @@ safetensors file, a file that changed while it was read.
 
 **When.** Hashing runs on the hasher's own threads in the background and its results persist
 across cycles (and restarts, through the digest cache). A collection never waits for it longer
-than ``hash_wait_s`` (0 in the agent loop): until every digest is known the source reports state
+than ``hash_wait_s`` (0.25 s in the agent loop): until every digest is known the source reports state
 ``pending`` with the facts known so far, the missing digests as ``"pending"``, and its progress.
 """
 

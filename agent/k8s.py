@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import yaml
 
 from agent.errors import SourceFailed, SourceUnavailable
 from skewwatch.core.facts import FactValue
@@ -140,6 +139,8 @@ def load_in_cluster(sa_root: Path, environ: Mapping[str, str]) -> KubeConfig | N
 
 def parse_kubeconfig(text: str, where: str) -> KubeConfig:
     """The current context of a kubeconfig, token auth only. Pure; KubeError names the field."""
+    import yaml  # only for --config files / KUBECONFIG: not worth its memory in every agent
+
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as e:

@@ -29,8 +29,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 
-import yaml
-
 from agent.engines.base import MODEL, EngineSpec, Entrypoint, SettingSpec, normalise_flag
 from agent.redact import Redactor
 from agent.settings import DEFAULT_SALT
@@ -586,6 +584,8 @@ def config_file_args(text: str, where: str) -> list[str]:
     """
     if len(text) > MAX_CONFIG_FILE_CHARS:
         raise ValueProblem(f"{where}: over {MAX_CONFIG_FILE_CHARS} characters")
+    import yaml  # only for --config files / KUBECONFIG: not worth its memory in every agent
+
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as e:

@@ -93,10 +93,10 @@ def run() -> list[Figure]:
             model = _model_dir(root)
             vllm_port, grpc_port, http_port = free_port(), free_port(), free_port()
             launcher = install_launcher(root / "bin")
+            serve = [str(launcher), "serve", str(model), "--port", str(vllm_port), "--dtype", "bfloat16"]
             vllm = subprocess.Popen(
-                [sys.executable, str(launcher), "serve", str(model), "--port", str(vllm_port), "--dtype", "bfloat16"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-            )  # fmt: skip
+                [sys.executable, *serve], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+            )
             procs.append(vllm)
             url = f"http://127.0.0.1:{vllm_port}/metrics"
             _wait("stand-in vLLM", lambda: urllib.request.urlopen(url, timeout=2).status == 200)

@@ -138,17 +138,17 @@ async def get_workload(request: web.Request) -> web.Response:
     svc = _svc(request)
     workload = await resolve_workload(svc, _workload_param(request), "workload")
     ev, replicas, baseline = await svc.evaluate_only(workload)
-    majority = majority_group(replicas, ())
+    majority = majority_group(replicas, ev.ignore, baseline.fingerprint if baseline else None)
     members = {r.pod for r in majority}
     rep = max(majority, key=lambda r: r.last_seen) if majority else None
     facts = dict(rep.facts) if rep else {}
-    expected = config_facts(facts, ())
+    expected = config_facts(facts, ev.ignore)
     divergent = sorted(
         {
             c.key
             for r in replicas
             if r.pod not in members and r.facts
-            for c in diff_facts(expected, config_facts(r.facts, ()))
+            for c in diff_facts(expected, config_facts(r.facts, ev.ignore))
         }
     )
     active = await svc.store.active_findings(workload)
@@ -172,7 +172,7 @@ async def get_workload(request: web.Request) -> web.Response:
             "replicas": [_replica_json(r, members) for r in replicas],
             "configurations": [
                 {"fingerprint": sig, "pods": sorted(r.pod for r in rs)}
-                for sig, rs in sorted(groups(replicas, ()).items(), key=lambda kv: -len(kv[1]))
+                for sig, rs in sorted(groups(replicas, ev.ignore).items(), key=lambda kv: -len(kv[1]))
             ],
             "facts": {k: facts[k] for k in sorted(facts)},
             "provenance": {k: rep.provenance[k].as_dict() for k in sorted(rep.provenance)} if rep else {},
@@ -239,7 +239,7 @@ async def diff(request: web.Request) -> web.Response:
     mode = modes[0]
     workload = await resolve_workload(svc, raw_workload, "query parameter 'workload'")
     ev, replicas, baseline = await svc.evaluate_only(workload)
-    majority = majority_group(replicas, ())
+    majority = majority_group(replicas, ev.ignore, baseline.fingerprint if baseline else None)
     rep = max(majority, key=lambda r: r.last_seen) if majority else None
     out: dict[str, Any] = {"workload": workload, "mode": mode, "from": None, "to": None, "changes": []}
     if mode == "intent":

@@ -62,6 +62,7 @@ class Evaluation:
     drifts: list[Drift] = field(default_factory=list)
     undecided: set[tuple[str, str]] = field(default_factory=set)
     checks: list[Check] = field(default_factory=list)
+    ignore: list[str] = field(default_factory=list)  # the bound policies' ignore globs
 
 
 def evaluate(inp: WorkloadInput) -> Evaluation:
@@ -79,7 +80,9 @@ def evaluate(inp: WorkloadInput) -> Evaluation:
         for k, v in p.load_tolerance.items():
             load.setdefault(k, v)
     intent = evaluate_intents(bound, inp.replicas, ignore)
-    out = Evaluation(inp.workload, bound, checks=intent.checks, undecided=set(intent.indeterminate))
+    out = Evaluation(
+        inp.workload, bound, checks=intent.checks, undecided=set(intent.indeterminate), ignore=ignore
+    )
     drifts = list(intent.drifts)
     if inp.baseline is not None:
         drifts += compare_config(inp.baseline, inp.replicas, ignore)

@@ -93,6 +93,7 @@ class DriftService:
         self.failures = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._startup: tuple[int, float] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -107,6 +108,7 @@ class DriftService:
         ]
         for w in sorted(self._known):
             self._schedule(w)
+        self._startup = (len(self._known), time.monotonic())
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
@@ -165,6 +167,10 @@ class DriftService:
                     self.failures += 1
                     log.error("drift evaluation of %s failed (retried on its next change): %s", workload, e)
             self._idle.set()
+            if self._startup is not None:
+                count, began = self._startup
+                self._startup = None
+                log.info("initial evaluation of %d workloads done in %.2f s", count, time.monotonic() - began)
 
     async def _ticker(self) -> None:
         while True:

@@ -1,8 +1,6 @@
 """The drift engine through a real collector: ingest → evaluation → findings, baselines, intents
 and diff over real HTTP, every response checked against the served OpenAPI document."""
 
-
-
 from __future__ import annotations
 
 import asyncio

@@ -1,7 +1,5 @@
 """ModelSpec (published v0.1 schema) and SkewPolicy documents: loading, validation errors, binding."""
 
-
-
 from __future__ import annotations
 
 from pathlib import Path

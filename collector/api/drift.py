@@ -15,14 +15,15 @@ from aiohttp import web
 
 from collector.baseline.model import BaselineError
 from collector.drift.diff import ChangeKind, FactChange, diff_facts
-from collector.drift.model import SEVERITY_ORDER, Reference, Replica, Status
+from collector.drift.model import OBSERVATION_PREFIX, SEVERITY_ORDER, Reference, Replica, Status
 from collector.drift.peers import config_facts, groups, majority_group
 from collector.errors import BadRequestError, ConflictError, IntentError, NotFoundError
 from collector.evaluation import DriftService
 from collector.intent.binding import split_workload
 from collector.intent.model import POLICY_KIND, Intent, parse_documents
-from collector.store.base import FindingQuery, IntentRecord, PodKey
-from skewwatch.core.facts import CATEGORIES
+from collector.store.base import FindingQuery, IntentRecord, PodKey, SnapshotRecord
+from skewwatch.core.facts import CATEGORIES, SourceState
+from skewwatch.core.fingerprint import canonical
 
 DRIFT: web.AppKey[DriftService] = web.AppKey("drift", DriftService)
 MAX_FINDINGS_LIMIT = 1000
@@ -299,13 +300,41 @@ async def diff(request: web.Request) -> web.Response:
         out["from"] = {"label": f"baseline {baseline.id} ({baseline.origin})", "baseline_id": baseline.id}
         out["changes"] = _changes(baseline.facts, rep.facts)
         return web.json_response(out)
-    rows = await svc.store.history(PodKey(split_workload(workload)[0], rep.pod), 2)
-    if len(rows) < 2:
-        out["from"] = {"label": "no earlier configuration stored for this replica"}
+    row = await last_good(svc, workload, rep)
+    if row is None:
+        out["from"] = {"label": "no earlier complete configuration stored for this replica"}
         return web.json_response(out)
-    out["from"] = {"label": f"previous configuration of pod {rep.pod}", "snapshot_id": rows[1].id}
-    out["changes"] = _changes(rows[1].facts, rep.facts)
+    out["from"] = {"label": f"last-good configuration of pod {rep.pod}", "snapshot_id": row.id}
+    out["changes"] = _changes(row.facts, rep.facts)
     return web.json_response(out)
+
+
+LAST_GOOD_DEPTH = 100
+
+
+async def last_good(svc: DriftService, workload: str, rep: Replica) -> SnapshotRecord | None:
+    """The newest stored configuration of ``rep`` that was complete and had none of its open drifts.
+
+    Complete: no source failed that is healthy now (a collection taken while the engine restarted
+    lacks its runtime-reported facts). Without open drifts: none of the values the replica's open
+    configuration findings name as actual. Without open findings, the previous complete one.
+    """
+    active = await svc.store.active_findings(workload)
+    bad = {
+        (f.key, canonical(f.pods[rep.pod]))
+        for f in active
+        if f.status is Status.OPEN and rep.pod in f.pods and not f.key.startswith(OBSERVATION_PREFIX)
+    }
+    unhealthy_now = {n for n, st in rep.sources.items() if st.state is not SourceState.OK}
+    for row in await svc.store.history(PodKey(split_workload(workload)[0], rep.pod), LAST_GOOD_DEPTH):
+        if row.fingerprint.overall == rep.fingerprint:
+            continue
+        if {n for n, st in row.sources.items() if st.state is not SourceState.OK} - unhealthy_now:
+            continue
+        if any(k in row.facts and canonical(row.facts[k]) == v for k, v in bad):
+            continue
+        return row
+    return None
 
 
 def _most(pods: Mapping[str, Any]) -> Any:

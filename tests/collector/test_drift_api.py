@@ -118,8 +118,9 @@ async def test_baseline_on_demand_then_dtype_drift_is_one_finding_not_one_per_sn
     assert dtype[0]["seen"] >= 4 and dtype[0]["severity"] == "high" and "--dtype" in dtype[0]["hint"]
     diff = await call(http, "GET", "/api/v1/diff?workload=ml/llm&baseline", "/api/v1/diff")
     assert {c["key"] for c in diff["changes"]} == {"runtime.dtype", "runtime.x"}
+    # last-good: the newest configuration without the open drifts — the one before dtype changed.
     last = await call(http, "GET", "/api/v1/diff?workload=ml/llm&last_good", "/api/v1/diff")
-    assert [c["key"] for c in last["changes"]] == ["runtime.x"]
+    assert {c["key"] for c in last["changes"]} == {"runtime.dtype", "runtime.x"}
     wl = await call(http, "GET", "/api/v1/workloads/ml/llm", "/api/v1/workloads/{namespace}/{name}")
     assert wl["baseline"]["id"] == rec["baseline"]["id"] and wl["facts"]["runtime.dtype"] == "float32"
     listing = await call(http, "GET", "/api/v1/workloads", "/api/v1/workloads")

@@ -119,7 +119,7 @@ def _run_worker(kind: str, root: Path, cache: Path, extra: dict[str, Any]) -> di
         from model_signing import hashing as ms
 
         start = time.perf_counter()
-        config = ms.Config()  # type: ignore[no-untyped-call]
+        config = ms.Config()
         config.use_file_serialization(hashing_algorithm="sha256", max_workers=extra["threads"])
         config.hash(root)
         seconds = time.perf_counter() - start

@@ -120,6 +120,7 @@ class Engine:
     )
     prefix_queries: int = 0
     prefix_hits: int = 0
+    due: float = 0.0  # requests owed by the simulation clock, carried between ticks
     rng: random.Random = field(default_factory=lambda: random.Random(7))  # noqa: S311 - simulated load, not crypto
 
     @property
@@ -128,9 +129,16 @@ class Engine:
         return int(7281 * self.gpu_memory_utilization / 0.9 * 2 / bytes_per_weight)
 
     def tick(self, dt: float) -> None:
-        """Simulate ``dt`` seconds of steady traffic (about 4 requests/s)."""
+        """Simulate ``dt`` seconds of steady traffic: about 4 requests/s at full speed.
+
+        Requests complete at a rate proportional to the dtype's speed, so a slower dtype shows as
+        fewer tokens/s as well as longer latencies; fractions carry over between ticks.
+        """
         speed = SPEED.get(self.dtype, 1.0)
-        for _ in range(max(1, round(4 * dt))):
+        self.due += 4 * dt * speed
+        completed = int(self.due)
+        self.due -= completed
+        for _ in range(completed):
             prompt = self.rng.randint(200, 800)
             gen = self.rng.randint(64, 256)
             itl = self.rng.uniform(0.018, 0.03) / speed

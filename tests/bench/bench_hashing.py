@@ -73,6 +73,9 @@ def make_tree(root: Path) -> list[Path]:
                 # Distinct content per MiB so no file is a copy of another.
                 f.write(block[:-8] + (i * FILE_MIB + j).to_bytes(8, "little"))
         paths.append(p)
+    # Freshly written pages are dirty: their writeback would compete with whichever timed run
+    # comes first. Flush them now so every run starts from the same clean, cached state.
+    os.sync()
     return paths
 
 

@@ -16,6 +16,7 @@ from aiohttp import web
 from collector.api import drift as drift_routes
 from collector.api import openapi, views
 from collector.api.drift import IntentBadRequest
+from collector.api.params import int_param
 from collector.errors import ApiError, BadRequestError, NotFoundError, StoreError
 from collector.evaluation import DriftService
 from collector.store.base import PodKey, Store
@@ -59,19 +60,6 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             raise
         code = {404: "not_found", 405: "method_not_allowed"}.get(e.status, "http_error")
         return error_response(e.status, code, f"{request.method} {request.path}: {e.reason}")
-
-
-def _int_param(request: web.Request, name: str, default: int | None, low: int, high: int) -> int | None:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw, 10)
-    except ValueError:
-        raise BadRequestError(f"query parameter {name!r}: {raw[:32]!r} is not an integer") from None
-    if not low <= value <= high:
-        raise BadRequestError(f"query parameter {name!r}: {value} is not between {low} and {high}")
-    return value
 
 
 def _bool_param(request: web.Request, name: str) -> bool:
@@ -128,9 +116,9 @@ async def get_pod(request: web.Request) -> web.Response:
 
 async def pod_history(request: web.Request) -> web.Response:
     key = _key(request)
-    limit = _int_param(request, "limit", DEFAULT_HISTORY_LIMIT, 1, MAX_HISTORY_LIMIT)
+    limit = int_param(request, "limit", DEFAULT_HISTORY_LIMIT, 1, MAX_HISTORY_LIMIT)
     assert limit is not None
-    before = _int_param(request, "before", None, 1, 2**62)
+    before = int_param(request, "before", None, 1, 2**62)
     include_facts = _bool_param(request, "facts")
     store = request.app[STORE]
     if await store.get_pod(key) is None:

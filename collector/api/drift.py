@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from collector.api.params import int_param
 from collector.baseline.model import BaselineError
 from collector.drift.diff import ChangeKind, FactChange, diff_facts
 from collector.drift.model import OBSERVATION_PREFIX, SEVERITY_ORDER, Reference, Replica, Status
@@ -43,19 +44,6 @@ def _choice(request: web.Request, name: str, allowed: tuple[str, ...]) -> str | 
     if raw not in allowed:
         raise BadRequestError(f"query parameter {name!r}: {raw[:40]!r} is not one of {', '.join(allowed)}")
     return raw
-
-
-def _int(request: web.Request, name: str, default: int | None, low: int, high: int) -> int | None:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw, 10)
-    except ValueError:
-        raise BadRequestError(f"query parameter {name!r}: {raw[:32]!r} is not an integer") from None
-    if not low <= value <= high:
-        raise BadRequestError(f"query parameter {name!r}: {value} is not between {low} and {high}")
-    return value
 
 
 async def resolve_workload(svc: DriftService, text: str, where: str) -> str:
@@ -197,8 +185,8 @@ async def list_findings(request: web.Request) -> web.Response:
         reference=_choice(request, "reference", tuple(r.value for r in Reference)),
         category=_choice(request, "category", FINDING_CATEGORIES),
         severity=_choice(request, "severity", tuple(SEVERITY_ORDER)),
-        limit=_int(request, "limit", 100, 1, MAX_FINDINGS_LIMIT) or 100,
-        before_id=_int(request, "before", None, 1, 2**62),
+        limit=int_param(request, "limit", 100, 1, MAX_FINDINGS_LIMIT) or 100,
+        before_id=int_param(request, "before", None, 1, 2**62),
     )
     rows = await svc.store.list_findings(query)
     return web.json_response(

@@ -131,6 +131,40 @@ class Derivation:
     type: ValueType = "str"
 
 
+def checkpoint_derivations(context_flag: str) -> tuple[Derivation, ...]:
+    """The auto rules vLLM and SGLang share (SGLang's model_config follows vLLM's).
+
+    ``--dtype auto`` is the checkpoint's dtype, except that float32 checkpoints are served in
+    float16 (vllm/config.py ``_get_and_verify_dtype``, "following common practice"); the KV cache
+    follows the model dtype; an unset context length and quantization come from the checkpoint.
+    """
+    return (
+        Derivation(
+            "runtime.dtype",
+            "model.config.torch_dtype",
+            "--dtype auto: the checkpoint dtype, float32 served as float16",
+            mapping={"float32": "float16", "float": "float16"},
+            type="dtype",
+        ),
+        Derivation(
+            "runtime.kv_cache_dtype", "runtime.dtype", "--kv-cache-dtype auto: the model dtype", type="dtype"
+        ),
+        Derivation(
+            "runtime.max_model_len",
+            "model.config.max_position_embeddings",
+            f"no {context_flag}: the model's context length",
+            when=(None,),
+            type="int",
+        ),
+        Derivation(
+            "runtime.quantization",
+            "model.config.quantization",
+            "no --quantization: the checkpoint's quantization_config.quant_method",
+            when=(None,),
+        ),
+    )
+
+
 @dataclass(frozen=True)
 class EngineSpec:
     name: str  # vllm | sglang | tgi

@@ -14,13 +14,13 @@ from __future__ import annotations
 from agent.engines.base import (
     COMMON_ENV_PREFIXES,
     MODEL,
-    Derivation,
     EngineSpec,
     Entrypoint,
     InfoEndpoint,
     MetricsSpec,
     ObservationSpec,
     SettingSpec,
+    checkpoint_derivations,
 )
 
 SGLANG_METRICS = MetricsSpec(
@@ -134,31 +134,6 @@ SGLANG = EngineSpec(
     },
     env_prefixes=("SGLANG_", "SGL_", *COMMON_ENV_PREFIXES),
     config_flags=("--config",),
-    derivations=(
-        # sglang/srt/configs/model_config.py: the vLLM rule (float32 checkpoints run in float16).
-        Derivation(
-            "runtime.dtype",
-            "model.config.torch_dtype",
-            "--dtype auto: the checkpoint dtype, float32 served as float16",
-            mapping={"float32": "float16", "float": "float16"},
-            type="dtype",
-        ),
-        Derivation(
-            "runtime.kv_cache_dtype", "runtime.dtype", "--kv-cache-dtype auto: the model dtype", type="dtype"
-        ),
-        Derivation(
-            "runtime.max_model_len",
-            "model.config.max_position_embeddings",
-            "no --context-length: the model's context length",
-            when=(None,),
-            type="int",
-        ),
-        Derivation(
-            "runtime.quantization",
-            "model.config.quantization",
-            "no --quantization: the checkpoint's quantization_config.quant_method",
-            when=(None,),
-        ),
-    ),
+    derivations=checkpoint_derivations("--context-length"),
     metrics=SGLANG_METRICS,
 )

@@ -13,7 +13,6 @@ from __future__ import annotations
 from agent.engines.base import (
     COMMON_ENV_PREFIXES,
     MODEL,
-    Derivation,
     EngineSpec,
     Entrypoint,
     InfoEndpoint,
@@ -22,6 +21,7 @@ from agent.engines.base import (
     ObservationSpec,
     SettingSpec,
     ValueType,
+    checkpoint_derivations,
 )
 
 # vllm:cache_config_info labels that are canonical facts; the others go under runtime.cache_config.
@@ -150,32 +150,6 @@ VLLM = EngineSpec(
     env_prefixes=("VLLM_", *COMMON_ENV_PREFIXES),
     config_flags=("--config",),
     args_env=("VLLM_ADDITIONAL_ARGS",),
-    derivations=(
-        # vllm/config.py _get_and_verify_dtype: "auto" is the checkpoint's dtype, except that
-        # float32 checkpoints are served in float16 ("following common practice").
-        Derivation(
-            "runtime.dtype",
-            "model.config.torch_dtype",
-            "--dtype auto: the checkpoint dtype, float32 served as float16",
-            mapping={"float32": "float16", "float": "float16"},
-            type="dtype",
-        ),
-        Derivation(
-            "runtime.kv_cache_dtype", "runtime.dtype", "--kv-cache-dtype auto: the model dtype", type="dtype"
-        ),
-        Derivation(
-            "runtime.max_model_len",
-            "model.config.max_position_embeddings",
-            "no --max-model-len: the model's context length",
-            when=(None,),
-            type="int",
-        ),
-        Derivation(
-            "runtime.quantization",
-            "model.config.quantization",
-            "no --quantization: the checkpoint's quantization_config.quant_method",
-            when=(None,),
-        ),
-    ),
+    derivations=checkpoint_derivations("--max-model-len"),
     metrics=VLLM_METRICS,
 )

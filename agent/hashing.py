@@ -20,7 +20,8 @@ system call through ctypes), and all threads share one bytes-per-second reservat
 **Safety.** Files are opened ``O_NONBLOCK | O_NOFOLLOW`` and must be regular once open (a FIFO
 swapped in after the walk cannot hang a thread); the file's identity is taken before and after
 reading, and a file that changed meanwhile is reported ``changed``, not cached. Memory is one
-buffer per thread. Work stops at the next chunk when the hasher is closed.
+chunk in flight per thread, trimmed back to the OS after each batch. Work stops at the next chunk
+when the hasher is closed.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import concurrent.futures
 import ctypes
 import errno
+import functools
 import hashlib
 import json
 import logging
@@ -349,7 +351,6 @@ def hash_file(
     *,
     limiter: RateLimiter | None = None,
     stop: threading.Event | None = None,
-    buf: bytearray | None = None,
     blake3_threads: int = 1,
 ) -> HashOutcome:
     """Hash one regular file; never raises for the file's own faults. Blocking."""
@@ -365,7 +366,7 @@ def hash_file(
         if mode == "blake3":
             digest, size = _blake3_fd(fd, limiter, stop, blake3_threads, bytearray(BLAKE3_WINDOW_BYTES))
         else:
-            digest, size = _sha256_fd(fd, limiter, stop, buf or bytearray(CHUNK_BYTES))
+            digest, size = _sha256_fd(fd, limiter, stop, CHUNK_BYTES)
         after_fd = StatKey.of(os.fstat(fd))
         after_path = StatKey.of(os.stat(path, follow_symlinks=False))
     except _Stop:
@@ -381,11 +382,8 @@ def hash_file(
     return HashOutcome(OK, digest, size, key)
 
 
-def _sha256_fd(
-    fd: int, limiter: RateLimiter | None, stop: threading.Event, buf: bytearray
-) -> tuple[str, int]:
+def _sha256_fd(fd: int, limiter: RateLimiter | None, stop: threading.Event, chunk: int) -> tuple[str, int]:
     h = hashlib.sha256()
-    chunk = len(buf)
     size = 0
     while True:
         if stop.is_set():
@@ -543,7 +541,6 @@ class Hasher:
                 if not self.budget_notes:
                     self.budget_notes.extend(notes)
                     log.warning("hashing budget only partly applied: %s", "; ".join(notes))
-        buf = bytearray(CHUNK_BYTES)
         while True:
             _, _, job = self._queue.get()
             if job is None or self._stop.is_set():
@@ -555,12 +552,13 @@ class Hasher:
             with self._lock:
                 self._busy += 1
             try:
-                outcome = self._hash(job, buf)
+                outcome = self._hash(job)
                 with self._lock:
                     last = self._busy == 1 and self._queue.empty()
                 if last:
                     # Persist before anyone learns the result: a restart right after must find it.
                     self._save_cache()
+                    release_free_memory()
                 job.future.set_result(outcome)
             except BaseException as e:  # a bug here must reach the waiter, not kill the pool silently
                 log.exception("hashing %s failed", job.path)
@@ -571,7 +569,7 @@ class Hasher:
                     if job.key is not None:
                         self._inflight.pop(job.key, None)
 
-    def _hash(self, job: _Job, buf: bytearray) -> HashOutcome:
+    def _hash(self, job: _Job) -> HashOutcome:
         if job.key is not None:
             digest = self.cached(job.key)
             if digest is not None:
@@ -581,7 +579,6 @@ class Hasher:
             self.mode,
             limiter=self.limiter,
             stop=self._stop,
-            buf=buf,
             blake3_threads=self.budget.threads,
         )
         if outcome.status == OK and outcome.key is not None and outcome.digest is not None:
@@ -596,6 +593,28 @@ class Hasher:
         except OSError as e:
             # The digests are still right; only the next restart will hash again.
             log.warning("cannot write digest cache %s: %s", self.cache.path, e.strerror or e)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(None)
+    except OSError:
+        return None
+    trim: Callable[[int], int] | None = getattr(libc, "malloc_trim", None)
+    return trim
+
+
+def release_free_memory() -> None:
+    """Give the chunks freed by a finished batch back to the OS (glibc ``malloc_trim``).
+
+    Each hashing thread reads into fresh chunks, which glibc serves from that thread's arena and
+    keeps there once freed: a few MiB of resident memory held for nothing between batches, in an
+    agent whose steady state must stay small. A no-op where the C library has no malloc_trim.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def git_blob_sha1(data: bytes) -> str:

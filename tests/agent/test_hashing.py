@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import agent.hashing as hashing
 from agent.errors import SettingsError
 from agent.hashing import (
     CANCELLED,
@@ -219,3 +220,22 @@ def test_budget_and_size_settings_are_validated() -> None:
 def test_git_blob_id_matches_git() -> None:
     # `printf 'hello\n' | git hash-object --stdin`
     assert git_blob_sha1(b"hello\n") == "ce013625030ba8dba906f756967f9e9ca394464a"
+
+
+def test_freed_chunks_go_back_to_the_os_once_a_batch_is_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr(hashing, "release_free_memory", lambda: calls.append(1))
+    files = []
+    for i in range(3):
+        p = tmp_path / f"f{i}"
+        p.write_bytes(os.urandom(3 * CHUNK_BYTES + i))
+        files.append(p)
+    hasher = Hasher(HashBudget(threads=2, nice=0, ionice="none"))
+    try:
+        hasher.hash_now(files)
+    finally:
+        hasher.close()
+    assert calls, "the finished batch was not trimmed"
+    assert hashing._malloc_trim() is not None  # glibc here: the trim is real, not a no-op

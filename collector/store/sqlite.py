@@ -528,24 +528,7 @@ class SqliteStore:
                 (key.namespace, key.pod, bound, limit),
             ).fetchall()
 
-        rows = await self._read(body)
-        out = []
-        for sid, ns, pod, seq, agent_id, collected, received, fps, facts, prov, sources in rows:
-            out.append(
-                SnapshotRecord(
-                    id=int(sid),
-                    key=PodKey(ns, pod),
-                    sequence=int(seq),
-                    agent_id=agent_id,
-                    collected_at=float(collected),
-                    received_at=float(received),
-                    facts=codec.decode_facts(facts),
-                    provenance=codec.decode_provenance(prov),
-                    sources=codec.decode_sources(sources),
-                    fingerprint=codec.decode_fingerprint(fps),
-                )
-            )
-        return out
+        return [self._snapshot(row) for row in await self._read(body)]
 
     # -- drift engine: replicas, findings, baselines, intents -----------------------------------
 

@@ -228,21 +228,31 @@ def find_process(proc: ProcFS, settings: AgentSettings) -> Found:
 # --- model dir and metrics URL ----------------------------------------------------------------
 
 
+def engine_paths(path: str, cwd: PurePosixPath | None, process_root: Path | None) -> list[Path]:
+    """Where a path the engine names can be reached from the agent, in the order to try.
+
+    As the agent sees it (a volume mounted at the same place in the sidecar), then through
+    ``/proc/<pid>/root`` (the engine container's filesystem); a relative path is the engine's,
+    resolved against its cwd, and unreachable when that is unknown.
+    """
+    p = PurePosixPath(path)
+    if not p.is_absolute():
+        if cwd is None:
+            return []
+        p = cwd / p
+    candidates = [Path(p)]
+    if process_root is not None:
+        candidates.append(process_root / p.relative_to("/"))
+    return candidates
+
+
 def resolve_model_dir(model: str, cwd: PurePosixPath | None, process_root: Path | None) -> Path | None:
     """The local directory the engine loads ``model`` from, as the agent can reach it, else None.
 
     Tried as the agent sees the path (the model volume mounted at the same place in the
     sidecar), then through ``/proc/<pid>/root`` (the engine container's filesystem).
     """
-    path = PurePosixPath(model)
-    if not path.is_absolute():
-        if cwd is None:
-            return None
-        path = cwd / path
-    candidates = [Path(path)]
-    if process_root is not None:
-        candidates.append(process_root / path.relative_to("/"))
-    for candidate in candidates:
+    for candidate in engine_paths(model, cwd, process_root):
         try:
             if candidate.is_dir():
                 return candidate
@@ -340,15 +350,7 @@ def read_process_file(path: str, cwd: PurePosixPath | None, process_root: Path |
     Tried as the agent sees the path, then through ``/proc/<pid>/root``; relative paths are the
     process's, resolved against its cwd. Bounded: the parser refuses anything near the cap.
     """
-    p = PurePosixPath(path)
-    if not p.is_absolute():
-        if cwd is None:
-            return None
-        p = cwd / p
-    candidates = [Path(p)]
-    if process_root is not None:
-        candidates.append(process_root / p.relative_to("/"))
-    for candidate in candidates:
+    for candidate in engine_paths(path, cwd, process_root):
         try:
             with candidate.open("rb") as f:
                 return f.read(MAX_CONFIG_FILE_CHARS + 1).decode("utf-8", "replace")

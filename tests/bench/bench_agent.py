@@ -28,7 +28,7 @@ import urllib.request
 from pathlib import Path
 
 from skewwatch.demo.standin_vllm import install_launcher
-from tests.bench.common import Figure, per_call_cpu
+from tests.bench.common import Figure, per_call_cpu, proc_status_bytes
 from tests.conftest import free_port
 
 CYCLES = 40
@@ -59,13 +59,6 @@ def proc_cpu_seconds(pid: int) -> float:
     text = Path(f"/proc/{pid}/stat").read_text()
     fields = text[text.rfind(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def proc_status_bytes(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {field} in /proc/{pid}/status")
 
 
 def _wait(what: str, ok: object, timeout_s: float = 30) -> None:

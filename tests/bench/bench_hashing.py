@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.bench.common import Figure
+from tests.bench.common import Figure, proc_status_bytes
 from tests.conftest import REPO
 
 MIB = 1024 * 1024
@@ -104,14 +104,6 @@ def worker(kind: str, root: Path, cache: Path, extra: dict[str, Any]) -> dict[st
     return result
 
 
-def _hwm() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def _files(root: Path, count: int | None = None) -> list[Path]:
     files = sorted(root.glob("*.safetensors"))
     return files[:count] if count else files
@@ -126,7 +118,11 @@ def _run_worker(kind: str, root: Path, cache: Path, extra: dict[str, Any]) -> di
         config.use_file_serialization(hashing_algorithm="sha256", max_workers=extra["threads"])
         config.hash(root)
         seconds = time.perf_counter() - start
-        return {"bytes": sum(p.stat().st_size for p in _files(root)), "seconds": seconds, "hwm": _hwm()}
+        return {
+            "bytes": sum(p.stat().st_size for p in _files(root)),
+            "seconds": seconds,
+            "hwm": proc_status_bytes("self", "VmHWM"),
+        }
 
     from agent.hashing import DigestCache, HashBudget, Hasher
 
@@ -142,7 +138,8 @@ def _run_worker(kind: str, root: Path, cache: Path, extra: dict[str, Any]) -> di
     bad = [str(p) for p, o in outcomes.items() if o.status != "ok"]
     if bad:
         raise RuntimeError(f"not hashed: {bad}")
-    return {"bytes": sum(o.size for o in outcomes.values()), "seconds": seconds, "hwm": _hwm(),
+    hwm = proc_status_bytes("self", "VmHWM")
+    return {"bytes": sum(o.size for o in outcomes.values()), "seconds": seconds, "hwm": hwm,
             "hashed": hasher.bytes_hashed}  # fmt: skip
 
 

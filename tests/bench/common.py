@@ -1,11 +1,11 @@
-"""What benchmarks share: the figure record and CPU-time measurement."""
+"""What benchmarks share: the figure record, CPU-time and /proc memory measurement."""
 
 from __future__ import annotations
 
 import resource
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -37,12 +37,12 @@ def cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def rss_bytes() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
+def proc_status_bytes(pid: int | str, field: str) -> int:
+    """A byte figure (``VmRSS``, ``VmHWM``, …) from ``/proc/<pid>/status``; pid may be "self"."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/{pid}/status")
 
 
 def per_call_cpu(fn: Callable[[], object], n: int) -> float:
@@ -51,11 +51,3 @@ def per_call_cpu(fn: Callable[[], object], n: int) -> float:
     for _ in range(n):
         fn()
     return (cpu_seconds() - start) / n
-
-
-def per_call_wall(fn: Callable[[], object], n: int) -> float:
-    fn()
-    start = time.perf_counter()
-    for _ in range(n):
-        fn()
-    return (time.perf_counter() - start) / n

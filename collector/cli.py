@@ -213,10 +213,18 @@ def _error_message(e: urllib.error.HTTPError) -> str:
         return str(e.reason)
 
 
-def _show(command: str, args: argparse.Namespace, path: str, table: Callable[[Any], str]) -> int:
-    """GET ``path`` from the collector and print it as JSON or as a table; 1 when unreachable."""
+def _show(
+    command: str,
+    args: argparse.Namespace,
+    path: str,
+    table: Callable[[Any], str],
+    *,
+    method: str = "GET",
+    body: bytes | None = None,
+) -> int:
+    """Call ``path`` on the collector and print the answer as JSON or as a table; 1 on failure."""
     try:
-        data = get_json(args.collector, path, args.timeout)
+        data = get_json(args.collector, path, args.timeout, method, body)
     except ClientError as e:
         print(f"skewwatch {command}: error: {e}", file=sys.stderr)
         return 1
@@ -404,16 +412,8 @@ def run_baseline(args: argparse.Namespace) -> int:
     path = "/api/v1/baselines/" + _workload_path(args.workload)
     if not args.record:
         return _show("baseline", args, path, format_baseline_table)
-    try:
-        data = get_json(args.collector, path, args.timeout, "POST", json.dumps({"note": args.note}).encode())
-    except ClientError as e:
-        print(f"skewwatch baseline: error: {e}", file=sys.stderr)
-        return 1
-    if args.format == "json":
-        print(json.dumps(data, indent=2, sort_keys=True))
-    else:
-        print(format_baseline_table(data), end="")
-    return 0
+    body = json.dumps({"note": args.note}).encode()
+    return _show("baseline", args, path, format_baseline_table, method="POST", body=body)
 
 
 def run_status(args: argparse.Namespace) -> int:

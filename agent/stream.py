@@ -14,6 +14,7 @@ import contextlib
 import logging
 import random
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -28,6 +29,8 @@ from skewwatch.wire import observations_to_proto, snapshot_to_proto, timestamp
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5.0
+# This process's id in every Hello: the collector tells two agents claiming one pod apart by it.
+INSTANCE_ID = uuid.uuid4().hex
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,7 @@ class AgentStream:
                 ),
                 agent_version=__version__,
                 protocol_version=PROTOCOL_VERSION,
+                instance_id=INSTANCE_ID,
             ),
         )
 

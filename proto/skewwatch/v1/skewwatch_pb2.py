@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"proto/skewwatch/v1/skewwatch.proto\x12\x0cskewwatch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdc\x01\n\x0c\x41gentMessage\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12$\n\x05hello\x18\x02 \x01(\x0b\x32\x13.skewwatch.v1.HelloH\x00\x12*\n\x08snapshot\x18\x03 \x01(\x0b\x32\x16.skewwatch.v1.SnapshotH\x00\x12,\n\theartbeat\x18\x04 \x01(\x0b\x32\x17.skewwatch.v1.HeartbeatH\x00\x12\x32\n\x0cobservations\x18\x05 \x01(\x0b\x32\x1a.skewwatch.v1.ObservationsH\x00\x42\x06\n\x04\x62ody\"d\n\x10\x43ollectorMessage\x12 \n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x11.skewwatch.v1.AckH\x00\x12&\n\x06resync\x18\x02 \x01(\x0b\x32\x14.skewwatch.v1.ResyncH\x00\x42\x06\n\x04\x62ody\"f\n\x0bPodIdentity\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0b\n\x03pod\x18\x02 \x01(\t\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\x10\n\x08workload\x18\x04 \x01(\t\x12\x17\n\x0fworkload_source\x18\x05 \x01(\t\"r\n\x05Hello\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12&\n\x03pod\x18\x02 \x01(\x0b\x32\x19.skewwatch.v1.PodIdentity\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12\x18\n\x10protocol_version\x18\x04 \x01(\r\"\xdb\x01\n\x05Value\x12\x14\n\nnull_value\x18\x01 \x01(\x08H\x00\x12\x14\n\nbool_value\x18\x02 \x01(\x08H\x00\x12\x13\n\tint_value\x18\x03 \x01(\x12H\x00\x12\x15\n\x0b\x66loat_value\x18\x04 \x01(\x01H\x00\x12\x16\n\x0cstring_value\x18\x05 \x01(\tH\x00\x12-\n\nlist_value\x18\x06 \x01(\x0b\x32\x17.skewwatch.v1.ListValueH\x00\x12+\n\tmap_value\x18\x07 \x01(\x0b\x32\x16.skewwatch.v1.MapValueH\x00\x42\x06\n\x04kind\"/\n\tListValue\x12\"\n\x05items\x18\x01 \x03(\x0b\x32\x13.skewwatch.v1.Value\"\x85\x01\n\x08MapValue\x12\x34\n\x07\x65ntries\x18\x01 \x03(\x0b\x32#.skewwatch.v1.MapValue.EntriesEntry\x1a\x43\n\x0c\x45ntriesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.skewwatch.v1.Value:\x02\x38\x01\"<\n\nProvenance\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"e\n\x04\x46\x61\x63t\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.skewwatch.v1.Value\x12,\n\nprovenance\x18\x03 \x01(\x0b\x32\x18.skewwatch.v1.Provenance\"q\n\x0cSourceStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.skewwatch.v1.SourceState\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x18\n\x10\x64uration_seconds\x18\x04 \x01(\x01\"\x90\x01\n\x0b\x46ingerprint\x12\x0f\n\x07overall\x18\x01 \x01(\t\x12=\n\ncategories\x18\x02 \x03(\x0b\x32).skewwatch.v1.Fingerprint.CategoriesEntry\x1a\x31\n\x0f\x43\x61tegoriesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xbc\x01\n\x08Snapshot\x12\x30\n\x0c\x63ollected_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x05\x66\x61\x63ts\x18\x02 \x03(\x0b\x32\x12.skewwatch.v1.Fact\x12+\n\x07sources\x18\x03 \x03(\x0b\x32\x1a.skewwatch.v1.SourceStatus\x12.\n\x0b\x66ingerprint\x18\x04 \x01(\x0b\x32\x19.skewwatch.v1.Fingerprint\"P\n\tHeartbeat\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x13overall_fingerprint\x18\x02 \x01(\t\"8\n\x0bObservation\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x0c\n\x04unit\x18\x03 \x01(\t\"x\n\x0cObservations\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0ewindow_seconds\x18\x02 \x01(\x01\x12(\n\x05items\x18\x03 \x03(\x0b\x32\x19.skewwatch.v1.Observation\"\x17\n\x03\x41\x63k\x12\x10\n\x08sequence\x18\x01 \x01(\x04\"\x18\n\x06Resync\x12\x0e\n\x06reason\x18\x01 \x01(\t*\x90\x01\n\x0bSourceState\x12\x1c\n\x18SOURCE_STATE_UNSPECIFIED\x10\x00\x12\x13\n\x0fSOURCE_STATE_OK\x10\x01\x12\x1c\n\x18SOURCE_STATE_UNAVAILABLE\x10\x02\x12\x16\n\x12SOURCE_STATE_ERROR\x10\x03\x12\x18\n\x14SOURCE_STATE_PENDING\x10\x04\x32R\n\x06Ingest\x12H\n\x06Stream\x12\x1a.skewwatch.v1.AgentMessage\x1a\x1e.skewwatch.v1.CollectorMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"proto/skewwatch/v1/skewwatch.proto\x12\x0cskewwatch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdc\x01\n\x0c\x41gentMessage\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12$\n\x05hello\x18\x02 \x01(\x0b\x32\x13.skewwatch.v1.HelloH\x00\x12*\n\x08snapshot\x18\x03 \x01(\x0b\x32\x16.skewwatch.v1.SnapshotH\x00\x12,\n\theartbeat\x18\x04 \x01(\x0b\x32\x17.skewwatch.v1.HeartbeatH\x00\x12\x32\n\x0cobservations\x18\x05 \x01(\x0b\x32\x1a.skewwatch.v1.ObservationsH\x00\x42\x06\n\x04\x62ody\"d\n\x10\x43ollectorMessage\x12 \n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x11.skewwatch.v1.AckH\x00\x12&\n\x06resync\x18\x02 \x01(\x0b\x32\x14.skewwatch.v1.ResyncH\x00\x42\x06\n\x04\x62ody\"f\n\x0bPodIdentity\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0b\n\x03pod\x18\x02 \x01(\t\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\x10\n\x08workload\x18\x04 \x01(\t\x12\x17\n\x0fworkload_source\x18\x05 \x01(\t\"\x87\x01\n\x05Hello\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12&\n\x03pod\x18\x02 \x01(\x0b\x32\x19.skewwatch.v1.PodIdentity\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12\x18\n\x10protocol_version\x18\x04 \x01(\r\x12\x13\n\x0binstance_id\x18\x05 \x01(\t\"\xdb\x01\n\x05Value\x12\x14\n\nnull_value\x18\x01 \x01(\x08H\x00\x12\x14\n\nbool_value\x18\x02 \x01(\x08H\x00\x12\x13\n\tint_value\x18\x03 \x01(\x12H\x00\x12\x15\n\x0b\x66loat_value\x18\x04 \x01(\x01H\x00\x12\x16\n\x0cstring_value\x18\x05 \x01(\tH\x00\x12-\n\nlist_value\x18\x06 \x01(\x0b\x32\x17.skewwatch.v1.ListValueH\x00\x12+\n\tmap_value\x18\x07 \x01(\x0b\x32\x16.skewwatch.v1.MapValueH\x00\x42\x06\n\x04kind\"/\n\tListValue\x12\"\n\x05items\x18\x01 \x03(\x0b\x32\x13.skewwatch.v1.Value\"\x85\x01\n\x08MapValue\x12\x34\n\x07\x65ntries\x18\x01 \x03(\x0b\x32#.skewwatch.v1.MapValue.EntriesEntry\x1a\x43\n\x0c\x45ntriesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.skewwatch.v1.Value:\x02\x38\x01\"<\n\nProvenance\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"e\n\x04\x46\x61\x63t\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.skewwatch.v1.Value\x12,\n\nprovenance\x18\x03 \x01(\x0b\x32\x18.skewwatch.v1.Provenance\"q\n\x0cSourceStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.skewwatch.v1.SourceState\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x18\n\x10\x64uration_seconds\x18\x04 \x01(\x01\"\x90\x01\n\x0b\x46ingerprint\x12\x0f\n\x07overall\x18\x01 \x01(\t\x12=\n\ncategories\x18\x02 \x03(\x0b\x32).skewwatch.v1.Fingerprint.CategoriesEntry\x1a\x31\n\x0f\x43\x61tegoriesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xbc\x01\n\x08Snapshot\x12\x30\n\x0c\x63ollected_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x05\x66\x61\x63ts\x18\x02 \x03(\x0b\x32\x12.skewwatch.v1.Fact\x12+\n\x07sources\x18\x03 \x03(\x0b\x32\x1a.skewwatch.v1.SourceStatus\x12.\n\x0b\x66ingerprint\x18\x04 \x01(\x0b\x32\x19.skewwatch.v1.Fingerprint\"P\n\tHeartbeat\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x13overall_fingerprint\x18\x02 \x01(\t\"8\n\x0bObservation\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x0c\n\x04unit\x18\x03 \x01(\t\"x\n\x0cObservations\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0ewindow_seconds\x18\x02 \x01(\x01\x12(\n\x05items\x18\x03 \x03(\x0b\x32\x19.skewwatch.v1.Observation\"\x17\n\x03\x41\x63k\x12\x10\n\x08sequence\x18\x01 \x01(\x04\"\x18\n\x06Resync\x12\x0e\n\x06reason\x18\x01 \x01(\t*\x90\x01\n\x0bSourceState\x12\x1c\n\x18SOURCE_STATE_UNSPECIFIED\x10\x00\x12\x13\n\x0fSOURCE_STATE_OK\x10\x01\x12\x1c\n\x18SOURCE_STATE_UNAVAILABLE\x10\x02\x12\x16\n\x12SOURCE_STATE_ERROR\x10\x03\x12\x18\n\x14SOURCE_STATE_PENDING\x10\x04\x32R\n\x06Ingest\x12H\n\x06Stream\x12\x1a.skewwatch.v1.AgentMessage\x1a\x1e.skewwatch.v1.CollectorMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,46 +36,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MAPVALUE_ENTRIESENTRY']._serialized_options = b'8\001'
   _globals['_FINGERPRINT_CATEGORIESENTRY']._loaded_options = None
   _globals['_FINGERPRINT_CATEGORIESENTRY']._serialized_options = b'8\001'
-  _globals['_SOURCESTATE']._serialized_start=1969
-  _globals['_SOURCESTATE']._serialized_end=2113
+  _globals['_SOURCESTATE']._serialized_start=1991
+  _globals['_SOURCESTATE']._serialized_end=2135
   _globals['_AGENTMESSAGE']._serialized_start=86
   _globals['_AGENTMESSAGE']._serialized_end=306
   _globals['_COLLECTORMESSAGE']._serialized_start=308
   _globals['_COLLECTORMESSAGE']._serialized_end=408
   _globals['_PODIDENTITY']._serialized_start=410
   _globals['_PODIDENTITY']._serialized_end=512
-  _globals['_HELLO']._serialized_start=514
-  _globals['_HELLO']._serialized_end=628
-  _globals['_VALUE']._serialized_start=631
-  _globals['_VALUE']._serialized_end=850
-  _globals['_LISTVALUE']._serialized_start=852
-  _globals['_LISTVALUE']._serialized_end=899
-  _globals['_MAPVALUE']._serialized_start=902
-  _globals['_MAPVALUE']._serialized_end=1035
-  _globals['_MAPVALUE_ENTRIESENTRY']._serialized_start=968
-  _globals['_MAPVALUE_ENTRIESENTRY']._serialized_end=1035
-  _globals['_PROVENANCE']._serialized_start=1037
-  _globals['_PROVENANCE']._serialized_end=1097
-  _globals['_FACT']._serialized_start=1099
-  _globals['_FACT']._serialized_end=1200
-  _globals['_SOURCESTATUS']._serialized_start=1202
-  _globals['_SOURCESTATUS']._serialized_end=1315
-  _globals['_FINGERPRINT']._serialized_start=1318
-  _globals['_FINGERPRINT']._serialized_end=1462
-  _globals['_FINGERPRINT_CATEGORIESENTRY']._serialized_start=1413
-  _globals['_FINGERPRINT_CATEGORIESENTRY']._serialized_end=1462
-  _globals['_SNAPSHOT']._serialized_start=1465
-  _globals['_SNAPSHOT']._serialized_end=1653
-  _globals['_HEARTBEAT']._serialized_start=1655
-  _globals['_HEARTBEAT']._serialized_end=1735
-  _globals['_OBSERVATION']._serialized_start=1737
-  _globals['_OBSERVATION']._serialized_end=1793
-  _globals['_OBSERVATIONS']._serialized_start=1795
-  _globals['_OBSERVATIONS']._serialized_end=1915
-  _globals['_ACK']._serialized_start=1917
-  _globals['_ACK']._serialized_end=1940
-  _globals['_RESYNC']._serialized_start=1942
-  _globals['_RESYNC']._serialized_end=1966
-  _globals['_INGEST']._serialized_start=2115
-  _globals['_INGEST']._serialized_end=2197
+  _globals['_HELLO']._serialized_start=515
+  _globals['_HELLO']._serialized_end=650
+  _globals['_VALUE']._serialized_start=653
+  _globals['_VALUE']._serialized_end=872
+  _globals['_LISTVALUE']._serialized_start=874
+  _globals['_LISTVALUE']._serialized_end=921
+  _globals['_MAPVALUE']._serialized_start=924
+  _globals['_MAPVALUE']._serialized_end=1057
+  _globals['_MAPVALUE_ENTRIESENTRY']._serialized_start=990
+  _globals['_MAPVALUE_ENTRIESENTRY']._serialized_end=1057
+  _globals['_PROVENANCE']._serialized_start=1059
+  _globals['_PROVENANCE']._serialized_end=1119
+  _globals['_FACT']._serialized_start=1121
+  _globals['_FACT']._serialized_end=1222
+  _globals['_SOURCESTATUS']._serialized_start=1224
+  _globals['_SOURCESTATUS']._serialized_end=1337
+  _globals['_FINGERPRINT']._serialized_start=1340
+  _globals['_FINGERPRINT']._serialized_end=1484
+  _globals['_FINGERPRINT_CATEGORIESENTRY']._serialized_start=1435
+  _globals['_FINGERPRINT_CATEGORIESENTRY']._serialized_end=1484
+  _globals['_SNAPSHOT']._serialized_start=1487
+  _globals['_SNAPSHOT']._serialized_end=1675
+  _globals['_HEARTBEAT']._serialized_start=1677
+  _globals['_HEARTBEAT']._serialized_end=1757
+  _globals['_OBSERVATION']._serialized_start=1759
+  _globals['_OBSERVATION']._serialized_end=1815
+  _globals['_OBSERVATIONS']._serialized_start=1817
+  _globals['_OBSERVATIONS']._serialized_end=1937
+  _globals['_ACK']._serialized_start=1939
+  _globals['_ACK']._serialized_end=1962
+  _globals['_RESYNC']._serialized_start=1964
+  _globals['_RESYNC']._serialized_end=1988
+  _globals['_INGEST']._serialized_start=2137
+  _globals['_INGEST']._serialized_end=2219
 # @@protoc_insertion_point(module_scope)

@@ -157,9 +157,16 @@ class Hello(_message.Message):
     POD_FIELD_NUMBER: _builtins.int
     AGENT_VERSION_FIELD_NUMBER: _builtins.int
     PROTOCOL_VERSION_FIELD_NUMBER: _builtins.int
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     agent_version: _builtins.str
     protocol_version: _builtins.int
+    instance_id: _builtins.str
+    """A random id per agent process (uuid4 hex). Two agents claiming one pod differ here even
+    when their agent_id (namespace/pod by default) is the same; the collector refuses the
+    second while the first streams, and lets the same instance take over its own stream.
+    Empty from agents that predate it: accepted without that check.
+    """
     @_builtins.property
     def pod(self) -> Global___PodIdentity: ...
     def __init__(
@@ -169,10 +176,11 @@ class Hello(_message.Message):
         pod: Global___PodIdentity | None = ...,
         agent_version: _builtins.str = ...,
         protocol_version: _builtins.int = ...,
+        instance_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["pod", b"pod"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_version", b"agent_version", "pod", b"pod", "protocol_version", b"protocol_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_version", b"agent_version", "instance_id", b"instance_id", "pod", b"pod", "protocol_version", b"protocol_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -8,12 +8,16 @@ naming the field at fault.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from proto.skewwatch.v1 import skewwatch_pb2 as pb
 from skewwatch.core.errors import FactError, SkewwatchError
 from skewwatch.core.facts import (
+    CATEGORIES,
+    MAX_INPUTS,
+    MAX_KEY_LENGTH,
     MAX_VALUE_DEPTH,
     MAX_VALUE_ITEMS,
     METHODS,
@@ -114,7 +118,11 @@ def snapshot_to_proto(snap: Snapshot) -> pb.Snapshot:
                 key=f.key,
                 value=value_to_proto(f.value),
                 provenance=pb.Provenance(
-                    source=f.provenance.source, method=f.provenance.method, detail=f.provenance.detail
+                    source=f.provenance.source,
+                    method=f.provenance.method,
+                    detail=f.provenance.detail,
+                    inputs=list(f.provenance.inputs),
+                    last_seen=f.provenance.last_seen or 0.0,
                 ),
             )
         )
@@ -134,6 +142,23 @@ def snapshot_to_proto(snap: Snapshot) -> pb.Snapshot:
 def _text(value: str, where: str) -> str:
     if len(value) > MAX_TEXT:
         raise WireError(f"{where}: {len(value)} characters, over {MAX_TEXT}")
+    return value
+
+
+def _inputs(values: Sequence[str], where: str) -> tuple[str, ...]:
+    if len(values) > MAX_INPUTS:
+        raise WireError(f"{where}: {len(values)} inputs, over {MAX_INPUTS}")
+    for i, v in enumerate(values):
+        if not v or len(v) > MAX_KEY_LENGTH or not v.split(".", 1)[0] in CATEGORIES:
+            raise WireError(f"{where}[{i}]: {v[:64]!r} is not a fact key or key glob")
+    return tuple(values)
+
+
+def _last_seen(value: float, where: str) -> float | None:
+    if value == 0.0:
+        return None
+    if not math.isfinite(value) or value < 0:
+        raise WireError(f"{where}: {value!r} is not a time")
     return value
 
 
@@ -161,6 +186,8 @@ def snapshot_from_proto(msg: pb.Snapshot) -> Snapshot:
             _text(f.provenance.source, f"{where}.provenance.source"),
             f.provenance.method,
             _text(f.provenance.detail, f"{where}.provenance.detail"),
+            _inputs(f.provenance.inputs, f"{where}.provenance.inputs"),
+            _last_seen(f.provenance.last_seen, f"{where}.provenance.last_seen"),
         )
         facts[key] = Fact(key, value, prov)
     sources: dict[str, SourceStatus] = {}

@@ -44,8 +44,8 @@ def encode_provenance(provenance: Mapping[str, Provenance]) -> str:
 def decode_provenance(text: str) -> dict[str, Provenance]:
     data = _loads(text, "provenance")
     try:
-        return {k: Provenance(v["source"], v["method"], v.get("detail", "")) for k, v in data.items()}
-    except (AttributeError, KeyError, TypeError) as e:
+        return {k: Provenance.from_dict(v) for k, v in data.items()}
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
         raise StoreError(f"stored column provenance is malformed: {e!r}") from e
 
 
@@ -118,10 +118,7 @@ def decode_baseline(row_id: int, workload: str, recorded_at: float, origin: str,
             origin=origin,
             fingerprint=str(data["fingerprint"]),
             facts=cast(dict[str, FactValue], data["facts"]),
-            provenance={
-                k: Provenance(v["source"], v["method"], v.get("detail", ""))
-                for k, v in data["provenance"].items()
-            },
+            provenance={k: Provenance.from_dict(v) for k, v in data["provenance"].items()},
             sources={str(k): str(v) for k, v in data["sources"].items()},
             performance={str(k): float(v) for k, v in data["performance"].items()},
             load={str(k): float(v) for k, v in data["load"].items()},

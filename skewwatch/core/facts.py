@@ -42,14 +42,52 @@ class SourceState(StrEnum):
     PENDING = "pending"
 
 
+MAX_INPUTS = 32  # fact keys (or key globs) one fact may name as what it follows from
+
+
 @dataclass(frozen=True)
 class Provenance:
+    """Why a fact is believed: which source, how, and what it follows from.
+
+    ``inputs`` are the fact keys (or key globs such as ``model.files.*``) whose change changes
+    this fact: an argument for its effective value, the model dtype for an ``auto`` KV-cache
+    dtype, the weight files for the weights digest. The collector reads them to tell a root cause
+    from its consequences. ``last_seen`` is set on a fact carried over from an earlier collection
+    because its source is not ready now (pending, unavailable, erroring): its value is *unknown*
+    since then, not changed, and no comparison judges it.
+    """
+
     source: str
     method: str
     detail: str = ""
+    inputs: tuple[str, ...] = ()
+    last_seen: float | None = None
 
-    def as_dict(self) -> dict[str, str]:
-        return {"source": self.source, "method": self.method, "detail": self.detail}
+    @property
+    def carried(self) -> bool:
+        return self.last_seen is not None
+
+    def as_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {"source": self.source, "method": self.method, "detail": self.detail}
+        if self.inputs:
+            out["inputs"] = list(self.inputs)
+        if self.last_seen is not None:
+            out["last_seen"] = self.last_seen
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> Provenance:
+        """The inverse of ``as_dict``; raises KeyError/TypeError/ValueError on a malformed map."""
+        inputs = data.get("inputs", ())
+        if not isinstance(inputs, list | tuple) or not all(isinstance(i, str) for i in inputs):
+            raise TypeError("provenance inputs must be a list of strings")
+        last_seen = data.get("last_seen")
+        if last_seen is not None and (isinstance(last_seen, bool) or not isinstance(last_seen, int | float)):
+            raise TypeError("provenance last_seen must be a number")
+        source, method, detail = data["source"], data["method"], data.get("detail", "")
+        if not isinstance(source, str) or not isinstance(method, str) or not isinstance(detail, str):
+            raise TypeError("provenance source, method and detail must be strings")
+        return cls(source, method, detail, tuple(inputs), None if last_seen is None else float(last_seen))
 
 
 @dataclass(frozen=True)
@@ -165,12 +203,14 @@ def validate_value(value: object, where: str, _depth: int = 0) -> FactValue:
     raise FactError(f"{where}: unsupported value type {type(value).__name__}")
 
 
-def make_fact(key: str, value: object, source: str, method: str, detail: str = "") -> Fact:
+def make_fact(
+    key: str, value: object, source: str, method: str, detail: str = "", inputs: tuple[str, ...] = ()
+) -> Fact:
     """Build a validated fact."""
     validate_key(key)
     if method not in METHODS:
         raise FactError(f"fact {key!r}: provenance method {method!r} is not one of {sorted(METHODS)}")
-    return Fact(key, validate_value(value, key), Provenance(source, method, detail))
+    return Fact(key, validate_value(value, key), Provenance(source, method, detail, inputs))
 
 
 def index_facts(facts: Iterable[Fact]) -> dict[str, Fact]:

@@ -53,6 +53,29 @@ SOURCE_STATE_ERROR: SourceState.ValueType  # 3
 SOURCE_STATE_PENDING: SourceState.ValueType  # 4
 Global___SourceState: _TypeAlias = SourceState  # noqa: Y015
 
+class _EngineState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _EngineStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EngineState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ENGINE_STATE_UNSPECIFIED: _EngineState.ValueType  # 0
+    ENGINE_STATE_RUNNING: _EngineState.ValueType  # 1
+    ENGINE_STATE_NOT_RUNNING: _EngineState.ValueType  # 2
+    """No process matches: the configuration last sent still stands, nothing is serving."""
+    ENGINE_STATE_STARTING: _EngineState.ValueType  # 3
+    """A (re)started process whose sources are not ready yet: no snapshot until they are."""
+
+class EngineState(_EngineState, metaclass=_EngineStateEnumTypeWrapper): ...
+
+ENGINE_STATE_UNSPECIFIED: EngineState.ValueType  # 0
+ENGINE_STATE_RUNNING: EngineState.ValueType  # 1
+ENGINE_STATE_NOT_RUNNING: EngineState.ValueType  # 2
+"""No process matches: the configuration last sent still stands, nothing is serving."""
+ENGINE_STATE_STARTING: EngineState.ValueType  # 3
+"""A (re)started process whose sources are not ready yet: no snapshot until they are."""
+Global___EngineState: _TypeAlias = EngineState  # noqa: Y015
+
 @_typing.final
 class AgentMessage(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -62,6 +85,7 @@ class AgentMessage(_message.Message):
     SNAPSHOT_FIELD_NUMBER: _builtins.int
     HEARTBEAT_FIELD_NUMBER: _builtins.int
     OBSERVATIONS_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     @_builtins.property
     def hello(self) -> Global___Hello: ...
@@ -71,6 +95,8 @@ class AgentMessage(_message.Message):
     def heartbeat(self) -> Global___Heartbeat: ...
     @_builtins.property
     def observations(self) -> Global___Observations: ...
+    @_builtins.property
+    def event(self) -> Global___Event: ...
     def __init__(
         self,
         *,
@@ -79,12 +105,13 @@ class AgentMessage(_message.Message):
         snapshot: Global___Snapshot | None = ...,
         heartbeat: Global___Heartbeat | None = ...,
         observations: Global___Observations | None = ...,
+        event: Global___Event | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "heartbeat", b"heartbeat", "hello", b"hello", "observations", b"observations", "snapshot", b"snapshot"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "event", b"event", "heartbeat", b"heartbeat", "hello", b"hello", "observations", b"observations", "snapshot", b"snapshot"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "heartbeat", b"heartbeat", "hello", b"hello", "observations", b"observations", "sequence", b"sequence", "snapshot", b"snapshot"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "event", b"event", "heartbeat", b"heartbeat", "hello", b"hello", "observations", b"observations", "sequence", b"sequence", "snapshot", b"snapshot"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["hello", "snapshot", "heartbeat", "observations"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["hello", "snapshot", "heartbeat", "observations", "event"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -299,22 +326,34 @@ class Provenance(_message.Message):
     SOURCE_FIELD_NUMBER: _builtins.int
     METHOD_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
+    INPUTS_FIELD_NUMBER: _builtins.int
+    LAST_SEEN_FIELD_NUMBER: _builtins.int
     source: _builtins.str
     """Which agent source produced the fact: process, nvml, model_files, runtime_metrics, pod."""
     method: _builtins.str
     """How: arg, env, runtime-reported, file, nvml, k8s, default."""
     detail: _builtins.str
     """Free text naming the evidence, e.g. "--dtype" or "config.json torch_dtype"."""
+    last_seen: _builtins.float
+    """Set on a fact carried from an earlier collection while its source is not ready: unknown
+    since then (seconds since the epoch of the collection that last saw it), not changed.
+    """
+    @_builtins.property
+    def inputs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Fact keys (or key globs) this fact follows from: its change is a consequence of theirs."""
+
     def __init__(
         self,
         *,
         source: _builtins.str = ...,
         method: _builtins.str = ...,
         detail: _builtins.str = ...,
+        inputs: _abc.Iterable[_builtins.str] | None = ...,
+        last_seen: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "method", b"method", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "inputs", b"inputs", "last_seen", b"last_seen", "method", b"method", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -453,23 +492,76 @@ class Snapshot(_message.Message):
 Global___Snapshot: _TypeAlias = Snapshot  # noqa: Y015
 
 @_typing.final
-class Heartbeat(_message.Message):
+class Event(_message.Message):
+    """Something that happened to the target process, not a configuration: a restart."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     AT_FIELD_NUMBER: _builtins.int
-    OVERALL_FINGERPRINT_FIELD_NUMBER: _builtins.int
-    overall_fingerprint: _builtins.str
+    KIND_FIELD_NUMBER: _builtins.int
+    OLD_PID_FIELD_NUMBER: _builtins.int
+    NEW_PID_FIELD_NUMBER: _builtins.int
+    OLD_START_TIME_FIELD_NUMBER: _builtins.int
+    NEW_START_TIME_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """"restart" """
+    old_pid: _builtins.int
+    new_pid: _builtins.int
+    old_start_time: _builtins.float
+    """Process start times, seconds since the epoch (0 when unknown)."""
+    new_start_time: _builtins.float
+    message: _builtins.str
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
         at: _timestamp_pb2.Timestamp | None = ...,
-        overall_fingerprint: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        old_pid: _builtins.int = ...,
+        new_pid: _builtins.int = ...,
+        old_start_time: _builtins.float = ...,
+        new_start_time: _builtins.float = ...,
+        message: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "overall_fingerprint", b"overall_fingerprint"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "kind", b"kind", "message", b"message", "new_pid", b"new_pid", "new_start_time", b"new_start_time", "old_pid", b"old_pid", "old_start_time", b"old_start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Event: _TypeAlias = Event  # noqa: Y015
+
+@_typing.final
+class Heartbeat(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AT_FIELD_NUMBER: _builtins.int
+    OVERALL_FINGERPRINT_FIELD_NUMBER: _builtins.int
+    ENGINE_STATE_FIELD_NUMBER: _builtins.int
+    ENGINE_STATE_SINCE_FIELD_NUMBER: _builtins.int
+    ENGINE_STATE_MESSAGE_FIELD_NUMBER: _builtins.int
+    overall_fingerprint: _builtins.str
+    engine_state: Global___EngineState.ValueType
+    """What the agent's target process is doing; UNSPECIFIED from agents that predate it."""
+    engine_state_message: _builtins.str
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def engine_state_since(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        overall_fingerprint: _builtins.str = ...,
+        engine_state: Global___EngineState.ValueType = ...,
+        engine_state_since: _timestamp_pb2.Timestamp | None = ...,
+        engine_state_message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "engine_state_since", b"engine_state_since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "engine_state", b"engine_state", "engine_state_message", b"engine_state_message", "engine_state_since", b"engine_state_since", "overall_fingerprint", b"overall_fingerprint"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -7,7 +7,8 @@ its failure becomes its status. When two sources give the same key, the effectiv
 provenance: what the runtime reports beats files, hardware and the cluster, which beat args and
 env, which beat defaults. After the merge, the engine's rules for settings left to ``auto``
 (``agent.engines.effective``) resolve them from the other sources' facts (``--dtype auto`` from
-``model.config.torch_dtype``).
+``model.config.torch_dtype``), and every fact's provenance names what it follows from
+(``agent.engines.links``), so the collector can tell a cause from its consequences.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import logging
 import time
 from collections.abc import Sequence
 
+from agent.engines import engine_named
 from agent.engines.effective import derive_effective
+from agent.engines.links import link_inputs
 from agent.sources.base import CollectContext, Source, SourceResult
 from skewwatch.core.facts import Fact, Observation, Snapshot, SourceState, SourceStatus
 from skewwatch.core.fingerprint import fingerprint_facts
@@ -87,6 +90,8 @@ async def collect_snapshot(sources: Sequence[Source], ctx: CollectContext, timeo
     facts = merge_facts(results)
     for fact in derive_effective(facts):
         facts[fact.key] = fact
+    engine = facts.get("runtime.engine")
+    facts = link_inputs(facts, engine_named(str(engine.value) if engine is not None else ""))
     observations: dict[str, Observation] = {}
     for result in results:
         for obs in result.observations:

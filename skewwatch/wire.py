@@ -149,7 +149,7 @@ def _inputs(values: Sequence[str], where: str) -> tuple[str, ...]:
     if len(values) > MAX_INPUTS:
         raise WireError(f"{where}: {len(values)} inputs, over {MAX_INPUTS}")
     for i, v in enumerate(values):
-        if not v or len(v) > MAX_KEY_LENGTH or not v.split(".", 1)[0] in CATEGORIES:
+        if not v or len(v) > MAX_KEY_LENGTH or v.split(".", 1)[0] not in CATEGORIES:
             raise WireError(f"{where}[{i}]: {v[:64]!r} is not a fact key or key glob")
     return tuple(values)
 

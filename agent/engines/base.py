@@ -189,6 +189,11 @@ class EngineSpec:
     args_env: tuple[str, ...] = ()
     derivations: tuple[Derivation, ...] = ()
     metrics: MetricsSpec = field(default_factory=MetricsSpec)
+    # What the engine resolves from other settings at start-up: fact key -> the fact keys (or
+    # globs) whose change changes it (vLLM sizes its KV cache from dtype, memory share, GPU…).
+    # With the flags, env and auto rules above, these are the links that make one cause one
+    # finding (agent.engines.links).
+    consequences: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def flag_table(self) -> dict[str, SettingSpec]:
         """Normalised flag name (no dashes, ``_`` as ``-``) → setting."""
@@ -211,6 +216,37 @@ class EngineSpec:
     def reports_env(self, name: str) -> bool:
         """True for environment variables worth reporting as ``runtime.env.<NAME>``."""
         return name in self.env_table() or name in self.api_key_env or name.startswith(self.env_prefixes)
+
+
+def args_key(spec: EngineSpec, flag: str) -> str:
+    """``runtime.args.<name>``: the one key a setting's flag is reported under, whatever spelling."""
+    name = normalise_flag(flag)
+    setting = spec.flag_table().get(name)
+    if setting is not None:
+        longs = [f for f in setting.flags if f.startswith("--")]
+        if longs:
+            name = normalise_flag(longs[0])
+    return "runtime.args." + name.replace("-", "_")
+
+
+# The KV cache an engine can allocate follows from everything that shares GPU memory with it
+# (vLLM's and SGLang's profiling run): the engines' ``consequences`` tables name this.
+KV_CACHE_INPUTS: tuple[str, ...] = (
+    "runtime.dtype",
+    "runtime.kv_cache_dtype",
+    "runtime.quantization",
+    "runtime.gpu_memory_utilization",
+    "runtime.block_size",
+    "runtime.max_model_len",
+    "runtime.max_num_seqs",
+    "runtime.max_num_batched_tokens",
+    "runtime.tensor_parallel_size",
+    "runtime.pipeline_parallel_size",
+    "runtime.enforce_eager",
+    "hardware.gpu.memory_bytes",
+    "hardware.gpu.product",
+    "model.weights.*",
+)
 
 
 def normalise_flag(flag: str) -> str:

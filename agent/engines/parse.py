@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 
-from agent.engines.base import MODEL, EngineSpec, Entrypoint, SettingSpec, normalise_flag
+from agent.engines.base import MODEL, EngineSpec, Entrypoint, SettingSpec, args_key, normalise_flag
 from agent.redact import Redactor
 from agent.settings import DEFAULT_SALT
 from skewwatch.core.facts import FactValue
@@ -534,12 +534,7 @@ def _tokenise(
 
 def _args_name(spec: EngineSpec, name: str) -> str:
     """The one name a setting's flag is reported under, whichever spelling was used."""
-    setting = spec.flag_table().get(name)
-    if setting is not None:
-        longs = [f for f in setting.flags if f.startswith("--")]
-        if longs:
-            name = normalise_flag(longs[0])
-    return name.replace("-", "_")
+    return args_key(spec, name).removeprefix("runtime.args.")
 
 
 def _redacted(redact: Redact, name: str, raw: str | bool | list[str]) -> FactValue:

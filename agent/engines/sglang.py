@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from agent.engines.base import (
     COMMON_ENV_PREFIXES,
+    KV_CACHE_INPUTS,
     MODEL,
     EngineSpec,
     Entrypoint,
@@ -135,5 +136,7 @@ SGLANG = EngineSpec(
     env_prefixes=("SGLANG_", "SGL_", *COMMON_ENV_PREFIXES),
     config_flags=("--config",),
     derivations=checkpoint_derivations("--context-length"),
+    # SGLang sizes its KV pool (max_total_num_tokens) from what is left of the static memory share.
+    consequences={"runtime.max_total_tokens": KV_CACHE_INPUTS},
     metrics=SGLANG_METRICS,
 )

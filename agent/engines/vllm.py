@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from agent.engines.base import (
     COMMON_ENV_PREFIXES,
+    KV_CACHE_INPUTS,
     MODEL,
     EngineSpec,
     Entrypoint,
@@ -152,4 +153,8 @@ VLLM = EngineSpec(
     args_env=("VLLM_ADDITIONAL_ARGS",),
     derivations=checkpoint_derivations("--max-model-len"),
     metrics=VLLM_METRICS,
+    # vLLM sizes the KV cache in a profiling run at start-up (cache_config_info num_gpu_blocks).
+    consequences={
+        "runtime.num_gpu_blocks": KV_CACHE_INPUTS,
+    },
 )

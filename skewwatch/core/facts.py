@@ -204,7 +204,7 @@ def validate_value(value: object, where: str, _depth: int = 0) -> FactValue:
 
 
 def make_fact(
-    key: str, value: object, source: str, method: str, detail: str = "", inputs: tuple[str, ...] = ()
+    key: str, value: object, source: str, method: str, detail: str = "", *, inputs: tuple[str, ...] = ()
 ) -> Fact:
     """Build a validated fact."""
     validate_key(key)

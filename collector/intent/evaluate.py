@@ -6,6 +6,11 @@ a replica does not report is *unverifiable*, never a drift: absence usually mean
 unavailable (no GPU visible, metrics not up yet), and a false finding is worse than a gap that
 the intent view shows. SkewPolicy pins come before ModelSpec rows, so where both constrain a key
 the (more specific) pin is the one reported.
+
+Pins mean what users mean: a value that asks the engine to choose (``auto`` for the dtype and
+the KV-cache dtype, ``mapping.SYMBOLIC_VALUES``) is compared with what was *requested*, not with
+what the engine's rule resolved it to; ``quantization: null`` (and a float ModelSpec precision)
+is checked against the engine's and the checkpoint's quantization together (``mapping.READS_ALL``).
 """
 
 from __future__ import annotations
@@ -18,7 +23,17 @@ from typing import Any
 
 from collector.drift.model import OBSERVATION_PREFIX, Drift, Reference, Replica
 from collector.intent.binding import Bound
-from collector.intent.mapping import MODELSPEC_ROWS, POLICY_ROWS, Row, conforms
+from collector.intent.mapping import (
+    MODELSPEC_ROWS,
+    NO_QUANTIZATION,
+    POLICY_ROWS,
+    READS_ALL,
+    Row,
+    Symbolic,
+    conforms,
+    symbolic,
+    unconstrained,
+)
 from collector.intent.model import Intent, ModelSpec
 from skewwatch.core.facts import SourceState
 
@@ -65,8 +80,10 @@ def _entries(intent: Intent, row: Row) -> list[tuple[str, Any, str | None]]:
         values = get(base)
         if not isinstance(values, Mapping):
             return []
-        prefix = (row.target or "")[:-1] if (row.target or "").endswith("*") else ""
-        return [(f"{base}.{k}", v, (prefix + k) if row.target != "*" else k) for k, v in values.items()]
+        if row.target is None:  # a documentary map (metadata.labels.*): each entry is documentary
+            return [(f"{base}.{k}", v, None) for k, v in values.items()]
+        prefix = row.target.removesuffix("*")
+        return [(f"{base}.{k}", v, prefix + k) for k, v in values.items()]
     if "[]" in row.field:
         return []
     value = get(row.field)
@@ -102,31 +119,123 @@ def _finding_key(target: str) -> str:
     return target
 
 
-def _actual(replica: Replica, row: Row, target: str) -> tuple[bool, Any, Any, str]:
-    """(known, actual, evidence, why-unknown) for one replica."""
+@dataclass(frozen=True)
+class _Seen:
+    """What one replica says for one row: a value with its evidence, or why nothing can be said."""
+
+    known: bool
+    value: Any = None
+    evidence: Any = None
+    note: str = ""  # why unknown; for a known value not plainly read from the row's fact, whence
+    origin: str = ""  # where a known value came from, after the value in a drift's message
+
+
+def _fact(replica: Replica, key: str) -> tuple[str, Any, Any]:
+    """("absent" | "redacted" | "carried" | "ok", value, provenance dict) of one fact."""
+    if key not in replica.facts:
+        return "absent", None, None
+    value = replica.facts[key]
+    if isinstance(value, str) and value.startswith(REDACTED):
+        return "redacted", None, None
+    prov = replica.provenance.get(key)
+    if prov is not None and prov.carried:
+        return "carried", None, None
+    return "ok", value, prov.as_dict() if prov else None
+
+
+def _unknown(state: str, key: str) -> _Seen:
+    why = {
+        "redacted": f"{key} is redacted in the pod; its value cannot be compared",
+        "carried": f"{key} is carried from an earlier collection (its source is not ready)",
+    }.get(state, f"{key} not reported")
+    return _Seen(False, note=why)
+
+
+def _whence(key: str, prov: Mapping[str, Any] | None) -> str:
+    return key + (f" ({prov['source']}/{prov['method']}: {prov['detail']})" if prov else "")
+
+
+def _actual(replica: Replica, row: Row, target: str, expected: Any = None) -> _Seen:
+    """What ``replica`` says for ``row`` (whose intent value is ``expected``)."""
     if target.startswith("observation:"):
         name = target.split(":", 1)[1]
         value = replica.observed(name)
         if value is None:
-            return False, None, None, f"observation {name} not reported"
-        return True, value, {"source": "runtime_metrics", "method": "observation", "detail": name}, ""
+            return _Seen(False, note=f"observation {name} not reported")
+        return _Seen(True, value, {"source": "runtime_metrics", "method": "observation", "detail": name})
     if target.startswith("source:"):
         name = target.split(":", 1)[1]
         status = replica.sources.get(name)
         if status is None:
-            return False, None, None, f"source {name} not reported"
+            return _Seen(False, note=f"source {name} not reported")
         ok = status.state is SourceState.OK
-        return True, ok, {"source": name, "method": "status", "detail": status.message}, ""
+        return _Seen(True, ok, {"source": name, "method": "status", "detail": status.message})
+    sym = symbolic(target, expected)
+    if sym is not None:
+        return _requested(replica, target, sym)
+    if row.compare in READS_ALL:
+        return _quantization(replica, (target, *row.fallbacks))
     for key in (target, *row.fallbacks):
-        if key in replica.facts:
-            fact = replica.facts[key]
-            if isinstance(fact, str) and fact.startswith(REDACTED):
-                return False, None, None, f"{key} is redacted in the pod; its value cannot be compared"
-            prov = replica.provenance.get(key)
-            return True, fact, prov.as_dict() if prov else None, ""
+        state, value, prov = _fact(replica, key)
+        if state == "ok":
+            return _Seen(True, value, prov)
+        if state != "absent":
+            return _unknown(state, key)
     if row.compare == "present":
-        return True, False, None, ""
-    return False, None, None, f"{target} not reported"
+        return _Seen(True, False)
+    return _Seen(False, note=f"{target} not reported")
+
+
+def _requested(replica: Replica, key: str, sym: Symbolic) -> _Seen:
+    """What was asked for ``key``, for a pin of the symbolic value ``sym`` (``Symbolic`` says how)."""
+    for k in sym.requested:
+        state, value, prov = _fact(replica, k)
+        if state == "ok":
+            origin = f"requested by {_whence(k, prov)}"
+            return _Seen(True, value, prov, f"{_show(value)} {origin}", origin)
+        if state != "absent":
+            return _unknown(state, k)
+    state, value, prov = _fact(replica, key)
+    method = (prov or {}).get("method")
+    if state == "ok" and method == "default":
+        origin = f"requested as {_whence(key, prov)}"
+        return _Seen(True, value, prov, f"{_show(value)} {origin}", origin)
+    if state == "ok" and method == "derived":
+        # An engine's rule resolves a setting only where it was unset or left to the symbolic value.
+        note = f"{sym.value} requested: {key} = {_show(value)}, {sym.means}, by {_whence(key, prov)}"
+        return _Seen(True, sym.value, prov, note)
+    if state == "ok" and isinstance(value, str) and value.strip().lower() == sym.value:
+        origin = f"as reported by {_whence(key, prov)}"
+        return _Seen(True, value, prov, f"{value} {origin}", origin)
+    if state not in ("ok", "absent"):
+        return _unknown(state, key)
+    flags = " or ".join(sym.requested)
+    engine = replica.facts.get("runtime.engine")
+    default = sym.engine_defaults.get(engine) if isinstance(engine, str) else None
+    process = replica.sources.get("process")
+    if default is not None and process is not None and process.state is SourceState.OK:
+        origin = f"the {engine} default (the command line read has no {flags})"
+        return _Seen(True, default, None, f"{default} requested: {origin}", origin)
+    return _Seen(False, note=f"what was requested for {key} is not reported (no {flags})")
+
+
+def _quantization(replica: Replica, keys: tuple[str, ...]) -> _Seen:
+    """The quantization method the first of ``keys`` to name one names; None (not quantized) when
+    those reported name none; unknown only when none of them is reported."""
+    said: list[str] = []
+    missing: list[str] = []
+    for key in keys:
+        state, value, prov = _fact(replica, key)
+        if state != "ok":
+            missing.append(_unknown(state, key).note)
+            continue
+        if value is not None and str(value).strip().lower() not in NO_QUANTIZATION:
+            origin = f"from {_whence(key, prov)}"
+            return _Seen(True, value, prov, f"{_show(value)} {origin}", origin)
+        said.append(f"{key} = {_show(value)}")
+    if not said:
+        return _Seen(False, note="; ".join(missing))
+    return _Seen(True, None, None, "not quantized: " + ", ".join(said + missing))
 
 
 def evaluate_intents(bound: Bound, replicas: Sequence[Replica], ignore: Sequence[str] = ()) -> IntentResult:
@@ -175,7 +284,7 @@ def _check_row(
     source = f"{label} {path}" + (f" (line {line})" if line else "")
     if target == "replicas":
         count = len(replicas)
-        verdict = conforms(row.compare, expected, count) if replicas else None
+        verdict: bool | None = conforms(row.compare, expected, count) if replicas else None
         status = {True: "ok", False: "drift", None: "unverifiable"}[verdict]
         result.checks.append(Check(label, path, line, target, expected, status, f"{count} live replicas"))
         if verdict is False and key not in seen_keys:
@@ -193,24 +302,38 @@ def _check_row(
                 )
             )
         return
+    silent = unconstrained(row.compare, expected)
+    if silent is not None:
+        result.checks.append(Check(label, path, line, target, expected, "documentary", silent))
+        return
+    sym = symbolic(target, expected)
     drifting: dict[str, Any] = {}
     evidence: dict[str, Any] = {}
+    notes: dict[str, str] = {}  # pod -> where its judged value came from, when not plainly the fact
+    origins: dict[str, str] = {}
     unknown: list[str] = []
     judged = 0
     for r in replicas:
-        known, actual, prov, why = _actual(r, row, target)
-        if not known:
-            unknown.append(f"{r.pod}: {why}")
+        seen = _actual(r, row, target, expected)
+        if not seen.known:
+            unknown.append(f"{r.pod}: {seen.note}")
             continue
-        verdict = conforms(row.compare, expected, actual)
+        if sym is not None:
+            verdict = str(seen.value).strip().lower() == sym.value
+        else:
+            verdict = conforms(row.compare, expected, seen.value)
         if verdict is None:
-            unknown.append(f"{r.pod}: {actual!r} cannot be compared with {expected!r}")
+            unknown.append(f"{r.pod}: {seen.value!r} cannot be compared with {expected!r}")
             continue
         judged += 1
+        if seen.note:
+            notes[r.pod] = seen.note
+        if seen.origin:
+            origins[r.pod] = seen.origin
         if not verdict:
-            drifting[r.pod] = actual
-            if prov is not None:
-                evidence[r.pod] = prov
+            drifting[r.pod] = seen.value
+            if seen.evidence is not None:
+                evidence[r.pod] = seen.evidence
     if drifting:
         status = "drift"
     elif judged:
@@ -218,7 +341,10 @@ def _check_row(
     else:
         status = "unverifiable"
         result.indeterminate.add((Reference.INTENT.value, key))
-    detail = "; ".join(unknown[:3]) + (f" (+{len(unknown) - 3} more)" if len(unknown) > 3 else "")
+    # What could not be judged, then where the judged values came from (drifting pods first).
+    said = sorted(notes.items(), key=lambda pn: pn[0] not in drifting)
+    items = unknown + [f"{pod}: {note}" for pod, note in said]
+    detail = "; ".join(items[:3]) + (f" (+{len(items) - 3} more)" if len(items) > 3 else "")
     result.checks.append(Check(label, path, line, target, expected, status, detail, drifting))
     if not drifting or key in seen_keys:
         return
@@ -227,9 +353,10 @@ def _check_row(
     actual = max(values, key=values.count)
     shown = _show(actual * 1000 if row.compare == "max_ms" else actual)
     unit = " ms" if row.compare == "max_ms" else ""
+    origin = next((" " + origins[p] for p, v in drifting.items() if v == actual and p in origins), "")
     message = (
-        f"{len(drifting)} of {len(replicas)} replicas: {key} = {shown}{unit}, expected "
-        f"{_expectation(row.compare)}{_show(expected)}{unit} ({source})"
+        f"{len(drifting)} of {len(replicas)} replicas: {key} = {shown}{unit}{origin}, "
+        f"expected {_expectation(row.compare)}{_show_expected(row, expected)}{unit} ({source})"
     )
     result.drifts.append(
         Drift(
@@ -249,6 +376,14 @@ def _check_row(
 def _expectation(compare: str) -> str:
     return {"max": "at most ", "max_ms": "at most ", "min_count": "at least ", "max_count": "at most ",
             "version_range": "in ", "present": "enabled = "}.get(compare, "")  # fmt: skip
+
+
+def _show_expected(row: Row, expected: Any) -> str:
+    if row.compare == "quantization" and (
+        expected is None or str(expected).strip().lower() in NO_QUANTIZATION
+    ):
+        return "not quantized"
+    return _show(expected)
 
 
 def _show(value: Any) -> str:

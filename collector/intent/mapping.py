@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +58,90 @@ ENGINE_ALIASES: dict[str, str] = {
 }  # fmt: skip
 KV_DTYPE_ALIASES: dict[str, str] = {"fp8": "fp8_e4m3", "fp8_e4m3fn": "fp8_e4m3", "float8_e4m3fn": "fp8_e4m3"}
 NO_QUANTIZATION = frozenset({"", "none", "null", "no", "false", "off"})
+
+
+# -- symbolic values: pins that name an engine rule, not a value (data) -------------------------
+
+
+@dataclass(frozen=True)
+class Symbolic:
+    """A value that asks the engine to choose (``auto``) rather than naming what runs.
+
+    A pin equal to it is compared with what was *requested*, never with what the rule resolved
+    to: ``--kv-cache-dtype auto`` runs the KV cache in the model dtype (the agent reports
+    ``runtime.kv_cache_dtype = bfloat16``, provenance ``derived``), and a ``kvCacheDtype: auto``
+    pin holds. The request is, in order: the first of ``requested`` a replica reports (the flag
+    as given, else the engine's variable); else what the agent read for the setting itself (a
+    ``default`` value is the engine's default; a ``derived`` one comes from the engine's auto rule,
+    which applies only where the setting was unset or ``auto``; a reported ``auto`` is the request);
+    else, when the command line was read (process source ok) and carries no flag, the engine's
+    default for the setting (``engine_defaults``, by ``runtime.engine``).
+    """
+
+    value: str
+    requested: tuple[str, ...]
+    engine_defaults: Mapping[str, str]
+    means: str
+
+
+# Fact key -> its symbolic values. Every row (pin, ModelSpec field, facts.* entry) whose target is
+# one of these keys and whose value is one of these is compared with the request.
+SYMBOLIC_VALUES: dict[str, tuple[Symbolic, ...]] = {
+    "runtime.dtype": (
+        Symbolic("auto", ("runtime.args.dtype", "runtime.env.DTYPE"), {"vllm": "auto", "sglang": "auto"},
+                 "the checkpoint's dtype (vLLM and SGLang serve float32 checkpoints as float16)"),
+    ),
+    "runtime.kv_cache_dtype": (
+        # TGI has no "auto" spelling, but without --kv-cache-dtype it uses the model's dtype too.
+        Symbolic("auto", ("runtime.args.kv_cache_dtype", "runtime.env.KV_CACHE_DTYPE"),
+                 {"vllm": "auto", "sglang": "auto", "tgi": "auto"}, "the model dtype"),
+    ),
+}  # fmt: skip
+
+# (comparator, value) -> why the value says nothing about that comparator's fact: such a row is
+# documentary. ModelSpec's precision feeds a dtype row and a quantization row; "auto" constrains
+# only the dtype (a quantized checkpoint is served with --dtype auto as well).
+UNCONSTRAINED: dict[tuple[str, str], str] = {
+    ("precision_quantization", "auto"):
+        "precision auto says nothing about quantization; pin spec.pins.runtime.quantization in a SkewPolicy",
+}  # fmt: skip
+
+# (fact key, value) -> why a pin of that value cannot be checked; rejected when the intent loads.
+UNCHECKABLE_PINS: dict[tuple[str, str], str] = {
+    ("runtime.quantization", "auto"):
+        "it is not a quantization method (engines read the checkpoint's quantization_config "
+        "themselves, so it would accept anything); pin the method (awq, gptq, fp8, ...) or null for "
+        "an unquantized model",
+    ("hardware.gpu.mig_profiles", "auto"):
+        "MIG has no 'auto' profile; pin the profile (3g.40gb) or null for MIG off",
+}  # fmt: skip
+
+# Comparators that read every key of their row (target, then fallbacks) instead of the first one
+# reported: whether a model is quantized is said by the engine (runtime.quantization, from
+# --quantization or the checkpoint) and by the checkpoint (model.config.quantization, null when
+# config.json has no quantization_config); a method named by either is the actual value, and the
+# row is unverifiable only when neither is reported.
+READS_ALL = frozenset({"quantization", "precision_quantization"})
+
+
+def symbolic(target: str | None, value: Any) -> Symbolic | None:
+    """The symbolic value ``value`` is for the fact ``target``, if it is one."""
+    if target is None or not isinstance(value, str):
+        return None
+    text = value.strip().lower()
+    return next((s for s in SYMBOLIC_VALUES.get(target, ()) if s.value == text), None)
+
+
+def unconstrained(compare: str, value: Any) -> str | None:
+    """Why ``value`` says nothing a ``compare`` row could check, if it says nothing."""
+    return UNCONSTRAINED.get((compare, value.strip().lower())) if isinstance(value, str) else None
+
+
+def uncheckable(target: str | None, value: Any) -> str | None:
+    """Why a pin of ``value`` on ``target`` cannot be checked (rejected at load), or None."""
+    if target is None or not isinstance(value, str):
+        return None
+    return UNCHECKABLE_PINS.get((target, value.strip().lower()))
 
 
 def norm_dtype(v: Any) -> str:
@@ -278,9 +362,10 @@ MODELSPEC_ROWS: tuple[Row, ...] = (
     Row("spec.identity.model.task", None, note=_NO_FACT),
     Row("spec.identity.model.framework", "runtime.engine", "engine", "vllm | sglang | tgi (text-generation-inference)"),
     Row("spec.identity.model.precision", "runtime.dtype", "precision_dtype",
-        "fp16/float16/half alike, bf16/bfloat16, fp32/float32; int8/int4/fp8/fp4 are checked as quantization"),
+        "fp16/float16/half alike, bf16/bfloat16, fp32/float32; auto = --dtype auto requested; int8/int4/fp8/fp4 are checked as quantization"),
     Row("spec.identity.model.precision", "runtime.quantization", "precision_quantization",
-        "a float precision means unquantized; int8/int4/fp8/fp4 accept their quantization schemes"),
+        "a float precision means unquantized (engine and checkpoint); int8/int4/fp8/fp4 accept their "
+        "quantization schemes", ("model.config.quantization",)),
     Row("spec.identity.model.artifacts.modelUri", "model.id", "model_uri",
         "hf://org/name or org/name is compared with model.id; s3://, gs:// and paths cannot be (pin digests)"),
     Row("spec.identity.model.artifacts.tokenizerUri", None,
@@ -376,14 +461,15 @@ POLICY_ROWS: tuple[Row, ...] = (
     Row("spec.pins.image.reference", "orchestration.image", "equal"),
     Row("spec.pins.image.digest", "orchestration.image_digest", "digest"),
     Row("spec.pins.runtime.version", "runtime.version", "version_range", ">=0.6.3,<0.7 or a prefix"),
-    Row("spec.pins.runtime.dtype", "runtime.dtype", "precision_dtype"),
+    Row("spec.pins.runtime.dtype", "runtime.dtype", "precision_dtype", "auto = auto requested"),
     Row(
         "spec.pins.runtime.quantization",
         "runtime.quantization",
         "quantization",
-        "null or 'none' = unquantized",
+        "null or 'none' = unquantized: neither the engine nor the checkpoint names a method",
+        ("model.config.quantization",),
     ),
-    Row("spec.pins.runtime.kvCacheDtype", "runtime.kv_cache_dtype", "kv_dtype"),
+    Row("spec.pins.runtime.kvCacheDtype", "runtime.kv_cache_dtype", "kv_dtype", "auto = auto requested"),
     Row("spec.pins.runtime.tensorParallelSize", "runtime.tensor_parallel_size", "equal"),
     Row("spec.pins.runtime.pipelineParallelSize", "runtime.pipeline_parallel_size", "equal"),
     Row("spec.pins.hardware.driverVersion", "hardware.driver_version", "version_range"),

@@ -22,6 +22,7 @@ from typing import Any
 from collector.errors import IntentError, IntentIssue
 from collector.intent import modelspec_schema
 from collector.intent.jsonschema import validate
+from collector.intent.mapping import POLICY_ROWS, uncheckable
 from collector.intent.versions import VersionRangeError, parse_range
 from collector.intent.yamldoc import Document, load_documents
 
@@ -266,6 +267,10 @@ def _policy(doc: Document) -> SkewPolicy:
     for key in pins.get("facts", {}):
         if not re.match(r"^(model|runtime|hardware|serving|orchestration)\.\S+$", key):
             issues.append(doc.issue(("spec", "pins", "facts", key), "not a fact key (category.dotted.name)"))
+    for pin_path, target, value in _pin_entries(pins):
+        why = uncheckable(target, value)
+        if why is not None:
+            issues.append(doc.issue(pin_path, f"{value!r} cannot be checked: {why}"))
     tolerances = {
         name: Tolerance(
             None if t.get("maxDecreasePercent") is None else t["maxDecreasePercent"] / 100,
@@ -296,6 +301,25 @@ def _policy(doc: Document) -> SkewPolicy:
         severity=dict(spec.get("severity", {})),
         lines=dict(doc.lines),
     )
+
+
+def _pin_entries(pins: Mapping[str, Any]) -> list[tuple[tuple[str, ...], str, Any]]:
+    """(field path, target fact key, value) of every pin given, ``.*`` rows expanded per entry."""
+    out: list[tuple[tuple[str, ...], str, Any]] = []
+    for row in POLICY_ROWS:
+        if row.target is None:
+            continue
+        parts = tuple(row.field.removesuffix(".*").split("."))
+        node: Any = pins
+        for part in parts[2:]:  # below spec.pins
+            node = node.get(part) if isinstance(node, Mapping) else None
+        if row.field.endswith(".*"):
+            prefix = row.target.removesuffix("*")
+            for k, v in node.items() if isinstance(node, Mapping) else ():
+                out.append(((*parts, k), prefix + k, v))
+        elif isinstance(node, str):
+            out.append((parts, row.target, node))
+    return out
 
 
 def parse_document(doc: Document) -> Intent:

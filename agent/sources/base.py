@@ -27,6 +27,9 @@ class ProcessInfo:
     env: Mapping[str, str]  # the redacted environment
     model_dir: Path | None = None
     metrics_url: str | None = None
+    # When the process started (epoch seconds, from /proc/<pid>/stat and btime), None if unknown:
+    # a new pid or a new start time is a restarted engine.
+    start_time: float | None = None
 
 
 @dataclass(frozen=True)

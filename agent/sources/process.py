@@ -1,10 +1,14 @@
 """The ``process`` source: finds the inference process and reports its command line and env.
 
-The process is the one ``--pid`` names, else the first whose command line ``--match`` matches,
-else the first a vLLM, SGLang or TGI table recognises; when that is a shell (``bash -c "…
-vllm serve …"``) its engine child is preferred. Reading goes through :class:`ProcFS` (an
-injectable ``/proc`` root, as node_exporter's ``--path.procfs``); parsing is pure
-(:func:`parse_cmdline`, :func:`parse_environ`, :func:`parse_stat_ppid` and
+The process is the one ``--pid`` names, else, among those ``--match`` matches (or those a vLLM,
+SGLang or TGI table recognises), the engine itself before a shell that starts one, lowest pid
+first; when that is a shell (``bash -c "… vllm serve …"``) its engine child is preferred.
+skewwatch's own processes never count. The source keeps its target across cycles
+(:class:`TargetTracker`): while the process attached to runs it stays, and when it ends a
+process with the same engine and port takes its place, never another replica's engine.
+Reading goes through :class:`ProcFS` (an injectable ``/proc`` root, as node_exporter's
+``--path.procfs``); parsing is pure (:func:`parse_cmdline`, :func:`parse_environ`,
+:func:`parse_stat_ppid`, :func:`parse_stat_start_ticks`, :func:`parse_boot_time` and
 :mod:`agent.engines`). Every value is redacted before it becomes a fact or leaves in
 :class:`~agent.sources.base.ProcessInfo`: no raw secret survives this module.
 """
@@ -12,11 +16,15 @@ injectable ``/proc`` root, as node_exporter's ``--path.procfs``); parsing is pur
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
-from collections.abc import Iterator, Mapping
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
+from typing import Literal
 
 from agent.engines import (
     GENERIC,
@@ -29,7 +37,9 @@ from agent.engines import (
     locate,
     parse_args,
     redact_with,
+    shell_commands,
 )
+from agent.engines.parse import shell_script, strip_wrappers
 from agent.errors import SourceUnavailable
 from agent.redact import Redactor
 from agent.settings import AgentSettings
@@ -42,6 +52,19 @@ from skewwatch.core.facts import SourceState
 MAX_PROC_FILE_BYTES = 4 * 1024 * 1024
 MAX_PROBLEMS_IN_MESSAGE = 5
 _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]", "localhost"})
+_PYTHON = re.compile(r"^python(\d+(\.\d+)?)?$")
+
+
+def _clock_ticks() -> int:
+    try:
+        return os.sysconf("SC_CLK_TCK")
+    except (ValueError, OSError):
+        return 100  # USER_HZ on every Linux architecture
+
+
+CLOCK_TICKS = _clock_ticks()
+
+log = logging.getLogger(__name__)
 
 
 class ProcessGone(SourceUnavailable):
@@ -82,6 +105,24 @@ def parse_stat_ppid(text: str) -> int:
     return int(rest[1])
 
 
+def parse_stat_start_ticks(text: str) -> int:
+    """The start time from ``/proc/<pid>/stat`` (field 22): clock ticks after boot."""
+    rest = text[text.rfind(")") + 1 :].split()
+    # rest[0] is field 3 (the state), so field 22 is rest[19]
+    if len(rest) < 20 or not rest[19].isdigit():
+        raise ValueError(f"unexpected /proc stat line {text[:80]!r}")
+    return int(rest[19])
+
+
+def parse_boot_time(text: str) -> int:
+    """``btime`` from ``/proc/stat``: the boot time in epoch seconds."""
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name == "btime" and value.strip().isdigit():
+            return int(value.strip())
+    raise ValueError("no btime line in /proc/stat")
+
+
 # --- reading ----------------------------------------------------------------------------------
 
 
@@ -90,6 +131,7 @@ class ProcFS:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._boot_time: int | Literal[False] | None = None  # False: unreadable
 
     def exists(self) -> bool:
         return self.root.is_dir()
@@ -116,6 +158,34 @@ class ProcFS:
     def ppid(self, pid: int) -> int:
         return parse_stat_ppid(self._read(pid, "stat").decode("utf-8", "replace"))
 
+    def start_ticks(self, pid: int) -> int | None:
+        """When the process started, in clock ticks after boot; None from an odd stat line."""
+        try:
+            return parse_stat_start_ticks(self._read(pid, "stat").decode("utf-8", "replace"))
+        except ValueError:
+            return None
+
+    def boot_time(self) -> int | None:
+        """``btime`` of this /proc root, read once; None when ``stat`` is unreadable or lacks it."""
+        if self._boot_time is None:
+            try:
+                with (self.root / "stat").open("rb") as f:
+                    self._boot_time = parse_boot_time(f.read(MAX_PROC_FILE_BYTES).decode("utf-8", "replace"))
+            except (OSError, ValueError):
+                self._boot_time = False
+        return None if self._boot_time is False else self._boot_time
+
+    def start_time(self, ticks: int | None) -> float | None:
+        """A process start (clock ticks after boot) in epoch seconds; None without a boot time.
+
+        Without ``btime`` the start is unknown as a time: the ticks alone still tell a restarted
+        process from the one attached to (the tracker compares them), so nothing is guessed.
+        """
+        boot = self.boot_time()
+        if ticks is None or boot is None:
+            return None
+        return boot + ticks / CLOCK_TICKS
+
     def cwd(self, pid: int) -> PurePosixPath | None:
         try:
             return PurePosixPath(os.readlink(self.root / str(pid) / "cwd"))
@@ -135,10 +205,68 @@ class Found:
     pid: int
     argv: list[str]
     how: str  # "--pid", "--match", "engine detection"
+    note: str = ""  # how it was chosen among several, or that it replaced an ended engine
+    start_ticks: int | None = None  # field 22 of /proc/<pid>/stat: clock ticks after boot
+    start_time: float | None = None  # the same in epoch seconds, when /proc/stat has btime
 
 
 class NotFound(SourceUnavailable):
     pass
+
+
+# skewwatch's own entry points: its console script, ``python -m skewwatch.cli`` and the demo runner.
+SKEWWATCH_EXECUTABLES = frozenset({"skewwatch"})
+SKEWWATCH_MODULES = frozenset({"skewwatch", "skewwatch.cli", "skewwatch.demo.run"})
+
+
+def _python_program(argv: Sequence[str]) -> tuple[str, str] | None:
+    """``("module", M)`` for ``python [opts] -m M …``, ``("script", NAME)`` for ``python SCRIPT``."""
+    if not argv or not _PYTHON.match(PurePosixPath(argv[0]).name):
+        return None
+    i = 1
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "-m":
+            return ("module", argv[i + 1]) if i + 1 < len(argv) else None
+        if arg.startswith("-m"):
+            return "module", arg[2:]
+        if arg == "-c":
+            return None
+        if arg in ("-X", "-W"):
+            i += 2
+            continue
+        if arg.startswith("-"):
+            i += 1
+            continue
+        return "script", PurePosixPath(arg).name
+    return None
+
+
+def _is_skewwatch_command(argv: Sequence[str]) -> bool:
+    args = strip_wrappers(argv)
+    if not args:
+        return False
+    program = _python_program(args)
+    if program is None:
+        return PurePosixPath(args[0]).name in SKEWWATCH_EXECUTABLES
+    kind, name = program
+    return name in (SKEWWATCH_MODULES if kind == "module" else SKEWWATCH_EXECUTABLES)
+
+
+def is_skewwatch_process(argv: Sequence[str]) -> bool:
+    """True for skewwatch's own processes: never the engine, however well they match.
+
+    The ``skewwatch`` console script (``python …/bin/skewwatch agent --match vllm``),
+    ``python -m skewwatch.cli …`` or ``-m skewwatch``, the demo runner ``python -m
+    skewwatch.demo.run``, and a shell whose script runs one of them and starts no engine. A test
+    runner (pytest) is not skewwatch; nor is an engine stand-in launched as ``vllm``.
+    """
+    if _is_skewwatch_command(argv):
+        return True
+    script = shell_script(strip_wrappers(argv))
+    if script is None or locate(argv) is not None:
+        return False
+    return any(_is_skewwatch_command(command) for command in shell_commands(script))
 
 
 def _own_lineage(proc: ProcFS) -> set[int]:
@@ -155,6 +283,7 @@ def _own_lineage(proc: ProcFS) -> set[int]:
 
 
 def _processes(proc: ProcFS, exclude: set[int]) -> Iterator[tuple[int, list[str]]]:
+    """Every process with a command line, but the agent's lineage and skewwatch's own processes."""
     for pid in proc.pids():
         if pid in exclude:
             continue
@@ -162,67 +291,353 @@ def _processes(proc: ProcFS, exclude: set[int]) -> Iterator[tuple[int, list[str]
             argv = proc.cmdline(pid)
         except (SourceUnavailable, PermissionError):
             continue  # processes come and go during a scan; ones we may not read are not ours
-        if argv:  # kernel threads and zombies have no command line
+        # kernel threads and zombies have no command line
+        if argv and not is_skewwatch_process(argv):
             yield pid, argv
 
 
-def _engine_child(proc: ProcFS, pid: int, pattern: re.Pattern[str] | None) -> tuple[int, list[str]] | None:
-    """The first descendant of ``pid`` that is the engine itself (or matches, and is no shell)."""
-    children: dict[int, list[int]] = {}
-    for child in proc.pids():
-        try:
-            children.setdefault(proc.ppid(child), []).append(child)
-        except (SourceUnavailable, PermissionError, ValueError):
-            continue
-    queue = list(children.get(pid, []))
-    while queue:
-        child = queue.pop(0)
-        try:
-            argv = proc.cmdline(child)
-        except (SourceUnavailable, PermissionError):
-            continue
-        if argv and not is_shell(argv):
+class _Scan:
+    """One cycle's look at /proc: what to skip, what matches, and who is whose child (read once)."""
+
+    def __init__(self, proc: ProcFS, settings: AgentSettings) -> None:
+        self.proc = proc
+        self.settings = settings
+        self.exclude = _own_lineage(proc)
+        self.pattern = re.compile(settings.match) if settings.match else None
+        self._children: dict[int, list[int]] | None = None
+        self._selected: list[tuple[int, list[str]]] | None = None
+
+    def selected(self) -> list[tuple[int, list[str]]]:
+        """The processes ``--match`` matches; without it, those an engine table recognises."""
+        if self._selected is None:
+            pattern = self.pattern
+            self._selected = [
+                (pid, argv)
+                for pid, argv in _processes(self.proc, self.exclude)
+                if (pattern.search(" ".join(argv)) if pattern is not None else locate(argv) is not None)
+            ]
+        return self._selected
+
+    def children(self) -> dict[int, list[int]]:
+        if self._children is None:
+            self._children = {}
+            for child in self.proc.pids():
+                try:
+                    self._children.setdefault(self.proc.ppid(child), []).append(child)
+                except (SourceUnavailable, PermissionError, ValueError):
+                    continue
+        return self._children
+
+    def engine_child(self, pid: int) -> tuple[int, list[str]] | None:
+        """The first descendant of ``pid`` that is the engine itself (or matches, and is no shell)."""
+        children = self.children()
+        queue = list(children.get(pid, []))
+        while queue:
+            child = queue.pop(0)
+            queue.extend(children.get(child, []))
+            if child in self.exclude:
+                continue
+            try:
+                argv = self.proc.cmdline(child)
+            except (SourceUnavailable, PermissionError):
+                continue
+            if not argv or is_shell(argv) or is_skewwatch_process(argv):
+                continue
             inv = locate(argv)
-            if (inv is not None and not inv.via_shell) or (pattern and pattern.search(" ".join(argv))):
+            if (inv is not None and not inv.via_shell) or (
+                self.pattern and self.pattern.search(" ".join(argv))
+            ):
                 return child, argv
-        queue.extend(children.get(child, []))
-    return None
+        return None
+
+    def resolve(self, found: Found) -> Found:
+        """A shell yields to its engine child once that has started."""
+        if is_shell(found.argv):
+            child = self.engine_child(found.pid)
+            if child is not None:
+                return replace(
+                    found, pid=child[0], argv=child[1], how=f"{found.how}, child of shell {found.pid}"
+                )
+        return found
+
+    def several(self, chosen: int, rule: str) -> str:
+        """Said when more than one process could be the engine: how many, which, and the rule."""
+        pids = sorted(pid for pid, _ in self.selected())
+        if len(pids) < 2:
+            return ""
+        if self.settings.match:
+            what = f"{len(pids)} processes match --match {self.settings.match!r}"
+        else:
+            what = f"{len(pids)} engine processes found"
+        return f"{what} (pids {_pids_text(pids)}): chose pid {chosen}, {rule}"
 
 
 def find_process(proc: ProcFS, settings: AgentSettings) -> Found:
-    """The inference process per the settings; NotFound (unavailable) when there is none."""
-    exclude = _own_lineage(proc)
-    pattern = re.compile(settings.match) if settings.match else None
-    found: Found | None = None
-    if settings.pid is not None:
-        argv = proc.cmdline(settings.pid)
-        if not argv:
-            raise NotFound(f"pid {settings.pid} has no command line (a kernel thread or a zombie)")
-        found = Found(settings.pid, argv, "--pid")
-    elif pattern is not None:
-        for pid, argv in _processes(proc, exclude):
-            if pattern.search(" ".join(argv)):
-                found = Found(pid, argv, "--match")
-                break
-        if found is None:
-            raise NotFound(f"no process matched --match {settings.match!r}")
-    else:
-        via_shell: Found | None = None
-        for pid, argv in _processes(proc, exclude):
-            inv = locate(argv)
-            if inv is not None and not inv.via_shell:
-                found = Found(pid, argv, "engine detection")
-                break
-            if inv is not None and via_shell is None:
-                via_shell = Found(pid, argv, "engine detection")
-        found = found or via_shell
-        if found is None:
+    """The inference process per the settings, chosen afresh; NotFound (unavailable) when none.
+
+    A first attach by :class:`TargetTracker`, which has nothing remembered yet.
+    """
+    return TargetTracker().find(proc, settings)
+
+
+# --- keeping the target across cycles ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What makes an engine the same engine after a restart: its engine, port and command line."""
+
+    engine: str  # vllm | sglang | tgi | unknown
+    port: int | None  # serving.port as the engine reads it (flag, env, config file or default)
+    argv: tuple[str, ...]  # the redacted command line
+
+    def same_engine(self, other: Signature) -> bool:
+        """Same engine on the same port; an unknown engine (or no port) only by identical argv."""
+        if self.engine != other.engine:
+            return False
+        if self.engine == GENERIC.name or self.port is None:
+            return self.argv == other.argv
+        return self.port == other.port
+
+    def describe(self) -> str:
+        return f"{self.engine} on port {self.port}" if self.port is not None else f"{self.engine} (no port)"
+
+    def command_line(self) -> str:
+        if self.port is None:
+            return f"same {self.engine} command line"
+        return f"same {self.engine} command line on port {self.port}"
+
+
+@dataclass(frozen=True)
+class Target:
+    """The engine process attached to, as remembered between cycles."""
+
+    pid: int
+    start_ticks: int | None
+    start_time: float | None
+    signature: Signature
+    how: str  # how it was found: "--match, child of shell 10"
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    found: Found  # resolved: a shell's engine child when it has one
+    signature: Signature
+
+
+RULE_ENGINE = "the lowest pid a vLLM, SGLang or TGI table recognises as the engine itself"
+RULE_SHELL = "the lowest pid whose shell script starts a vLLM, SGLang or TGI engine"
+RULE_LOWEST = "the lowest pid (none is a known engine command line)"
+_RULES = (RULE_ENGINE, RULE_SHELL, RULE_LOWEST)
+MAX_PIDS_IN_MESSAGE = 10
+
+
+def _pids_text(pids: Sequence[int]) -> str:
+    shown = ", ".join(str(p) for p in pids[:MAX_PIDS_IN_MESSAGE])
+    return shown + (", …" if len(pids) > MAX_PIDS_IN_MESSAGE else "")
+
+
+def _when(epoch: float | None) -> str:
+    if epoch is None:
+        return "an unknown time"
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def _rank(pid: int, argv: Sequence[str]) -> tuple[int, int]:
+    """First-attach order: the engine itself, then a shell that starts one, then anything; by pid."""
+    inv = locate(argv)
+    if inv is None:
+        return 2, pid
+    return (1 if inv.via_shell else 0), pid
+
+
+def read_signature(proc: ProcFS, pid: int, argv: Sequence[str], redactor: Redactor) -> Signature:
+    """A process's signature; its environment and ``--config`` file count for the port."""
+    try:
+        env = proc.environ(pid)
+    except (SourceUnavailable, AccessDenied):
+        env = {}  # the port from the command line or the engine's default
+    inv = locate(argv, env=env)
+    spec = inv.spec if inv is not None else GENERIC
+    cwd, root = proc.cwd(pid), proc.root_of(pid)
+    config_files: dict[str, str] = {}
+    for path in config_paths(spec, argv, env):
+        text = read_process_file(path, cwd, root)
+        if text is not None:
+            config_files[path] = text
+    value = parse_args(spec, argv, env, redact_with(redactor), config_files).value("serving.port")
+    port = value if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536 else None
+    return Signature(spec.name, port, tuple(redactor.argv(argv)))
+
+
+class TargetTracker:
+    """Which process is the engine, cycle after cycle: the agent keeps its target.
+
+    First attach: the ``--pid`` process; else, among the processes ``--match`` matches (without
+    it: those an engine table recognises), the engine itself before a shell that starts one
+    before anything else, lowest pid first; a shell yields to its engine child. From then on the
+    target's signature (engine, port, redacted argv), pid and start time are remembered. While
+    that process runs (same pid, same start time) it stays the target, whatever else matches.
+    When it ends, a process with the same signature (same engine and port, identical argv
+    first) is the target: among the matches, or with ``--pid`` among all processes; without one
+    the source is unavailable, and another replica's engine (another port) is never taken
+    instead. skewwatch's own processes never count. Changes are logged once: attach, switch, lost.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.target: Target | None = None
+        self.lost_since: float | None = None
+        self._clock = clock
+
+    def find(self, proc: ProcFS, settings: AgentSettings) -> Found:
+        redactor = Redactor(settings.redaction_salt)
+        scan = _Scan(proc, settings)
+        target = self.target
+        if target is not None and self._running(proc, target):
+            # Still the engine attached to: it stays, whatever else matches now.
+            found = scan.resolve(Found(target.pid, proc.cmdline(target.pid), target.how))
+            if settings.pid is None:
+                rule = f"the attached engine ({target.signature.describe()}) while it runs"
+                found = replace(found, note=scan.several(target.pid, rule))
+            return self._attach(proc, found, redactor)
+        if target is not None:
+            return self._refind(scan, target, redactor)
+        if settings.pid is not None:
+            argv = proc.cmdline(settings.pid)
+            if not argv:
+                raise NotFound(f"pid {settings.pid} has no command line (a kernel thread or a zombie)")
+            return self._attach(proc, scan.resolve(Found(settings.pid, argv, "--pid")), redactor)
+        selected = scan.selected()
+        if not selected:
+            if settings.match:
+                raise NotFound(f"no process matched --match {settings.match!r}")
             raise NotFound("no process matched a vLLM, SGLang or TGI command line (give --pid or --match)")
-    if is_shell(found.argv):
-        child = _engine_child(proc, found.pid, pattern)
-        if child is not None:
-            found = Found(child[0], child[1], f"{found.how}, child of shell {found.pid}")
-    return found
+        pid, argv = min(selected, key=lambda pa: _rank(*pa))
+        how = "--match" if settings.match else "engine detection"
+        found = scan.resolve(Found(pid, argv, how, note=scan.several(pid, _RULES[_rank(pid, argv)[0]])))
+        return self._attach(proc, found, redactor)
+
+    def _candidates(self, scan: _Scan, target: Target, redactor: Redactor) -> list[_Candidate]:
+        """What could replace the ended target: the matches, or (--pid) processes of its engine."""
+        if scan.settings.pid is None:
+            selected = scan.selected()
+            how = "--match" if scan.settings.match else "engine detection"
+        else:
+            wanted = target.signature
+            selected = []
+            for pid, argv in _processes(scan.proc, scan.exclude):
+                inv = locate(argv)
+                if (inv.spec.name if inv is not None else GENERIC.name) != wanted.engine:
+                    continue
+                if inv is None and (len(argv) != len(wanted.argv) or argv[0] != wanted.argv[0]):
+                    continue  # an unknown engine is only the same by its whole command line
+                selected.append((pid, argv))
+            how = f"--pid {scan.settings.pid}, re-attached by its command line ({wanted.describe()})"
+        candidates: dict[int, _Candidate] = {}
+        for pid, argv in selected:
+            found = scan.resolve(Found(pid, argv, how))
+            if found.pid not in candidates:
+                signature = read_signature(scan.proc, found.pid, found.argv, redactor)
+                candidates[found.pid] = _Candidate(found, signature)
+        return list(candidates.values())
+
+    def _refind(self, scan: _Scan, target: Target, redactor: Redactor) -> Found:
+        wanted = target.signature
+        candidates = self._candidates(scan, target, redactor)
+        same = [c for c in candidates if wanted.same_engine(c.signature)]
+        if not same:
+            raise NotFound(self._lost(target, [c for c in candidates if c not in same], scan.settings))
+        best = min(same, key=lambda c: (c.signature.argv != wanted.argv, is_shell(c.found.argv), c.found.pid))
+        switch = (
+            f"engine pid {target.pid} (start {_when(target.start_time)}) ended; "
+            f"re-attached to pid {best.found.pid}, {best.signature.command_line()}"
+        )
+        log.info("%s", switch)
+        rule = f"the {wanted.command_line()} as the ended pid {target.pid}"
+        if best.signature.argv != wanted.argv:
+            rule += " (other arguments differ)"
+        several = scan.several(best.found.pid, rule) if scan.settings.pid is None else ""
+        found = replace(best.found, note="; ".join(n for n in (switch, several) if n))
+        return self._attach(scan.proc, found, redactor, signature=best.signature, switched=True)
+
+    def _lost(self, target: Target, others: Sequence[_Candidate], settings: AgentSettings) -> str:
+        first = self.lost_since is None
+        if self.lost_since is None:
+            self.lost_since = self._clock()
+        sig = target.signature
+        looking = f"{sig.engine} on port {sig.port}" if sig.port is not None else f"the {sig.command_line()}"
+        message = f"engine pid {target.pid} not running since {_when(self.lost_since)}; looking for {looking}"
+        if others:
+            same_engine = all(c.signature.engine == sig.engine for c in others)
+            where = "on other ports" if same_engine else "with another engine or port"
+            noun = "match" if settings.pid is None else f"{sig.engine} process"
+            n = len(others)
+            detail = ", ".join(
+                f"pid {c.found.pid}: {c.signature.describe()}" for c in others[:MAX_PIDS_IN_MESSAGE]
+            )
+            message += f"; {n} other {noun}{'es' if n != 1 else ''} {where} ignored ({detail})"
+        if first:
+            log.warning("%s", message)
+        return message
+
+    def _running(self, proc: ProcFS, target: Target) -> bool:
+        """The target process still runs: same pid, same start time, a command line (no zombie)."""
+        try:
+            argv = proc.cmdline(target.pid)
+            ticks = proc.start_ticks(target.pid)
+        except SourceUnavailable:
+            return False
+        except AccessDenied:
+            return True  # it is there; reading it again names what is denied
+        if not argv:
+            return False
+        return ticks is None or target.start_ticks is None or ticks == target.start_ticks
+
+    def _attach(
+        self,
+        proc: ProcFS,
+        found: Found,
+        redactor: Redactor,
+        *,
+        signature: Signature | None = None,
+        switched: bool = False,
+    ) -> Found:
+        """Remember ``found`` as the target (with its start time), logging only what changed."""
+        try:
+            ticks = proc.start_ticks(found.pid)
+        except (SourceUnavailable, AccessDenied):
+            ticks = None
+        start = proc.start_time(ticks)
+        found = replace(found, start_ticks=ticks, start_time=start)
+        old = self.target
+        if signature is None:
+            unchanged = (
+                old is not None
+                and old.pid == found.pid
+                and old.signature.argv == tuple(redactor.argv(found.argv))
+            )
+            signature = (
+                old.signature
+                if unchanged and old is not None
+                else read_signature(proc, found.pid, found.argv, redactor)
+            )
+        self.target = Target(found.pid, ticks, start, signature, found.how)
+        self.lost_since = None
+        if switched:
+            return found  # _refind logged the switch
+        if old is None:
+            log.info(
+                "attached to engine pid %d (%s), found by %s", found.pid, signature.describe(), found.how
+            )
+        elif old.pid != found.pid:  # a shell's engine child has started
+            log.info(
+                "engine pid %d is now pid %d (%s), found by %s",
+                old.pid,
+                found.pid,
+                signature.describe(),
+                found.how,
+            )
+        return found
 
 
 # --- model dir and metrics URL ----------------------------------------------------------------
@@ -295,22 +710,38 @@ def _describe(inv: Invocation | None) -> str:
 
 
 class ProcessSource:
-    """Finds the inference process and reports its engine, flags and environment."""
+    """Finds the inference process and reports its engine, flags and environment.
+
+    One per agent: it remembers its target across cycles (:class:`TargetTracker`).
+    """
 
     name = "process"
 
+    def __init__(self) -> None:
+        self.tracker = TargetTracker()
+        self._lock = threading.Lock()
+
     async def collect(self, ctx: CollectContext) -> SourceResult:
         # /proc reads are cheap but blocking, and a scan touches every process: off the loop.
-        return await asyncio.to_thread(collect_process, ctx)
+        return await asyncio.to_thread(self._collect, ctx)
+
+    def _collect(self, ctx: CollectContext) -> SourceResult:
+        # A scan stuck on a hung /proc read outlives its timeout in its thread: never pile up.
+        if not self._lock.acquire(blocking=False):
+            return SourceResult.error("the previous /proc scan is still running")
+        try:
+            return collect_process(ctx, self.tracker)
+        finally:
+            self._lock.release()
 
 
-def collect_process(ctx: CollectContext) -> SourceResult:
-    """The synchronous body of the process source."""
+def collect_process(ctx: CollectContext, tracker: TargetTracker | None = None) -> SourceResult:
+    """The synchronous body of the process source; ``tracker`` keeps the target across calls."""
     proc = ProcFS(ctx.paths.procfs)
     if not proc.exists():
         return SourceResult.unavailable(f"no /proc at {ctx.paths.procfs}")
     try:
-        found = find_process(proc, ctx.settings)
+        found = (tracker or TargetTracker()).find(proc, ctx.settings)
     except SourceUnavailable as e:
         return SourceResult.unavailable(str(e))
     except AccessDenied as e:
@@ -405,8 +836,11 @@ def build_result(
         env={k: redact(k, v) for k, v in env.items() if spec.reports_env(k)},
         model_dir=model_dir,
         metrics_url=metrics_url,
+        start_time=found.start_time,
     )
     summary = f"pid {found.pid} ({spec.name}) found by {found.how}"
+    if found.note:
+        summary = f"{summary}; {found.note}"
     if problems:
         shown = "; ".join(problems[:MAX_PROBLEMS_IN_MESSAGE])
         more = len(problems) - MAX_PROBLEMS_IN_MESSAGE

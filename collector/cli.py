@@ -112,28 +112,46 @@ def run_collector(args: argparse.Namespace) -> int:
 # -- API clients -------------------------------------------------------------------------------
 
 
-def _add_client_flags(p: argparse.ArgumentParser) -> None:
+def _add_client_flags(p: argparse.ArgumentParser, *, inherited: bool = False) -> None:
+    """``inherited``: a sub-subcommand's copy of its parent's flags; absent ones keep the parent's."""
+
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if inherited else value
+
     p.add_argument(
         "--collector",
         type=_collector_url,
-        default=os.environ.get(COLLECTOR_URL_ENV) or DEFAULT_COLLECTOR_URL,
+        default=default(os.environ.get(COLLECTOR_URL_ENV) or DEFAULT_COLLECTOR_URL),
         metavar="URL",
         help=f"collector API base URL (default: ${COLLECTOR_URL_ENV}, else {DEFAULT_COLLECTOR_URL})",
     )
-    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--format", choices=("table", "json"), default=default("table"))
     p.add_argument(
         "--timeout",
         type=_positive_float,
-        default=DEFAULT_TIMEOUT_S,
+        default=default(DEFAULT_TIMEOUT_S),
         metavar="SECONDS",
         help=f"HTTP timeout (default: {DEFAULT_TIMEOUT_S:g})",
     )
 
 
 def _register_pods(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser("pods", help="list the pods a collector knows")
+    p = subparsers.add_parser(
+        "pods",
+        help="list the pods a collector knows (STALE: not heard from within replica_stale_s), or delete one",
+    )
     _add_client_flags(p)
     p.set_defaults(func=run_pods)
+    sub = p.add_subparsers(dest="pods_command", metavar="{delete}")
+    d = sub.add_parser(
+        "delete",
+        help="forget a pod and its stored history (refused while its agent streams)",
+        description="Delete a pod and its stored snapshots and observations from the collector. "
+        "Refused (exit 1) while an agent streams for it, since it would come back at once.",
+    )
+    d.add_argument("target", type=_namespace_pod, metavar="NAMESPACE/POD")
+    _add_client_flags(d, inherited=True)
+    d.set_defaults(func=run_pods_delete)
 
 
 def _register_history(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -191,6 +209,8 @@ def get_json(base: str, path: str, timeout_s: float, method: str = "GET", body: 
         # The scheme was checked to be http(s) when the URL was parsed from the command line.
         with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
             body = response.read(MAX_RESPONSE_BYTES + 1)
+            if response.status == 204:
+                return None  # No Content: a DELETE that succeeded
     except urllib.error.HTTPError as e:
         raise ClientError(f"{url}: HTTP {e.code}: {_error_message(e)}") from e
     except urllib.error.URLError as e:
@@ -239,6 +259,21 @@ def run_pods(args: argparse.Namespace) -> int:
     return _show("pods", args, "/api/v1/pods", format_pods_table)
 
 
+def run_pods_delete(args: argparse.Namespace) -> int:
+    namespace, pod = args.target
+    path = f"/api/v1/pods/{urllib.parse.quote(namespace, safe='')}/{urllib.parse.quote(pod, safe='')}"
+    try:
+        get_json(args.collector, path, args.timeout, "DELETE")
+    except ClientError as e:
+        print(f"skewwatch pods delete: error: {e}", file=sys.stderr)
+        return 1
+    if args.format == "json":
+        print(json.dumps({"deleted": {"namespace": namespace, "pod": pod}}, indent=2, sort_keys=True))
+    else:
+        print(f"deleted pod {namespace}/{pod} and its stored history")
+    return 0
+
+
 def run_history(args: argparse.Namespace) -> int:
     namespace, pod = args.target
     path = (
@@ -277,6 +312,7 @@ def format_pods_table(data: dict[str, Any]) -> str:
         states = p.get("source_states", {})
         summary = ", ".join(f"{n} {s}" for s, n in states.items() if n) or "-"
         fp = p.get("fingerprint")
+        conflicts = (p.get("conflicts") or {}).get("count", 0)
         rows.append(
             [
                 p["namespace"],
@@ -285,10 +321,13 @@ def format_pods_table(data: dict[str, Any]) -> str:
                 p.get("workload") or "-",
                 fp[:12] if fp else "(none yet)",
                 format_time(p.get("last_seen")),
+                "stale" if p.get("stale") else "-",
+                str(conflicts) if conflicts else "-",
                 summary,
             ]
         )
-    return _table(["NAMESPACE", "POD", "NODE", "WORKLOAD", "FINGERPRINT", "LAST SEEN", "SOURCES"], rows)
+    header = ["NAMESPACE", "POD", "NODE", "WORKLOAD", "FINGERPRINT", "LAST SEEN", "STALE", "CONFLICTS"]
+    return _table([*header, "SOURCES"], rows)
 
 
 def format_change(change: dict[str, Any]) -> str:

@@ -120,7 +120,12 @@ class Collector:
 
     async def _start_http(self, host: str, port: int) -> int:
         assert self._store is not None
-        app = create_app(self._store, grpc_serving=self.serving, drift=self.drift)
+        app = create_app(
+            self._store,
+            grpc_serving=self.serving,
+            drift=self.drift,
+            streams=self.ingest.registry if self.ingest is not None else None,
+        )
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.settings.shutdown_grace_s)
         await runner.setup()
         self._runner = runner

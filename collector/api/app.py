@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,8 +18,9 @@ from collector.api import drift as drift_routes
 from collector.api import openapi, views
 from collector.api.drift import IntentBadRequest
 from collector.api.params import int_param
-from collector.errors import ApiError, BadRequestError, NotFoundError, StoreError
-from collector.evaluation import DriftService
+from collector.errors import ApiError, BadRequestError, ConflictError, NotFoundError, StoreError
+from collector.evaluation import DriftService, DriftSettings
+from collector.ingest.registry import StreamRegistry
 from collector.store.base import PodKey, Store
 from skewwatch import __version__
 
@@ -26,6 +28,9 @@ log = logging.getLogger(__name__)
 
 STORE: web.AppKey[Store] = web.AppKey("store", Store)
 GRPC_SERVING: web.AppKey[Callable[[], bool]] = web.AppKey("grpc_serving")
+STREAMS: web.AppKey[StreamRegistry] = web.AppKey("streams", StreamRegistry)
+CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
+STALE_S: web.AppKey[float] = web.AppKey("stale_s", float)
 
 MAX_HISTORY_LIMIT = 1000
 # Intent documents are the largest bodies; a bigger one is answered 413 by aiohttp.
@@ -99,9 +104,19 @@ async def openapi_json(request: web.Request) -> web.Response:
     return web.json_response(openapi.document(__version__))
 
 
+def _liveness(app: web.Application, key: PodKey) -> views.Liveness:
+    streams = app[STREAMS]
+    return views.Liveness(
+        now=app[CLOCK](),
+        stale_s=app[STALE_S],
+        streams=[c.as_dict() for c in streams.live(key)],
+        conflicts=streams.conflicts(key).as_dict(),
+    )
+
+
 async def list_pods(request: web.Request) -> web.Response:
     pods = await request.app[STORE].list_pods()
-    return web.json_response({"pods": [views.pod_summary(p) for p in pods]})
+    return web.json_response({"pods": [views.pod_summary(p, _liveness(request.app, p.key)) for p in pods]})
 
 
 async def get_pod(request: web.Request) -> web.Response:
@@ -111,7 +126,30 @@ async def get_pod(request: web.Request) -> web.Response:
     if rec is None:
         raise NotFoundError(f"pod {key} is not known to this collector")
     obs = await store.latest_observations(key)
-    return web.json_response(views.pod_detail(rec, obs))
+    return web.json_response(views.pod_detail(rec, obs, _liveness(request.app, key)))
+
+
+async def delete_pod(request: web.Request) -> web.Response:
+    """Delete a pod and its stored history; refused while an agent streams for it."""
+    key = _key(request)
+    store = request.app[STORE]
+    rec = await store.get_pod(key)
+    # No await between this check and queueing the delete: a Hello registers its stream before
+    # its own write is queued, so either it is seen here (409) or its write lands after ours.
+    live = request.app[STREAMS].live(key)
+    if live:
+        raise ConflictError(
+            f"pod {key} has a live agent stream right now ({live[0].describe()}); deleted, it would "
+            "come back at once: stop that agent first, then delete"
+        )
+    if rec is None or not await store.delete_pod(key):
+        raise NotFoundError(f"pod {key} is not known to this collector")
+    request.app[STREAMS].forget(key)
+    log.info("pod %s deleted with its stored history", key)
+    drift = request.app.get(drift_routes.DRIFT)
+    if drift is not None:
+        drift.notify(rec.identity, "snapshot")  # its workload lost a replica: evaluate it again
+    return web.Response(status=204)
 
 
 async def pod_history(request: web.Request) -> web.Response:
@@ -128,26 +166,38 @@ async def pod_history(request: web.Request) -> web.Response:
     return web.json_response(views.history(key.namespace, key.pod, rows, limit, include_facts=include_facts))
 
 
-ROUTES: tuple[tuple[str, Any], ...] = (
-    ("/healthz", healthz),
-    ("/readyz", readyz),
-    ("/api/v1/openapi.json", openapi_json),
-    ("/api/v1/pods", list_pods),
-    ("/api/v1/pods/{namespace}/{pod}", get_pod),
-    ("/api/v1/pods/{namespace}/{pod}/history", pod_history),
+ROUTES: tuple[tuple[str, str, Any], ...] = (
+    ("GET", "/healthz", healthz),
+    ("GET", "/readyz", readyz),
+    ("GET", "/api/v1/openapi.json", openapi_json),
+    ("GET", "/api/v1/pods", list_pods),
+    ("GET", "/api/v1/pods/{namespace}/{pod}", get_pod),
+    ("DELETE", "/api/v1/pods/{namespace}/{pod}", delete_pod),
+    ("GET", "/api/v1/pods/{namespace}/{pod}/history", pod_history),
 )
 
 
 def create_app(
-    store: Store, *, grpc_serving: Callable[[], bool] = lambda: True, drift: DriftService | None = None
+    store: Store,
+    *,
+    grpc_serving: Callable[[], bool] = lambda: True,
+    drift: DriftService | None = None,
+    streams: StreamRegistry | None = None,
 ) -> web.Application:
     """The API app over ``store``; ``grpc_serving`` tells /readyz whether ingest is up; with
-    ``drift``, the drift engine's routes (workloads, findings, diff, baselines, intents) too."""
+    ``drift``, the drift engine's routes (workloads, findings, diff, baselines, intents) too;
+    ``streams``, the ingest's live streams (which pods have an agent now, refused claims)."""
     app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_BODY_BYTES)
     app[STORE] = store
     app[GRPC_SERVING] = grpc_serving
-    for path, handler in ROUTES:
-        app.router.add_get(path, handler)
+    app[STREAMS] = streams if streams is not None else StreamRegistry()
+    app[CLOCK] = drift.clock if drift is not None else time.time
+    app[STALE_S] = (drift.settings if drift is not None else DriftSettings()).replica_stale_s
+    for method, path, handler in ROUTES:
+        if method == "GET":
+            app.router.add_get(path, handler)  # and HEAD
+        else:
+            app.router.add_route(method, path, handler)
     if drift is not None:
         app[drift_routes.DRIFT] = drift
         drift_routes.add_routes(app)

@@ -99,6 +99,8 @@ async def list_workloads(request: web.Request) -> web.Response:
                 "kind": kind,
                 "name": name,
                 "replicas": len(live),
+                "replicas_live": len(live),
+                "state": workload_state(len(live)),
                 "pods": len(pods),
                 "configurations": len({p.fingerprint for p in live if p.fingerprint}),
                 "last_seen": max(p.last_seen for p in pods),
@@ -109,6 +111,11 @@ async def list_workloads(request: web.Request) -> web.Response:
             }
         )
     return web.json_response({"workloads": out})
+
+
+def workload_state(live_replicas: int) -> str:
+    """``serving`` while a pod of the workload was heard from within replica_stale_s, else ``no-replicas``."""
+    return "serving" if live_replicas else "no-replicas"
 
 
 def _replica_json(r: Replica, majority: set[str]) -> dict[str, Any]:
@@ -159,6 +166,8 @@ async def get_workload(request: web.Request) -> web.Response:
             "kind": kind,
             "name": name,
             "replicas": [_replica_json(r, members) for r in replicas],
+            "replicas_live": len(replicas),
+            "state": workload_state(len(replicas)),
             "configurations": [
                 {"fingerprint": sig, "pods": sorted(r.pod for r in rs)}
                 for sig, rs in sorted(groups(replicas, ev.ignore).items(), key=lambda kv: -len(kv[1]))

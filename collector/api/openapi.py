@@ -32,6 +32,12 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 _ERROR = _json(_ref("Error"), "Error")
+_NULL_STR = {"type": ["string", "null"]}
+_STALE = {
+    "type": "boolean",
+    "description": "not heard from for longer than replica_stale_s (default 300 s): no longer a replica",
+}
+_AGE = {"type": "number", "description": "seconds since last_seen, by the collector's clock"}
 _NS_POD = [
     {"name": "namespace", "in": "path", "required": True, "schema": _STR},
     {"name": "pod", "in": "path", "required": True, "schema": _STR},
@@ -63,6 +69,29 @@ SCHEMAS: dict[str, Any] = {
         {k: _INT for k in ("ok", "unavailable", "error", "pending")},
         description="How many sources of the pod's latest snapshot are in each state",
     ),
+    "Stream": _obj(
+        {
+            "agent_id": _STR,
+            "instance_id": {"type": "string", "description": "the agent process's id; empty from old agents"},
+            "peer": {"type": "string", "description": "the agent's address as gRPC reports it"},
+            "since": _TS,
+        },
+        description="A live agent stream speaking for the pod (in memory; none after a restart until "
+        "agents reconnect)",
+    ),
+    "Conflicts": _obj(
+        {
+            "count": {
+                "type": "integer",
+                "description": "Hellos refused because another live agent instance streams for this pod",
+            },
+            "last_refused_at": _NULLABLE_TS,
+            "last_claimant_peer": _NULL_STR,
+            "last_claimant_agent_id": _NULL_STR,
+            "last_claimant_instance_id": _NULL_STR,
+        },
+        description="Refused claims of this pod identity since the collector started",
+    ),
     "PodSummary": _obj(
         {
             "namespace": _STR,
@@ -72,8 +101,12 @@ SCHEMAS: dict[str, Any] = {
             "workload_source": _STR,
             "first_seen": _TS,
             "last_seen": _TS,
+            "stale": _STALE,
+            "last_seen_age_s": _AGE,
             "fingerprint": {"type": ["string", "null"], "description": "overall; null before a snapshot"},
             "source_states": _ref("SourceStates"),
+            "live_streams": {"type": "integer", "description": "agent streams live for this pod now"},
+            "conflicts": _ref("Conflicts"),
         }
     ),
     "PodList": _obj({"pods": {"type": "array", "items": _ref("PodSummary")}}),
@@ -87,7 +120,11 @@ SCHEMAS: dict[str, Any] = {
             "agent": _obj({"id": _STR, "version": _STR}),
             "first_seen": _TS,
             "last_seen": _TS,
+            "stale": _STALE,
+            "last_seen_age_s": _AGE,
             "last_sequence": _INT,
+            "streams": {"type": "array", "items": _ref("Stream"), "description": "live now, oldest first"},
+            "conflicts": _ref("Conflicts"),
             "snapshot": {
                 "oneOf": [
                     {"type": "null"},
@@ -206,7 +243,19 @@ PATHS: dict[str, Any] = {
                 "404": _ERROR,
                 "503": _ERROR,
             },
-        }
+        },
+        "delete": {
+            "summary": "Forget a pod: its row, snapshot history and observations (findings and baselines "
+            "naming it stay). Refused while an agent streams for it: it would come back at once.",
+            "operationId": "deletePod",
+            "parameters": _NS_POD,
+            "responses": {
+                "204": {"description": "Deleted; no body"},
+                "404": _ERROR,
+                "409": _json(_ref("Error"), "An agent streams for this pod right now; stop it first"),
+                "503": _ERROR,
+            },
+        },
     },
     "/api/v1/pods/{namespace}/{pod}/history": {
         "get": {
@@ -259,8 +308,12 @@ def document(version: str) -> dict[str, Any]:
 # -- the drift engine's routes -------------------------------------------------------------------
 
 _ANY: dict[str, Any] = {"description": "Any JSON value"}
-_NULL_STR = {"type": ["string", "null"]}
 _MAP_ANY = {"type": "object", "additionalProperties": _ANY}
+_WORKLOAD_STATE = {
+    "type": "string",
+    "enum": ["serving", "no-replicas"],
+    "description": "no-replicas: no pod of the workload heard from within replica_stale_s",
+}
 _WORKLOAD_PATH = [
     {"name": "namespace", "in": "path", "required": True, "schema": _STR},
     {"name": "name", "in": "path", "required": True, "schema": _STR},
@@ -359,6 +412,11 @@ SCHEMAS.update(
                 "kind": _STR,
                 "name": _STR,
                 "replicas": {"type": "integer", "description": "pods heard from recently"},
+                "replicas_live": {
+                    "type": "integer",
+                    "description": "pods heard from within replica_stale_s (the same as replicas)",
+                },
+                "state": _WORKLOAD_STATE,
                 "pods": _INT,
                 "configurations": {"type": "integer", "description": "distinct fingerprints among replicas"},
                 "last_seen": _TS,
@@ -415,6 +473,8 @@ SCHEMAS.update(
                 "kind": _STR,
                 "name": _STR,
                 "replicas": {"type": "array", "items": _MAP_ANY},
+                "replicas_live": {"type": "integer", "description": "how many replicas are listed"},
+                "state": _WORKLOAD_STATE,
                 "configurations": {"type": "array", "items": _MAP_ANY},
                 "facts": {**_MAP_ANY, "description": "the majority configuration, cluster facts included"},
                 "provenance": {"type": "object", "additionalProperties": _ref("Provenance")},

@@ -1,12 +1,14 @@
 """JSON shapes of the query API, built from store records. Pure: no aiohttp, no I/O.
 
 The pod detail keeps the field names of ``skewwatch facts`` JSON (facts, provenance,
-observations, sources, fingerprint) so tools can read either.
+observations, sources, fingerprint) so tools can read either. ``Liveness`` carries what the
+store does not know: the time, the stale threshold, the pod's live streams and refused claims.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from collector.drift.diff import diff_facts
@@ -31,7 +33,31 @@ def _sources(s: Mapping[str, SourceStatus]) -> JSON:
     return {n: s[n].as_dict() for n in sorted(s)}
 
 
-def pod_summary(rec: PodRecord) -> JSON:
+NO_CONFLICTS: JSON = {
+    "count": 0,
+    "last_refused_at": None,
+    "last_claimant_peer": None,
+    "last_claimant_agent_id": None,
+    "last_claimant_instance_id": None,
+}
+
+
+@dataclass(frozen=True)
+class Liveness:
+    """A pod's liveness as the collector sees it now (not stored)."""
+
+    now: float
+    stale_s: float
+    # The pod's live agent streams, oldest first: agent_id, instance_id, peer, since.
+    streams: Sequence[JSON] = ()
+    conflicts: JSON = field(default_factory=lambda: dict(NO_CONFLICTS))
+
+    def fields(self, rec: PodRecord) -> JSON:
+        age = max(0.0, self.now - rec.last_seen)
+        return {"stale": age > self.stale_s, "last_seen_age_s": round(age, 3)}
+
+
+def pod_summary(rec: PodRecord, live: Liveness) -> JSON:
     i = rec.identity
     sources = rec.current.sources if rec.current is not None else {}
     return {
@@ -42,12 +68,15 @@ def pod_summary(rec: PodRecord) -> JSON:
         "workload_source": i.workload_source,
         "first_seen": rec.first_seen,
         "last_seen": rec.last_seen,
+        **live.fields(rec),
         "fingerprint": rec.fingerprint,
         "source_states": source_states(sources),
+        "live_streams": len(live.streams),
+        "conflicts": dict(live.conflicts),
     }
 
 
-def pod_detail(rec: PodRecord, observations: ObservationsRecord | None) -> JSON:
+def pod_detail(rec: PodRecord, observations: ObservationsRecord | None, live: Liveness) -> JSON:
     i = rec.identity
     cur = rec.current
     out: JSON = {
@@ -59,7 +88,10 @@ def pod_detail(rec: PodRecord, observations: ObservationsRecord | None) -> JSON:
         "agent": {"id": i.agent_id, "version": i.agent_version},
         "first_seen": rec.first_seen,
         "last_seen": rec.last_seen,
+        **live.fields(rec),
         "last_sequence": rec.last_sequence,
+        "streams": [dict(s) for s in live.streams],
+        "conflicts": dict(live.conflicts),
         "snapshot": None,
         "facts": {},
         "provenance": {},

@@ -3,7 +3,9 @@
 ``Session`` holds one stream's state (who it speaks for, the last sequence) and turns each raw
 message into store calls and an optional reply. Every protocol or validation failure raises
 ``IngestError`` naming the field; the server turns that into INVALID_ARGUMENT. Store failures
-surface as ``StoreError`` and nothing is acknowledged.
+surface as ``StoreError`` and nothing is acknowledged. With a ``StreamRegistry`` the Hello also
+claims the pod for this stream (``collector.ingest.registry``): a second live agent instance is
+refused with ``IdentityConflict`` before anything is stored.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError
 
 from collector.errors import IngestError
+from collector.ingest.registry import Claim, StreamRegistry
 from collector.store.base import HeartbeatResult, PodIdentity, Store
 from proto.skewwatch.v1 import skewwatch_pb2 as pb
 from skewwatch.wire import WireError, observations_from_proto, seconds, snapshot_from_proto
@@ -121,11 +124,17 @@ class Session:
         max_message_bytes: int,
         clock: Callable[[], float],
         on_commit: CommitHook | None = None,
+        registry: StreamRegistry | None = None,
+        peer: str = "",
     ) -> None:
         self.store = store
         self.on_commit = on_commit
         self.max_message_bytes = max_message_bytes
         self.clock = clock
+        self.registry = registry
+        self.peer = peer
+        # This stream's hold on its pod, once its Hello was accepted (with a registry).
+        self.claim: Claim | None = None
         self.identity: PodIdentity | None = None
         self.last_sequence = 0
         self.stats = SessionStats()
@@ -139,7 +148,17 @@ class Session:
             if body != "hello":
                 raise IngestError(f"agent_message.body: the first message must be hello, got {body}")
             identity = identity_from_hello(msg.hello)
-            await self.store.hello(identity, seq, self.clock())
+            instance_id = _text(msg.hello.instance_id, "hello.instance_id")
+            claim = None
+            if self.registry is not None:
+                claim = self.registry.claim(identity, instance_id, self.peer, self.clock())
+            try:
+                await self.store.hello(identity, seq, self.clock())
+            except BaseException:
+                if claim is not None and self.registry is not None:
+                    self.registry.release(claim)
+                raise
+            self.claim = claim
             self.identity = identity
             self.last_sequence = seq
             log.info("agent %r streaming for %s/%s", identity.agent_id, identity.namespace, identity.pod)
@@ -151,6 +170,12 @@ class Session:
         if body == "heartbeat":
             return await self._heartbeat(msg)
         return await self._observations(msg)
+
+    def close(self) -> None:
+        """The stream ended: release the pod (idempotent)."""
+        claim, self.claim = self.claim, None
+        if claim is not None and self.registry is not None:
+            self.registry.release(claim)
 
     def _committed(self, kind: str) -> None:
         if self.on_commit is not None and self.identity is not None:

@@ -178,6 +178,10 @@ class Store(Protocol):
     async def history(self, key: PodKey, limit: int, before_id: int | None = None) -> list[SnapshotRecord]:
         """Stored snapshots of a pod, newest first, at most ``limit``, ids below ``before_id``."""
 
+    async def delete_pod(self, key: PodKey) -> bool:
+        """Delete the pod and everything stored for it (history, latest and past observations);
+        False when it was not known. Findings and baselines naming it are left as they are."""
+
 
 @dataclass(frozen=True)
 class ReplicaRecord:

@@ -530,6 +530,15 @@ class SqliteStore:
 
         return [self._snapshot(row) for row in await self._read(body)]
 
+    async def delete_pod(self, key: PodKey) -> bool:
+        def body(conn: sqlite3.Connection) -> bool:
+            # snapshots, observations_latest and observations_history go with the pod row
+            # (ON DELETE CASCADE; every connection runs with foreign_keys on).
+            cur = conn.execute("DELETE FROM pods WHERE namespace = ? AND pod = ?", (key.namespace, key.pod))
+            return cur.rowcount > 0
+
+        return await self._write(body)
+
     # -- drift engine: replicas, findings, baselines, intents -----------------------------------
 
     async def workload_replicas(self, workload: str, since: float, windows: int) -> list[ReplicaRecord]:

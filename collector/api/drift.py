@@ -8,6 +8,7 @@ in ``collector.drift``, ``collector.intent`` and ``collector.baseline``.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -149,6 +150,7 @@ async def get_workload(request: web.Request) -> web.Response:
     )
     active = await svc.store.active_findings(workload)
     resolved = await svc.store.list_findings(FindingQuery(workload=workload, status="resolved", limit=20))
+    now = time.time()
     ns, kind, name = split_workload(workload)
     bound = [
         {
@@ -177,7 +179,7 @@ async def get_workload(request: web.Request) -> web.Response:
             "divergent_keys": divergent,
             "intent": {"bound": bound, "checks": [c.as_dict() for c in ev.checks]},
             "baseline": baseline.as_dict(facts=False) if baseline else None,
-            "findings": [f.as_dict() for f in active] + [f.as_dict() for f in resolved],
+            "findings": [f.as_dict(now) for f in active] + [f.as_dict(now) for f in resolved],
         }
     )
 
@@ -200,7 +202,7 @@ async def list_findings(request: web.Request) -> web.Response:
     rows = await svc.store.list_findings(query)
     return web.json_response(
         {
-            "findings": [f.as_dict() for f in rows],
+            "findings": [f.as_dict(time.time()) for f in rows],
             "next_before": rows[-1].id if len(rows) == query.limit else None,
         }
     )
@@ -214,7 +216,7 @@ async def get_finding(request: web.Request) -> web.Response:
     if found is None:
         raise NotFoundError(f"finding {raw} does not exist")
     finding, events = found
-    return web.json_response({**finding.as_dict(), "history": [e.as_dict() for e in events]})
+    return web.json_response({**finding.as_dict(time.time()), "history": [e.as_dict() for e in events]})
 
 
 # -- diff --------------------------------------------------------------------------------------

@@ -364,8 +364,37 @@ SCHEMAS.update(
             {
                 "id": _INT,
                 "workload": {"type": "string", "description": "namespace/kind/name"},
-                "reference": {"type": "string", "enum": ["intent", "baseline", "peers"]},
-                "key": {"type": "string", "description": "fact key, or observation.NAME for performance"},
+                "reference": {
+                    "type": "string",
+                    "enum": ["intent", "baseline", "peers"],
+                    "description": "the first reference it breaks (intent, then baseline, then peers)",
+                },
+                "references": {
+                    "type": "array",
+                    "items": {"type": "string", "enum": ["intent", "baseline", "peers"]},
+                    "description": "every reference this root cause breaks",
+                },
+                "key": {
+                    "type": "string",
+                    "description": "the root cause's fact key (the setting, not its spelling), or "
+                    "observation.NAME for performance",
+                },
+                "root": {"type": "string", "description": "the key whose change caused the others"},
+                "expected_by_reference": {**_MAP_ANY, "description": "reference -> what it expects"},
+                "related": {
+                    "type": "array",
+                    "description": "the cause (an argument or variable that spelled it) and the "
+                    "consequences (facts that follow from it), each with its values per pod",
+                    "items": _obj(
+                        {
+                            "key": _STR,
+                            "role": {"type": "string", "enum": ["cause", "consequence"]},
+                            "references": {"type": "array", "items": _STR},
+                            "expected": _ANY,
+                            "actual_by_pod": _MAP_ANY,
+                        }
+                    ),
+                },
                 "category": {
                     "type": "string",
                     "enum": ["model", "runtime", "hardware", "serving", "orchestration", "performance"],
@@ -392,7 +421,24 @@ SCHEMAS.update(
                 "last_seen": _TS,
                 "opened_at": _NULLABLE_TS,
                 "resolved_at": _NULLABLE_TS,
+                "resolution": {
+                    "type": ["string", "null"],
+                    "enum": ["fixed", "gone", None],
+                    "description": "why it resolved: no longer seen, or its replicas went away",
+                },
                 "seen": {"type": "integer", "description": "evaluations that saw this drift"},
+                "acknowledged": {
+                    "type": ["object", "null"],
+                    "description": "an admin's acknowledgement: by, reason, at",
+                    "additionalProperties": _ANY,
+                },
+                "silence": {
+                    "type": ["object", "null"],
+                    "description": "an admin's silence: by, reason, at, until; silenced findings stay "
+                    "listed but count apart",
+                    "additionalProperties": _ANY,
+                },
+                "silenced": {"type": "boolean", "description": "silenced now (until is in the future)"},
             }
         ),
         "FindingEvent": _obj({"at": _TS, "event": _STR, "actual": _ANY, "pods": _ANY, "message": _STR}),

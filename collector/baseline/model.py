@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from collector.drift.diff import ChangeKind, diff_facts
 from collector.drift.model import OBSERVATION_PREFIX, Drift, Reference, Replica
 from collector.drift.peers import config_facts, majority_group
 from skewwatch.core.facts import FactValue, Provenance, SourceState
@@ -140,9 +141,9 @@ def compare_config(
     baseline: Baseline, replicas: Sequence[Replica], ignore: Sequence[str] = ()
 ) -> list[Drift]:
     """Every fact that differs from the baseline, exactly, grouped by key over the replicas."""
-    from collector.drift.diff import diff_facts
 
     per_key: dict[str, dict[str, Any]] = {}
+    present: dict[str, dict[str, bool]] = {}
     evidence: dict[str, dict[str, Any]] = {}
     base = config_facts(baseline.facts, ignore)
     for r in replicas:
@@ -151,11 +152,16 @@ def compare_config(
         mine = config_facts(r.facts, ignore)
         for change in diff_facts(base, mine):
             key = change.key
-            if change.kind.value == "removed" and not r.source_ok(key):
+            if change.kind is ChangeKind.REMOVED and not r.source_ok(key):
                 continue  # its source is down now: unknown, not drifted
-            if change.kind.value == "added" and not _baseline_source_ok(baseline, r, key):
+            if change.kind is ChangeKind.ADDED and not _baseline_source_ok(baseline, r, key):
                 continue
-            per_key.setdefault(key, {})[r.pod] = change.after if change.kind.value != "removed" else None
+            if change.kind is not ChangeKind.REMOVED and not r.known(key):
+                continue  # carried from before its source went away: unknown now
+            per_key.setdefault(key, {})[r.pod] = (
+                change.after if change.kind is not ChangeKind.REMOVED else None
+            )
+            present.setdefault(key, {})[r.pod] = change.kind is not ChangeKind.REMOVED
             prov = r.provenance.get(key)
             if prov is not None:
                 evidence.setdefault(key, {})[r.pod] = prov.as_dict()
@@ -166,7 +172,6 @@ def compare_config(
         actual = max(values, key=lambda v: sum(1 for x in values if x == v))
         expected = base.get(key)
         exp_text = "(absent)" if key not in base else _show(expected)
-        act_text = "(absent)" if actual is None and key in base else _show(actual)
         drifts.append(
             Drift(
                 Reference.BASELINE,
@@ -174,9 +179,11 @@ def compare_config(
                 expected if key in base else None,
                 actual,
                 pods,
-                f"{len(pods)} of {len(replicas)} replicas: {key} = {act_text}, baseline {exp_text}",
+                f"{len(pods)} of {len(replicas)} replicas differ on {key} from the baseline's {exp_text}",
                 f"{when} (id {baseline.id})",
                 evidence.get(key, {}),
+                present=present[key],
+                expected_text=f"expected {exp_text}",
             )
         )
     return drifts
@@ -278,6 +285,8 @@ def compare_performance(
                         for p in bad
                     },
                     performance=True,
+                    expected_text=f"expected {base:.4g} (median change {change:+.0f}%, tolerance {limit}, "
+                    f"at comparable load: {load})",
                 )
             )
     return drifts, undecided

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from collector.baseline.model import Baseline, compare_config, compare_performance
+from collector.drift.causes import finding_of, group, links_of
 from collector.drift.model import (
     ChangeKind,
     Drift,
@@ -79,28 +80,34 @@ def evaluate(inp: WorkloadInput) -> Evaluation:
             tolerances.setdefault(k, t)
         for k, v in p.load_tolerance.items():
             load.setdefault(k, v)
-    intent = evaluate_intents(bound, inp.replicas, ignore)
+    # A fact carried while its source was not ready is unknown: no reference judges it.
+    known = [r.without_carried() for r in inp.replicas]
+    intent = evaluate_intents(bound, known, ignore)
     out = Evaluation(
         inp.workload, bound, checks=intent.checks, undecided=set(intent.indeterminate), ignore=ignore
     )
     drifts = list(intent.drifts)
+    violators = frozenset(p for d in intent.drifts if not d.performance for p in d.pods)
     if inp.baseline is not None:
         drifts += compare_config(inp.baseline, inp.replicas, ignore)
         perf, undecided = compare_performance(inp.baseline, inp.replicas, tolerances, load, ignore)
         drifts += perf
         out.undecided |= undecided
-    drifts += compare_peers(inp.replicas, ignore, inp.baseline.fingerprint if inp.baseline else None)
-    for d in drifts:
+    drifts += compare_peers(
+        inp.replicas, ignore, inp.baseline.fingerprint if inp.baseline else None, violators
+    )
+    drifts = [replace(d, severity=_severity(d, overrides)) for d in drifts]
+    links = links_of(inp.replicas, inp.baseline.provenance if inp.baseline else {})
+    live = sum(1 for r in inp.replicas if r.facts)
+    for root in group(drifts, links):
+        d = finding_of(root, live)
         play = play_for(d.key)
-        out.drifts.append(
-            replace(
-                d,
-                severity=severity_for(d.key, overrides) if (overrides or not d.severity) else d.severity,
-                hint=d.hint or play.hint,
-                symptom=d.symptom or play.symptom,
-            )
-        )
+        out.drifts.append(replace(d, hint=d.hint or play.hint, symptom=d.symptom or play.symptom))
     return out
+
+
+def _severity(d: Drift, overrides: dict[str, str]) -> str:
+    return severity_for(d.key, overrides) if (overrides or not d.severity) else d.severity
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -112,6 +119,10 @@ def _same(a: Any, b: Any) -> bool:
 
 def _pods_same(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     return set(a) == set(b) and all(_same(a[k], b[k]) for k in a)
+
+
+def _refs(d: Drift) -> tuple[str, ...]:
+    return tuple(r.value for r in (d.references or (d.reference,)))
 
 
 def reconcile(
@@ -129,7 +140,7 @@ def reconcile(
             rec = FindingRecord(
                 id=0,
                 workload=workload,
-                reference=d.reference.value,
+                reference=(d.references or (d.reference,))[0].value,
                 key=d.key,
                 category=d.category,
                 severity=d.severity,
@@ -147,6 +158,7 @@ def reconcile(
                 opened_at=now if opens else None,
                 resolved_at=None,
                 hits=1,
+                references=_refs(d),
             )
             changes.append(FindingChange(ChangeKind.OPENED if opens else ChangeKind.PENDING, rec))
             continue
@@ -162,6 +174,7 @@ def reconcile(
                 or not _same(old.expected, d.expected)
                 or not _pods_same(old.pods, d.pods)
                 or old.severity != d.severity
+                or tuple(old.references) != _refs(d)
             )
             kind = ChangeKind.UPDATED if moved else ChangeKind.CONFIRMED
         rec = replace(
@@ -179,10 +192,12 @@ def reconcile(
             last_seen=now,
             opened_at=now if kind is ChangeKind.OPENED else old.opened_at,
             hits=hits,
+            reference=_refs(d)[0],
+            references=_refs(d),
         )
         changes.append(FindingChange(kind, rec))
-    for ident, old in prev.items():
-        if ident in evaluation.undecided:
+    for old in prev.values():
+        if any((ref, old.key) in evaluation.undecided for ref in (*old.references, old.reference)):
             continue
         if old.status is Status.OPEN:
             changes.append(

@@ -9,7 +9,7 @@ one while the finding is pending or open.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -63,8 +63,26 @@ class Replica:
         prov = self.provenance.get(key)
         if prov is None:
             return all(s.state is SourceState.OK for s in self.sources.values())
+        if prov.carried:
+            return False  # carried from an earlier collection: unknown now, not the same
         status = self.sources.get(prov.source)
         return status is None or status.state is SourceState.OK
+
+    def known(self, key: str) -> bool:
+        """Does this replica report ``key`` from a source that could read it now?"""
+        prov = self.provenance.get(key)
+        return key in self.facts and not (prov is not None and prov.carried)
+
+    def without_carried(self) -> Replica:
+        """This replica with the facts carried while their source was not ready left out."""
+        carried = {k for k, p in self.provenance.items() if p.carried}
+        if not carried:
+            return self
+        return replace(
+            self,
+            facts={k: v for k, v in self.facts.items() if k not in carried},
+            provenance={k: v for k, v in self.provenance.items() if k not in carried},
+        )
 
     def observed(self, name: str, windows: int = 3) -> float | None:
         """The median of the newest ``windows`` values of one observation (smooths one noisy window)."""
@@ -91,14 +109,22 @@ class Drift:
     hint: str = ""
     symptom: str = ""
     performance: bool = False
+    # pod -> whether the key exists there at all (absent and a null value both show as None)
+    present: Mapping[str, bool] = field(default_factory=dict)
+    expected_text: str = ""  # how the reference states its expectation, when not "expected X"
+    split: bool = False  # peers with no majority: no side is expected
+    note: str = ""  # e.g. "a rollout is in progress (pod template a vs b)"
+    # Every reference a grouped finding breaks (collector.drift.causes); empty before grouping.
+    references: tuple[Reference, ...] = ()
 
     @property
     def category(self) -> str:
         return category_of(self.key)
 
     @property
-    def identity(self) -> tuple[str, str]:
-        return (self.reference.value, self.key)
+    def identity(self) -> str:
+        """One finding per key and workload: the same drift against several references is one."""
+        return self.key
 
 
 @dataclass(frozen=True)
@@ -125,16 +151,31 @@ class FindingRecord:
     opened_at: float | None
     resolved_at: float | None
     hits: int
+    references: tuple[str, ...] = ()
+    resolution: str = ""  # resolved: "fixed" (no longer seen) | "gone" (its replicas went away)
+    # An admin's word on it: acknowledged (seen, being handled) or silenced until a time.
+    ack: Mapping[str, Any] | None = None
+    silence: Mapping[str, Any] | None = None
 
     @property
-    def identity(self) -> tuple[str, str]:
-        return (self.reference, self.key)
+    def identity(self) -> str:
+        return self.key
 
-    def as_dict(self) -> dict[str, Any]:
+    def silenced(self, now: float) -> bool:
+        until = self.silence.get("until") if self.silence else None
+        return isinstance(until, int | float) and until > now
+
+    def as_dict(self, now: float = 0.0) -> dict[str, Any]:
+        """The API's shape; ``now`` decides whether a silence is still in force."""
+        # Grouped findings keep provenance per pod under "by_pod" next to their causes and
+        # consequences; findings stored before grouping hold provenance per pod directly.
+        grouped = isinstance(self.evidence.get("by_pod"), dict)
+        by_pod: Mapping[str, Any] = self.evidence["by_pod"] if grouped else self.evidence
         return {
             "id": self.id,
             "workload": self.workload,
             "reference": self.reference,
+            "references": list(self.references or (self.reference,)),
             "key": self.key,
             "category": self.category,
             "severity": self.severity,
@@ -147,12 +188,19 @@ class FindingRecord:
             "source": self.source,
             "hint": self.hint,
             "symptom": self.symptom,
-            "evidence": {p: self.evidence[p] for p in sorted(self.evidence)},
+            "evidence": {p: by_pod[p] for p in sorted(by_pod)},
+            "root": self.evidence.get("root", self.key) if grouped else self.key,
+            "expected_by_reference": dict(self.evidence.get("expected_by_reference", {})) if grouped else {},
+            "related": list(self.evidence.get("related", [])) if grouped else [],
             "first_seen": self.first_seen,
             "last_seen": self.last_seen,
             "opened_at": self.opened_at,
             "resolved_at": self.resolved_at,
+            "resolution": self.resolution or None,
             "seen": self.hits,
+            "acknowledged": dict(self.ack) if self.ack else None,
+            "silence": dict(self.silence) if self.silence else None,
+            "silenced": self.silenced(now),
         }
 
 

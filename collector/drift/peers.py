@@ -46,22 +46,43 @@ def groups(replicas: Sequence[Replica], ignore: Sequence[str]) -> dict[str, list
     return out
 
 
+def _ranked(
+    by_sig: Mapping[str, list[Replica]], baseline_fingerprint: str | None, violators: frozenset[str]
+) -> list[list[Replica]]:
+    def key(members: list[Replica]) -> tuple[int, int, int, str]:
+        matches = bool(baseline_fingerprint) and any(m.fingerprint == baseline_fingerprint for m in members)
+        return (-len(members), 0 if matches else 1, sum(m.pod in violators for m in members),
+                min(m.pod for m in members))  # fmt: skip
+
+    return sorted(by_sig.values(), key=key)
+
+
+def tie_breaker(
+    first: list[Replica], second: list[Replica], baseline_fingerprint: str | None, violators: frozenset[str]
+) -> str | None:
+    """Why ``first`` is the expected side of an equal split: "baseline", "intent", or None (split)."""
+    if baseline_fingerprint:
+        a = any(m.fingerprint == baseline_fingerprint for m in first)
+        b = any(m.fingerprint == baseline_fingerprint for m in second)
+        if a and not b:
+            return "baseline"
+    if sum(m.pod in violators for m in first) < sum(m.pod in violators for m in second):
+        return "intent"
+    return None
+
+
 def majority_group(
-    replicas: Sequence[Replica], ignore: Sequence[str], baseline_fingerprint: str | None = None
+    replicas: Sequence[Replica],
+    ignore: Sequence[str],
+    baseline_fingerprint: str | None = None,
+    violators: frozenset[str] = frozenset(),
 ) -> list[Replica]:
+    """The largest group of equal configuration; on a tie the one the baseline or intent favours,
+    else (a split) the group of the lowest pod name, so that callers get a stable answer."""
     by_sig = groups(replicas, ignore)
     if not by_sig:
         return []
-
-    def rank(item: tuple[str, list[Replica]]) -> tuple[int, int, float]:
-        _sig, members = item
-        return (
-            len(members),
-            1 if baseline_fingerprint and any(m.fingerprint == baseline_fingerprint for m in members) else 0,
-            -min(m.first_seen for m in members),
-        )
-
-    return max(by_sig.items(), key=rank)[1]
+    return _ranked(by_sig, baseline_fingerprint, violators)[0]
 
 
 def _revision(r: Replica) -> str | None:
@@ -71,50 +92,76 @@ def _revision(r: Replica) -> str | None:
     return None
 
 
+def _differs(a: Replica, b: Replica, ignore: Sequence[str]) -> list[str]:
+    """Keys on which two replicas differ, where both sources could judge them now."""
+    out = []
+    for change in diff_facts(config_facts(a.facts, ignore), config_facts(b.facts, ignore)):
+        key = change.key
+        if change.kind is ChangeKind.REMOVED and not b.source_ok(key):
+            continue
+        if change.kind is ChangeKind.ADDED and not a.source_ok(key):
+            continue
+        if change.kind is ChangeKind.CHANGED and not (a.known(key) and b.known(key)):
+            continue
+        out.append(key)
+    return out
+
+
 def compare_peers(
-    replicas: Sequence[Replica], ignore: Sequence[str] = (), baseline_fingerprint: str | None = None
+    replicas: Sequence[Replica],
+    ignore: Sequence[str] = (),
+    baseline_fingerprint: str | None = None,
+    violators: frozenset[str] = frozenset(),
 ) -> list[Drift]:
+    """Minority replicas against the majority; an equal split with no tie-breaker is a split.
+
+    ``violators`` are pods that break an intent: of two equal groups, the one with fewer of them
+    is expected (as is the one matching the baseline's fingerprint). With neither, no side is
+    called expected: each differing key is one drift naming every replica's value, ``split``.
+    """
     live = [r for r in replicas if r.facts]
     if len(live) < 2:
         return []
-    majority = majority_group(live, ignore, baseline_fingerprint)
+    by_sig = groups(live, ignore)
+    if len(by_sig) < 2:
+        return []
+    ranked = _ranked(by_sig, baseline_fingerprint, violators)
+    majority = ranked[0]
+    tie = len(ranked[1]) == len(majority)
+    broken_by = tie_breaker(majority, ranked[1], baseline_fingerprint, violators) if tie else "size"
+    if broken_by is None:
+        return _split(live, ignore)
     members = {r.pod for r in majority}
     rep = max(majority, key=lambda r: r.last_seen)
     expected_facts = config_facts(rep.facts, ignore)
-    tie = len(majority) * 2 <= len(live)
     per_key: dict[str, dict[str, Any]] = {}
+    present: dict[str, dict[str, bool]] = {}
     evidence: dict[str, dict[str, Any]] = {}
     for r in live:
         if r.pod in members:
             continue
-        for change in diff_facts(expected_facts, config_facts(r.facts, ignore)):
-            if change.kind is ChangeKind.REMOVED and not r.source_ok(change.key):
-                continue
-            if change.kind is ChangeKind.ADDED and not rep.source_ok(change.key):
-                continue
-            per_key.setdefault(change.key, {})[r.pod] = (
-                None if change.kind is ChangeKind.REMOVED else change.after
-            )
-            prov = r.provenance.get(change.key)
+        mine = config_facts(r.facts, ignore)
+        for key in _differs(rep, r, ignore):
+            per_key.setdefault(key, {})[r.pod] = mine.get(key)
+            present.setdefault(key, {})[r.pod] = key in mine
+            prov = r.provenance.get(key)
             if prov is not None:
-                evidence.setdefault(change.key, {})[r.pod] = prov.as_dict()
+                evidence.setdefault(key, {})[r.pod] = prov.as_dict()
     rep_rev = _revision(rep)
+    why = {"size": "", "baseline": ", the side that matches the baseline",
+           "intent": ", the side that keeps the intent"}[broken_by]  # fmt: skip
     drifts = []
     for key, pods in sorted(per_key.items()):
         values = list(pods.values())
         actual = max(values, key=lambda v: sum(1 for x in values if x == v))
         expected = expected_facts.get(key)
-        shown = _show(actual, key in expected_facts or actual is not None)
-        message = (
-            f"{len(pods)} of {len(live)} replicas: {key} = {shown}, expected "
-            f"{_show(expected, key in expected_facts)} (as on {len(majority)} of {len(live)} replicas"
-            f"{', no clear majority' if tie else ''})"
-        )
+        shown = _show(expected, key in expected_facts)
         minority_revs = {_revision(r) for r in live if r.pod in pods}
         rollout = rep_rev is not None and None not in minority_revs and rep_rev not in minority_revs
+        note = ""
         if rollout:
             others = ", ".join(sorted(map(str, minority_revs)))
-            message += f"; a rollout is in progress (pod template {rep_rev} vs {others})"
+            note = f"a rollout is in progress (pod template {rep_rev} vs {others})"
         drifts.append(
             Drift(
                 Reference.PEERS,
@@ -122,10 +169,51 @@ def compare_peers(
                 expected,
                 actual,
                 pods,
-                message,
+                f"{len(pods)} of {len(live)} replicas differ on {key} from {shown} "
+                f"(as on {len(majority)} of {len(live)} replicas{why})",
                 f"majority of replicas ({', '.join(sorted(members))})",
                 evidence.get(key, {}),
                 severity="info" if rollout else "",
+                present=present[key],
+                expected_text=f"expected {shown} (as on {len(majority)} of {len(live)} replicas{why})",
+                note=note,
+            )
+        )
+    return drifts
+
+
+def _split(live: Sequence[Replica], ignore: Sequence[str]) -> list[Drift]:
+    keys: set[str] = set()
+    first = live[0]
+    for r in live[1:]:
+        keys.update(_differs(first, r, ignore))
+    drifts = []
+    for key in sorted(keys):
+        pods: dict[str, Any] = {}
+        present: dict[str, bool] = {}
+        evidence: dict[str, Any] = {}
+        for r in live:
+            if key in r.facts and not r.known(key):
+                continue  # carried: unknown on this replica
+            pods[r.pod] = r.facts.get(key)
+            present[r.pod] = key in r.facts
+            prov = r.provenance.get(key)
+            if prov is not None:
+                evidence[r.pod] = prov.as_dict()
+        values = list(pods.values())
+        actual = max(values, key=lambda v: sum(1 for x in values if x == v))
+        drifts.append(
+            Drift(
+                Reference.PEERS,
+                key,
+                None,
+                actual,
+                pods,
+                f"{key} is split across {len(pods)} replicas with no majority",
+                f"no majority among {len(live)} replicas",
+                evidence,
+                present=present,
+                split=True,
             )
         )
     return drifts

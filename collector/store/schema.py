@@ -161,6 +161,40 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX pods_by_workload ON pods (workload, namespace, pod)",
         ),
     ),
+    Migration(
+        "one finding per root cause (identity workload+key, every reference it breaks), resolution,"
+        " acknowledgement and silence; engine state and restart events per pod",
+        (
+            # Before: one active finding per (workload, reference, key). The same key broken
+            # against two references is one finding now: keep the oldest, resolve the others.
+            "UPDATE findings SET status = 'resolved', resolved_at = last_seen"
+            " WHERE status IN ('pending', 'open') AND id NOT IN"
+            " (SELECT MIN(id) FROM findings WHERE status IN ('pending', 'open') GROUP BY workload, key)",
+            "DROP INDEX findings_active",
+            "CREATE UNIQUE INDEX findings_active_key ON findings (workload, key)"
+            " WHERE status IN ('pending', 'open')",
+            "ALTER TABLE findings ADD COLUMN refs TEXT NOT NULL DEFAULT '[]'",
+            "ALTER TABLE findings ADD COLUMN resolution TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE findings ADD COLUMN ack TEXT",
+            "ALTER TABLE findings ADD COLUMN silence TEXT",
+            "ALTER TABLE pods ADD COLUMN engine_state TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE pods ADD COLUMN engine_state_since DOUBLE PRECISION",
+            "ALTER TABLE pods ADD COLUMN engine_state_message TEXT NOT NULL DEFAULT ''",
+            """
+            CREATE TABLE pod_events (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                namespace TEXT NOT NULL,
+                pod TEXT NOT NULL,
+                at DOUBLE PRECISION NOT NULL,
+                kind TEXT NOT NULL,
+                sequence BIGINT NOT NULL,
+                detail TEXT NOT NULL,
+                FOREIGN KEY (namespace, pod) REFERENCES pods (namespace, pod) ON DELETE CASCADE
+            )
+            """,
+            "CREATE INDEX pod_events_by_pod ON pod_events (namespace, pod, id)",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

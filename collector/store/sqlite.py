@@ -82,10 +82,10 @@ _INSERT_OBS_HISTORY = f"INSERT INTO observations_history ({_OBS_COLUMNS}) VALUES
 
 _FINDING_COLUMNS = (
     "workload, reference, key, category, severity, status, expected, actual, pods, message, source, hint,"
-    " symptom, evidence, first_seen, last_seen, opened_at, resolved_at, hits"
+    " symptom, evidence, first_seen, last_seen, opened_at, resolved_at, hits, refs, resolution, ack, silence"
 )
 _SELECT_FINDINGS = f"SELECT id, {_FINDING_COLUMNS} FROM findings"  # noqa: S608
-_INSERT_FINDING = f"INSERT INTO findings ({_FINDING_COLUMNS}) VALUES ({', '.join('?' * 19)})"  # noqa: S608
+_INSERT_FINDING = f"INSERT INTO findings ({_FINDING_COLUMNS}) VALUES ({', '.join('?' * 23)})"  # noqa: S608
 _UPDATE_FINDING = (
     "UPDATE findings SET "  # noqa: S608
     + ", ".join(f"{c.strip()} = ?" for c in _FINDING_COLUMNS.split(","))
@@ -576,7 +576,8 @@ class SqliteStore:
     @staticmethod
     def _finding(row: tuple[Any, ...]) -> FindingRecord:
         (fid, workload, reference, key, category, severity, status, expected, actual, pods, message, source,
-         hint, symptom, evidence, first_seen, last_seen, opened_at, resolved_at, hits) = row  # fmt: skip
+         hint, symptom, evidence, first_seen, last_seen, opened_at, resolved_at, hits, refs, resolution, ack,
+         silence) = row  # fmt: skip
         return FindingRecord(
             id=int(fid),
             workload=workload,
@@ -598,6 +599,10 @@ class SqliteStore:
             opened_at=None if opened_at is None else float(opened_at),
             resolved_at=None if resolved_at is None else float(resolved_at),
             hits=int(hits),
+            references=tuple(codec.loads_value(refs, "findings.refs") or ()),
+            resolution=resolution,
+            ack=None if ack is None else codec.loads_value(ack, "findings.ack"),
+            silence=None if silence is None else codec.loads_value(silence, "findings.silence"),
         )
 
     async def active_findings(self, workload: str) -> list[FindingRecord]:
@@ -631,7 +636,9 @@ class SqliteStore:
                 values = (
                     f.workload, f.reference, f.key, f.category, f.severity, f.status.value, expected, actual,
                     pods, f.message, f.source, f.hint, f.symptom, evidence, f.first_seen, f.last_seen,
-                    f.opened_at, f.resolved_at, f.hits,
+                    f.opened_at, f.resolved_at, f.hits, codec.dumps(list(f.references)), f.resolution,
+                    None if f.ack is None else codec.dumps(dict(f.ack)),
+                    None if f.silence is None else codec.dumps(dict(f.silence)),
                 )  # fmt: skip
                 if f.id == 0:
                     cur = conn.execute(_INSERT_FINDING, values)
@@ -663,13 +670,16 @@ class SqliteStore:
         for column, value in (
             ("workload", query.workload),
             ("status", query.status),
-            ("reference", query.reference),
             ("category", query.category),
             ("severity", query.severity),
         ):
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
+        if query.reference is not None:
+            # A finding breaks one or more references; refs is their JSON list.
+            where.append("(reference = ? OR refs LIKE ?)")
+            params.extend((query.reference, f'%"{query.reference}"%'))
         if query.before_id is not None:
             where.append("id < ?")
             params.append(query.before_id)

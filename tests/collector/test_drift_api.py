@@ -90,7 +90,10 @@ async def test_replica_drift_opens_a_peers_finding_and_resolves_when_fixed(rig: 
     body = await call(http, "GET", "/api/v1/findings?status=open&reference=peers", "/api/v1/findings")
     (f,) = body["findings"]
     assert f["key"] == "hardware.gpu.product" and f["pods"] == ["llm-2"] and f["category"] == "hardware"
-    assert f["message"].startswith("1 of 3 replicas: hardware.gpu.product = NVIDIA A100-SXM4-40GB")
+    assert f["message"].startswith(
+        "hardware.gpu.product differs on 1 of 3 replicas: NVIDIA A100-SXM4-40GB on llm-2"
+    )
+    assert f["references"] == ["peers"]
     assert f["hint"] and f["evidence"]["llm-2"]["source"] == "process"
     await streams[2].exchange(snapshot_msg(4, make_snapshot({**BASE_FACTS, "orchestration.pod": "llm-2"})))
     await settle(running)

@@ -90,7 +90,8 @@ def policy(pins: dict[str, Any], **extra: Any) -> SkewPolicy:
 
 
 def drifts(inp: WorkloadInput) -> dict[tuple[str, str], Any]:
-    return {d.identity: d for d in evaluate(inp).drifts}
+    """Each finding under every (reference, key) it breaks: one finding can break several."""
+    return {(r.value, d.key): d for d in evaluate(inp).drifts for r in (d.references or (d.reference,))}
 
 
 # field path -> (intent value, fact key, conforming actual, drifting actual); one per checking row.
@@ -298,7 +299,10 @@ def test_peers_name_the_minority_pods_and_the_majority_value() -> None:
     reps = [replica(f"p{i}") for i in range(6)] + [replica("p6", hardware__gpu__product="a100-40gb"),
                                                    replica("p7", hardware__gpu__product="a100-40gb")]  # fmt: skip
     d = drifts(WorkloadInput(WL, reps))[("peers", "hardware.gpu.product")]
-    assert d.message.startswith("2 of 8 replicas: hardware.gpu.product = a100-40gb, expected h100-80gb")
+    assert d.message.startswith(
+        "hardware.gpu.product differs on 2 of 8 replicas: a100-40gb on p6, p7 — peers: expected h100-80gb"
+        " (as on 6 of 8 replicas)"
+    )
     assert set(d.pods) == {"p6", "p7"}
     assert "pod template" not in d.message
 
@@ -360,7 +364,7 @@ def test_performance_within_tolerance_is_no_drift_and_tolerance_can_be_tightened
 
 
 def _lifecycle(debounce: Debounce, rounds: list[list[Replica]], times: list[float]) -> list[list[ChangeKind]]:
-    stored: dict[tuple[str, str], FindingRecord] = {}
+    stored: dict[str, FindingRecord] = {}
     out = []
     next_id = 1
     for reps, now in zip(rounds, times, strict=True):

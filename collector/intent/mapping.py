@@ -475,5 +475,10 @@ POLICY_ROWS: tuple[Row, ...] = (
     Row("spec.pins.hardware.driverVersion", "hardware.driver_version", "version_range"),
     Row("spec.pins.hardware.cudaVersion", "hardware.cuda_driver_version", "version_range"),
     Row("spec.pins.hardware.migProfile", "hardware.gpu.mig_profiles", "mig", "null = MIG off"),
-    Row("spec.pins.facts.*", "*", "equal", "any fact key, exact typed value"),
+    Row(
+        "spec.pins.facts.*",
+        "*",
+        "equal",
+        "any fact key, exact typed value (auto on runtime.dtype or runtime.kv_cache_dtype = auto requested)",
+    ),
 )

@@ -122,6 +122,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--interval", type=float, default=None, help="seconds between collections (SKEWWATCH_INTERVAL; 15)"
     )
     agent.add_argument("--agent-id", default=env_value(env, "SKEWWATCH_AGENT_ID"))
+    agent.add_argument(
+        "--settle",
+        type=float,
+        default=None,
+        help="seconds a (re)started engine gets for its sources to be ready before its snapshot is "
+        "sent anyway (SKEWWATCH_SETTLE; 120)",
+    )
     agent.set_defaults(func=cmd_agent)
 
 
@@ -136,6 +143,9 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> 
     timeout = args.source_timeout
     if timeout is None:
         timeout = env_float(environ, "SKEWWATCH_SOURCE_TIMEOUT") or 10.0
+    settle = getattr(args, "settle", None)
+    if settle is None:
+        settle = env_float(environ, "SKEWWATCH_SETTLE")
     return AgentSettings(
         collector=getattr(args, "collector", None),
         pid=pid,
@@ -146,6 +156,7 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> 
         source_timeout_s=timeout,
         redaction_salt=env_value(environ, "SKEWWATCH_REDACTION_SALT") or AgentSettings.redaction_salt,
         agent_id=getattr(args, "agent_id", None),
+        settle_s=AgentSettings.settle_s if settle is None else settle,
         **hash_settings(args, environ, one_shot=not hasattr(args, "collector")),
     ).validate()
 

@@ -209,6 +209,10 @@ def _one(
                     v = histogram_quantile(q, window.buckets)
                     if v is not None:  # nothing observed in the window: no latency to report
                         values.append(Observation(_quantile_name(obs.name, q), v, obs.unit))
+                if values:
+                    # How many requests the quantiles rest on: a p99 of three requests is a bucket
+                    # boundary, not a latency, and the collector judges it only on enough of them.
+                    values.append(Observation(f"{obs.name}_count", max(window.count, 0.0), "{request}"))
                 return values
         elif obs.kind == "gauge_mean":
             if metric in cur.gauges and metric in prev.gauges:
@@ -240,12 +244,12 @@ class ObservationWindow:
 
     def __init__(self, history: int = GAUGE_HISTORY) -> None:
         self.history = history
-        self._key: tuple[str, str] | None = None
+        self._key: tuple[str, ...] | None = None
         self._prev: Scrape | None = None
         self._gauges: dict[str, deque[float]] = {}
 
     def update(
-        self, key: tuple[str, str], scrape: Scrape, spec: MetricsSpec
+        self, key: tuple[str, ...], scrape: Scrape, spec: MetricsSpec
     ) -> tuple[list[Observation], list[str]]:
         """Record ``scrape``; observations over the window it closes (none for the first)."""
         if key != self._key:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping, Sequence
 
+from agent.lifecycle import Carry, EngineStatus, Event, Lifecycle
 from agent.settings import AgentSettings
 from agent.snapshot import collect_snapshot
-from agent.sources.base import AgentPaths, CollectContext, Source
+from agent.sources.base import AgentPaths, CollectContext, ProcessInfo, Source
 from agent.sources.pod import pod_identity
 from agent.sources.registry import default_sources
 from agent.stream import AgentStream, Identity, LatestSnapshot, collect_forever
@@ -30,13 +32,31 @@ class Agent:
         self.paths = paths or AgentPaths()
         self.sources = list(sources) if sources is not None else default_sources(settings)
         self.cycles = 0
+        self.carry = Carry()
+        self.lifecycle = Lifecycle(settings.settle_s)
+        self.process: ProcessInfo | None = None  # found by the latest collection
 
     async def collect(self) -> Snapshot:
         """One collection cycle over every source (each in a fresh context)."""
         ctx = CollectContext(settings=self.settings, paths=self.paths, environ=self.environ)
-        snapshot = await collect_snapshot(self.sources, ctx, self.settings.source_timeout_s)
+        snapshot = await collect_snapshot(self.sources, ctx, self.settings.source_timeout_s, self.carry)
+        self.process = ctx.process
         self.cycles += 1
         return snapshot
+
+    def step(self, snapshot: Snapshot) -> tuple[Snapshot | None, EngineStatus, list[Event]]:
+        """What a collection means: a configuration to publish or not, the engine state, events."""
+        before = self.lifecycle.status
+        step = self.lifecycle.step(snapshot, self.process, time.time())
+        for e in step.events:
+            log.info("%s (start time %s -> %s)", e.message, e.old_start_time, e.new_start_time)
+        if before is None or before.state is not step.status.state:
+            log.info(
+                "engine %s%s",
+                step.status.state.value,
+                f": {step.status.message}" if step.status.message else "",
+            )
+        return step.snapshot, step.status, step.events
 
     def identity(self, snapshot: Snapshot | None = None) -> Identity:
         """Who this agent speaks for; the workload the pod source resolved wins when there is one.
@@ -64,17 +84,25 @@ class Agent:
         latest = LatestSnapshot()
         stream = AgentStream(self.settings.collector, self.identity, latest, self.settings.interval_s)
 
+        last: dict[str, object] = {}
+
         def report(snapshot: Snapshot) -> None:
+            # On change only: a steady agent is quiet.
             states = ", ".join(f"{n}={s.state.value}" for n, s in sorted(snapshot.sources.items()))
-            log.info(
-                "collected %d facts, fingerprint %s (%s)",
-                len(snapshot.facts),
-                snapshot.fingerprint.overall[:12],
-                states,
-            )
+            now = {"fingerprint": snapshot.fingerprint.overall, "states": states}
+            if now != last:
+                last.update(now)
+                log.info(
+                    "collected %d facts, fingerprint %s (%s)",
+                    len(snapshot.facts),
+                    snapshot.fingerprint.overall[:12],
+                    states,
+                )
 
         tasks = [
-            asyncio.create_task(collect_forever(self.collect, latest, self.settings.interval_s, report)),
+            asyncio.create_task(
+                collect_forever(self.collect, latest, self.settings.interval_s, report, self.step)
+            ),
             asyncio.create_task(stream.run_forever()),
         ]
         try:

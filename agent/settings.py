@@ -18,6 +18,7 @@
 | hash_bytes_per_s | --hash-bytes-per-s| SKEWWATCH_HASH_BYTES_PER_S  | 0 = unlimited (e.g. 200M, 1GiB) |
 | hash_cache_dir   | --hash-cache-dir  | SKEWWATCH_HASH_CACHE_DIR    | $TMPDIR/skewwatch-<uid> |
 | hash_wait_s      | --hash-wait       | SKEWWATCH_HASH_WAIT         | 0.25 s (agent loop); 8 s (`facts`) |
+| settle_s         | --settle          | SKEWWATCH_SETTLE            | 120 s (after a restart) |
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class AgentSettings:
     hash_bytes_per_s: int = 0
     hash_cache_dir: Path | None = None
     hash_wait_s: float = 0.25  # small models arrive whole in the first snapshot; big ones pending
+    settle_s: float = 120.0  # see agent.lifecycle: a restart is one snapshot once sources are back
 
     def validate(self) -> AgentSettings:
         """Return self when every field is valid, else raise SettingsError naming the field."""
@@ -84,6 +86,8 @@ class AgentSettings:
             ionice=self.hash_ionice,
             bytes_per_s=self.hash_bytes_per_s,
         ).validate()
+        if not 0 <= self.settle_s <= 86_400:
+            raise SettingsError(f"--settle: must be between 0 and 86400 s, got {self.settle_s}")
         if not 0 <= self.hash_wait_s <= 3_600:
             raise SettingsError(f"--hash-wait: must be between 0 and 3600 s, got {self.hash_wait_s}")
 

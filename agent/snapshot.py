@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from agent.engines import engine_named
 from agent.engines.effective import derive_effective
 from agent.engines.links import link_inputs
+from agent.lifecycle import Carry
 from agent.sources.base import CollectContext, Source, SourceResult
 from skewwatch.core.facts import Fact, Observation, Snapshot, SourceState, SourceStatus
 from skewwatch.core.fingerprint import fingerprint_facts
@@ -69,8 +70,14 @@ def merge_facts(results: Sequence[SourceResult]) -> dict[str, Fact]:
     return merged
 
 
-async def collect_snapshot(sources: Sequence[Source], ctx: CollectContext, timeout_s: float) -> Snapshot:
-    """Run all sources and build a snapshot with per-source status and fingerprints."""
+async def collect_snapshot(
+    sources: Sequence[Source], ctx: CollectContext, timeout_s: float, carry: Carry | None = None
+) -> Snapshot:
+    """Run all sources and build a snapshot with per-source status and fingerprints.
+
+    With ``carry``, a source that is not ok has the facts of its last good collection carried
+    in, marked unknown since then (``agent.lifecycle``); its status stays what it is now.
+    """
     collected_at = time.time()
     first = [s for s in sources if s.name in FIRST_PHASE]
     rest = [s for s in sources if s.name not in FIRST_PHASE]
@@ -81,7 +88,7 @@ async def collect_snapshot(sources: Sequence[Source], ctx: CollectContext, timeo
         outcomes = await asyncio.gather(*(run_source(s, ctx, timeout_s) for s in group))
         for source, (result, elapsed) in zip(group, outcomes, strict=True):
             statuses[source.name] = SourceStatus(source.name, result.state, result.message, elapsed)
-            results.append(result)
+            results.append(result if carry is None else carry.apply(source.name, result, collected_at))
             if result.process is not None:
                 ctx.process = result.process
 

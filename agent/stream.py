@@ -13,13 +13,16 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
 
+from agent.lifecycle import EngineState, EngineStatus, Event
 from proto.skewwatch.v1 import skewwatch_pb2 as pb
 from proto.skewwatch.v1 import skewwatch_pb2_grpc as pb_grpc
 from skewwatch import PROTOCOL_VERSION, __version__
@@ -66,23 +69,35 @@ class Backoff:
 
 
 class LatestSnapshot:
-    """The newest snapshot, with a version counter so the sender can wait for a newer one."""
+    """The newest published configuration and engine state, with a version counter so the
+    sender can wait for something newer, and the events not yet sent (bounded)."""
+
+    MAX_EVENTS = 100
 
     def __init__(self) -> None:
         self.snapshot: Snapshot | None = None
+        self.status: EngineStatus | None = None
+        self.events: deque[Event] = deque(maxlen=self.MAX_EVENTS)
         self.version = 0
         self._changed = asyncio.Condition()
 
-    async def publish(self, snapshot: Snapshot) -> None:
+    async def publish(
+        self, snapshot: Snapshot | None, status: EngineStatus | None = None, events: Sequence[Event] = ()
+    ) -> None:
         async with self._changed:
-            self.snapshot = snapshot
+            if snapshot is not None:
+                self.snapshot = snapshot
+            if status is not None:
+                self.status = status
+            self.events.extend(events)
             self.version += 1
             self._changed.notify_all()
 
-    async def wait_newer(self, seen_version: int) -> tuple[Snapshot, int]:
+    async def wait_newer(self, seen_version: int) -> tuple[Snapshot | None, int]:
         async with self._changed:
-            await self._changed.wait_for(lambda: self.version > seen_version and self.snapshot is not None)
-            assert self.snapshot is not None
+            await self._changed.wait_for(
+                lambda: self.version > seen_version and (self.snapshot is not None or self.status is not None)
+            )
             return self.snapshot, self.version
 
 
@@ -149,7 +164,7 @@ class AgentStream:
     async def _session(self) -> None:
         # The Hello names the workload, which the first collection may resolve better than the
         # environment can: wait for it (collection does not wait for the collector).
-        if self.latest.snapshot is None:
+        if self.latest.version == 0:
             await self.latest.wait_newer(0)
         self.identity = self.identity_of(self.latest.snapshot)
         async with grpc.aio.insecure_channel(self.target) as channel:
@@ -159,6 +174,12 @@ class AgentStream:
             reader = asyncio.create_task(self._read(call, resync))
             try:
                 await self._write(call, resync, reader)
+            except asyncio.InvalidStateError as e:
+                # The collector ended the call while we wrote: its status says why.
+                await asyncio.wait({reader}, timeout=CONNECT_TIMEOUT_S)
+                if reader.done() and not reader.cancelled() and reader.exception() is not None:
+                    raise reader.exception() from e  # type: ignore[misc]
+                raise ConnectionError(f"the stream ended while sending: {e}") from e
             finally:
                 reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError, grpc.RpcError):
@@ -211,24 +232,22 @@ class AgentStream:
             if snapshot_task in done:
                 _, seen_version = snapshot_task.result()
             snapshot = self.latest.snapshot
-            if snapshot is None:
-                continue
             if self.identity_of(snapshot) != self.identity:
                 log.info("the pod's identity changed (%s); saying hello again", self.identity_of(snapshot))
                 raise IdentityChanged
-            if snapshot.fingerprint.overall != sent_fingerprint:
+            while self.latest.events:
+                await call.write(
+                    pb.AgentMessage(sequence=self._next(), event=event_to_proto(self.latest.events[0]))
+                )
+                self.latest.events.popleft()
+            if snapshot is not None and snapshot.fingerprint.overall != sent_fingerprint:
                 await call.write(pb.AgentMessage(sequence=self._next(), snapshot=snapshot_to_proto(snapshot)))
                 sent_fingerprint = snapshot.fingerprint.overall
             elif snapshot_task in done:
                 await call.write(
-                    pb.AgentMessage(
-                        sequence=self._next(),
-                        heartbeat=pb.Heartbeat(
-                            at=timestamp(time.time()), overall_fingerprint=sent_fingerprint
-                        ),
-                    )
+                    pb.AgentMessage(sequence=self._next(), heartbeat=self._heartbeat(sent_fingerprint))
                 )
-            if snapshot_task in done and snapshot.observations:
+            if snapshot_task in done and snapshot is not None and snapshot.observations and self._running():
                 await call.write(
                     pb.AgentMessage(
                         sequence=self._next(),
@@ -238,19 +257,66 @@ class AgentStream:
                     )
                 )
 
+    def _running(self) -> bool:
+        status = self.latest.status
+        return status is None or status.state is EngineState.RUNNING
+
+    def _heartbeat(self, fingerprint: str | None) -> pb.Heartbeat:
+        hb = pb.Heartbeat(at=timestamp(time.time()), overall_fingerprint=fingerprint or "")
+        status = self.latest.status
+        if status is not None:
+            hb.engine_state = _ENGINE_STATE_TO_PB[status.state]
+            hb.engine_state_since.CopyFrom(timestamp(status.since))
+            hb.engine_state_message = _line(status.message)
+        return hb
+
+
+_ENGINE_STATE_TO_PB = {
+    EngineState.RUNNING: pb.ENGINE_STATE_RUNNING,
+    EngineState.NOT_RUNNING: pb.ENGINE_STATE_NOT_RUNNING,
+    EngineState.STARTING: pb.ENGINE_STATE_STARTING,
+}
+MAX_STATE_MESSAGE = 500  # the collector takes up to 512 characters of identity-like text
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _line(text: str) -> str:
+    return _CONTROL.sub(" ", text)[:MAX_STATE_MESSAGE]
+
+
+def event_to_proto(e: Event) -> pb.Event:
+    return pb.Event(
+        at=timestamp(e.at),
+        kind=e.kind,
+        old_pid=e.old_pid,
+        new_pid=e.new_pid,
+        old_start_time=e.old_start_time or 0.0,
+        new_start_time=e.new_start_time or 0.0,
+        message=_line(e.message),
+    )
+
 
 async def collect_forever(
     collect: Callable[[], Awaitable[Snapshot]],
     latest: LatestSnapshot,
     interval_s: float,
     on_snapshot: Callable[[Snapshot], None] | None = None,
+    lifecycle: Callable[[Snapshot], tuple[Snapshot | None, EngineStatus | None, Sequence[Event]]]
+    | None = None,
 ) -> None:
-    """Collect every ``interval_s`` (measured start to start) and publish the result."""
+    """Collect every ``interval_s`` (measured start to start) and publish the result.
+
+    With ``lifecycle``, each collection goes through it first: it decides whether the
+    collection is a configuration to publish, and what the engine's state and events are.
+    """
     loop = asyncio.get_running_loop()
     next_at = loop.time()
     while True:
         snapshot = await collect()
-        await latest.publish(snapshot)
+        if lifecycle is None:
+            await latest.publish(snapshot)
+        else:
+            await latest.publish(*lifecycle(snapshot))
         if on_snapshot is not None:
             on_snapshot(snapshot)
         next_at += interval_s

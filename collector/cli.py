@@ -323,11 +323,20 @@ def format_pods_table(data: dict[str, Any]) -> str:
                 format_time(p.get("last_seen")),
                 "stale" if p.get("stale") else "-",
                 str(conflicts) if conflicts else "-",
+                format_engine(p.get("engine")),
                 summary,
             ]
         )
     header = ["NAMESPACE", "POD", "NODE", "WORKLOAD", "FINGERPRINT", "LAST SEEN", "STALE", "CONFLICTS"]
-    return _table([*header, "SOURCES"], rows)
+    return _table([*header, "ENGINE", "SOURCES"], rows)
+
+
+def format_engine(engine: dict[str, Any] | None) -> str:
+    """``running``, or ``not_running since T`` / ``starting since T``; ``-`` when the agent never said."""
+    if not engine:
+        return "-"
+    state = str(engine.get("state"))
+    return state if state == "running" else f"{state} since {format_time(engine.get('since'))}"
 
 
 def format_change(change: dict[str, Any]) -> str:
@@ -339,8 +348,24 @@ def format_change(change: dict[str, Any]) -> str:
 
 def format_history_table(data: dict[str, Any]) -> str:
     snaps = data.get("snapshots", [])
-    out = [f"{data.get('namespace')}/{data.get('pod')}: {len(snaps)} stored snapshot(s), newest first"]
-    for s in snaps:
+    events = data.get("events", [])
+    head_line = f"{data.get('namespace')}/{data.get('pod')}: {len(snaps)} stored snapshot(s)"
+    if events:
+        head_line += f", {len(events)} restart(s)"
+    out = [head_line + ", newest first"]
+    # Configurations and restarts interleaved by time; a restart is an event, not a snapshot.
+    items: list[tuple[float, int, dict[str, Any]]] = [
+        (float(s.get("received_at") or s.get("collected_at") or 0), 0, s) for s in snaps
+    ] + [(float(e.get("at") or 0), 1, e) for e in events]
+    for _at, kind, item in sorted(items, key=lambda t: (-t[0], t[1])):
+        if kind == 1:
+            out.append(
+                f"{format_time(item.get('at'))}  restart  pid {item.get('old_pid')} -> {item.get('new_pid')}"
+                f"  (process start {format_time(item.get('old_start_time'))} -> "
+                f"{format_time(item.get('new_start_time'))})"
+            )
+            continue
+        s = item
         head = (
             f"{format_time(s.get('collected_at'))}  seq {s.get('sequence')}  "
             f"fingerprint {str(s.get('fingerprint', {}).get('overall', ''))[:12]}"
@@ -469,9 +494,12 @@ def format_findings_table(data: dict[str, Any]) -> str:
         return "no findings\n"
     out = []
     for f in findings:
-        out.append(
-            f"#{f['id']} [{f['severity']}] {f['status']} {f['workload']} {f['reference']}: {f['message']}"
-        )
+        status = f["status"] + (" (silenced)" if f.get("silenced") else "")
+        if f.get("acknowledged"):
+            status += " (acknowledged)"
+        if f.get("resolution") == "gone":
+            status += " (replicas gone)"
+        out.append(f"#{f['id']} [{f['severity']}] {status} {f['workload']} {_refs(f)}: {f['message']}")
         when = f"    since {format_time(f.get('first_seen'))}, last seen {format_time(f.get('last_seen'))}"
         if f.get("resolved_at"):
             when += f", resolved {format_time(f['resolved_at'])}"
@@ -542,7 +570,20 @@ def format_workload_status(data: dict[str, Any]) -> str:
         if base
         else "baseline: none"
     )
-    findings = [f for f in data.get("findings", []) if f.get("status") == "open"]
-    out.append(f"open findings: {len(findings)}")
-    out.extend(f"    [{f['severity']}] {f['reference']}: {f['message']}" for f in findings)
+    if not data.get("replicas"):
+        out.append("no live replicas")
+    opened = [f for f in data.get("findings", []) if f.get("status") == "open"]
+    silenced = [f for f in opened if f.get("silenced")]
+    findings = [f for f in opened if not f.get("silenced")]
+    facts = sum(1 + len(f.get("related") or ()) for f in findings)
+    line = f"open findings: {len(findings)} root cause(s) ({facts} drifted fact(s))"
+    if silenced:
+        line += f", {len(silenced)} silenced"
+    out.append(line)
+    out.extend(f"    #{f['id']} [{f['severity']}] {_refs(f)}: {f['message']}" for f in findings)
+    out.extend(f"    #{f['id']} (silenced) [{f['severity']}] {_refs(f)}: {f['message']}" for f in silenced)
     return "\n".join(out) + "\n"
+
+
+def _refs(f: dict[str, Any]) -> str:
+    return "+".join(f.get("references") or [f.get("reference", "")])

@@ -59,7 +59,11 @@ class MetricsFetchError(SourceFailed):
 
 
 class MetricsUnreachable(SourceFailed):
-    """Nothing is listening (yet) at the metrics URL."""
+    """Nothing is listening (yet) at the metrics URL, or it answers 404 / 401 / 403."""
+
+
+class NotListening(MetricsUnreachable):
+    """Nothing is listening (yet): an engine still loading its weights. Never a cached answer."""
 
 
 @dataclass
@@ -277,7 +281,7 @@ async def fetch(
                     raise MetricsFetchError(f"{url}: response is over the {max_bytes}-byte cap")
             return bytes(body)
     except aiohttp.ClientConnectorError as e:
-        raise MetricsUnreachable(f"{url}: cannot connect (server not up yet?): {e.os_error}") from e
+        raise NotListening(f"{url}: cannot connect (server not up yet?): {e.os_error}") from e
     except TimeoutError as e:
         raise MetricsFetchError(f"{url}: no complete response within {timeout_s:g} s") from e
     except aiohttp.ClientError as e:
@@ -339,9 +343,18 @@ class RuntimeMetricsSource:
             metrics_ok = True
             if spec is not None:
                 scrape = extract(families, interpretation.prefix, spec.metrics, at)
-                obs, obs_notes = self.window.update((spec.name, interpretation.prefix), scrape, spec.metrics)
+                # A window never spans two processes: rates across a restart are the downtime's.
+                proc = ctx.process
+                owner = f"{proc.pid}@{proc.start_time}" if proc is not None else ""
+                obs, obs_notes = self.window.update(
+                    (spec.name, interpretation.prefix, owner), scrape, spec.metrics
+                )
                 observations.extend(obs)
                 notes.extend(obs_notes)
+        except NotListening as e:
+            # Nothing listens on the engine's port: it is loading, or shutting down. What it
+            # said before (cached info answers included) is not what it says now.
+            return SourceResult.unavailable(str(e))
         except MetricsUnreachable as e:
             hint = " (metrics not enabled? SGLang needs --enable-metrics)" if str(e).endswith("404") else ""
             notes.append(f"{e}{hint}")
@@ -364,8 +377,8 @@ class RuntimeMetricsSource:
                 info_notes: list[str] = []
                 complete = True
                 for ok, messages in results:
-                    (info_notes if ok else errors).extend(messages)
-                    complete = complete and ok
+                    (errors if ok is False else info_notes).extend(messages)
+                    complete = complete and ok is True
                 builder.facts.extend(info.facts)
                 notes.extend(info_notes)
                 # Only a clean answer is kept; an error is asked again next cycle.
@@ -387,10 +400,13 @@ class RuntimeMetricsSource:
         endpoint: InfoEndpoint,
         timeout_s: float,
         builder: FactBuilder,
-    ) -> tuple[bool, list[str]]:
+    ) -> tuple[bool | None, list[str]]:
+        """(answered cleanly, messages); None when nothing listens yet (not an answer to keep)."""
         url = endpoint_url(metrics, endpoint.path)
         try:
             body = await fetch(session, url, timeout_s, MAX_INFO_BYTES, accept="application/json")
+        except NotListening as e:
+            return None, [str(e)]  # not up yet: a note, asked again next cycle, never kept
         except MetricsUnreachable as e:
             return True, [str(e)]  # an engine version without the endpoint, or one behind an API key
         except MetricsFetchError as e:

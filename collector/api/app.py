@@ -163,7 +163,16 @@ async def pod_history(request: web.Request) -> web.Response:
         raise NotFoundError(f"pod {key} is not known to this collector")
     # One extra, older row: the base the oldest shown snapshot's changes are computed against.
     rows = await store.history(key, limit + 1, before_id=before)
-    return web.json_response(views.history(key.namespace, key.pod, rows, limit, include_facts=include_facts))
+    # Restarts are events beside the configurations: a page shows those from its oldest snapshot
+    # up to the snapshot it pages back from (the newer page's oldest).
+    shown = rows[:limit]
+    lo = shown[-1].received_at if len(rows) > limit and shown else 0.0
+    newer = await store.get_snapshot(before) if before is not None else None
+    hi = newer.received_at if newer is not None else float("inf")
+    page = [e for e in await store.pod_events(key, MAX_HISTORY_LIMIT) if lo <= e.at < hi]
+    return web.json_response(
+        views.history(key.namespace, key.pod, rows, limit, include_facts=include_facts, events=page)
+    )
 
 
 ROUTES: tuple[tuple[str, str, Any], ...] = (

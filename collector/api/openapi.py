@@ -11,6 +11,22 @@ _TS = {"type": "number", "description": "Unix time, seconds"}
 _NULLABLE_TS = {"type": ["number", "null"], "description": "Unix time, seconds"}
 _STR = {"type": "string"}
 _INT = {"type": "integer"}
+_ENGINE = {
+    "oneOf": [
+        {"type": "null"},
+        {
+            "type": "object",
+            "properties": {
+                "state": {"type": "string", "enum": ["running", "not_running", "starting"]},
+                "since": {"type": ["number", "null"]},
+                "message": {"type": "string"},
+            },
+            "required": ["state", "since", "message"],
+        },
+    ],
+    "description": "what the agent's target process is doing (a state, not a configuration); "
+    "null from agents that do not say",
+}
 _FACT_VALUE = {"description": "A typed fact value: null, boolean, integer, number, string, list or map"}
 
 
@@ -107,6 +123,7 @@ SCHEMAS: dict[str, Any] = {
             "source_states": _ref("SourceStates"),
             "live_streams": {"type": "integer", "description": "agent streams live for this pod now"},
             "conflicts": _ref("Conflicts"),
+            "engine": _ENGINE,
         }
     ),
     "PodList": _obj({"pods": {"type": "array", "items": _ref("PodSummary")}}),
@@ -125,6 +142,7 @@ SCHEMAS: dict[str, Any] = {
             "last_sequence": _INT,
             "streams": {"type": "array", "items": _ref("Stream"), "description": "live now, oldest first"},
             "conflicts": _ref("Conflicts"),
+            "engine": _ENGINE,
             "snapshot": {
                 "oneOf": [
                     {"type": "null"},
@@ -196,6 +214,22 @@ SCHEMAS: dict[str, Any] = {
             "next_before": {
                 "type": ["integer", "null"],
                 "description": "Pass as ?before= for the next (older) page; null at the first snapshot",
+            },
+            "events": {
+                "type": "array",
+                "description": "Engine events (restarts), newest first: not configurations, no history row",
+                "items": _obj(
+                    {
+                        "id": _INT,
+                        "at": _TS,
+                        "kind": {"type": "string", "enum": ["restart"]},
+                        "old_pid": _INT,
+                        "new_pid": _INT,
+                        "old_start_time": _NULLABLE_TS,
+                        "new_start_time": _NULLABLE_TS,
+                        "message": _STR,
+                    }
+                ),
             },
         }
     ),

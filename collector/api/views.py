@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from collector.drift.diff import diff_facts
-from collector.store.base import ObservationsRecord, PodRecord, SnapshotRecord
+from collector.store.base import ObservationsRecord, PodEvent, PodRecord, SnapshotRecord
 from skewwatch.core.facts import Provenance, SourceState, SourceStatus
 
 JSON = dict[str, Any]
@@ -73,6 +73,7 @@ def pod_summary(rec: PodRecord, live: Liveness) -> JSON:
         "source_states": source_states(sources),
         "live_streams": len(live.streams),
         "conflicts": dict(live.conflicts),
+        "engine": rec.engine.as_dict() if rec.engine else None,
     }
 
 
@@ -92,6 +93,7 @@ def pod_detail(rec: PodRecord, observations: ObservationsRecord | None, live: Li
         "last_sequence": rec.last_sequence,
         "streams": [dict(s) for s in live.streams],
         "conflicts": dict(live.conflicts),
+        "engine": rec.engine.as_dict() if rec.engine else None,
         "snapshot": None,
         "facts": {},
         "provenance": {},
@@ -122,7 +124,13 @@ def pod_detail(rec: PodRecord, observations: ObservationsRecord | None, live: Li
 
 
 def history(
-    namespace: str, pod: str, rows: Sequence[SnapshotRecord], limit: int, *, include_facts: bool
+    namespace: str,
+    pod: str,
+    rows: Sequence[SnapshotRecord],
+    limit: int,
+    *,
+    include_facts: bool,
+    events: Sequence[PodEvent] = (),
 ) -> JSON:
     """``rows`` newest first, up to ``limit + 1``: the extra oldest row is only the diff base."""
     shown = rows[:limit]
@@ -152,4 +160,5 @@ def history(
         "snapshots": snapshots,
         # Pass as ?before= to page further back; null when this page reaches the first snapshot.
         "next_before": shown[-1].id if more and shown else None,
+        "events": [e.as_dict() for e in events],
     }

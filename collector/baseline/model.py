@@ -22,7 +22,7 @@ from typing import Any
 from collector.drift.diff import ChangeKind, diff_facts
 from collector.drift.model import OBSERVATION_PREFIX, Drift, Reference, Replica
 from collector.drift.peers import config_facts, majority_group
-from skewwatch.core.facts import FactValue, Provenance, SourceState
+from skewwatch.core.facts import FactValue, Observation, Provenance, SourceState
 
 
 class Worse(StrEnum):
@@ -37,15 +37,32 @@ class Metric:
     worse: Worse
     max_decrease: float | None
     max_increase: float | None
+    # A latency quantile rests on the requests of its windows: with fewer than ``min_samples``
+    # of them (the ``<stem>_count`` observation) it is a histogram bucket boundary, not a
+    # measurement, and is neither recorded nor judged.
+    samples: str | None = None
+    min_samples: int = 0
+    # A throughput moves with the load it serves: it is compared per unit of this load
+    # dimension (tokens per request), scaled to the baseline's load, so a load that wanders
+    # within the comparable band is not a regression.
+    per: str | None = None
 
 
 # The performance baseline: observation name -> which way is worse and the default tolerance.
 PERF_METRICS: tuple[Metric, ...] = (
-    Metric("generation_tokens_per_s", Worse.LOWER, 0.20, None),
-    Metric("ttft_seconds_p95", Worse.HIGHER, None, 0.30),
-    Metric("ttft_seconds_p99", Worse.HIGHER, None, 0.30),
-    Metric("e2e_latency_seconds_p95", Worse.HIGHER, None, 0.30),
-    Metric("e2e_latency_seconds_p99", Worse.HIGHER, None, 0.30),
+    Metric(
+        "generation_tokens_per_s",
+        Worse.LOWER,
+        0.20,
+        None,
+        "e2e_latency_seconds_count",
+        30,
+        per="requests_per_s",
+    ),
+    Metric("ttft_seconds_p95", Worse.HIGHER, None, 0.30, "ttft_seconds_count", 40),
+    Metric("ttft_seconds_p99", Worse.HIGHER, None, 0.30, "ttft_seconds_count", 100),
+    Metric("e2e_latency_seconds_p95", Worse.HIGHER, None, 0.30, "e2e_latency_seconds_count", 40),
+    Metric("e2e_latency_seconds_p99", Worse.HIGHER, None, 0.30, "e2e_latency_seconds_count", 100),
     Metric("batch_size_p95", Worse.LOWER, 0.30, None),
     Metric("gpu_utilization_ratio", Worse.BOTH, 0.30, 0.30),
     Metric("gpu_memory_used_bytes", Worse.BOTH, 0.20, 0.20),
@@ -97,6 +114,42 @@ class BaselineError(ValueError):
     """A baseline cannot be recorded (no replica with a snapshot); the message says why."""
 
 
+def _enough(m: Metric, windows: Sequence[Mapping[str, Observation]]) -> bool:
+    """Do these windows hold enough requests to state ``m``? (Agents that send no count: yes.)"""
+    if m.samples is None or not windows:
+        return bool(windows)
+    counts = [w[m.samples].value for w in windows if m.samples in w]
+    return len(counts) < len(windows) or sum(counts) >= m.min_samples
+
+
+def judged_windows(replica: Replica, m: Metric, windows: int = 3) -> list[Mapping[str, Observation]]:
+    """The newest windows ``m`` is judged on: at least ``windows`` of them, more until they hold
+    ``min_samples`` requests; none when all the replica's windows together hold fewer."""
+    have = [w for w in replica.observations if m.name in w]
+    if m.samples is None or any(m.samples not in w for w in have[:windows]):
+        return have[:windows]  # no request count (an older agent): the newest windows as they are
+    total = 0.0
+    for i, w in enumerate(have):
+        total += w.get(m.samples, Observation(m.samples, 0.0)).value
+        if i + 1 >= windows and total >= m.min_samples:
+            return have[: i + 1]
+    return []
+
+
+def observed(replica: Replica, m: Metric, windows: int = 3, per_load: float | None = None) -> float | None:
+    """The replica's recent value of ``m``: the median over its judged windows, if any.
+
+    With ``per_load`` (the baseline's value of ``m.per``), a throughput is taken per unit of
+    that load in each window and scaled to ``per_load``: what it would be at the baseline's load.
+    """
+    judged = judged_windows(replica, m, windows)
+    if m.per is not None and per_load:
+        ratios = [w[m.name].value / w[m.per].value for w in judged if m.per in w and w[m.per].value > 0]
+        med = _median(ratios)
+        return None if med is None else med * per_load
+    return _median([w[m.name].value for w in judged])
+
+
 def _median(values: Sequence[float]) -> float | None:
     return float(statistics.median(values)) if values else None
 
@@ -112,7 +165,10 @@ def record(workload: str, replicas: Sequence[Replica], now: float, origin: str, 
     load: dict[str, float] = {}
     samples = 0
     for m in PERF_METRICS:
-        values = [w[m.name].value for r in group for w in r.observations[:BASELINE_WINDOWS] if m.name in w]
+        windows = [w for r in group for w in r.observations[:BASELINE_WINDOWS] if m.name in w]
+        if not _enough(m, windows):
+            continue
+        values = [w[m.name].value for w in windows]
         med = _median(values)
         if med is not None:
             performance[m.name] = med
@@ -247,8 +303,9 @@ def compare_performance(
         )
         judged = 0
         bad: dict[str, float] = {}
+        per_load = baseline.load.get(m.per) if m.per else None
         for r in replicas:
-            now = r.observed(m.name)
+            now = observed(r, m, per_load=per_load)
             if now is None or not comparable[r.pod][0]:
                 continue
             judged += 1
@@ -286,7 +343,9 @@ def compare_performance(
                     },
                     performance=True,
                     expected_text=f"expected {base:.4g} (median change {change:+.0f}%, tolerance {limit}, "
-                    f"at comparable load: {load})",
+                    f"at comparable load: {load}"
+                    + (f"; per unit of {m.per}, scaled to the baseline's" if per_load else "")
+                    + ")",
                 )
             )
     return drifts, undecided

@@ -32,8 +32,11 @@ from skewwatch.core.facts import Provenance
 # Which reference's expectation a finding states first: what was declared, then what was
 # recorded good, then what the other replicas run.
 REFERENCE_ORDER: tuple[Reference, ...] = (Reference.INTENT, Reference.BASELINE, Reference.PEERS)
-# Keys that only spell a setting: a finding is named by the setting, not by its spelling.
-ALIAS_PREFIXES = ("runtime.args.", "runtime.env.")
+# Keys that only spell or carry something: a finding is named by what they set (the setting, not
+# its flag; the tokenizer digest, not tokenizer.json), when one of those drifts with them.
+ALIAS_PREFIXES = ("runtime.args.", "runtime.env.", "model.files.")
+# Digests over everything: they change with any file, so they never name a finding.
+AGGREGATES = frozenset({"model.manifest.digest", "model.integrity"})
 MAX_PODS_NAMED = 5
 
 
@@ -94,7 +97,9 @@ def _headline(root: str, drifting: set[str], links: Mapping[str, set[str]]) -> s
     if not root.startswith(ALIAS_PREFIXES):
         return root
     spelled = sorted(
-        k for k in drifting if not k.startswith(ALIAS_PREFIXES) and root in _parents(k, drifting, links)
+        k
+        for k in drifting
+        if not k.startswith(ALIAS_PREFIXES) and k not in AGGREGATES and root in _parents(k, drifting, links)
     )
     return spelled[0] if spelled else root
 
@@ -112,6 +117,9 @@ def group(drifts: Sequence[Drift], links: Mapping[str, set[str]]) -> list[Root]:
         plan[pod] = {k: {(_headline(r, keys, links), r) for r in rs} for k, rs in roots.items()}
     out: dict[str, Root] = {}
     for d in drifts:
+        if d.performance and d.pods:
+            _performance(d, plan, out)
+            continue
         if d.performance or not d.pods:
             out.setdefault(d.key, Root(d.key, d.key)).parts.append((d, dict(d.pods)))
             continue
@@ -122,6 +130,23 @@ def group(drifts: Sequence[Drift], links: Mapping[str, set[str]]) -> list[Root]:
         for (headline, root), pods in sorted(split.items()):
             out.setdefault(headline, Root(headline, root)).parts.append((d, pods))
     return [out[k] for k in sorted(out)]
+
+
+def _performance(
+    d: Drift, plan: Mapping[str, Mapping[str, set[tuple[str, str]]]], out: dict[str, Root]
+) -> None:
+    """A replica slower than its baseline whose configuration drifted too: the slowdown is a
+    consequence of that configuration (the playbook's "same model, suddenly slower" points at
+    it), listed in its finding. On replicas whose configuration did not drift it stands alone."""
+    alone: dict[str, Any] = {}
+    for pod, value in d.pods.items():
+        targets = {t for targets in plan.get(pod, {}).values() for t in targets}
+        for headline, root in sorted(targets):
+            out.setdefault(headline, Root(headline, root)).parts.append((d, {pod: value}))
+        if not targets:
+            alone[pod] = value
+    if alone:
+        out.setdefault(d.key, Root(d.key, d.key)).parts.append((d, alone))
 
 
 # --- what a finding says ----------------------------------------------------------------------

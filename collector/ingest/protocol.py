@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from google.protobuf.message import DecodeError
 
 from collector.errors import IngestError
 from collector.ingest.registry import Claim, StreamRegistry
-from collector.store.base import HeartbeatResult, PodIdentity, Store
+from collector.store.base import EngineState, HeartbeatResult, PodIdentity, Store
 from proto.skewwatch.v1 import skewwatch_pb2 as pb
 from skewwatch.wire import WireError, observations_from_proto, seconds, snapshot_from_proto
 
@@ -104,6 +105,57 @@ class SessionStats:
     resyncs: int = 0
     observations: int = 0
     replays: int = 0
+    events: int = 0
+
+
+_ENGINE_STATES = {
+    pb.ENGINE_STATE_RUNNING: "running",
+    pb.ENGINE_STATE_NOT_RUNNING: "not_running",
+    pb.ENGINE_STATE_STARTING: "starting",
+}
+EVENT_KINDS = frozenset({"restart"})
+MAX_PID = 2**31
+
+
+def engine_state_from_proto(hb: pb.Heartbeat) -> EngineState | None:
+    """The engine state a heartbeat reports; None from agents that predate it."""
+    if hb.engine_state == pb.ENGINE_STATE_UNSPECIFIED:
+        return None
+    state = _ENGINE_STATES.get(hb.engine_state)
+    if state is None:
+        raise IngestError(f"heartbeat.engine_state: unknown state {hb.engine_state}")
+    since = seconds(hb.engine_state_since) if hb.HasField("engine_state_since") else None
+    if since is not None and not (math.isfinite(since) and since >= 0):
+        raise IngestError(f"heartbeat.engine_state_since: {since!r} is not a time")
+    return EngineState(state, since, _text(hb.engine_state_message, "heartbeat.engine_state_message"))
+
+
+def event_from_proto(e: pb.Event) -> tuple[float, str, dict[str, object]]:
+    """(at, kind, detail) of a validated event."""
+    if e.kind not in EVENT_KINDS:
+        raise IngestError(f"event.kind: {e.kind[:32]!r} is not one of {sorted(EVENT_KINDS)}")
+    at = seconds(e.at)
+    if not (math.isfinite(at) and at >= 0):
+        raise IngestError(f"event.at: {at!r} is not a time")
+    for name in ("old_pid", "new_pid"):
+        value = getattr(e, name)
+        if not 0 <= value < MAX_PID:
+            raise IngestError(f"event.{name}: {value} is not a pid")
+    for name in ("old_start_time", "new_start_time"):
+        value = getattr(e, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise IngestError(f"event.{name}: {value!r} is not a time")
+    return (
+        at,
+        e.kind,
+        {
+            "old_pid": e.old_pid,
+            "new_pid": e.new_pid,
+            "old_start_time": e.old_start_time or None,
+            "new_start_time": e.new_start_time or None,
+            "message": _text(e.message, "event.message"),
+        },
+    )
 
 
 def ack(sequence: int) -> pb.CollectorMessage:
@@ -138,6 +190,7 @@ class Session:
         self.identity: PodIdentity | None = None
         self.last_sequence = 0
         self.stats = SessionStats()
+        self.engine: EngineState | None = None  # the last engine state stored by this stream
 
     async def handle(self, raw: bytes) -> pb.CollectorMessage | None:
         """Process one raw message; the reply (if any) is sent only after this returns."""
@@ -169,6 +222,8 @@ class Session:
             return await self._snapshot(msg, len(raw))
         if body == "heartbeat":
             return await self._heartbeat(msg)
+        if body == "event":
+            return await self._event(msg)
         return await self._observations(msg)
 
     def close(self) -> None:
@@ -220,12 +275,25 @@ class Session:
 
     async def _heartbeat(self, msg: pb.AgentMessage) -> pb.CollectorMessage:
         assert self.identity is not None
-        fp = msg.heartbeat.overall_fingerprint
-        if not _FINGERPRINT_RE.match(fp):
+        hb = msg.heartbeat
+        fp = hb.overall_fingerprint
+        engine = engine_state_from_proto(hb)
+        # An engine that never ran (or is starting for the first time) has no configuration to
+        # name yet: its heartbeat carries only its state.
+        if not (fp == "" and engine is not None and engine.state != "running") and not _FINGERPRINT_RE.match(
+            fp
+        ):
             raise IngestError(
                 f"heartbeat.overall_fingerprint: {fp[:70]!r} is not a lowercase sha256 hex digest"
             )
         if self._replayed(msg.sequence):
+            return ack(msg.sequence)
+        if engine is not None and engine != self.engine:
+            await self.store.record_engine_state(self.identity, msg.sequence, engine, self.clock())
+            self.engine = engine
+        if fp == "":
+            self.last_sequence = msg.sequence
+            self.stats.heartbeats += 1
             return ack(msg.sequence)
         outcome = await self.store.record_heartbeat(self.identity.key, msg.sequence, fp, self.clock())
         self.last_sequence = msg.sequence
@@ -240,6 +308,17 @@ class Session:
             f"fingerprint {fp[:12]} is not the stored configuration of {self.identity.key}; "
             "send a full snapshot"
         )
+
+    async def _event(self, msg: pb.AgentMessage) -> pb.CollectorMessage:
+        assert self.identity is not None
+        at, kind, detail = event_from_proto(msg.event)
+        if self._replayed(msg.sequence):
+            return ack(msg.sequence)
+        await self.store.record_event(self.identity, msg.sequence, at, kind, detail)
+        self.last_sequence = msg.sequence
+        self.stats.events += 1
+        log.info("%s/%s: %s", self.identity.namespace, self.identity.pod, detail.get("message", kind))
+        return ack(msg.sequence)
 
     async def _observations(self, msg: pb.AgentMessage) -> pb.CollectorMessage:
         assert self.identity is not None

@@ -58,6 +58,32 @@ class CurrentState:
 
 
 @dataclass(frozen=True)
+class EngineState:
+    """What the agent's target process is doing: running | not_running | starting (since when)."""
+
+    state: str
+    since: float | None
+    message: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"state": self.state, "since": self.since, "message": self.message}
+
+
+@dataclass(frozen=True)
+class PodEvent:
+    """Something that happened to a pod's engine, not a configuration: a restart."""
+
+    id: int
+    key: PodKey
+    at: float
+    kind: str
+    detail: Mapping[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "at": self.at, "kind": self.kind, **self.detail}
+
+
+@dataclass(frozen=True)
 class PodRecord:
     identity: PodIdentity
     first_seen: float
@@ -66,6 +92,7 @@ class PodRecord:
     # The history row holding this configuration; None until the first snapshot.
     current_snapshot_id: int | None
     current: CurrentState | None
+    engine: EngineState | None = None  # None: the agent never said (older agents)
 
     @property
     def key(self) -> PodKey:
@@ -152,6 +179,22 @@ class Store(Protocol):
         self, key: PodKey, sequence: int, overall_fingerprint: str, received_at: float
     ) -> HeartbeatResult:
         """Update last_seen when the fingerprint matches the pod's current one; else change nothing."""
+
+    async def record_engine_state(
+        self, identity: PodIdentity, sequence: int, engine: EngineState, received_at: float
+    ) -> None:
+        """Store what the engine is doing (and last_seen): a state, never a configuration row."""
+
+    async def record_event(
+        self, identity: PodIdentity, sequence: int, at: float, kind: str, detail: Mapping[str, Any]
+    ) -> None:
+        """Append one engine event (a restart) to the pod's events."""
+
+    async def pod_events(self, key: PodKey, limit: int) -> list[PodEvent]:
+        """The pod's events, newest first."""
+
+    async def get_snapshot(self, snapshot_id: int) -> SnapshotRecord | None:
+        """One stored history row by id."""
 
     async def record_observations(
         self,
@@ -247,9 +290,6 @@ class DriftStore(Protocol):
         """Pods of ``workload`` seen at or after ``since``, each with its newest ``windows`` observations."""
 
     async def pod_briefs(self) -> list[PodBrief]: ...
-
-    async def get_snapshot(self, snapshot_id: int) -> SnapshotRecord | None:
-        """One stored history row by id."""
 
     async def active_findings(self, workload: str) -> list[FindingRecord]:
         """Pending and open findings of a workload."""

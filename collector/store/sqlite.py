@@ -37,12 +37,14 @@ from collector.errors import StoreError
 from collector.store import codec
 from collector.store.base import (
     CurrentState,
+    EngineState,
     FindingEvent,
     FindingQuery,
     HeartbeatResult,
     IntentRecord,
     ObservationsRecord,
     PodBrief,
+    PodEvent,
     PodIdentity,
     PodKey,
     PodRecord,
@@ -55,11 +57,13 @@ from skewwatch.core.facts import FactValue, Fingerprint, Observation, Provenance
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+MAX_EVENTS_PER_POD = 1000
 
 _POD_COLUMNS = (
     "namespace, pod, node, workload, workload_source, agent_id, agent_version, first_seen, last_seen, "
     "last_sequence, current_snapshot_id, current_fingerprint, current_sequence, current_collected_at, "
-    "current_received_at, current_facts, current_provenance, current_sources, current_fingerprints"
+    "current_received_at, current_facts, current_provenance, current_sources, current_fingerprints, "
+    "engine_state, engine_state_since, engine_state_message"
 )
 _SNAPSHOT_COLUMNS = (
     "id, namespace, pod, sequence, agent_id, collected_at, received_at, fingerprints, facts, "
@@ -379,6 +383,56 @@ class SqliteStore:
 
         return await self._write(body)
 
+    async def record_engine_state(
+        self, identity: PodIdentity, sequence: int, engine: EngineState, received_at: float
+    ) -> None:
+        key = identity.key
+
+        def body(conn: sqlite3.Connection) -> None:
+            self._upsert_pod(conn, identity, sequence, received_at)
+            conn.execute(
+                "UPDATE pods SET engine_state = ?, engine_state_since = ?, engine_state_message = ?"
+                " WHERE namespace = ? AND pod = ?",
+                (engine.state, engine.since, engine.message, key.namespace, key.pod),
+            )
+
+        await self._write(body)
+
+    async def record_event(
+        self, identity: PodIdentity, sequence: int, at: float, kind: str, detail: Mapping[str, Any]
+    ) -> None:
+        key = identity.key
+        text = codec.dumps(dict(detail))
+
+        def body(conn: sqlite3.Connection) -> None:
+            self._upsert_pod(conn, identity, sequence, at)
+            conn.execute(
+                "INSERT INTO pod_events (namespace, pod, at, kind, sequence, detail)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (key.namespace, key.pod, at, kind, sequence, text),
+            )
+            # Bounded: a crash-looping engine must not grow the store without end.
+            conn.execute(
+                "DELETE FROM pod_events WHERE namespace = ? AND pod = ? AND id <= (SELECT id FROM pod_events"
+                " WHERE namespace = ? AND pod = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                (key.namespace, key.pod, key.namespace, key.pod, MAX_EVENTS_PER_POD),
+            )
+
+        await self._write(body)
+
+    async def pod_events(self, key: PodKey, limit: int) -> list[PodEvent]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT id, at, kind, detail FROM pod_events WHERE namespace = ? AND pod = ?"
+                " ORDER BY id DESC LIMIT ?",
+                (key.namespace, key.pod, limit),
+            ).fetchall()
+        )
+        return [
+            PodEvent(int(i), key, float(at), kind, codec.loads_value(detail, "pod_events.detail"))
+            for i, at, kind, detail in rows
+        ]
+
     async def record_observations(
         self,
         identity: PodIdentity,
@@ -434,6 +488,9 @@ class SqliteStore:
             cur_prov,
             cur_sources,
             cur_fps,
+            engine_state,
+            engine_since,
+            engine_message,
         ) = row
         current = None
         if cur_fp is not None:
@@ -453,6 +510,11 @@ class SqliteStore:
             last_sequence=int(last_seq),
             current_snapshot_id=None if cur_id is None else int(cur_id),
             current=current,
+            engine=EngineState(
+                engine_state, None if engine_since is None else float(engine_since), engine_message
+            )
+            if engine_state
+            else None,
         )
 
     async def list_pods(self) -> list[PodRecord]:

@@ -367,8 +367,16 @@ def make_app(engine: Engine, api_key: str | None) -> web.Application:
     return app
 
 
+# Like vLLM, which loads weights and profiles memory before its API server listens (about a
+# minute for a tiny model on a CPU here), the stand-in can wait before it listens.
+LOAD_SECONDS_ENV = "SKEWWATCH_STANDIN_LOAD_SECONDS"
+
+
 async def serve(args: argparse.Namespace) -> None:
     engine = build_engine(args)
+    load_s = float(os.environ.get(LOAD_SECONDS_ENV, "0") or 0)
+    if load_s > 0:
+        await asyncio.sleep(load_s)
     runner = web.AppRunner(make_app(engine, args.api_key), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, args.host, args.port).start()

@@ -514,6 +514,9 @@ def format_diff_table(data: dict[str, Any]) -> str:
     dst = (data.get("to") or {}).get("label", "-")
     changes = data.get("changes", [])
     out = [f"{data.get('workload')}: {src} -> {dst}: {len(changes)} difference(s)"]
+    why = (data.get("from") or {}).get("why")
+    if why:
+        out.append(f"    ({why})")
     out.extend(f"    {format_change(c)}" for c in changes)
     for c in data.get("checks", []):
         if c.get("status") == "unverifiable":

@@ -9,23 +9,23 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from collector.api.params import int_param
-from collector.baseline.model import BaselineError
+from collector.baseline.model import Baseline, BaselineError, compare_config
 from collector.drift.diff import ChangeKind, FactChange, diff_facts
-from collector.drift.model import OBSERVATION_PREFIX, SEVERITY_ORDER, Reference, Replica, Status
-from collector.drift.peers import config_facts, groups, majority_group
+from collector.drift.model import SEVERITY_ORDER, Reference, Replica, Status
+from collector.drift.peers import config_facts, differing_keys, groups, majority_group
 from collector.errors import BadRequestError, ConflictError, IntentError, NotFoundError
 from collector.evaluation import DriftService
 from collector.intent.binding import split_workload
 from collector.intent.model import POLICY_KIND, Intent, parse_documents
 from collector.store.base import FindingQuery, IntentRecord, PodKey, SnapshotRecord
 from skewwatch.core.facts import CATEGORIES, SourceState
-from skewwatch.core.fingerprint import canonical
 
 DRIFT: web.AppKey[DriftService] = web.AppKey("drift", DriftService)
 MAX_FINDINGS_LIMIT = 1000
@@ -299,41 +299,99 @@ async def diff(request: web.Request) -> web.Response:
         out["from"] = {"label": f"baseline {baseline.id} ({baseline.origin})", "baseline_id": baseline.id}
         out["changes"] = _changes(baseline.facts, rep.facts)
         return web.json_response(out)
-    row = await last_good(svc, workload, rep)
-    if row is None:
-        out["from"] = {"label": "no earlier complete configuration stored for this replica"}
-        return web.json_response(out)
-    out["from"] = {"label": f"last-good configuration of pod {rep.pod}", "snapshot_id": row.id}
-    out["changes"] = _changes(row.facts, rep.facts)
+    good = await last_good(svc, workload, rep, replicas=replicas, baseline=baseline, ignore=ev.ignore)
+    if good.snapshot is not None:
+        out["from"] = {
+            "label": f"last-good configuration of pod {rep.pod} (snapshot {good.snapshot.id})",
+            "snapshot_id": good.snapshot.id,
+            "why": good.why,
+        }
+        out["changes"] = _changes(good.snapshot.facts, rep.facts)
+    elif baseline is not None:
+        out["from"] = {"label": f"baseline {baseline.id} ({baseline.origin})", "baseline_id": baseline.id,
+                       "why": good.why}  # fmt: skip
+        out["changes"] = _changes(baseline.facts, rep.facts)
+    else:
+        out["from"] = {"label": "no good configuration stored for this replica", "why": good.why}
     return web.json_response(out)
 
 
 LAST_GOOD_DEPTH = 100
 
 
-async def last_good(svc: DriftService, workload: str, rep: Replica) -> SnapshotRecord | None:
-    """The newest stored configuration of ``rep`` that was complete and had none of its open drifts.
+@dataclass(frozen=True)
+class LastGood:
+    snapshot: SnapshotRecord | None
+    why: str
 
-    Complete: no source failed that is healthy now (a collection taken while the engine restarted
-    lacks its runtime-reported facts). Without open drifts: none of the values the replica's open
-    configuration findings name as actual. Without open findings, the previous complete one.
+
+async def last_good(
+    svc: DriftService,
+    workload: str,
+    rep: Replica,
+    *,
+    replicas: list[Replica],
+    baseline: Baseline | None,
+    ignore: Sequence[str],
+) -> LastGood:
+    """The newest stored configuration of ``rep`` that broke no baseline or peer check.
+
+    Intent is not asked: a violation that persisted all along would leave nothing good, and
+    what the question wants is the configuration that last *worked*. A row is judged as the
+    drift engine would judge a replica reporting it now: against the workload's baseline and
+    against the majority of the other live replicas. Rows taken while a source that is healthy
+    now had failed (a collection during a restart) are incomplete and skipped. When no stored
+    row qualifies, the recorded baseline stands in for it.
     """
-    active = await svc.store.active_findings(workload)
-    bad = {
-        (f.key, canonical(f.pods[rep.pod]))
-        for f in active
-        if f.status is Status.OPEN and rep.pod in f.pods and not f.key.startswith(OBSERVATION_PREFIX)
-    }
+    others = [r for r in replicas if r.pod != rep.pod and r.facts]
+    majority = majority_group(others, ignore, baseline.fingerprint if baseline else None)
+    ref = max(majority, key=lambda r: r.last_seen) if majority else None
     unhealthy_now = {n for n, st in rep.sources.items() if st.state is not SourceState.OK}
+    skipped = 0
     for row in await svc.store.history(PodKey(split_workload(workload)[0], rep.pod), LAST_GOOD_DEPTH):
-        if row.fingerprint.overall == rep.fingerprint:
-            continue
         if {n for n, st in row.sources.items() if st.state is not SourceState.OK} - unhealthy_now:
+            skipped += 1
+            continue  # incomplete
+        seen = Replica(rep.pod, row.facts, row.provenance, row.sources, row.fingerprint.overall)
+        if baseline is not None and compare_config(baseline, [seen], ignore):
+            skipped += 1
             continue
-        if any(k in row.facts and canonical(row.facts[k]) == v for k, v in bad):
+        if ref is not None and differing_keys(ref, seen, ignore):
+            skipped += 1
             continue
-        return row
-    return None
+        checks = []
+        if baseline is not None:
+            checks.append(f"matches baseline {baseline.id} ({baseline.origin})")
+        if ref is not None:
+            checks.append(
+                f"matches the majority of the other replicas ({', '.join(sorted(r.pod for r in majority))})"
+            )
+        if not checks:
+            checks.append("no baseline and no other replica to break: the newest complete configuration")
+        current = " (the current configuration)" if row.fingerprint.overall == rep.fingerprint else ""
+        return LastGood(
+            row,
+            f"snapshot {row.id}{current}, received {_iso(row.received_at)}: complete, "
+            + " and ".join(checks)
+            + (
+                f"; {skipped} newer stored configuration(s) broke a check or were incomplete"
+                if skipped
+                else ""
+            ),
+        )
+    if baseline is not None:
+        return LastGood(
+            None,
+            f"none of the newest {LAST_GOOD_DEPTH} stored configurations of pod {rep.pod} keeps the baseline "
+            f"and the peers: the recorded baseline {baseline.id} is the last known good",
+        )
+    return LastGood(
+        None, f"none of the stored configurations of pod {rep.pod} is complete and matches its peers"
+    )
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
 def _most(pods: Mapping[str, Any]) -> Any:

@@ -92,7 +92,7 @@ def _revision(r: Replica) -> str | None:
     return None
 
 
-def _differs(a: Replica, b: Replica, ignore: Sequence[str]) -> list[str]:
+def differing_keys(a: Replica, b: Replica, ignore: Sequence[str]) -> list[str]:
     """Keys on which two replicas differ, where both sources could judge them now."""
     out = []
     for change in diff_facts(config_facts(a.facts, ignore), config_facts(b.facts, ignore)):
@@ -141,7 +141,7 @@ def compare_peers(
         if r.pod in members:
             continue
         mine = config_facts(r.facts, ignore)
-        for key in _differs(rep, r, ignore):
+        for key in differing_keys(rep, r, ignore):
             per_key.setdefault(key, {})[r.pod] = mine.get(key)
             present.setdefault(key, {})[r.pod] = key in mine
             prov = r.provenance.get(key)
@@ -186,7 +186,7 @@ def _split(live: Sequence[Replica], ignore: Sequence[str]) -> list[Drift]:
     keys: set[str] = set()
     first = live[0]
     for r in live[1:]:
-        keys.update(_differs(first, r, ignore))
+        keys.update(differing_keys(first, r, ignore))
     drifts = []
     for key in sorted(keys):
         pods: dict[str, Any] = {}

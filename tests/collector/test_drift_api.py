@@ -256,3 +256,19 @@ async def test_diff_between_pods_and_revisions(rig: Any) -> None:
     a, b = hist[1]["id"], hist[0]["id"]
     body = await call(http, "GET", f"/api/v1/diff?workload=ml/llm&revisions={a},{b}", "/api/v1/diff")
     assert [c["key"] for c in body["changes"]] == ["runtime.dtype"]
+
+
+async def test_last_good_survives_an_intent_violation_that_persisted_all_along(rig: Any) -> None:
+    running, http, _ = rig
+    facts = {**BASE_FACTS, "runtime.served_model_name": "llama-3-8b", "runtime.max_model_len": 4096}
+    text = (FIXTURES / "03-batching.modelspec.yaml").read_text().replace("8192", "2048")
+    await call(http, "POST", "/api/v1/intents", "/api/v1/intents", 201, data=text)
+    s = await pod(running, "llm-0", facts)  # breaks the intent from its first snapshot on
+    await settle(running)
+    await call(http, "POST", "/api/v1/baselines/ml/llm", "/api/v1/baselines/{namespace}/{name}", 201)
+    await s.exchange(snapshot_msg(3, make_snapshot({**facts, "runtime.dtype": "float32"})))
+    await settle(running)
+    last = await call(http, "GET", "/api/v1/diff?workload=ml/llm&last_good", "/api/v1/diff")
+    assert [c["key"] for c in last["changes"]] == ["runtime.dtype"]
+    assert last["from"]["snapshot_id"] is not None and "matches baseline" in last["from"]["why"]
+    assert "1 newer stored configuration(s) broke a check" in last["from"]["why"]

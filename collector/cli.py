@@ -392,8 +392,19 @@ def _workload(value: str) -> str:
 
 
 def _register_drift(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser("findings", help="drift findings, newest first")
-    p.add_argument("workload", nargs="?", type=_workload, metavar="NAMESPACE/NAME")
+    p = subparsers.add_parser(
+        "findings",
+        help="drift findings, newest first; or show|ack|silence ID",
+        description="skewwatch findings [NAMESPACE/NAME] lists findings; show ID shows one "
+        "with its history; ack ID --reason R acknowledges it; silence ID --reason R --for 2h silences it "
+        "(--until TIME, or --clear to end an acknowledgement or silence)",
+    )
+    p.add_argument("words", nargs="*", metavar="NAMESPACE/NAME | show ID | ack ID | silence ID")
+    p.add_argument("--reason", help="why (ack, silence)")
+    p.add_argument("--by", default=os.environ.get("USER", ""), help="who (ack, silence; default $USER)")
+    p.add_argument("--for", dest="for_", metavar="DURATION", help="silence for 30m, 2h, 7d (silence)")
+    p.add_argument("--until", type=float, metavar="UNIX_TIME", help="silence until (silence)")
+    p.add_argument("--clear", action="store_true", help="take the acknowledgement or silence back")
     p.add_argument("--status", choices=("open", "pending", "resolved", "all"), default="open")
     p.add_argument("--reference", choices=("intent", "baseline", "peers"))
     p.add_argument(
@@ -443,18 +454,87 @@ def _workload_path(workload: str) -> str:
     return "/".join(urllib.parse.quote(p, safe="") for p in parts)
 
 
+FINDING_ACTIONS = ("show", "ack", "silence")
+
+
 def run_findings(args: argparse.Namespace) -> int:
+    words = list(args.words)
+    if words and words[0] in FINDING_ACTIONS:
+        return _finding_action(args, words)
+    if len(words) > 1:
+        print("skewwatch findings: error: give at most one NAMESPACE/NAME", file=sys.stderr)
+        return 2
     params = {"limit": str(args.limit)}
     if args.status != "all":
         params["status"] = args.status
     for name in ("reference", "category", "severity"):
         if getattr(args, name):
             params[name] = getattr(args, name)
-    if args.workload:
-        params["workload"] = args.workload
+    if words:
+        try:
+            params["workload"] = _workload(words[0])
+        except argparse.ArgumentTypeError as e:
+            print(f"skewwatch findings: error: {e}", file=sys.stderr)
+            return 2
     return _show(
         "findings", args, "/api/v1/findings?" + urllib.parse.urlencode(params), format_findings_table
     )
+
+
+def _finding_action(args: argparse.Namespace, words: list[str]) -> int:
+    action = words[0]
+    if len(words) != 2 or not words[1].isdigit():
+        print(f"skewwatch findings {action}: error: give one finding ID (a number)", file=sys.stderr)
+        return 2
+    path = f"/api/v1/findings/{words[1]}"
+    if action == "show":
+        return _show("findings show", args, path, format_finding_detail)
+    sub = "ack" if action == "ack" else "silence"
+    if args.clear:
+        return _show(f"findings {action}", args, f"{path}/{sub}", format_finding_detail, method="DELETE")
+    if not args.reason:
+        print(f"skewwatch findings {action}: error: --reason is required", file=sys.stderr)
+        return 2
+    body: dict[str, Any] = {"reason": args.reason, "by": args.by or ""}
+    if action == "silence":
+        if (args.for_ is None) == (args.until is None):
+            print("skewwatch findings silence: error: give --for DURATION or --until TIME", file=sys.stderr)
+            return 2
+        if args.for_ is not None:
+            body["for"] = float(args.for_) if args.for_.replace(".", "", 1).isdigit() else args.for_
+        else:
+            body["until"] = args.until
+    return _show(
+        f"findings {action}",
+        args,
+        f"{path}/{sub}",
+        format_finding_detail,
+        method="POST",
+        body=json.dumps(body).encode(),
+    )
+
+
+def format_finding_detail(data: dict[str, Any]) -> str:
+    out = [format_findings_table({"findings": [data]}).rstrip("\n")]
+    if data.get("acknowledged"):
+        a = data["acknowledged"]
+        out.append(
+            f"    acknowledged by {a.get('by') or '-'} at {format_time(a.get('at'))}: {a.get('reason')}"
+        )
+    if data.get("silence"):
+        si = data["silence"]
+        state = "silenced" if data.get("silenced") else "silence ended"
+        out.append(
+            f"    {state} until {format_time(si.get('until'))} by {si.get('by') or '-'}: {si.get('reason')}"
+        )
+    for r in data.get("related") or []:
+        values = ", ".join(
+            f"{p}={format_value(v)}" for p, v in sorted((r.get("actual_by_pod") or {}).items())
+        )
+        out.append(f"    {r['role']}: {r['key']} ({'+'.join(r.get('references', []))}) {values}")
+    for e in data.get("history") or []:
+        out.append(f"    {format_time(e.get('at'))}  {e.get('event')}  {e.get('message', '')}")
+    return "\n".join(out) + "\n"
 
 
 def run_diff(args: argparse.Namespace) -> int:

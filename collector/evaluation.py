@@ -87,6 +87,8 @@ class DriftService:
         self._tasks: list[asyncio.Task[None]] = []
         self._last_obs_eval: dict[str, float] = {}
         self._pending: set[str] = set()
+        self._active: set[str] = set()  # workloads with pending or open findings
+        self._last_gone_check = 0.0
         self._stable: dict[str, tuple[str, float]] = {}
         self._known: set[str] = set()
         self.evaluations = 0
@@ -186,6 +188,13 @@ class DriftService:
             return
         for w in sorted(self._pending):
             self._schedule(w)
+        # Replicas go stale without a message: re-evaluate workloads with findings now and then,
+        # so the findings of replicas that went away resolve as "gone".
+        now = self.clock()
+        if now - self._last_gone_check >= min(60.0, self.settings.replica_stale_s / 4):
+            self._last_gone_check = now
+            for w in sorted(self._active):
+                self._schedule(w)
         stable_s = self.settings.baseline_stable_s
         if stable_s is not None:
             now = self.clock()
@@ -227,6 +236,11 @@ class DriftService:
             self._pending.add(workload)
         else:
             self._pending.discard(workload)
+        ended = {ch.finding.id for ch in changes if ch.kind in (ChangeKind.RESOLVED, ChangeKind.DROPPED)}
+        if {f.id for f in previous} - ended or any(f.status is not Status.RESOLVED for f in written):
+            self._active.add(workload)
+        else:
+            self._active.discard(workload)
         await self._maybe_promote(
             workload, replicas, baseline, any(f.status is Status.OPEN for f in written), now
         )

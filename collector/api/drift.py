@@ -8,6 +8,7 @@ in ``collector.drift``, ``collector.intent`` and ``collector.baseline``.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from collector.intent.model import POLICY_KIND, Intent, parse_documents
 from collector.store.base import FindingQuery, IntentRecord, PodKey, SnapshotRecord
 from skewwatch.core.facts import CATEGORIES, SourceState
 
+log = logging.getLogger(__name__)
 DRIFT: web.AppKey[DriftService] = web.AppKey("drift", DriftService)
 MAX_FINDINGS_LIMIT = 1000
 KINDS = ("ModelSpec", POLICY_KIND)
@@ -85,7 +87,7 @@ async def list_workloads(request: web.Request) -> web.Response:
     by_workload: dict[str, list[Any]] = {}
     for b in await svc.store.pod_briefs():
         by_workload.setdefault(b.workload or f"{b.key.namespace}/Pod/{b.key.pod}", []).append(b)
-    counts = await svc.store.open_finding_counts()
+    counts = await svc.store.open_finding_counts(now)
     baselines = {bl.workload: bl for bl in await svc.store.list_baselines()}
     out = []
     for w in sorted(by_workload):
@@ -106,8 +108,12 @@ async def list_workloads(request: web.Request) -> web.Response:
                 "configurations": len({p.fingerprint for p in live if p.fingerprint}),
                 "last_seen": max(p.last_seen for p in pods),
                 "open_findings": dict(
-                    sorted(counts.get(w, {}).items(), key=lambda kv: SEVERITY_ORDER.get(kv[0], 9))
+                    sorted(
+                        ((s, n) for s, n in counts.get(w, {}).items() if s != "silenced"),
+                        key=lambda kv: SEVERITY_ORDER.get(kv[0], 9),
+                    )
                 ),
+                "silenced_findings": counts.get(w, {}).get("silenced", 0),
                 "baseline_recorded_at": base.recorded_at if base else None,
             }
         )
@@ -217,6 +223,86 @@ async def get_finding(request: web.Request) -> web.Response:
         raise NotFoundError(f"finding {raw} does not exist")
     finding, events = found
     return web.json_response({**finding.as_dict(time.time()), "history": [e.as_dict() for e in events]})
+
+
+MAX_NOTE = 1000
+MAX_SILENCE_S = 90 * 86_400
+_DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+def _finding_id(request: web.Request) -> int:
+    raw = request.match_info["id"]
+    if not raw.isdigit() or len(raw) > 18:
+        raise BadRequestError(f"finding id {raw[:32]!r} is not a positive integer")
+    return int(raw)
+
+
+def parse_duration(value: object, where: str) -> float:
+    """Seconds from a number or ``30m`` / ``2h`` / ``7d``; BadRequestError naming ``where``."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and value[:-1].isdigit() and value[-1:] in _DURATION and len(value) <= 12:
+        seconds = float(value[:-1]) * _DURATION[value[-1]]
+    else:
+        raise BadRequestError(f"{where}: expected seconds or a duration like 30m, 2h, 7d, got {value!r}")
+    if not 0 < seconds <= MAX_SILENCE_S:
+        raise BadRequestError(f"{where}: must be more than 0 and at most 90 days")
+    return seconds
+
+
+def _note(body: Any, allowed: set[str]) -> dict[str, Any]:
+    if not isinstance(body, dict) or set(body) - allowed:
+        raise BadRequestError(f"body: expected a JSON object with {', '.join(sorted(allowed))}")
+    reason = body.get("reason")
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_NOTE:
+        raise BadRequestError(f"body.reason: a non-empty string of at most {MAX_NOTE} characters is required")
+    by = body.get("by", "")
+    if not isinstance(by, str) or len(by) > 200:
+        raise BadRequestError("body.by: a string of at most 200 characters")
+    return {"reason": reason.strip(), "by": by}
+
+
+async def _set_note(
+    request: web.Request, field: str, value: dict[str, Any] | None, event: str
+) -> web.Response:
+    svc = _svc(request)
+    fid = _finding_id(request)
+    f = await svc.store.set_finding_note(fid, field, value, event, svc.clock())
+    if f is None:
+        raise NotFoundError(f"finding {fid} does not exist")
+    log.info("finding %d %s%s", fid, event, f": {value['reason']}" if value else "")
+    return web.json_response(f.as_dict(svc.clock()))
+
+
+async def ack_finding(request: web.Request) -> web.Response:
+    """Acknowledge: someone has seen it and is on it. It stays open and counts as before."""
+    note = _note(await _json_body(request), {"reason", "by"})
+    return await _set_note(request, "ack", {**note, "at": _svc(request).clock()}, "acknowledged")
+
+
+async def unack_finding(request: web.Request) -> web.Response:
+    return await _set_note(request, "ack", None, "unacknowledged")
+
+
+async def silence_finding(request: web.Request) -> web.Response:
+    """Silence until a time: the finding stays listed (and keeps its lifecycle) but counts apart."""
+    body = await _json_body(request)
+    note = _note(body, {"reason", "by", "for", "until"})
+    now = _svc(request).clock()
+    if ("for" in body) == ("until" in body):
+        raise BadRequestError("body: give exactly one of 'for' (a duration) or 'until' (Unix time)")
+    if "for" in body:
+        until = now + parse_duration(body["for"], "body.for")
+    else:
+        raw = body["until"]
+        if not isinstance(raw, int | float) or isinstance(raw, bool):
+            raise BadRequestError("body.until: Unix time in seconds")
+        until = now + parse_duration(float(raw) - now, "body.until - now")
+    return await _set_note(request, "silence", {**note, "at": now, "until": until}, "silenced")
+
+
+async def unsilence_finding(request: web.Request) -> web.Response:
+    return await _set_note(request, "silence", None, "unsilenced")
 
 
 # -- diff --------------------------------------------------------------------------------------
@@ -553,6 +639,10 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/v1/workloads/{namespace}/{name}", get_workload)
     r.add_get("/api/v1/findings", list_findings)
     r.add_get("/api/v1/findings/{id}", get_finding)
+    r.add_post("/api/v1/findings/{id}/ack", ack_finding)
+    r.add_delete("/api/v1/findings/{id}/ack", unack_finding)
+    r.add_post("/api/v1/findings/{id}/silence", silence_finding)
+    r.add_delete("/api/v1/findings/{id}/silence", unsilence_finding)
     r.add_get("/api/v1/diff", diff)
     r.add_get("/api/v1/baselines", list_baselines)
     r.add_get("/api/v1/baselines/{namespace}/{name}", get_baseline)

@@ -48,6 +48,28 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 _ERROR = _json(_ref("Error"), "Error")
+_NOTE_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "reason": {"type": "string", "minLength": 1, "maxLength": 1000},
+                    "by": {"type": "string", "maxLength": 200},
+                },
+                "required": ["reason"],
+                "additionalProperties": False,
+            }
+        }
+    },
+}
+_NOTE_RESPONSES = {
+    "200": _json(_ref("Finding"), "The finding as it is now"),
+    "400": _ERROR,
+    "404": _ERROR,
+    "503": _ERROR,
+}
 _NULL_STR = {"type": ["string", "null"]}
 _STALE = {
     "type": "boolean",
@@ -500,7 +522,12 @@ SCHEMAS.update(
                 "pods": _INT,
                 "configurations": {"type": "integer", "description": "distinct fingerprints among replicas"},
                 "last_seen": _TS,
-                "open_findings": {"type": "object", "additionalProperties": _INT},
+                "open_findings": {
+                    "type": "object",
+                    "additionalProperties": _INT,
+                    "description": "open root causes by severity, silenced ones left out",
+                },
+                "silenced_findings": {"type": "integer", "description": "open but silenced now"},
                 "baseline_recorded_at": _NULLABLE_TS,
             }
         ),
@@ -690,6 +717,56 @@ PATHS.update(
                     "503": _ERROR,
                 },
             }
+        },
+        "/api/v1/findings/{id}/ack": {
+            "post": {
+                "summary": "Acknowledge a finding (it stays open and counts as before); admin",
+                "operationId": "ackFinding",
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": _INT}],
+                "requestBody": _NOTE_BODY,
+                "responses": _NOTE_RESPONSES,
+            },
+            "delete": {
+                "summary": "Take an acknowledgement back",
+                "operationId": "unackFinding",
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": _INT}],
+                "responses": _NOTE_RESPONSES,
+            },
+        },
+        "/api/v1/findings/{id}/silence": {
+            "post": {
+                "summary": "Silence a finding until a time: still listed, counted apart; admin",
+                "operationId": "silenceFinding",
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": _INT}],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "reason": {"type": "string", "minLength": 1, "maxLength": 1000},
+                                    "by": {"type": "string", "maxLength": 200},
+                                    "for": {
+                                        "description": "seconds, or 30m, 2h, 7d (at most 90 days)",
+                                        "oneOf": [{"type": "number"}, {"type": "string"}],
+                                    },
+                                    "until": {"type": "number", "description": "Unix time"},
+                                },
+                                "required": ["reason"],
+                                "additionalProperties": False,
+                            }
+                        }
+                    },
+                },
+                "responses": _NOTE_RESPONSES,
+            },
+            "delete": {
+                "summary": "End a silence",
+                "operationId": "unsilenceFinding",
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": _INT}],
+                "responses": _NOTE_RESPONSES,
+            },
         },
         "/api/v1/diff": {
             "get": {

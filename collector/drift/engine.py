@@ -64,6 +64,7 @@ class Evaluation:
     undecided: set[tuple[str, str]] = field(default_factory=set)
     checks: list[Check] = field(default_factory=list)
     ignore: list[str] = field(default_factory=list)  # the bound policies' ignore globs
+    live: set[str] = field(default_factory=set)  # pods of the replicas evaluated
 
 
 def evaluate(inp: WorkloadInput) -> Evaluation:
@@ -84,7 +85,12 @@ def evaluate(inp: WorkloadInput) -> Evaluation:
     known = [r.without_carried() for r in inp.replicas]
     intent = evaluate_intents(bound, known, ignore)
     out = Evaluation(
-        inp.workload, bound, checks=intent.checks, undecided=set(intent.indeterminate), ignore=ignore
+        inp.workload,
+        bound,
+        checks=intent.checks,
+        undecided=set(intent.indeterminate),
+        ignore=ignore,
+        live={r.pod for r in inp.replicas},
     )
     drifts = list(intent.drifts)
     violators = frozenset(p for d in intent.drifts if not d.performance for p in d.pods)
@@ -197,11 +203,20 @@ def reconcile(
         )
         changes.append(FindingChange(kind, rec))
     for old in prev.values():
-        if any((ref, old.key) in evaluation.undecided for ref in (*old.references, old.reference)):
+        # Its replicas are gone (not heard from within replica_stale_s): nothing can fix or
+        # confirm it any more, so it resolves as "gone" whatever is undecided.
+        gone = bool(old.pods) and not set(old.pods) & evaluation.live
+        if not gone and any(
+            (ref, old.key) in evaluation.undecided for ref in (*old.references, old.reference)
+        ):
             continue
         if old.status is Status.OPEN:
+            resolution = "gone" if gone else "fixed"
             changes.append(
-                FindingChange(ChangeKind.RESOLVED, replace(old, status=Status.RESOLVED, resolved_at=now))
+                FindingChange(
+                    ChangeKind.RESOLVED,
+                    replace(old, status=Status.RESOLVED, resolved_at=now, resolution=resolution),
+                )
             )
         else:
             changes.append(FindingChange(ChangeKind.DROPPED, old))

@@ -302,7 +302,12 @@ class DriftStore(Protocol):
 
     async def get_finding(self, finding_id: int) -> tuple[FindingRecord, list[FindingEvent]] | None: ...
 
-    async def open_finding_counts(self) -> dict[str, dict[str, int]]:
+    async def set_finding_note(
+        self, finding_id: int, field: str, value: Mapping[str, Any] | None, event: str, at: float
+    ) -> FindingRecord | None:
+        """Set ``ack`` or ``silence`` of a finding (None clears); None when there is no such finding."""
+
+    async def open_finding_counts(self, now: float | None = None) -> dict[str, dict[str, int]]:
         """workload -> severity -> number of open findings."""
 
     async def save_baseline(self, baseline: Baseline) -> Baseline: ...

@@ -90,9 +90,11 @@ _FINDING_COLUMNS = (
 )
 _SELECT_FINDINGS = f"SELECT id, {_FINDING_COLUMNS} FROM findings"  # noqa: S608
 _INSERT_FINDING = f"INSERT INTO findings ({_FINDING_COLUMNS}) VALUES ({', '.join('?' * 23)})"  # noqa: S608
+# ack and silence are an admin's, set only by set_finding_note: an evaluation never overwrites them.
+_ADMIN_COLUMNS = frozenset({"ack", "silence"})
 _UPDATE_FINDING = (
     "UPDATE findings SET "  # noqa: S608
-    + ", ".join(f"{c.strip()} = ?" for c in _FINDING_COLUMNS.split(","))
+    + ", ".join(f"{c.strip()} = ?" for c in _FINDING_COLUMNS.split(",") if c.strip() not in _ADMIN_COLUMNS)
     + " WHERE id = ?"
 )
 
@@ -707,7 +709,7 @@ class SqliteStore:
                     assert cur.lastrowid is not None
                     f = replace(f, id=int(cur.lastrowid))
                 else:
-                    conn.execute(_UPDATE_FINDING, (*values, f.id))
+                    conn.execute(_UPDATE_FINDING, (*values[:-2], f.id))
                 if ch.is_event:
                     conn.execute(
                         "INSERT INTO finding_events (finding_id, at, event, actual, pods, message)"
@@ -779,16 +781,45 @@ class SqliteStore:
             for i, fid, at, ev, act, pods, msg in events
         ]
 
-    async def open_finding_counts(self) -> dict[str, dict[str, int]]:
+    async def set_finding_note(
+        self, finding_id: int, field: str, value: Mapping[str, Any] | None, event: str, at: float
+    ) -> FindingRecord | None:
+        """Set a finding's ``ack`` or ``silence`` (None clears it) and record the event."""
+        if field not in _ADMIN_COLUMNS:
+            raise StoreError(f"findings.{field}: not an admin field")
+        text = None if value is None else codec.dumps(dict(value))
+
+        def body(conn: sqlite3.Connection) -> tuple[Any, ...] | None:
+            cur = conn.execute(f"UPDATE findings SET {field} = ? WHERE id = ?", (text, finding_id))  # noqa: S608
+            if cur.rowcount == 0:
+                return None
+            row: tuple[Any, ...] = conn.execute(_SELECT_FINDINGS + " WHERE id = ?", (finding_id,)).fetchone()
+            conn.execute(
+                "INSERT INTO finding_events (finding_id, at, event, actual, pods, message)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (finding_id, at, event, row[8], row[9], (value or {}).get("reason", "") if value else ""),
+            )
+            return row
+
+        row = await self._write(body)
+        return None if row is None else self._finding(row)
+
+    async def open_finding_counts(self, now: float | None = None) -> dict[str, dict[str, int]]:
+        """Open findings per workload and severity; silenced ones (at ``now``) count apart, under
+        the key ``"silenced"``."""
         rows = await self._read(
             lambda c: c.execute(
-                "SELECT workload, severity, COUNT(*) FROM findings WHERE status = 'open'"
-                " GROUP BY workload, severity"
+                "SELECT workload, severity, silence FROM findings WHERE status = 'open'"
             ).fetchall()
         )
         out: dict[str, dict[str, int]] = {}
-        for workload, severity, n in rows:
-            out.setdefault(workload, {})[severity] = int(n)
+        for workload, severity, silence in rows:
+            until = (codec.loads_value(silence, "findings.silence") or {}).get("until") if silence else None
+            bucket = (
+                "silenced" if now is not None and isinstance(until, int | float) and until > now else severity
+            )
+            counts = out.setdefault(workload, {})
+            counts[bucket] = counts.get(bucket, 0) + 1
         return out
 
     async def save_baseline(self, baseline: Baseline) -> Baseline:

@@ -53,8 +53,8 @@ def test_ack_silence_gone_stale_and_delete(sc: Scenario) -> None:
     # The drifted replica goes away for good: its finding resolves as gone once it is stale.
     sc.procs.stop(f"agent-{BAD}")
     sc.procs.stop(f"vllm-{BAD}")
-    sc.wait("resolved as gone", lambda: get_json(f"{sc.api}/api/v1/findings/{f['id']}")["status"] == "resolved",
-            timeout_s=90)  # fmt: skip
+    url = f"{sc.api}/api/v1/findings/{f['id']}"
+    sc.wait("resolved as gone", lambda: get_json(url)["status"] == "resolved", timeout_s=90)
     gone = get_json(f"{sc.api}/api/v1/findings/{f['id']}")
     assert gone["resolution"] == "gone"
     pods = {p["pod"]: p for p in get_json(f"{sc.api}/api/v1/pods")["pods"]}

@@ -122,6 +122,11 @@ class Engine:
     )
     prefix_queries: int = 0
     prefix_hits: int = 0
+    # The offered load: 4 requests/s, wandering by this fraction around it (a sine over
+    # wander_period_s) when the benchmark asks for it (SKEWWATCH_STANDIN_LOAD_WANDER).
+    wander: float = 0.0
+    wander_period_s: float = 30.0
+    due: float = 0.0  # requests owed to the offered rate, carried between ticks
     rng: random.Random = field(default_factory=lambda: random.Random(7))  # noqa: S311 - simulated load, not crypto
 
     @property
@@ -129,10 +134,16 @@ class Engine:
         bytes_per_weight = 4 if self.dtype == "float32" else 2
         return int(7281 * self.gpu_memory_utilization / 0.9 * 2 / bytes_per_weight)
 
+    def load_factor(self, now: float) -> float:
+        return 1.0 + self.wander * math.sin(2 * math.pi * (now - self.started) / self.wander_period_s)
+
     def tick(self, dt: float) -> None:
-        """Simulate ``dt`` seconds of steady traffic (about 4 requests/s)."""
+        """Simulate ``dt`` seconds of traffic: about 4 requests/s (times the wandering load)."""
         speed = SPEED.get(self.dtype, 1.0)
-        for _ in range(max(1, round(4 * dt))):
+        factor = self.load_factor(time.time())
+        self.due += 4 * factor * dt
+        n, self.due = int(self.due), self.due - int(self.due)
+        for _ in range(n):
             prompt = self.rng.randint(200, 800)
             gen = self.rng.randint(64, 256)
             itl = self.rng.uniform(0.018, 0.03) / speed
@@ -156,7 +167,7 @@ class Engine:
             self.counts["iteration_tokens_total"].observe(prompt + self.running)
             self.prefix_queries += prompt
             self.prefix_hits += prompt // 4
-        self.running = self.rng.randint(6, 10)
+        self.running = round(self.rng.randint(6, 10) * factor)
         self.waiting = self.rng.randint(0, 2) if speed >= 1 else self.rng.randint(2, 6)
         self.kv_usage = min(0.99, 0.2 + 0.1 * self.running / speed / 4 + self.rng.uniform(0, 0.05))
 
@@ -318,6 +329,7 @@ def build_engine(args: argparse.Namespace) -> Engine:
         config = json.loads(cfg_path.read_text())
     max_len = args.max_model_len or int(str(config.get("max_position_embeddings", 2048)))
     return Engine(
+        wander=float(os.environ.get(LOAD_WANDER_ENV, "0") or 0),
         model=model,
         served_name=args.served_model_name or model,
         dtype=resolve_dtype(args.dtype, config),
@@ -370,6 +382,7 @@ def make_app(engine: Engine, api_key: str | None) -> web.Application:
 # Like vLLM, which loads weights and profiles memory before its API server listens (about a
 # minute for a tiny model on a CPU here), the stand-in can wait before it listens.
 LOAD_SECONDS_ENV = "SKEWWATCH_STANDIN_LOAD_SECONDS"
+LOAD_WANDER_ENV = "SKEWWATCH_STANDIN_LOAD_WANDER"
 
 
 async def serve(args: argparse.Namespace) -> None:

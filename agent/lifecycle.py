@@ -13,7 +13,7 @@ Pure: no I/O, no clock (``now`` is an argument). Two pieces sit between collecti
   and start time), then ``STARTING`` until every source that was ready before the restart is
   ready again (or ``settle_s`` passed), and only then one snapshot — so a restart with one
   changed argument is one snapshot holding exactly what changed, and one with unchanged
-  arguments is none. The first attach publishes at once.
+  arguments is none. The first attach waits the same way for the runtime the process serves.
 """
 
 from __future__ import annotations
@@ -135,8 +135,11 @@ class Lifecycle:
             )
             self._begin_settling(now, frozenset(self._ready))
             self._ready = set()
-        # A first attach does not wait: what the engine has not reported yet is new when it comes,
-        # not a change, and an engine whose metrics never come up must still be seen.
+        elif old is None:
+            # First attach (the pod starting, or the agent): the engine's runtime may still be
+            # loading; wait for it as after a restart, so that a pod's start is one snapshot and
+            # its runtime not listening yet is no finding. Past settle_s it is sent as it is.
+            self._begin_settling(now, frozenset({"runtime_metrics"} if process.metrics_url else ()))
         self.process = process
         self._ready.update(n for n, st in snapshot.sources.items() if st.state is SourceState.OK)
         if self._settling_since is not None:

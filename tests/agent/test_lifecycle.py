@@ -105,3 +105,18 @@ def test_pid_reuse_with_a_new_start_time_is_a_restart() -> None:
     life.step(snap(ok), ProcessInfo(7, "vllm", (), {}, start_time=100.0), now=0.0)
     step = life.step(snap(ok), ProcessInfo(7, "vllm", (), {}, start_time=200.0), now=1.0)
     assert [e.kind for e in step.events] == ["restart"]
+
+
+def test_a_first_attach_waits_for_the_runtime_it_serves_then_sends_anyway() -> None:
+    life = Lifecycle(settle_s=30)
+    loading = {"process": SourceState.OK, "runtime_metrics": SourceState.UNAVAILABLE}
+    first = life.step(snap(loading), proc(1, 100.0), now=0.0)
+    assert first.snapshot is None and first.status.state is EngineState.STARTING and not first.events
+    assert "runtime_metrics" in first.status.message
+    assert life.step(snap(loading), proc(1, 100.0), now=30.0).snapshot is not None
+
+
+def test_a_process_without_a_metrics_url_is_sent_at_once() -> None:
+    life = Lifecycle(settle_s=30)
+    step = life.step(snap({"process": SourceState.OK}), ProcessInfo(1, "unknown", (), {}), now=0.0)
+    assert step.snapshot is not None

@@ -48,22 +48,25 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 _ERROR = _json(_ref("Error"), "Error")
-_NOTE_BODY = {
-    "required": True,
-    "content": {
-        "application/json": {
-            "schema": {
-                "type": "object",
-                "properties": {
-                    "reason": {"type": "string", "minLength": 1, "maxLength": 1000},
-                    "by": {"type": "string", "maxLength": 200},
-                },
-                "required": ["reason"],
-                "additionalProperties": False,
-            }
-        }
-    },
-}
+
+
+def _note_body(more: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The body of an ack or silence: a reason, who, and (silence) for how long."""
+    properties: dict[str, Any] = {
+        "reason": {"type": "string", "minLength": 1, "maxLength": 1000},
+        "by": {"type": "string", "maxLength": 200},
+        **(more or {}),
+    }
+    schema = {
+        "type": "object",
+        "properties": properties,
+        "required": ["reason"],
+        "additionalProperties": False,
+    }
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+_NOTE_BODY = _note_body()
 _NOTE_RESPONSES = {
     "200": _json(_ref("Finding"), "The finding as it is now"),
     "400": _ERROR,
@@ -738,27 +741,15 @@ PATHS.update(
                 "summary": "Silence a finding until a time: still listed, counted apart; admin",
                 "operationId": "silenceFinding",
                 "parameters": [{"name": "id", "in": "path", "required": True, "schema": _INT}],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "properties": {
-                                    "reason": {"type": "string", "minLength": 1, "maxLength": 1000},
-                                    "by": {"type": "string", "maxLength": 200},
-                                    "for": {
-                                        "description": "seconds, or 30m, 2h, 7d (at most 90 days)",
-                                        "oneOf": [{"type": "number"}, {"type": "string"}],
-                                    },
-                                    "until": {"type": "number", "description": "Unix time"},
-                                },
-                                "required": ["reason"],
-                                "additionalProperties": False,
-                            }
-                        }
-                    },
-                },
+                "requestBody": _note_body(
+                    {
+                        "for": {
+                            "description": "seconds, or 30m, 2h, 7d (at most 90 days)",
+                            "oneOf": [{"type": "number"}, {"type": "string"}],
+                        },
+                        "until": {"type": "number", "description": "Unix time"},
+                    }
+                ),
                 "responses": _NOTE_RESPONSES,
             },
             "delete": {

@@ -107,10 +107,13 @@ def _headline(root: str, drifting: set[str], links: Mapping[str, set[str]]) -> s
 def group(drifts: Sequence[Drift], links: Mapping[str, set[str]]) -> list[Root]:
     """Drifts of one evaluation (every reference) by root cause; deterministic order."""
     drifting_by_pod: dict[str, set[str]] = {}
+    changed_by_pod: dict[str, set[str]] = {}  # against the baseline or the peers: a change
     for d in drifts:
         if not d.performance:
             for pod in d.pods:
                 drifting_by_pod.setdefault(pod, set()).add(d.key)
+                if d.reference is not Reference.INTENT:
+                    changed_by_pod.setdefault(pod, set()).add(d.key)
     plan: dict[str, dict[str, set[tuple[str, str]]]] = {}  # pod -> key -> {(headline, root)}
     for pod, keys in drifting_by_pod.items():
         roots = roots_by_key(keys, links)
@@ -118,7 +121,7 @@ def group(drifts: Sequence[Drift], links: Mapping[str, set[str]]) -> list[Root]:
     out: dict[str, Root] = {}
     for d in drifts:
         if d.performance and d.pods:
-            _performance(d, plan, out)
+            _performance(d, plan, changed_by_pod, out)
             continue
         if d.performance or not d.pods:
             out.setdefault(d.key, Root(d.key, d.key)).parts.append((d, dict(d.pods)))
@@ -133,14 +136,19 @@ def group(drifts: Sequence[Drift], links: Mapping[str, set[str]]) -> list[Root]:
 
 
 def _performance(
-    d: Drift, plan: Mapping[str, Mapping[str, set[tuple[str, str]]]], out: dict[str, Root]
+    d: Drift,
+    plan: Mapping[str, Mapping[str, set[tuple[str, str]]]],
+    changed: Mapping[str, set[str]],
+    out: dict[str, Root],
 ) -> None:
-    """A replica slower than its baseline whose configuration drifted too: the slowdown is a
-    consequence of that configuration (the playbook's "same model, suddenly slower" points at
-    it), listed in its finding. On replicas whose configuration did not drift it stands alone."""
+    """A replica slower than its baseline whose configuration changed too (against the baseline
+    or its peers): the slowdown is a consequence of that change (the playbook's "same model,
+    suddenly slower" points at it), listed in its finding. An intent violation alone explains
+    nothing new, and on a replica whose configuration did not change the slowdown stands alone."""
     alone: dict[str, Any] = {}
     for pod, value in d.pods.items():
-        targets = {t for targets in plan.get(pod, {}).values() for t in targets}
+        keys = changed.get(pod, set())
+        targets = {t for key, ts in plan.get(pod, {}).items() if key in keys for t in ts}
         for headline, root in sorted(targets):
             out.setdefault(headline, Root(headline, root)).parts.append((d, {pod: value}))
         if not targets:

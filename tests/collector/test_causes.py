@@ -4,6 +4,7 @@ from the stand-in vLLM by ``python -m tests.fixtures.snapshots.record``)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from collector.drift.causes import roots_by_key
 from collector.drift.engine import WorkloadInput, evaluate
 from collector.drift.model import Reference, Replica
 from collector.intent.model import parse_documents
-from skewwatch.core.facts import Provenance, SourceState, SourceStatus
+from skewwatch.core.facts import Observation, Provenance, SourceState, SourceStatus
 from skewwatch.core.fingerprint import fingerprint_values
 
 SNAPSHOTS = Path(__file__).parent.parent / "fixtures" / "snapshots"
@@ -125,3 +126,33 @@ def test_roots_follow_the_links_and_survive_a_cycle() -> None:
     assert roots["c"] == {"a"} and roots["x.1"] == {"a"}
     cyc = roots_by_key({"p", "q"}, {"p": {"q"}, "q": {"p"}})
     assert cyc == {"p": {"p"}, "q": {"p"}}
+
+
+def _with_load(r: Replica, tokens_per_s: float) -> Replica:
+    window = {
+        "generation_tokens_per_s": Observation("generation_tokens_per_s", tokens_per_s),
+        "requests_per_s": Observation("requests_per_s", 4.0),
+        "requests_running": Observation("requests_running", 8.0),
+        "e2e_latency_seconds_count": Observation("e2e_latency_seconds_count", 20.0),
+    }
+    return replace(r, observations=tuple(window for _ in range(5)))
+
+
+def test_a_slowdown_on_a_changed_replica_is_a_consequence_of_the_change() -> None:
+    good = [_with_load(recorded("vllm-float16", p), 640.0) for p in "ab"]
+    baseline = record(WL, good, 50.0, "manual")
+    slow = _with_load(recorded("vllm-float32", "c"), 320.0)
+    (d,) = [d for d in evaluate(WorkloadInput(WL, [*good, slow], baseline=baseline)).drifts]
+    assert d.key == "runtime.dtype"
+    rel = {r["key"]: r for r in d.evidence["related"]}
+    assert rel["observation.generation_tokens_per_s"]["actual_by_pod"] == {"c": 320.0}
+    assert "observation.generation_tokens_per_s" in d.message
+
+
+def test_a_slowdown_with_only_an_old_intent_violation_stands_alone() -> None:
+    (intent,) = parse_documents(MODELSPEC.replace("fp16", "fp32"), "llama.yaml")  # all replicas violate
+    good = [_with_load(recorded("vllm-float16", p), 640.0) for p in "ab"]
+    baseline = record(WL, good, 50.0, "manual")
+    slow = _with_load(recorded("vllm-float16", "c"), 320.0)
+    keys = sorted(d.key for d in evaluate(WorkloadInput(WL, [*good, slow], [intent], baseline)).drifts)
+    assert keys == ["observation.generation_tokens_per_s", "runtime.dtype"]

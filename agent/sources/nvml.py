@@ -10,7 +10,8 @@ unsupported call loses only its own fact.
 ``hardware.gpu.product`` is the normalised GPU class (``h100-80gb``, ``skewwatch.core.gpu``), so
 it compares with ModelSpec ``accelerator.type`` and node labels; NVML's own name is
 ``hardware.gpu.name``. With MIG, the process's devices are MIG instances (named by ``MIG-`` UUIDs
-in ``CUDA_VISIBLE_DEVICES``): their profiles (``3g.40gb``) and memory are what it runs on. Values
+in ``CUDA_VISIBLE_DEVICES``): their profiles (``3g.40gb``, ``1c.3g.71gb`` for a compute-instance
+split; ``skewwatch.core.gpu.mig_profile_name``) and memory are what it runs on. Values
 that move with load or power state (utilisation, memory used, the current PCIe link generation)
 are observations or provenance, never facts, so fingerprints do not flap.
 """
@@ -29,7 +30,7 @@ import pynvml
 from agent.errors import SourceUnavailable
 from agent.sources.base import CollectContext, FactBuilder, SourceResult
 from skewwatch.core.facts import FactValue, Observation, SourceState
-from skewwatch.core.gpu import normalise_gpu
+from skewwatch.core.gpu import mig_profile_name, normalise_gpu
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,12 @@ class MigReading:
 
     @property
     def profile(self) -> str | None:
-        found = normalise_gpu(self.name) if self.name else None
-        return found.mig_profile if found is not None else None
+        """The canonical profile (``1c.3g.71gb``, ``3g.40gb``, ``1g.18gb+me``), product taken off.
+
+        Every shape NVML names a MIG device with goes through ``mig_profile_name``, so two
+        replicas on the same slice report the same value whatever the driver's spelling.
+        """
+        return mig_profile_name(self.name) if self.name else None
 
 
 @dataclass

@@ -8,6 +8,16 @@ model ships with, else the model's only size. The form factor (sxm, pcie, nvl) i
 apart, since a class compares across form factors but a performance baseline may not.
 
 The table is data: one row per GPU model, in the order they are tried (more specific first).
+
+MIG profile names (``mig_profile_name``) have one canonical form, ``[<C>c.]<G>g.<M>gb[+<ext>…]``,
+lowercased, with the product taken off (it is the class of the parent GPU, reported apart). The
+compute-instance prefix is kept only for a real split: ``3c.3g.71gb``, a compute instance that is
+the whole GPU instance, is the same slice as ``3g.71gb`` and is written so, as ``nvidia-smi -L``
+does. Media-extension suffixes are kept, since ``1g.18gb+me`` is another profile than
+``1g.18gb``; ``-me`` and the Kubernetes resource spelling ``.me`` become ``+me``, and several are
+sorted. This is the spelling of ``nvidia-smi -L``, ``nvidia-smi mig -lgip``/``-lcip``,
+mig-parted configs and the device plugin's ``nvidia.com/mig-<profile>`` resources, so the fact
+compares with all of them. A name with no profile in it passes through trimmed and lowercased.
 """
 
 from __future__ import annotations
@@ -75,7 +85,21 @@ GPU_MODELS: tuple[GpuModel, ...] = (
 _COMPILED = tuple((m, re.compile(m.pattern)) for m in GPU_MODELS)
 _FORM_FACTORS = (("nvl", r"\bnvl\b"), ("sxm", r"\bsxm\d?\b|\bhbm\d?e?\b"), ("pcie", r"\bpcie\b"))
 _MEM_IN_NAME = re.compile(r"\b(\d{1,3})\s?gb\b")
-_MIG_PROFILE = re.compile(r"\bmig\s+(\d+g\.\d+gb)\b")
+# A MIG profile anywhere in a name: after the start or a separator, an optional "mig" marker,
+# [<C>c.]<G>g.<M>gb, then media extensions (+me, -me, .me, +gfx, +me.all). No nested repeats,
+# so a search is linear in the (bounded) input.
+_MIG_PROFILE = re.compile(
+    r"(?:^|(?<=[\s/_(:,=-]))"
+    r"(?:mig[\s_:-]*)?"
+    r"(?:(?P<c>\d{1,2})\s*c\s*\.\s*)?"
+    r"(?P<g>\d{1,2})\s*g\s*\.\s*(?P<m>\d{1,4})\s*gb"
+    r"(?P<ext>(?:\s*[+.-]\s*(?:me\.all|me|gfx))*)"
+    r"(?![a-z0-9])",
+    re.IGNORECASE | re.ASCII,
+)
+_MIG_EXTENSION = re.compile(r"me\.all|me|gfx", re.IGNORECASE | re.ASCII)
+_MIG_MARKER_AT_END = re.compile(r"[\s_:-]*\bmig[\s_:-]*$", re.IGNORECASE | re.ASCII)
+MAX_NAME_CHARS = 256
 _CLASS = re.compile(r"^([a-z0-9]+(?:-ada)?)-(\d{1,3})gb$")
 
 
@@ -90,6 +114,61 @@ class GpuClass:
     architecture: str
     form_factor: str | None = None
     mig_profile: str | None = None
+
+
+@dataclass(frozen=True)
+class MigProfile:
+    """One MIG slice: ``gpu_slices``g.``memory_gb``gb, split to ``compute_slices`` if smaller."""
+
+    gpu_slices: int
+    memory_gb: int
+    compute_slices: int | None = None  # None: the compute instance is the whole GPU instance
+    extensions: tuple[str, ...] = ()  # sorted: ("me",), ("gfx",), ("me.all",)
+
+    @property
+    def gpu_instance(self) -> str:
+        """The GPU-instance profile the slice lives in, ``3g.71gb`` (with its extensions)."""
+        return f"{self.gpu_slices}g.{self.memory_gb}gb" + "".join(f"+{e}" for e in self.extensions)
+
+    @property
+    def name(self) -> str:
+        """The canonical profile: ``1c.3g.71gb`` for a split, ``3g.71gb`` or ``1g.18gb+me`` else."""
+        split = f"{self.compute_slices}c." if self.compute_slices is not None else ""
+        return split + self.gpu_instance
+
+
+def split_mig_name(name: str) -> tuple[str, MigProfile] | None:
+    """``("NVIDIA H200", MigProfile(3, 71, 1))`` for "NVIDIA H200 MIG 1c.3g.71gb"; None without one.
+
+    The first text is what comes before the profile (the product, if the name has one), with a
+    trailing "MIG" marker taken off. Never raises; names longer than 256 characters are not read.
+    """
+    if not isinstance(name, str) or len(name) > MAX_NAME_CHARS:
+        return None
+    found = _MIG_PROFILE.search(name)
+    if found is None:
+        return None
+    g, m = int(found.group("g")), int(found.group("m"))
+    c = int(found.group("c")) if found.group("c") is not None else None
+    if g < 1 or m < 1 or (c is not None and not 1 <= c <= g):
+        return None  # not a slice NVIDIA can make: 0g, 0gb, or more compute than the instance has
+    extensions = tuple(sorted({e.lower() for e in _MIG_EXTENSION.findall(found.group("ext"))}))
+    profile = MigProfile(g, m, None if c == g else c, extensions)
+    product = _MIG_MARKER_AT_END.sub("", name[: found.start()]).strip(" \t\r\n_/:,(=-")
+    return product, profile
+
+
+def mig_profile_name(name: str) -> str:
+    """The canonical MIG profile in a profile or MIG device name; other text trimmed, lowercased.
+
+    "NVIDIA H200 MIG 1c.3g.71gb" → ``1c.3g.71gb``, "MIG 2g.35gb" → ``2g.35gb``,
+    "A100-SXM4-40GB MIG 3c.3g.20gb" → ``3g.20gb``, "1g.18gb-me" → ``1g.18gb+me``,
+    "nvidia.com/mig-1g.5gb.me" → ``1g.5gb+me``.
+    """
+    found = split_mig_name(name)
+    if found is not None:
+        return found[1].name
+    return " ".join(str(name).split()).lower()
 
 
 def _clean(name: str) -> str:
@@ -109,15 +188,17 @@ def _nearest(sizes: tuple[int, ...], memory_bytes: int) -> int:
 
 def normalise_gpu(name: str, memory_bytes: int | None = None) -> GpuClass | None:
     """The GPU class of a product name (NVML, node label or ModelSpec type); None if unknown."""
-    if not name or len(name) > 256:
+    if not name or len(name) > MAX_NAME_CHARS:
         return None
-    text = _clean(name)
+    # A MIG device name is the parent's product and the slice's profile; the profile's memory is
+    # the slice's, so the class is read from the product alone.
+    mig = split_mig_name(name)
+    text = _clean(mig[0] if mig is not None else name)
     exact = _CLASS.match(text.replace(" ", "-"))
     for model, rx in _COMPILED:
         if not rx.search(text):
             continue
-        mig = _MIG_PROFILE.search(text)
-        base = text[: mig.start()] if mig else text
+        base = text
         in_name = [int(g) for g in _MEM_IN_NAME.findall(base)] if model.name_says_memory else []
         if (
             exact
@@ -142,7 +223,7 @@ def normalise_gpu(name: str, memory_bytes: int | None = None) -> GpuClass | None
             vendor=model.vendor,
             architecture=model.architecture,
             form_factor=form,
-            mig_profile=mig.group(1) if mig else None,
+            mig_profile=mig[1].name if mig is not None else None,
         )
     return None
 

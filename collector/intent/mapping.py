@@ -20,7 +20,7 @@ from typing import Any
 
 from collector.intent.versions import in_range
 from skewwatch.core.fingerprint import canonical
-from skewwatch.core.gpu import gpu_class_name, normalise_gpu
+from skewwatch.core.gpu import gpu_class_name, mig_profile_name, normalise_gpu
 
 
 @dataclass(frozen=True)
@@ -297,10 +297,12 @@ def _kv_dtype(e: Any, a: Any) -> bool | None:
 
 
 def _mig(e: Any, a: Any) -> bool | None:
-    profiles = [str(p).lower() for p in (a if isinstance(a, list) else [a]) if p not in (None, "")]
+    # Both sides through the one MIG normaliser: a pin written "MIG 3g.40gb" or "3c.3g.40gb"
+    # is the slice the agent reports as "3g.40gb".
+    profiles = [mig_profile_name(str(p)) for p in (a if isinstance(a, list) else [a]) if p not in (None, "")]
     if e is None or _str(e) in NO_QUANTIZATION:
         return not profiles
-    return bool(profiles) and all(p == _str(e) for p in profiles)
+    return bool(profiles) and all(p == mig_profile_name(str(e)) for p in profiles)
 
 
 def _enabled(e: Any, a: Any) -> bool | None:

@@ -361,3 +361,11 @@ def test_documentary_map_entries_are_not_checked_against_a_fact() -> None:
     for field in ("metadata.labels.team", "metadata.annotations.owner"):
         c = check(result, field)
         assert (c.status, c.target) == ("documentary", None)
+
+
+def test_mig_pins_compare_through_the_mig_normaliser() -> None:
+    from collector.intent.mapping import conforms
+
+    assert conforms("mig", "MIG 3g.40gb", ["3g.40gb"]) is True
+    assert conforms("mig", "3c.3g.40gb", ["3g.40gb"]) is True
+    assert conforms("mig", "1g.18gb+me", ["1g.18gb"]) is False

@@ -18,10 +18,12 @@ import logging
 import time
 from collections.abc import Sequence
 
+from agent.bounds import bound_snapshot
 from agent.engines import engine_named
 from agent.engines.effective import derive_effective
 from agent.engines.links import link_inputs
 from agent.lifecycle import Carry
+from agent.redact import redact_collected
 from agent.sources.base import CollectContext, Source, SourceResult
 from skewwatch.core.facts import Fact, Observation, Snapshot, SourceState, SourceStatus
 from skewwatch.core.fingerprint import fingerprint_facts
@@ -99,6 +101,10 @@ async def collect_snapshot(
         facts[fact.key] = fact
     engine = facts.get("runtime.engine")
     facts = link_inputs(facts, engine_named(str(engine.value) if engine is not None else ""))
+    # One redaction pass over every fact and message, whatever its source (agent.redact).
+    facts, statuses = redact_collected(facts, statuses, ctx.settings.redaction_salt)
+    # Within what the collector accepts (agent.bounds): the excess is dropped and said.
+    facts, statuses = bound_snapshot(facts, statuses)
     observations: dict[str, Observation] = {}
     for result in results:
         for obs in result.observations:

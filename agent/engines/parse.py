@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 
 from agent.engines.base import MODEL, EngineSpec, Entrypoint, SettingSpec, args_key, normalise_flag
-from agent.redact import Redactor
+from agent.redact import KNOWN_SECRET_FLAGS, Redactor, is_secret_name, secret_flag_prefix, takes_several
 from agent.settings import DEFAULT_SALT
 from skewwatch.core.facts import FactValue
 
@@ -119,6 +119,14 @@ def redact_with(redactor: Redactor) -> Redact:
 
 def _default_redact() -> Redact:
     return redact_with(Redactor(DEFAULT_SALT))
+
+
+def _shown_flag(spelled: str) -> str:
+    """A flag as a message may quote it: never one that holds a secret (a digest under the
+    built-in salt would do for a message, but is guessable for a short secret)."""
+    if spelled != Redactor(DEFAULT_SALT).text(spelled):
+        return "(a flag holding a secret)"
+    return repr(spelled[:40])
 
 
 # --- recognising the engine -------------------------------------------------------------------
@@ -446,6 +454,7 @@ class _Seen:
     spelled: str  # as on the command line
     raw: str | bool | list[str]
     origin: str = ""  # "" for the command line, else the config file or variable it came from
+    redact_as: str = ""  # the name its value is redacted under: the secret flag a prefix abbreviates
 
 
 def _fallback_args(argv: Sequence[str]) -> list[str]:
@@ -460,6 +469,23 @@ def _looks_like_flag(arg: str) -> bool:
     return arg.startswith("-") and len(arg) > 1 and not _NUMBER.match(arg)
 
 
+def secret_flags(spec: EngineSpec) -> frozenset[str]:
+    """The normalised flags whose value is a secret: the engine's API-key flags, its secret-named
+    flags and the secret flags of every engine skewwatch knows (``agent.redact``)."""
+    flags = {normalise_flag(f) for f in spec.api_key_flags}
+    flags.update(f for f in spec.flag_table() if is_secret_name(f))
+    flags.update(normalise_flag(f) for f in KNOWN_SECRET_FLAGS)
+    return frozenset(flags)
+
+
+def _redaction_name(secrets: frozenset[str], name: str, spelled: str) -> str:
+    """The name a flag's value is redacted under: the secret flag it abbreviates, if any (an
+    ambiguous or unknown prefix of one too: argparse may resolve it where the table cannot)."""
+    if is_secret_name(name):
+        return name
+    return secret_flag_prefix("--" + name if spelled.startswith("--") else spelled, secrets) or name
+
+
 def _tokenise(
     spec: EngineSpec, args: Sequence[str], problems: list[str], origins: Sequence[str] = ()
 ) -> tuple[list[_Seen], list[str]]:
@@ -470,10 +496,17 @@ def _tokenise(
     table = spec.flag_table()
     switches = spec.switch_names()
     known = set(table) | switches | {normalise_flag(f) for f in (*spec.host_flags, *spec.api_key_flags)}
+    secrets = secret_flags(spec)
+    # argparse resolves a unique prefix of any long flag, the API-key flags' included.
     long_known = sorted(
         {
             normalise_flag(f)
-            for f in (*(f for s in spec.settings for f in s.flags), *spec.switches, *spec.host_flags)
+            for f in (
+                *(f for s in spec.settings for f in s.flags),
+                *spec.switches,
+                *spec.host_flags,
+                *spec.api_key_flags,
+            )
             if f.startswith("--")
         }
     )
@@ -501,8 +534,9 @@ def _tokenise(
                 if len(candidates) == 1:
                     name = candidates[0]
         if not _FLAG_NAME.match(name):
-            problems.append(f"argument {i}: {spelled[:40]!r} is not a flag name skewwatch can report")
+            problems.append(f"argument {i}: {_shown_flag(spelled)} is not a flag name skewwatch can report")
             continue
+        redact_as = _redaction_name(secrets, name, spelled)
         setting = table.get(name)
         raw: str | bool | list[str]
         if negated:
@@ -511,7 +545,11 @@ def _tokenise(
             raw = inline
         elif name in switches:
             raw = True
-        elif setting is not None and setting.multiple:
+        elif (setting is not None and setting.multiple) or (
+            setting is None and redact_as in secrets and takes_several("--" + redact_as)
+        ):
+            # Several values; an API-key flag takes one or more keys (vLLM), so a key after the
+            # first is never read as the model.
             values: list[str] = []
             while i < len(args) and not _looks_like_flag(args[i]):
                 values.append(args[i])
@@ -528,7 +566,7 @@ def _tokenise(
         else:
             problems.append(f"{spelled}: expects a value")
             continue
-        seen.append(_Seen(name, spelled, raw, origin))
+        seen.append(_Seen(name, spelled, raw, origin, redact_as))
     return seen, positionals
 
 
@@ -716,7 +754,7 @@ def parse_args(
         out.append(
             Setting(
                 f"runtime.args.{_args_name(spec, flag.name)}",
-                _redacted(redact, flag.name, flag.raw),
+                _redacted(redact, flag.redact_as or flag.name, flag.raw),
                 _method(flag),
                 _detail(flag),
             )
@@ -731,14 +769,17 @@ def parse_args(
         try:
             value = convert(setting, flag.raw)
         except ValueProblem as e:
-            result.problems.append(f"{_detail(flag)}: {redact(flag.name, str(e))}")
+            result.problems.append(f"{_detail(flag)}: {redact(flag.redact_as or flag.name, str(e))}")
             unreadable.add(setting.key)
             continue
         unreadable.discard(setting.key)
         if setting.key == MODEL and isinstance(value, str):
             result.model_arg = value
         canonical[setting.key] = Setting(
-            setting.key, _redact_value(redact, flag.name, value), _method(flag), _detail(flag)
+            setting.key,
+            _redact_value(redact, flag.redact_as or flag.name, value),
+            _method(flag),
+            _detail(flag),
         )
 
     if inv is not None and inv.entrypoint.positional is not None and positionals:

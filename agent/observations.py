@@ -181,7 +181,13 @@ def compute(
     if dt <= 0:
         return out, [f"scrapes {dt:g} s apart: no window"]
     for obs in spec.observations:
-        out.extend(_one(obs, prev=prev, cur=cur, dt=dt, gauge_history=gauge_history or {}, notes=notes))
+        for o in _one(obs, prev=prev, cur=cur, dt=dt, gauge_history=gauge_history or {}, notes=notes):
+            # Finite samples can still sum past the float range (a hostile page of 1e308s): such
+            # an observation is lost alone, with a note, never sent (the collector refuses it).
+            if math.isfinite(o.value):
+                out.append(o)
+            else:
+                notes.append(f"{o.name}: {o.value!r} is not finite (values past the float range); dropped")
     return out, notes
 
 

@@ -20,6 +20,9 @@ from agent.errors import SourceFailed
 
 # A scrape of a busy vLLM replica is a few hundred KiB; anything near this is not a metrics page.
 MAX_TEXT_CHARS = 8 * 1024 * 1024
+# Lines bound the samples (and the memory the parsed page takes): the largest real capture has
+# about 2,000; a page of a million one-character series is not a metrics page but a flood.
+MAX_LINES = 100_000
 _EXCERPT_CHARS = 120
 
 
@@ -72,6 +75,9 @@ def parse_metrics_text(text: str, source: str = "metrics text") -> list[MetricFa
     """
     if len(text) > MAX_TEXT_CHARS:
         raise MetricsParseError(f"{source}: {len(text)} characters, over the {MAX_TEXT_CHARS} limit")
+    lines = text.count("\n") + 1
+    if lines > MAX_LINES:
+        raise MetricsParseError(f"{source}: {lines} lines, over the {MAX_LINES}-line limit")
     fast = fast_parse(text)
     if fast is not None:
         return fast
@@ -92,13 +98,14 @@ def reference_parse(text: str, source: str = "metrics text") -> list[MetricFamil
                     samples=tuple(Sample(str(s.name), dict(s.labels), float(s.value)) for s in fam.samples),
                 )
             )
-    except (ValueError, TypeError, IndexError, KeyError) as e:
+    except Exception as e:  # hostile input: whatever the third-party parser raises is a bad page
         # The reference parser raises bare ValueErrors (sometimes without a message) from deep
-        # inside its line handling; the counting reader knows which line it was on.
+        # inside its line handling, and OverflowError, RecursionError or worse on hostile pages;
+        # the counting reader knows which line it was on.
         excerpt = fd.current.strip()
         if len(excerpt) > _EXCERPT_CHARS:
             excerpt = excerpt[:_EXCERPT_CHARS] + "…"
-        reason = str(e) or type(e).__name__
+        reason = str(e)[:_EXCERPT_CHARS] or type(e).__name__
         raise MetricsParseError(
             f"{source}: line {fd.line_no}: invalid exposition format ({reason}): {excerpt!r}",
             line=fd.line_no,

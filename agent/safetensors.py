@@ -9,7 +9,6 @@ that the data the header describes fits in the file, so a truncated download is 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import stat
@@ -18,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent.bounds import INT64_MAX, JsonProblem, load_json, short_repr
 from agent.errors import SourceFailed
 
 MAX_HEADER_BYTES = 100 * 1000 * 1000
@@ -93,8 +93,9 @@ def read_header(path: Path, limit: int = MAX_HEADER_BYTES, name: str | None = No
         os.close(fd)
 
 
-def _reject_constant(name: str) -> object:
-    raise ValueError(f"non-finite number {name}")
+def _is_count(value: object) -> bool:
+    """A non-negative integer the wire can carry (out-of-range JSON numbers are Unrepresentable)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= INT64_MAX
 
 
 def parse_header(
@@ -102,8 +103,8 @@ def parse_header(
 ) -> SafetensorsHeader:
     """Check and summarise a header's JSON. Pure; SafetensorsError names the tensor at fault."""
     try:
-        doc = json.loads(data, parse_constant=_reject_constant)
-    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as e:
+        doc = load_json(data, constants=False)
+    except JsonProblem as e:
         raise SafetensorsError(f"{name}: header is not valid JSON: {e}") from e
     if not isinstance(doc, dict):
         raise SafetensorsError(f"{name}: header is a JSON {type(doc).__name__}, not an object")
@@ -120,22 +121,24 @@ def parse_header(
     for tensor, entry in doc.items():
         if tensor == METADATA_KEY:
             continue
-        where = f"{name}: tensor {tensor!r}"
+        where = f"{name}: tensor {short_repr(tensor)}"
         if not isinstance(entry, dict):
             raise SafetensorsError(f"{where}: entry is not an object")
         dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
         if not isinstance(dtype, str) or not dtype:
             raise SafetensorsError(f"{where}: dtype missing")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-            raise SafetensorsError(f"{where}: shape must be a list of non-negative integers")
+        if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
+            raise SafetensorsError(f"{where}: shape must be a list of non-negative (int64) integers")
         if (
             not isinstance(offsets, list)
             or len(offsets) != 2
-            or not all(isinstance(o, int) and o >= 0 for o in offsets)
+            or not all(_is_count(o) for o in offsets)
             or offsets[1] < offsets[0]
         ):
             raise SafetensorsError(f"{where}: data_offsets must be [begin, end] with begin <= end")
-        elements = math.prod(shape)
+        elements = 0 if 0 in shape else math.prod(shape)
+        if elements > INT64_MAX:
+            raise SafetensorsError(f"{where}: shape {shape[:8]} has more elements than any file holds")
         bits = DTYPE_BITS.get(dtype)
         if bits is not None and bits % 8 == 0 and elements * bits // 8 != offsets[1] - offsets[0]:
             raise SafetensorsError(
@@ -158,12 +161,12 @@ def parse_header(
 def parse_index(data: bytes, name: str = "model.safetensors.index.json") -> tuple[list[str], int | None]:
     """The shard files a ``*.safetensors.index.json`` names, and its ``metadata.total_size``. Pure."""
     try:
-        doc = json.loads(data, parse_constant=_reject_constant)
-    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as e:
+        doc = load_json(data, constants=False)
+    except JsonProblem as e:
         raise SafetensorsError(f"{name}: not valid JSON: {e}") from e
     if not isinstance(doc, dict) or not isinstance(doc.get("weight_map"), dict):
         raise SafetensorsError(f"{name}: no weight_map object")
     shards = sorted({v for v in doc["weight_map"].values() if isinstance(v, str)})
     meta = doc.get("metadata")
     total = meta.get("total_size") if isinstance(meta, dict) else None
-    return shards, total if isinstance(total, int) and not isinstance(total, bool) else None
+    return shards, total if _is_count(total) else None

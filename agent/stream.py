@@ -5,6 +5,12 @@ that is down (or slow) costs the agent nothing but a log line per failed attempt
 opens one bidirectional stream: Hello, then the latest full Snapshot, then per cycle a Snapshot
 when the fingerprint changed, else a Heartbeat; Observations when there are any. On Resync it
 sends the full snapshot again. Reconnects use exponential backoff with full jitter.
+
+The backoff is reset only once the collector acknowledged a snapshot or heartbeat of the stream:
+the Hello's ack alone says the collector is up, not that it takes what this agent sends. A
+stream the collector rejects (``INVALID_ARGUMENT``, ``RESOURCE_EXHAUSTED``: a message it refuses)
+backs off exponentially up to ``REJECTED_CAP_S``, and the rejection is logged when it changes,
+not on every attempt.
 """
 
 from __future__ import annotations
@@ -32,6 +38,10 @@ from skewwatch.wire import observations_to_proto, snapshot_to_proto, timestamp
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5.0
+# A collector refusing what the agent sends will refuse it again: wait longer, up to this.
+REJECTED_CAP_S = 60.0
+REJECTED_BASE_S = 1.0
+_REJECTED = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED})
 # This process's id in every Hello: the collector tells two agents claiming one pod apart by it.
 INSTANCE_ID = uuid.uuid4().hex
 
@@ -51,18 +61,25 @@ class IdentityChanged(Exception):
 
 
 class Backoff:
-    """Exponential backoff with full jitter (AWS architecture blog's "full jitter")."""
+    """Exponential backoff with full jitter (AWS architecture blog's "full jitter").
 
-    def __init__(self, base_s: float = 0.5, cap_s: float = 30.0, rng: random.Random | None = None) -> None:
+    ``floor`` (a fraction of the ceiling) keeps a minimum wait: 0.5 is "equal jitter", for
+    attempts that must not come back at once (a rejected stream).
+    """
+
+    def __init__(
+        self, base_s: float = 0.5, cap_s: float = 30.0, rng: random.Random | None = None, floor: float = 0.0
+    ) -> None:
         self.base_s = base_s
         self.cap_s = cap_s
+        self.floor = floor
         self.attempt = 0
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
 
     def next_delay(self) -> float:
         ceiling = min(self.cap_s, self.base_s * (2**self.attempt))
         self.attempt = min(self.attempt + 1, 30)
-        return self._rng.uniform(0, ceiling)
+        return self._rng.uniform(ceiling * self.floor, ceiling)
 
     def reset(self) -> None:
         self.attempt = 0
@@ -117,9 +134,14 @@ class AgentStream:
         self.latest = latest
         self.interval_s = interval_s
         self.backoff = Backoff(cap_s=max(5.0, min(60.0, interval_s * 4)))
+        self.rejected_backoff = Backoff(REJECTED_BASE_S, REJECTED_CAP_S, floor=0.5)
         self.sequence = 0
         self.acked = 0
         self.connected = asyncio.Event()
+        # The first snapshot or heartbeat of the current stream: its ack resets the backoff.
+        self._first_data_sequence: int | None = None
+        self._last_failure: str | None = None
+        self.reconnects = 0
 
     def _next(self) -> int:
         self.sequence += 1
@@ -146,6 +168,7 @@ class AgentStream:
 
     async def run_forever(self) -> None:
         while True:
+            rejected = False
             try:
                 await self._session()
             except asyncio.CancelledError:
@@ -153,13 +176,34 @@ class AgentStream:
             except IdentityChanged:
                 continue  # a new Hello at once, not a failure
             except grpc.aio.AioRpcError as e:
-                log.warning("collector %s: %s: %s", self.target, e.code().name, e.details())
+                rejected = e.code() in _REJECTED
+                self._failure(f"collector {self.target}: {e.code().name}: {e.details()}")
             except (OSError, TimeoutError, grpc.RpcError) as e:
-                log.warning("collector %s unreachable: %s", self.target, e or type(e).__name__)
+                self._failure(f"collector {self.target} unreachable: {e or type(e).__name__}")
+            except Exception as e:  # a sender bug or an unsendable message must not end the agent
+                self._failure(f"collector {self.target}: stream failed: {type(e).__name__}: {e}", exc=True)
             self.connected.clear()
-            delay = self.backoff.next_delay()
+            delay = (self.rejected_backoff if rejected else self.backoff).next_delay()
+            self.reconnects += 1
             log.info("reconnecting to %s in %.2f s", self.target, delay)
             await asyncio.sleep(delay)
+
+    def _failure(self, text: str, exc: bool = False) -> None:
+        """Log why the stream ended when that changed; the same reason again is only a debug line."""
+        if text == self._last_failure:
+            log.debug("%s (again)", text)
+            return
+        self._last_failure = text
+        log.warning("%s", text, exc_info=exc)
+
+    def _data_acked(self) -> None:
+        """The collector took a snapshot or heartbeat of this stream: the connection works."""
+        if not self.connected.is_set():
+            log.info("connected to collector %s", self.target)
+        self.connected.set()
+        self.backoff.reset()
+        self.rejected_backoff.reset()
+        self._last_failure = None
 
     async def _session(self) -> None:
         # The Hello names the workload, which the first collection may resolve better than the
@@ -197,10 +241,9 @@ class AgentStream:
             body = msg.WhichOneof("body")
             if body == "ack":
                 self.acked = max(self.acked, msg.ack.sequence)
-                if not self.connected.is_set():
-                    log.info("connected to collector %s", self.target)
-                self.connected.set()
-                self.backoff.reset()
+                first = self._first_data_sequence
+                if first is not None and msg.ack.sequence >= first:
+                    self._data_acked()  # the Hello's ack alone resets nothing
             elif body == "resync":
                 log.info("collector asks for a full snapshot: %s", msg.resync.reason)
                 resync.set()
@@ -211,6 +254,7 @@ class AgentStream:
         resync: asyncio.Event,
         reader: asyncio.Task[None],
     ) -> None:
+        self._first_data_sequence = None
         await call.write(self._hello())
         sent_fingerprint: str | None = None
         seen_version = 0
@@ -241,12 +285,14 @@ class AgentStream:
                 )
                 self.latest.events.popleft()
             if snapshot is not None and snapshot.fingerprint.overall != sent_fingerprint:
-                await call.write(pb.AgentMessage(sequence=self._next(), snapshot=snapshot_to_proto(snapshot)))
+                message = pb.AgentMessage(sequence=self._next(), snapshot=snapshot_to_proto(snapshot))
+                self._sent_data(message.sequence)
+                await call.write(message)
                 sent_fingerprint = snapshot.fingerprint.overall
             elif snapshot_task in done:
-                await call.write(
-                    pb.AgentMessage(sequence=self._next(), heartbeat=self._heartbeat(sent_fingerprint))
-                )
+                message = pb.AgentMessage(sequence=self._next(), heartbeat=self._heartbeat(sent_fingerprint))
+                self._sent_data(message.sequence)
+                await call.write(message)
             if snapshot_task in done and snapshot is not None and snapshot.observations and self._running():
                 await call.write(
                     pb.AgentMessage(
@@ -256,6 +302,10 @@ class AgentStream:
                         ),
                     )
                 )
+
+    def _sent_data(self, sequence: int) -> None:
+        if self._first_data_sequence is None:
+            self._first_data_sequence = sequence
 
     def _running(self) -> bool:
         status = self.latest.status

@@ -35,6 +35,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent.bounds import JsonProblem, check_fact_value, load_json
 from agent.errors import SourceFailed
 from agent.hashing import (
     OK,
@@ -169,28 +170,34 @@ def group_digest(files: Iterable[tuple[str, str]], mode: str = "sha256") -> str:
     return ("sha256:" if mode == "sha256" else f"{mode}-set:") + h.hexdigest()
 
 
-_UNSAFE_KEY_CHARS = re.compile(r"[\s\x00-\x1f\x7f%]")
+_UNSAFE_KEY_CHARS = re.compile(r"[\s\x00-\x1f\x7f%\ud800-\udfff]")
+
+
+def _percent(char: str) -> str:
+    try:
+        raw = char.encode("utf-8", "surrogateescape")  # a non-UTF-8 byte of the file name
+    except UnicodeEncodeError:
+        raw = char.encode("utf-8", "surrogatepass")
+    return "".join(f"%{b:02X}" for b in raw)
 
 
 def file_fact_key(rel: str) -> str:
-    """The fact key of one file; whitespace, controls and ``%`` are percent-encoded to fit keys."""
-    safe = _UNSAFE_KEY_CHARS.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), rel)
+    """The fact key of one file; whitespace, controls, ``%`` and non-UTF-8 bytes are percent-encoded."""
+    safe = _UNSAFE_KEY_CHARS.sub(lambda m: _percent(m.group()), rel)
     return f"model.files.{safe}"
 
 
-def _reject_constant(name: str) -> FactValue:
-    raise ValueError(f"non-finite number {name} is not valid JSON")
-
-
 def parse_model_config(data: bytes, name: str = CONFIG_FILE) -> dict[str, FactValue]:
-    """The ``model.config.*`` facts (key suffix → value) of a config.json's bytes. Pure."""
+    """The ``model.config.*`` facts (key suffix → value) of a config.json's bytes. Pure.
+
+    A number out of range (a hundred-digit ``vocab_size``, ``1e999``) stays in place as an
+    ``agent.bounds.Unrepresentable``, so only its field's fact is lost when the facts are built;
+    a document that does not parse at all (syntax, encoding, ``NaN``, nesting past the parser)
+    is a ModelConfigError.
+    """
     try:
-        doc = json.loads(data, parse_constant=_reject_constant)
-    except json.JSONDecodeError as e:
-        raise ModelConfigError(f"{name}: line {e.lineno} column {e.colno}: {e.msg}") from e
-    except UnicodeDecodeError as e:
-        raise ModelConfigError(f"{name}: invalid UTF-8 at byte {e.start}") from e
-    except ValueError as e:
+        doc = load_json(data, constants=False)
+    except JsonProblem as e:
         raise ModelConfigError(f"{name}: {e}") from e
     if not isinstance(doc, dict):
         raise ModelConfigError(f"{name}: top level is a JSON {type(doc).__name__}, not an object")
@@ -331,13 +338,17 @@ def chat_template_digest(name: str, data: bytes) -> tuple[str, str] | None:
         return "sha256:" + hashlib.sha256(data).hexdigest(), name
     try:
         doc = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # also integers past Python's digit limit
         return None
     value = doc.get("chat_template") if isinstance(doc, dict) else None
     if isinstance(value, str):
         text = value.encode("utf-8", "surrogatepass")
     elif isinstance(value, list):
-        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        try:
+            canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+            text = canonical.encode("utf-8", "surrogatepass")
+        except (ValueError, TypeError, RecursionError):
+            return None
     else:
         return None
     return "sha256:" + hashlib.sha256(text).hexdigest(), f"{name} chat_template"
@@ -527,11 +538,12 @@ def build_result(
         notes.append(f"{len(scan.missing_shards)} shard(s) named by the index are missing")
     _add_location(b, scan.location)
     _add_role_digests(b, scan, digests, sizes, mode)
-    _add_headers(b, scan)
+    _add_headers(b, scan, problems)
     if scan.config is not None:
         for suffix, v in scan.config.items():
             try:
-                b.add(f"model.config.{suffix}", v, METHOD, f"{CONFIG_FILE} field")
+                key = f"model.config.{suffix}"
+                b.add(key, check_fact_value(key, v), METHOD, f"{CONFIG_FILE} field")
             except FactError as e:
                 problems.append(f"{CONFIG_FILE} field {suffix}: {e}")
     if scan.chat_template is not None:
@@ -654,7 +666,7 @@ def _add_role_digests(
             b.add(key, value, METHOD, f"{mode} of {rel}")
 
 
-def _add_headers(b: FactBuilder, scan: ModelScan) -> None:
+def _add_headers(b: FactBuilder, scan: ModelScan, problems: list[str]) -> None:
     headers = [h for h in scan.headers.values() if isinstance(h, SafetensorsHeader)]
     if not headers:
         return
@@ -664,9 +676,15 @@ def _add_headers(b: FactBuilder, scan: ModelScan) -> None:
         for d, n in h.dtypes.items():
             dtypes[d] = dtypes.get(d, 0) + n
     names: list[FactValue] = [d.lower() for d in sorted(dtypes)]
-    b.add("model.weights.dtypes", names, METHOD, detail)
-    b.add("model.weights.tensors", sum(h.tensors for h in headers), METHOD, detail)
-    b.add("model.params", sum(h.params for h in headers), METHOD, detail + " (elements as stored)")
+    for key, value, how in (
+        ("model.weights.dtypes", names, detail),
+        ("model.weights.tensors", sum(h.tensors for h in headers), detail),
+        ("model.params", sum(h.params for h in headers), detail + " (elements as stored)"),
+    ):
+        try:
+            b.add(key, check_fact_value(key, value), METHOD, how)
+        except FactError as e:
+            problems.append(f"{how}: {e}")
 
 
 def _message(notes: Sequence[str]) -> str:

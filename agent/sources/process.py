@@ -26,20 +26,22 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
+from agent.bounds import check_fact_value, check_value
 from agent.engines import (
     GENERIC,
     MAX_CONFIG_FILE_CHARS,
+    EngineSpec,
     Invocation,
     ParsedCommand,
     Setting,
-    config_paths,
     is_shell,
-    locate,
-    parse_args,
     redact_with,
-    shell_commands,
 )
-from agent.engines.parse import shell_script, strip_wrappers
+from agent.engines import config_paths as _config_paths
+from agent.engines import locate as _locate
+from agent.engines import parse_args as _parse_args
+from agent.engines import shell_commands as _shell_commands
+from agent.engines.parse import Redact, shell_script, strip_wrappers
 from agent.errors import SourceUnavailable
 from agent.redact import Redactor
 from agent.settings import AgentSettings
@@ -73,6 +75,77 @@ class ProcessGone(SourceUnavailable):
 
 class AccessDenied(PermissionError):
     """The agent may not read part of the process; the message names the pid and the file."""
+
+
+# --- hostile command lines ---------------------------------------------------------------------
+# Every process on the host is read, and a command line or environment is anyone's text: a
+# number of thousands of digits (past Python's int digit limit, or a float's range) or a
+# ``$(( ))`` nested past the recursion limit must cost that value, never the source. These
+# wrappers retry with such values defused and name what was left unread.
+
+_HOSTILE_ERRORS = (ValueError, OverflowError, RecursionError, MemoryError)
+_LONG_NUMBER = re.compile(r"\d{300,}")
+_DEFUSED_NOTE = "numbers of 300 or more digits and $(( )) arithmetic were left unread"
+
+
+def _defuse(text: str) -> str:
+    return _LONG_NUMBER.sub("out-of-range-number", text).replace("$((", "$( (")
+
+
+def _defused(argv: Sequence[str], env: Mapping[str, str] | None) -> tuple[list[str], dict[str, str] | None]:
+    return [_defuse(a) for a in argv], (None if env is None else {k: _defuse(v) for k, v in env.items()})
+
+
+def locate(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Invocation | None:
+    try:
+        return _locate(argv, env=env)
+    except _HOSTILE_ERRORS:
+        try:
+            defused_argv, defused_env = _defused(argv, env)
+            return _locate(defused_argv, env=defused_env)
+        except _HOSTILE_ERRORS:
+            return None
+
+
+def shell_commands(script: str, env: Mapping[str, str] | None = None) -> list[list[str]]:
+    try:
+        return _shell_commands(script, env)
+    except _HOSTILE_ERRORS:
+        try:
+            return _shell_commands(_defuse(script), _defused((), env)[1])
+        except _HOSTILE_ERRORS:
+            return []
+
+
+def config_paths(spec: EngineSpec, argv: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
+    try:
+        return _config_paths(spec, argv, env)
+    except _HOSTILE_ERRORS:
+        try:
+            return _config_paths(spec, *_defused(argv, env))
+        except _HOSTILE_ERRORS:
+            return []
+
+
+def parse_args(
+    spec: EngineSpec,
+    argv: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    redact: Redact | None = None,
+    config_files: Mapping[str, str] | None = None,
+) -> ParsedCommand:
+    """``agent.engines.parse_args``; a value it cannot take costs that value, with a problem."""
+    try:
+        return _parse_args(spec, argv, env, redact, config_files)
+    except _HOSTILE_ERRORS as e:
+        why = f"{type(e).__name__}: {str(e)[:120]}"
+    note = f"the command line or environment holds values the parser cannot take ({why}); {_DEFUSED_NOTE}"
+    try:
+        parsed = _parse_args(spec, *_defused(argv, env), redact, config_files)
+    except _HOSTILE_ERRORS as e:
+        return ParsedCommand(spec.name, problems=[f"{note}; still unreadable: {type(e).__name__}"])
+    parsed.problems.insert(0, note)
+    return parsed
 
 
 # --- pure parsers -----------------------------------------------------------------------------
@@ -850,7 +923,12 @@ def build_result(
 
 
 def _add(fb: FactBuilder, setting: Setting, problems: list[str]) -> None:
+    """One flag's or variable's fact; a value the wire cannot carry (an int past int64, text that
+    is not UTF-8, one over the size caps) loses this fact alone, with a problem naming it."""
+    where = setting.detail or setting.key
+    where = where if len(where) <= 200 else where[:200] + "…"
     try:
-        fb.add(setting.key, setting.value, setting.method, setting.detail)
+        check_value(setting.key, "key")  # a variable's name that is not UTF-8 cannot be a key
+        fb.add(setting.key, check_fact_value(setting.key, setting.value), setting.method, setting.detail)
     except FactError as e:
-        problems.append(f"{setting.detail or setting.key}: {e}")
+        problems.append(f"{where}: {str(e)[:300]}")

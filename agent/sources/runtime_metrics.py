@@ -19,16 +19,28 @@ first one. One failing endpoint never loses the others: a 404 on ``/metrics`` (S
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
+from agent.bounds import (
+    MAX_FACTS_PER_SOURCE,
+    MAX_INFO_LABELS,
+    MAX_LABEL_VALUE_CHARS,
+    BoundsError,
+    JsonProblem,
+    Unrepresentable,
+    bounded_int,
+    check_fact_value,
+    join_notes,
+    load_json,
+    short_repr,
+)
 from agent.engines import ENGINES, EngineSpec, engine_named
 from agent.engines.base import InfoEndpoint, ValueType
 from agent.engines.parse import ValueProblem, convert_typed
@@ -93,7 +105,10 @@ _INT_RE = re.compile(r"^[+-]?\d+$")
 
 
 def typed_label_value(raw: str) -> FactValue:
-    """A label value as its natural type: ints, finite floats, True/False, None; else the string."""
+    """A label value as its natural type: ints, finite floats, True/False, None; else the string.
+
+    An integer beyond int64 (what the wire carries) raises BoundsError: that label's fact is lost.
+    """
     if raw in ("True", "true"):
         return True
     if raw in ("False", "false"):
@@ -101,7 +116,10 @@ def typed_label_value(raw: str) -> FactValue:
     if raw == "None":
         return None
     if _INT_RE.match(raw):
-        return int(raw)
+        value = bounded_int(raw)
+        if value is None:
+            raise BoundsError(f"integer of {len(raw.lstrip('+-'))} digits is out of the int64 range")
+        return value
     try:
         number = float(raw)
     except ValueError:
@@ -117,7 +135,8 @@ def _coerce(raw: str, want: ValueType) -> FactValue:
     if want == "str":
         return raw
     if want == "float" and isinstance(natural, int) and not isinstance(natural, bool):
-        return float(natural)  # "1" means 1.0 for a fraction; keep the type stable across values
+        # "1" means 1.0 for a fraction; keep the type stable across values (int64: no overflow)
+        return float(natural)
     return natural
 
 
@@ -125,11 +144,37 @@ def _label_key(label: str) -> str:
     return label.lower()
 
 
-def _add(builder: FactBuilder, notes: list[str], key: str, value: FactValue, detail: str) -> None:
+def _add(builder: FactBuilder, notes: list[str], key: str, value: object, detail: str) -> None:
+    """Add one fact; a value the wire cannot carry loses this fact alone, with a note naming it."""
     try:
-        builder.add(key, value, METHOD, detail)
+        builder.add(key, check_fact_value(key, value), METHOD, detail)
     except FactError as e:
-        notes.append(str(e))
+        notes.append(f"{detail}: {e}")
+
+
+def _info_labels(
+    metric: str, labels: Mapping[str, str], label_map: Mapping[str, object], skip: frozenset[str] | set[str]
+) -> tuple[list[str], list[str]]:
+    """The labels of ``metric`` to report, canonical (mapped) ones first, within the bounds; notes."""
+    notes: list[str] = []
+    names = sorted((n for n in labels if n not in skip), key=lambda n: (n not in label_map, n))
+    too_long = [n for n in names if len(labels[n]) > MAX_LABEL_VALUE_CHARS]
+    if too_long:
+        shown = ", ".join(n[:64] for n in too_long[:5]) + (", …" if len(too_long) > 5 else "")
+        notes.append(
+            f"{metric}: dropped {len(too_long)} label(s) with values over {MAX_LABEL_VALUE_CHARS}"
+            f" characters: {shown}"
+        )
+        names = [n for n in names if len(labels[n]) <= MAX_LABEL_VALUE_CHARS]
+    if len(names) > MAX_INFO_LABELS:
+        extra = names[MAX_INFO_LABELS:]
+        shown = ", ".join(n[:64] for n in extra[:5]) + (", …" if len(extra) > 5 else "")
+        notes.append(
+            f"{metric}: dropped {len(extra)} of {len(names)} labels, over the {MAX_INFO_LABELS}-label"
+            f" cap (kept the engine's known labels, then the first by name): {shown}"
+        )
+        names = names[:MAX_INFO_LABELS]
+    return names, notes
 
 
 def interpret_families(families: Sequence[MetricFamily], source: str = NAME) -> Interpretation:
@@ -156,23 +201,37 @@ def interpret_families(families: Sequence[MetricFamily], source: str = NAME) -> 
         if name.startswith(prefix) and name.endswith("_config" + _INFO_SUFFIX) and name not in tables:
             stem = name[len(prefix) : -len(_INFO_SUFFIX)]
             tables[name] = ({}, f"runtime.{_label_key(stem)}")
-    for metric, (label_map, extra_prefix) in tables.items():
+    table_items = list(tables.items())
+    for index, (metric, (label_map, extra_prefix)) in enumerate(table_items):
         samples = [s for fam in by_name.get(metric, []) for s in fam.samples]
         if not samples:
             continue
+        if len(builder.facts) >= MAX_FACTS_PER_SOURCE:
+            # The engine's own tables come first; a flood of made-up *_config_info stops here.
+            left = [m for m, _ in table_items[index:] if by_name.get(m)]
+            notes.append(
+                f"stopped at {len(builder.facts)} facts, the per-source cap: {len(left)} *_config_info"
+                f" metric(s) not read, from {metric}"
+            )
+            break
         labels = samples[0].labels
         if any(s.labels != labels for s in samples[1:]):
             notes.append(f"{metric}: {len(samples)} series disagree; using the first")
-        for label in sorted(labels):
-            if label in metrics.identity_labels:
-                continue
+        names, label_notes = _info_labels(metric, labels, label_map, set(metrics.identity_labels))
+        notes.extend(label_notes)
+        for label in names:
             raw = labels[label]
-            if label in label_map:
-                key, want = label_map[label]
-                value = _coerce(raw, want)
-            else:
-                key, value = f"{extra_prefix}.{_label_key(label)}", typed_label_value(raw)
-            _add(builder, notes, key, value, f"{metric} label {label}={raw!r}")
+            detail = f"{metric} label {label}={short_repr(raw, 200)}"
+            try:
+                if label in label_map:
+                    key, want = label_map[label]
+                    value = _coerce(raw, want)
+                else:
+                    key, value = f"{extra_prefix}.{_label_key(label)}", typed_label_value(raw)
+            except FactError as e:
+                notes.append(f"{detail}: {e}")
+                continue
+            _add(builder, notes, key, value, detail)
 
     for metric_name, (key, want) in metrics.value_facts.items():
         values = [
@@ -184,7 +243,7 @@ def interpret_families(families: Sequence[MetricFamily], source: str = NAME) -> 
         if values:
             try:
                 value = convert_typed(want, max(values) if want != "bool" else bool(max(values)))
-            except ValueProblem as e:
+            except (ValueProblem, ValueError, OverflowError) as e:
                 notes.append(f"{prefix}{metric_name}: {e}")
                 continue
             _add(builder, notes, key, value, f"value of {prefix}{metric_name}")
@@ -231,11 +290,19 @@ def interpret_info(endpoint: InfoEndpoint, doc: object, builder: FactBuilder, wh
         return [f"{where}: expected a JSON object, got {type(doc).__name__}"]
     for path, (key, want) in endpoint.fields.items():
         raw = json_path(doc, path)
+        if isinstance(raw, Unrepresentable):
+            problems.append(f"{where} field {path}: {raw.reason}")
+            continue
+        if isinstance(raw, str) and len(raw) > MAX_LABEL_VALUE_CHARS:
+            problems.append(
+                f"{where} field {path}: string of {len(raw)} characters, over {MAX_LABEL_VALUE_CHARS}"
+            )
+            continue
         if raw in _UNRESOLVED or isinstance(raw, dict | list):
             continue
         try:
             value = convert_typed(want, raw)
-        except ValueProblem as e:
+        except (ValueProblem, ValueError, OverflowError, TypeError) as e:
             problems.append(f"{where} field {path}: {e}")
             continue
         _add(builder, problems, key, value, f"{where} field {path}")
@@ -386,7 +453,7 @@ class RuntimeMetricsSource:
                     (key, self.clock() + self.info_refresh_s, info.facts, info_notes) if complete else None
                 )
 
-        message = "; ".join(errors + notes)
+        message = join_notes(errors + notes)
         if errors:
             return SourceResult.error(message, builder.facts, observations)
         if not metrics_ok and not builder.facts:
@@ -412,8 +479,8 @@ class RuntimeMetricsSource:
         except MetricsFetchError as e:
             return False, [str(e)]
         try:
-            doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as e:
+            doc = load_json(body)
+        except JsonProblem as e:
             return False, [f"{url}: not JSON: {e}"]
         problems = interpret_info(endpoint, doc, builder, endpoint.path)
         return not problems, problems

@@ -37,7 +37,7 @@ from skewwatch.core.facts import (
     FactValue,
     SourceStatus,
 )
-from skewwatch.wire import MAX_FACTS, MAX_TEXT
+from skewwatch.wire import MAX_FACTS, MAX_TEXT, value_to_proto
 
 # sint64 on the wire (proto Value.int_value).
 INT64_MIN = -(2**63)
@@ -65,6 +65,10 @@ MAX_EXAMPLES = 5  # dropped keys named in a message
 # Per-element overhead of the wire encoding (tags, lengths, nested Value messages): generous.
 _OVERHEAD = 16
 _FACT_OVERHEAD = 64
+
+# The wire encodes an empty map as a Value with no kind set, which the collector refuses (and
+# with it the whole snapshot): such a value loses its fact until the wire carries it.
+_WIRE_CARRIES_EMPTY_MAPS = value_to_proto({}).WhichOneof("kind") is not None
 
 # Families with one fact per item of an open-ended input (flags, variables, files, labels): the
 # first to go when a source or the snapshot is over its cap. Everything else is canonical.
@@ -188,6 +192,8 @@ def check_value(value: object, where: str, _depth: int = 0) -> int:
     if isinstance(value, dict):
         if len(value) > MAX_VALUE_ITEMS:
             raise BoundsError(f"{where}: map of {len(value)} entries, over {MAX_VALUE_ITEMS}")
+        if not value and not _WIRE_CARRIES_EMPTY_MAPS:
+            raise BoundsError(f"{where}: an empty map, which the wire cannot carry (it encodes no kind)")
         size = _OVERHEAD
         for k, v in value.items():
             if not isinstance(k, str):

@@ -29,7 +29,7 @@ from skewwatch.wire import snapshot_from_proto, snapshot_to_proto
 CASES: Counter[str] = Counter()
 PEAK_BYTES = 64 * 1024 * 1024
 FUZZ = settings(
-    max_examples=150,
+    max_examples=120,
     deadline=2000,  # ms per case
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     database=None,
@@ -63,8 +63,15 @@ _NUMBERS = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
     st.sampled_from(["NaN", "+Inf", "-Inf", "1e308", "1.7e308", "9" * 400, "1e999", "0x10", "", "True"]),
 )
+_SAMPLE_VALUES = st.one_of(
+    st.integers(min_value=-(10**30), max_value=10**30).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.sampled_from(["NaN", "+Inf", "1e308", "1.7e308", "9" * 400]),
+)
 _LABEL_VALUES = st.one_of(
-    _NUMBERS, st.text(max_size=40), st.sampled_from(["True", "None", "auto", "x" * 2000, "\\", '\\"'])
+    _NUMBERS,
+    st.text(st.characters(blacklist_characters='"\\\n', blacklist_categories=["Cs"]), max_size=40),
+    st.sampled_from(["True", "None", "auto", "x" * 2000, "\\", '\\"']),
 )
 _NAMES = st.sampled_from(
     ["vllm:cache_config_info", "vllm:model_config_info", "vllm:prompt_tokens_total",
@@ -90,7 +97,8 @@ def metrics_pages(draw: st.DrawFn) -> str:
         else:
             labels = draw(st.dictionaries(_LABEL_NAMES, _LABEL_VALUES, max_size=6))
             body = ",".join(f'{k}="{v}"' for k, v in labels.items())
-            lines.append(f"{name}{{{body}}} {draw(_NUMBERS)}")
+            value = draw(_NUMBERS if kind == 2 else _SAMPLE_VALUES)  # mostly valid samples
+            lines.append(f"{name}{{{body}}} {value}")
     return "\n".join(lines)
 
 

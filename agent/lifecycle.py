@@ -143,11 +143,7 @@ class Lifecycle:
         self.process = process
         self._ready.update(n for n, st in snapshot.sources.items() if st.state is SourceState.OK)
         if self._settling_since is not None:
-            waiting = sorted(
-                n
-                for n in self._expected
-                if (s := snapshot.sources.get(n)) is not None and s.state is not SourceState.OK
-            )
+            waiting = sorted(n for n in self._expected if not _ready(snapshot, n))
             if waiting and now - self._settling_since < self.settle_s:
                 return Step(
                     None, self._set(EngineState.STARTING, now, "waiting for " + ", ".join(waiting)), events
@@ -159,6 +155,17 @@ class Lifecycle:
     def _begin_settling(self, now: float, expected: frozenset[str]) -> None:
         self._settling_since = now
         self._expected = expected
+
+
+def _ready(snapshot: Snapshot, name: str) -> bool:
+    """Is the source answering? Ok, or a partial failure that read facts of its own now (one
+    hostile field is an error of that field, not an engine still loading)."""
+    status = snapshot.sources.get(name)
+    if status is None or status.state is SourceState.OK:
+        return True
+    if status.state is not SourceState.ERROR:
+        return False
+    return any(f.provenance.source == name and not f.provenance.carried for f in snapshot.facts.values())
 
 
 def process_of(results: Mapping[str, SourceResult]) -> ProcessInfo | None:

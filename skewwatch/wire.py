@@ -74,8 +74,10 @@ def value_to_proto(value: FactValue) -> pb.Value:
     elif isinstance(value, str):
         v.string_value = value
     elif isinstance(value, list):
+        v.list_value.SetInParent()  # an empty list is a list, not a value without a kind
         v.list_value.items.extend(value_to_proto(x) for x in value)
     else:
+        v.map_value.SetInParent()  # likewise an empty map ("rope_scaling": {})
         for k, x in value.items():
             v.map_value.entries[k].CopyFrom(value_to_proto(x))
     return v

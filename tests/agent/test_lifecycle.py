@@ -120,3 +120,16 @@ def test_a_process_without_a_metrics_url_is_sent_at_once() -> None:
     life = Lifecycle(settle_s=30)
     step = life.step(snap({"process": SourceState.OK}), ProcessInfo(1, "unknown", (), {}), now=0.0)
     assert step.snapshot is not None
+
+
+def test_a_partial_failure_with_facts_of_its_own_is_ready() -> None:
+    life = Lifecycle(settle_s=60)
+    fs = {"runtime.block_size": make_fact("runtime.block_size", 16, "runtime_metrics", "runtime-reported")}
+    partial = Snapshot(
+        fs,
+        {"process": SourceStatus("process", SourceState.OK),
+         "runtime_metrics": SourceStatus("runtime_metrics", SourceState.ERROR, "/version: bad field")},
+        fingerprint_facts(fs.values()),
+        0.0,
+    )  # fmt: skip
+    assert life.step(partial, proc(1, 100.0), now=0.0).snapshot is not None

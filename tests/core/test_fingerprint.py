@@ -131,3 +131,10 @@ def test_bad_keys_are_rejected_with_the_key_named() -> None:
     for bad in ("dtype", "Runtime.dtype", "runtime", "runtime.has space", "gpu.product", "runtime.\nx"):
         with pytest.raises(FactError, match="fact key"):
             make_fact(bad, 1, "s", "arg")
+
+
+def test_empty_maps_and_lists_cross_the_wire() -> None:
+    from skewwatch.wire import value_from_proto, value_to_proto
+
+    for value in ({}, [], {"a": {}}, [[]]):
+        assert value_from_proto(value_to_proto(value), "v") == value

@@ -8,8 +8,10 @@ messages finish and be acknowledged within the grace period), then the API, then
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
+import socket
 from dataclasses import dataclass
 
 import grpc
@@ -19,7 +21,8 @@ from collector.api.app import create_app
 from collector.drift.engine import Debounce
 from collector.errors import CollectorError
 from collector.evaluation import DriftService, DriftSettings
-from collector.ingest.server import IngestService
+from collector.ingest.registry import StreamLimits
+from collector.ingest.server import IngestService, StreamTimeouts
 from collector.intent.directory import IntentRegistry
 from collector.settings import CollectorSettings, split_hostport
 from collector.store.base import FullStore
@@ -28,6 +31,42 @@ from collector.store.url import parse_store_url
 log = logging.getLogger(__name__)
 
 MAX_SEND_MESSAGE_BYTES = 64 * 1024  # replies are Ack/Resync only
+
+
+class AddressInUseError(CollectorError):
+    """A listen address is already taken (another collector, or any other process, holds it)."""
+
+    def __init__(self, flag: str, address: str) -> None:
+        super().__init__(
+            f"{flag}: cannot listen on {address}: address already in use "
+            "(another collector or process holds it)"
+        )
+        self.flag = flag
+        self.address = address
+
+
+def address_in_use(host: str, port: int) -> bool:
+    """Whether binding ``host:port`` fails with EADDRINUSE (what a failed gRPC bind does not say)."""
+    if port == 0:
+        return False
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError:
+        return False
+    for family, kind, proto, _, sockaddr in infos:
+        try:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(sockaddr)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                return True
+    return False
+
+
+def pending_requests_limit(max_streams: int) -> int:
+    """gRPC core's backlog of calls not yet handed to the server (soft limit; hard: twice)."""
+    return max(10_000, 4 * max_streams)
 
 
 @dataclass(frozen=True)
@@ -95,7 +134,18 @@ class Collector:
             self._store,
             max_message_bytes=s.max_message_bytes,
             on_commit=self.drift.notify if self.drift is not None else None,
+            limits=StreamLimits(
+                max_streams=s.max_streams,
+                max_per_address=s.max_streams_per_address,
+                retry_after_s=s.retry_after_s,
+            ),
+            timeouts=StreamTimeouts(
+                hello_s=s.hello_timeout_s, first_report_s=s.first_report_timeout_s, idle_s=s.idle_timeout_s
+            ),
         )
+        # No ``maximum_concurrent_rpcs``: IngestService admits streams itself (overall and per
+        # client address), refusing with RESOURCE_EXHAUSTED and a retry hint (gRPC's own limiter
+        # gives neither a hint nor a per-address rule).
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", s.grpc_receive_limit),
@@ -104,16 +154,28 @@ class Collector:
                 ("grpc.keepalive_time_ms", 60_000),
                 ("grpc.keepalive_timeout_ms", 20_000),
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+                # gRPC sets SO_REUSEPORT by default: a second collector on the same port would
+                # start and silently share the agents. A port in use must fail the start.
+                ("grpc.so_reuseport", 0),
+                # Calls core holds until this process picks them up: past 1000 (gRPC's default)
+                # core refuses a burst of new streams at random, a refusal its Python client
+                # reports as INTERNAL; IngestService refuses cleanly instead.
+                ("grpc.server.max_pending_requests", pending_requests_limit(s.max_streams)),
+                ("grpc.server.max_pending_requests_hard_limit", 2 * pending_requests_limit(s.max_streams)),
             ],
-            maximum_concurrent_rpcs=s.max_streams,
         )
         server.add_generic_rpc_handlers([self.ingest.handler()])
         self._grpc = server
+        host, port_wanted = split_hostport(s.grpc, "--grpc")
         try:
             port = server.add_insecure_port(s.grpc)
         except RuntimeError as e:
+            if address_in_use(host, port_wanted):
+                raise AddressInUseError("--grpc", s.grpc) from e
             raise CollectorError(f"--grpc: cannot listen on {s.grpc}: {e}") from e
         if port == 0:
+            if address_in_use(host, port_wanted):
+                raise AddressInUseError("--grpc", s.grpc)
             raise CollectorError(f"--grpc: cannot listen on {s.grpc}")
         await server.start()
         return port
@@ -133,6 +195,8 @@ class Collector:
         try:
             await site.start()
         except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise AddressInUseError("--http", self.settings.http) from e
             raise CollectorError(f"--http: cannot listen on {self.settings.http}: {e}") from e
         addresses = runner.addresses
         return int(addresses[0][1]) if addresses else port

@@ -8,6 +8,11 @@
 | intents                  | --intents           | SKEWWATCH_INTENTS                  | none              |
 | max_message_bytes        | --max-message-bytes | SKEWWATCH_MAX_MESSAGE_BYTES        | 4194304 (4 MiB)   |
 | max_streams              | --max-streams       | SKEWWATCH_MAX_STREAMS              | 1000              |
+| max_streams_per_address  | (none)              | SKEWWATCH_MAX_STREAMS_PER_ADDRESS  | 128               |
+| hello_timeout_s          | (none)              | SKEWWATCH_HELLO_TIMEOUT            | 10 s              |
+| first_report_timeout_s   | (none)              | SKEWWATCH_FIRST_REPORT_TIMEOUT     | 30 s              |
+| idle_timeout_s           | (none)              | SKEWWATCH_IDLE_TIMEOUT             | 60 s (3x15 s + 15) |
+| retry_after_s            | (none)              | SKEWWATCH_RETRY_AFTER              | 15 s              |
 | observation_history_rows | (none)              | SKEWWATCH_OBSERVATION_HISTORY_ROWS | 2000 per pod      |
 | observation_history_days | (none)              | SKEWWATCH_OBSERVATION_HISTORY_DAYS | 7 days            |
 | store_timeout_s          | (none)              | SKEWWATCH_STORE_TIMEOUT            | 10 s (busy wait)  |
@@ -32,6 +37,19 @@ time-based debounces are checked every ``drift_tick_s``.
 bound ports are logged and returned by ``Collector.start``. A gRPC message larger than
 ``max_message_bytes`` ends its stream with INVALID_ARGUMENT; gRPC's own receive limit is set a
 little above it so the collector, not the transport, names the problem.
+
+Stream limits (docs/collector-limits.md explains each): at most ``max_streams`` agent streams at
+once, and at most ``max_streams_per_address`` from one client IP address (the port is ignored;
+the default, 128, is above Kubernetes' 110 pods per node, so a whole node behind one SNAT address
+fits). A stream over either limit is refused with RESOURCE_EXHAUSTED, a retry hint of
+``retry_after_s`` in its details and the ``retry-after-seconds`` trailing metadata. A stream must
+send its Hello within ``hello_timeout_s`` of connecting, its first snapshot or heartbeat (a
+state-only heartbeat of a starting engine counts) within ``first_report_timeout_s`` of the Hello,
+and then some message at least every ``idle_timeout_s``: otherwise it ends with
+DEADLINE_EXCEEDED. The idle default is 3 x the agent's default 15 s interval + 15 s of slack (a
+collection cycle's source timeout); agents run with a longer ``--interval`` need
+``idle_timeout_s`` of at least 3 x that interval. Only time spent waiting for the agent counts,
+never the collector's own store writes.
 """
 
 from __future__ import annotations
@@ -58,6 +76,11 @@ class CollectorSettings:
     intents: Path | None = None
     max_message_bytes: int = 4 * MIB
     max_streams: int = 1000
+    max_streams_per_address: int = 128
+    hello_timeout_s: float = 10.0
+    first_report_timeout_s: float = 30.0
+    idle_timeout_s: float = 60.0
+    retry_after_s: float = 15.0
     observation_history_rows: int = 2000
     observation_history_days: float = 7.0
     store_timeout_s: float = 10.0
@@ -84,6 +107,11 @@ class CollectorSettings:
             )
         if not 1 <= self.max_streams <= 100_000:
             raise SettingsError("--max-streams", f"must be between 1 and 100000, got {self.max_streams}")
+        if not 1 <= self.max_streams_per_address <= 100_000:
+            raise SettingsError(
+                "SKEWWATCH_MAX_STREAMS_PER_ADDRESS",
+                f"must be between 1 and 100000, got {self.max_streams_per_address}",
+            )
         if not 1 <= self.observation_history_rows <= 1_000_000:
             raise SettingsError(
                 "SKEWWATCH_OBSERVATION_HISTORY_ROWS",
@@ -114,6 +142,10 @@ class CollectorSettings:
             ("SKEWWATCH_REPLICA_STALE", self.replica_stale_s, 1.0, 30 * 86_400.0),
             ("SKEWWATCH_OBSERVATION_EVAL_INTERVAL", self.observation_eval_interval_s, 0.0, 3600.0),
             ("SKEWWATCH_DRIFT_TICK", self.drift_tick_s, 0.05, 3600.0),
+            ("SKEWWATCH_HELLO_TIMEOUT", self.hello_timeout_s, 0.05, 3600.0),
+            ("SKEWWATCH_FIRST_REPORT_TIMEOUT", self.first_report_timeout_s, 0.05, 86_400.0),
+            ("SKEWWATCH_IDLE_TIMEOUT", self.idle_timeout_s, 0.05, 7 * 86_400.0),
+            ("SKEWWATCH_RETRY_AFTER", self.retry_after_s, 1.0, 3600.0),
         ):
             if not low_s <= seconds <= high_s:
                 raise SettingsError(flag, f"must be between {low_s:g} and {high_s:g} s, got {seconds}")
@@ -151,6 +183,11 @@ ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "intents": ("SKEWWATCH_INTENTS", Path),
     "max_message_bytes": ("SKEWWATCH_MAX_MESSAGE_BYTES", _int),
     "max_streams": ("SKEWWATCH_MAX_STREAMS", _int),
+    "max_streams_per_address": ("SKEWWATCH_MAX_STREAMS_PER_ADDRESS", _int),
+    "hello_timeout_s": ("SKEWWATCH_HELLO_TIMEOUT", float),
+    "first_report_timeout_s": ("SKEWWATCH_FIRST_REPORT_TIMEOUT", float),
+    "idle_timeout_s": ("SKEWWATCH_IDLE_TIMEOUT", float),
+    "retry_after_s": ("SKEWWATCH_RETRY_AFTER", float),
     "observation_history_rows": ("SKEWWATCH_OBSERVATION_HISTORY_ROWS", _int),
     "observation_history_days": ("SKEWWATCH_OBSERVATION_HISTORY_DAYS", float),
     "store_timeout_s": ("SKEWWATCH_STORE_TIMEOUT", float),

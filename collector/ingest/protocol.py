@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from collector.errors import IngestError
 from collector.ingest.registry import Claim, StreamRegistry
@@ -36,6 +37,18 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 _FINGERPRINT_RE = re.compile(r"^[0-9a-f]{64}$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 MAX_IDENTITY_TEXT = 512
+# Sequences are stored as SQLite INTEGER (signed 64-bit); the wire type is uint64.
+MAX_SEQUENCE = 2**63 - 1
+# google.protobuf.Timestamp's valid range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+MIN_TIMESTAMP_SECONDS = -62_135_596_800
+MAX_TIMESTAMP_SECONDS = 253_402_300_799
+# The Timestamp fields of each AgentMessage body, checked before any conversion.
+_TIMESTAMP_FIELDS: dict[str, tuple[str, ...]] = {
+    "snapshot": ("collected_at",),
+    "heartbeat": ("at", "engine_state_since"),
+    "observations": ("at",),
+    "event": ("at",),
+}
 
 
 def decode_message(raw: bytes, max_bytes: int) -> pb.AgentMessage:
@@ -52,7 +65,19 @@ def decode_message(raw: bytes, max_bytes: int) -> pb.AgentMessage:
         raise IngestError("agent_message.body: no hello, snapshot, heartbeat or observations set")
     if msg.sequence <= 0:
         raise IngestError(f"agent_message.sequence: must be positive, got {msg.sequence}")
+    if msg.sequence > MAX_SEQUENCE:
+        raise IngestError(f"agent_message.sequence: {msg.sequence} is over {MAX_SEQUENCE}")
+    body = msg.WhichOneof("body")
+    for name in _TIMESTAMP_FIELDS.get(body or "", ()):
+        _check_timestamp(getattr(getattr(msg, body or ""), name), f"{body}.{name}")
     return msg
+
+
+def _check_timestamp(ts: Timestamp, where: str) -> None:
+    """protobuf's own conversions raise a bare ValueError on an out-of-range Timestamp: refuse it
+    here, naming the field, before anything converts it."""
+    if not (MIN_TIMESTAMP_SECONDS <= ts.seconds <= MAX_TIMESTAMP_SECONDS and 0 <= ts.nanos <= 999_999_999):
+        raise IngestError(f"{where}: seconds={ts.seconds} nanos={ts.nanos} is not a valid timestamp")
 
 
 def _text(value: str, where: str, *, required: bool = False) -> str:
@@ -191,6 +216,9 @@ class Session:
         self.last_sequence = 0
         self.stats = SessionStats()
         self.engine: EngineState | None = None  # the last engine state stored by this stream
+        # A snapshot or heartbeat (a starting engine's state-only heartbeat too) was accepted:
+        # the stream reports, it is not only holding a slot (the server's first-report deadline).
+        self.reported = False
 
     async def handle(self, raw: bytes) -> pb.CollectorMessage | None:
         """Process one raw message; the reply (if any) is sent only after this returns."""
@@ -219,9 +247,13 @@ class Session:
         if body == "hello":
             raise IngestError("agent_message.hello: only the first message of a stream may be hello")
         if body == "snapshot":
-            return await self._snapshot(msg, len(raw))
+            reply = await self._snapshot(msg, len(raw))
+            self.reported = True
+            return reply
         if body == "heartbeat":
-            return await self._heartbeat(msg)
+            reply = await self._heartbeat(msg)
+            self.reported = True
+            return reply
         if body == "event":
             return await self._event(msg)
         return await self._observations(msg)

@@ -14,6 +14,14 @@ instance is what tells them apart. The rule, applied to every Hello before anyth
 
 A stream releases the pod when it ends. Nothing here is persisted: after a collector restart
 every agent reconnects and the first one back holds its pod again; conflict counts start at 0.
+
+With ``StreamLimits`` the registry also admits streams (``admit``, before any message is read):
+at most ``max_streams`` at once and at most ``max_per_address`` from one client IP address (the
+peer's port is ignored). A stream over a limit is refused with ``StreamRefused`` (the server
+answers RESOURCE_EXHAUSTED with a retry hint). ``readiness`` says whether the collector still has
+room: it is saturated once free slots are at most 1 % of ``max_streams`` (no slot left below 100),
+so a load balancer stops sending new agents a little before the next one would be refused.
+Refusals and streams cut by a deadline are counted by reason.
 """
 
 from __future__ import annotations
@@ -21,6 +29,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
+import urllib.parse
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NoReturn
@@ -94,14 +105,158 @@ class IdentityConflict(CollectorError):
         self.holder = holder
 
 
-class StreamRegistry:
-    """Which streams are live for which pod, and the refused claims. Event-loop confined."""
+# Why a stream was refused at admission (RESOURCE_EXHAUSTED) or cut (DEADLINE_EXCEEDED).
+REFUSED_MAX_STREAMS = "max_streams"
+REFUSED_PER_ADDRESS = "max_streams_per_address"
+CUT_HELLO = "hello_timeout"
+CUT_FIRST_REPORT = "first_report_timeout"
+CUT_IDLE = "idle_timeout"
+REFUSAL_REASONS = (REFUSED_MAX_STREAMS, REFUSED_PER_ADDRESS)
+CUT_REASONS = (CUT_HELLO, CUT_FIRST_REPORT, CUT_IDLE)
 
-    def __init__(self) -> None:
+
+@dataclass(frozen=True)
+class StreamLimits:
+    """How many streams the collector admits, overall and per client address."""
+
+    max_streams: int
+    max_per_address: int
+    retry_after_s: float = 15.0
+
+    @property
+    def headroom(self) -> int:
+        """Free slots at or below which readiness reports saturation: 1 % of the limit."""
+        return self.max_streams // 100
+
+    @property
+    def retry_after_seconds(self) -> int:
+        return max(1, math.ceil(self.retry_after_s))
+
+
+class StreamRefused(CollectorError):
+    """A stream is over a stream limit; ``reason`` is one of ``REFUSAL_REASONS``."""
+
+    def __init__(self, reason: str, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+
+
+def client_address(peer: str) -> str:
+    """The client IP address of a gRPC peer string, without the port.
+
+    ``ipv4:10.0.0.7:51234`` → ``10.0.0.7``; ``ipv6:[::1]:51234`` (or percent-encoded,
+    ``ipv6:%5B::1%5D:51234``) → ``::1``; anything else (``unix:…``, empty) is its own address
+    with a trailing ``:port`` dropped, so streams over one unix socket share one address.
+    """
+    text = urllib.parse.unquote(peer)
+    scheme, sep, rest = text.partition(":")
+    if not sep:
+        return text
+    if scheme == "ipv6" and rest.startswith("["):
+        host, _, _ = rest[1:].partition("]")
+        return host.split("%", 1)[0]  # a zone id (fe80::1%eth0) names the same host
+    if scheme == "ipv4":
+        return rest.rsplit(":", 1)[0]
+    return scheme  # unix, unix-abstract, vsock…: one local address per kind
+
+
+@dataclass(eq=False)
+class Slot:
+    """One admitted stream's place under the limits; give it back with ``StreamRegistry.leave``."""
+
+    address: str
+    id: int = field(default_factory=lambda: next(_ids))
+
+
+class StreamRegistry:
+    """Which streams are live for which pod, and the refused claims; with ``limits``, also the
+    admission of streams (overall and per client address). Event-loop confined."""
+
+    def __init__(self, limits: StreamLimits | None = None) -> None:
         self._live: dict[PodKey, list[Claim]] = {}
         self._conflicts: dict[PodKey, ConflictStats] = {}
         self.refused = 0
         self.takeovers = 0
+        self.limits = limits
+        self._slots: set[Slot] = set()
+        self._per_address: Counter[str] = Counter()
+        # Refused streams still waiting for their first message before the refusal is sent.
+        self.refusing = 0
+        self.refusals: Counter[str] = Counter({r: 0 for r in REFUSAL_REASONS})
+        self.cuts: Counter[str] = Counter({r: 0 for r in CUT_REASONS})
+
+    # -- admission ---------------------------------------------------------------------------
+
+    @property
+    def in_use(self) -> int:
+        return len(self._slots)
+
+    def streams_from(self, address: str) -> int:
+        return self._per_address.get(address, 0)
+
+    def admit(self, peer: str) -> Slot:
+        """Take a slot for a new stream from ``peer`` or raise ``StreamRefused``."""
+        address = client_address(peer)
+        limits = self.limits
+        if limits is not None:
+            retry = limits.retry_after_seconds
+            if len(self._slots) >= limits.max_streams:
+                self.refusals[REFUSED_MAX_STREAMS] += 1
+                raise StreamRefused(
+                    REFUSED_MAX_STREAMS,
+                    f"collector at its limit of {limits.max_streams} concurrent agent streams "
+                    f"(SKEWWATCH_MAX_STREAMS); retry after {retry} s",
+                    retry,
+                )
+            if self._per_address[address] >= limits.max_per_address:
+                self.refusals[REFUSED_PER_ADDRESS] += 1
+                raise StreamRefused(
+                    REFUSED_PER_ADDRESS,
+                    f"client address {address} already holds {self._per_address[address]} streams, the "
+                    f"limit per address (SKEWWATCH_MAX_STREAMS_PER_ADDRESS); retry after {retry} s",
+                    retry,
+                )
+        slot = Slot(address)
+        self._slots.add(slot)
+        self._per_address[address] += 1
+        return slot
+
+    def leave(self, slot: Slot) -> None:
+        """The admitted stream ended: free its slot (idempotent)."""
+        if slot not in self._slots:
+            return
+        self._slots.remove(slot)
+        self._per_address[slot.address] -= 1
+        if self._per_address[slot.address] <= 0:
+            del self._per_address[slot.address]
+
+    def cut(self, reason: str) -> None:
+        """Count a stream ended by a deadline (one of ``CUT_REASONS``)."""
+        self.cuts[reason] += 1
+
+    def saturated(self) -> bool:
+        limits = self.limits
+        return limits is not None and limits.max_streams - len(self._slots) <= limits.headroom
+
+    def readiness(self) -> dict[str, Any]:
+        """Stream slots for /readyz: in use, the limits, whether saturated, refusals and cuts."""
+        limits = self.limits
+        busiest = self._per_address.most_common(1)
+        return {
+            "in_use": len(self._slots),
+            "limit": limits.max_streams if limits is not None else None,
+            "per_address_limit": limits.max_per_address if limits is not None else None,
+            "headroom": limits.headroom if limits is not None else None,
+            "saturated": self.saturated(),
+            "addresses": len(self._per_address),
+            "busiest_address": {"address": busiest[0][0], "streams": busiest[0][1]} if busiest else None,
+            "refused": dict(self.refusals),
+            "cut": dict(self.cuts),
+            "identity_conflicts": self.refused,
+        }
+
+    # -- pod claims --------------------------------------------------------------------------
 
     def claim(self, identity: PodIdentity, instance_id: str, peer: str, now: float) -> Claim:
         """Register a stream for ``identity`` or raise ``IdentityConflict``; see the module rule."""

@@ -10,6 +10,17 @@ Status codes: INVALID_ARGUMENT for anything the agent sent wrong (it must fix an
 UNAVAILABLE when the store failed (nothing was acknowledged, the agent retries); ALREADY_EXISTS
 when another live agent instance streams for the pod the Hello names (``registry``: the message
 names the pod and the holder); ABORTED for an old stream whose own agent instance reconnected.
+
+Limits (docs/collector-limits.md): a stream over ``max_streams`` or over the per-client-address
+limit is refused with RESOURCE_EXHAUSTED, its details ending "retry after N s" and the same N in
+the ``retry-after-seconds`` trailing metadata. The refusal is sent after the stream's first
+message arrived (or ``REFUSE_WAIT_S`` passed): a status that overtakes the client's own write can
+make grpc's Python client report INTERNAL ("Internal error from Core") instead of the status
+sent. A stream that sends no Hello within ``hello_s`` of connecting, no snapshot or
+heartbeat within ``first_report_s`` of its Hello, or nothing for ``idle_s`` ends with
+DEADLINE_EXCEEDED naming the deadline. Only time spent waiting for the agent counts against
+these, never the collector's own work on a message. gRPC's own ``maximum_concurrent_rpcs`` is not
+used: its refusals carry no retry hint and know nothing of client addresses.
 """
 
 from __future__ import annotations
@@ -18,13 +29,22 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
 from collector.errors import IngestError, StoreError
 from collector.ingest.protocol import CommitHook, Session
-from collector.ingest.registry import IdentityConflict, StreamRegistry
+from collector.ingest.registry import (
+    CUT_FIRST_REPORT,
+    CUT_HELLO,
+    CUT_IDLE,
+    IdentityConflict,
+    StreamLimits,
+    StreamRefused,
+    StreamRegistry,
+)
 from collector.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -32,6 +52,20 @@ log = logging.getLogger(__name__)
 SERVICE = "skewwatch.v1.Ingest"
 METHOD = "Stream"
 FULL_METHOD = f"/{SERVICE}/{METHOD}"
+RETRY_AFTER_METADATA = "retry-after-seconds"
+# Longest wait for a refused stream's first message before the refusal is sent anyway.
+REFUSE_WAIT_S = 2.0
+# Refusal log lines at most this often (a flood of refusals is counted, not logged one by one).
+REFUSAL_LOG_INTERVAL_S = 10.0
+
+
+@dataclass(frozen=True)
+class StreamTimeouts:
+    """Seconds a stream may wait: for its Hello, then its first snapshot or heartbeat, then any message."""
+
+    hello_s: float = 10.0
+    first_report_s: float = 30.0
+    idle_s: float = 60.0
 
 
 class IngestService:
@@ -44,13 +78,21 @@ class IngestService:
         max_message_bytes: int,
         clock: Callable[[], float] = time.time,
         on_commit: CommitHook | None = None,
+        limits: StreamLimits | None = None,
+        timeouts: StreamTimeouts | None = None,
     ) -> None:
         self.store = store
         self.on_commit = on_commit
         self.max_message_bytes = max_message_bytes
         self.clock = clock
-        self.active_streams = 0
-        self.registry = StreamRegistry()
+        self.registry = StreamRegistry(limits)
+        self.timeouts = timeouts or StreamTimeouts()
+        self._refusal_logged_at = -REFUSAL_LOG_INTERVAL_S
+
+    @property
+    def active_streams(self) -> int:
+        """Admitted streams now open (refused ones are not counted)."""
+        return self.registry.in_use
 
     def handler(self) -> grpc.GenericRpcHandler:
         method: grpc.RpcMethodHandler[bytes, bytes] = grpc.stream_stream_rpc_method_handler(
@@ -62,6 +104,12 @@ class IngestService:
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[bytes]:
         peer = context.peer()
+        messages = aiter(requests)
+        try:
+            slot = self.registry.admit(peer)
+        except StreamRefused as e:
+            await self._refuse(messages, context, peer, e)
+            return
         session = Session(
             self.store,
             max_message_bytes=self.max_message_bytes,
@@ -70,13 +118,22 @@ class IngestService:
             registry=self.registry,
             peer=peer,
         )
-        self.active_streams += 1
-        messages = aiter(requests)
+        loop = asyncio.get_running_loop()
+        waited_since_hello = 0.0  # time spent waiting for the agent, not on our own work
         try:
             while True:
-                raw = await _next_message(messages, session)
+                timeout, cut = self._read_limit(session, waited_since_hello)
+                started = loop.time()
+                raw = await _next_message(messages, session, timeout)
+                if session.identity is not None:
+                    waited_since_hello += loop.time() - started
                 if raw is None:
                     break
+                if isinstance(raw, _TimedOut):
+                    message = self._cut_message(cut)
+                    self.registry.cut(cut)
+                    log.info("stream from %s (%s): %s", peer, _who(session), message)
+                    await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, message)
                 if isinstance(raw, _TakenOver):
                     log.info("stream from %s (%s): %s", peer, _who(session), raw.reason)
                     await context.abort(grpc.StatusCode.ABORTED, raw.reason)
@@ -94,8 +151,64 @@ class IngestService:
                     yield reply.SerializeToString()
         finally:
             session.close()
-            self.active_streams -= 1
+            self.registry.leave(slot)
             log.info("stream from %s (%s) ended: %s", peer, _who(session), session.stats)
+
+    def _read_limit(self, session: Session, waited_since_hello: float) -> tuple[float, str]:
+        """How long the next read may wait, and which deadline ends the stream if it passes."""
+        t = self.timeouts
+        if session.identity is None:
+            return t.hello_s, CUT_HELLO
+        if not session.reported:
+            left = max(0.0, t.first_report_s - waited_since_hello)
+            if left <= t.idle_s:
+                return left, CUT_FIRST_REPORT
+        return t.idle_s, CUT_IDLE
+
+    def _cut_message(self, cut: str) -> str:
+        t = self.timeouts
+        if cut == CUT_HELLO:
+            return f"no hello within {t.hello_s:g} s of connecting (SKEWWATCH_HELLO_TIMEOUT)"
+        if cut == CUT_FIRST_REPORT:
+            return (
+                f"no snapshot or heartbeat within {t.first_report_s:g} s of the hello "
+                "(SKEWWATCH_FIRST_REPORT_TIMEOUT)"
+            )
+        return (
+            f"no message for {t.idle_s:g} s (SKEWWATCH_IDLE_TIMEOUT): an agent sends a heartbeat "
+            "every interval"
+        )
+
+    async def _refuse(
+        self,
+        messages: AsyncIterator[bytes],
+        context: grpc.aio.ServicerContext[Any, Any],
+        peer: str,
+        refused: StreamRefused,
+    ) -> None:
+        """End a stream over a limit with RESOURCE_EXHAUSTED and a retry hint, cleanly."""
+        now = time.monotonic()
+        if now - self._refusal_logged_at >= REFUSAL_LOG_INTERVAL_S:
+            self._refusal_logged_at = now
+            log.warning(
+                "stream from %s refused: %s [refused so far: %s]", peer, refused, dict(self.registry.refusals)
+            )
+        registry = self.registry
+        # Wait (briefly, and for a bounded number of streams) for the client's first write.
+        bound = registry.limits.max_streams if registry.limits is not None else 0
+        if registry.refusing < bound:
+            registry.refusing += 1
+            try:
+                await asyncio.wait_for(_read(messages), min(REFUSE_WAIT_S, self.timeouts.hello_s))
+            except (TimeoutError, grpc.RpcError, StopAsyncIteration):
+                pass
+            finally:
+                registry.refusing -= 1
+        await context.abort(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            str(refused),
+            trailing_metadata=((RETRY_AFTER_METADATA, str(refused.retry_after_s)),),
+        )
 
 
 class _TakenOver:
@@ -107,22 +220,36 @@ async def _read(messages: AsyncIterator[bytes]) -> bytes | None:
     return await anext(messages, None)
 
 
-async def _next_message(messages: AsyncIterator[bytes], session: Session) -> bytes | _TakenOver | None:
-    """The next raw message (None at the end of the stream), or ``_TakenOver`` once a newer stream
-    of the same agent instance has taken the pod over, even while this one waits for a message
-    that never comes (a dead connection not yet noticed)."""
+class _TimedOut:
+    pass
+
+
+_TIMED_OUT = _TimedOut()
+
+
+async def _next_message(
+    messages: AsyncIterator[bytes], session: Session, wait_s: float
+) -> bytes | _TakenOver | _TimedOut | None:
+    """The next raw message (None at the end of the stream); ``_TimedOut`` when none came within
+    ``wait_s`` seconds; or ``_TakenOver`` once a newer stream of the same agent instance has
+    taken the pod over, even while this one waits for a message that never comes (a dead
+    connection not yet noticed)."""
     claim = session.claim
-    if claim is None:
-        return await anext(messages, None)
-    if not claim.ended.done():
+    if claim is None or not claim.ended.done():
         read = asyncio.ensure_future(_read(messages))
+        waits: set[asyncio.Future[Any]] = {read}
+        if claim is not None:
+            waits.add(claim.ended)
         try:
-            await asyncio.wait((read, claim.ended), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waits, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
         finally:
             if not read.done():
                 read.cancel()
-        if not claim.ended.done():
+        if claim is None or not claim.ended.done():
+            if not read.done() or read.cancelled():
+                return _TIMED_OUT
             return read.result()
+    assert claim is not None
     # A message that arrived with the takeover is dropped unacknowledged: the agent resends it.
     return _TakenOver(f"pod {claim.key}: a newer stream of this agent instance ({claim.instance_id}) took it")
 

@@ -134,7 +134,9 @@ def test_bad_keys_are_rejected_with_the_key_named() -> None:
 
 
 def test_empty_maps_and_lists_cross_the_wire() -> None:
+    from skewwatch.core.facts import FactValue
     from skewwatch.wire import value_from_proto, value_to_proto
 
-    for value in ({}, [], {"a": {}}, [[]]):
+    values: list[FactValue] = [{}, [], {"a": {}}, [[]]]
+    for value in values:
         assert value_from_proto(value_to_proto(value), "v") == value

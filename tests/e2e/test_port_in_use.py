@@ -53,7 +53,7 @@ def start_collector(tmp_path: Path, name: str, grpc_port: int, http_port: int) -
 def ready(http_port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/readyz", timeout=2) as r:
-            return r.status == 200 and json.loads(r.read())["status"] == "ready"
+            return bool(r.status == 200 and json.loads(r.read())["status"] == "ready")
     except OSError:
         return False
 

@@ -84,8 +84,10 @@ _SECRET_VALUE = re.compile(
     r"xox[abprs]-[A-Za-z0-9-]{10,}|"  # Slack
     r"AIza[0-9A-Za-z_\-]{35}|"  # Google API keys
     r"glpat-[A-Za-z0-9_\-]{20,}|"
-    r"nvapi-[A-Za-z0-9_\-]{20,}|"  # NVIDIA NGC
-    r"eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}|"  # JWTs
+    r"nvapi-[A-Za-z0-9_\-]{20,}"  # NVIDIA NGC
+    r")|("
+    # Shapes specific enough to need no boundary: JWTs (glued to text too) and PEM private keys.
+    r"eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}|"
     r"-----BEGIN [A-Z ]*PRIVATE KEY-----"
     r")"
 )
@@ -103,6 +105,8 @@ _PAIR = re.compile(
     r"(?<![\w.\-])(?P<q>[\"']?)(?P<dashes>-{0,2})(?P<name>[A-Za-z_][\w.\-]*)(?P=q)"
     r"(?P<sep>[ \t]*[:=][ \t]*|(?:[ \t]|\\\r?\n)+)"
 )
+# The gap before another value of the same flag: blanks, then no flag and no end of command.
+_NEXT_WORD = re.compile(r"(?:[ \t]|\\\r?\n)+(?=[^\s\-;&|<>()#])")
 # Where an unquoted value stops in free text; a comma stops it only before another ``NAME=``.
 _VALUE_END = re.compile(r"[\s\"'`;&|<>(){}\[\]]|,(?=\s*[A-Za-z_][\w.\-]*\s*[:=])")
 
@@ -206,7 +210,7 @@ class Redactor:
         values of secret-named ``NAME=value`` / ``NAME: value`` / ``--flag value`` pairs."""
         if not text or _DIGEST.fullmatch(text):
             return text
-        text = _SECRET_VALUE.sub(lambda m: m.group(0).replace(m.group(1), self.digest(m.group(1))), text)
+        text = _SECRET_VALUE.sub(self._shaped, text)
         text = _URL_CREDENTIALS.sub(
             lambda m: (
                 m.group(0)
@@ -220,6 +224,10 @@ class Redactor:
             lambda m: self._credential(m) if _is_basic_credential(m.group(3)) else m.group(0), text
         )
         return self._pairs(text)
+
+    def _shaped(self, m: re.Match[str]) -> str:
+        secret = m.group(1) or m.group(2)
+        return m.group(0).replace(secret, self.digest(secret))
 
     def _credential(self, m: re.Match[str]) -> str:
         token = m.group(3)
@@ -242,6 +250,14 @@ class Redactor:
             start, end = _value_span(text, start, header=":" in sep)
             if end > start and not _DIGEST.fullmatch(text[start:end]):
                 spans.append((start, end))
+            if spaced and takes_several(dashes + name):
+                # ``--api-key k1 k2``: every key up to the next flag or the end of the command.
+                while (more := _NEXT_WORD.match(text, end + (text[end : end + 1] in ("'", '"')))) is not None:
+                    start, end = _value_span(text, more.end(), header=False)
+                    if end <= start:
+                        break
+                    if not _DIGEST.fullmatch(text[start:end]):
+                        spans.append((start, end))
         for start, end in reversed(spans):
             text = text[:start] + self.digest(text[start:end]) + text[end:]
         return text
@@ -252,6 +268,8 @@ def _value_span(text: str, start: int, header: bool) -> tuple[int, int]:
 
     After a header-style ``NAME:`` an authentication scheme word (``Bearer``) is kept and the
     credential after it is the value."""
+    if start < len(text) and text[start] in "[{":
+        return start, _bracket_end(text, start)
     if start < len(text) and text[start] in "\"'":
         quote = text[start]
         end = text.find(quote, start + 1)
@@ -262,6 +280,32 @@ def _value_span(text: str, start: int, header: bool) -> tuple[int, int]:
             start = scheme.end()
     m = _VALUE_END.search(text, start)
     return start, (m.start() if m is not None else len(text))
+
+
+def _bracket_end(text: str, start: int) -> int:
+    """Where the list or map that opens at ``start`` closes (past its bracket), quotes and nesting
+    respected; the end of the text when it never does."""
+    closing = {"[": "]", "{": "}"}
+    stack: list[str] = []
+    quote = ""
+    i = start
+    while i < len(text):
+        c = text[i]
+        if quote:
+            if c == "\\":
+                i += 1
+            elif c == quote:
+                quote = ""
+        elif c in "\"'":
+            quote = c
+        elif c in closing:
+            stack.append(closing[c])
+        elif stack and c == stack[-1]:
+            stack.pop()
+            if not stack:
+                return i + 1
+        i += 1
+    return len(text)
 
 
 def _is_basic_credential(token: str) -> bool:
@@ -387,6 +431,18 @@ def _last_segment(key: str) -> str:
     return key.rsplit(".", 1)[-1]
 
 
+def _redact_key(key: str, redactor: Redactor) -> str:
+    """A fact key with a secret inside (a flag or label named by a token: ``--hf_…``, with ``-``
+    turned into ``_`` as ``runtime.args`` keys are, or a JWT split at its dots) has everything
+    after its first two segments replaced by the digest of it."""
+    if not any(redactor.text(v) != v for v in (key, key.replace("_", "-"))):
+        return key
+    head = key.split(".", 2)
+    if len(head) == 3:
+        return f"{head[0]}.{head[1]}.{redactor.digest(head[2])}"
+    return f"{head[0]}.{redactor.digest(head[-1])}"
+
+
 def redact_fact(fact: Fact, redactor: Redactor) -> Fact:
     """One fact with its key segments, value and provenance detail redacted.
 
@@ -394,8 +450,7 @@ def redact_fact(fact: Fact, redactor: Redactor) -> Fact:
     ``runtime.env.HF_TOKEN``), as an env or flag name is; a ``runtime.args`` segment that
     abbreviates a secret flag counts as that flag. Source, method and inputs stay as they are.
     """
-    segments = fact.key.split(".")
-    key = ".".join(s if i == 0 else redactor.text(s) for i, s in enumerate(segments))
+    key = _redact_key(fact.key, redactor)
     name = _last_segment(fact.key)
     force = fact.key.startswith("runtime.args.") and redactor.is_secret_flag("--" + name)
     whole: list[tuple[str, str]] = []

@@ -41,6 +41,8 @@ class ApiError(CollectorError):
         self.status = status
         self.code = code
         self.message = message
+        # Extra response headers (Retry-After on 503); the HTTP edge adds them.
+        self.headers: dict[str, str] = {}
 
 
 class NotFoundError(ApiError):
@@ -99,3 +101,32 @@ class IntentIssue:
 class ConflictError(ApiError):
     def __init__(self, message: str) -> None:
         super().__init__(409, "conflict", message)
+
+
+class PayloadTooLargeError(ApiError):
+    """A request body over the route's limit: refused before more of it is read."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(413, "payload_too_large", message)
+
+
+class RequestTimeoutError(ApiError):
+    """The client announced a body and did not send it in time."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(408, "request_timeout", message)
+
+
+class OverloadedError(ApiError):
+    """The bounded parse pool is full; the client should retry after ``retry_after_s``."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(503, "overloaded", message)
+        self.headers["Retry-After"] = str(retry_after_s)
+
+
+class ProcessingTimeoutError(ApiError):
+    """Parsing or validating a request took longer than its time limit."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(504, "processing_timeout", message)

@@ -1,7 +1,9 @@
 """The aiohttp application serving the query API, health and readiness.
 
-Errors are JSON ``{"error": {"code", "message"}}``; ``ApiError`` (and aiohttp's own 404/405)
-are translated here, at the edge, and nowhere else.
+Errors are JSON ``{"error": {"code", "message"}}``; ``ApiError`` (and aiohttp's own 404/405,
+with their Allow header) are translated here, at the edge, and nowhere else. Anything else is a
+bug: the last-resort handler logs it and answers a JSON 500 (the schemathesis and fuzz tests
+prove it never fires). Bodies are read and parsed through ``collector.api.body``.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from typing import Any
 
 from aiohttp import web
 
+from collector.api import body, openapi, views
 from collector.api import drift as drift_routes
-from collector.api import openapi, views
 from collector.api.drift import IntentBadRequest
 from collector.api.params import int_param
 from collector.errors import ApiError, BadRequestError, ConflictError, NotFoundError, StoreError
@@ -33,8 +35,6 @@ CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
 STALE_S: web.AppKey[float] = web.AppKey("stale_s", float)
 
 MAX_HISTORY_LIMIT = 1000
-# Intent documents are the largest bodies; a bigger one is answered 413 by aiohttp.
-MAX_BODY_BYTES = 256 * 1024
 DEFAULT_HISTORY_LIMIT = 50
 READY_TIMEOUT_S = 2.0
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -56,15 +56,31 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             {"error": {"code": e.code, "message": e.message, "issues": e.issues}}, status=400
         )
     except ApiError as e:
-        return error_response(e.status, e.code, e.message)
+        return _api_error_response(e)
     except StoreError as e:
         log.error("%s %s: store failed: %s", request.method, request.path, e)
         return error_response(503, "store_unavailable", str(e))
     except web.HTTPException as e:
         if e.status < 400:
             raise
-        code = {404: "not_found", 405: "method_not_allowed"}.get(e.status, "http_error")
-        return error_response(e.status, code, f"{request.method} {request.path}: {e.reason}")
+        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+            e.status, "http_error"
+        )
+        resp = error_response(e.status, code, f"{request.method} {request.path}: {e.reason}")
+        if "Allow" in e.headers:
+            resp.headers["Allow"] = e.headers["Allow"]
+        return resp
+    except Exception:
+        log.exception("%s %s: unexpected error (a bug: please report it)", request.method, request.path)
+        return error_response(500, "internal", f"{request.method} {request.path}: internal error")
+
+
+def _api_error_response(e: ApiError) -> web.Response:
+    resp = error_response(e.status, e.code, e.message)
+    resp.headers.update(e.headers)
+    if e.status in (408, 413):
+        resp.force_close()  # the rest of the body is not read: the connection cannot be reused
+    return resp
 
 
 def _bool_param(request: web.Request, name: str) -> bool:
@@ -192,11 +208,15 @@ def create_app(
     grpc_serving: Callable[[], bool] = lambda: True,
     drift: DriftService | None = None,
     streams: StreamRegistry | None = None,
+    limits: body.ApiLimits | None = None,
 ) -> web.Application:
     """The API app over ``store``; ``grpc_serving`` tells /readyz whether ingest is up; with
     ``drift``, the drift engine's routes (workloads, findings, diff, baselines, intents) too;
-    ``streams``, the ingest's live streams (which pods have an agent now, refused claims)."""
-    app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_BODY_BYTES)
+    ``streams``, the ingest's live streams (which pods have an agent now, refused claims);
+    ``limits``, body sizes, timeouts and the parse pool (default ``body.DEFAULT_LIMITS``)."""
+    limits = limits if limits is not None else body.DEFAULT_LIMITS
+    app = web.Application(middlewares=[errors_middleware], client_max_size=limits.max_body_bytes)
+    app[body.LIMITS] = limits
     app[STORE] = store
     app[GRPC_SERVING] = grpc_serving
     app[STREAMS] = streams if streams is not None else StreamRegistry()
@@ -209,5 +229,12 @@ def create_app(
             app.router.add_route(method, path, handler)
     if drift is not None:
         app[drift_routes.DRIFT] = drift
+        pool = body.ParsePool(limits)
+        app[drift_routes.PARSER] = pool
+
+        async def close_pool(_: web.Application) -> None:
+            pool.close()
+
+        app.on_cleanup.append(close_pool)
         drift_routes.add_routes(app)
     return app

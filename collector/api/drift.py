@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from collector.api import body as bodies
 from collector.api.params import int_param
 from collector.baseline.model import Baseline, BaselineError, compare_config
 from collector.drift.diff import ChangeKind, FactChange, diff_facts
@@ -30,6 +31,7 @@ from skewwatch.core.facts import CATEGORIES, SourceState
 
 log = logging.getLogger(__name__)
 DRIFT: web.AppKey[DriftService] = web.AppKey("drift", DriftService)
+PARSER: web.AppKey[bodies.ParsePool] = web.AppKey("parser", bodies.ParsePool)
 MAX_FINDINGS_LIMIT = 1000
 KINDS = ("ModelSpec", POLICY_KIND)
 DIFF_MODES = ("last_good", "baseline", "intent", "revisions", "pods")
@@ -42,9 +44,9 @@ def _svc(request: web.Request) -> DriftService:
 
 def _choice(request: web.Request, name: str, allowed: tuple[str, ...]) -> str | None:
     raw = request.query.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return None
-    if raw not in allowed:
+    if raw not in allowed:  # "" too: a filter given empty is a mistake, not "any"
         raise BadRequestError(f"query parameter {name!r}: {raw[:40]!r} is not one of {', '.join(allowed)}")
     return raw
 
@@ -75,7 +77,11 @@ async def workload_ids(svc: DriftService) -> set[str]:
 def _workload_param(request: web.Request) -> str:
     kind = request.query.get("kind")
     ns, name = request.match_info["namespace"], request.match_info["name"]
-    return f"{ns}/{kind}/{name}" if kind else f"{ns}/{name}"
+    if kind is not None and (not kind or "/" in kind):
+        raise BadRequestError(
+            f"query parameter 'kind': {kind[:40]!r} must be a workload kind, like Deployment"
+        )
+    return f"{ns}/{kind}/{name}" if kind is not None else f"{ns}/{name}"
 
 
 # -- workloads ---------------------------------------------------------------------------------
@@ -197,7 +203,9 @@ async def list_findings(request: web.Request) -> web.Response:
     svc = _svc(request)
     workload = request.query.get("workload")
     query = FindingQuery(
-        workload=await resolve_workload(svc, workload, "query parameter 'workload'") if workload else None,
+        workload=await resolve_workload(svc, workload, "query parameter 'workload'")
+        if workload is not None
+        else None,
         status=_choice(request, "status", tuple(s.value for s in Status)),
         reference=_choice(request, "reference", tuple(r.value for r in Reference)),
         category=_choice(request, "category", FINDING_CATEGORIES),
@@ -215,24 +223,30 @@ async def list_findings(request: web.Request) -> web.Response:
 
 
 async def get_finding(request: web.Request) -> web.Response:
-    raw = request.match_info["id"]
-    if not raw.isdigit() or len(raw) > 18:
-        raise BadRequestError(f"finding id {raw[:32]!r} is not a positive integer")
-    found = await _svc(request).store.get_finding(int(raw))
+    fid = _finding_id(request)
+    found = await _svc(request).store.get_finding(fid)
     if found is None:
-        raise NotFoundError(f"finding {raw} does not exist")
+        raise NotFoundError(f"finding {fid} does not exist")
     finding, events = found
     return web.json_response({**finding.as_dict(time.time()), "history": [e.as_dict() for e in events]})
 
 
 MAX_NOTE = 1000
+# What a blank reason is made of: ASCII whitespace, as the document's pattern says (regex
+# engines disagree on what else \s covers).
+BLANK = " \t\n\r\f\v"
 MAX_SILENCE_S = 90 * 86_400
 _DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 
 
+def is_id(text: str) -> bool:
+    """ASCII digits only (``str.isdigit`` also takes ``²`` and ``٣``, which ``int`` refuses), at most 18."""
+    return text.isascii() and text.isdigit() and 0 < len(text) <= 18
+
+
 def _finding_id(request: web.Request) -> int:
     raw = request.match_info["id"]
-    if not raw.isdigit() or len(raw) > 18:
+    if not is_id(raw) or int(raw) < 1:
         raise BadRequestError(f"finding id {raw[:32]!r} is not a positive integer")
     return int(raw)
 
@@ -241,7 +255,7 @@ def parse_duration(value: object, where: str) -> float:
     """Seconds from a number or ``30m`` / ``2h`` / ``7d``; BadRequestError naming ``where``."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
-    elif isinstance(value, str) and value[:-1].isdigit() and value[-1:] in _DURATION and len(value) <= 12:
+    elif isinstance(value, str) and is_id(value[:-1]) and value[-1:] in _DURATION and len(value) <= 12:
         seconds = float(value[:-1]) * _DURATION[value[-1]]
     else:
         raise BadRequestError(f"{where}: expected seconds or a duration like 30m, 2h, 7d, got {value!r}")
@@ -254,12 +268,12 @@ def _note(body: Any, allowed: set[str]) -> dict[str, Any]:
     if not isinstance(body, dict) or set(body) - allowed:
         raise BadRequestError(f"body: expected a JSON object with {', '.join(sorted(allowed))}")
     reason = body.get("reason")
-    if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_NOTE:
+    if not isinstance(reason, str) or not reason.strip(BLANK) or len(reason) > MAX_NOTE:
         raise BadRequestError(f"body.reason: a non-empty string of at most {MAX_NOTE} characters is required")
     by = body.get("by", "")
     if not isinstance(by, str) or len(by) > 200:
         raise BadRequestError("body.by: a string of at most 200 characters")
-    return {"reason": reason.strip(), "by": by}
+    return {"reason": reason.strip(BLANK), "by": by}
 
 
 async def _set_note(
@@ -276,7 +290,7 @@ async def _set_note(
 
 async def ack_finding(request: web.Request) -> web.Response:
     """Acknowledge: someone has seen it and is on it. It stays open and counts as before."""
-    note = _note(await _json_body(request), {"reason", "by"})
+    note = _note(await bodies.read_json(request), {"reason", "by"})
     return await _set_note(request, "ack", {**note, "at": _svc(request).clock()}, "acknowledged")
 
 
@@ -286,7 +300,7 @@ async def unack_finding(request: web.Request) -> web.Response:
 
 async def silence_finding(request: web.Request) -> web.Response:
     """Silence until a time: the finding stays listed (and keeps its lifecycle) but counts apart."""
-    body = await _json_body(request)
+    body = await bodies.read_json(request)
     note = _note(body, {"reason", "by", "for", "until"})
     now = _svc(request).clock()
     if ("for" in body) == ("until" in body):
@@ -355,7 +369,7 @@ async def diff(request: web.Request) -> web.Response:
         return web.json_response(out)
     if mode == "revisions":
         ids = request.query["revisions"].split(",")
-        if len(ids) != 2 or not all(i.isdigit() and len(i) <= 18 for i in ids):
+        if len(ids) != 2 or not all(is_id(i) for i in ids):
             raise BadRequestError(
                 "query parameter 'revisions': give two snapshot ids, A,B (see skewwatch history)"
             )
@@ -491,7 +505,7 @@ def _most(pods: Mapping[str, Any]) -> Any:
 async def list_baselines(request: web.Request) -> web.Response:
     svc = _svc(request)
     raw = request.query.get("workload")
-    workload = await resolve_workload(svc, raw, "query parameter 'workload'") if raw else None
+    workload = await resolve_workload(svc, raw, "query parameter 'workload'") if raw is not None else None
     rows = await svc.store.list_baselines(workload)
     return web.json_response({"baselines": [b.as_dict(facts=False) for b in rows]})
 
@@ -513,26 +527,18 @@ async def get_baseline(request: web.Request) -> web.Response:
 
 async def post_baseline(request: web.Request) -> web.Response:
     svc = _svc(request)
-    workload = await resolve_workload(svc, _workload_param(request), "workload")
     note = ""
-    if request.can_read_body:
-        body = await _json_body(request)
+    if request.can_read_body:  # the body first: a bad one is 400 whatever the workload
+        body = await bodies.read_json(request)
         if not isinstance(body, dict) or set(body) - {"note"} or not isinstance(body.get("note", ""), str):
             raise BadRequestError('body: expected {"note": "..."} or nothing')
         note = str(body.get("note", ""))[:500]
+    workload = await resolve_workload(svc, _workload_param(request), "workload")
     try:
         b = await svc.record(workload, origin="manual", note=note)
     except BaselineError as e:
         raise ConflictError(str(e)) from e
     return web.json_response({"workload": workload, "baseline": b.as_dict()}, status=201)
-
-
-async def _json_body(request: web.Request) -> Any:
-    text = await request.text()
-    try:
-        return json.loads(text) if text.strip() else {}
-    except ValueError as e:
-        raise BadRequestError(f"body is not JSON: {e}") from e
 
 
 # -- intents -----------------------------------------------------------------------------------
@@ -554,13 +560,18 @@ async def list_intents(request: web.Request) -> web.Response:
 
 
 async def _parse_body(request: web.Request, label: str) -> list[Intent]:
-    body = await request.read()
-    if not body.strip():
+    """Read, decode, then parse and validate off the event loop (YAML is pure Python: a 200 kB
+    document takes a good part of a second of CPU)."""
+    text = await bodies.read_text(request, request.app[bodies.LIMITS].max_intent_bytes)
+    if not text.strip():
         raise BadRequestError("body: an intent document (YAML or JSON) is required")
     try:
-        return parse_documents(body, label)
+        intents = await request.app[PARSER].run("intent body", parse_documents, text, label)
     except IntentError as e:
         raise IntentBadRequest(e) from e
+    if not intents:
+        raise BadRequestError("body: no intent document in it (only empty or null documents)")
+    return intents
 
 
 class IntentBadRequest(BadRequestError):

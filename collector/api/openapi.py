@@ -1,6 +1,10 @@
 """The OpenAPI 3.1 document of the query API, written as data and served at /api/v1/openapi.json.
 
-A test checks that every route the app serves is described here and nothing else is.
+A test checks that every route the app serves is described here and nothing else is; a
+schemathesis run (tests/collector/test_api_schemathesis.py) checks that each operation answers
+only the statuses and shapes declared here. Every operation that reads a body also declares 408
+(body not sent in time) and 413 (over the limit); intent uploads 503 (parse pool full, with
+Retry-After) and 504 (parse time limit). Methods a path does not declare are 405 with Allow.
 """
 
 from __future__ import annotations
@@ -48,21 +52,47 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 _ERROR = _json(_ref("Error"), "Error")
+_MAX_ID = 10**18 - 1  # ids are at most 18 digits
+_BODY_ERRORS = {
+    "408": _json(_ref("Error"), "The body announced did not arrive within the read timeout"),
+    "413": _json(_ref("Error"), "The body is over this route's limit (Content-Length or as it streamed)"),
+}
+_PARSE_ERRORS = {
+    "503": {
+        **_json(_ref("Error"), "Busy (the parse pool is full: retry after Retry-After) or store unavailable"),
+        "headers": {"Retry-After": {"description": "seconds", "schema": {"type": "string"}}},
+    },
+    "504": _json(_ref("Error"), "Parsing and validating the documents took longer than the time limit"),
+}
+_ID_PARAM = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 1, "maximum": _MAX_ID},
+}
 
 
 def _note_body(more: dict[str, Any] | None = None) -> dict[str, Any]:
     """The body of an ack or silence: a reason, who, and (silence) for how long."""
     properties: dict[str, Any] = {
-        "reason": {"type": "string", "minLength": 1, "maxLength": 1000},
+        "reason": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 1000,
+            "pattern": "[^ \\t\\n\\r\\f\\v]",
+            "description": "not blank (not only ASCII whitespace)",
+        },
         "by": {"type": "string", "maxLength": 200},
         **(more or {}),
     }
-    schema = {
+    schema: dict[str, Any] = {
         "type": "object",
         "properties": properties,
         "required": ["reason"],
         "additionalProperties": False,
     }
+    if more:
+        schema["oneOf"] = [{"required": [name]} for name in more]  # exactly one of them
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
@@ -73,6 +103,7 @@ _NOTE_RESPONSES = {
     "404": _ERROR,
     "503": _ERROR,
 }
+_NOTE_BODY_RESPONSES = {**_NOTE_RESPONSES, **_BODY_ERRORS}
 _NULL_STR = {"type": ["string", "null"]}
 _STALE = {
     "type": "boolean",
@@ -337,7 +368,7 @@ PATHS: dict[str, Any] = {
                     "name": "before",
                     "in": "query",
                     "description": "Only snapshots with an id below this (paging)",
-                    "schema": {"type": "integer", "minimum": 1},
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 2**62},
                 },
             ],
             "responses": {
@@ -373,14 +404,22 @@ _WORKLOAD_STATE = {
     "enum": ["serving", "no-replicas"],
     "description": "no-replicas: no pod of the workload heard from within replica_stale_s",
 }
+# One segment of NAMESPACE/KIND/NAME (at most 512 characters in all).
+_SEGMENT = {"type": "string", "minLength": 1, "maxLength": 170, "pattern": "^[^/]+$"}
+_WORKLOAD_REF = {
+    "type": "string",
+    "maxLength": 512,
+    "pattern": "^[^/]+/[^/]+(/[^/]+)?$",
+    "description": "NAMESPACE/NAME or NAMESPACE/KIND/NAME",
+}
 _WORKLOAD_PATH = [
-    {"name": "namespace", "in": "path", "required": True, "schema": _STR},
-    {"name": "name", "in": "path", "required": True, "schema": _STR},
+    {"name": "namespace", "in": "path", "required": True, "schema": _SEGMENT},
+    {"name": "name", "in": "path", "required": True, "schema": _SEGMENT},
     {
         "name": "kind",
         "in": "query",
         "description": "Workload kind (Deployment, StatefulSet …) when namespace/name is ambiguous",
-        "schema": _STR,
+        "schema": _SEGMENT,
     },
 ]
 _INTENT_PATH = [
@@ -680,7 +719,7 @@ PATHS.update(
                 "summary": "Findings, newest first, filtered",
                 "operationId": "listFindings",
                 "parameters": [
-                    _q("workload", "NAMESPACE/NAME or NAMESPACE/KIND/NAME"),
+                    _q("workload", "NAMESPACE/NAME or NAMESPACE/KIND/NAME", _WORKLOAD_REF),
                     _q(
                         "status",
                         "pending | open | resolved",
@@ -691,14 +730,32 @@ PATHS.update(
                         "intent | baseline | peers",
                         {"type": "string", "enum": ["intent", "baseline", "peers"]},
                     ),
-                    _q("category", "model, runtime, hardware, serving, orchestration or performance"),
+                    _q(
+                        "category",
+                        "model, runtime, hardware, serving, orchestration or performance",
+                        {
+                            "type": "string",
+                            "enum": [
+                                "model",
+                                "runtime",
+                                "hardware",
+                                "serving",
+                                "orchestration",
+                                "performance",
+                            ],
+                        },
+                    ),
                     _q("severity", "critical … info", _SEVERITY),
                     _q(
                         "limit",
                         "at most this many",
                         {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
                     ),
-                    _q("before", "only ids below this (paging)", {"type": "integer", "minimum": 1}),
+                    _q(
+                        "before",
+                        "only ids below this (paging)",
+                        {"type": "integer", "minimum": 1, "maximum": 2**62},
+                    ),
                 ],
                 "responses": {
                     "200": _json(_ref("FindingList"), "Findings"),
@@ -712,7 +769,7 @@ PATHS.update(
             "get": {
                 "summary": "One finding with its history (opened, updated, resolved)",
                 "operationId": "getFinding",
-                "parameters": [{"name": "id", "in": "path", "required": True, "schema": _INT}],
+                "parameters": [_ID_PARAM],
                 "responses": {
                     "200": _json(_ref("FindingDetail"), "The finding"),
                     "400": _ERROR,
@@ -725,14 +782,14 @@ PATHS.update(
             "post": {
                 "summary": "Acknowledge a finding (it stays open and counts as before); admin",
                 "operationId": "ackFinding",
-                "parameters": [{"name": "id", "in": "path", "required": True, "schema": _INT}],
+                "parameters": [_ID_PARAM],
                 "requestBody": _NOTE_BODY,
-                "responses": _NOTE_RESPONSES,
+                "responses": _NOTE_BODY_RESPONSES,
             },
             "delete": {
                 "summary": "Take an acknowledgement back",
                 "operationId": "unackFinding",
-                "parameters": [{"name": "id", "in": "path", "required": True, "schema": _INT}],
+                "parameters": [_ID_PARAM],
                 "responses": _NOTE_RESPONSES,
             },
         },
@@ -740,7 +797,7 @@ PATHS.update(
             "post": {
                 "summary": "Silence a finding until a time: still listed, counted apart; admin",
                 "operationId": "silenceFinding",
-                "parameters": [{"name": "id", "in": "path", "required": True, "schema": _INT}],
+                "parameters": [_ID_PARAM],
                 "requestBody": _note_body(
                     {
                         "for": {
@@ -750,12 +807,12 @@ PATHS.update(
                         "until": {"type": "number", "description": "Unix time"},
                     }
                 ),
-                "responses": _NOTE_RESPONSES,
+                "responses": _NOTE_BODY_RESPONSES,
             },
             "delete": {
                 "summary": "End a silence",
                 "operationId": "unsilenceFinding",
-                "parameters": [{"name": "id", "in": "path", "required": True, "schema": _INT}],
+                "parameters": [_ID_PARAM],
                 "responses": _NOTE_RESPONSES,
             },
         },
@@ -765,7 +822,10 @@ PATHS.update(
                 "revisions; two pods. Exactly one of last_good, baseline, intent, revisions, pods.",
                 "operationId": "diff",
                 "parameters": [
-                    {**_q("workload", "NAMESPACE/NAME or NAMESPACE/KIND/NAME"), "required": True},
+                    {
+                        **_q("workload", "NAMESPACE/NAME or NAMESPACE/KIND/NAME", _WORKLOAD_REF),
+                        "required": True,
+                    },
                     _q("last_good", "against the replica's previous configuration (flag; no value needed)"),
                     _q("baseline", "against the workload's baseline (flag)"),
                     _q("intent", "against the bound intents, field by field (flag)"),
@@ -784,7 +844,7 @@ PATHS.update(
             "get": {
                 "summary": "The latest baseline of each workload (or every baseline of ?workload=)",
                 "operationId": "listBaselines",
-                "parameters": [_q("workload", "NAMESPACE/NAME or NAMESPACE/KIND/NAME")],
+                "parameters": [_q("workload", "NAMESPACE/NAME or NAMESPACE/KIND/NAME", _WORKLOAD_REF)],
                 "responses": {
                     "200": _json(_ref("BaselineList"), "Baselines"),
                     "400": _ERROR,
@@ -811,7 +871,11 @@ PATHS.update(
                 "parameters": _WORKLOAD_PATH,
                 "requestBody": {
                     "required": False,
-                    "content": {"application/json": {"schema": _obj({"note": _STR}, required=[])}},
+                    "content": {
+                        "application/json": {
+                            "schema": _obj({"note": _STR}, required=[], additionalProperties=False)
+                        }
+                    },
                 },
                 "responses": {
                     "201": _json(_ref("BaselineRecorded"), "Recorded"),
@@ -819,6 +883,7 @@ PATHS.update(
                     "404": _ERROR,
                     "409": _json(_ref("Error"), "No live replica to record"),
                     "503": _ERROR,
+                    **_BODY_ERRORS,
                 },
             },
         },
@@ -836,7 +901,8 @@ PATHS.update(
                     "201": _json(_ref("IntentsCreated"), "Created"),
                     "400": _json(_ref("IntentError"), "Invalid: each issue with file, line and field"),
                     "409": _ERROR,
-                    "503": _ERROR,
+                    **_BODY_ERRORS,
+                    **_PARSE_ERRORS,
                 },
             },
         },
@@ -856,7 +922,8 @@ PATHS.update(
                     "200": _json(_ref("Intent"), "Replaced"),
                     "201": _json(_ref("Intent"), "Created"),
                     "400": _json(_ref("IntentError"), "Invalid: each issue with file, line and field"),
-                    "503": _ERROR,
+                    **_BODY_ERRORS,
+                    **_PARSE_ERRORS,
                 },
             },
             "delete": {

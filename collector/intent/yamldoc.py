@@ -6,6 +6,11 @@ item under its field path. Bounded: the text, the node count and the nesting dep
 so an alias bomb or a huge document is an error, not a hang. Duplicate keys are errors (YAML
 says so; PyYAML silently keeps the last). Non-JSON scalars (timestamps, binary) are read as
 their source text so a schema can reject them by type.
+
+Whatever the text, the outcome is documents or an ``IntentError``: nesting is capped while
+composing (PyYAML's composer recurses, so deep ``[[[…]]]`` would otherwise be a RecursionError),
+and a scalar that PyYAML's constructor cannot build (a 100,000-digit integer, a timestamp with
+month 13) is an issue at its line, not a crash.
 """
 
 from __future__ import annotations
@@ -53,6 +58,24 @@ class Document:
 
     def issue(self, path: Path, message: str) -> IntentIssue:
         return IntentIssue(self.file, self.line(path), path_text(path), message)
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader whose composer refuses nesting deeper than ``MAX_DEPTH`` before recursing."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH + 1:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels", mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 class _Converter:
@@ -119,8 +142,19 @@ class _Converter:
             raise IntentError(
                 [IntentIssue(self.doc.file, node.start_mark.line + 1, path_text(path), str(e))]
             ) from e
+        except (ValueError, OverflowError, TypeError) as e:  # int() over 4300 digits, a bad date
+            raise IntentError(
+                [
+                    IntentIssue(
+                        self.doc.file,
+                        node.start_mark.line + 1,
+                        path_text(path),
+                        f"cannot read {str(node.value)[:40]!r}: {str(e)[:200]}",
+                    )
+                ]
+            ) from e
         if value is None or isinstance(value, bool | int | float | str):
-            if isinstance(value, float) and math.isnan(value):  # NaN is not a JSON value
+            if isinstance(value, float) and not math.isfinite(value):  # NaN, ±inf: not JSON values
                 return str(node.value)
             return value
         return str(node.value)
@@ -139,7 +173,7 @@ def load_documents(text: str | bytes, file: str) -> list[Document]:
         raise IntentError([IntentIssue(file, None, "", f"{len(text)} characters, over {MAX_TEXT_BYTES}")])
     docs: list[Document] = []
     try:
-        for node in yaml.compose_all(text, Loader=yaml.SafeLoader):
+        for node in yaml.compose_all(text, Loader=_BoundedLoader):
             if node is None:
                 continue
             if len(docs) >= MAX_DOCUMENTS:
@@ -153,4 +187,6 @@ def load_documents(text: str | bytes, file: str) -> list[Document]:
         raise IntentError([IntentIssue(file, line, "", f"not valid YAML: {e.problem or e}")]) from e
     except yaml.YAMLError as e:
         raise IntentError([IntentIssue(file, None, "", f"not valid YAML: {e}")]) from e
+    except RecursionError as e:
+        raise IntentError([IntentIssue(file, None, "", f"nested deeper than {MAX_DEPTH} levels")]) from e
     return docs

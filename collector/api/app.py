@@ -103,6 +103,14 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """Ready: the store answers, gRPC serves, and agent streams have room.
+
+    Streams are saturated once free slots are at most 1 % of ``max_streams`` (none left below
+    100; ``StreamRegistry.readiness``): then 503, ``checks.streams`` naming the streams in use and
+    the limit, and ``streams`` (slots, limits, refusals and deadline cuts by reason). With room,
+    the body is ``{"status", "checks": {"store", "grpc"}}`` as before; ``?verbose=true`` adds
+    ``streams`` to it either way.
+    """
     checks: dict[str, str] = {}
     try:
         await asyncio.wait_for(request.app[STORE].ping(), timeout=READY_TIMEOUT_S)
@@ -110,10 +118,18 @@ async def readyz(request: web.Request) -> web.Response:
     except (StoreError, TimeoutError) as e:
         checks["store"] = f"failed: {e or 'timed out'}"
     checks["grpc"] = "ok" if request.app[GRPC_SERVING]() else "failed: not serving"
+    streams = request.app[STREAMS].readiness()
+    if streams["saturated"]:
+        checks["streams"] = (
+            f"failed: saturated: {streams['in_use']} of {streams['limit']} agent streams in use "
+            f"(not ready at {streams['limit'] - streams['headroom']} or more; at {streams['limit']} new "
+            "agents are refused with RESOURCE_EXHAUSTED)"
+        )
     ready = all(v == "ok" for v in checks.values())
-    return web.json_response(
-        {"status": "ready" if ready else "not ready", "checks": checks}, status=200 if ready else 503
-    )
+    response: dict[str, Any] = {"status": "ready" if ready else "not ready", "checks": checks}
+    if streams["saturated"] or _bool_param(request, "verbose"):
+        response["streams"] = streams
+    return web.json_response(response, status=200 if ready else 503)
 
 
 async def openapi_json(request: web.Request) -> web.Response:

@@ -122,14 +122,37 @@ SCHEMAS: dict[str, Any] = {
         {
             "status": {"type": "string", "enum": ["ready", "not ready"]},
             "checks": {"type": "object", "additionalProperties": _STR},
-        }
+            "streams": {
+                "type": "object",
+                "additionalProperties": {"description": "Any JSON value"},
+                "description": "agent stream slots: in use, limits, headroom, busiest address, refusals and "
+                "deadline cuts by reason; present when saturated or with ?verbose=true",
+            },
+        },
+        required=["status", "checks"],
     ),
     "Fingerprint": _obj(
         {"overall": _STR},
         additionalProperties=_STR,
         description="sha256 hex, overall and per category (model, runtime, hardware, serving, orchestration)",
     ),
-    "Provenance": _obj({"source": _STR, "method": _STR, "detail": _STR}),
+    "Provenance": _obj(
+        {
+            "source": _STR,
+            "method": _STR,
+            "detail": _STR,
+            "inputs": {
+                "type": "array",
+                "items": _STR,
+                "description": "fact keys (or globs) this fact follows from: a change of theirs changes it",
+            },
+            "last_seen": {
+                "type": "number",
+                "description": "set on a fact carried while its source is not ready: unknown since then",
+            },
+        },
+        required=["source", "method", "detail"],
+    ),
     "SourceStatus": _obj(
         {
             "status": {"type": "string", "enum": ["ok", "unavailable", "error", "pending"]},
@@ -301,8 +324,17 @@ PATHS: dict[str, Any] = {
     },
     "/readyz": {
         "get": {
-            "summary": "The store answers and the gRPC ingest server is serving",
+            "summary": "The store answers, the gRPC ingest server is serving and agent streams have room",
             "operationId": "readyz",
+            "parameters": [
+                {
+                    "name": "verbose",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "boolean", "default": False},
+                    "description": "add the stream slots to the answer even with room",
+                }
+            ],
             "responses": {
                 "200": _json(_ref("Readiness"), "Ready"),
                 "503": _json(_ref("Readiness"), "Not ready; checks say which part failed"),

@@ -43,7 +43,9 @@ log = logging.getLogger(__name__)
 class DriftSettings:
     debounce: Debounce = field(default_factory=Debounce)
     replica_stale_s: float = 300.0  # a pod not heard from for this long is no longer a replica
-    observation_windows: int = 20
+    # Windows loaded per replica: enough that a short agent interval still reaches the request
+    # counts latency quantiles are judged on (collector.baseline.model PERF_METRICS).
+    observation_windows: int = 60
     observation_interval_s: float = 5.0
     tick_s: float = 2.0
     baseline_stable_s: float | None = 600.0  # None: never promote automatically

@@ -337,6 +337,7 @@ PATHS: dict[str, Any] = {
             ],
             "responses": {
                 "200": _json(_ref("Readiness"), "Ready"),
+                "400": _ERROR,
                 "503": _json(_ref("Readiness"), "Not ready; checks say which part failed"),
             },
         }

@@ -270,7 +270,7 @@ def shell_commands(script: str, env: Mapping[str, str] | None = None) -> list[li
     return commands
 
 
-def _python_target(argv: Sequence[str]) -> tuple[str, str, list[str]] | None:
+def python_target(argv: Sequence[str]) -> tuple[str, str, list[str]] | None:
     """For ``python [opts] -m MOD args`` or ``python [opts] SCRIPT args``: (kind, name, args)."""
     if not argv or not _PYTHON.match(basename(argv[0])):
         return None
@@ -308,7 +308,7 @@ def _locate_direct(spec: EngineSpec, argv: Sequence[str]) -> Invocation | None:
     argv = strip_wrappers(argv)
     if not argv:
         return None
-    target = _python_target(argv)
+    target = python_target(argv)
     if target is not None:
         return _match(spec, *target)
     return _match(spec, "executable", basename(argv[0]), argv[1:])
@@ -459,7 +459,7 @@ class _Seen:
 
 def _fallback_args(argv: Sequence[str]) -> list[str]:
     argv = strip_wrappers(argv)
-    target = _python_target(argv)
+    target = python_target(argv)
     if target is not None:
         return target[2]
     return list(argv[1:])

@@ -41,7 +41,7 @@ from agent.engines import config_paths as _config_paths
 from agent.engines import locate as _locate
 from agent.engines import parse_args as _parse_args
 from agent.engines import shell_commands as _shell_commands
-from agent.engines.parse import Redact, shell_script, strip_wrappers
+from agent.engines.parse import Redact, python_target, shell_script, strip_wrappers
 from agent.errors import SourceUnavailable
 from agent.redact import Redactor
 from agent.settings import AgentSettings
@@ -54,7 +54,6 @@ from skewwatch.core.facts import SourceState
 MAX_PROC_FILE_BYTES = 4 * 1024 * 1024
 MAX_PROBLEMS_IN_MESSAGE = 5
 _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]", "localhost"})
-_PYTHON = re.compile(r"^python(\d+(\.\d+)?)?$")
 
 
 def _clock_ticks() -> int:
@@ -292,37 +291,14 @@ SKEWWATCH_EXECUTABLES = frozenset({"skewwatch"})
 SKEWWATCH_MODULES = frozenset({"skewwatch", "skewwatch.cli", "skewwatch.demo.run"})
 
 
-def _python_program(argv: Sequence[str]) -> tuple[str, str] | None:
-    """``("module", M)`` for ``python [opts] -m M …``, ``("script", NAME)`` for ``python SCRIPT``."""
-    if not argv or not _PYTHON.match(PurePosixPath(argv[0]).name):
-        return None
-    i = 1
-    while i < len(argv):
-        arg = argv[i]
-        if arg == "-m":
-            return ("module", argv[i + 1]) if i + 1 < len(argv) else None
-        if arg.startswith("-m"):
-            return "module", arg[2:]
-        if arg == "-c":
-            return None
-        if arg in ("-X", "-W"):
-            i += 2
-            continue
-        if arg.startswith("-"):
-            i += 1
-            continue
-        return "script", PurePosixPath(arg).name
-    return None
-
-
 def _is_skewwatch_command(argv: Sequence[str]) -> bool:
     args = strip_wrappers(argv)
     if not args:
         return False
-    program = _python_program(args)
+    program = python_target(args)
     if program is None:
         return PurePosixPath(args[0]).name in SKEWWATCH_EXECUTABLES
-    kind, name = program
+    kind, name, _rest = program
     return name in (SKEWWATCH_MODULES if kind == "module" else SKEWWATCH_EXECUTABLES)
 
 

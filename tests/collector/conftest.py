@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -136,9 +137,9 @@ def settings_for(tmp_path: Path, **kw: Any) -> CollectorSettings:
     )
 
 
-@pytest.fixture
-async def running(tmp_path: Path) -> AsyncIterator[Running]:
-    settings = settings_for(tmp_path, max_message_bytes=64 * 1024, shutdown_grace_s=0.5)
+@contextlib.asynccontextmanager
+async def started(settings: CollectorSettings, tmp_path: Path) -> AsyncIterator[Running]:
+    """A real collector on free loopback ports with a channel to its gRPC port; stopped after."""
     collector = Collector(settings)
     ports = await collector.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{ports.grpc}")
@@ -147,3 +148,10 @@ async def running(tmp_path: Path) -> AsyncIterator[Running]:
     finally:
         await channel.close()
         await collector.stop()
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[Running]:
+    settings = settings_for(tmp_path, max_message_bytes=64 * 1024, shutdown_grace_s=0.5)
+    async with started(settings, tmp_path) as r:
+        yield r

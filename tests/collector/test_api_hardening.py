@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import grpc
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -30,7 +29,7 @@ from collector.api.app import create_app
 from collector.errors import OverloadedError, ProcessingTimeoutError
 from collector.main import Collector
 from collector.store.sqlite import SqliteStore
-from tests.collector.conftest import Running, settings_for
+from tests.collector.conftest import Running, settings_for, started
 from tests.collector.test_api import DOC, conforms
 
 TIMEOUT = aiohttp.ClientTimeout(total=20)
@@ -117,14 +116,8 @@ async def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[
     monkeypatch.setattr(
         api_body, "DEFAULT_LIMITS", replace(api_body.ApiLimits(), read_timeout_s=READ_TIMEOUT_S)
     )
-    collector = Collector(settings_for(tmp_path, shutdown_grace_s=0.5))
-    ports = await collector.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{ports.grpc}")
-    try:
-        yield Running(collector, ports.grpc, ports.http, tmp_path / "collector.db", channel)
-    finally:
-        await channel.close()
-        await collector.stop()
+    async with started(settings_for(tmp_path, shutdown_grace_s=0.5), tmp_path) as r:
+        yield r
 
 
 # -- bodies that are not text -----------------------------------------------------------------

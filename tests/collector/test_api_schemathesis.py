@@ -19,13 +19,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 import schemathesis
 from schemathesis.engine import Status, events
 
-from collector.main import Collector
-from tests.collector.conftest import Running, settings_for
+from tests.collector.conftest import Running, settings_for, started
 from tests.collector.test_api import feed
 
 # Examples per operation (fuzzing: per generation mode too) and stateful scenarios: a few thousand
@@ -42,16 +40,9 @@ UNEXPRESSIBLE = ("diff", "silenceFinding", "createIntents", "putIntent")
 
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[Running]:
-    collector = Collector(settings_for(tmp_path, shutdown_grace_s=0.5))
-    ports = await collector.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{ports.grpc}")
-    running = Running(collector, ports.grpc, ports.http, tmp_path / "collector.db", channel)
-    try:
+    async with started(settings_for(tmp_path, shutdown_grace_s=0.5), tmp_path) as running:
         await feed(running)
         yield running
-    finally:
-        await channel.close()
-        await collector.stop()
 
 
 def config() -> schemathesis.Config:

@@ -9,10 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import grpc
 import pytest
 
-from collector.main import Collector
 from tests.collector.conftest import (
     BASE_FACTS,
     AgentStream,
@@ -22,6 +20,7 @@ from tests.collector.conftest import (
     observations_msg,
     settings_for,
     snapshot_msg,
+    started,
 )
 from tests.collector.test_api import DOC, conforms
 
@@ -36,16 +35,11 @@ async def rig(tmp_path: Path) -> AsyncIterator[tuple[Running, aiohttp.ClientSess
     intents.mkdir()
     settings = settings_for(tmp_path, intents=intents, drift_tick_s=0.1, baseline_stable_s=0.2,
                             shutdown_grace_s=0.5)  # fmt: skip
-    collector = Collector(settings)
-    ports = await collector.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{ports.grpc}")
-    running = Running(collector, ports.grpc, ports.http, tmp_path / "collector.db", channel)
-    try:
-        async with aiohttp.ClientSession(base_url=running.http, timeout=TIMEOUT) as http:
-            yield running, http, intents
-    finally:
-        await channel.close()
-        await collector.stop()
+    async with (
+        started(settings, tmp_path) as running,
+        aiohttp.ClientSession(base_url=running.http, timeout=TIMEOUT) as http,
+    ):
+        yield running, http, intents
 
 
 def schema_for(path: str, method: str, status: int) -> dict[str, Any]:

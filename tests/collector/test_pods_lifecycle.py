@@ -15,7 +15,6 @@ import aiohttp
 import grpc
 import pytest
 
-from collector.main import Collector
 from collector.store.base import PodIdentity, PodKey
 from collector.store.sqlite import SqliteStore
 from tests.collector.conftest import (
@@ -28,6 +27,7 @@ from tests.collector.conftest import (
     observations_msg,
     settings_for,
     snapshot_msg,
+    started,
 )
 from tests.collector.test_api import DOC, conforms, response_schema
 from tests.collector.test_cli import run
@@ -39,15 +39,8 @@ POD_TABLES = ("snapshots", "observations_latest", "observations_history", "pods"
 
 @pytest.fixture
 async def running(tmp_path: Path) -> AsyncIterator[Running]:
-    settings = settings_for(tmp_path, replica_stale_s=STALE_S, shutdown_grace_s=0.5)
-    collector = Collector(settings)
-    ports = await collector.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{ports.grpc}")
-    try:
-        yield Running(collector, ports.grpc, ports.http, tmp_path / "collector.db", channel)
-    finally:
-        await channel.close()
-        await collector.stop()
+    async with started(settings_for(tmp_path, replica_stale_s=STALE_S, shutdown_grace_s=0.5), tmp_path) as r:
+        yield r
 
 
 @pytest.fixture

@@ -91,10 +91,13 @@ _FINDING_COLUMNS = (
 _SELECT_FINDINGS = f"SELECT id, {_FINDING_COLUMNS} FROM findings"  # noqa: S608
 _INSERT_FINDING = f"INSERT INTO findings ({_FINDING_COLUMNS}) VALUES ({', '.join('?' * 23)})"  # noqa: S608
 # ack and silence are an admin's, set only by set_finding_note: an evaluation never overwrites them.
-_ADMIN_COLUMNS = frozenset({"ack", "silence"})
+# They are the last columns, so an update is the insert's values without its tail.
+_ADMIN_COLUMNS = ("ack", "silence")
+_COLUMNS = [c.strip() for c in _FINDING_COLUMNS.split(",")]
+assert tuple(_COLUMNS[-len(_ADMIN_COLUMNS) :]) == _ADMIN_COLUMNS
 _UPDATE_FINDING = (
     "UPDATE findings SET "  # noqa: S608
-    + ", ".join(f"{c.strip()} = ?" for c in _FINDING_COLUMNS.split(",") if c.strip() not in _ADMIN_COLUMNS)
+    + ", ".join(f"{c} = ?" for c in _COLUMNS[: -len(_ADMIN_COLUMNS)])
     + " WHERE id = ?"
 )
 
@@ -709,7 +712,7 @@ class SqliteStore:
                     assert cur.lastrowid is not None
                     f = replace(f, id=int(cur.lastrowid))
                 else:
-                    conn.execute(_UPDATE_FINDING, (*values[:-2], f.id))
+                    conn.execute(_UPDATE_FINDING, (*values[: -len(_ADMIN_COLUMNS)], f.id))
                 if ch.is_event:
                     conn.execute(
                         "INSERT INTO finding_events (finding_id, at, event, actual, pods, message)"

@@ -226,6 +226,7 @@ class DigestCache:
         self.path = path
         self.max_entries = max_entries
         self._lock = threading.Lock()
+        self._save_lock = threading.Lock()
         self._entries: dict[str, list[Any]] = {}
         self._dirty = False
         self.load_problem: str | None = None
@@ -275,22 +276,24 @@ class DigestCache:
         """Write the cache atomically (temp file + rename) when it changed. Blocking."""
         if self.path is None:
             return
-        with self._lock:
-            if not self._dirty:
-                return
-            text = json.dumps({"version": 1, "entries": self._entries}, separators=(",", ":"))
-            self._dirty = False
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".digests-", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.replace(tmp, self.path)
-        except OSError:
-            Path(tmp).unlink(missing_ok=True)
+        # One save at a time: two threads saving together could rename the older text last.
+        with self._save_lock:
             with self._lock:
-                self._dirty = True
-            raise
+                if not self._dirty:
+                    return
+                text = json.dumps({"version": 1, "entries": self._entries}, separators=(",", ":"))
+                self._dirty = False
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".digests-", dir=self.path.parent)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    f.write(text)
+                os.replace(tmp, self.path)
+            except OSError:
+                Path(tmp).unlink(missing_ok=True)
+                with self._lock:
+                    self._dirty = True
+                raise
 
 
 def parse_cache(data: bytes) -> dict[str, list[Any]]:
@@ -548,13 +551,23 @@ class Hasher:
                     job.future.cancel()
                 return
             if not job.future.set_running_or_notify_cancel():
+                with self._lock:
+                    last = self._busy == 0 and self._queue.empty()
+                if last:  # a finished job may have left the save to this cancelled one
+                    self._save_cache()
                 continue
             with self._lock:
                 self._busy += 1
+            busy = True
             try:
                 outcome = self._hash(job)
+                # This job stops counting as busy in the same step that asks whether it was the
+                # last: two threads finishing together must not each see the other still busy,
+                # or neither saves the cache.
                 with self._lock:
-                    last = self._busy == 1 and self._queue.empty()
+                    self._busy -= 1
+                    busy = False
+                    last = self._busy == 0 and self._queue.empty()
                 if last:
                     # Persist before anyone learns the result: a restart right after must find it.
                     self._save_cache()
@@ -565,7 +578,8 @@ class Hasher:
                 job.future.set_exception(e)
             finally:
                 with self._lock:
-                    self._busy -= 1
+                    if busy:
+                        self._busy -= 1
                     if job.key is not None:
                         self._inflight.pop(job.key, None)
 

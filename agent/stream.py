@@ -41,6 +41,7 @@ CONNECT_TIMEOUT_S = 5.0
 # A collector refusing what the agent sends will refuse it again: wait longer, up to this.
 REJECTED_CAP_S = 60.0
 REJECTED_BASE_S = 1.0
+_DIGITS = re.compile(r"\d+")
 _REJECTED = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED})
 # This process's id in every Hello: the collector tells two agents claiming one pod apart by it.
 INSTANCE_ID = uuid.uuid4().hex
@@ -190,10 +191,12 @@ class AgentStream:
 
     def _failure(self, text: str, exc: bool = False) -> None:
         """Log why the stream ended when that changed; the same reason again is only a debug line."""
-        if text == self._last_failure:
+        # Sizes, ports and counts in the reason vary per attempt; the reason itself does not.
+        shape = _DIGITS.sub("#", text)
+        if shape == self._last_failure:
             log.debug("%s (again)", text)
             return
-        self._last_failure = text
+        self._last_failure = shape
         log.warning("%s", text, exc_info=exc)
 
     def _data_acked(self) -> None:

@@ -79,6 +79,26 @@ def test_restarted_hasher_rechecks_from_the_persisted_cache(tmp_path: Path) -> N
     again.close()
 
 
+def test_every_digest_is_on_disk_once_the_last_result_is_known(tmp_path: Path) -> None:
+    """An agent killed right after its last digest (no close, no save) must still find them all.
+
+    Two threads finishing together once each saw the other still busy, and neither saved; or
+    both saved and the older text was renamed into place last.
+    """
+    files = [tmp_path / f"f{i}" for i in range(4)]
+    for f in files:
+        _file(f, 2000)
+    for attempt in range(200):
+        cache_path = tmp_path / f"cache{attempt}" / "digests-v1.json"
+        hasher = Hasher(HashBudget(threads=2, nice=0, ionice="none"), cache=DigestCache(cache_path))
+        futures = [hasher.submit(p, StatKey.of(p.stat())) for p in files]
+        for fut in futures:
+            fut.result(timeout=60)
+        on_disk = parse_cache(cache_path.read_bytes())
+        hasher._stop.set()  # as if killed: close() would save again and hide the bug
+        assert len(on_disk) == len(files), f"attempt {attempt}: {len(on_disk)} of {len(files)} on disk"
+
+
 def test_a_rewritten_file_is_hashed_again(tmp_path: Path) -> None:
     f = tmp_path / "f"
     _file(f, 1000)

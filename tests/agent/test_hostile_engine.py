@@ -459,3 +459,18 @@ def test_rejected_backoff_grows_to_a_minute_with_a_floor() -> None:
     delays = [b.next_delay() for _ in range(10)]
     assert delays[0] >= 0.5 and all(30.0 <= d <= 60.0 for d in delays[6:])
     assert sum(delays[:4]) >= 7.5  # four rejections take at least 7.5 s: no hot loop
+
+
+def test_the_same_refusal_with_other_sizes_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    """A snapshot refused as too big varies in size per attempt; the warning must not repeat."""
+    identity = Identity("a", "ns", "pod", "node", "w", "env")
+    stream = AgentStream("127.0.0.1:1", lambda _: identity, LatestSnapshot(), 1.0)
+    with caplog.at_level("DEBUG", logger="agent.stream"):
+        for size in (1931, 1940, 2077):
+            stream._failure(
+                f"collector 127.0.0.1:1: INVALID_ARGUMENT: agent_message: {size} bytes, over 1024"
+            )
+        stream._failure("collector 127.0.0.1:1 unreachable: connection refused")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2, warnings
+    assert "1931 bytes" in warnings[0] and "unreachable" in warnings[1]

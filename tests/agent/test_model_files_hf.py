@@ -203,11 +203,15 @@ async def test_first_collection_returns_pending_at_once_and_later_ones_report_di
 async def test_restarted_agent_answers_from_the_digest_cache_without_waiting(tmp_path: Path) -> None:
     snap = make_hub(tmp_path / "hub")
     cache = tmp_path / "cache" / "digests-v1.json"
-    _, before = await _collect(_ctx(snap), _source(cache))
+    first = _source(cache)
+    hashed, before = await _collect(_ctx(snap), first)
+    assert hashed.state is SourceState.OK, hashed.message
+    # Not closed (close saves too): the cache must already be on disk once the digests are known.
     restarted = _source(cache, wait_s=0)
     result, after = await _collect(_ctx(snap), restarted)
     restarted.close()
-    assert result.state is SourceState.OK
+    first.close()
+    assert result.state is SourceState.OK, result.message
     assert after == before
     assert restarted.hasher is not None and restarted.hasher.bytes_hashed == 0
 

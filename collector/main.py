@@ -20,10 +20,10 @@ from aiohttp import web
 from collector.api.app import create_app
 from collector.drift.engine import Debounce
 from collector.errors import CollectorError
-from collector.evaluation import DriftService, DriftSettings
 from collector.ingest.registry import StreamLimits
 from collector.ingest.server import IngestService, StreamTimeouts
 from collector.intent.directory import IntentRegistry
+from collector.service.evaluation import DriftService, DriftSettings
 from collector.settings import CollectorSettings, split_hostport
 from collector.store.base import FullStore
 from collector.store.url import parse_store_url

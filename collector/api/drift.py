@@ -18,15 +18,16 @@ from aiohttp import web
 
 from collector.api import body as bodies
 from collector.api.params import int_param
-from collector.baseline.model import Baseline, BaselineError, compare_config
-from collector.drift.diff import ChangeKind, FactChange, diff_facts
-from collector.drift.model import SEVERITY_ORDER, Reference, Replica, Status
-from collector.drift.peers import config_facts, differing_keys, groups, majority_group
+from collector.baseline.model import compare_config
+from collector.domain.baseline import Baseline, BaselineError
+from collector.domain.diff import ChangeKind, FactChange, diff_facts
+from collector.domain.identity import split_workload, workload_id
+from collector.domain.model import SEVERITY_ORDER, Reference, Replica, Status
+from collector.domain.records import FindingQuery, IntentRecord, PodKey, SnapshotRecord
+from collector.domain.replicas import config_facts, differing_keys, groups, majority_group
 from collector.errors import BadRequestError, ConflictError, IntentError, NotFoundError
-from collector.evaluation import DriftService
-from collector.intent.binding import split_workload
 from collector.intent.model import POLICY_KIND, Intent, parse_documents
-from collector.store.base import FindingQuery, IntentRecord, PodKey, SnapshotRecord
+from collector.service.evaluation import DriftService
 from skewwatch.core.facts import CATEGORIES, SourceState
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ async def resolve_workload(svc: DriftService, text: str, where: str) -> str:
 
 
 async def workload_ids(svc: DriftService) -> set[str]:
-    return {b.workload or f"{b.key.namespace}/Pod/{b.key.pod}" for b in await svc.store.pod_briefs()}
+    return {workload_id(b.key.namespace, b.key.pod, b.workload) for b in await svc.store.pod_briefs()}
 
 
 def _workload_param(request: web.Request) -> str:
@@ -92,7 +93,7 @@ async def list_workloads(request: web.Request) -> web.Response:
     now = svc.clock()
     by_workload: dict[str, list[Any]] = {}
     for b in await svc.store.pod_briefs():
-        by_workload.setdefault(b.workload or f"{b.key.namespace}/Pod/{b.key.pod}", []).append(b)
+        by_workload.setdefault(workload_id(b.key.namespace, b.key.pod, b.workload), []).append(b)
     counts = await svc.store.open_finding_counts(now)
     baselines = {bl.workload: bl for bl in await svc.store.list_baselines()}
     out = []
@@ -380,7 +381,7 @@ async def diff(request: web.Request) -> web.Response:
             if snap is None:
                 raise NotFoundError(f"snapshot {i} does not exist")
             rec = await svc.store.get_pod(snap.key)
-            owner = (rec.identity.workload or f"{snap.key.namespace}/Pod/{snap.key.pod}") if rec else ""
+            owner = workload_id(snap.key.namespace, snap.key.pod, rec.identity.workload) if rec else ""
             if owner != workload and snap.key.pod not in pods:
                 raise BadRequestError(f"snapshot {i} belongs to {snap.key}, not to a pod of {workload}")
             snaps.append(snap)

@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from collector.drift.diff import diff_facts
-from collector.store.base import ObservationsRecord, PodEvent, PodRecord, SnapshotRecord
+from collector.domain.diff import diff_facts
+from collector.domain.records import ObservationsRecord, PodEvent, PodRecord, SnapshotRecord
 from skewwatch.core.facts import Provenance, SourceState, SourceStatus
 
 JSON = dict[str, Any]

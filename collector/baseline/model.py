@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from collector.drift.diff import ChangeKind, diff_facts
-from collector.drift.model import OBSERVATION_PREFIX, Drift, Reference, Replica
-from collector.drift.peers import config_facts, majority_group
-from skewwatch.core.facts import FactValue, Observation, Provenance, SourceState
+from collector.domain.baseline import Baseline, BaselineError
+from collector.domain.diff import ChangeKind, diff_facts
+from collector.domain.model import OBSERVATION_PREFIX, Drift, Reference, Replica
+from collector.domain.replicas import config_facts, majority_group
+from skewwatch.core.facts import Observation, SourceState
 
 
 class Worse(StrEnum):
@@ -73,45 +74,6 @@ LOAD_METRICS: dict[str, tuple[float, float]] = {
     "requests_running": (0.30, 2.0),
 }
 BASELINE_WINDOWS = 20  # observation windows per replica the performance baseline is the median of
-
-
-@dataclass(frozen=True)
-class Baseline:
-    workload: str
-    recorded_at: float
-    origin: str  # manual | auto
-    fingerprint: str
-    facts: Mapping[str, FactValue]
-    provenance: Mapping[str, Provenance]
-    sources: Mapping[str, str]  # source -> state at recording
-    performance: Mapping[str, float]
-    load: Mapping[str, float]
-    pods: tuple[str, ...]
-    samples: int
-    id: int = 0
-    note: str = ""
-
-    def as_dict(self, *, facts: bool = True) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "id": self.id,
-            "workload": self.workload,
-            "recorded_at": self.recorded_at,
-            "origin": self.origin,
-            "fingerprint": self.fingerprint,
-            "pods": list(self.pods),
-            "performance": dict(self.performance),
-            "load": dict(self.load),
-            "samples": self.samples,
-            "note": self.note,
-        }
-        if facts:
-            out["facts"] = {k: self.facts[k] for k in sorted(self.facts)}
-            out["provenance"] = {k: self.provenance[k].as_dict() for k in sorted(self.provenance)}
-        return out
-
-
-class BaselineError(ValueError):
-    """A baseline cannot be recorded (no replica with a snapshot); the message says why."""
 
 
 def _enough(m: Metric, windows: Sequence[Mapping[str, Observation]]) -> bool:

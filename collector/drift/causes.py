@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from collector.drift.model import OBSERVATION_PREFIX, SEVERITY_ORDER, Drift, Reference, Replica
+from collector.domain.model import OBSERVATION_PREFIX, SEVERITY_ORDER, Drift, Reference, Replica
 from skewwatch.core.facts import Provenance
 
 # Which reference's expectation a finding states first: what was declared, then what was

@@ -20,9 +20,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from collector.baseline.model import Baseline, compare_config, compare_performance
-from collector.drift.causes import finding_of, group, links_of
-from collector.drift.model import (
+from collector.baseline.model import compare_config, compare_performance
+from collector.domain.baseline import Baseline
+from collector.domain.model import (
     ChangeKind,
     Drift,
     FindingChange,
@@ -30,11 +30,12 @@ from collector.drift.model import (
     Replica,
     Status,
 )
-from collector.drift.peers import compare_peers
+from collector.drift.causes import finding_of, group, links_of
 from collector.drift.playbook import play_for, severity_for
 from collector.intent.binding import Bound, bind
 from collector.intent.evaluate import Check, evaluate_intents
 from collector.intent.model import Intent, Tolerance
+from collector.peers.compare import compare_peers
 from skewwatch.core.fingerprint import canonical
 
 

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from collector.domain.records import EngineState, HeartbeatResult, PodIdentity
 from collector.errors import IngestError
 from collector.ingest.registry import Claim, StreamRegistry
-from collector.store.base import EngineState, HeartbeatResult, PodIdentity, Store
+from collector.store.base import Store
 from proto.skewwatch.v1 import skewwatch_pb2 as pb
 from skewwatch.wire import WireError, observations_from_proto, seconds, snapshot_from_proto
 

@@ -19,7 +19,8 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from collector.drift.model import Replica
+from collector.domain.identity import split_workload
+from collector.domain.model import Replica
 from collector.intent.mapping import conforms
 from collector.intent.model import MODELSPEC_ANNOTATION, Intent, ModelSpec, SkewPolicy
 
@@ -36,16 +37,6 @@ class Bound:
     @property
     def intents(self) -> tuple[Intent, ...]:
         return (*self.policies, *self.model_specs)
-
-
-def split_workload(workload: str) -> tuple[str, str, str]:
-    """``namespace/kind/name`` → parts; ``namespace/name`` has kind ''."""
-    parts = workload.split("/")
-    if len(parts) >= 3:
-        return parts[0], parts[1], "/".join(parts[2:])
-    if len(parts) == 2:
-        return parts[0], "", parts[1]
-    return "", "", workload
 
 
 def labels_of(replicas: Sequence[Replica]) -> dict[str, str]:

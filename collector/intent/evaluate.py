@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from dataclasses import field as dc_field
 from typing import Any
 
-from collector.drift.model import OBSERVATION_PREFIX, Drift, Reference, Replica
+from collector.domain.model import OBSERVATION_PREFIX, Drift, Reference, Replica
 from collector.intent.binding import Bound
 from collector.intent.mapping import (
     MODELSPEC_ROWS,

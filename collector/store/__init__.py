@@ -1,6 +1,6 @@
 """Where the collector keeps pods, snapshots and observations: a Protocol and its backends."""
 
-from collector.store.base import (
+from collector.domain.records import (
     HeartbeatResult,
     ObservationsRecord,
     PodIdentity,
@@ -8,8 +8,8 @@ from collector.store.base import (
     PodRecord,
     SnapshotRecord,
     SnapshotWrite,
-    Store,
 )
+from collector.store.base import Store
 from collector.store.url import parse_store_url
 
 __all__ = [

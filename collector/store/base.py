@@ -1,4 +1,4 @@
-"""The store interface the collector talks to, and the records it reads back.
+"""The store interface the collector talks to (its records are ``collector.domain.records``).
 
 Every backend (SQLite now, PostgreSQL later) implements ``Store``. Methods are async because the
 collector is asyncio; a backend runs its blocking work off the event loop. Each write method is
@@ -9,138 +9,27 @@ when it raises ``StoreError``, nothing stored was changed.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, Protocol
 
-from collector.baseline.model import Baseline
-from collector.drift.model import FindingChange, FindingRecord
+from collector.domain.baseline import Baseline
+from collector.domain.model import FindingChange, FindingRecord
+from collector.domain.records import (
+    EngineState,
+    FindingEvent,
+    FindingQuery,
+    HeartbeatResult,
+    IntentRecord,
+    ObservationsRecord,
+    PodBrief,
+    PodEvent,
+    PodIdentity,
+    PodKey,
+    PodRecord,
+    ReplicaRecord,
+    SnapshotRecord,
+    SnapshotWrite,
+)
 from skewwatch.core.facts import FactValue, Fingerprint, Observation, Provenance, SourceStatus
-
-
-@dataclass(frozen=True, order=True)
-class PodKey:
-    namespace: str
-    pod: str
-
-    def __str__(self) -> str:
-        return f"{self.namespace}/{self.pod}"
-
-
-@dataclass(frozen=True)
-class PodIdentity:
-    """Who a stream speaks for, from its Hello."""
-
-    namespace: str
-    pod: str
-    node: str = ""
-    workload: str = ""
-    workload_source: str = ""
-    agent_id: str = ""
-    agent_version: str = ""
-
-    @property
-    def key(self) -> PodKey:
-        return PodKey(self.namespace, self.pod)
-
-
-@dataclass(frozen=True)
-class CurrentState:
-    """A pod's latest snapshot as last received (always updated, even when unchanged)."""
-
-    sequence: int
-    collected_at: float
-    received_at: float
-    facts: Mapping[str, FactValue]
-    provenance: Mapping[str, Provenance]
-    sources: Mapping[str, SourceStatus]
-    fingerprint: Fingerprint
-
-
-@dataclass(frozen=True)
-class EngineState:
-    """What the agent's target process is doing: running | not_running | starting (since when)."""
-
-    state: str
-    since: float | None
-    message: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"state": self.state, "since": self.since, "message": self.message}
-
-
-@dataclass(frozen=True)
-class PodEvent:
-    """Something that happened to a pod's engine, not a configuration: a restart."""
-
-    id: int
-    key: PodKey
-    at: float
-    kind: str
-    detail: Mapping[str, Any]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "at": self.at, "kind": self.kind, **self.detail}
-
-
-@dataclass(frozen=True)
-class PodRecord:
-    identity: PodIdentity
-    first_seen: float
-    last_seen: float
-    last_sequence: int
-    # The history row holding this configuration; None until the first snapshot.
-    current_snapshot_id: int | None
-    current: CurrentState | None
-    engine: EngineState | None = None  # None: the agent never said (older agents)
-
-    @property
-    def key(self) -> PodKey:
-        return self.identity.key
-
-    @property
-    def fingerprint(self) -> str | None:
-        return self.current.fingerprint.overall if self.current is not None else None
-
-
-@dataclass(frozen=True)
-class SnapshotRecord:
-    """One stored history row: a configuration a pod had, from when it was first received."""
-
-    id: int
-    key: PodKey
-    sequence: int
-    agent_id: str
-    collected_at: float
-    received_at: float
-    facts: Mapping[str, FactValue]
-    provenance: Mapping[str, Provenance]
-    sources: Mapping[str, SourceStatus]
-    fingerprint: Fingerprint
-
-
-@dataclass(frozen=True)
-class ObservationsRecord:
-    key: PodKey
-    sequence: int
-    at: float
-    window_s: float
-    received_at: float
-    items: Mapping[str, Observation] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class SnapshotWrite:
-    """Outcome of storing a snapshot: which history row holds it and whether that row is new."""
-
-    snapshot_id: int
-    new_row: bool
-
-
-class HeartbeatResult(StrEnum):
-    OK = "ok"
-    UNKNOWN_POD = "unknown-pod"
-    FINGERPRINT_MISMATCH = "fingerprint-mismatch"
 
 
 class Store(Protocol):
@@ -224,63 +113,6 @@ class Store(Protocol):
     async def delete_pod(self, key: PodKey) -> bool:
         """Delete the pod and everything stored for it (history, latest and past observations);
         False when it was not known. Findings and baselines naming it are left as they are."""
-
-
-@dataclass(frozen=True)
-class ReplicaRecord:
-    """A pod of a workload with its recent observation windows (newest first), for the drift engine."""
-
-    pod: PodRecord
-    observations: list[ObservationsRecord]
-
-
-@dataclass(frozen=True)
-class PodBrief:
-    """The light columns of a pod row, for workload listings."""
-
-    key: PodKey
-    workload: str
-    last_seen: float
-    fingerprint: str | None
-
-
-@dataclass(frozen=True)
-class IntentRecord:
-    kind: str
-    name: str
-    body: str
-    updated_at: float
-
-
-@dataclass(frozen=True)
-class FindingEvent:
-    id: int
-    finding_id: int
-    at: float
-    event: str
-    actual: Any
-    pods: Any
-    message: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "at": self.at,
-            "event": self.event,
-            "actual": self.actual,
-            "pods": self.pods,
-            "message": self.message,
-        }
-
-
-@dataclass(frozen=True)
-class FindingQuery:
-    workload: str | None = None
-    status: str | None = None
-    reference: str | None = None
-    category: str | None = None
-    severity: str | None = None
-    limit: int = 100
-    before_id: int | None = None
 
 
 class DriftStore(Protocol):

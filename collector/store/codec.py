@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, cast
 
-from collector.baseline.model import Baseline
+from collector.domain.baseline import Baseline
 from collector.errors import StoreError
 from skewwatch.core.facts import FactValue, Fingerprint, Observation, Provenance, SourceState, SourceStatus
 

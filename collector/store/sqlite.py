@@ -31,11 +31,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from collector.baseline.model import Baseline
-from collector.drift.model import ChangeKind, FindingChange, FindingRecord, Status
-from collector.errors import StoreError
-from collector.store import codec
-from collector.store.base import (
+from collector.domain.baseline import Baseline
+from collector.domain.identity import split_workload
+from collector.domain.model import ChangeKind, FindingChange, FindingRecord, Status
+from collector.domain.records import (
     CurrentState,
     EngineState,
     FindingEvent,
@@ -52,6 +51,8 @@ from collector.store.base import (
     SnapshotRecord,
     SnapshotWrite,
 )
+from collector.errors import StoreError
+from collector.store import codec
 from collector.store.schema import MIGRATIONS, SCHEMA_VERSION
 from skewwatch.core.facts import FactValue, Fingerprint, Observation, Provenance, SourceStatus
 
@@ -609,8 +610,7 @@ class SqliteStore:
     # -- drift engine: replicas, findings, baselines, intents -----------------------------------
 
     async def workload_replicas(self, workload: str, since: float, windows: int) -> list[ReplicaRecord]:
-        namespace, _, rest = workload.partition("/")
-        pod_name = rest.rpartition("/")[2]
+        namespace, _, pod_name = split_workload(workload)
 
         def body(conn: sqlite3.Connection) -> list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]]:
             # Pods that reported no workload stand alone as namespace/Pod/name.

@@ -34,7 +34,7 @@ from typing import Any
 
 import grpc
 
-from collector.store.base import PodIdentity, PodKey
+from collector.domain.records import PodIdentity, PodKey
 from collector.store.codec import encode_facts, encode_fingerprint, encode_provenance, encode_sources
 from collector.store.sqlite import SqliteStore
 from proto.skewwatch.v1 import skewwatch_pb2 as pb

@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from agent.stream import INSTANCE_ID, AgentStream, Identity, LatestSnapshot
-from collector.store.base import PodKey
+from collector.domain.records import PodKey
 from proto.skewwatch.v1 import skewwatch_pb2 as pb
 from tests.collector.conftest import (
     BASE_FACTS,

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from collector.baseline.model import record
+from collector.domain.model import Reference, Replica
 from collector.drift.causes import roots_by_key
 from collector.drift.engine import WorkloadInput, evaluate
-from collector.drift.model import Reference, Replica
 from collector.intent.model import parse_documents
 from skewwatch.core.facts import Observation, Provenance, SourceState, SourceStatus
 from skewwatch.core.fingerprint import fingerprint_values

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collector.drift.diff import ChangeKind, FactChange, diff_facts
+from collector.domain.diff import ChangeKind, FactChange, diff_facts
 from skewwatch.core.facts import FactValue
 
 
@@ -63,7 +63,7 @@ def test_diff_module_imports_no_servers() -> None:
     import ast
     from pathlib import Path
 
-    import collector.drift.diff as mod
+    import collector.domain.diff as mod
 
     tree = ast.parse(Path(mod.__file__).read_text())
     imported = {

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from collector.baseline.model import compare_performance, record
+from collector.domain.model import ChangeKind, FindingRecord, Reference, Replica, Status
 from collector.drift.engine import Debounce, WorkloadInput, evaluate, reconcile
-from collector.drift.model import ChangeKind, FindingRecord, Reference, Replica, Status
 from collector.intent.mapping import MODELSPEC_ROWS, POLICY_ROWS
 from collector.intent.model import ModelSpec, SkewPolicy, parse_documents
 from skewwatch.core.facts import Observation, Provenance, SourceState, SourceStatus

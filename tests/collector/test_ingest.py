@@ -11,9 +11,9 @@ from typing import Any
 import grpc
 import pytest
 
+from collector.domain.records import PodKey, SnapshotWrite
 from collector.errors import StoreError
 from collector.main import Collector
-from collector.store.base import PodKey, SnapshotWrite
 from collector.store.sqlite import SqliteStore
 from proto.skewwatch.v1 import skewwatch_pb2 as pb
 from skewwatch.wire import snapshot_to_proto

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.drift.model import Replica
+from collector.domain.model import Replica
 from collector.errors import IntentError
 from collector.intent import modelspec_schema
 from collector.intent.binding import bind

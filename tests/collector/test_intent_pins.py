@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from collector.drift.model import Replica
+from collector.domain.model import Replica
 from collector.errors import IntentError
 from collector.intent.binding import Bound
 from collector.intent.evaluate import Check, IntentResult, evaluate_intents

@@ -15,7 +15,7 @@ import aiohttp
 import grpc
 import pytest
 
-from collector.store.base import PodIdentity, PodKey
+from collector.domain.records import PodIdentity, PodKey
 from collector.store.sqlite import SqliteStore
 from tests.collector.conftest import (
     BASE_FACTS,

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from collector.domain.records import HeartbeatResult, PodIdentity, PodKey, SnapshotWrite
 from collector.errors import StoreError, UnsupportedStoreError
 from collector.store import parse_store_url
-from collector.store.base import HeartbeatResult, PodIdentity, PodKey, SnapshotWrite
 from collector.store.schema import SCHEMA_VERSION
 from collector.store.sqlite import SqliteStore
 from skewwatch.core.facts import Snapshot

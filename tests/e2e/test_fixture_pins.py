@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from collector.drift.model import Replica
+from collector.domain.model import Replica
 from collector.intent.binding import Bound
 from collector.intent.evaluate import IntentResult, evaluate_intents
 from collector.intent.model import Intent, ModelSpec, parse_documents

@@ -26,15 +26,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from collector.baseline.model import Baseline, BaselineError
 from collector.baseline.model import record as record_baseline
+from collector.domain.baseline import Baseline, BaselineError
+from collector.domain.identity import workload_id
+from collector.domain.model import ChangeKind, Replica, Status
+from collector.domain.records import PodIdentity, ReplicaRecord
+from collector.domain.replicas import majority_group
 from collector.drift.engine import Debounce, Evaluation, WorkloadInput, evaluate, reconcile
-from collector.drift.model import ChangeKind, Replica, Status
-from collector.drift.peers import majority_group
 from collector.errors import CollectorError, StoreError
 from collector.intent.directory import IntentRegistry
 from collector.intent.model import parse_documents
-from collector.store.base import FullStore, PodIdentity, ReplicaRecord
+from collector.store.base import FullStore
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ class DriftSettings:
 
 def workload_of(identity: PodIdentity) -> str:
     """The workload id ``namespace/kind/name``; a pod without one stands alone as ``ns/Pod/name``."""
-    return identity.workload or f"{identity.namespace}/Pod/{identity.pod}"
+    return workload_id(identity.namespace, identity.pod, identity.workload)
 
 
 def to_replica(rec: ReplicaRecord) -> Replica:
@@ -105,7 +107,7 @@ class DriftService:
         await self.load_api_intents()
         self.registry.poll()
         for brief in await self.store.pod_briefs():
-            self._known.add(brief.workload or f"{brief.key.namespace}/Pod/{brief.key.pod}")
+            self._known.add(workload_id(brief.key.namespace, brief.key.pod, brief.workload))
         self._tasks = [
             _guarded(self._worker(), "drift evaluation worker"),
             _guarded(self._ticker(), "drift tick"),

@@ -1,0 +1,196 @@
+"""The collector's records: who a pod is, what it reported, and the rows read back about it.
+
+Typed views shared by the store (which writes and reads them), the service (which queries them)
+and the edges (which serialise them). Plain frozen dataclasses, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from skewwatch.core.facts import FactValue, Fingerprint, Observation, Provenance, SourceStatus
+
+
+@dataclass(frozen=True, order=True)
+class PodKey:
+    namespace: str
+    pod: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.pod}"
+
+
+@dataclass(frozen=True)
+class PodIdentity:
+    """Who a stream speaks for, from its Hello."""
+
+    namespace: str
+    pod: str
+    node: str = ""
+    workload: str = ""
+    workload_source: str = ""
+    agent_id: str = ""
+    agent_version: str = ""
+
+    @property
+    def key(self) -> PodKey:
+        return PodKey(self.namespace, self.pod)
+
+
+@dataclass(frozen=True)
+class CurrentState:
+    """A pod's latest snapshot as last received (always updated, even when unchanged)."""
+
+    sequence: int
+    collected_at: float
+    received_at: float
+    facts: Mapping[str, FactValue]
+    provenance: Mapping[str, Provenance]
+    sources: Mapping[str, SourceStatus]
+    fingerprint: Fingerprint
+
+
+@dataclass(frozen=True)
+class EngineState:
+    """What the agent's target process is doing: running | not_running | starting (since when)."""
+
+    state: str
+    since: float | None
+    message: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"state": self.state, "since": self.since, "message": self.message}
+
+
+@dataclass(frozen=True)
+class PodEvent:
+    """Something that happened to a pod's engine, not a configuration: a restart."""
+
+    id: int
+    key: PodKey
+    at: float
+    kind: str
+    detail: Mapping[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "at": self.at, "kind": self.kind, **self.detail}
+
+
+@dataclass(frozen=True)
+class PodRecord:
+    identity: PodIdentity
+    first_seen: float
+    last_seen: float
+    last_sequence: int
+    # The history row holding this configuration; None until the first snapshot.
+    current_snapshot_id: int | None
+    current: CurrentState | None
+    engine: EngineState | None = None  # None: the agent never said (older agents)
+
+    @property
+    def key(self) -> PodKey:
+        return self.identity.key
+
+    @property
+    def fingerprint(self) -> str | None:
+        return self.current.fingerprint.overall if self.current is not None else None
+
+
+@dataclass(frozen=True)
+class SnapshotRecord:
+    """One stored history row: a configuration a pod had, from when it was first received."""
+
+    id: int
+    key: PodKey
+    sequence: int
+    agent_id: str
+    collected_at: float
+    received_at: float
+    facts: Mapping[str, FactValue]
+    provenance: Mapping[str, Provenance]
+    sources: Mapping[str, SourceStatus]
+    fingerprint: Fingerprint
+
+
+@dataclass(frozen=True)
+class ObservationsRecord:
+    key: PodKey
+    sequence: int
+    at: float
+    window_s: float
+    received_at: float
+    items: Mapping[str, Observation] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SnapshotWrite:
+    """Outcome of storing a snapshot: which history row holds it and whether that row is new."""
+
+    snapshot_id: int
+    new_row: bool
+
+
+class HeartbeatResult(StrEnum):
+    OK = "ok"
+    UNKNOWN_POD = "unknown-pod"
+    FINGERPRINT_MISMATCH = "fingerprint-mismatch"
+
+
+@dataclass(frozen=True)
+class ReplicaRecord:
+    """A pod of a workload with its recent observation windows (newest first), for the drift engine."""
+
+    pod: PodRecord
+    observations: list[ObservationsRecord]
+
+
+@dataclass(frozen=True)
+class PodBrief:
+    """The light columns of a pod row, for workload listings."""
+
+    key: PodKey
+    workload: str
+    last_seen: float
+    fingerprint: str | None
+
+
+@dataclass(frozen=True)
+class IntentRecord:
+    kind: str
+    name: str
+    body: str
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class FindingEvent:
+    id: int
+    finding_id: int
+    at: float
+    event: str
+    actual: Any
+    pods: Any
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "at": self.at,
+            "event": self.event,
+            "actual": self.actual,
+            "pods": self.pods,
+            "message": self.message,
+        }
+
+
+@dataclass(frozen=True)
+class FindingQuery:
+    workload: str | None = None
+    status: str | None = None
+    reference: str | None = None
+    category: str | None = None
+    severity: str | None = None
+    limit: int = 100
+    before_id: int | None = None

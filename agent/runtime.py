@@ -13,8 +13,10 @@ from agent.snapshot import collect_snapshot
 from agent.sources.base import AgentPaths, CollectContext, ProcessInfo, Source
 from agent.sources.pod import pod_identity
 from agent.sources.registry import default_sources
-from agent.stream import AgentStream, Identity, LatestSnapshot, collect_forever
+from agent.stream import AgentStream, LatestSnapshot, collect_forever
+from skewwatch import __version__
 from skewwatch.core.facts import Snapshot
+from skewwatch.core.identity import PodIdentity
 
 log = logging.getLogger(__name__)
 
@@ -58,25 +60,20 @@ class Agent:
             )
         return step.snapshot, step.status, step.events
 
-    def identity(self, snapshot: Snapshot | None = None) -> Identity:
+    def identity(self, snapshot: Snapshot | None = None) -> PodIdentity:
         """Who this agent speaks for; the workload the pod source resolved wins when there is one.
 
         The downward API gives namespace and pod at start; only a collection knows the workload the
         Kubernetes API names (Deployment via its ReplicaSet, LeaderWorkerSet, KServe…).
         """
-        namespace, pod, node, workload, workload_source = pod_identity(self.environ, self.paths.podinfo)
+        identity = pod_identity(self.environ, self.paths.podinfo).spoken_by(
+            self.settings.agent_id or "", __version__
+        )
         resolved = snapshot.facts.get("orchestration.workload") if snapshot is not None else None
         if resolved is not None and isinstance(resolved.value, str) and resolved.value:
-            workload = resolved.value
-            workload_source = "k8s" if resolved.provenance.method == "k8s" else workload_source
-        return Identity(
-            agent_id=self.settings.agent_id or f"{namespace}/{pod}",
-            namespace=namespace,
-            pod=pod,
-            node=node,
-            workload=workload,
-            workload_source=workload_source,
-        )
+            source = "k8s" if resolved.provenance.method == "k8s" else identity.workload_source
+            identity = identity.with_workload(resolved.value, source)
+        return identity
 
     async def run(self) -> None:
         """Collect forever and stream to the collector; returns only when cancelled."""

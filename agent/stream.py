@@ -24,16 +24,16 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 
 import grpc
 
 from agent.lifecycle import EngineState, EngineStatus, Event
 from proto.skewwatch.v1 import skewwatch_pb2 as pb
 from proto.skewwatch.v1 import skewwatch_pb2_grpc as pb_grpc
-from skewwatch import PROTOCOL_VERSION, __version__
+from skewwatch import PROTOCOL_VERSION
 from skewwatch.core.facts import Snapshot
-from skewwatch.wire import observations_to_proto, snapshot_to_proto, timestamp
+from skewwatch.core.identity import PodIdentity
+from skewwatch.wire import hello_to_proto, observations_to_proto, snapshot_to_proto, timestamp
 
 log = logging.getLogger(__name__)
 
@@ -45,16 +45,6 @@ _DIGITS = re.compile(r"\d+")
 _REJECTED = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED})
 # This process's id in every Hello: the collector tells two agents claiming one pod apart by it.
 INSTANCE_ID = uuid.uuid4().hex
-
-
-@dataclass(frozen=True)
-class Identity:
-    agent_id: str
-    namespace: str
-    pod: str
-    node: str
-    workload: str
-    workload_source: str
 
 
 class IdentityChanged(Exception):
@@ -125,7 +115,7 @@ class AgentStream:
     def __init__(
         self,
         target: str,
-        identity: Callable[[Snapshot | None], Identity],
+        identity: Callable[[Snapshot | None], PodIdentity],
         latest: LatestSnapshot,
         interval_s: float,
     ) -> None:
@@ -149,22 +139,8 @@ class AgentStream:
         return self.sequence
 
     def _hello(self) -> pb.AgentMessage:
-        i = self.identity
         return pb.AgentMessage(
-            sequence=self._next(),
-            hello=pb.Hello(
-                agent_id=i.agent_id,
-                pod=pb.PodIdentity(
-                    namespace=i.namespace,
-                    pod=i.pod,
-                    node=i.node,
-                    workload=i.workload,
-                    workload_source=i.workload_source,
-                ),
-                agent_version=__version__,
-                protocol_version=PROTOCOL_VERSION,
-                instance_id=INSTANCE_ID,
-            ),
+            sequence=self._next(), hello=hello_to_proto(self.identity, PROTOCOL_VERSION, INSTANCE_ID)
         )
 
     async def run_forever(self) -> None:

@@ -32,6 +32,7 @@ from skewwatch.core.facts import (
     validate_value,
 )
 from skewwatch.core.fingerprint import fingerprint_facts
+from skewwatch.core.identity import PodIdentity
 
 MAX_FACTS = 20_000
 MAX_SOURCES = 64
@@ -231,3 +232,46 @@ def observations_from_proto(msg: pb.Observations) -> list[Observation]:
             raise WireError(f"observations.items[{i}].value: {o.value!r} is not finite")
         out.append(Observation(o.name, o.value, _text(o.unit, f"observations.items[{i}].unit")))
     return out
+
+
+def hello_to_proto(identity: PodIdentity, protocol_version: int, instance_id: str) -> pb.Hello:
+    """The Hello an agent opens its stream with: who it speaks for."""
+    return pb.Hello(
+        agent_id=identity.agent_id,
+        pod=pb.PodIdentity(
+            namespace=identity.namespace,
+            pod=identity.pod,
+            node=identity.node,
+            workload=identity.workload,
+            workload_source=identity.workload_source,
+        ),
+        agent_version=identity.agent_version,
+        protocol_version=protocol_version,
+        instance_id=instance_id,
+    )
+
+
+def identity_from_hello(hello: pb.Hello) -> PodIdentity:
+    """The identity a Hello claims, as sent (the collector validates it)."""
+    p = hello.pod
+    return PodIdentity(
+        namespace=p.namespace,
+        pod=p.pod,
+        node=p.node,
+        workload=p.workload,
+        workload_source=p.workload_source,
+        agent_id=hello.agent_id,
+        agent_version=hello.agent_version,
+    )
+
+
+# Where each identity field travels in a Hello, for errors that name it.
+IDENTITY_FIELDS = {
+    "namespace": "hello.pod.namespace",
+    "pod": "hello.pod.pod",
+    "node": "hello.pod.node",
+    "workload": "hello.pod.workload",
+    "workload_source": "hello.pod.workload_source",
+    "agent_id": "hello.agent_id",
+    "agent_version": "hello.agent_version",
+}

@@ -29,7 +29,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 from agent.engines import redact_with
 from agent.k8s import ClusterView, KubeClient, KubeError, KubeUnavailable, load_config, read_cluster
@@ -37,6 +36,7 @@ from agent.redact import Redactor
 from agent.sources.base import CollectContext, FactBuilder, SourceResult
 from skewwatch.core.errors import FactError
 from skewwatch.core.facts import MAX_STRING_LENGTH
+from skewwatch.core.identity import PodIdentity
 
 MAX_PODINFO_FILE_BYTES = 1024 * 1024  # Kubernetes caps all annotations of an object at 256 KiB
 DEFAULT_NAMESPACE = "default"
@@ -73,14 +73,6 @@ _WORKLOAD_LABELS: tuple[tuple[str, str], ...] = (
 )
 # A copy of the whole applied object (env values included): noise, and possibly secrets in clear.
 _SKIPPED_ANNOTATIONS = frozenset({"kubectl.kubernetes.io/last-applied-configuration"})
-
-
-class PodIdentity(NamedTuple):
-    namespace: str
-    pod: str
-    node: str  # "" when unknown
-    workload: str  # namespace/kind/name
-    workload_source: str  # env | labels | pod-name | hostname
 
 
 # --- pure parsers -----------------------------------------------------------------------------
@@ -307,7 +299,7 @@ def read_pod(environ: Mapping[str, str], podinfo: Path) -> PodFacts:
 
 
 def pod_identity(environ: Mapping[str, str], podinfo_dir: Path) -> PodIdentity:
-    """(namespace, pod, node, workload, workload_source) for the agent's Hello."""
+    """Who this pod is, for the agent's Hello (agent id and version are the stream's to add)."""
     info = read_pod(environ, podinfo_dir)
     return PodIdentity(
         namespace=info.namespace.value,

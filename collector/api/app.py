@@ -20,12 +20,12 @@ from collector.api import body, openapi, views
 from collector.api import drift as drift_routes
 from collector.api.drift import IntentBadRequest
 from collector.api.params import int_param
-from collector.domain.records import PodKey
 from collector.errors import ApiError, BadRequestError, ConflictError, NotFoundError, StoreError
 from collector.ingest.registry import StreamRegistry
 from collector.service.evaluation import DriftService, DriftSettings
 from collector.store.base import Store
 from skewwatch import __version__
+from skewwatch.core.identity import PodKey
 
 log = logging.getLogger(__name__)
 

@@ -23,12 +23,13 @@ from collector.domain.baseline import Baseline, BaselineError
 from collector.domain.diff import ChangeKind, FactChange, diff_facts
 from collector.domain.identity import split_workload, workload_id
 from collector.domain.model import SEVERITY_ORDER, Reference, Replica, Status
-from collector.domain.records import FindingQuery, IntentRecord, PodKey, SnapshotRecord
+from collector.domain.records import FindingQuery, IntentRecord, SnapshotRecord
 from collector.domain.replicas import config_facts, differing_keys, groups, majority_group
 from collector.errors import BadRequestError, ConflictError, IntentError, NotFoundError
 from collector.intent.model import POLICY_KIND, Intent, parse_documents
 from collector.service.evaluation import DriftService
 from skewwatch.core.facts import CATEGORIES, SourceState
+from skewwatch.core.identity import PodKey
 
 log = logging.getLogger(__name__)
 DRIFT: web.AppKey[DriftService] = web.AppKey("drift", DriftService)

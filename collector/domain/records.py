@@ -12,32 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from skewwatch.core.facts import FactValue, Fingerprint, Observation, Provenance, SourceStatus
-
-
-@dataclass(frozen=True, order=True)
-class PodKey:
-    namespace: str
-    pod: str
-
-    def __str__(self) -> str:
-        return f"{self.namespace}/{self.pod}"
-
-
-@dataclass(frozen=True)
-class PodIdentity:
-    """Who a stream speaks for, from its Hello."""
-
-    namespace: str
-    pod: str
-    node: str = ""
-    workload: str = ""
-    workload_source: str = ""
-    agent_id: str = ""
-    agent_version: str = ""
-
-    @property
-    def key(self) -> PodKey:
-        return PodKey(self.namespace, self.pod)
+from skewwatch.core.identity import PodIdentity, PodKey
 
 
 @dataclass(frozen=True)

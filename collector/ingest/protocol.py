@@ -20,12 +20,20 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from collector.domain.records import EngineState, HeartbeatResult, PodIdentity
+from collector.domain.records import EngineState, HeartbeatResult
 from collector.errors import IngestError
 from collector.ingest.registry import Claim, StreamRegistry
 from collector.store.base import Store
 from proto.skewwatch.v1 import skewwatch_pb2 as pb
-from skewwatch.wire import WireError, observations_from_proto, seconds, snapshot_from_proto
+from skewwatch.core.identity import PodIdentity
+from skewwatch.wire import (
+    IDENTITY_FIELDS,
+    WireError,
+    identity_from_hello,
+    observations_from_proto,
+    seconds,
+    snapshot_from_proto,
+)
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +99,7 @@ def _text(value: str, where: str, *, required: bool = False) -> str:
     return value
 
 
-def identity_from_hello(hello: pb.Hello) -> PodIdentity:
+def identity_of(hello: pb.Hello) -> PodIdentity:
     """Validate a Hello and return the pod identity it claims."""
     version = hello.protocol_version
     if version not in SUPPORTED_PROTOCOL_VERSIONS:
@@ -99,22 +107,17 @@ def identity_from_hello(hello: pb.Hello) -> PodIdentity:
             f"hello.protocol_version: {version} is not supported (this collector speaks "
             f"{', '.join(str(v) for v in sorted(SUPPORTED_PROTOCOL_VERSIONS))})"
         )
-    p = hello.pod
-    for field_name, value in (("namespace", p.namespace), ("pod", p.pod)):
+    identity = identity_from_hello(hello)
+    for name in ("namespace", "pod"):
+        value = getattr(identity, name)
         if not _NAME_RE.match(value):
             raise IngestError(
-                f"hello.pod.{field_name}: {value[:64]!r} must be 1-253 letters, digits, '.', '_' or '-', "
+                f"{IDENTITY_FIELDS[name]}: {value[:64]!r} must be 1-253 letters, digits, '.', '_' or '-', "
                 "starting with a letter or digit"
             )
-    return PodIdentity(
-        namespace=p.namespace,
-        pod=p.pod,
-        node=_text(p.node, "hello.pod.node"),
-        workload=_text(p.workload, "hello.pod.workload"),
-        workload_source=_text(p.workload_source, "hello.pod.workload_source"),
-        agent_id=_text(hello.agent_id, "hello.agent_id"),
-        agent_version=_text(hello.agent_version, "hello.agent_version"),
-    )
+    for name in ("node", "workload", "workload_source", "agent_id", "agent_version"):
+        _text(getattr(identity, name), IDENTITY_FIELDS[name])
+    return identity
 
 
 # Called after a snapshot, heartbeat or observations message is committed, with the pod and the
@@ -229,7 +232,7 @@ class Session:
         if self.identity is None:
             if body != "hello":
                 raise IngestError(f"agent_message.body: the first message must be hello, got {body}")
-            identity = identity_from_hello(msg.hello)
+            identity = identity_of(msg.hello)
             instance_id = _text(msg.hello.instance_id, "hello.instance_id")
             claim = None
             if self.registry is not None:

@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
-from collector.domain.records import PodIdentity, PodKey
 from collector.errors import CollectorError
+from skewwatch.core.identity import PodIdentity, PodKey
 
 log = logging.getLogger(__name__)
 

@@ -30,13 +30,14 @@ from collector.baseline.model import record as record_baseline
 from collector.domain.baseline import Baseline, BaselineError
 from collector.domain.identity import workload_id
 from collector.domain.model import ChangeKind, Replica, Status
-from collector.domain.records import PodIdentity, ReplicaRecord
+from collector.domain.records import ReplicaRecord
 from collector.domain.replicas import majority_group
 from collector.drift.engine import Debounce, Evaluation, WorkloadInput, evaluate, reconcile
 from collector.errors import CollectorError, StoreError
 from collector.intent.directory import IntentRegistry
 from collector.intent.model import parse_documents
 from collector.store.base import FullStore
+from skewwatch.core.identity import PodIdentity
 
 log = logging.getLogger(__name__)
 

@@ -3,14 +3,13 @@
 from collector.domain.records import (
     HeartbeatResult,
     ObservationsRecord,
-    PodIdentity,
-    PodKey,
     PodRecord,
     SnapshotRecord,
     SnapshotWrite,
 )
 from collector.store.base import Store
 from collector.store.url import parse_store_url
+from skewwatch.core.identity import PodIdentity, PodKey
 
 __all__ = [
     "HeartbeatResult",

@@ -22,14 +22,13 @@ from collector.domain.records import (
     ObservationsRecord,
     PodBrief,
     PodEvent,
-    PodIdentity,
-    PodKey,
     PodRecord,
     ReplicaRecord,
     SnapshotRecord,
     SnapshotWrite,
 )
 from skewwatch.core.facts import FactValue, Fingerprint, Observation, Provenance, SourceStatus
+from skewwatch.core.identity import PodIdentity, PodKey
 
 
 class Store(Protocol):

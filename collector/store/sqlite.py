@@ -44,8 +44,6 @@ from collector.domain.records import (
     ObservationsRecord,
     PodBrief,
     PodEvent,
-    PodIdentity,
-    PodKey,
     PodRecord,
     ReplicaRecord,
     SnapshotRecord,
@@ -55,6 +53,7 @@ from collector.errors import StoreError
 from collector.store import codec
 from collector.store.schema import MIGRATIONS, SCHEMA_VERSION
 from skewwatch.core.facts import FactValue, Fingerprint, Observation, Provenance, SourceStatus
+from skewwatch.core.identity import PodIdentity, PodKey
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -33,10 +33,11 @@ from agent.sources.base import AgentPaths, CollectContext, ProcessInfo, Source, 
 from agent.sources.model_files import ModelFilesSource, parse_model_config
 from agent.sources.process import ProcessSource
 from agent.sources.runtime_metrics import RuntimeMetricsSource, interpret_families, typed_label_value
-from agent.stream import AgentStream, Backoff, Identity, LatestSnapshot
+from agent.stream import AgentStream, Backoff, LatestSnapshot
 from collector.settings import CollectorSettings
 from proto.skewwatch.v1 import skewwatch_pb2 as pb
 from skewwatch.core.facts import Fact, Provenance, SourceState, SourceStatus
+from skewwatch.core.identity import PodIdentity
 from skewwatch.wire import MAX_TEXT, snapshot_from_proto, snapshot_to_proto
 from tests.agent.helpers_process import fake_process
 
@@ -438,7 +439,7 @@ class _FakeCall:
 async def test_the_hellos_ack_alone_does_not_reset_the_backoff() -> None:
     import asyncio
 
-    identity = Identity("a", "ns", "pod", "node", "w", "env")
+    identity = PodIdentity("ns", "pod", "node", "w", "env", agent_id="a")
     stream = AgentStream("127.0.0.1:1", lambda _: identity, LatestSnapshot(), 1.0)
     for _ in range(4):
         stream.rejected_backoff.next_delay()
@@ -463,7 +464,7 @@ def test_rejected_backoff_grows_to_a_minute_with_a_floor() -> None:
 
 def test_the_same_refusal_with_other_sizes_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     """A snapshot refused as too big varies in size per attempt; the warning must not repeat."""
-    identity = Identity("a", "ns", "pod", "node", "w", "env")
+    identity = PodIdentity("ns", "pod", "node", "w", "env", agent_id="a")
     stream = AgentStream("127.0.0.1:1", lambda _: identity, LatestSnapshot(), 1.0)
     with caplog.at_level("DEBUG", logger="agent.stream"):
         for size in (1931, 1940, 2077):

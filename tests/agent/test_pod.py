@@ -10,7 +10,6 @@ from agent.redact import REDACTED_PREFIX
 from agent.settings import AgentSettings
 from agent.sources.base import AgentPaths, CollectContext, SourceResult
 from agent.sources.pod import (
-    PodIdentity,
     PodSource,
     derive_workload,
     go_unquote,
@@ -18,6 +17,8 @@ from agent.sources.pod import (
     pod_identity,
 )
 from skewwatch.core.facts import SourceState
+from skewwatch.core.identity import PodIdentity
+from skewwatch.wire import hello_to_proto, identity_from_hello
 
 HF = "hf_AnnotationHubToken0123456789abcd"
 DOWNWARD_ENV = {
@@ -184,15 +185,11 @@ async def test_malformed_labels_file_reports_the_line_and_keeps_the_rest(tmp_pat
     assert values(result)["orchestration.labels.good"] == "yes"
 
 
-def test_pod_identity_is_a_tuple_for_the_hello(tmp_path: Path) -> None:
+def test_pod_identity_is_the_one_identity_type_for_the_hello(tmp_path: Path) -> None:
     identity = pod_identity(DOWNWARD_ENV, tmp_path)
-    assert isinstance(identity, PodIdentity)
-    namespace, pod, node, workload, source = identity
-    assert (namespace, pod, node, workload, source) == (
-        "llm",
-        "vllm-7d9f8b6c5-x2x9z",
-        "gpu-node-1",
-        "llm/Deployment/vllm",
-        "pod-name",
+    assert identity == PodIdentity(
+        "llm", "vllm-7d9f8b6c5-x2x9z", "gpu-node-1", "llm/Deployment/vllm", "pod-name"
     )
+    hello = hello_to_proto(identity.spoken_by("", "1.2.3"), 1, "i-1")
+    assert identity_from_hello(hello) == identity.spoken_by("llm/vllm-7d9f8b6c5-x2x9z", "1.2.3")
     assert pod_identity({"POD_NAME": "x-0", "POD_NAMESPACE": "a"}, tmp_path).node == ""

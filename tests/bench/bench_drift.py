@@ -34,7 +34,6 @@ from typing import Any
 
 import grpc
 
-from collector.domain.records import PodIdentity, PodKey
 from collector.store.codec import encode_facts, encode_fingerprint, encode_provenance, encode_sources
 from collector.store.sqlite import SqliteStore
 from proto.skewwatch.v1 import skewwatch_pb2 as pb
@@ -42,6 +41,7 @@ from proto.skewwatch.v1 import skewwatch_pb2_grpc as pb_grpc
 from skewwatch import PROTOCOL_VERSION, __version__
 from skewwatch.core.facts import Snapshot, SourceState, SourceStatus, make_fact
 from skewwatch.core.fingerprint import fingerprint_facts
+from skewwatch.core.identity import PodIdentity, PodKey
 from skewwatch.wire import snapshot_to_proto
 from tests.bench.common import Figure
 from tests.conftest import free_port

@@ -13,9 +13,9 @@ import aiohttp
 import grpc
 import pytest
 
-from agent.stream import INSTANCE_ID, AgentStream, Identity, LatestSnapshot
-from collector.domain.records import PodKey
+from agent.stream import INSTANCE_ID, AgentStream, LatestSnapshot
 from proto.skewwatch.v1 import skewwatch_pb2 as pb
+from skewwatch.core.identity import PodIdentity, PodKey
 from tests.collector.conftest import (
     BASE_FACTS,
     Running,
@@ -198,7 +198,7 @@ async def test_instance_id_is_validated(running: Running) -> None:
 
 
 def test_the_agent_says_hello_with_one_random_instance_id_per_process() -> None:
-    ident = Identity("ml/llm-0", "ml", "llm-0", "node", "ml/Deployment/llm", "env")
+    ident = PodIdentity("ml", "llm-0", "node", "ml/Deployment/llm", "env", agent_id="ml/llm-0")
     stream = AgentStream("127.0.0.1:1", lambda _s: ident, LatestSnapshot(), 1.0)
     first, again = stream._hello(), stream._hello()
     assert first.hello.instance_id == again.hello.instance_id == INSTANCE_ID

@@ -11,11 +11,12 @@ from typing import Any
 import grpc
 import pytest
 
-from collector.domain.records import PodKey, SnapshotWrite
+from collector.domain.records import SnapshotWrite
 from collector.errors import StoreError
 from collector.main import Collector
 from collector.store.sqlite import SqliteStore
 from proto.skewwatch.v1 import skewwatch_pb2 as pb
+from skewwatch.core.identity import PodKey
 from skewwatch.wire import snapshot_to_proto
 from tests.collector.conftest import (
     BASE_FACTS,

@@ -18,12 +18,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from collector.domain.records import PodKey
 from collector.errors import IngestError
 from collector.ingest.protocol import Session
 from collector.ingest.registry import StreamRegistry
 from collector.store.sqlite import SqliteStore
 from proto.skewwatch.v1 import skewwatch_pb2 as pb
+from skewwatch.core.identity import PodKey
 from skewwatch.wire import snapshot_to_proto
 from tests.collector.conftest import BASE_FACTS, hello_msg, make_snapshot, snapshot_msg
 

@@ -15,8 +15,8 @@ import aiohttp
 import grpc
 import pytest
 
-from collector.domain.records import PodIdentity, PodKey
 from collector.store.sqlite import SqliteStore
+from skewwatch.core.identity import PodIdentity, PodKey
 from tests.collector.conftest import (
     BASE_FACTS,
     AgentStream,

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from collector.domain.records import HeartbeatResult, PodIdentity, PodKey, SnapshotWrite
+from collector.domain.records import HeartbeatResult, SnapshotWrite
 from collector.errors import StoreError, UnsupportedStoreError
 from collector.store import parse_store_url
 from collector.store.schema import SCHEMA_VERSION
 from collector.store.sqlite import SqliteStore
 from skewwatch.core.facts import Snapshot
+from skewwatch.core.identity import PodIdentity, PodKey
 from tests.collector.conftest import BASE_FACTS, make_snapshot
 
 POD = PodIdentity("ml", "llm-0", "gpu-node-1", "ml/Deployment/llm", "env", "ml/llm-0", "0.1.0")

@@ -18,7 +18,6 @@ Pure: no I/O, no clock (``now`` is an argument). Two pieces sit between collecti
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
@@ -76,10 +75,6 @@ class Carry:
         if not carried:
             return result
         return replace(result, facts=[*result.facts, *carried])
-
-    def forget(self, names: Sequence[str]) -> None:
-        for n in names:
-            self._last.pop(n, None)
 
 
 @dataclass
@@ -166,9 +161,3 @@ def _ready(snapshot: Snapshot, name: str) -> bool:
     if status.state is not SourceState.ERROR:
         return False
     return any(f.provenance.source == name and not f.provenance.carried for f in snapshot.facts.values())
-
-
-def process_of(results: Mapping[str, SourceResult]) -> ProcessInfo | None:
-    """The process the process source found this cycle (None when it found none)."""
-    r = results.get("process")
-    return r.process if r is not None else None

@@ -25,7 +25,7 @@ from agent.engines.links import link_inputs
 from agent.lifecycle import Carry
 from agent.redact import redact_collected
 from agent.sources.base import CollectContext, Source, SourceResult
-from skewwatch.core.facts import Fact, Observation, Snapshot, SourceState, SourceStatus
+from skewwatch.core.facts import Fact, Observation, Snapshot, SourceStatus
 from skewwatch.core.fingerprint import fingerprint_facts
 
 log = logging.getLogger(__name__)
@@ -116,10 +116,3 @@ async def collect_snapshot(
         collected_at=collected_at,
         observations=observations,
     )
-
-
-def source_state_counts(snapshot: Snapshot) -> dict[SourceState, int]:
-    counts: dict[SourceState, int] = {}
-    for status in snapshot.sources.values():
-        counts[status.state] = counts.get(status.state, 0) + 1
-    return counts

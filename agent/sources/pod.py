@@ -361,11 +361,6 @@ class PodSource:
         return view, message
 
 
-def collect_pod(ctx: CollectContext) -> SourceResult:
-    """The downward-API part alone (no Kubernetes API): for callers without an event loop."""
-    return build_pod_result(ctx, read_pod(ctx.environ, ctx.paths.podinfo), None, "Kubernetes API not asked")
-
-
 def build_pod_result(
     ctx: CollectContext, info: PodFacts, view: ClusterView | None, api_message: str
 ) -> SourceResult:

@@ -16,6 +16,7 @@ overrides win). ``reconcile`` turns drifts into a lifecycle against the previous
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -118,10 +119,22 @@ def _severity(d: Drift, overrides: dict[str, str]) -> str:
 
 
 def _same(a: Any, b: Any) -> bool:
-    try:
-        return canonical(a) == canonical(b)
-    except Exception:
-        return False
+    """Equal as the store keeps them: a tuple is the list it is stored as, and a value the
+    fingerprint cannot take (a non-finite float) is compared by its text, never called different
+    because it could not be compared."""
+    return _comparable(a) == _comparable(b)
+
+
+def _comparable(value: Any) -> str:
+    if isinstance(value, tuple):
+        value = list(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"f:{value!r}"
+    if isinstance(value, list):
+        return "l[" + ",".join(_comparable(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "m{" + ",".join(f"{k!r}:{_comparable(v)}" for k, v in sorted(value.items())) + "}"
+    return canonical(value)  # FactError for a type no fact or finding holds: a bug, not "differs"
 
 
 def _pods_same(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:

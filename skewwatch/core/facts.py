@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TypeAlias
@@ -211,8 +211,3 @@ def make_fact(
     if method not in METHODS:
         raise FactError(f"fact {key!r}: provenance method {method!r} is not one of {sorted(METHODS)}")
     return Fact(key, validate_value(value, key), Provenance(source, method, detail, inputs))
-
-
-def index_facts(facts: Iterable[Fact]) -> dict[str, Fact]:
-    """Facts by key; a later fact for the same key wins (callers order by precedence)."""
-    return {f.key: f for f in facts}

@@ -57,24 +57,3 @@ def test_equal_maps_have_no_changes_regardless_of_order() -> None:
         "model.config.rope_scaling": {"factor": 8.0, "type": "llama3"},
     }
     assert diff_facts(a, b) == []
-
-
-def test_diff_module_imports_no_servers() -> None:
-    import ast
-    from pathlib import Path
-
-    import collector.domain.diff as mod
-
-    tree = ast.parse(Path(mod.__file__).read_text())
-    imported = {
-        (n.module or "") if isinstance(n, ast.ImportFrom) else a.name
-        for n in ast.walk(tree)
-        if isinstance(n, ast.Import | ast.ImportFrom)
-        for a in (n.names if isinstance(n, ast.Import) else [n.names[0]])
-    }
-    assert not {
-        m
-        for m in imported
-        if m.split(".")[0] in {"aiohttp", "grpc", "sqlite3", "collector"}
-        and not m.startswith("collector.drift")
-    }

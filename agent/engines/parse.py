@@ -486,6 +486,73 @@ def _redaction_name(secrets: frozenset[str], name: str, spelled: str) -> str:
     return secret_flag_prefix("--" + name if spelled.startswith("--") else spelled, secrets) or name
 
 
+@dataclass(frozen=True)
+class _FlagNames:
+    """What the tokeniser knows of ``spec``'s flags, computed once per parse."""
+
+    spec: EngineSpec
+    table: Mapping[str, SettingSpec]
+    switches: frozenset[str]
+    known: frozenset[str]
+    secrets: frozenset[str]
+    long_known: tuple[str, ...]  # argparse resolves a unique prefix of any of these
+
+    @classmethod
+    def of(cls, spec: EngineSpec) -> _FlagNames:
+        table = spec.flag_table()
+        switches = spec.switch_names()
+        extra = {normalise_flag(f) for f in (*spec.host_flags, *spec.api_key_flags)}
+        spellings = (
+            *(f for s in spec.settings for f in s.flags),
+            *spec.switches,
+            *spec.host_flags,
+            *spec.api_key_flags,
+        )
+        long_known = tuple(sorted({normalise_flag(f) for f in spellings if f.startswith("--")}))
+        known = frozenset(set(table) | switches | extra)
+        return cls(spec, table, switches, known, secret_flags(spec), long_known)
+
+    def resolve(self, spelled: str) -> tuple[str, bool]:
+        """The normalised flag ``spelled`` names, and whether it is a switch's ``--no-`` form."""
+        name = normalise_flag(spelled)
+        if name in self.known:
+            return name, False
+        if name.startswith("no-") and name[3:] in self.switches:
+            return name[3:], True
+        if self.spec.allow_abbrev and spelled.startswith("--"):
+            candidates = [k for k in self.long_known if k.startswith(name)]
+            if len(candidates) == 1:
+                return candidates[0], False
+        return name, False
+
+    def takes_several(self, name: str, redact_as: str) -> bool:
+        """Several values; an API-key flag takes one or more keys (vLLM), so a key after the
+        first is never read as the model."""
+        setting = self.table.get(name)
+        if setting is not None:
+            return setting.multiple
+        return redact_as in self.secrets and takes_several("--" + redact_as)
+
+
+def _flag_value(
+    names: _FlagNames, args: Sequence[str], i: int, name: str, redact_as: str
+) -> tuple[str | bool | list[str] | None, int]:
+    """The value of the flag ``name`` written without ``=`` before ``args[i]``, and where the next
+    token starts; None when it expects a value and has none."""
+    if name in names.switches:
+        return True, i
+    if names.takes_several(name, redact_as):
+        j = i
+        while j < len(args) and not _looks_like_flag(args[j]):
+            j += 1
+        return (list(args[i:j]) if j > i else None), j
+    if i < len(args) and not _looks_like_flag(args[i]):
+        return args[i], i + 1
+    if name not in names.table:
+        return True, i  # an unknown flag followed by another flag: a switch
+    return None, i
+
+
 def _tokenise(
     spec: EngineSpec, args: Sequence[str], problems: list[str], origins: Sequence[str] = ()
 ) -> tuple[list[_Seen], list[str]]:
@@ -493,23 +560,7 @@ def _tokenise(
 
     ``origins[i]`` names where ``args[i]`` came from when not from the command line itself.
     """
-    table = spec.flag_table()
-    switches = spec.switch_names()
-    known = set(table) | switches | {normalise_flag(f) for f in (*spec.host_flags, *spec.api_key_flags)}
-    secrets = secret_flags(spec)
-    # argparse resolves a unique prefix of any long flag, the API-key flags' included.
-    long_known = sorted(
-        {
-            normalise_flag(f)
-            for f in (
-                *(f for s in spec.settings for f in s.flags),
-                *spec.switches,
-                *spec.host_flags,
-                *spec.api_key_flags,
-            )
-            if f.startswith("--")
-        }
-    )
+    names = _FlagNames.of(spec)
     seen: list[_Seen] = []
     positionals: list[str] = []
     i = 0
@@ -524,46 +575,19 @@ def _tokenise(
             positionals.append(tok)
             continue
         spelled, has_value, inline = tok.partition("=")
-        name = normalise_flag(spelled)
-        negated = False
-        if name not in known:
-            if name.startswith("no-") and name[3:] in switches:
-                name, negated = name[3:], True
-            elif spec.allow_abbrev and spelled.startswith("--"):
-                candidates = [k for k in long_known if k.startswith(name)]
-                if len(candidates) == 1:
-                    name = candidates[0]
+        name, negated = names.resolve(spelled)
         if not _FLAG_NAME.match(name):
             problems.append(f"argument {i}: {_shown_flag(spelled)} is not a flag name skewwatch can report")
             continue
-        redact_as = _redaction_name(secrets, name, spelled)
-        setting = table.get(name)
-        raw: str | bool | list[str]
+        redact_as = _redaction_name(names.secrets, name, spelled)
+        raw: str | bool | list[str] | None
         if negated:
             raw = False
         elif has_value:
             raw = inline
-        elif name in switches:
-            raw = True
-        elif (setting is not None and setting.multiple) or (
-            setting is None and redact_as in secrets and takes_several("--" + redact_as)
-        ):
-            # Several values; an API-key flag takes one or more keys (vLLM), so a key after the
-            # first is never read as the model.
-            values: list[str] = []
-            while i < len(args) and not _looks_like_flag(args[i]):
-                values.append(args[i])
-                i += 1
-            if not values:
-                problems.append(f"{spelled}: expects a value")
-                continue
-            raw = values
-        elif i < len(args) and not _looks_like_flag(args[i]):
-            raw = args[i]
-            i += 1
-        elif setting is None:
-            raw = True  # an unknown flag followed by another flag: a switch
         else:
+            raw, i = _flag_value(names, args, i, name, redact_as)
+        if raw is None:
             problems.append(f"{spelled}: expects a value")
             continue
         seen.append(_Seen(name, spelled, raw, origin, redact_as))
@@ -585,9 +609,7 @@ def _redacted(redact: Redact, name: str, raw: str | bool | list[str]) -> FactVal
 
 def engine_args(spec: EngineSpec, argv: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
     """The arguments ``spec``'s engine receives from ``argv`` (inside a shell script too)."""
-    inv = _locate_direct(spec, argv)
-    if inv is None and shell_script(strip_wrappers(argv)) is not None:
-        inv = locate(argv, [spec], env)
+    inv = _invocation(spec, argv, env)
     return list(inv.args) if inv is not None else _fallback_args(argv)
 
 
@@ -717,6 +739,146 @@ def _method(flag: _Seen) -> str:
     return "env" if flag.origin.startswith("$") else "arg"
 
 
+@dataclass
+class _Layers:
+    """Canonical settings folded from the layers, highest first: a layer fills what is undecided.
+
+    A key whose flag was given but unreadable is decided as unknown: an env value or a default
+    would lie.
+    """
+
+    settings: dict[str, Setting] = field(default_factory=dict)
+    unreadable: set[str] = field(default_factory=set)
+
+    def decided(self, key: str) -> bool:
+        return key in self.settings or key in self.unreadable
+
+
+def _invocation(spec: EngineSpec, argv: Sequence[str], env: Mapping[str, str] | None) -> Invocation | None:
+    inv = _locate_direct(spec, argv)
+    if inv is None and shell_script(strip_wrappers(argv)) is not None:
+        inv = locate(argv, [spec], env)
+    return inv
+
+
+def _command_line_layer(
+    spec: EngineSpec, seen: Sequence[_Seen], redact: Redact, result: ParsedCommand, layers: _Layers
+) -> None:
+    """Every flag as ``runtime.args.<flag>``, and the canonical keys its table gives (the
+    ``--config`` files' flags come first, so the command line's win: the last occurrence counts)."""
+    table = spec.flag_table()
+    hosts = {normalise_flag(f) for f in spec.host_flags}
+    for flag in seen:
+        name = flag.redact_as or flag.name
+        result.settings.append(
+            Setting(
+                f"runtime.args.{_args_name(spec, flag.name)}",
+                _redacted(redact, name, flag.raw),
+                _method(flag),
+                _detail(flag),
+            )
+        )
+        if flag.name in hosts and isinstance(flag.raw, str):
+            result.host = flag.raw
+        setting = table.get(flag.name)
+        if setting is None:
+            continue
+        try:
+            value = convert(setting, flag.raw)
+        except ValueProblem as e:
+            result.problems.append(f"{_detail(flag)}: {redact(name, str(e))}")
+            layers.unreadable.add(setting.key)
+            continue
+        layers.unreadable.discard(setting.key)
+        _note_location(setting, flag.raw, value, result)
+        layers.settings[setting.key] = Setting(
+            setting.key, _redact_value(redact, name, value), _method(flag), _detail(flag)
+        )
+
+
+def _positional_layer(
+    inv: Invocation | None, positionals: Sequence[str], redact: Redact, result: ParsedCommand, layers: _Layers
+) -> None:
+    """``vllm serve MODEL``: the entry point's positional argument (it beats ``--model``)."""
+    if inv is None or inv.entrypoint.positional is None or not positionals:
+        return
+    key = inv.entrypoint.positional
+    where = f"positional argument of {inv.entrypoint.name} {inv.entrypoint.subcommand or ''}".strip()
+    result.settings.append(
+        Setting(f"runtime.args.{key.replace('.', '_')}", redact(key, positionals[0]), "arg", where)
+    )
+    if key == MODEL:
+        result.model_arg = positionals[0]
+    layers.settings[key] = Setting(key, redact(key, positionals[0]), "arg", where)
+
+
+def _env_layer(
+    spec: EngineSpec, env: Mapping[str, str], redact: Redact, result: ParsedCommand, layers: _Layers
+) -> None:
+    """The table's environment variables, for the keys no flag decided."""
+    for name, setting in spec.env_table().items():
+        if layers.decided(setting.key) or not env.get(name):
+            continue
+        try:
+            value = convert(setting, env[name])
+        except ValueProblem as e:
+            result.problems.append(f"{name}: {redact(name, str(e))}")
+            layers.unreadable.add(setting.key)
+            continue
+        _note_location(setting, env[name], value, result)
+        layers.settings[setting.key] = Setting(setting.key, _redact_value(redact, name, value), "env", name)
+
+
+def _default_layer(spec: EngineSpec, layers: _Layers) -> None:
+    for key, default in spec.defaults.items():
+        if not layers.decided(key):
+            layers.settings[key] = Setting(key, default, "default", f"{spec.name} default")
+
+
+def _note_location(
+    setting: SettingSpec, raw: str | bool | list[str], value: FactValue, result: ParsedCommand
+) -> None:
+    """Keep the model as given (unredacted, to look for it on disk)."""
+    del raw
+    if setting.key == MODEL and isinstance(value, str):
+        result.model_arg = value
+
+
+def _canonical(layers: _Layers, result: ParsedCommand) -> list[Setting]:
+    """The folded settings, the model under ``model.id`` or ``model.path`` as its value says."""
+    out: list[Setting] = []
+    for key, s in layers.settings.items():
+        if key == MODEL:
+            model_value = s.value if isinstance(s.value, str) else str(s.value)
+            out.append(replace(s, key=model_key(result.model_arg or model_value)))
+        else:
+            out.append(s)
+    return out
+
+
+def _api_key(spec: EngineSpec, seen: Sequence[_Seen], env: Mapping[str, str]) -> Setting:
+    """``serving.api_key_required``: a key flag (the last one given) beats a key variable."""
+    flags = {normalise_flag(f) for f in spec.api_key_flags}
+    given = [f for f in seen if f.name in flags and f.raw not in ("", False)]
+    if given:
+        return Setting("serving.api_key_required", True, _method(given[-1]), _detail(given[-1]))
+    for name in spec.api_key_env:
+        if env.get(name):
+            return Setting("serving.api_key_required", True, "env", name)
+    looked = " or ".join([*spec.api_key_flags, *spec.api_key_env]) or "api key setting"
+    return Setting("serving.api_key_required", False, "derived", f"no {looked}")
+
+
+def _reported_env(spec: EngineSpec, env: Mapping[str, str], redact: Redact, result: ParsedCommand) -> None:
+    for name in sorted(env):
+        if not spec.reports_env(name):
+            continue
+        if not _ENV_NAME.match(name):
+            result.problems.append(f"environment variable {name[:40]!r} has a name skewwatch cannot report")
+            continue
+        result.settings.append(Setting(f"runtime.env.{name}", redact(name, env[name]), "env", name))
+
+
 def parse_args(
     spec: EngineSpec,
     argv: Sequence[str],
@@ -730,109 +892,29 @@ def parse_args(
     found by pid whose engine is unknown) everything after the program is read as arguments.
     ``config_files`` maps the paths :func:`config_paths` named to their text (a path missing
     from it is a problem: its settings are unknown). Emits ``runtime.args.<flag>`` for every
-    flag, the canonical keys of the engine's table (a flag beats its env variable, which beats a
-    default), ``model.id`` or ``model.path``, ``serving.api_key_required`` and
-    ``runtime.env.<NAME>`` for the variables the engine reports.
+    flag, the canonical keys of the engine's table, ``model.id`` or ``model.path``,
+    ``serving.api_key_required`` and ``runtime.env.<NAME>`` for the variables the engine reports.
+
+    The canonical keys are layers folded in precedence order, highest first, each filling only
+    what the ones above left undecided: the command line (a positional model beats ``--model``;
+    ``--config`` files' flags sit before the command line's, so the command line wins), then the
+    environment, then the engine's defaults.
     """
     redact = redact or _default_redact()
     env = env or {}
     result = ParsedCommand(engine=spec.name)
-    inv = _locate_direct(spec, argv)
-    if inv is None and shell_script(strip_wrappers(argv)) is not None:
-        inv = locate(argv, [spec], env)
+    inv = _invocation(spec, argv, env)
     args = list(inv.args) if inv is not None else _fallback_args(argv)
     args, origins = _with_origins(spec, args, env, config_files or {}, result.problems)
     seen, positionals = _tokenise(spec, args, result.problems, origins)
-
-    out = result.settings
-    table = spec.flag_table()
-    canonical: dict[str, Setting] = {}
-    # A key whose flag was given but unreadable is unknown: an env value or a default would lie.
-    unreadable: set[str] = set()
-    api_key: Setting | None = None
-    for flag in seen:
-        out.append(
-            Setting(
-                f"runtime.args.{_args_name(spec, flag.name)}",
-                _redacted(redact, flag.redact_as or flag.name, flag.raw),
-                _method(flag),
-                _detail(flag),
-            )
-        )
-        if flag.name in {normalise_flag(f) for f in spec.host_flags} and isinstance(flag.raw, str):
-            result.host = flag.raw
-        if flag.name in {normalise_flag(f) for f in spec.api_key_flags} and flag.raw not in ("", False):
-            api_key = Setting("serving.api_key_required", True, _method(flag), _detail(flag))
-        setting = table.get(flag.name)
-        if setting is None:
-            continue
-        try:
-            value = convert(setting, flag.raw)
-        except ValueProblem as e:
-            result.problems.append(f"{_detail(flag)}: {redact(flag.redact_as or flag.name, str(e))}")
-            unreadable.add(setting.key)
-            continue
-        unreadable.discard(setting.key)
-        if setting.key == MODEL and isinstance(value, str):
-            result.model_arg = value
-        canonical[setting.key] = Setting(
-            setting.key,
-            _redact_value(redact, flag.redact_as or flag.name, value),
-            _method(flag),
-            _detail(flag),
-        )
-
-    if inv is not None and inv.entrypoint.positional is not None and positionals:
-        key = inv.entrypoint.positional
-        where = f"positional argument of {inv.entrypoint.name} {inv.entrypoint.subcommand or ''}".strip()
-        out.append(
-            Setting(f"runtime.args.{key.replace('.', '_')}", redact(key, positionals[0]), "arg", where)
-        )
-        if key == MODEL:
-            result.model_arg = positionals[0]
-        canonical[key] = Setting(key, redact(key, positionals[0]), "arg", where)
-
-    for name, setting in spec.env_table().items():
-        if setting.key in canonical or setting.key in unreadable or not env.get(name):
-            continue
-        try:
-            value = convert(setting, env[name])
-        except ValueProblem as e:
-            result.problems.append(f"{name}: {redact(name, str(e))}")
-            unreadable.add(setting.key)
-            continue
-        if setting.key == MODEL and isinstance(value, str):
-            result.model_arg = value
-        canonical[setting.key] = Setting(setting.key, _redact_value(redact, name, value), "env", name)
-
-    for key, default in spec.defaults.items():
-        if key not in canonical and key not in unreadable:
-            canonical[key] = Setting(key, default, "default", f"{spec.name} default")
-
-    for key, s in canonical.items():
-        if key == MODEL:
-            model_value = s.value if isinstance(s.value, str) else str(s.value)
-            out.append(replace(s, key=model_key(result.model_arg or model_value)))
-        else:
-            out.append(s)
-
-    if api_key is None:
-        for name in spec.api_key_env:
-            if env.get(name):
-                api_key = Setting("serving.api_key_required", True, "env", name)
-                break
-    if api_key is None:
-        looked = " or ".join([*spec.api_key_flags, *spec.api_key_env]) or "api key setting"
-        api_key = Setting("serving.api_key_required", False, "derived", f"no {looked}")
-    out.append(api_key)
-
-    for name in sorted(env):
-        if not spec.reports_env(name):
-            continue
-        if not _ENV_NAME.match(name):
-            result.problems.append(f"environment variable {name[:40]!r} has a name skewwatch cannot report")
-            continue
-        out.append(Setting(f"runtime.env.{name}", redact(name, env[name]), "env", name))
+    layers = _Layers()
+    _command_line_layer(spec, seen, redact, result, layers)
+    _positional_layer(inv, positionals, redact, result, layers)
+    _env_layer(spec, env, redact, result, layers)
+    _default_layer(spec, layers)
+    result.settings.extend(_canonical(layers, result))
+    result.settings.append(_api_key(spec, seen, env))
+    _reported_env(spec, env, redact, result)
     return result
 
 

@@ -32,11 +32,12 @@ from collector.domain.model import (
     Status,
 )
 from collector.drift.causes import finding_of, group, links_of
-from collector.drift.playbook import play_for, severity_for
+from collector.drift.playbook import flag_for, hint_for, play_for, severity_for
 from collector.intent.binding import Bound, bind
 from collector.intent.evaluate import Check, evaluate_intents
 from collector.intent.model import Intent, Tolerance
 from collector.peers.compare import compare_peers
+from skewwatch.core.facts import Provenance
 from skewwatch.core.fingerprint import canonical
 
 
@@ -110,8 +111,15 @@ def evaluate(inp: WorkloadInput) -> Evaluation:
     for root in group(drifts, links):
         d = finding_of(root, live)
         play = play_for(d.key)
-        out.drifts.append(replace(d, hint=d.hint or play.hint, symptom=d.symptom or play.symptom))
+        hint = d.hint or hint_for(play, d.key, flag_for(d.key, _provenances(d, inp.replicas)))
+        out.drifts.append(replace(d, hint=hint, symptom=d.symptom or play.symptom))
     return out
+
+
+def _provenances(d: Drift, replicas: Sequence[Replica]) -> list[Provenance]:
+    """Where the finding's value came from: its pods first, then any replica that has the key."""
+    ranked = sorted(replicas, key=lambda r: r.pod not in d.pods)
+    return [r.provenance[d.key] for r in ranked if d.key in r.provenance]
 
 
 def _severity(d: Drift, overrides: dict[str, str]) -> str:

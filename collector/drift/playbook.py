@@ -5,6 +5,11 @@ come before the catch-all of their category. The three symptom patterns are the 
 "same model, suddenly slower", "quality worse but weights unchanged", "staging OK, prod bad"
 (the last is what peers and per-environment intent findings show). An intent's SkewPolicy may
 override the severity by key glob; the hint always comes from here.
+
+A hint names the flag as the engine that produced the fact spells it (``{flag}``): SGLang's
+``--context-length`` where vLLM has ``--max-model-len``, TGI's ``--quantize``. The collector knows
+no engine's flags: the agent's provenance does (the flag a value came from, or the
+``runtime.args.*`` facts it follows from).
 """
 
 # ruff: noqa: E501  (a data table: one row per line reads better than wrapped rows)
@@ -12,7 +17,10 @@ override the severity by key glob; the hint always comes from here.
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from skewwatch.core.facts import Provenance
 
 SLOWER = "same model, suddenly slower"
 QUALITY = "quality worse but weights unchanged"
@@ -36,16 +44,16 @@ PLAYBOOK: tuple[Play, ...] = (
          "a weight shard differs: roll back and pin the weights by digest (SkewPolicy pins.model.files)"),
     Play("model.id", "critical", WRONG_MODEL, "a different model is served: check the deployment's model argument"),
     Play("model.path", "low", WRONG_MODEL, "the model path moved; harmless if the digests are unchanged"),
-    Play("model.revision", "high", WRONG_MODEL, "pin the model revision (--revision) to the validated one"),
+    Play("model.revision", "high", WRONG_MODEL, "pin the model revision ({flag}) to the validated one"),
     # model: what changes outputs without touching the weights
     Play("model.tokenizer.*", "high", QUALITY,
-         "the tokenizer changed while the weights did not: pin --tokenizer-revision / the tokenizer digest "
-         "and roll back the tokenizer files"),
+         "the tokenizer changed while the weights did not: pin the tokenizer revision / the tokenizer "
+         "digest and roll back the tokenizer files"),
     Play("model.files.tokenizer*", "high", QUALITY, "tokenizer files changed: pin the tokenizer revision"),
     Play("model.chat_template.*", "high", QUALITY,
-         "the chat template changed: pin --chat-template to the validated template"),
+         "the chat template changed: pin the engine's chat template to the validated one"),
     Play("model.generation_config.*", "high", QUALITY,
-         "generation defaults changed (temperature, top_p, max tokens): pin --generation-config or the "
+         "generation defaults changed (temperature, top_p, max tokens): pin generation_config.json or the "
          "request defaults"),
     Play("model.files.generation_config.json", "high", QUALITY, "generation_config.json changed: pin it"),
     Play("model.config.rope_scaling", "high", QUALITY,
@@ -54,26 +62,26 @@ PLAYBOOK: tuple[Play, ...] = (
     Play("model.*", "medium", QUALITY, "a model file changed: compare with the last-good snapshot"),
     # runtime: speed and numerics
     Play("runtime.dtype", "high", SLOWER,
-         "precision drifted: pin --dtype to the validated precision (auto resolves from config.json)"),
-    Play("runtime.quantization", "high", QUALITY, "quantization changed: pin --quantization (or remove it)"),
-    Play("runtime.kv_cache_dtype", "high", QUALITY, "KV-cache dtype changed: pin --kv-cache-dtype"),
+         "precision drifted: pin {flag} to the validated precision (auto resolves from config.json)"),
+    Play("runtime.quantization", "high", QUALITY, "quantization changed: pin {flag} (or remove it)"),
+    Play("runtime.kv_cache_dtype", "high", QUALITY, "KV-cache dtype changed: pin {flag}"),
     Play("runtime.engine", "high", ENVIRONMENT, "a different serving engine runs: fix the image / command"),
     Play("runtime.version", "high", ENVIRONMENT,
          "the engine version differs: pin the image by digest and roll back to the validated version"),
     Play("runtime.max_model_len", "medium", SLOWER,
-         "context length changed: restore --max-model-len; route long-context traffic to a dedicated pool"),
-    Play("runtime.max_num_seqs", "medium", SLOWER, "batch limit changed: restore --max-num-seqs"),
-    Play("runtime.max_num_batched_tokens", "medium", SLOWER, "restore --max-num-batched-tokens"),
-    Play("runtime.tensor_parallel_size", "high", SLOWER, "parallelism changed: pin --tensor-parallel-size"),
-    Play("runtime.pipeline_parallel_size", "high", SLOWER, "parallelism changed: pin --pipeline-parallel-size"),
+         "context length changed: restore {flag}; route long-context traffic to a dedicated pool"),
+    Play("runtime.max_num_seqs", "medium", SLOWER, "batch limit changed: restore {flag}"),
+    Play("runtime.max_num_batched_tokens", "medium", SLOWER, "the batched-token budget changed: restore {flag}"),
+    Play("runtime.tensor_parallel_size", "high", SLOWER, "parallelism changed: pin {flag}"),
+    Play("runtime.pipeline_parallel_size", "high", SLOWER, "parallelism changed: pin {flag}"),
     Play("runtime.num_gpu_blocks", "medium", SLOWER,
          "the KV cache holds a different number of blocks: look for dtype, memory-utilisation or GPU changes"),
-    Play("runtime.gpu_memory_utilization", "medium", SLOWER, "restore --gpu-memory-utilization"),
-    Play("runtime.enforce_eager", "medium", SLOWER, "CUDA graphs toggled: restore --enforce-eager"),
-    Play("runtime.enable_prefix_caching", "medium", SLOWER, "restore --enable-prefix-caching"),
-    Play("runtime.enable_chunked_prefill", "medium", SLOWER, "restore --enable-chunked-prefill"),
+    Play("runtime.gpu_memory_utilization", "medium", SLOWER, "the GPU memory share changed: restore {flag}"),
+    Play("runtime.enforce_eager", "medium", SLOWER, "CUDA graphs toggled: restore {flag}"),
+    Play("runtime.enable_prefix_caching", "medium", SLOWER, "prefix caching toggled: restore {flag}"),
+    Play("runtime.enable_chunked_prefill", "medium", SLOWER, "chunked prefill toggled: restore {flag}"),
     Play("runtime.env.*", "medium", ENVIRONMENT, "an environment variable differs: fix the pod spec / ConfigMap"),
-    Play("runtime.args.*", "low", ENVIRONMENT, "a launch argument differs: compare the pod specs"),
+    Play("runtime.args.*", "low", ENVIRONMENT, "a launch argument ({flag}) differs: compare the pod specs"),
     Play("runtime.*", "medium", SLOWER, "a runtime setting changed: diff against last-good and pin it"),
     # hardware
     Play("hardware.gpu.product", "high", ENVIRONMENT,
@@ -103,12 +111,39 @@ PLAYBOOK: tuple[Play, ...] = (
          "time to first token rose at comparable load: check prefill settings, prefix caching, context length"),
     Play("observation.e2e_latency_seconds_*", "medium", SLOWER,
          "end-to-end latency is over target: diff against last-good; scale out or route long-context traffic"),
-    Play("observation.batch_size_*", "medium", SLOWER, "the effective batch shrank: check max-num-seqs, KV cache"),
+    Play("observation.batch_size_*", "medium", SLOWER, "the effective batch shrank: check the batch limit and the KV cache"),
     Play("observation.requests_per_s", "low", SLOWER, "more traffic than the intent planned: scale out"),
     Play("observation.gpu_*", "medium", SLOWER, "GPU use differs at comparable load: check dtype and batching"),
     Play("observation.*", "medium", SLOWER, "performance differs at comparable load: diff against last-good"),
     Play("*", "medium", ENVIRONMENT, "compare with last-good: skewwatch diff --last-good"),
 )  # fmt: skip
+
+
+ARGS_PREFIX = "runtime.args."
+
+
+def flag_for(key: str, provenances: Iterable[Provenance]) -> str | None:
+    """The engine flag that sets ``key``, as the provenance of its value tells it; None if none does."""
+    seen = list(provenances)
+    for p in seen:
+        if p.method == "arg" and p.detail.startswith("-") and " " not in p.detail:
+            return p.detail
+    if key.startswith(ARGS_PREFIX):
+        return _flag(key)
+    for p in seen:
+        for i in p.inputs:
+            if i.startswith(ARGS_PREFIX) and "*" not in i:
+                return _flag(i)
+    return None
+
+
+def _flag(args_key: str) -> str:
+    return "--" + args_key.removeprefix(ARGS_PREFIX).replace("_", "-")
+
+
+def hint_for(play: Play, key: str, flag: str | None) -> str:
+    """The play's hint with the flag named, or the fact key where no provenance names one."""
+    return play.hint.replace("{flag}", flag or f"the engine's setting for {key}")
 
 
 def play_for(key: str) -> Play:

@@ -270,106 +270,124 @@ class _Where:
     key: str
 
 
+@dataclass
+class _Judged:
+    """Each live replica's value for one row, judged against the expectation."""
+
+    drifting: dict[str, Any] = dc_field(default_factory=dict)  # pod -> its value, where it breaks the row
+    evidence: dict[str, Any] = dc_field(default_factory=dict)
+    notes: dict[str, str] = dc_field(default_factory=dict)  # pod -> where its value came from, if not plain
+    origins: dict[str, str] = dc_field(default_factory=dict)
+    unknown: list[str] = dc_field(default_factory=list)
+    judged: int = 0
+
+    def detail(self) -> str:
+        """What could not be judged, then where the judged values came from (drifting pods first)."""
+        said = sorted(self.notes.items(), key=lambda pn: pn[0] not in self.drifting)
+        items = self.unknown + [f"{pod}: {note}" for pod, note in said]
+        return "; ".join(items[:3]) + (f" (+{len(items) - 3} more)" if len(items) > 3 else "")
+
+
+def _source(where: _Where) -> str:
+    return f"{where.label} {where.path}" + (f" (line {where.line})" if where.line else "")
+
+
 def _check_row(
     result: IntentResult, where: _Where, expected: Any, replicas: Sequence[Replica], seen_keys: set[str]
 ) -> None:
-    label, path, line, row, target, key = (
-        where.label,
-        where.path,
-        where.line,
-        where.row,
-        where.target,
-        where.key,
-    )
-    source = f"{label} {path}" + (f" (line {line})" if line else "")
-    if target == "replicas":
-        count = len(replicas)
-        verdict: bool | None = conforms(row.compare, expected, count) if replicas else None
-        status = {True: "ok", False: "drift", None: "unverifiable"}[verdict]
-        result.checks.append(Check(label, path, line, target, expected, status, f"{count} live replicas"))
-        if verdict is False and key not in seen_keys:
-            seen_keys.add(key)
-            word = "at least" if row.compare == "min_count" else "at most"
-            result.drifts.append(
-                Drift(
-                    Reference.INTENT,
-                    key,
-                    expected,
-                    count,
-                    {},
-                    f"{count} live replicas, expected {word} {expected} ({source})",
-                    source,
-                )
-            )
+    row = where.row
+    if where.target == "replicas":
+        _check_replica_count(result, where, expected, replicas, seen_keys)
         return
     silent = unconstrained(row.compare, expected)
     if silent is not None:
-        result.checks.append(Check(label, path, line, target, expected, "documentary", silent))
+        result.checks.append(
+            Check(where.label, where.path, where.line, where.target, expected, "documentary", silent)
+        )
         return
-    sym = symbolic(target, expected)
-    drifting: dict[str, Any] = {}
-    evidence: dict[str, Any] = {}
-    notes: dict[str, str] = {}  # pod -> where its judged value came from, when not plainly the fact
-    origins: dict[str, str] = {}
-    unknown: list[str] = []
-    judged = 0
-    for r in replicas:
-        seen = _actual(r, row, target, expected)
-        if not seen.known:
-            unknown.append(f"{r.pod}: {seen.note}")
-            continue
-        if sym is not None:
-            verdict = str(seen.value).strip().lower() == sym.value
-        else:
-            verdict = conforms(row.compare, expected, seen.value)
-        if verdict is None:
-            unknown.append(f"{r.pod}: {seen.value!r} cannot be compared with {expected!r}")
-            continue
-        judged += 1
-        if seen.note:
-            notes[r.pod] = seen.note
-        if seen.origin:
-            origins[r.pod] = seen.origin
-        if not verdict:
-            drifting[r.pod] = seen.value
-            if seen.evidence is not None:
-                evidence[r.pod] = seen.evidence
-    if drifting:
+    j = _judge(where, expected, replicas)
+    if j.drifting:
         status = "drift"
-    elif judged:
+    elif j.judged:
         status = "ok"
     else:
         status = "unverifiable"
-        result.indeterminate.add((Reference.INTENT.value, key))
-    # What could not be judged, then where the judged values came from (drifting pods first).
-    said = sorted(notes.items(), key=lambda pn: pn[0] not in drifting)
-    items = unknown + [f"{pod}: {note}" for pod, note in said]
-    detail = "; ".join(items[:3]) + (f" (+{len(items) - 3} more)" if len(items) > 3 else "")
-    result.checks.append(Check(label, path, line, target, expected, status, detail, drifting))
-    if not drifting or key in seen_keys:
-        return
-    seen_keys.add(key)
-    values = list(drifting.values())
+        result.indeterminate.add((Reference.INTENT.value, where.key))
+    result.checks.append(
+        Check(where.label, where.path, where.line, where.target, expected, status, j.detail(), j.drifting)
+    )
+    if j.drifting and where.key not in seen_keys:
+        seen_keys.add(where.key)
+        result.drifts.append(_drift(where, expected, j, len(replicas)))
+
+
+def _check_replica_count(
+    result: IntentResult, where: _Where, expected: Any, replicas: Sequence[Replica], seen_keys: set[str]
+) -> None:
+    row, key = where.row, where.key
+    count = len(replicas)
+    verdict: bool | None = conforms(row.compare, expected, count) if replicas else None
+    status = {True: "ok", False: "drift", None: "unverifiable"}[verdict]
+    result.checks.append(
+        Check(where.label, where.path, where.line, where.target, expected, status, f"{count} live replicas")
+    )
+    if verdict is False and key not in seen_keys:
+        seen_keys.add(key)
+        word = "at least" if row.compare == "min_count" else "at most"
+        source = _source(where)
+        message = f"{count} live replicas, expected {word} {expected} ({source})"
+        result.drifts.append(Drift(Reference.INTENT, key, expected, count, {}, message, source))
+
+
+def _judge(where: _Where, expected: Any, replicas: Sequence[Replica]) -> _Judged:
+    row, target = where.row, where.target
+    sym = symbolic(target, expected)
+    j = _Judged()
+    for r in replicas:
+        seen = _actual(r, row, target, expected)
+        if not seen.known:
+            j.unknown.append(f"{r.pod}: {seen.note}")
+            continue
+        if sym is not None:
+            verdict: bool | None = str(seen.value).strip().lower() == sym.value
+        else:
+            verdict = conforms(row.compare, expected, seen.value)
+        if verdict is None:
+            j.unknown.append(f"{r.pod}: {seen.value!r} cannot be compared with {expected!r}")
+            continue
+        j.judged += 1
+        if seen.note:
+            j.notes[r.pod] = seen.note
+        if seen.origin:
+            j.origins[r.pod] = seen.origin
+        if not verdict:
+            j.drifting[r.pod] = seen.value
+            if seen.evidence is not None:
+                j.evidence[r.pod] = seen.evidence
+    return j
+
+
+def _drift(where: _Where, expected: Any, j: _Judged, replicas: int) -> Drift:
+    row, key, source = where.row, where.key, _source(where)
+    values = list(j.drifting.values())
     actual = max(values, key=values.count)
     shown = _show(actual * 1000 if row.compare == "max_ms" else actual)
     unit = " ms" if row.compare == "max_ms" else ""
-    origin = next((" " + origins[p] for p, v in drifting.items() if v == actual and p in origins), "")
+    origin = next((" " + j.origins[p] for p, v in j.drifting.items() if v == actual and p in j.origins), "")
     message = (
-        f"{len(drifting)} of {len(replicas)} replicas: {key} = {shown}{unit}{origin}, "
+        f"{len(j.drifting)} of {replicas} replicas: {key} = {shown}{unit}{origin}, "
         f"expected {_expectation(row.compare)}{_show_expected(row, expected)}{unit} ({source})"
     )
-    result.drifts.append(
-        Drift(
-            Reference.INTENT,
-            key,
-            expected,
-            actual,
-            drifting,
-            message,
-            source,
-            evidence,
-            performance=target.startswith("observation:"),
-        )
+    return Drift(
+        Reference.INTENT,
+        key,
+        expected,
+        actual,
+        j.drifting,
+        message,
+        source,
+        j.evidence,
+        performance=where.target.startswith("observation:"),
     )
 
 

@@ -7,12 +7,14 @@ LFS files (weights), the Git blob id (sha1 of ``"blob <size>\\0" + content``) fo
 so both can be verified. Other caches in the same shape (NVIDIA NIM) name blobs otherwise; those
 are reported as not verifiable rather than as mismatches.
 
-The engine's model is found from its command line and environment: ``--model`` / ``--model-path``
-/ ``--model-id`` / ``MODEL_ID`` (a local path or a hub id), ``--revision``, ``--download-dir``,
-``HF_HUB_CACHE``, ``HUGGINGFACE_HUB_CACHE``, ``HF_HOME``, else the default
-``~/.cache/huggingface/hub``; each candidate is tried as the agent sees it and through
-``/proc/<pid>/root`` (the engine container's filesystem). The candidates are computed by pure
-functions; ``locate_model`` does the stat calls.
+The engine's model is found from what the engine parser (``agent.engines``) read off its command
+line, ``--config`` file and environment, as a :class:`ModelRequest`: the model (a local path or
+a hub id), its revision, and the hub caches to try: the engine's download-dir flag, its hub cache
+variables (``HF_HUB_CACHE``, ``HUGGINGFACE_HUB_CACHE``, ``TRANSFORMERS_CACHE``), ``HF_HOME``/hub,
+else the default ``~/.cache/huggingface/hub``; each candidate is tried as the agent sees it and
+through ``/proc/<pid>/root`` (the engine container's filesystem). No flag is known here: the
+engine tables are the one place that knows them. The candidates are computed by pure functions;
+``locate_model`` does the stat calls.
 """
 
 from __future__ import annotations
@@ -23,19 +25,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from agent.engines.base import HUB_CACHE_ENV
+
 REPO_PREFIX = "models--"
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 SHA256_NAME = re.compile(r"^[0-9a-f]{64}$")
 SHA1_NAME = re.compile(r"^[0-9a-f]{40}$")
 MAX_REF_BYTES = 4096
-
-MODEL_FLAGS = ("--model", "--model-path", "--model-id", "--model_path", "--model_id")
-MODEL_ENV = ("MODEL_ID",)
-REVISION_FLAGS = ("--revision",)
-REVISION_ENV = ("REVISION",)
-DOWNLOAD_DIR_FLAGS = ("--download-dir", "--download_dir", "--huggingface-hub-cache")
-# Hub cache variables in the order huggingface_hub honours them.
-HUB_CACHE_ENV = ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE")
 
 
 @dataclass(frozen=True)
@@ -51,6 +47,16 @@ class HfSnapshot:
     @property
     def blobs_dir(self) -> Path:
         return self.repo_dir / "blobs"
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """The model an engine was asked to load, from its parsed settings (redacted like them)."""
+
+    model: str | None = None  # as given: a local path or a hub id
+    hub_id: str | None = None  # the model, when it is a hub repository id
+    revision: str | None = None  # a ref or commit; None: main
+    hub_caches: tuple[str, ...] = ()  # hub cache roots to try, most specific first
 
 
 @dataclass(frozen=True)
@@ -74,11 +80,6 @@ def repo_id_of(folder: str) -> str | None:
     return folder[len(REPO_PREFIX) :].replace("--", "/")
 
 
-def looks_like_hub_id(model: str) -> bool:
-    """``org/name`` or ``name``, not a path (hub ids have at most one slash and no leading dot)."""
-    return bool(re.match(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$", model)) and ".." not in model
-
-
 def parse_ref(text: str) -> str | None:
     """The commit a ``refs/<name>`` file holds, or None when it is not a commit. Pure."""
     value = text.strip()
@@ -94,40 +95,15 @@ def blob_address(name: str) -> tuple[str, str] | None:
     return None
 
 
-def flag_value(argv: Sequence[str], names: Sequence[str]) -> str | None:
-    """The last value of any of ``names`` (``--x v`` or ``--x=v``) on a command line. Pure."""
-    found: str | None = None
-    for i, arg in enumerate(argv):
-        for name in names:
-            if arg == name and i + 1 < len(argv):
-                found = argv[i + 1]
-            elif arg.startswith(name + "="):
-                found = arg[len(name) + 1 :]
-    return found
-
-
-def positional_model(argv: Sequence[str]) -> str | None:
-    """``vllm serve <model>``: the argument after ``serve``, when it is not a flag. Pure."""
-    for i, arg in enumerate(argv[:-1]):
-        if arg == "serve" and not argv[i + 1].startswith("-"):
-            return argv[i + 1]
-    return None
-
-
-def model_arg(argv: Sequence[str], env: Mapping[str, str]) -> str | None:
-    found = flag_value(argv, MODEL_FLAGS) or positional_model(argv)
-    if found is None:
-        found = next((env[n] for n in MODEL_ENV if env.get(n)), None)
-    return found
-
-
-def hub_cache_candidates(argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
-    """Hub cache roots to try for a hub id, most specific first. Pure."""
+def hub_cache_candidates(
+    download_dir: str | None, env: Mapping[str, str], names: Sequence[str] = HUB_CACHE_ENV
+) -> list[str]:
+    """Hub cache roots to try for a hub id, most specific first: the engine's download dir, then
+    the hub cache variables ``names`` in huggingface_hub's order, ``HF_HOME``/hub, ``~``. Pure."""
     out: list[str] = []
-    download = flag_value(argv, DOWNLOAD_DIR_FLAGS)
-    if download:
-        out.append(download)
-    out.extend(env[n] for n in HUB_CACHE_ENV if env.get(n))
+    if download_dir:
+        out.append(download_dir)
+    out.extend(env[n] for n in names if env.get(n))
     if env.get("HF_HOME"):
         out.append(str(PurePosixPath(env["HF_HOME"]) / "hub"))
     home = env.get("HOME") or "/root"
@@ -221,14 +197,11 @@ def classify_dir(path: Path, repo_id: str | None, revision: str | None, how: str
 def locate_model(
     configured: Path | None,
     process_dir: Path | None,
-    argv: Sequence[str],
-    env: Mapping[str, str],
+    request: ModelRequest,
     process_root: Path | None = None,
 ) -> ModelLocation | None:
     """Where the model is: the configured dir, the process's local dir, else its hub cache entry."""
-    model = model_arg(argv, env)
-    repo_id = model if model is not None and looks_like_hub_id(model) else None
-    revision = flag_value(argv, REVISION_FLAGS) or next((env[n] for n in REVISION_ENV if env.get(n)), None)
+    repo_id, revision = request.hub_id, request.revision
     if configured is not None:
         return classify_dir(configured, repo_id, revision, "configured (--model-dir)")
     if process_dir is not None:
@@ -237,23 +210,32 @@ def locate_model(
             return found
     if repo_id is None:
         return None
-    for cache in hub_cache_candidates(argv, env):
-        views = [Path(cache)]
-        if process_root is not None and cache.startswith("/"):
-            views.append(process_root / cache.lstrip("/"))
-        for view in views:
-            repo_dir = view / repo_folder(repo_id)
-            try:
-                present = repo_dir.is_dir()
-            except OSError:
-                continue
-            if present:
-                snap = resolve_repo(repo_dir, revision)
-                if snap is not None:
-                    how = f"hub cache {cache} for {repo_id}" + (
-                        " (through the engine's root)" if view != Path(cache) else ""
-                    )
-                    return ModelLocation(snap.snapshot_dir, how, snap)
+    for cache in request.hub_caches:
+        found = _in_hub_cache(cache, repo_id, revision, process_root)
+        if found is not None:
+            return found
+    return None
+
+
+def _in_hub_cache(
+    cache: str, repo_id: str, revision: str | None, process_root: Path | None
+) -> ModelLocation | None:
+    """``repo_id`` in the hub cache ``cache``, as the agent sees it, then through the engine's root."""
+    views = [Path(cache)]
+    if process_root is not None and cache.startswith("/"):
+        views.append(process_root / cache.lstrip("/"))
+    for view in views:
+        repo_dir = view / repo_folder(repo_id)
+        try:
+            present = repo_dir.is_dir()
+        except OSError:
+            continue
+        snap = resolve_repo(repo_dir, revision) if present else None
+        if snap is not None:
+            how = f"hub cache {cache} for {repo_id}" + (
+                " (through the engine's root)" if view != Path(cache) else ""
+            )
+            return ModelLocation(snap.snapshot_dir, how, snap)
     return None
 
 

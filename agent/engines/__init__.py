@@ -7,7 +7,15 @@ provenance. ``GENERIC`` stands in for a process found by pid or pattern that is 
 
 from __future__ import annotations
 
-from agent.engines.base import COMMON_ENV_PREFIXES, MODEL, EngineSpec, Entrypoint, SettingSpec
+from agent.engines.base import (
+    COMMON_ENV_PREFIXES,
+    HUB_CACHE_ENV,
+    MODEL,
+    REVISION,
+    EngineSpec,
+    Entrypoint,
+    SettingSpec,
+)
 from agent.engines.parse import (
     MAX_CONFIG_FILE_CHARS,
     Invocation,
@@ -39,6 +47,12 @@ GENERIC = EngineSpec(
     settings=(),
     env_prefixes=tuple(dict.fromkeys(p for spec in ENGINES for p in spec.env_prefixes)),
     api_key_env=tuple(dict.fromkeys(n for spec in ENGINES for n in spec.api_key_env)),
+    download_dir_flags=tuple(dict.fromkeys(f for spec in ENGINES for f in spec.download_dir_flags)),
+    # To find the model of a process found by pid or pattern: the engines' model and revision
+    # settings, not reported (an unknown engine's flags are not these facts).
+    lookup_settings=tuple(
+        dict.fromkeys(s for spec in ENGINES for s in spec.settings if s.key in (MODEL, REVISION))
+    ),
 )
 
 
@@ -51,8 +65,10 @@ __all__ = [
     "COMMON_ENV_PREFIXES",
     "ENGINES",
     "GENERIC",
+    "HUB_CACHE_ENV",
     "MAX_CONFIG_FILE_CHARS",
     "MODEL",
+    "REVISION",
     "SGLANG",
     "TGI",
     "VLLM",

@@ -21,9 +21,14 @@ from skewwatch.core.facts import FactValue
 # vLLM's convention for --max-model-len); "dtype" is a string normalised to torch names.
 ValueType = Literal["int", "float", "bool", "str", "size", "dtype"]
 
+# Hub cache variables in the order huggingface_hub honours them (``HF_HOME`` then adds ``/hub``).
+HUB_CACHE_ENV: tuple[str, ...] = ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE")
+
 # The pseudo-key of the setting that names the model: the parser turns it into model.id (a hub
 # repository id) or model.path (anything path-shaped), which only the value can tell apart.
 MODEL = "model"
+# The key of the setting that names the model's revision (a hub ref or commit).
+REVISION = "model.revision"
 
 
 @dataclass(frozen=True)
@@ -188,6 +193,13 @@ class EngineSpec:
     # launch script into the command line, or read by the launcher itself).
     args_env: tuple[str, ...] = ()
     derivations: tuple[Derivation, ...] = ()
+    # Where the engine keeps downloaded models: flags naming the hub cache (vLLM's
+    # ``--download-dir``) before the variables, then ``HF_HOME``/hub and ``~/.cache``.
+    download_dir_flags: tuple[str, ...] = ()
+    hub_cache_env: tuple[str, ...] = HUB_CACHE_ENV
+    # Settings read only to find the model on disk, never reported as facts (GENERIC: every
+    # engine's model and revision flags, which mean nothing as facts of an unknown engine).
+    lookup_settings: tuple[SettingSpec, ...] = ()
     metrics: MetricsSpec = field(default_factory=MetricsSpec)
     # What the engine resolves from other settings at start-up: fact key -> the fact keys (or
     # globs) whose change changes it (vLLM sizes its KV cache from dtype, memory share, GPU…).

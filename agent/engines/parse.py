@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 
-from agent.engines.base import MODEL, EngineSpec, Entrypoint, SettingSpec, args_key, normalise_flag
+from agent.engines.base import MODEL, REVISION, EngineSpec, Entrypoint, SettingSpec, args_key, normalise_flag
 from agent.redact import KNOWN_SECRET_FLAGS, Redactor, is_secret_name, secret_flag_prefix, takes_several
 from agent.settings import DEFAULT_SALT
 from skewwatch.core.facts import FactValue
@@ -94,7 +94,11 @@ class ParsedCommand:
     engine: str
     settings: list[Setting] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # malformed values, each naming its flag
-    model_arg: str | None = None  # the model as given, to look for it on disk
+    # Where the model is, as given (unredacted), to look for it on disk: the model (a hub id or
+    # a path), its revision and the engine's download dir. The caller redacts what it keeps.
+    model_arg: str | None = None
+    revision: str | None = None
+    download_dir: str | None = None
     host: str | None = None
 
     def get(self, key: str) -> Setting | None:
@@ -768,6 +772,7 @@ def _command_line_layer(
     ``--config`` files' flags come first, so the command line's win: the last occurrence counts)."""
     table = spec.flag_table()
     hosts = {normalise_flag(f) for f in spec.host_flags}
+    downloads = {normalise_flag(f) for f in spec.download_dir_flags}
     for flag in seen:
         name = flag.redact_as or flag.name
         result.settings.append(
@@ -780,6 +785,8 @@ def _command_line_layer(
         )
         if flag.name in hosts and isinstance(flag.raw, str):
             result.host = flag.raw
+        if flag.name in downloads and isinstance(flag.raw, str):
+            result.download_dir = flag.raw
         setting = table.get(flag.name)
         if setting is None:
             continue
@@ -790,7 +797,7 @@ def _command_line_layer(
             layers.unreadable.add(setting.key)
             continue
         layers.unreadable.discard(setting.key)
-        _note_location(setting, flag.raw, value, result)
+        _note_location(setting, value, result)
         layers.settings[setting.key] = Setting(
             setting.key, _redact_value(redact, name, value), _method(flag), _detail(flag)
         )
@@ -825,7 +832,7 @@ def _env_layer(
             result.problems.append(f"{name}: {redact(name, str(e))}")
             layers.unreadable.add(setting.key)
             continue
-        _note_location(setting, env[name], value, result)
+        _note_location(setting, value, result)
         layers.settings[setting.key] = Setting(setting.key, _redact_value(redact, name, value), "env", name)
 
 
@@ -835,13 +842,32 @@ def _default_layer(spec: EngineSpec, layers: _Layers) -> None:
             layers.settings[key] = Setting(key, default, "default", f"{spec.name} default")
 
 
-def _note_location(
-    setting: SettingSpec, raw: str | bool | list[str], value: FactValue, result: ParsedCommand
-) -> None:
-    """Keep the model as given (unredacted, to look for it on disk)."""
-    del raw
-    if setting.key == MODEL and isinstance(value, str):
+def _note_location(setting: SettingSpec, value: FactValue, result: ParsedCommand) -> None:
+    """Keep the model and its revision as given (unredacted, to look for them on disk)."""
+    if isinstance(value, str) and setting.key == MODEL:
         result.model_arg = value
+    elif isinstance(value, str) and setting.key == REVISION:
+        result.revision = value
+
+
+def _lookup_layer(
+    spec: EngineSpec, seen: Sequence[_Seen], env: Mapping[str, str], result: ParsedCommand
+) -> None:
+    """The model and revision from ``spec.lookup_settings`` (an unknown engine's), not reported."""
+    if not spec.lookup_settings:
+        return
+    table = {normalise_flag(f): s for s in spec.lookup_settings for f in s.flags}
+    found: set[str] = set()
+    for flag in seen:
+        setting = table.get(flag.name)
+        if setting is not None and not isinstance(flag.raw, bool):
+            _note_location(setting, flag.raw if isinstance(flag.raw, str) else flag.raw[-1], result)
+            found.add(setting.key)
+    for setting in spec.lookup_settings:
+        for name in setting.env:
+            if setting.key not in found and env.get(name):
+                _note_location(setting, env[name], result)
+                found.add(setting.key)
 
 
 def _canonical(layers: _Layers, result: ParsedCommand) -> list[Setting]:
@@ -912,6 +938,7 @@ def parse_args(
     _positional_layer(inv, positionals, redact, result, layers)
     _env_layer(spec, env, redact, result, layers)
     _default_layer(spec, layers)
+    _lookup_layer(spec, seen, env, result)
     result.settings.extend(_canonical(layers, result))
     result.settings.append(_api_key(spec, seen, env))
     _reported_env(spec, env, redact, result)

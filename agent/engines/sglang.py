@@ -138,5 +138,6 @@ SGLANG = EngineSpec(
     derivations=checkpoint_derivations("--context-length"),
     # SGLang sizes its KV pool (max_total_num_tokens) from what is left of the static memory share.
     consequences={"runtime.max_total_tokens": KV_CACHE_INPUTS},
+    download_dir_flags=("--download-dir",),
     metrics=SGLANG_METRICS,
 )

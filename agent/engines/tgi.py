@@ -134,5 +134,6 @@ TGI = EngineSpec(
     api_key_env=("API_KEY",),
     env_prefixes=COMMON_ENV_PREFIXES,
     allow_abbrev=False,
+    download_dir_flags=("--huggingface-hub-cache",),
     metrics=TGI_METRICS,
 )

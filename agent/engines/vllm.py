@@ -152,6 +152,7 @@ VLLM = EngineSpec(
     config_flags=("--config",),
     args_env=("VLLM_ADDITIONAL_ARGS",),
     derivations=checkpoint_derivations("--max-model-len"),
+    download_dir_flags=("--download-dir",),
     metrics=VLLM_METRICS,
     # vLLM sizes the KV cache in a profiling run at start-up (cache_config_info num_gpu_blocks).
     consequences={

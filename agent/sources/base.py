@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from agent.hfcache import ModelRequest
 from agent.settings import AgentSettings
 from skewwatch.core.facts import Fact, FactValue, Observation, SourceState, make_fact
 
@@ -30,6 +31,9 @@ class ProcessInfo:
     # When the process started (epoch seconds, from /proc/<pid>/stat and btime), None if unknown:
     # a new pid or a new start time is a restarted engine.
     start_time: float | None = None
+    # The model the engine was asked to load, from the engine parser's settings: where the
+    # model-files source looks (no source re-reads the command line).
+    model: ModelRequest = field(default_factory=ModelRequest)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 **Where.** ``agent.hfcache.locate_model`` finds the directory: configured (``--model-dir``), the
 engine's local ``--model`` path, or its hub id in a Hugging Face cache (``--download-dir``,
-``HF_HUB_CACHE``, ``HF_HOME`` …). In the hub layout the snapshot's files are links into
+``HF_HUB_CACHE``, ``HF_HOME`` …), from the model request the process source built out of the
+engine parser's settings (``ProcessInfo.model``). In the hub layout the snapshot's files are links into
 ``../../blobs``, which the walk follows (and nothing else outside the root); the revision comes
 from the snapshot folder and the refs that name it.
 
@@ -47,7 +48,7 @@ from agent.hashing import (
     default_cache_dir,
     git_blob_sha1,
 )
-from agent.hfcache import ModelLocation, blob_address, locate_model, process_root_of
+from agent.hfcache import ModelLocation, ModelRequest, blob_address, locate_model, process_root_of
 from agent.safetensors import SafetensorsError, SafetensorsHeader, parse_header, parse_index, read_header
 from agent.sources.base import CollectContext, FactBuilder, SourceResult
 from skewwatch.core.errors import FactError
@@ -780,8 +781,7 @@ class ModelFilesSource:
         location = locate_model(
             configured,
             process.model_dir if process is not None else None,
-            process.argv if process is not None else (),
-            process.env if process is not None else {},
+            process.model if process is not None else ModelRequest(),
             root,
         )
         if location is None:

@@ -30,11 +30,13 @@ from agent.bounds import check_fact_value, check_value
 from agent.engines import (
     GENERIC,
     MAX_CONFIG_FILE_CHARS,
+    REVISION,
     EngineSpec,
     Invocation,
     ParsedCommand,
     Setting,
     is_shell,
+    model_key,
     redact_with,
 )
 from agent.engines import config_paths as _config_paths
@@ -43,6 +45,7 @@ from agent.engines import parse_args as _parse_args
 from agent.engines import shell_commands as _shell_commands
 from agent.engines.parse import Redact, python_target, shell_script, strip_wrappers
 from agent.errors import SourceUnavailable
+from agent.hfcache import ModelRequest, hub_cache_candidates
 from agent.redact import Redactor
 from agent.settings import AgentSettings
 from agent.sources.base import CollectContext, FactBuilder, ProcessInfo, SourceResult
@@ -286,9 +289,10 @@ class NotFound(SourceUnavailable):
     pass
 
 
-# skewwatch's own entry points: its console script, ``python -m skewwatch.cli`` and the demo runner.
+# skewwatch's own entry points: its console script, ``python -m skewwatch.cli`` and the demo runner
+# (``python -m demo.run`` from a checkout: the demo is not in the wheel).
 SKEWWATCH_EXECUTABLES = frozenset({"skewwatch"})
-SKEWWATCH_MODULES = frozenset({"skewwatch", "skewwatch.cli", "skewwatch.demo.run"})
+SKEWWATCH_MODULES = frozenset({"skewwatch", "skewwatch.cli", "demo.run"})
 
 
 def _is_skewwatch_command(argv: Sequence[str]) -> bool:
@@ -306,8 +310,8 @@ def is_skewwatch_process(argv: Sequence[str]) -> bool:
     """True for skewwatch's own processes: never the engine, however well they match.
 
     The ``skewwatch`` console script (``python …/bin/skewwatch agent --match vllm``),
-    ``python -m skewwatch.cli …`` or ``-m skewwatch``, the demo runner ``python -m
-    skewwatch.demo.run``, and a shell whose script runs one of them and starts no engine. A test
+    ``python -m skewwatch.cli …`` or ``-m skewwatch``, the demo runner ``python -m demo.run``
+    (run from a checkout), and a shell whose script runs one of them and starts no engine. A test
     runner (pytest) is not skewwatch; nor is an engine stand-in launched as ``vllm``.
     """
     if _is_skewwatch_command(argv):
@@ -878,6 +882,7 @@ def build_result(
 
     metrics_url = settings.metrics_url or metrics_url_for(parsed, spec.metrics_path)
     info = ProcessInfo(
+        model=model_request(parsed, spec, env, redact),
         pid=found.pid,
         engine=spec.name,
         argv=tuple(redactor.argv(found.argv)),
@@ -896,6 +901,21 @@ def build_result(
         message = f"{summary}; {shown}" + (f"; and {more} more" if more > 0 else "")
         return SourceResult(SourceState.ERROR, message, fb.facts, process=info)
     return SourceResult(SourceState.OK, summary, fb.facts, process=info)
+
+
+def model_request(
+    parsed: ParsedCommand, spec: EngineSpec, env: Mapping[str, str], redact: Redact
+) -> ModelRequest:
+    """Where the model-files source looks for the model: the parser's model, revision and the
+    engine's hub caches (download dir, its variables, ``HF_HOME``, ``HOME``), redacted. Pure."""
+    model = redact("model", parsed.model_arg) if parsed.model_arg else None
+    caches = hub_cache_candidates(parsed.download_dir, env, spec.hub_cache_env)
+    return ModelRequest(
+        model=model,
+        hub_id=model if model is not None and model_key(model) == "model.id" else None,
+        revision=redact(REVISION, parsed.revision) if parsed.revision else None,
+        hub_caches=tuple(redact("model.hub_cache", c) for c in caches),
+    )
 
 
 def _add(fb: FactBuilder, setting: Setting, problems: list[str]) -> None:

@@ -11,14 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from agent.engines import VLLM, parse_args
 from agent.hashing import DigestCache, HashBudget, Hasher, StatKey, git_blob_sha1
-from agent.hfcache import hub_cache_candidates, locate_model, model_arg, repo_folder
+from agent.hfcache import ModelRequest, locate_model, repo_folder
 from agent.settings import AgentSettings
 from agent.sources.base import CollectContext, ProcessInfo, SourceResult
 from agent.sources.model_files import ModelFilesSource
+from agent.sources.process import model_request
 from skewwatch.core.facts import SourceState
-from tests.agent.test_model_files import safetensors_bytes
-from tests.conftest import REPO
+from tests.support.models import safetensors_bytes
+from tests.support.paths import REPO
 
 COMMIT = "a" * 40
 OLD_COMMIT = "b" * 40
@@ -79,24 +81,14 @@ async def _collect(
 # --- locating -------------------------------------------------------------------------------------
 
 
-def test_hub_cache_candidates_follow_huggingface_precedence() -> None:
-    argv = ["vllm", "serve", REPO_ID, "--download-dir", "/models"]
-    env = {"HF_HOME": "/hf", "HF_HUB_CACHE": "/hub", "HOME": "/home/u"}
-    assert hub_cache_candidates(argv, env) == [
-        "/models",
-        "/hub",
-        "/hf/hub",
-        "/home/u/.cache/huggingface/hub",
-        "/root/.cache/huggingface/hub",
-    ]
-    assert model_arg(argv, {}) == REPO_ID
-    assert model_arg(["text-generation-launcher"], {"MODEL_ID": REPO_ID}) == REPO_ID
-    assert model_arg(["python", "-m", "sglang.launch_server", "--model-path=/m"], {}) == "/m"
+def _request(argv: list[str], env: dict[str, str]) -> ModelRequest:
+    """What the process source would hand the model-files source for a vLLM command line."""
+    return model_request(parse_args(VLLM, argv, env), VLLM, env, lambda _name, value: value)
 
 
 def test_hub_id_is_found_through_hf_home_and_main_ref(tmp_path: Path) -> None:
     snap = make_hub(tmp_path / "hf" / "hub")
-    loc = locate_model(None, None, ["vllm", "serve", REPO_ID], {"HF_HOME": str(tmp_path / "hf")})
+    loc = locate_model(None, None, _request(["vllm", "serve", REPO_ID], {"HF_HOME": str(tmp_path / "hf")}))
     assert loc is not None and loc.root == snap
     assert loc.hf is not None and (loc.hf.commit, loc.hf.refs) == (COMMIT, ("main",))
 
@@ -104,14 +96,14 @@ def test_hub_id_is_found_through_hf_home_and_main_ref(tmp_path: Path) -> None:
 def test_revision_flag_picks_another_snapshot(tmp_path: Path) -> None:
     make_hub(tmp_path)
     argv = ["vllm", "serve", REPO_ID, "--download-dir", str(tmp_path), "--revision", OLD_COMMIT]
-    loc = locate_model(None, None, argv, {})
+    loc = locate_model(None, None, _request(argv, {}))
     assert loc is not None and loc.hf is not None and loc.hf.commit == OLD_COMMIT
 
 
 def test_hub_cache_is_reached_through_the_engines_root(tmp_path: Path) -> None:
     root = tmp_path / "proc" / "42" / "root"
     make_hub(root / "data" / "hub")
-    loc = locate_model(None, None, ["vllm", "serve", REPO_ID], {"HF_HUB_CACHE": "/data/hub"}, root)
+    loc = locate_model(None, None, _request(["vllm", "serve", REPO_ID], {"HF_HUB_CACHE": "/data/hub"}), root)
     assert loc is not None and "through the engine's root" in loc.how
 
 
@@ -120,9 +112,8 @@ def test_hub_cache_is_reached_through_the_engines_root(tmp_path: Path) -> None:
 
 async def test_hub_snapshot_gives_revision_id_and_verified_integrity(tmp_path: Path) -> None:
     snap = make_hub(tmp_path)
-    process = ProcessInfo(
-        pid=1, engine="vllm", argv=("vllm", "serve", REPO_ID), env={"HF_HUB_CACHE": str(tmp_path)}
-    )
+    argv, env = ["vllm", "serve", REPO_ID], {"HF_HUB_CACHE": str(tmp_path)}
+    process = ProcessInfo(pid=1, engine="vllm", argv=tuple(argv), env=env, model=_request(argv, env))
     result, facts = await _collect(_ctx(process=process))
     assert result.state is SourceState.OK, result.message
     assert facts["model.revision"] == COMMIT

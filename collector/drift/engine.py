@@ -160,86 +160,104 @@ def reconcile(
     prev = {f.identity: f for f in previous if f.status is not Status.RESOLVED}
     changes: list[FindingChange] = []
     for d in evaluation.drifts:
-        need_n = debounce.performance_snapshots if d.performance else debounce.snapshots
-        need_s = debounce.performance_seconds if d.performance else debounce.seconds
         old = prev.pop(d.identity, None)
-        if old is None:
-            opens = need_n <= 1 and need_s <= 0
-            rec = FindingRecord(
-                id=0,
-                workload=workload,
-                reference=(d.references or (d.reference,))[0].value,
-                key=d.key,
-                category=d.category,
-                severity=d.severity,
-                status=Status.OPEN if opens else Status.PENDING,
-                expected=d.expected,
-                actual=d.actual,
-                pods=dict(d.pods),
-                message=d.message,
-                source=d.source,
-                hint=d.hint,
-                symptom=d.symptom,
-                evidence=dict(d.evidence),
-                first_seen=now,
-                last_seen=now,
-                opened_at=now if opens else None,
-                resolved_at=None,
-                hits=1,
-                references=_refs(d),
-            )
-            changes.append(FindingChange(ChangeKind.OPENED if opens else ChangeKind.PENDING, rec))
-            continue
-        hits = old.hits + 1
-        status = old.status
-        if old.status is Status.PENDING:
-            opens = hits >= need_n and now - old.first_seen >= need_s
-            kind = ChangeKind.OPENED if opens else ChangeKind.SEEN
-            status = Status.OPEN if opens else Status.PENDING
-        else:
-            moved = (
-                not _same(old.actual, d.actual)
-                or not _same(old.expected, d.expected)
-                or not _pods_same(old.pods, d.pods)
-                or old.severity != d.severity
-                or tuple(old.references) != _refs(d)
-            )
-            kind = ChangeKind.UPDATED if moved else ChangeKind.CONFIRMED
-        rec = replace(
-            old,
-            severity=d.severity,
-            status=status,
-            expected=d.expected,
-            actual=d.actual,
-            pods=dict(d.pods),
-            message=d.message,
-            source=d.source,
-            hint=d.hint,
-            symptom=d.symptom,
-            evidence=dict(d.evidence),
-            last_seen=now,
-            opened_at=now if kind is ChangeKind.OPENED else old.opened_at,
-            hits=hits,
-            reference=_refs(d)[0],
-            references=_refs(d),
-        )
-        changes.append(FindingChange(kind, rec))
+        changes.append(_new(workload, d, now, debounce) if old is None else _again(old, d, now, debounce))
     for old in prev.values():
-        # Its replicas are gone (not heard from within replica_stale_s): nothing can fix or
-        # confirm it any more, so it resolves as "gone" whatever is undecided.
-        gone = bool(old.pods) and not set(old.pods) & evaluation.live
-        if not gone and any(
-            (ref, old.key) in evaluation.undecided for ref in (*old.references, old.reference)
-        ):
-            continue
-        if old.status is Status.OPEN:
-            resolution = "gone" if gone else "fixed"
-            changes.append(
-                FindingChange(
-                    ChangeKind.RESOLVED,
-                    replace(old, status=Status.RESOLVED, resolved_at=now, resolution=resolution),
-                )
-            )
-        else:
-            changes.append(FindingChange(ChangeKind.DROPPED, old))
+        change = _gone_away(old, evaluation, now)
+        if change is not None:
+            changes.append(change)
     return changes
+
+
+def _needs(d: Drift, debounce: Debounce) -> tuple[int, float]:
+    """Snapshots and seconds a drift must persist before its finding opens."""
+    if d.performance:
+        return debounce.performance_snapshots, debounce.performance_seconds
+    return debounce.snapshots, debounce.seconds
+
+
+def _new(workload: str, d: Drift, now: float, debounce: Debounce) -> FindingChange:
+    need_n, need_s = _needs(d, debounce)
+    opens = need_n <= 1 and need_s <= 0
+    rec = FindingRecord(
+        id=0,
+        workload=workload,
+        reference=_refs(d)[0],
+        key=d.key,
+        category=d.category,
+        severity=d.severity,
+        status=Status.OPEN if opens else Status.PENDING,
+        expected=d.expected,
+        actual=d.actual,
+        pods=dict(d.pods),
+        message=d.message,
+        source=d.source,
+        hint=d.hint,
+        symptom=d.symptom,
+        evidence=dict(d.evidence),
+        first_seen=now,
+        last_seen=now,
+        opened_at=now if opens else None,
+        resolved_at=None,
+        hits=1,
+        references=_refs(d),
+    )
+    return FindingChange(ChangeKind.OPENED if opens else ChangeKind.PENDING, rec)
+
+
+def _again(old: FindingRecord, d: Drift, now: float, debounce: Debounce) -> FindingChange:
+    """An active finding seen again: a pending one may open; an open one is updated or confirmed."""
+    hits = old.hits + 1
+    status = old.status
+    if old.status is Status.PENDING:
+        need_n, need_s = _needs(d, debounce)
+        opens = hits >= need_n and now - old.first_seen >= need_s
+        kind = ChangeKind.OPENED if opens else ChangeKind.SEEN
+        status = Status.OPEN if opens else Status.PENDING
+    else:
+        kind = ChangeKind.UPDATED if _moved(old, d) else ChangeKind.CONFIRMED
+    rec = replace(
+        old,
+        severity=d.severity,
+        status=status,
+        expected=d.expected,
+        actual=d.actual,
+        pods=dict(d.pods),
+        message=d.message,
+        source=d.source,
+        hint=d.hint,
+        symptom=d.symptom,
+        evidence=dict(d.evidence),
+        last_seen=now,
+        opened_at=now if kind is ChangeKind.OPENED else old.opened_at,
+        hits=hits,
+        reference=_refs(d)[0],
+        references=_refs(d),
+    )
+    return FindingChange(kind, rec)
+
+
+def _moved(old: FindingRecord, d: Drift) -> bool:
+    """Whether an open finding's values, pods, severity or references changed."""
+    return (
+        not _same(old.actual, d.actual)
+        or not _same(old.expected, d.expected)
+        or not _pods_same(old.pods, d.pods)
+        or old.severity != d.severity
+        or tuple(old.references) != _refs(d)
+    )
+
+
+def _gone_away(old: FindingRecord, evaluation: Evaluation, now: float) -> FindingChange | None:
+    """An active finding this evaluation no longer shows: resolved, dropped, or (undecided) kept."""
+    # Its replicas are gone (not heard from within replica_stale_s): nothing can fix or confirm it
+    # any more, so it resolves as "gone" whatever is undecided.
+    gone = bool(old.pods) and not set(old.pods) & evaluation.live
+    if not gone and any((ref, old.key) in evaluation.undecided for ref in (*old.references, old.reference)):
+        return None
+    if old.status is Status.OPEN:
+        resolution = "gone" if gone else "fixed"
+        return FindingChange(
+            ChangeKind.RESOLVED, replace(old, status=Status.RESOLVED, resolved_at=now, resolution=resolution)
+        )
+    return FindingChange(ChangeKind.DROPPED, old)

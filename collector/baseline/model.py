@@ -246,71 +246,91 @@ def compare_performance(
     tolerances = tolerances or {}
     drifts: list[Drift] = []
     undecided: set[tuple[str, str]] = set()
-    comparable = {r.pod: _comparable(baseline, r, load_tolerance or {}) for r in replicas}
+    comparable = {r.pod for r in replicas if _comparable(baseline, r, load_tolerance or {})[0]}
     for m in PERF_METRICS:
         key = OBSERVATION_PREFIX + m.name
         base = baseline.performance.get(m.name)
         if base is None or any(fnmatch.fnmatchcase(key, g) for g in ignore):
             continue
-        override = tolerances.get(m.name)
-        dec = (
-            override.max_decrease
-            if override is not None and override.max_decrease is not None
-            else m.max_decrease
-        )
-        inc = (
-            override.max_increase
-            if override is not None and override.max_increase is not None
-            else m.max_increase
-        )
+        dec, inc = _tolerance(m, tolerances.get(m.name))
+        per_load = baseline.load.get(m.per) if m.per else None
         judged = 0
         bad: dict[str, float] = {}
-        per_load = baseline.load.get(m.per) if m.per else None
         for r in replicas:
             now = observed(r, m, per_load=per_load)
-            if now is None or not comparable[r.pod][0]:
+            if now is None or r.pod not in comparable:
                 continue
             judged += 1
-            if (m.worse in (Worse.LOWER, Worse.BOTH) and dec is not None and now < base * (1 - dec)) or (
-                m.worse in (Worse.HIGHER, Worse.BOTH) and inc is not None and now > base * (1 + inc)
-            ):
+            if _outside(m, now, base, dec, inc):
                 bad[r.pod] = now
         if not judged:
             undecided.add((Reference.BASELINE.value, key))
-            continue
-        if bad:
-            actual = statistics.median(bad.values())
-            change = (actual - base) / base * 100 if base else 0.0
-            limit = (
-                f"-{dec * 100:.0f}%"
-                if m.worse is Worse.LOWER and dec is not None
-                else f"+{(inc or 0) * 100:.0f}%"
-            )
-            if m.worse is Worse.BOTH:
-                limit = f"±{max(dec or 0, inc or 0) * 100:.0f}%"
-            load = ", ".join(f"{k} {v:.3g}" for k, v in sorted(baseline.load.items()))
+        elif bad:
             drifts.append(
-                Drift(
-                    Reference.BASELINE,
-                    key,
-                    base,
-                    actual,
+                _regression(
+                    baseline,
+                    m,
                     bad,
-                    f"{len(bad)} of {len(replicas)} replicas: {m.name} = {actual:.4g}, baseline {base:.4g} "
-                    f"({change:+.0f}%, tolerance {limit}) at comparable load ({load})",
-                    f"performance baseline (id {baseline.id})",
-                    {
-                        p: {"source": "runtime_metrics", "method": "observation", "detail": m.name}
-                        for p in bad
-                    },
-                    performance=True,
-                    expected_text=f"expected {base:.4g} (median change {change:+.0f}%, tolerance {limit}, "
-                    f"at comparable load: {load}"
-                    + (f"; per unit of {m.per}, scaled to the baseline's" if per_load else "")
-                    + ")",
+                    base=base,
+                    tolerance=(dec, inc),
+                    replicas=len(replicas),
+                    per_load=per_load,
                 )
             )
     return drifts, undecided
+
+
+def _tolerance(m: Metric, override: Any) -> tuple[float | None, float | None]:
+    """(max decrease, max increase): the SkewPolicy's where it names them, else the metric's."""
+    dec = override.max_decrease if override is not None and override.max_decrease is not None else None
+    inc = override.max_increase if override is not None and override.max_increase is not None else None
+    return (m.max_decrease if dec is None else dec), (m.max_increase if inc is None else inc)
+
+
+def _outside(m: Metric, now: float, base: float, dec: float | None, inc: float | None) -> bool:
+    fell = m.worse in (Worse.LOWER, Worse.BOTH) and dec is not None and now < base * (1 - dec)
+    rose = m.worse in (Worse.HIGHER, Worse.BOTH) and inc is not None and now > base * (1 + inc)
+    return fell or rose
+
+
+def _limit_text(m: Metric, dec: float | None, inc: float | None) -> str:
+    if m.worse is Worse.BOTH:
+        return f"±{max(dec or 0, inc or 0) * 100:.0f}%"
+    if m.worse is Worse.LOWER and dec is not None:
+        return f"-{dec * 100:.0f}%"
+    return f"+{(inc or 0) * 100:.0f}%"
+
+
+def _regression(
+    baseline: Baseline,
+    m: Metric,
+    bad: dict[str, float],
+    *,
+    base: float,
+    tolerance: tuple[float | None, float | None],
+    replicas: int,
+    per_load: float | None,
+) -> Drift:
+    actual = statistics.median(bad.values())
+    change = (actual - base) / base * 100 if base else 0.0
+    limit = _limit_text(m, *tolerance)
+    load = ", ".join(f"{k} {v:.3g}" for k, v in sorted(baseline.load.items()))
+    return Drift(
+        Reference.BASELINE,
+        OBSERVATION_PREFIX + m.name,
+        base,
+        actual,
+        bad,
+        f"{len(bad)} of {replicas} replicas: {m.name} = {actual:.4g}, baseline {base:.4g} "
+        f"({change:+.0f}%, tolerance {limit}) at comparable load ({load})",
+        f"performance baseline (id {baseline.id})",
+        {p: {"source": "runtime_metrics", "method": "observation", "detail": m.name} for p in bad},
+        performance=True,
+        expected_text=f"expected {base:.4g} (median change {change:+.0f}%, tolerance {limit}, "
+        f"at comparable load: {load}"
+        + (f"; per unit of {m.per}, scaled to the baseline's" if per_load else "")
+        + ")",
+    )
 
 
 def _show(value: Any) -> str:

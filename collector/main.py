@@ -24,6 +24,9 @@ from collector.ingest.registry import StreamLimits
 from collector.ingest.server import IngestService, StreamTimeouts
 from collector.intent.directory import IntentRegistry
 from collector.service.evaluation import DriftService, DriftSettings
+from collector.service.pods import Pods
+from collector.service.queries import Queries
+from collector.service.recording import Recorder
 from collector.settings import CollectorSettings, split_hostport
 from collector.store.base import FullStore
 from collector.store.url import parse_store_url
@@ -86,6 +89,8 @@ class Collector:
         self._serving = False
         self.ingest: IngestService | None = None
         self.drift: DriftService | None = None
+        self._pods: Pods | None = None
+        self._queries: Queries | None = None
         self.ports: BoundPorts | None = None
 
     @property
@@ -93,6 +98,20 @@ class Collector:
         if self._store is None:
             raise CollectorError("collector not started")
         return self._store
+
+    @property
+    def pods(self) -> Pods:
+        """The pod queries the API serves (the HTTP side started)."""
+        if self._pods is None:
+            raise CollectorError("collector not started")
+        return self._pods
+
+    @property
+    def queries(self) -> Queries:
+        """The drift queries the API serves (the HTTP side started)."""
+        if self._queries is None:
+            raise CollectorError("collector not started")
+        return self._queries
 
     def serving(self) -> bool:
         return self._serving
@@ -131,9 +150,8 @@ class Collector:
     async def _start_grpc(self, s: CollectorSettings) -> int:
         assert self._store is not None
         self.ingest = IngestService(
-            self._store,
+            Recorder(self._store, on_commit=self.drift.notify if self.drift is not None else None),
             max_message_bytes=s.max_message_bytes,
-            on_commit=self.drift.notify if self.drift is not None else None,
             limits=StreamLimits(
                 max_streams=s.max_streams,
                 max_per_address=s.max_streams_per_address,
@@ -182,12 +200,11 @@ class Collector:
 
     async def _start_http(self, host: str, port: int) -> int:
         assert self._store is not None
-        app = create_app(
-            self._store,
-            grpc_serving=self.serving,
-            drift=self.drift,
-            streams=self.ingest.registry if self.ingest is not None else None,
+        self._pods = Pods(
+            self._store, streams=self.ingest.registry if self.ingest is not None else None, drift=self.drift
         )
+        self._queries = Queries(self._store, self.drift) if self.drift is not None else None
+        app = create_app(self._pods, queries=self._queries, grpc_serving=self.serving)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.settings.shutdown_grace_s)
         await runner.setup()
         self._runner = runner

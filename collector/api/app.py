@@ -8,9 +8,7 @@ prove it never fires). Bodies are read and parsed through ``collector.api.body``
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,22 +18,17 @@ from collector.api import body, openapi, views
 from collector.api import drift as drift_routes
 from collector.api.drift import IntentBadRequest
 from collector.api.params import int_param
-from collector.errors import ApiError, BadRequestError, ConflictError, NotFoundError, StoreError
-from collector.ingest.registry import StreamRegistry
-from collector.service.evaluation import DriftService, DriftSettings
-from collector.store.base import Store
+from collector.errors import ApiError, BadRequestError, StoreError
+from collector.service.pods import MAX_HISTORY_LIMIT, Pods
+from collector.service.queries import Queries
 from skewwatch import __version__
 from skewwatch.core.identity import PodKey
 
 log = logging.getLogger(__name__)
 
-STORE: web.AppKey[Store] = web.AppKey("store", Store)
+PODS: web.AppKey[Pods] = web.AppKey("pods", Pods)
 GRPC_SERVING: web.AppKey[Callable[[], bool]] = web.AppKey("grpc_serving")
-STREAMS: web.AppKey[StreamRegistry] = web.AppKey("streams", StreamRegistry)
-CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
-STALE_S: web.AppKey[float] = web.AppKey("stale_s", float)
 
-MAX_HISTORY_LIMIT = 1000
 DEFAULT_HISTORY_LIMIT = 50
 READY_TIMEOUT_S = 2.0
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -113,13 +106,14 @@ async def readyz(request: web.Request) -> web.Response:
     ``streams`` to it either way.
     """
     checks: dict[str, str] = {}
+    pods = request.app[PODS]
     try:
-        await asyncio.wait_for(request.app[STORE].ping(), timeout=READY_TIMEOUT_S)
+        await pods.ping(READY_TIMEOUT_S)
         checks["store"] = "ok"
     except (StoreError, TimeoutError) as e:
         checks["store"] = f"failed: {e or 'timed out'}"
     checks["grpc"] = "ok" if request.app[GRPC_SERVING]() else "failed: not serving"
-    streams = request.app[STREAMS].readiness()
+    streams = pods.streams_readiness()
     if streams["saturated"]:
         checks["streams"] = (
             f"failed: saturated: {streams['in_use']} of {streams['limit']} agent streams in use "
@@ -137,51 +131,18 @@ async def openapi_json(request: web.Request) -> web.Response:
     return web.json_response(openapi.document(__version__))
 
 
-def _liveness(app: web.Application, key: PodKey) -> views.Liveness:
-    streams = app[STREAMS]
-    return views.Liveness(
-        now=app[CLOCK](),
-        stale_s=app[STALE_S],
-        streams=[c.as_dict() for c in streams.live(key)],
-        conflicts=streams.conflicts(key).as_dict(),
-    )
-
-
 async def list_pods(request: web.Request) -> web.Response:
-    pods = await request.app[STORE].list_pods()
-    return web.json_response({"pods": [views.pod_summary(p, _liveness(request.app, p.key)) for p in pods]})
+    pods = await request.app[PODS].list()
+    return web.json_response({"pods": [views.pod_summary(p) for p in pods]})
 
 
 async def get_pod(request: web.Request) -> web.Response:
-    key = _key(request)
-    store = request.app[STORE]
-    rec = await store.get_pod(key)
-    if rec is None:
-        raise NotFoundError(f"pod {key} is not known to this collector")
-    obs = await store.latest_observations(key)
-    return web.json_response(views.pod_detail(rec, obs, _liveness(request.app, key)))
+    return web.json_response(views.pod_detail(await request.app[PODS].get(_key(request))))
 
 
 async def delete_pod(request: web.Request) -> web.Response:
     """Delete a pod and its stored history; refused while an agent streams for it."""
-    key = _key(request)
-    store = request.app[STORE]
-    rec = await store.get_pod(key)
-    # No await between this check and queueing the delete: a Hello registers its stream before
-    # its own write is queued, so either it is seen here (409) or its write lands after ours.
-    live = request.app[STREAMS].live(key)
-    if live:
-        raise ConflictError(
-            f"pod {key} has a live agent stream right now ({live[0].describe()}); deleted, it would "
-            "come back at once: stop that agent first, then delete"
-        )
-    if rec is None or not await store.delete_pod(key):
-        raise NotFoundError(f"pod {key} is not known to this collector")
-    request.app[STREAMS].forget(key)
-    log.info("pod %s deleted with its stored history", key)
-    drift = request.app.get(drift_routes.DRIFT)
-    if drift is not None:
-        drift.notify(rec.identity, "snapshot")  # its workload lost a replica: evaluate it again
+    await request.app[PODS].delete(_key(request))
     return web.Response(status=204)
 
 
@@ -190,22 +151,8 @@ async def pod_history(request: web.Request) -> web.Response:
     limit = int_param(request, "limit", DEFAULT_HISTORY_LIMIT, 1, MAX_HISTORY_LIMIT)
     assert limit is not None
     before = int_param(request, "before", None, 1, 2**62)
-    include_facts = _bool_param(request, "facts")
-    store = request.app[STORE]
-    if await store.get_pod(key) is None:
-        raise NotFoundError(f"pod {key} is not known to this collector")
-    # One extra, older row: the base the oldest shown snapshot's changes are computed against.
-    rows = await store.history(key, limit + 1, before_id=before)
-    # Restarts are events beside the configurations: a page shows those from its oldest snapshot
-    # up to the snapshot it pages back from (the newer page's oldest).
-    shown = rows[:limit]
-    lo = shown[-1].received_at if len(rows) > limit and shown else 0.0
-    newer = await store.get_snapshot(before) if before is not None else None
-    hi = newer.received_at if newer is not None else float("inf")
-    page = [e for e in await store.pod_events(key, MAX_HISTORY_LIMIT) if lo <= e.at < hi]
-    return web.json_response(
-        views.history(key.namespace, key.pod, rows, limit, include_facts=include_facts, events=page)
-    )
+    page = await request.app[PODS].history(key, limit, before, include_facts=_bool_param(request, "facts"))
+    return web.json_response(views.history(page))
 
 
 ROUTES: tuple[tuple[str, str, Any], ...] = (
@@ -220,32 +167,28 @@ ROUTES: tuple[tuple[str, str, Any], ...] = (
 
 
 def create_app(
-    store: Store,
+    pods: Pods,
     *,
+    queries: Queries | None = None,
     grpc_serving: Callable[[], bool] = lambda: True,
-    drift: DriftService | None = None,
-    streams: StreamRegistry | None = None,
     limits: body.ApiLimits | None = None,
 ) -> web.Application:
-    """The API app over ``store``; ``grpc_serving`` tells /readyz whether ingest is up; with
-    ``drift``, the drift engine's routes (workloads, findings, diff, baselines, intents) too;
-    ``streams``, the ingest's live streams (which pods have an agent now, refused claims);
-    ``limits``, body sizes, timeouts and the parse pool (default ``body.DEFAULT_LIMITS``)."""
+    """The API app over the pod queries ``pods`` (which also answer /readyz's store and stream
+    checks); ``grpc_serving`` tells /readyz whether ingest is up; with ``queries``, the drift
+    engine's routes (workloads, findings, diff, baselines, intents) too; ``limits``, body sizes,
+    timeouts and the parse pool (default ``body.DEFAULT_LIMITS``)."""
     limits = limits if limits is not None else body.DEFAULT_LIMITS
     app = web.Application(middlewares=[errors_middleware], client_max_size=limits.max_body_bytes)
     app[body.LIMITS] = limits
-    app[STORE] = store
+    app[PODS] = pods
     app[GRPC_SERVING] = grpc_serving
-    app[STREAMS] = streams if streams is not None else StreamRegistry()
-    app[CLOCK] = drift.clock if drift is not None else time.time
-    app[STALE_S] = (drift.settings if drift is not None else DriftSettings()).replica_stale_s
     for method, path, handler in ROUTES:
         if method == "GET":
             app.router.add_get(path, handler)  # and HEAD
         else:
             app.router.add_route(method, path, handler)
-    if drift is not None:
-        app[drift_routes.DRIFT] = drift
+    if queries is not None:
+        app[drift_routes.QUERIES] = queries
         pool = body.ParsePool(limits)
         app[drift_routes.PARSER] = pool
 

@@ -1,18 +1,18 @@
-"""JSON shapes of the query API, built from store records. Pure: no aiohttp, no I/O.
+"""JSON shapes of the pod routes, from the service's typed results. Pure: no aiohttp, no I/O.
 
 The pod detail keeps the field names of ``skewwatch facts`` JSON (facts, provenance,
-observations, sources, fingerprint) so tools can read either. ``Liveness`` carries what the
-store does not know: the time, the stale threshold, the pod's live streams and refused claims.
+observations, sources, fingerprint) so tools can read either. A ``PodView``'s ``Liveness``
+carries what the store does not know: the time, the stale threshold, the pod's live streams and
+refused claims.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 from collector.domain.diff import diff_facts
-from collector.domain.records import ObservationsRecord, PodEvent, PodRecord, SnapshotRecord
+from collector.service.pods import PodHistory, PodView
 from skewwatch.core.facts import Provenance, SourceState, SourceStatus
 
 JSON = dict[str, Any]
@@ -33,31 +33,8 @@ def _sources(s: Mapping[str, SourceStatus]) -> JSON:
     return {n: s[n].as_dict() for n in sorted(s)}
 
 
-NO_CONFLICTS: JSON = {
-    "count": 0,
-    "last_refused_at": None,
-    "last_claimant_peer": None,
-    "last_claimant_agent_id": None,
-    "last_claimant_instance_id": None,
-}
-
-
-@dataclass(frozen=True)
-class Liveness:
-    """A pod's liveness as the collector sees it now (not stored)."""
-
-    now: float
-    stale_s: float
-    # The pod's live agent streams, oldest first: agent_id, instance_id, peer, since.
-    streams: Sequence[JSON] = ()
-    conflicts: JSON = field(default_factory=lambda: dict(NO_CONFLICTS))
-
-    def fields(self, rec: PodRecord) -> JSON:
-        age = max(0.0, self.now - rec.last_seen)
-        return {"stale": age > self.stale_s, "last_seen_age_s": round(age, 3)}
-
-
-def pod_summary(rec: PodRecord, live: Liveness) -> JSON:
+def pod_summary(view: PodView) -> JSON:
+    rec, live = view.record, view.liveness
     i = rec.identity
     sources = rec.current.sources if rec.current is not None else {}
     return {
@@ -77,7 +54,8 @@ def pod_summary(rec: PodRecord, live: Liveness) -> JSON:
     }
 
 
-def pod_detail(rec: PodRecord, observations: ObservationsRecord | None, live: Liveness) -> JSON:
+def pod_detail(view: PodView) -> JSON:
+    rec, live, observations = view.record, view.liveness, view.observations
     i = rec.identity
     cur = rec.current
     out: JSON = {
@@ -123,19 +101,11 @@ def pod_detail(rec: PodRecord, observations: ObservationsRecord | None, live: Li
     return out
 
 
-def history(
-    namespace: str,
-    pod: str,
-    rows: Sequence[SnapshotRecord],
-    limit: int,
-    *,
-    include_facts: bool,
-    events: Sequence[PodEvent] = (),
-) -> JSON:
-    """``rows`` newest first, up to ``limit + 1``: the extra oldest row is only the diff base."""
-    shown = rows[:limit]
+def history(page: PodHistory) -> JSON:
+    """The page's shown rows, each with its changes against the next older row."""
+    rows, limit = page.rows, page.limit
     snapshots = []
-    for idx, snap in enumerate(shown):
+    for idx, snap in enumerate(page.shown):
         previous = rows[idx + 1] if idx + 1 < len(rows) else None
         entry: JSON = {
             "id": snap.id,
@@ -147,18 +117,17 @@ def history(
             "previous_id": previous.id if previous is not None else None,
             "changes": [c.as_dict() for c in diff_facts(previous.facts if previous else {}, snap.facts)],
         }
-        if include_facts:
+        if page.include_facts:
             entry["facts"] = {k: snap.facts[k] for k in sorted(snap.facts)}
             entry["provenance"] = _provenance(snap.provenance)
             entry["sources"] = _sources(snap.sources)
         snapshots.append(entry)
-    more = len(rows) > limit
     return {
-        "namespace": namespace,
-        "pod": pod,
+        "namespace": page.key.namespace,
+        "pod": page.key.pod,
         "limit": limit,
         "snapshots": snapshots,
         # Pass as ?before= to page further back; null when this page reaches the first snapshot.
-        "next_before": shown[-1].id if more and shown else None,
-        "events": [e.as_dict() for e in events],
+        "next_before": page.next_before,
+        "events": [e.as_dict() for e in page.events],
     }

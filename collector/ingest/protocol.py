@@ -1,11 +1,12 @@
 """The stream protocol, without gRPC: decode and validate one untrusted message, decide the reply.
 
 ``Session`` holds one stream's state (who it speaks for, the last sequence) and turns each raw
-message into store calls and an optional reply. Every protocol or validation failure raises
-``IngestError`` naming the field; the server turns that into INVALID_ARGUMENT. Store failures
-surface as ``StoreError`` and nothing is acknowledged. With a ``StreamRegistry`` the Hello also
-claims the pod for this stream (``collector.ingest.registry``): a second live agent instance is
-refused with ``IdentityConflict`` before anything is stored.
+message into calls of the service layer's ``Recording`` (``collector.service.recording``: each
+returns once committed, then schedules evaluation) and an optional reply. Every protocol or
+validation failure raises ``IngestError`` naming the field; the server turns that into
+INVALID_ARGUMENT. Store failures surface as ``StoreError`` and nothing is acknowledged. With a
+``StreamRegistry`` the Hello also claims the pod for this stream (``collector.ingest.registry``):
+a second live agent instance is refused with ``IdentityConflict`` before anything is stored.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from collector.domain.records import EngineState, HeartbeatResult
 from collector.errors import IngestError
 from collector.ingest.registry import Claim, StreamRegistry
-from collector.store.base import Store
+from collector.service.recording import Recording
 from proto.skewwatch.v1 import skewwatch_pb2 as pb
 from skewwatch.core.identity import PodIdentity
 from skewwatch.wire import (
@@ -120,12 +121,6 @@ def identity_of(hello: pb.Hello) -> PodIdentity:
     return identity
 
 
-# Called after a snapshot, heartbeat or observations message is committed, with the pod and the
-# message kind ("snapshot" | "heartbeat" | "observations"); the drift service schedules its
-# evaluation there. It must not block: it runs before the ack is sent.
-CommitHook = Callable[[PodIdentity, str], None]
-
-
 @dataclass
 class SessionStats:
     snapshots_stored: int = 0
@@ -200,16 +195,14 @@ class Session:
 
     def __init__(
         self,
-        store: Store,
+        recorder: Recording,
         *,
         max_message_bytes: int,
         clock: Callable[[], float],
-        on_commit: CommitHook | None = None,
         registry: StreamRegistry | None = None,
         peer: str = "",
     ) -> None:
-        self.store = store
-        self.on_commit = on_commit
+        self.recorder = recorder
         self.max_message_bytes = max_message_bytes
         self.clock = clock
         self.registry = registry
@@ -238,7 +231,7 @@ class Session:
             if self.registry is not None:
                 claim = self.registry.claim(identity, instance_id, self.peer, self.clock())
             try:
-                await self.store.hello(identity, seq, self.clock())
+                await self.recorder.hello(identity, seq, self.clock())
             except BaseException:
                 if claim is not None and self.registry is not None:
                     self.registry.release(claim)
@@ -268,10 +261,6 @@ class Session:
         if claim is not None and self.registry is not None:
             self.registry.release(claim)
 
-    def _committed(self, kind: str) -> None:
-        if self.on_commit is not None and self.identity is not None:
-            self.on_commit(self.identity, kind)
-
     def _replayed(self, seq: int) -> bool:
         # Within one stream sequences only grow; a repeat is a retransmission we already
         # committed, so it is acknowledged again without being stored twice.
@@ -291,7 +280,7 @@ class Session:
             raise IngestError(str(e)) from e
         if self._replayed(msg.sequence):
             return ack(msg.sequence)
-        result = await self.store.record_snapshot(
+        result = await self.recorder.record_snapshot(
             self.identity,
             msg.sequence,
             facts={k: f.value for k, f in snap.facts.items()},
@@ -302,7 +291,6 @@ class Session:
             received_at=self.clock(),
         )
         self.last_sequence = msg.sequence
-        self._committed("snapshot")
         if result.new_row:
             self.stats.snapshots_stored += 1
         else:
@@ -325,17 +313,16 @@ class Session:
         if self._replayed(msg.sequence):
             return ack(msg.sequence)
         if engine is not None and engine != self.engine:
-            await self.store.record_engine_state(self.identity, msg.sequence, engine, self.clock())
+            await self.recorder.record_engine_state(self.identity, msg.sequence, engine, self.clock())
             self.engine = engine
         if fp == "":
             self.last_sequence = msg.sequence
             self.stats.heartbeats += 1
             return ack(msg.sequence)
-        outcome = await self.store.record_heartbeat(self.identity.key, msg.sequence, fp, self.clock())
+        outcome = await self.recorder.record_heartbeat(self.identity, msg.sequence, fp, self.clock())
         self.last_sequence = msg.sequence
         if outcome is HeartbeatResult.OK:
             self.stats.heartbeats += 1
-            self._committed("heartbeat")
             return ack(msg.sequence)
         self.stats.resyncs += 1
         if outcome is HeartbeatResult.UNKNOWN_POD:
@@ -350,7 +337,7 @@ class Session:
         at, kind, detail = event_from_proto(msg.event)
         if self._replayed(msg.sequence):
             return ack(msg.sequence)
-        await self.store.record_event(self.identity, msg.sequence, at, kind, detail)
+        await self.recorder.record_event(self.identity, msg.sequence, at, kind, detail)
         self.last_sequence = msg.sequence
         self.stats.events += 1
         log.info("%s/%s: %s", self.identity.namespace, self.identity.pod, detail.get("message", kind))
@@ -367,7 +354,7 @@ class Session:
             raise IngestError(f"observations.window_seconds: {o.window_seconds!r} must be finite and >= 0")
         if self._replayed(msg.sequence):
             return ack(msg.sequence)
-        await self.store.record_observations(
+        await self.recorder.record_observations(
             self.identity,
             msg.sequence,
             items={i.name: i for i in items},
@@ -377,5 +364,4 @@ class Session:
         )
         self.last_sequence = msg.sequence
         self.stats.observations += 1
-        self._committed("observations")
         return ack(msg.sequence)

@@ -35,7 +35,7 @@ from typing import Any
 import grpc
 
 from collector.errors import IngestError, StoreError
-from collector.ingest.protocol import CommitHook, Session
+from collector.ingest.protocol import Session
 from collector.ingest.registry import (
     CUT_FIRST_REPORT,
     CUT_HELLO,
@@ -45,7 +45,7 @@ from collector.ingest.registry import (
     StreamRefused,
     StreamRegistry,
 )
-from collector.store.base import Store
+from collector.service.recording import Recording
 
 log = logging.getLogger(__name__)
 
@@ -69,20 +69,19 @@ class StreamTimeouts:
 
 
 class IngestService:
-    """Serves agent streams into a store; one ``Session`` per stream, messages handled in order."""
+    """Serves agent streams into the service layer's ``Recording`` (``collector.service.recording``);
+    one ``Session`` per stream, messages handled in order."""
 
     def __init__(
         self,
-        store: Store,
+        recorder: Recording,
         *,
         max_message_bytes: int,
         clock: Callable[[], float] = time.time,
-        on_commit: CommitHook | None = None,
         limits: StreamLimits | None = None,
         timeouts: StreamTimeouts | None = None,
     ) -> None:
-        self.store = store
-        self.on_commit = on_commit
+        self.recorder = recorder
         self.max_message_bytes = max_message_bytes
         self.clock = clock
         self.registry = StreamRegistry(limits)
@@ -111,10 +110,9 @@ class IngestService:
             await self._refuse(messages, context, peer, e)
             return
         session = Session(
-            self.store,
+            self.recorder,
             max_message_bytes=self.max_message_bytes,
             clock=self.clock,
-            on_commit=self.on_commit,
             registry=self.registry,
             peer=peer,
         )

@@ -36,7 +36,7 @@ from collector.drift.engine import Debounce, Evaluation, WorkloadInput, evaluate
 from collector.errors import CollectorError, StoreError
 from collector.intent.directory import IntentRegistry
 from collector.intent.model import parse_documents
-from collector.store.base import FullStore
+from collector.service.ports import EvaluationStore
 from skewwatch.core.identity import PodIdentity
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def to_replica(rec: ReplicaRecord) -> Replica:
 class DriftService:
     def __init__(
         self,
-        store: FullStore,
+        store: EvaluationStore,
         registry: IntentRegistry,
         settings: DriftSettings = DriftSettings(),
         clock: Callable[[], float] = time.time,

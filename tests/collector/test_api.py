@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from collector.api.app import create_app
 from collector.api.openapi import document
+from collector.service.pods import Pods
 from collector.store.sqlite import SqliteStore
 from tests.collector.conftest import (
     BASE_FACTS,
@@ -247,7 +248,7 @@ async def test_readiness_fails_when_grpc_is_down_or_store_is_closed(tmp_path: Pa
     store = SqliteStore(tmp_path / "r.db")
     await store.open()
     serving = {"grpc": False}
-    app = create_app(store, grpc_serving=lambda: serving["grpc"])
+    app = create_app(Pods(store), grpc_serving=lambda: serving["grpc"])
     async with TestClient(TestServer(app)) as client:
         r = await client.get("/readyz")
         assert r.status == 503
@@ -269,7 +270,7 @@ async def test_openapi_document_describes_exactly_the_served_routes(
 ) -> None:
     body = await get(http, "/api/v1/openapi.json")
     assert body["openapi"].startswith("3.1")
-    app = create_app(running.collector.store, drift=running.collector.drift)
+    app = create_app(running.collector.pods, queries=running.collector.queries)
     served = {
         (r.resource.canonical, r.method.lower())
         for r in app.router.routes()

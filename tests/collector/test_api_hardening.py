@@ -28,6 +28,7 @@ from collector.api import body as api_body
 from collector.api.app import create_app
 from collector.errors import OverloadedError, ProcessingTimeoutError
 from collector.main import Collector
+from collector.service.pods import Pods
 from collector.store.sqlite import SqliteStore
 from tests.collector.conftest import Running, settings_for, started
 from tests.collector.test_api import DOC, conforms
@@ -393,7 +394,7 @@ async def test_last_resort_middleware_answers_json_500_and_logs(
 ) -> None:
     store = SqliteStore(tmp_path / "r.db")
     await store.open()
-    app = create_app(store)
+    app = create_app(Pods(store))
 
     async def broken(request: web.Request) -> web.Response:
         raise RuntimeError("a bug")

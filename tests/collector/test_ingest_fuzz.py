@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from collector.errors import IngestError
 from collector.ingest.protocol import Session
 from collector.ingest.registry import StreamRegistry
+from collector.service.recording import Recorder
 from collector.store.sqlite import SqliteStore
 from proto.skewwatch.v1 import skewwatch_pb2 as pb
 from skewwatch.core.identity import PodKey
@@ -75,7 +76,7 @@ class Fuzzer:
 
     def session(self) -> Session:
         return Session(
-            self.store,
+            Recorder(self.store),
             max_message_bytes=MAX_MESSAGE_BYTES,
             clock=time.time,
             registry=StreamRegistry(),

@@ -1,0 +1,722 @@
+"""Drift queries: workloads, findings, diffs, baselines and intents, as typed results.
+
+``Queries`` answers what the API asks, over the store and the ``DriftService`` (its evaluation,
+intent registry, settings and clock). Each answer is a frozen dataclass whose ``as_dict()`` is the
+route's JSON body: ``WorkloadSummary`` and ``WorkloadView``, ``FindingsPage`` and
+``FindingDetail``, ``DiffResult``, ``BaselineHistory``, ``IntentListing``. Not-found and conflict
+answers raise ``collector.errors`` (``NotFoundError``, ``ConflictError``, ``BadRequestError``),
+which the edge translates. Mutations (notes on findings, baselines, intents) go through here too.
+
+A diff has five modes (``DIFF_MODES``), one small method each, dispatched by a table. The
+last-good search walks the replica's stored history (``LAST_GOOD_DEPTH`` rows, newest first).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from collector.baseline.model import compare_config
+from collector.domain.baseline import Baseline, BaselineError
+from collector.domain.diff import ChangeKind, FactChange, diff_facts
+from collector.domain.identity import split_workload, workload_id
+from collector.domain.model import SEVERITY_ORDER, FindingRecord, Replica
+from collector.domain.records import FindingEvent, FindingQuery, IntentRecord, SnapshotRecord
+from collector.domain.replicas import config_facts, differing_keys, groups, majority_group
+from collector.drift.engine import Evaluation
+from collector.errors import BadRequestError, ConflictError, NotFoundError
+from collector.intent.evaluate import Check
+from collector.intent.model import Intent
+from collector.service.evaluation import DriftService
+from collector.service.ports import QueryStore
+from skewwatch.core.facts import FactValue, SourceState
+from skewwatch.core.identity import PodKey
+
+log = logging.getLogger(__name__)
+
+JSON = dict[str, Any]
+DIFF_MODES = ("last_good", "baseline", "intent", "revisions", "pods")
+LAST_GOOD_DEPTH = 100
+RESOLVED_SHOWN = 20  # resolved findings a workload's answer lists after its active ones
+BASELINE_HISTORY = 50
+
+
+def workload_state(live_replicas: int) -> str:
+    """``serving`` while a pod of the workload was heard from within replica_stale_s, else ``no-replicas``."""
+    return "serving" if live_replicas else "no-replicas"
+
+
+def _names(workload: str) -> JSON:
+    ns, kind, name = split_workload(workload)
+    return {"workload": workload, "namespace": ns, "kind": kind, "name": name}
+
+
+# -- workloads -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkloadSummary:
+    """One row of the workload list."""
+
+    workload: str
+    pods: int
+    replicas_live: int
+    configurations: int  # distinct fingerprints among the live replicas
+    last_seen: float
+    open_findings: Mapping[str, int]  # severity -> open, in severity order (silenced apart)
+    silenced_findings: int
+    baseline_recorded_at: float | None
+
+    def as_dict(self) -> JSON:
+        return {
+            **_names(self.workload),
+            "replicas": self.replicas_live,
+            "replicas_live": self.replicas_live,
+            "state": workload_state(self.replicas_live),
+            "pods": self.pods,
+            "configurations": self.configurations,
+            "last_seen": self.last_seen,
+            "open_findings": dict(self.open_findings),
+            "silenced_findings": self.silenced_findings,
+            "baseline_recorded_at": self.baseline_recorded_at,
+        }
+
+
+@dataclass(frozen=True)
+class BoundIntent:
+    kind: str
+    name: str
+    file: str
+    reason: str
+
+    def as_dict(self) -> JSON:
+        return {"kind": self.kind, "name": self.name, "file": self.file, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class WorkloadView:
+    """One workload now: its live replicas, their configurations, intent checks and findings."""
+
+    workload: str
+    replicas: Sequence[Replica]
+    majority: frozenset[str]  # pods of the majority configuration
+    configurations: Sequence[tuple[str, Sequence[str]]]  # fingerprint -> pods, largest first
+    representative: Replica | None  # the newest replica of the majority
+    divergent_keys: Sequence[str]
+    bound: Sequence[BoundIntent]
+    checks: Sequence[Check]
+    baseline: Baseline | None
+    findings: Sequence[FindingRecord]  # active, then the newest resolved
+    now: float
+
+    def as_dict(self) -> JSON:
+        rep = self.representative
+        facts = dict(rep.facts) if rep else {}
+        return {
+            **_names(self.workload),
+            "replicas": [_replica_json(r, self.majority) for r in self.replicas],
+            "replicas_live": len(self.replicas),
+            "state": workload_state(len(self.replicas)),
+            "configurations": [{"fingerprint": sig, "pods": list(pods)} for sig, pods in self.configurations],
+            "facts": {k: facts[k] for k in sorted(facts)},
+            "provenance": {k: rep.provenance[k].as_dict() for k in sorted(rep.provenance)} if rep else {},
+            "divergent_keys": list(self.divergent_keys),
+            "intent": {
+                "bound": [b.as_dict() for b in self.bound],
+                "checks": [c.as_dict() for c in self.checks],
+            },
+            "baseline": self.baseline.as_dict(facts=False) if self.baseline else None,
+            "findings": [f.as_dict(self.now) for f in self.findings],
+        }
+
+
+def _replica_json(r: Replica, majority: frozenset[str]) -> JSON:
+    return {
+        "pod": r.pod,
+        "fingerprint": r.fingerprint,
+        "first_seen": r.first_seen,
+        "last_seen": r.last_seen,
+        "in_majority": r.pod in majority,
+        "snapshot_id": r.snapshot_id,
+        "observations": {n: o.value for n, o in sorted(r.observations[0].items())} if r.observations else {},
+    }
+
+
+# -- findings ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FindingsPage:
+    """Findings newest first; ``next_before`` pages further back (None on the last page)."""
+
+    findings: Sequence[FindingRecord]
+    limit: int
+    now: float
+
+    @property
+    def next_before(self) -> int | None:
+        return self.findings[-1].id if len(self.findings) == self.limit else None
+
+    def as_dict(self) -> JSON:
+        return {"findings": [f.as_dict(self.now) for f in self.findings], "next_before": self.next_before}
+
+
+@dataclass(frozen=True)
+class FindingDetail:
+    """One finding with its lifecycle events."""
+
+    finding: FindingRecord
+    events: Sequence[FindingEvent]
+    now: float
+
+    def as_dict(self) -> JSON:
+        return {**self.finding.as_dict(self.now), "history": [e.as_dict() for e in self.events]}
+
+
+@dataclass(frozen=True)
+class FindingView:
+    """A finding as a note (ack, silence) left it."""
+
+    finding: FindingRecord
+    now: float
+
+    def as_dict(self) -> JSON:
+        return self.finding.as_dict(self.now)
+
+
+# -- diff ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DiffSide:
+    """One end of a diff: what it is, the stored row it names (``ref``: "snapshot" or "baseline",
+    with its id, which may be null) and, for the last-good side, why it was chosen."""
+
+    label: str
+    ref: str | None = None
+    ref_id: int | None = None
+    why: str | None = None
+
+    @classmethod
+    def snapshot(cls, label: str, snapshot_id: int | None, why: str | None = None) -> DiffSide:
+        return cls(label, "snapshot", snapshot_id, why)
+
+    def as_dict(self) -> JSON:
+        out: JSON = {"label": self.label}
+        if self.ref is not None:
+            out[f"{self.ref}_id"] = self.ref_id
+        if self.why is not None:
+            out["why"] = self.why
+        return out
+
+
+@dataclass(frozen=True)
+class DiffResult:
+    workload: str
+    mode: str
+    from_: DiffSide | None
+    to: DiffSide | None
+    changes: Sequence[FactChange] = ()
+    checks: Sequence[Check] | None = None  # the intent mode's checks
+
+    def as_dict(self) -> JSON:
+        out: JSON = {
+            "workload": self.workload,
+            "mode": self.mode,
+            "from": self.from_.as_dict() if self.from_ else None,
+            "to": self.to.as_dict() if self.to else None,
+            "changes": [c.as_dict() for c in self.changes],
+        }
+        if self.checks is not None:
+            out["checks"] = [c.as_dict() for c in self.checks]
+        return out
+
+
+@dataclass(frozen=True)
+class DiffRequest:
+    """What to compare: the mode and, for ``pods`` and ``revisions``, the pair (names or ids)."""
+
+    mode: str
+    pods: tuple[str, str] | None = None
+    revisions: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class _DiffContext:
+    """The workload as evaluated now, shared by every diff mode."""
+
+    workload: str
+    evaluation: Evaluation
+    replicas: list[Replica]
+    baseline: Baseline | None
+    representative: Replica | None  # the newest replica of the majority
+
+
+@dataclass(frozen=True)
+class LastGood:
+    snapshot: SnapshotRecord | None
+    why: str
+
+
+def changes(before: Mapping[str, FactValue], after: Mapping[str, FactValue]) -> list[FactChange]:
+    """The configuration changes from ``before`` to ``after`` (identity keys left out)."""
+    return diff_facts(config_facts(before, ()), config_facts(after, ()))
+
+
+def _most(pods: Mapping[str, Any]) -> Any:
+    values = list(pods.values())
+    return max(values, key=values.count) if values else None
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def _baseline_side(baseline: Baseline, why: str | None = None) -> DiffSide:
+    return DiffSide(f"baseline {baseline.id} ({baseline.origin})", "baseline", baseline.id, why)
+
+
+# -- baselines and intents -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BaselineHistory:
+    """A workload's latest baseline (with its facts) and the older ones (without)."""
+
+    workload: str
+    latest: Baseline
+    older: Sequence[Baseline]
+
+    def as_dict(self) -> JSON:
+        return {
+            "workload": self.workload,
+            "baseline": self.latest.as_dict(),
+            "history": [b.as_dict(facts=False) for b in self.older],
+        }
+
+
+def intent_json(i: Intent) -> JSON:
+    return {"kind": i.kind, "name": i.name, "file": i.file, "document": i.data}
+
+
+@dataclass(frozen=True)
+class IntentListing:
+    intents: Sequence[Mapping[str, object]]
+    errors: Sequence[JSON]
+    directory: str | None
+
+    def as_dict(self) -> JSON:
+        return {"intents": list(self.intents), "errors": list(self.errors), "directory": self.directory}
+
+
+# -- the service ---------------------------------------------------------------------------------
+
+
+class Queries:
+    """The drift queries over ``store`` and the evaluation service ``drift``."""
+
+    def __init__(self, store: QueryStore, drift: DriftService) -> None:
+        self.store = store
+        self.drift = drift
+
+    def now(self) -> float:
+        return self.drift.clock()
+
+    # -- workloads -------------------------------------------------------------------------------
+
+    async def workload_ids(self) -> set[str]:
+        return {workload_id(b.key.namespace, b.key.pod, b.workload) for b in await self.store.pod_briefs()}
+
+    async def resolve_workload(self, text: str, where: str) -> str:
+        """``namespace/name`` or ``namespace/kind/name`` → the stored workload id; 400/404 otherwise."""
+        parts = text.split("/")
+        if len(parts) not in (2, 3) or not all(parts) or len(text) > 512:
+            raise BadRequestError(f"{where}: {text[:80]!r} must be NAMESPACE/NAME or NAMESPACE/KIND/NAME")
+        known = await self.workload_ids()
+        if len(parts) == 3:
+            if text in known:
+                return text
+            raise NotFoundError(f"workload {text} is not known to this collector")
+        namespace, name = parts
+        matches = sorted(
+            w for w in known if split_workload(w)[0] == namespace and split_workload(w)[2] == name
+        )
+        if not matches:
+            raise NotFoundError(f"workload {namespace}/{name} is not known to this collector")
+        if len(matches) > 1:
+            raise BadRequestError(f"{where}: {text} is ambiguous ({', '.join(matches)}); name the kind")
+        return matches[0]
+
+    async def workloads(self) -> list[WorkloadSummary]:
+        now = self.drift.clock()
+        by_workload: dict[str, list[Any]] = {}
+        for b in await self.store.pod_briefs():
+            by_workload.setdefault(workload_id(b.key.namespace, b.key.pod, b.workload), []).append(b)
+        counts = await self.store.open_finding_counts(now)
+        baselines = {bl.workload: bl for bl in await self.store.list_baselines()}
+        out = []
+        for w in sorted(by_workload):
+            pods = by_workload[w]
+            live = [p for p in pods if now - p.last_seen <= self.drift.settings.replica_stale_s]
+            count = counts.get(w, {})
+            base = baselines.get(w)
+            out.append(
+                WorkloadSummary(
+                    workload=w,
+                    pods=len(pods),
+                    replicas_live=len(live),
+                    configurations=len({p.fingerprint for p in live if p.fingerprint}),
+                    last_seen=max(p.last_seen for p in pods),
+                    open_findings=dict(
+                        sorted(
+                            ((s, n) for s, n in count.items() if s != "silenced"),
+                            key=lambda kv: SEVERITY_ORDER.get(kv[0], 9),
+                        )
+                    ),
+                    silenced_findings=count.get("silenced", 0),
+                    baseline_recorded_at=base.recorded_at if base else None,
+                )
+            )
+        return out
+
+    async def _context(self, workload: str) -> _DiffContext:
+        ev, replicas, baseline = await self.drift.evaluate_only(workload)
+        majority = majority_group(replicas, ev.ignore, baseline.fingerprint if baseline else None)
+        rep = max(majority, key=lambda r: r.last_seen) if majority else None
+        return _DiffContext(workload, ev, replicas, baseline, rep)
+
+    async def workload(self, workload: str) -> WorkloadView:
+        ev, replicas, baseline = await self.drift.evaluate_only(workload)
+        majority = majority_group(replicas, ev.ignore, baseline.fingerprint if baseline else None)
+        members = frozenset(r.pod for r in majority)
+        rep = max(majority, key=lambda r: r.last_seen) if majority else None
+        expected = config_facts(dict(rep.facts) if rep else {}, ev.ignore)
+        divergent = sorted(
+            {
+                c.key
+                for r in replicas
+                if r.pod not in members and r.facts
+                for c in diff_facts(expected, config_facts(r.facts, ev.ignore))
+            }
+        )
+        active = await self.store.active_findings(workload)
+        resolved = await self.store.list_findings(
+            FindingQuery(workload=workload, status="resolved", limit=RESOLVED_SHOWN)
+        )
+        bound = [
+            BoundIntent(i.kind, i.name, i.file, ev.bound.reasons.get(f"{i.kind}/{i.name}", ""))
+            for i in ev.bound.intents
+        ]
+        configurations = [
+            (sig, sorted(r.pod for r in rs))
+            for sig, rs in sorted(groups(replicas, ev.ignore).items(), key=lambda kv: -len(kv[1]))
+        ]
+        return WorkloadView(
+            workload=workload,
+            replicas=replicas,
+            majority=members,
+            configurations=configurations,
+            representative=rep,
+            divergent_keys=divergent,
+            bound=bound,
+            checks=ev.checks,
+            baseline=baseline,
+            findings=[*active, *resolved],
+            now=time.time(),
+        )
+
+    # -- findings --------------------------------------------------------------------------------
+
+    async def findings(self, query: FindingQuery) -> FindingsPage:
+        rows = await self.store.list_findings(query)
+        return FindingsPage(rows, query.limit, time.time())
+
+    async def finding(self, finding_id: int) -> FindingDetail:
+        found = await self.store.get_finding(finding_id)
+        if found is None:
+            raise NotFoundError(f"finding {finding_id} does not exist")
+        finding, events = found
+        return FindingDetail(finding, events, time.time())
+
+    async def _note(
+        self, finding_id: int, field_name: str, value: dict[str, Any] | None, event: str
+    ) -> FindingView:
+        f = await self.store.set_finding_note(finding_id, field_name, value, event, self.drift.clock())
+        if f is None:
+            raise NotFoundError(f"finding {finding_id} does not exist")
+        log.info("finding %d %s%s", finding_id, event, f": {value['reason']}" if value else "")
+        return FindingView(f, self.drift.clock())
+
+    async def ack(self, finding_id: int, reason: str, by: str) -> FindingView:
+        """Acknowledge: someone has seen it and is on it. It stays open and counts as before."""
+        return await self._note(
+            finding_id, "ack", {"reason": reason, "by": by, "at": self.drift.clock()}, "acknowledged"
+        )
+
+    async def unack(self, finding_id: int) -> FindingView:
+        return await self._note(finding_id, "ack", None, "unacknowledged")
+
+    async def silence(self, finding_id: int, reason: str, by: str, *, at: float, until: float) -> FindingView:
+        """Silence until a time: the finding stays listed (and keeps its lifecycle) but counts apart."""
+        value = {"reason": reason, "by": by, "at": at, "until": until}
+        return await self._note(finding_id, "silence", value, "silenced")
+
+    async def unsilence(self, finding_id: int) -> FindingView:
+        return await self._note(finding_id, "silence", None, "unsilenced")
+
+    # -- diff ------------------------------------------------------------------------------------
+
+    async def diff(self, workload: str, request: DiffRequest) -> DiffResult:
+        """Compare the workload's configuration by ``request.mode`` (one of ``DIFF_MODES``)."""
+        mode = _DIFF.get(request.mode)
+        if mode is None:
+            raise BadRequestError(f"diff mode {request.mode[:40]!r} is not one of {', '.join(DIFF_MODES)}")
+        return await mode(self, await self._context(workload), request)
+
+    async def _diff_intent(self, ctx: _DiffContext, request: DiffRequest) -> DiffResult:
+        ev = ctx.evaluation
+        return DiffResult(
+            ctx.workload,
+            request.mode,
+            DiffSide(", ".join(f"{i.kind}/{i.name}" for i in ev.bound.intents) or "no intent bound"),
+            DiffSide(f"{len(ctx.replicas)} live replicas"),
+            [
+                FactChange(c.target or c.field, ChangeKind.CHANGED, c.expected, _most(c.pods))
+                for c in ev.checks
+                if c.status == "drift"
+            ],
+            checks=ev.checks,
+        )
+
+    async def _diff_pods(self, ctx: _DiffContext, request: DiffRequest) -> DiffResult:
+        if request.pods is None:
+            raise BadRequestError("query parameter 'pods': give two pod names, P1,P2")
+        by_pod = {r.pod: r for r in ctx.replicas}
+        for n in request.pods:
+            if n not in by_pod:
+                raise NotFoundError(f"pod {n} is not a live replica of {ctx.workload}")
+        a, b = by_pod[request.pods[0]], by_pod[request.pods[1]]
+        return DiffResult(
+            ctx.workload,
+            request.mode,
+            DiffSide.snapshot(f"pod {a.pod}", a.snapshot_id),
+            DiffSide.snapshot(f"pod {b.pod}", b.snapshot_id),
+            changes(a.facts, b.facts),
+        )
+
+    async def _revision(self, ctx: _DiffContext, snapshot_id: int, pods: set[str]) -> SnapshotRecord:
+        snap = await self.store.get_snapshot(snapshot_id)
+        if snap is None:
+            raise NotFoundError(f"snapshot {snapshot_id} does not exist")
+        rec = await self.store.get_pod(snap.key)
+        owner = workload_id(snap.key.namespace, snap.key.pod, rec.identity.workload) if rec else ""
+        if owner != ctx.workload and snap.key.pod not in pods:
+            raise BadRequestError(
+                f"snapshot {snapshot_id} belongs to {snap.key}, not to a pod of {ctx.workload}"
+            )
+        return snap
+
+    async def _diff_revisions(self, ctx: _DiffContext, request: DiffRequest) -> DiffResult:
+        if request.revisions is None:
+            raise BadRequestError(
+                "query parameter 'revisions': give two snapshot ids, A,B (see skewwatch history)"
+            )
+        pods = {r.pod for r in ctx.replicas}
+        a = await self._revision(ctx, request.revisions[0], pods)
+        b = await self._revision(ctx, request.revisions[1], pods)
+        return DiffResult(
+            ctx.workload,
+            request.mode,
+            DiffSide.snapshot(f"snapshot {a.id} of {a.key}", a.id),
+            DiffSide.snapshot(f"snapshot {b.id} of {b.key}", b.id),
+            changes(a.facts, b.facts),
+        )
+
+    @staticmethod
+    def _current(ctx: _DiffContext) -> tuple[Replica, DiffSide]:
+        rep = ctx.representative
+        if rep is None:
+            raise NotFoundError(f"workload {ctx.workload} has no live replica with a snapshot")
+        return rep, DiffSide.snapshot(f"current configuration (pod {rep.pod})", rep.snapshot_id)
+
+    async def _diff_baseline(self, ctx: _DiffContext, request: DiffRequest) -> DiffResult:
+        rep, to = self._current(ctx)
+        if ctx.baseline is None:
+            raise NotFoundError(
+                f"workload {ctx.workload} has no baseline; record one with POST /api/v1/baselines/..."
+            )
+        return DiffResult(
+            ctx.workload,
+            request.mode,
+            _baseline_side(ctx.baseline),
+            to,
+            changes(ctx.baseline.facts, rep.facts),
+        )
+
+    async def _diff_last_good(self, ctx: _DiffContext, request: DiffRequest) -> DiffResult:
+        rep, to = self._current(ctx)
+        good = await self.last_good(ctx.workload, rep, ctx.replicas, ctx.baseline, ctx.evaluation.ignore)
+        if good.snapshot is not None:
+            label = f"last-good configuration of pod {rep.pod} (snapshot {good.snapshot.id})"
+            side = DiffSide.snapshot(label, good.snapshot.id, good.why)
+            return DiffResult(ctx.workload, request.mode, side, to, changes(good.snapshot.facts, rep.facts))
+        if ctx.baseline is not None:
+            side = _baseline_side(ctx.baseline, good.why)
+            return DiffResult(ctx.workload, request.mode, side, to, changes(ctx.baseline.facts, rep.facts))
+        side = DiffSide("no good configuration stored for this replica", why=good.why)
+        return DiffResult(ctx.workload, request.mode, side, to)
+
+    async def last_good(
+        self,
+        workload: str,
+        rep: Replica,
+        replicas: Sequence[Replica],
+        baseline: Baseline | None,
+        ignore: Sequence[str],
+    ) -> LastGood:
+        """The newest stored configuration of ``rep`` that broke no baseline or peer check.
+
+        Intent is not asked: a violation that persisted all along would leave nothing good, and
+        what the question wants is the configuration that last *worked*. A row is judged as the
+        drift engine would judge a replica reporting it now: against the workload's baseline and
+        against the majority of the other live replicas. Rows taken while a source that is healthy
+        now had failed (a collection during a restart) are incomplete and skipped. When no stored
+        row qualifies, the recorded baseline stands in for it.
+        """
+        others = [r for r in replicas if r.pod != rep.pod and r.facts]
+        majority = majority_group(others, ignore, baseline.fingerprint if baseline else None)
+        ref = max(majority, key=lambda r: r.last_seen) if majority else None
+        unhealthy_now = {n for n, st in rep.sources.items() if st.state is not SourceState.OK}
+        skipped = 0
+        for row in await self.store.history(PodKey(split_workload(workload)[0], rep.pod), LAST_GOOD_DEPTH):
+            if _breaks(row, rep, unhealthy_now=unhealthy_now, baseline=baseline, ref=ref, ignore=ignore):
+                skipped += 1
+                continue
+            return LastGood(row, _good_why(row, rep, baseline, majority if ref is not None else [], skipped))
+        if baseline is not None:
+            return LastGood(
+                None,
+                f"none of the newest {LAST_GOOD_DEPTH} stored configurations of pod {rep.pod} keeps the "
+                f"baseline and the peers: the recorded baseline {baseline.id} is the last known good",
+            )
+        return LastGood(
+            None, f"none of the stored configurations of pod {rep.pod} is complete and matches its peers"
+        )
+
+    # -- baselines -------------------------------------------------------------------------------
+
+    async def baselines(self, workload: str | None = None) -> list[Baseline]:
+        """Newest first; without ``workload``, the latest of each workload."""
+        return await self.store.list_baselines(workload)
+
+    async def baseline(self, workload: str) -> BaselineHistory:
+        rows = await self.store.list_baselines(workload, limit=BASELINE_HISTORY)
+        if not rows:
+            raise NotFoundError(f"workload {workload} has no baseline")
+        return BaselineHistory(workload, rows[0], rows[1:])
+
+    async def record_baseline(self, workload: str, note: str) -> Baseline:
+        """Record the workload's current majority configuration; ConflictError when there is none."""
+        try:
+            return await self.drift.record(workload, origin="manual", note=note)
+        except BaselineError as e:
+            raise ConflictError(str(e)) from e
+
+    # -- intents ---------------------------------------------------------------------------------
+
+    def intents(self) -> IntentListing:
+        reg = self.drift.registry
+        return IntentListing(
+            reg.listing(), [e.as_dict() for e in reg.errors()], str(reg.directory) if reg.directory else None
+        )
+
+    def intent(self, kind: str, name: str) -> Intent:
+        found = self.drift.registry.get(kind, name)
+        if found is None:
+            raise NotFoundError(f"{kind} {name} is not loaded")
+        return found
+
+    async def _save_intents(self, intents: Sequence[Intent]) -> None:
+        for i in intents:
+            await self.store.put_intent(IntentRecord(i.kind, i.name, json.dumps(i.data), self.drift.clock()))
+            self.drift.registry.put_api(i)
+        self.drift.schedule_all()
+
+    async def create_intents(self, intents: Sequence[Intent]) -> None:
+        """Store new intents; ConflictError naming those that exist already (nothing is stored)."""
+        existing = {(i.kind, i.name) for i in self.drift.registry.intents()}
+        clash = [f"{i.kind}/{i.name}" for i in intents if (i.kind, i.name) in existing]
+        if clash:
+            raise ConflictError(
+                f"{', '.join(clash)} already exist; PUT /api/v1/intents/{{kind}}/{{name}} replaces"
+            )
+        await self._save_intents(intents)
+
+    async def put_intent(self, intent: Intent) -> bool:
+        """Create or replace one intent; True when it was created."""
+        created = self.drift.registry.get(intent.kind, intent.name) is None
+        await self._save_intents([intent])
+        return created
+
+    async def delete_intent(self, kind: str, name: str) -> None:
+        """Delete an intent posted through the API; ConflictError for one from the directory."""
+        if not await self.store.delete_intent(kind, name):
+            found = self.drift.registry.get(kind, name)
+            if found is not None:
+                raise ConflictError(
+                    f"{kind} {name} comes from the intents directory ({found.file}); remove the file"
+                )
+            raise NotFoundError(f"{kind} {name} was not posted through the API")
+        self.drift.registry.delete_api(kind, name)
+        self.drift.schedule_all()
+
+
+DiffMode = Callable[[Queries, _DiffContext, DiffRequest], Awaitable[DiffResult]]
+_DIFF: Mapping[str, DiffMode] = {
+    "last_good": Queries._diff_last_good,
+    "baseline": Queries._diff_baseline,
+    "intent": Queries._diff_intent,
+    "revisions": Queries._diff_revisions,
+    "pods": Queries._diff_pods,
+}
+assert tuple(_DIFF) == DIFF_MODES
+
+
+def _breaks(
+    row: SnapshotRecord,
+    rep: Replica,
+    *,
+    unhealthy_now: set[str],
+    baseline: Baseline | None,
+    ref: Replica | None,
+    ignore: Sequence[str],
+) -> bool:
+    """Whether a stored row of ``rep`` is incomplete, or breaks the baseline or the peers."""
+    if {n for n, st in row.sources.items() if st.state is not SourceState.OK} - unhealthy_now:
+        return True  # incomplete
+    seen = Replica(rep.pod, row.facts, row.provenance, row.sources, row.fingerprint.overall)
+    if baseline is not None and compare_config(baseline, [seen], ignore):
+        return True
+    return ref is not None and bool(differing_keys(ref, seen, ignore))
+
+
+def _good_why(
+    row: SnapshotRecord, rep: Replica, baseline: Baseline | None, majority: Sequence[Replica], skipped: int
+) -> str:
+    checks = []
+    if baseline is not None:
+        checks.append(f"matches baseline {baseline.id} ({baseline.origin})")
+    if majority:
+        checks.append(
+            f"matches the majority of the other replicas ({', '.join(sorted(r.pod for r in majority))})"
+        )
+    if not checks:
+        checks.append("no baseline and no other replica to break: the newest complete configuration")
+    current = " (the current configuration)" if row.fingerprint.overall == rep.fingerprint else ""
+    newer = f"; {skipped} newer stored configuration(s) broke a check or were incomplete" if skipped else ""
+    received = _iso(row.received_at)
+    return f"snapshot {row.id}{current}, received {received}: complete, " + " and ".join(checks) + newer

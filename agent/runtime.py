@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 
 from agent.lifecycle import Carry, EngineStatus, Event, Lifecycle
 from agent.settings import AgentSettings
-from agent.snapshot import collect_snapshot
+from agent.snapshot import assemble_snapshot, run_sources
 from agent.sources.base import AgentPaths, CollectContext, ProcessInfo, Source
 from agent.sources.pod import pod_identity
 from agent.sources.registry import default_sources
@@ -41,10 +41,13 @@ class Agent:
     async def collect(self) -> Snapshot:
         """One collection cycle over every source (each in a fresh context)."""
         ctx = CollectContext(settings=self.settings, paths=self.paths, environ=self.environ)
-        snapshot = await collect_snapshot(self.sources, ctx, self.settings.source_timeout_s, self.carry)
-        self.process = ctx.process
+        collected_at = time.time()
+        collected = await run_sources(
+            self.sources, ctx, self.settings.source_timeout_s, self.carry, collected_at
+        )
+        self.process = collected.process
         self.cycles += 1
-        return snapshot
+        return assemble_snapshot(collected, ctx, collected_at)
 
     def step(self, snapshot: Snapshot) -> tuple[Snapshot | None, EngineStatus, list[Event]]:
         """What a collection means: a configuration to publish or not, the engine state, events."""

@@ -47,12 +47,16 @@ class AgentPaths:
 
 @dataclass
 class CollectContext:
-    """What a source may read. ``process`` is filled in after the process source has run."""
+    """What a source may read: settings, roots, the agent's environment, and what the sources it
+    declares it ``needs`` found this cycle (``results`` by source name; ``process``, the process
+    source's typed find, with the engine's parsed settings). The runner hands each group of
+    sources a fresh copy; it never changes the one it was given."""
 
     settings: AgentSettings
     paths: AgentPaths = field(default_factory=AgentPaths)
     process: ProcessInfo | None = None
     environ: Mapping[str, str] = field(default_factory=dict)
+    results: Mapping[str, SourceResult] = field(default_factory=dict)
 
 
 @dataclass
@@ -82,9 +86,18 @@ class SourceResult:
 
 
 class Source(Protocol):
+    """A fact source. It may declare ``needs: tuple[str, ...]``, the names of the sources whose
+    results it reads from the context (see :func:`needs_of`); the runner orders by them."""
+
     name: str
 
     async def collect(self, ctx: CollectContext) -> SourceResult: ...
+
+
+def needs_of(source: Source) -> tuple[str, ...]:
+    """The sources ``source`` declares it reads (its ``needs``); none when it declares none."""
+    needs = getattr(source, "needs", ())
+    return tuple(needs)
 
 
 class FactBuilder:

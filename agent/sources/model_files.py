@@ -714,6 +714,7 @@ class ModelFilesSource:
     """Finds, scans and (in the background) hashes the model; returns within ``wait_s``."""
 
     name = NAME
+    needs: tuple[str, ...] = ("process",)  # where the engine loads its model from
 
     def __init__(self, hasher: Hasher | None = None, wait_s: float | None = None) -> None:
         self.hasher = hasher

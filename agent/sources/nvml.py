@@ -495,6 +495,7 @@ class NvmlSource:
     """Reads the GPUs through the real NVML library (``libnvidia-ml.so.1``)."""
 
     name = NAME
+    needs: tuple[str, ...] = ("process",)  # the engine's CUDA_VISIBLE_DEVICES
 
     def __init__(self, reader: Callable[[], NvmlReading] = read_nvml) -> None:
         self.reader = reader

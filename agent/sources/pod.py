@@ -318,6 +318,7 @@ class PodSource:
     object, owners and node. Keeps the last API answer for ``API_REFRESH_S``."""
 
     name = "pod"
+    needs: tuple[str, ...] = ()
 
     def __init__(
         self,

@@ -769,6 +769,7 @@ class ProcessSource:
     """
 
     name = "process"
+    needs: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self.tracker = TargetTracker()

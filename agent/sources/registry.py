@@ -1,4 +1,5 @@
-"""The agent's sources, in one list: the order is irrelevant, the runner phases them."""
+"""The agent's sources, in one list: the order is irrelevant, the runner orders them by what each
+declares it ``needs``."""
 
 from __future__ import annotations
 

@@ -363,6 +363,7 @@ class RuntimeMetricsSource:
     """
 
     name = NAME
+    needs: tuple[str, ...] = ("process",)  # the engine and its metrics URL
 
     def __init__(
         self,

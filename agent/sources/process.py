@@ -11,6 +11,16 @@ Reading goes through :class:`ProcFS` (an injectable ``/proc`` root, as node_expo
 :func:`parse_stat_ppid`, :func:`parse_stat_start_ticks`, :func:`parse_boot_time` and
 :mod:`agent.engines`). Every value is redacted before it becomes a fact or leaves in
 :class:`~agent.sources.base.ProcessInfo`: no raw secret survives this module.
+
+**psutil** reads the engine's resident memory and CPU use (:class:`EngineUsage`, observations
+``process_rss_bytes`` and ``process_cpu_cores``): counters it parses right on every platform,
+and a CPU rate it keeps per process. Discovery, parent pids, start times, cmdline and environ stay
+hand-read through :class:`ProcFS`, for reasons psutil cannot meet: the ``/proc`` root is
+injectable (``AgentPaths.procfs``: a host's ``/proc`` mounted elsewhere, another pid namespace,
+the tests' fake trees), while psutil reads one global ``PROCFS_PATH``; every read is bounded
+(``MAX_PROC_FILE_BYTES``) against a hostile process; cmdline and environ are decoded with
+``surrogateescape`` and go straight to the redactor, and the start time stays clock ticks (what
+the tracker compares) instead of psutil's float seconds.
 """
 
 from __future__ import annotations
@@ -25,6 +35,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Literal
+
+import psutil
 
 from agent.bounds import check_fact_value, check_value
 from agent.engines import (
@@ -50,7 +62,7 @@ from agent.redact import Redactor
 from agent.settings import AgentSettings
 from agent.sources.base import CollectContext, FactBuilder, ProcessInfo, SourceResult
 from skewwatch.core.errors import FactError
-from skewwatch.core.facts import SourceState
+from skewwatch.core.facts import Observation, SourceState
 
 # /proc/<pid>/cmdline and environ are bounded by the kernel's ARG_MAX-ish limits, but a hostile
 # or broken /proc root must not make the agent read without end.
@@ -762,10 +774,44 @@ def _describe(inv: Invocation | None) -> str:
 # --- the source -------------------------------------------------------------------------------
 
 
+class EngineUsage:
+    """The engine's resident memory and CPU use, through psutil, as observations.
+
+    ``process_rss_bytes`` each collection; ``process_cpu_cores`` (CPU seconds per second over the
+    window since the previous collection: 1.0 is one core busy) from the second collection of the
+    same process on (psutil's ``cpu_percent`` compares with the previous call). Only for this
+    host's ``/proc``: psutil cannot read another root. A process psutil cannot see or read gives
+    no observation, never a zero.
+    """
+
+    def __init__(self) -> None:
+        self._process: psutil.Process | None = None
+
+    def observe(self, pid: int, procfs: Path) -> list[Observation]:
+        if procfs != Path("/proc"):
+            return []
+        try:
+            fresh = self._process is None or self._process.pid != pid or not self._process.is_running()
+            if fresh:
+                self._process = psutil.Process(pid)
+            process = self._process
+            assert process is not None
+            with process.oneshot():
+                out = [Observation("process_rss_bytes", float(process.memory_info().rss), "By")]
+                cpu = process.cpu_percent(interval=None)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            self._process = None
+            return []
+        if not fresh:
+            out.append(Observation("process_cpu_cores", cpu / 100.0, "{core}"))
+        return out
+
+
 class ProcessSource:
     """Finds the inference process and reports its engine, flags and environment.
 
-    One per agent: it remembers its target across cycles (:class:`TargetTracker`).
+    One per agent: it remembers its target across cycles (:class:`TargetTracker`), and the
+    engine's memory and CPU as observations (:class:`EngineUsage`).
     """
 
     name = "process"
@@ -773,6 +819,7 @@ class ProcessSource:
 
     def __init__(self) -> None:
         self.tracker = TargetTracker()
+        self.usage = EngineUsage()
         self._lock = threading.Lock()
 
     async def collect(self, ctx: CollectContext) -> SourceResult:
@@ -784,7 +831,10 @@ class ProcessSource:
         if not self._lock.acquire(blocking=False):
             return SourceResult.error("the previous /proc scan is still running")
         try:
-            return collect_process(ctx, self.tracker)
+            result = collect_process(ctx, self.tracker)
+            if result.process is not None:
+                result.observations.extend(self.usage.observe(result.process.pid, ctx.paths.procfs))
+            return result
         finally:
             self._lock.release()
 

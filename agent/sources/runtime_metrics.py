@@ -42,7 +42,7 @@ from agent.bounds import (
     short_repr,
 )
 from agent.engines import ENGINES, EngineSpec, engine_named
-from agent.engines.base import InfoEndpoint, ValueType
+from agent.engines.base import InfoEndpoint, MetricsSpec, ValueType
 from agent.engines.parse import ValueProblem, convert_typed
 from agent.errors import SourceFailed
 from agent.observations import ObservationWindow, extract
@@ -189,19 +189,37 @@ def interpret_families(families: Sequence[MetricFamily], source: str = NAME) -> 
         notes.append("no vLLM, SGLang or TGI metrics on the page")
         return Interpretation(builder, notes, None, "", families)
     spec, prefix = found
-    metrics = spec.metrics
     by_name: dict[str, list[MetricFamily]] = {}
     for fam in families:
         by_name.setdefault(fam.name, []).append(fam)
     builder.add("runtime.engine", spec.name, METHOD, f"metric prefix {prefix!r}")
+    _info_facts(spec.metrics, prefix, by_name, builder, notes)
+    _value_facts(spec.metrics, prefix, by_name, builder, notes)
+    _served_names(spec.metrics, prefix, families, builder, notes)
+    return Interpretation(builder, notes, spec, prefix, families)
 
+
+def _info_tables(
+    metrics: MetricsSpec, prefix: str, by_name: Mapping[str, list[MetricFamily]]
+) -> list[tuple[str, tuple[Mapping[str, tuple[str, ValueType]], str]]]:
+    """The engine's info metrics, then any other ``<prefix>*_config_info`` under its own name."""
     tables = {prefix + im.metric: (im.labels, im.extra_prefix) for im in metrics.info_metrics}
-    # Any other "<prefix>*_config_info" is configuration too, reported under its own name.
     for name in sorted(by_name):
         if name.startswith(prefix) and name.endswith("_config" + _INFO_SUFFIX) and name not in tables:
             stem = name[len(prefix) : -len(_INFO_SUFFIX)]
             tables[name] = ({}, f"runtime.{_label_key(stem)}")
-    table_items = list(tables.items())
+    return list(tables.items())
+
+
+def _info_facts(
+    metrics: MetricsSpec,
+    prefix: str,
+    by_name: Mapping[str, list[MetricFamily]],
+    builder: FactBuilder,
+    notes: list[str],
+) -> None:
+    """The labels of ``*_info`` metrics as configuration facts, up to the per-source cap."""
+    table_items = _info_tables(metrics, prefix, by_name)
     for index, (metric, (label_map, extra_prefix)) in enumerate(table_items):
         samples = [s for fam in by_name.get(metric, []) for s in fam.samples]
         if not samples:
@@ -220,19 +238,48 @@ def interpret_families(families: Sequence[MetricFamily], source: str = NAME) -> 
         names, label_notes = _info_labels(metric, labels, label_map, set(metrics.identity_labels))
         notes.extend(label_notes)
         for label in names:
-            raw = labels[label]
-            detail = f"{metric} label {label}={short_repr(raw, 200)}"
-            try:
-                if label in label_map:
-                    key, want = label_map[label]
-                    value = _coerce(raw, want)
-                else:
-                    key, value = f"{extra_prefix}.{_label_key(label)}", typed_label_value(raw)
-            except FactError as e:
-                notes.append(f"{detail}: {e}")
-                continue
-            _add(builder, notes, key, value, detail)
+            _label_fact(
+                metric,
+                label,
+                labels[label],
+                label_map=label_map,
+                extra_prefix=extra_prefix,
+                builder=builder,
+                notes=notes,
+            )
 
+
+def _label_fact(
+    metric: str,
+    label: str,
+    raw: str,
+    *,
+    label_map: Mapping[str, tuple[str, ValueType]],
+    extra_prefix: str,
+    builder: FactBuilder,
+    notes: list[str],
+) -> None:
+    detail = f"{metric} label {label}={short_repr(raw, 200)}"
+    try:
+        if label in label_map:
+            key, want = label_map[label]
+            value = _coerce(raw, want)
+        else:
+            key, value = f"{extra_prefix}.{_label_key(label)}", typed_label_value(raw)
+    except FactError as e:
+        notes.append(f"{detail}: {e}")
+        return
+    _add(builder, notes, key, value, detail)
+
+
+def _value_facts(
+    metrics: MetricsSpec,
+    prefix: str,
+    by_name: Mapping[str, list[MetricFamily]],
+    builder: FactBuilder,
+    notes: list[str],
+) -> None:
+    """Gauges whose value is configuration the runtime resolved (the largest finite sample)."""
     for metric_name, (key, want) in metrics.value_facts.items():
         values = [
             s.value
@@ -240,34 +287,39 @@ def interpret_families(families: Sequence[MetricFamily], source: str = NAME) -> 
             for s in fam.samples
             if math.isfinite(s.value)
         ]
-        if values:
-            try:
-                value = convert_typed(want, max(values) if want != "bool" else bool(max(values)))
-            except (ValueProblem, ValueError, OverflowError) as e:
-                notes.append(f"{prefix}{metric_name}: {e}")
-                continue
-            _add(builder, notes, key, value, f"value of {prefix}{metric_name}")
+        if not values:
+            continue
+        try:
+            value = convert_typed(want, max(values) if want != "bool" else bool(max(values)))
+        except (ValueProblem, ValueError, OverflowError) as e:
+            notes.append(f"{prefix}{metric_name}: {e}")
+            continue
+        _add(builder, notes, key, value, f"value of {prefix}{metric_name}")
 
-    if metrics.model_name_label is not None:
-        names = sorted(
-            {
-                s.labels[metrics.model_name_label]
-                for fam in families
-                if fam.name.startswith(prefix)
-                for s in fam.samples
-                if s.labels.get(metrics.model_name_label)
-            }
-        )
-        if names:
-            served: FactValue = names[0] if len(names) == 1 else list(names)
-            _add(
-                builder,
-                notes,
-                "runtime.served_model_name",
-                served,
-                f"label {metrics.model_name_label} of {prefix}*",
-            )
-    return Interpretation(builder, notes, spec, prefix, families)
+
+def _served_names(
+    metrics: MetricsSpec,
+    prefix: str,
+    families: Sequence[MetricFamily],
+    builder: FactBuilder,
+    notes: list[str],
+) -> None:
+    """``runtime.served_model_name`` from the model-name label of the engine's metrics."""
+    if metrics.model_name_label is None:
+        return
+    label = metrics.model_name_label
+    names = sorted(
+        {
+            s.labels[label]
+            for fam in families
+            if fam.name.startswith(prefix)
+            for s in fam.samples
+            if s.labels.get(label)
+        }
+    )
+    if names:
+        served: FactValue = names[0] if len(names) == 1 else list(names)
+        _add(builder, notes, "runtime.served_model_name", served, f"label {label} of {prefix}*")
 
 
 def json_path(doc: object, path: str) -> object:

@@ -171,6 +171,18 @@ def check_value(value: object, where: str, _depth: int = 0) -> int:
         raise BoundsError(f"{where}: {value.reason}")
     if _depth > MAX_VALUE_DEPTH:
         raise BoundsError(f"{where}: value nested deeper than {MAX_VALUE_DEPTH} levels")
+    if value is None or isinstance(value, bool | int | float | str):
+        return _check_scalar(value, where)
+    if isinstance(value, list | tuple):
+        if len(value) > MAX_VALUE_ITEMS:
+            raise BoundsError(f"{where}: list of {len(value)} items, over {MAX_VALUE_ITEMS}")
+        return _OVERHEAD + sum(check_value(v, f"{where}[{i}]", _depth + 1) for i, v in enumerate(value))
+    if isinstance(value, dict):
+        return _check_map(value, where, _depth)
+    raise BoundsError(f"{where}: unsupported value type {type(value).__name__}")
+
+
+def _check_scalar(value: bool | int | float | str | None, where: str) -> int:
     if value is None or isinstance(value, bool):
         return _OVERHEAD
     if isinstance(value, int):
@@ -181,27 +193,23 @@ def check_value(value: object, where: str, _depth: int = 0) -> int:
         if not math.isfinite(value):
             raise BoundsError(f"{where}: float value {value!r} is not finite")
         return _OVERHEAD
-    if isinstance(value, str):
-        if len(value) > MAX_STRING_LENGTH:
-            raise BoundsError(f"{where}: string of {len(value)} characters, over {MAX_STRING_LENGTH}")
-        return _utf8_len(value, where) + _OVERHEAD
-    if isinstance(value, list | tuple):
-        if len(value) > MAX_VALUE_ITEMS:
-            raise BoundsError(f"{where}: list of {len(value)} items, over {MAX_VALUE_ITEMS}")
-        return _OVERHEAD + sum(check_value(v, f"{where}[{i}]", _depth + 1) for i, v in enumerate(value))
-    if isinstance(value, dict):
-        if len(value) > MAX_VALUE_ITEMS:
-            raise BoundsError(f"{where}: map of {len(value)} entries, over {MAX_VALUE_ITEMS}")
-        if not value and not _WIRE_CARRIES_EMPTY_MAPS:
-            raise BoundsError(f"{where}: an empty map, which the wire cannot carry (it encodes no kind)")
-        size = _OVERHEAD
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise BoundsError(f"{where}: map key {k!r} is not a string")
-            size += _OVERHEAD + _utf8_len(k, f"{where} key {k[:64]!r}")
-            size += check_value(v, f"{where}.{k[:64]}", _depth + 1)
-        return size
-    raise BoundsError(f"{where}: unsupported value type {type(value).__name__}")
+    if len(value) > MAX_STRING_LENGTH:
+        raise BoundsError(f"{where}: string of {len(value)} characters, over {MAX_STRING_LENGTH}")
+    return _utf8_len(value, where) + _OVERHEAD
+
+
+def _check_map(value: dict[object, object], where: str, depth: int) -> int:
+    if len(value) > MAX_VALUE_ITEMS:
+        raise BoundsError(f"{where}: map of {len(value)} entries, over {MAX_VALUE_ITEMS}")
+    if not value and not _WIRE_CARRIES_EMPTY_MAPS:
+        raise BoundsError(f"{where}: an empty map, which the wire cannot carry (it encodes no kind)")
+    size = _OVERHEAD
+    for k, v in value.items():
+        if not isinstance(k, str):
+            raise BoundsError(f"{where}: map key {k!r} is not a string")
+        size += _OVERHEAD + _utf8_len(k, f"{where} key {k[:64]!r}")
+        size += check_value(v, f"{where}.{k[:64]}", depth + 1)
+    return size
 
 
 def check_fact_value(key: str, value: object) -> FactValue:

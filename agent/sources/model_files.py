@@ -430,33 +430,51 @@ def scan_model(location: ModelLocation, memo: Memo | None = None) -> ModelScan:
     )
     scan = ModelScan(location, notes=list(walk.notes), problems=list(walk.problems))
     for entry in walk.entries:
-        try:
-            key: StatKey | None = StatKey.of(os.stat(entry.path))
-            status = OK
-        except OSError as e:
-            key, status = None, f"cannot stat: {e.strerror or e}"
-        f = ScannedFile(entry.rel, entry.path, key, entry.blob, status=status)
-        if key is not None:
-            if key.size <= _LFS_MAX_BYTES:
-                f.lfs = _memo(memo, "lfs", key, lambda p=entry.path: _lfs(p))  # type: ignore[assignment]
-            address = blob_address(entry.blob) if entry.blob else None
-            if address is not None and address[0] == "git-sha1" and key.size <= MAX_GIT_BLOB_BYTES:
-                f.git_sha1 = _memo(memo, "git", key, lambda p=entry.path: _git_sha1(p))  # type: ignore[assignment]
-            if entry.rel.endswith(".safetensors") and f.lfs is None:
-                scan.headers[entry.rel] = _memo(  # type: ignore[assignment]
-                    memo, "st", key, lambda p=entry.path, r=entry.rel: _safetensors(p, r)
-                )
-        scan.files.append(f)
+        scan.files.append(_scan_file(entry, memo, scan.headers))
     present = {f.rel for f in scan.files}
-    root = location.root
-    if CONFIG_FILE in present:
-        try:
-            data = read_small_file(root / CONFIG_FILE, MAX_CONFIG_BYTES)
-            scan.config = parse_model_config(data, str(root / CONFIG_FILE))
-        except ModelConfigError as e:
-            scan.problems.insert(0, str(e))
-        except OSError as e:
-            scan.problems.insert(0, f"cannot read {CONFIG_FILE}: {e.strerror or e}")
+    _read_config(scan, present)
+    _read_chat_template(scan, present)
+    _check_indexes(scan, present)
+    return scan
+
+
+def _scan_file(entry: WalkEntry, memo: Memo, headers: dict[str, SafetensorsHeader | str]) -> ScannedFile:
+    """One file: its identity, and (memoised by it) LFS pointer, Git blob id, safetensors header."""
+    try:
+        key: StatKey | None = StatKey.of(os.stat(entry.path))
+        status = OK
+    except OSError as e:
+        key, status = None, f"cannot stat: {e.strerror or e}"
+    f = ScannedFile(entry.rel, entry.path, key, entry.blob, status=status)
+    if key is None:
+        return f
+    if key.size <= _LFS_MAX_BYTES:
+        f.lfs = _memo(memo, "lfs", key, lambda p=entry.path: _lfs(p))  # type: ignore[assignment]
+    address = blob_address(entry.blob) if entry.blob else None
+    if address is not None and address[0] == "git-sha1" and key.size <= MAX_GIT_BLOB_BYTES:
+        f.git_sha1 = _memo(memo, "git", key, lambda p=entry.path: _git_sha1(p))  # type: ignore[assignment]
+    if entry.rel.endswith(".safetensors") and f.lfs is None:
+        headers[entry.rel] = _memo(  # type: ignore[assignment]
+            memo, "st", key, lambda p=entry.path, r=entry.rel: _safetensors(p, r)
+        )
+    return f
+
+
+def _read_config(scan: ModelScan, present: set[str]) -> None:
+    if CONFIG_FILE not in present:
+        return
+    root = scan.location.root
+    try:
+        data = read_small_file(root / CONFIG_FILE, MAX_CONFIG_BYTES)
+        scan.config = parse_model_config(data, str(root / CONFIG_FILE))
+    except ModelConfigError as e:
+        scan.problems.insert(0, str(e))
+    except OSError as e:
+        scan.problems.insert(0, f"cannot read {CONFIG_FILE}: {e.strerror or e}")
+
+
+def _read_chat_template(scan: ModelScan, present: set[str]) -> None:
+    root = scan.location.root
     for name in (*CHAT_TEMPLATE_FILES, TOKENIZER_CONFIG_FILE):
         if name in present and scan.chat_template is None:
             try:
@@ -465,6 +483,11 @@ def scan_model(location: ModelLocation, memo: Memo | None = None) -> ModelScan:
                 )
             except (OSError, ModelConfigError) as e:
                 scan.notes.append(f"cannot read {name} for its chat template: {e}")
+
+
+def _check_indexes(scan: ModelScan, present: set[str]) -> None:
+    """Shards a safetensors index names that the directory lacks."""
+    root = scan.location.root
     for rel in sorted(r for r in present if r.endswith(INDEX_SUFFIX)):
         try:
             shards, _total = parse_index(read_small_file(root / rel, MAX_CONFIG_BYTES), rel)
@@ -475,7 +498,6 @@ def scan_model(location: ModelLocation, memo: Memo | None = None) -> ModelScan:
         for shard in shards:
             if base + shard not in present:
                 scan.missing_shards[base + shard] = rel
-    return scan
 
 
 # --- building the result (pure) ---------------------------------------------------------------------
@@ -483,6 +505,18 @@ def scan_model(location: ModelLocation, memo: Memo | None = None) -> ModelScan:
 
 def _digest_of(outcome: HashOutcome | None) -> str | None:
     return outcome.digest if outcome is not None and outcome.status == OK else None
+
+
+@dataclass
+class _Tally:
+    """What building a result gathers: notes and problems, integrity findings, digests so far."""
+
+    notes: list[str]
+    problems: list[str]
+    integrity: dict[str, FactValue] = field(default_factory=dict)
+    pending: bool = False
+    digests: dict[str, str] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
 
 
 def build_result(
@@ -493,53 +527,75 @@ def build_result(
 ) -> SourceResult:
     """Facts from a scan and the hash outcomes so far (None: still pending). Pure."""
     b = FactBuilder(NAME)
-    notes = list(scan.notes)
-    problems = list(scan.problems)
-    integrity: dict[str, FactValue] = {}
-    pending = False
-    digests: dict[str, str] = {}
-    sizes: dict[str, int] = {}
+    t = _Tally(list(scan.notes), list(scan.problems))
     for f in scan.files:
-        outcome = outcomes.get(f.rel)
-        value: dict[str, FactValue]
-        if f.key is not None:
-            sizes[f.rel] = f.key.size
-        if f.status != OK:
-            problems.append(f"{f.rel}: {f.status}")
-            value = {"status": f.status}
-        elif outcome is None:
-            pending = True
-            value = {mode: PENDING, "bytes": sizes.get(f.rel, 0)}
-        elif outcome.status == OK and outcome.digest is not None:
-            digests[f.rel] = outcome.digest
-            value = {mode: outcome.digest, "bytes": outcome.size}
-        else:
-            status = f"{outcome.status}: {outcome.message}" if outcome.message else outcome.status
-            value = {"status": status, "bytes": outcome.size}
-            problems.append(f"cannot read {f.rel}: {outcome.message or outcome.status}")
-        if f.lfs is not None:
-            integrity[f.rel] = (
-                f"a Git LFS pointer (oid {f.lfs.oid}, {f.lfs.size} bytes), not the file's content"
-            )
-            notes.append(
-                f"{f.rel} is a Git LFS pointer (oid {f.lfs.oid}, {f.lfs.size} bytes), not the file's content"
-            )
-        _check_blob(f, outcomes.get(f.rel), mode, integrity)
-        try:
-            b.add(file_fact_key(f.rel), value, METHOD, f"{mode} of {f.rel}")
-        except FactError as e:
-            notes.append(f"skipped {f.rel}: {e}")
+        _add_file(b, f, outcomes.get(f.rel), mode, t)
+    _scan_integrity(scan, t)
+    _add_location(b, scan.location)
+    _add_role_digests(b, scan, t.digests, t.sizes, mode)
+    _add_headers(b, scan, t.problems)
+    _add_config(b, scan, t.problems)
+    verdict: FactValue = t.integrity if t.integrity else (PENDING if t.pending else "ok")
+    b.add("model.integrity", verdict, METHOD, _integrity_detail(scan, mode))
+    if t.integrity:
+        t.notes.insert(0, f"integrity: {len(t.integrity)} problem(s)")
+    if t.pending:
+        t.notes.insert(
+            0, f"hashing in the background: {progress}" if progress else "hashing in the background"
+        )
+    if t.problems:
+        state = SourceState.ERROR
+    elif t.pending:
+        state = SourceState.PENDING
+    else:
+        state = SourceState.OK
+    return SourceResult(state, _message(t.problems + t.notes), b.facts)
+
+
+def _add_file(b: FactBuilder, f: ScannedFile, outcome: HashOutcome | None, mode: str, t: _Tally) -> None:
+    """``model.files.<path>``: its digest, ``pending`` or why it has none; LFS pointers and blobs
+    whose content does not match their name are integrity findings."""
+    value: dict[str, FactValue]
+    if f.key is not None:
+        t.sizes[f.rel] = f.key.size
+    if f.status != OK:
+        t.problems.append(f"{f.rel}: {f.status}")
+        value = {"status": f.status}
+    elif outcome is None:
+        t.pending = True
+        value = {mode: PENDING, "bytes": t.sizes.get(f.rel, 0)}
+    elif outcome.status == OK and outcome.digest is not None:
+        t.digests[f.rel] = outcome.digest
+        value = {mode: outcome.digest, "bytes": outcome.size}
+    else:
+        status = f"{outcome.status}: {outcome.message}" if outcome.message else outcome.status
+        value = {"status": status, "bytes": outcome.size}
+        t.problems.append(f"cannot read {f.rel}: {outcome.message or outcome.status}")
+    if f.lfs is not None:
+        pointer = f"a Git LFS pointer (oid {f.lfs.oid}, {f.lfs.size} bytes), not the file's content"
+        t.integrity[f.rel] = pointer
+        t.notes.append(f"{f.rel} is {pointer}")
+    _check_blob(f, outcome, mode, t.integrity)
+    try:
+        b.add(file_fact_key(f.rel), value, METHOD, f"{mode} of {f.rel}")
+    except FactError as e:
+        t.notes.append(f"skipped {f.rel}: {e}")
+
+
+def _scan_integrity(scan: ModelScan, t: _Tally) -> None:
+    """Unreadable safetensors headers and shards the index names but the directory lacks."""
     for rel, problem in scan.headers.items():
         if isinstance(problem, str):
-            integrity[rel] = problem
-            notes.append(problem)
+            t.integrity[rel] = problem
+            t.notes.append(problem)
     for shard, index in scan.missing_shards.items():
-        integrity[shard] = f"missing: named by {index}"
+        t.integrity[shard] = f"missing: named by {index}"
     if len(scan.missing_shards) > 0:
-        notes.append(f"{len(scan.missing_shards)} shard(s) named by the index are missing")
-    _add_location(b, scan.location)
-    _add_role_digests(b, scan, digests, sizes, mode)
-    _add_headers(b, scan, problems)
+        t.notes.append(f"{len(scan.missing_shards)} shard(s) named by the index are missing")
+
+
+def _add_config(b: FactBuilder, scan: ModelScan, problems: list[str]) -> None:
+    """``model.config.*`` from config.json, and the chat template's digest."""
     if scan.config is not None:
         for suffix, v in scan.config.items():
             try:
@@ -551,20 +607,6 @@ def build_result(
         b.add(
             "model.chat_template.digest", scan.chat_template[0], METHOD, f"sha256 of {scan.chat_template[1]}"
         )
-    verdict: FactValue = integrity if integrity else (PENDING if pending else "ok")
-    b.add("model.integrity", verdict, METHOD, _integrity_detail(scan, mode))
-    if integrity:
-        notes.insert(0, f"integrity: {len(integrity)} problem(s)")
-    if pending:
-        notes.insert(0, f"hashing in the background: {progress}" if progress else "hashing in the background")
-    message = _message(problems + notes)
-    if problems:
-        state = SourceState.ERROR
-    elif pending:
-        state = SourceState.PENDING
-    else:
-        state = SourceState.OK
-    return SourceResult(state, message, b.facts)
 
 
 def _check_blob(

@@ -174,58 +174,65 @@ class _Family:
         return MetricFamily(name, self.type, self.help, tuple(samples))
 
 
+class _NotFast(Exception):
+    """The text leaves the common subset: the reference parser decides."""
+
+
+def _comment(line: str, current: _Family | None, out: list[MetricFamily]) -> _Family | None:
+    """A ``#`` line: HELP or TYPE starts (or annotates) a family, other comments are skipped.
+    Returns the current family; _NotFast outside the subset."""
+    if '"' in line or "\\" in line:
+        raise _NotFast
+    parts = line.split(None, 3)
+    if len(parts) < 3 or parts[1] not in ("HELP", "TYPE"):
+        if len(parts) >= 2 and parts[1] in ("HELP", "TYPE"):
+            raise _NotFast
+        return current  # a plain comment
+    name = parts[2]
+    if not _NAME_RE.fullmatch(name) or (parts[1] == "TYPE" and len(parts) < 4):
+        raise _NotFast
+    if current is None or current.name != name:
+        if current is not None:
+            out.append(current.build())
+        current = _Family(name)
+    if parts[1] == "HELP":
+        current.help = parts[3] if len(parts) == 4 else ""
+    else:
+        current.type = parts[3]
+        current.allowed = tuple(name + s for s in _SUFFIXES.get(parts[3], ("",)))
+    return current
+
+
 def fast_parse(text: str) -> list[MetricFamily] | None:
     """Families of ``text`` when it is in the common subset, else None. Pure."""
     out: list[MetricFamily] = []
     current: _Family | None = None
-
-    def start(name: str) -> _Family:
-        if current is not None:
-            out.append(current.build())
-        return _Family(name)
-
-    for raw in text.split("\n"):
-        line = raw.strip()
-        if not line:
-            continue
-        if line[0] == "#":
-            if '"' in line or "\\" in line:
+    sample_re, labels_of = _SAMPLE_RE, _labels
+    try:
+        for raw in text.split("\n"):
+            line = raw.strip()
+            if not line:
+                continue
+            if line[0] == "#":
+                current = _comment(line, current, out)
+                continue
+            m = sample_re.fullmatch(line)
+            if m is None:
                 return None
-            parts = line.split(None, 3)
-            if len(parts) < 3 or parts[1] not in ("HELP", "TYPE"):
-                if len(parts) >= 2 and parts[1] in ("HELP", "TYPE"):
-                    return None
-                continue  # a plain comment
-            name = parts[2]
-            if not _NAME_RE.fullmatch(name):
+            labels = labels_of(m.group(2)) if m.group(2) else {}
+            if labels is None:
                 return None
-            if parts[1] == "HELP":
-                if current is None or current.name != name:
-                    current = start(name)
-                current.help = parts[3] if len(parts) == 4 else ""
-            else:
-                if len(parts) < 4:
-                    return None
-                if current is None or current.name != name:
-                    current = start(name)
-                current.type = parts[3]
-                current.allowed = tuple(name + s for s in _SUFFIXES.get(parts[3], ("",)))
-            continue
-        m = _SAMPLE_RE.fullmatch(line)
-        if m is None:
-            return None
-        labels = _labels(m.group(2)) if m.group(2) else {}
-        if labels is None:
-            return None
-        sample = Sample(m.group(1), labels, float(m.group(3)))
-        if current is not None and sample.name in current.allowed:
-            current.samples.append(sample)
-            continue
-        # A sample of no declared family stands alone as an untyped family.
-        if current is not None:
-            out.append(current.build())
-            current = None
-        out.append(MetricFamily(sample.name, "unknown", "", (sample,)))
+            sample = Sample(m.group(1), labels, float(m.group(3)))
+            if current is not None and sample.name in current.allowed:
+                current.samples.append(sample)
+                continue
+            # A sample of no declared family stands alone as an untyped family.
+            if current is not None:
+                out.append(current.build())
+                current = None
+            out.append(MetricFamily(sample.name, "unknown", "", (sample,)))
+    except _NotFast:
+        return None
     if current is not None:
         out.append(current.build())
     return out

@@ -216,15 +216,8 @@ def _env_or_file(
     return None
 
 
-def read_pod(environ: Mapping[str, str], podinfo: Path) -> PodFacts:
-    """Read the pod's identity, labels and annotations from env and the downward-API volume."""
-    problems: list[str] = []
-    pod = _env_or_file(environ, "POD_NAME", podinfo, ("name", "pod_name"), problems)
-    namespace = _env_or_file(environ, "POD_NAMESPACE", podinfo, ("namespace", "pod_namespace"), problems)
-    node = _env_or_file(environ, "NODE_NAME", podinfo, ("node_name", "nodename"), problems)
-    uid = _env_or_file(environ, "POD_UID", podinfo, ("uid", "pod_uid"), problems)
-    ip = _env_or_file(environ, "POD_IP", podinfo, ("pod_ip",), problems)
-
+def _metadata_files(podinfo: Path, problems: list[str]) -> tuple[dict[str, str], dict[str, str], list[str]]:
+    """The downward-API ``labels`` and ``annotations`` files, and which of them were there."""
     labels: dict[str, str] = {}
     annotations: dict[str, str] = {}
     files: list[str] = []
@@ -236,12 +229,56 @@ def read_pod(environ: Mapping[str, str], podinfo: Path) -> PodFacts:
         parsed, bad = parse_downward_api(text, str(podinfo / name))
         target.update(parsed)
         problems.extend(bad)
+    return labels, annotations, files
 
+
+def _resources(podinfo: Path, problems: list[str]) -> dict[str, _Value]:
     resources: dict[str, _Value] = {}
     for name, key in RESOURCE_FILES.items():
         text = _read_text(podinfo / name, problems)
         if text is not None and text.strip():
             resources[key] = _Value(text.strip(), "file", str(podinfo / name))
+    return resources
+
+
+def _workload(
+    environ: Mapping[str, str],
+    namespace: _Value,
+    pod: _Value,
+    labels: Mapping[str, str],
+    *,
+    in_kubernetes: bool,
+    problems: list[str],
+) -> tuple[_Value, str]:
+    """The workload and where it came from: SKEWWATCH_WORKLOAD, else the pod labels or name
+    (in Kubernetes), else the host."""
+    workload_env = environ.get("SKEWWATCH_WORKLOAD", "").strip()
+    if workload_env:
+        if _WORKLOAD.match(workload_env):
+            return _Value(workload_env, "env", "SKEWWATCH_WORKLOAD"), "env"
+        problems.append(f"SKEWWATCH_WORKLOAD: expected namespace/kind/name, got {workload_env[:100]!r}")
+    if in_kubernetes:
+        value, source = derive_workload(namespace.value, pod.value, labels)
+        detail = "derived from pod labels" if source == "labels" else "derived from the pod name"
+    else:
+        value, source, detail = (
+            f"{namespace.value}/Host/{pod.value}",
+            "hostname",
+            "the host (not in Kubernetes)",
+        )
+    return _Value(value, "derived", detail), source
+
+
+def read_pod(environ: Mapping[str, str], podinfo: Path) -> PodFacts:
+    """Read the pod's identity, labels and annotations from env and the downward-API volume."""
+    problems: list[str] = []
+    pod = _env_or_file(environ, "POD_NAME", podinfo, ("name", "pod_name"), problems)
+    namespace = _env_or_file(environ, "POD_NAMESPACE", podinfo, ("namespace", "pod_namespace"), problems)
+    node = _env_or_file(environ, "NODE_NAME", podinfo, ("node_name", "nodename"), problems)
+    uid = _env_or_file(environ, "POD_UID", podinfo, ("uid", "pod_uid"), problems)
+    ip = _env_or_file(environ, "POD_IP", podinfo, ("pod_ip",), problems)
+    labels, annotations, files = _metadata_files(podinfo, problems)
+    resources = _resources(podinfo, problems)
 
     in_kubernetes = pod is not None or bool(environ.get("KUBERNETES_SERVICE_HOST"))
     hostname = environ.get("HOSTNAME", "").strip() or socket.gethostname()
@@ -259,26 +296,9 @@ def read_pod(environ: Mapping[str, str], podinfo: Path) -> PodFacts:
             node = node or _Value(hostname, "derived", "host name (not in Kubernetes)")
     if namespace is None:
         namespace = _Value(DEFAULT_NAMESPACE, "default", "no POD_NAMESPACE or podinfo namespace")
-
-    workload_env = environ.get("SKEWWATCH_WORKLOAD", "").strip()
-    workload: _Value | None = None
-    source = ""
-    if workload_env:
-        if _WORKLOAD.match(workload_env):
-            workload, source = _Value(workload_env, "env", "SKEWWATCH_WORKLOAD"), "env"
-        else:
-            problems.append(f"SKEWWATCH_WORKLOAD: expected namespace/kind/name, got {workload_env[:100]!r}")
-    if workload is None:
-        if in_kubernetes:
-            value, source = derive_workload(namespace.value, pod.value, labels)
-            detail = "derived from pod labels" if source == "labels" else "derived from the pod name"
-        else:
-            value, source, detail = (
-                f"{namespace.value}/Host/{pod.value}",
-                "hostname",
-                "the host (not in Kubernetes)",
-            )
-        workload = _Value(value, "derived", detail)
+    workload, source = _workload(
+        environ, namespace, pod, labels, in_kubernetes=in_kubernetes, problems=problems
+    )
 
     return PodFacts(
         namespace=namespace,

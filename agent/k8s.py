@@ -315,8 +315,8 @@ def pod_view(pod: Mapping[str, Any], view: ClusterView, preferred_container: str
     spec = pod.get("spec") or {}
     status = pod.get("status") or {}
     where = f"Pod {meta.get('namespace', '')}/{meta.get('name', '')}"
-    statuses = {
-        s.get("name"): s
+    statuses: dict[str, Any] = {
+        str(s["name"]): s
         for s in (status.get("containerStatuses") or [])
         if isinstance(s, dict) and s.get("name")
     }
@@ -324,6 +324,21 @@ def pod_view(pod: Mapping[str, Any], view: ClusterView, preferred_container: str
         view.add("orchestration.pod_uid", str(meta["uid"]), f"{where} metadata.uid")
     if spec.get("nodeName"):
         view.add("orchestration.node", str(spec["nodeName"]), f"{where} spec.nodeName")
+    _container_images(spec, statuses, view, where)
+    chosen = engine_container(spec, preferred_container)
+    if chosen is None:
+        view.problems.append(f"{where}: no containers")
+    else:
+        _engine_container(chosen, statuses, view, where)
+    _placement(spec, view, where)
+    if status.get("qosClass"):
+        view.add("orchestration.qos_class", str(status["qosClass"]), f"{where} status.qosClass")
+
+
+def _container_images(
+    spec: Mapping[str, Any], statuses: Mapping[str, Any], view: ClusterView, where: str
+) -> None:
+    """Every container's image, and its digest once it has started."""
     for c in spec.get("containers") or []:
         if not isinstance(c, dict) or not c.get("name"):
             continue
@@ -340,24 +355,28 @@ def pod_view(pod: Mapping[str, Any], view: ClusterView, preferred_container: str
                 digest,
                 f"{where} status.containerStatuses[{name}].imageID",
             )
-    chosen = engine_container(spec, preferred_container)
-    if chosen is None:
-        view.problems.append(f"{where}: no containers")
+
+
+def _engine_container(
+    chosen: tuple[Mapping[str, Any], str], statuses: Mapping[str, Any], view: ClusterView, where: str
+) -> None:
+    """The engine's container: ``orchestration.image``, its digest and its resources."""
+    c, why = chosen
+    name = str(c.get("name"))
+    view.add("orchestration.image", str(c.get("image", "")), f"{where} {why} image")
+    digest = image_digest(str((statuses.get(name) or {}).get("imageID", "")))
+    if digest:
+        view.add("orchestration.image_digest", digest, f"{where} status.containerStatuses[{name}].imageID")
     else:
-        c, why = chosen
-        name = str(c.get("name"))
-        view.add("orchestration.image", str(c.get("image", "")), f"{where} {why} image")
-        digest = image_digest(str((statuses.get(name) or {}).get("imageID", "")))
-        if digest:
-            view.add(
-                "orchestration.image_digest", digest, f"{where} status.containerStatuses[{name}].imageID"
-            )
-        else:
-            view.problems.append(f"{where}: container {name!r} has no image digest yet (not started?)")
-        resources = c.get("resources") or {}
-        for part in ("requests", "limits"):
-            for res, qty in sorted((resources.get(part) or {}).items()):
-                view.add(f"orchestration.resources.{part}.{res}", str(qty), f"{where} {why} resources.{part}")
+        view.problems.append(f"{where}: container {name!r} has no image digest yet (not started?)")
+    resources = c.get("resources") or {}
+    for part in ("requests", "limits"):
+        for res, qty in sorted((resources.get(part) or {}).items()):
+            view.add(f"orchestration.resources.{part}.{res}", str(qty), f"{where} {why} resources.{part}")
+
+
+def _placement(spec: Mapping[str, Any], view: ClusterView, where: str) -> None:
+    """Where and how the pod may be scheduled: selectors, affinity, tolerations, classes."""
     view.add(
         "orchestration.node_selector", dict(spec.get("nodeSelector") or {}), f"{where} spec.nodeSelector"
     )
@@ -373,8 +392,6 @@ def pod_view(pod: Mapping[str, Any], view: ClusterView, preferred_container: str
     ):
         if spec.get(field_name):
             view.add(key, str(spec[field_name]), f"{where} spec.{field_name}")
-    if status.get("qosClass"):
-        view.add("orchestration.qos_class", str(status["qosClass"]), f"{where} status.qosClass")
 
 
 def _json_value(value: object) -> FactValue:

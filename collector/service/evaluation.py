@@ -36,7 +36,7 @@ from collector.drift.engine import Debounce, Evaluation, WorkloadInput, evaluate
 from collector.errors import CollectorError, StoreError
 from collector.intent.directory import IntentRegistry
 from collector.intent.model import parse_documents
-from collector.service.ports import EvaluationStore
+from collector.store.base import EvaluationStore
 from skewwatch.core.identity import PodIdentity
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,8 @@ from typing import Any
 from collector.domain.records import ObservationsRecord, PodEvent, PodRecord, SnapshotRecord
 from collector.errors import ConflictError, NotFoundError
 from collector.service.evaluation import DriftService, DriftSettings
-from collector.service.ports import AsDict, Described, LiveStreams, PodStore
+from collector.service.ports import AsDict, Described, LiveStreams
+from collector.store.base import PodStore
 from skewwatch.core.identity import PodKey
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ from collector.errors import BadRequestError, ConflictError, NotFoundError
 from collector.intent.evaluate import Check
 from collector.intent.model import Intent
 from collector.service.evaluation import DriftService
-from collector.service.ports import QueryStore
+from collector.store.base import QueryStore
 from skewwatch.core.facts import FactValue, SourceState
 from skewwatch.core.identity import PodKey
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from collector.domain.records import EngineState, HeartbeatResult, SnapshotWrite
-from collector.service.ports import RecordingStore
+from collector.store.base import RecordingStore
 from skewwatch.core.facts import FactValue, Fingerprint, Observation, Provenance, SourceStatus
 from skewwatch.core.identity import PodIdentity
 

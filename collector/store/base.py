@@ -1,5 +1,9 @@
 """The store interface the collector talks to (its records are ``collector.domain.records``).
 
+One protocol per role, so each service names what it calls: ``RecordingStore`` (ingest's writes,
+through the service's recorder), ``PodStore`` (the pod queries), ``EvaluationStore`` (evaluation on
+ingest) and ``QueryStore`` (the drift queries); ``FullStore`` is what a backend implements.
+
 Every backend (SQLite now, PostgreSQL later) implements ``Store``. Methods are async because the
 collector is asyncio; a backend runs its blocking work off the event loop. Each write method is
 one transaction: when it returns, the write is committed (so the ingest layer may acknowledge);
@@ -31,19 +35,8 @@ from skewwatch.core.facts import FactValue, Fingerprint, Observation, Provenance
 from skewwatch.core.identity import PodIdentity, PodKey
 
 
-class Store(Protocol):
-    """What the collector needs from a store. All writes are single transactions."""
-
-    url: str
-
-    async def open(self) -> None:
-        """Connect and migrate the schema; raises StoreError."""
-
-    async def close(self) -> None:
-        """Release every connection and thread; idempotent."""
-
-    async def ping(self) -> None:
-        """Raise StoreError unless the store answers a trivial read."""
+class RecordingStore(Protocol):
+    """The writes of agent messages; each one transaction, committed when it returns."""
 
     async def hello(self, identity: PodIdentity, sequence: int, received_at: float) -> None:
         """Create or refresh the pod row (identity, agent, last_seen)."""
@@ -78,12 +71,6 @@ class Store(Protocol):
     ) -> None:
         """Append one engine event (a restart) to the pod's events."""
 
-    async def pod_events(self, key: PodKey, limit: int) -> list[PodEvent]:
-        """The pod's events, newest first."""
-
-    async def get_snapshot(self, snapshot_id: int) -> SnapshotRecord | None:
-        """One stored history row by id."""
-
     async def record_observations(
         self,
         identity: PodIdentity,
@@ -95,6 +82,13 @@ class Store(Protocol):
         received_at: float,
     ) -> None:
         """Keep as the pod's latest observations and append to its bounded history."""
+
+
+class PodStore(Protocol):
+    """The reads (and the delete) of the pod routes, and the readiness ping."""
+
+    async def ping(self) -> None:
+        """Raise StoreError unless the store answers a trivial read."""
 
     async def list_pods(self) -> list[PodRecord]:
         """Every known pod, ordered by namespace then pod."""
@@ -109,13 +103,19 @@ class Store(Protocol):
     async def history(self, key: PodKey, limit: int, before_id: int | None = None) -> list[SnapshotRecord]:
         """Stored snapshots of a pod, newest first, at most ``limit``, ids below ``before_id``."""
 
+    async def get_snapshot(self, snapshot_id: int) -> SnapshotRecord | None:
+        """One stored history row by id."""
+
+    async def pod_events(self, key: PodKey, limit: int) -> list[PodEvent]:
+        """The pod's events, newest first."""
+
     async def delete_pod(self, key: PodKey) -> bool:
         """Delete the pod and everything stored for it (history, latest and past observations);
         False when it was not known. Findings and baselines naming it are left as they are."""
 
 
-class DriftStore(Protocol):
-    """What the drift engine's service needs beyond ``Store``: findings, baselines, intents."""
+class EvaluationStore(Protocol):
+    """What evaluation on ingest reads and writes: replicas, findings, baselines, stored intents."""
 
     async def workload_replicas(self, workload: str, since: float, windows: int) -> list[ReplicaRecord]:
         """Pods of ``workload`` seen at or after ``since``, each with its newest ``windows`` observations."""
@@ -127,6 +127,16 @@ class DriftStore(Protocol):
 
     async def apply_findings(self, changes: Sequence[FindingChange]) -> list[FindingRecord]:
         """Write finding changes in one transaction; returns the written rows (new ones with ids)."""
+
+    async def save_baseline(self, baseline: Baseline) -> Baseline: ...
+
+    async def latest_baseline(self, workload: str) -> Baseline | None: ...
+
+    async def list_intents(self) -> list[IntentRecord]: ...
+
+
+class QueryStore(PodStore, EvaluationStore, Protocol):
+    """What the drift queries read and write beyond evaluation's: findings, baselines, intents."""
 
     async def list_findings(self, query: FindingQuery) -> list[FindingRecord]:
         """Newest first."""
@@ -141,10 +151,6 @@ class DriftStore(Protocol):
     async def open_finding_counts(self, now: float | None = None) -> dict[str, dict[str, int]]:
         """workload -> severity -> number of open findings."""
 
-    async def save_baseline(self, baseline: Baseline) -> Baseline: ...
-
-    async def latest_baseline(self, workload: str) -> Baseline | None: ...
-
     async def list_baselines(self, workload: str | None = None, limit: int = 1000) -> list[Baseline]:
         """Newest first; without ``workload``, the latest of each workload."""
 
@@ -153,8 +159,18 @@ class DriftStore(Protocol):
 
     async def delete_intent(self, kind: str, name: str) -> bool: ...
 
-    async def list_intents(self) -> list[IntentRecord]: ...
+
+class Store(RecordingStore, PodStore, Protocol):
+    """A backend's lifecycle, ingest's writes and the pod reads. All writes are single transactions."""
+
+    url: str
+
+    async def open(self) -> None:
+        """Connect and migrate the schema; raises StoreError."""
+
+    async def close(self) -> None:
+        """Release every connection and thread; idempotent."""
 
 
-class FullStore(Store, DriftStore, Protocol):
-    """A store the whole collector runs on."""
+class FullStore(Store, QueryStore, Protocol):
+    """Everything a backend implements (SQLite now)."""

@@ -1,18 +1,18 @@
-"""Shared test fixtures: where the real-world captures live, free loopback ports, golden files."""
+"""Shared test fixtures: the real-world captures, a free loopback port, golden files.
+
+Fixtures only: the helpers behind them live in tests/support (and demo/), which tests import.
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import socket
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-# The real captures live beside the checkout (../shared/fixtures/real); never copied into the repo.
-REAL_FIXTURES = Path(os.environ.get("SKEWWATCH_REAL_FIXTURES", REPO.parent / "shared" / "fixtures" / "real"))
+from demo.harness import free_port
+from tests.support.paths import GOLDEN, REAL_FIXTURES
 
 
 @pytest.fixture
@@ -22,20 +22,12 @@ def real_fixtures() -> Path:
     return REAL_FIXTURES
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def port() -> int:
     return free_port()
 
 
 # --- golden files ---------------------------------------------------------------------------------
-
-GOLDEN = REPO / "tests" / "golden"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -24,7 +24,7 @@ from agent.engines import (
     shell_commands,
 )
 from agent.redact import REDACTED_PREFIX, Redactor
-from tests.agent.helpers_process import SECRET_FROM_REF, container_command
+from tests.support.fake_processes import SECRET_FROM_REF, container_command
 
 REDACT = redact_with(Redactor("test-salt"))
 SK = "sk-ThisIsARawApiKey0123456789"

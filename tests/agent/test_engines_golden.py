@@ -16,9 +16,9 @@ from agent.observations import ObservationWindow, extract
 from agent.promtext import parse_metrics_text
 from agent.redact import Redactor
 from agent.sources.runtime_metrics import interpret_families
-from tests.agent.helpers_process import SECRET_FROM_REF
-from tests.agent.test_process_manifests import EXPECTED, SKIPPED, manifest_command
-from tests.agent.test_runtime_metrics import doubled
+from tests.support.fake_processes import SECRET_FROM_REF
+from tests.support.manifests import EXPECTED, SKIPPED, manifest_command
+from tests.support.metrics import doubled
 
 REDACT = redact_with(Redactor("golden-salt"))
 CAPTURES = [

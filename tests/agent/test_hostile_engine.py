@@ -39,7 +39,7 @@ from proto.skewwatch.v1 import skewwatch_pb2 as pb
 from skewwatch.core.facts import Fact, Provenance, SourceState, SourceStatus
 from skewwatch.core.identity import PodIdentity
 from skewwatch.wire import MAX_TEXT, snapshot_from_proto, snapshot_to_proto
-from tests.agent.helpers_process import fake_process
+from tests.support.fake_processes import fake_process
 
 HUNDRED_DIGITS = "1" * 100
 PAGE = """\

@@ -24,6 +24,7 @@ from agent.sources.model_files import (
     walk_model_dir,
 )
 from skewwatch.core.facts import SourceState
+from tests.support.models import safetensors_bytes
 
 CONFIG = {
     "architectures": ["LlamaForCausalLM"],
@@ -45,17 +46,6 @@ def _ctx(model_dir: Path | None = None, process_dir: Path | None = None) -> Coll
     if process_dir is not None:
         process = ProcessInfo(pid=1, engine="vllm", argv=(), env={}, model_dir=process_dir)
     return CollectContext(settings=AgentSettings(model_dir=model_dir), process=process)
-
-
-def safetensors_bytes(tensors: dict[str, tuple[str, list[int], bytes]]) -> bytes:
-    """A valid safetensors file: name → (dtype, shape, data)."""
-    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
-    offset = 0
-    for name, (dtype, shape, data) in tensors.items():
-        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len(data)]}
-        offset += len(data)
-    text = json.dumps(header).encode()
-    return len(text).to_bytes(8, "little") + text + b"".join(d for _, _, d in tensors.values())
 
 
 def _write_model(root: Path) -> dict[str, bytes]:

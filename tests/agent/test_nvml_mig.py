@@ -17,10 +17,8 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from tests.agent import test_nvml_stub as stub_tests
 from tests.agent.nvml_stub.capture import MIB, Gpu, Machine, MigDevice, data_file
-
-stub_dir = stub_tests.stub_dir  # the module-scoped fixture that compiles the stub
+from tests.support.nvml import A100_MIG, H100_MIG, machine, probe
 
 # S1: utkuozdemir/nvidia_gpu_exporter, linux-x86_64__nvidia-h200-mig__590.48.01.txt. `-L` gives
 # the profiles and UUIDs; `-q` gives the parent's 143771 MiB and each instance's GI/CI ids and
@@ -52,7 +50,7 @@ def h200(migs: list[tuple[str, int, int, int, int]] = H200_S1, name: str = "NVID
 
 
 def run(stub_dir: Path, tmp_path: Path, m: Machine, env: dict[str, str] | None = None) -> dict[str, Any]:
-    out = stub_tests.probe(stub_dir, tmp_path, data_file(m, "9.0"), env)
+    out = probe(stub_dir, tmp_path, data_file(m, "9.0"), env)
     assert out["state"] == "ok", out["message"]
     facts: dict[str, Any] = out["facts"]
     return facts
@@ -96,7 +94,7 @@ def test_two_replicas_on_the_same_slice_agree_across_driver_spellings(
     ``1c.3g.20gb`` and CUDA names the slice ``MIG-GPU-<uuid>/<gi>/<ci>``. Current drivers: the
     product with "NVIDIA ", and a ``MIG-<uuid>``.
     """
-    new, cc = stub_tests.machine(real_fixtures, stub_tests.A100_MIG)
+    new, cc = machine(real_fixtures, A100_MIG)
     assert new.gpus[0].values["name"] == "NVIDIA A100-SXM4-40GB"
     for mig in new.gpus[0].migs:
         mig.profile = "1c.3g.20gb"
@@ -104,11 +102,9 @@ def test_two_replicas_on_the_same_slice_agree_across_driver_spellings(
     old.gpus[0].values["name"] = "A100-SXM4-40GB"
     gpu = new.gpus[0]
     first = gpu.migs[0]
-    new_facts = stub_tests.probe(
-        stub_dir, tmp_path, data_file(new, cc), {"CUDA_VISIBLE_DEVICES": first.uuid or ""}
-    )
+    new_facts = probe(stub_dir, tmp_path, data_file(new, cc), {"CUDA_VISIBLE_DEVICES": first.uuid or ""})
     old_env = {"CUDA_VISIBLE_DEVICES": f"MIG-{gpu.values['uuid']}/{first.gi}/{first.ci}"}
-    old_facts = stub_tests.probe(stub_dir, tmp_path, data_file(old, cc), old_env)
+    old_facts = probe(stub_dir, tmp_path, data_file(old, cc), old_env)
     keys = ("hardware.gpu.product", "hardware.gpu.mig_profiles", "hardware.gpu.memory_bytes")
     assert {k: new_facts["facts"][k] for k in keys} == {k: old_facts["facts"][k] for k in keys}
     assert new_facts["facts"]["hardware.gpu.mig_profiles"] == ["1c.3g.20gb"]
@@ -119,7 +115,7 @@ def test_two_replicas_on_the_same_slice_agree_across_driver_spellings(
 def test_every_mig_device_in_the_h100_capture_gives_the_profile_nvidia_smi_lists(
     stub_dir: Path, tmp_path: Path, real_fixtures: Path
 ) -> None:
-    m, _ = stub_tests.machine(real_fixtures, stub_tests.H100_MIG)
+    m, _ = machine(real_fixtures, H100_MIG)
     listed = [mig.profile for mig in m.gpus[0].migs]
     assert listed == ["3g.40gb", "2g.20gb", "1g.10gb", "1g.10gb"]  # the capture's -L section
     for mig in m.gpus[0].migs:

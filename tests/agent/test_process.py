@@ -31,7 +31,7 @@ from agent.sources.process import (
     parse_stat_ppid,
 )
 from skewwatch.core.facts import SourceState
-from tests.agent.helpers_process import fake_process
+from tests.support.fake_processes import fake_process
 
 SK = "sk-RealLookingApiKey0123456789xyz"
 HF = "hf_RealLookingHubToken0123456789abcd"

@@ -33,9 +33,9 @@ from agent.sources.process import (
     parse_boot_time,
     parse_stat_start_ticks,
 )
+from demo.standin_vllm import install_launcher
 from skewwatch.core.facts import SourceState
-from skewwatch.demo.standin_vllm import install_launcher
-from tests.agent.helpers_process import fake_process
+from tests.support.fake_processes import fake_process
 
 BTIME = 1_700_000_000
 LOGGER = "agent.sources.process"
@@ -297,7 +297,7 @@ def test_is_skewwatch_process() -> None:
         [f"{venv}/python", f"{venv}/skewwatch", "agent", "--match", "vllm serve"],
         ["python3", "-m", "skewwatch.cli", "facts", "--match", "vllm"],
         ["python", "-u", "-m", "skewwatch", "agent"],
-        ["/usr/bin/python3.12", "-mskewwatch.demo.run"],
+        ["/usr/bin/python3.12", "-mdemo.run"],
         ["skewwatch", "agent", "--pid", "7"],
         ["env", "SKEWWATCH_MATCH=vllm", "skewwatch", "agent"],
         ["/bin/sh", "-c", "exec skewwatch agent --match 'vllm serve'"],
@@ -305,7 +305,7 @@ def test_is_skewwatch_process() -> None:
     theirs = [
         ["python", "-m", "pytest", "tests/agent", "-k", "vllm"],
         [f"{venv}/python", "/tmp/x/bin/vllm", "serve", "/m", "--port", "8000"],  # the stand-in, launched
-        ["python", "-m", "skewwatch.demo.standin_vllm", "serve", "/m"],
+        ["python", "-m", "demo.standin_vllm", "serve", "/m"],
         ["/bin/bash", "-c", "skewwatch facts --match x; vllm serve /m"],  # the shell starts an engine
         ["vllm", "serve", "skewwatch/model"],
     ]
@@ -317,7 +317,7 @@ async def test_skewwatch_processes_never_match(procfs: Path) -> None:
     venv = "/work/.venv/bin"
     fake_process(procfs, 10, [f"{venv}/python", f"{venv}/skewwatch", "agent", "--match", "vllm serve"])
     fake_process(procfs, 11, ["python3", "-m", "skewwatch.cli", "facts", "--match", "vllm serve"])
-    fake_process(procfs, 12, ["python3", "-m", "skewwatch.demo.run", "--vllm serve"])
+    fake_process(procfs, 12, ["python3", "-m", "demo.run", "--vllm serve"])
     fake_process(procfs, 13, ["/bin/sh", "-c", "skewwatch agent --match 'vllm serve'"])
     fake_process(procfs, 14, ["python", "-m", "pytest", "-k", "vllm serve"])
     engine(procfs, 20, vllm_argv(8000), ticks=1)
@@ -420,7 +420,7 @@ async def collect_until(
 
 
 def other_free_port(taken: int) -> int:
-    from tests.conftest import free_port
+    from demo.harness import free_port
 
     while (p := free_port()) == taken:
         pass

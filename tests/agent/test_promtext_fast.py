@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from agent.promtext import MetricsParseError, fast_parse, parse_metrics_text, reference_parse
-from skewwatch.demo.standin_vllm import Engine
+from demo.standin_vllm import Engine
 
 
 def same(a: object, b: object) -> bool:

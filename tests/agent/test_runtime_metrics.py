@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from agent.observations import ObservationWindow, extract
-from agent.promtext import MetricFamily, MetricsParseError, Sample, decode_metrics_body, parse_metrics_text
+from agent.promtext import MetricsParseError, decode_metrics_body, parse_metrics_text
 from agent.settings import AgentSettings
 from agent.sources.base import CollectContext, ProcessInfo
 from agent.sources.runtime_metrics import (
@@ -19,6 +19,7 @@ from agent.sources.runtime_metrics import (
     typed_label_value,
 )
 from skewwatch.core.facts import SourceState
+from tests.support.metrics import doubled
 
 VLLM_V0 = "vllm-v0__datadog__opt-125m__e99474c.txt"
 
@@ -56,21 +57,6 @@ def _observations(text: str) -> dict[str, tuple[float, str]]:
     later = extract(doubled(families), result.prefix, result.engine.metrics, 10.0)
     obs, _ = window.update(("e", "p"), later, result.engine.metrics)
     return {o.name: (o.value, o.unit) for o in obs}
-
-
-def doubled(families: list[MetricFamily]) -> list[MetricFamily]:
-    """The page with every cumulative value doubled (gauges and info metrics unchanged)."""
-    out = []
-    for fam in families:
-        if fam.type in ("counter", "histogram", "summary"):
-            samples = tuple(
-                Sample(s.name, s.labels, s.value if s.name.endswith("_created") else s.value * 2)
-                for s in fam.samples
-            )
-            out.append(MetricFamily(fam.name, fam.type, fam.help, samples))
-        else:
-            out.append(fam)
-    return out
 
 
 # --- parsing ---------------------------------------------------------------------------------

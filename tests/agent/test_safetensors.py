@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from agent.safetensors import SafetensorsError, parse_header, parse_index, read_header
-from tests.agent.test_model_files import safetensors_bytes
-from tests.conftest import REPO
+from tests.support.models import safetensors_bytes
+from tests.support.paths import REPO
 
 MINILM = REPO / ".cache" / "demo" / "all-MiniLM-L6-v2" / "model.safetensors"
 

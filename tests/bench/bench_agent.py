@@ -27,9 +27,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from skewwatch.demo.standin_vllm import install_launcher
+from demo.harness import free_port
+from demo.standin_vllm import install_launcher
 from tests.bench.common import Figure, per_call_cpu, proc_status_bytes
-from tests.conftest import free_port
 
 CYCLES = 40
 WARMUP_CYCLES = 5

@@ -36,6 +36,7 @@ import grpc
 
 from collector.store.codec import encode_facts, encode_fingerprint, encode_provenance, encode_sources
 from collector.store.sqlite import SqliteStore
+from demo.harness import free_port
 from proto.skewwatch.v1 import skewwatch_pb2 as pb
 from proto.skewwatch.v1 import skewwatch_pb2_grpc as pb_grpc
 from skewwatch import PROTOCOL_VERSION, __version__
@@ -44,7 +45,6 @@ from skewwatch.core.fingerprint import fingerprint_facts
 from skewwatch.core.identity import PodIdentity, PodKey
 from skewwatch.wire import snapshot_to_proto
 from tests.bench.common import Figure
-from tests.conftest import free_port
 
 WORKLOADS = 1000
 REPLICAS = 8

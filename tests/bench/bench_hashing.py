@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.bench.common import Figure, proc_status_bytes
-from tests.conftest import REPO
+from tests.support.paths import REPO
 
 MIB = 1024 * 1024
 TOTAL_GIB = float(os.environ.get("SKEWWATCH_BENCH_HASH_GIB", "3"))

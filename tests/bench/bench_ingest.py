@@ -25,6 +25,7 @@ from pathlib import Path
 
 import grpc
 
+from demo.harness import free_port
 from proto.skewwatch.v1 import skewwatch_pb2 as pb
 from proto.skewwatch.v1 import skewwatch_pb2_grpc as pb_grpc
 from skewwatch import PROTOCOL_VERSION, __version__
@@ -32,7 +33,6 @@ from skewwatch.core.facts import Snapshot, SourceState, SourceStatus, make_fact
 from skewwatch.core.fingerprint import fingerprint_facts
 from skewwatch.wire import snapshot_to_proto, timestamp
 from tests.bench.common import Figure
-from tests.conftest import free_port
 
 N = 400
 

@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from skewwatch.demo.run import get_json
-from skewwatch.demo.standin_vllm import LOAD_SECONDS_ENV, LOAD_WANDER_ENV
+from demo.harness import get_json
+from demo.standin_vllm import LOAD_SECONDS_ENV, LOAD_WANDER_ENV
 from tests.bench.common import Figure
-from tests.e2e.test_scenarios import PORTS_POLICY, Scenario
+from tests.support.scenario import PORTS_POLICY, Scenario
 
 NS, WL = "bench", "bench/llama"
 REPLICAS = 8

@@ -16,18 +16,9 @@ import pytest
 from agent.stream import INSTANCE_ID, AgentStream, LatestSnapshot
 from proto.skewwatch.v1 import skewwatch_pb2 as pb
 from skewwatch.core.identity import PodIdentity, PodKey
-from tests.collector.conftest import (
-    BASE_FACTS,
-    Running,
-    heartbeat_msg,
-    hello_msg,
-    make_snapshot,
-    snapshot_msg,
-)
-from tests.collector.conftest import (
-    AgentStream as ClientStream,
-)
-from tests.collector.test_api import conforms, response_schema
+from tests.support.collector import BASE_FACTS, Running, heartbeat_msg, hello_msg, make_snapshot, snapshot_msg
+from tests.support.collector import AgentStream as ClientStream
+from tests.support.openapi import conforms, response_schema
 
 KEY = PodKey("ml", "llm-0")
 TIMEOUT = aiohttp.ClientTimeout(total=10)

@@ -12,77 +12,17 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from collector.api.app import create_app
-from collector.api.openapi import document
 from collector.service.pods import Pods
 from collector.store.sqlite import SqliteStore
-from tests.collector.conftest import (
+from tests.support.collector import (
     BASE_FACTS,
     Running,
-    heartbeat_msg,
+    feed,
     hello_msg,
-    make_snapshot,
-    observations_msg,
-    snapshot_msg,
 )
+from tests.support.openapi import conforms, response_schema
 
 TIMEOUT = aiohttp.ClientTimeout(total=10)
-DOC = document("test")
-_TYPES: dict[str, Any] = {
-    "object": dict,
-    "array": list,
-    "string": str,
-    "integer": int,
-    "number": (int, float),
-    "boolean": bool,
-    "null": type(None),
-}
-
-
-def conforms(value: Any, schema: dict[str, Any], where: str = "$") -> None:
-    """A small JSON-schema subset check: enough to keep the document honest about our shapes."""
-    if "$ref" in schema:
-        schema = DOC["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
-    if "oneOf" in schema:
-        errors = []
-        for option in schema["oneOf"]:
-            try:
-                conforms(value, option, where)
-                return
-            except AssertionError as e:
-                errors.append(str(e))
-        raise AssertionError(f"{where}: matches no oneOf option: {errors}")
-    if "type" in schema:
-        types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
-        ok = any(
-            isinstance(value, _TYPES[t]) and not (t in ("integer", "number") and isinstance(value, bool))
-            for t in types
-        )
-        assert ok, f"{where}: {value!r} is not {types}"
-    if "enum" in schema:
-        assert value in schema["enum"], f"{where}: {value!r} not in {schema['enum']}"
-    if isinstance(value, dict):
-        for name in schema.get("required", []):
-            assert name in value, f"{where}: missing {name!r}"
-        props = schema.get("properties", {})
-        for k, v in value.items():
-            if k in props:
-                conforms(v, props[k], f"{where}.{k}")
-            elif isinstance(schema.get("additionalProperties"), dict):
-                conforms(v, schema["additionalProperties"], f"{where}.{k}")
-            else:
-                assert schema.get("type") != "object" or "additionalProperties" in schema or not props, (
-                    f"{where}: undocumented field {k!r}"
-                )
-    if isinstance(value, list) and "items" in schema:
-        for i, item in enumerate(value):
-            conforms(item, schema["items"], f"{where}[{i}]")
-
-
-def response_schema(path: str, status: int) -> dict[str, Any]:
-    schema: dict[str, Any] = DOC["paths"][path]["get"]["responses"][str(status)]["content"][
-        "application/json"
-    ]["schema"]
-    return schema
 
 
 @pytest.fixture
@@ -96,19 +36,6 @@ async def get(http: aiohttp.ClientSession, url: str, status: int = 200) -> Any:
         assert r.status == status, await r.text()
         assert r.content_type == "application/json"
         return await r.json()
-
-
-async def feed(running: Running) -> None:
-    """One pod with two configurations (dtype float16 → float32) and observations."""
-    s = running.stream()
-    await s.exchange(hello_msg(1))
-    await s.exchange(snapshot_msg(2, make_snapshot()))
-    changed = {**BASE_FACTS, "runtime.dtype": "float32", "runtime.enforce_eager": True}
-    del changed["runtime.max_model_len"]
-    snap = make_snapshot(changed)
-    await s.exchange(snapshot_msg(3, snap))
-    await s.exchange(heartbeat_msg(4, snap.fingerprint.overall))
-    await s.exchange(observations_msg(5, {"tokens_per_s": 1234.5}))
 
 
 async def test_pods_list_shape(running: Running, http: aiohttp.ClientSession) -> None:

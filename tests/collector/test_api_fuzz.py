@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from collector.api import body as api_body
 from collector.api.openapi import document
 from collector.main import Collector
-from tests.collector.conftest import settings_for
+from tests.support.collector import settings_for
 
 DOC = document("fuzz")
 READ_TIMEOUT_S = 0.3

@@ -30,8 +30,8 @@ from collector.errors import OverloadedError, ProcessingTimeoutError
 from collector.main import Collector
 from collector.service.pods import Pods
 from collector.store.sqlite import SqliteStore
-from tests.collector.conftest import Running, settings_for, started
-from tests.collector.test_api import DOC, conforms
+from tests.support.collector import Running, settings_for, started
+from tests.support.openapi import DOC, conforms
 
 TIMEOUT = aiohttp.ClientTimeout(total=20)
 READ_TIMEOUT_S = 1.0

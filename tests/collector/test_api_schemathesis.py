@@ -23,8 +23,7 @@ import pytest
 import schemathesis
 from schemathesis.engine import Status, events
 
-from tests.collector.conftest import Running, settings_for, started
-from tests.collector.test_api import feed
+from tests.support.collector import Running, feed, settings_for, started
 
 # Examples per operation (fuzzing: per generation mode too) and stateful scenarios: a few thousand
 # requests in all, about a minute on two cores.

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
 import os
 import signal
@@ -17,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from collector.cli import collector_settings, format_history_table, register
-from tests.collector.conftest import BASE_FACTS, Running, hello_msg, make_snapshot, snapshot_msg
-from tests.conftest import REPO, free_port
+from collector.cli import collector_settings, format_history_table
+from demo.harness import free_port
+from tests.support.cli import parser, run
+from tests.support.collector import BASE_FACTS, Running, hello_msg, make_snapshot, snapshot_msg
+from tests.support.paths import REPO
 
 # The shared `skewwatch` entry point lives elsewhere; this is the same wiring it uses.
 RUNNER = (
@@ -30,19 +30,6 @@ RUNNER = (
     "a = p.parse_args(sys.argv[1:])\n"
     "sys.exit(a.func(a))\n"
 )
-
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="skewwatch")
-    register(p.add_subparsers(dest="command", required=True))
-    return p
-
-
-async def run(argv: list[str]) -> int:
-    args = parser().parse_args(argv)
-    # The clients block (urllib); the collector under test shares this event loop.
-    code: int = await asyncio.to_thread(args.func, args)
-    return code
 
 
 async def feed(running: Running) -> None:

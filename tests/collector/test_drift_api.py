@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.collector.conftest import (
+from tests.support.collector import (
     BASE_FACTS,
     AgentStream,
     Running,
@@ -22,7 +22,7 @@ from tests.collector.conftest import (
     snapshot_msg,
     started,
 )
-from tests.collector.test_api import DOC, conforms
+from tests.support.openapi import DOC, conforms
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "intents"
 TIMEOUT = aiohttp.ClientTimeout(total=10)

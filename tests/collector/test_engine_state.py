@@ -13,7 +13,7 @@ import grpc
 
 from proto.skewwatch.v1 import skewwatch_pb2 as pb
 from skewwatch.wire import timestamp
-from tests.collector.conftest import Running, hello_msg, make_snapshot, snapshot_msg
+from tests.support.collector import Running, hello_msg, make_snapshot, snapshot_msg
 
 
 async def get(running: Running, path: str) -> Any:

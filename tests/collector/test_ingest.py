@@ -18,7 +18,7 @@ from collector.store.sqlite import SqliteStore
 from proto.skewwatch.v1 import skewwatch_pb2 as pb
 from skewwatch.core.identity import PodKey
 from skewwatch.wire import snapshot_to_proto
-from tests.collector.conftest import (
+from tests.support.collector import (
     BASE_FACTS,
     AgentStream,
     Running,

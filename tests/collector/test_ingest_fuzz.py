@@ -26,7 +26,7 @@ from collector.store.sqlite import SqliteStore
 from proto.skewwatch.v1 import skewwatch_pb2 as pb
 from skewwatch.core.identity import PodKey
 from skewwatch.wire import snapshot_to_proto
-from tests.collector.conftest import BASE_FACTS, hello_msg, make_snapshot, snapshot_msg
+from tests.support.collector import BASE_FACTS, hello_msg, make_snapshot, snapshot_msg
 
 KEY = PodKey("ml", "llm-0")
 MAX_MESSAGE_BYTES = 64 * 1024

@@ -31,7 +31,7 @@ from collector.main import AddressInUseError, Collector
 from collector.settings import CollectorSettings
 from proto.skewwatch.v1 import skewwatch_pb2 as pb
 from skewwatch.wire import timestamp
-from tests.collector.conftest import (
+from tests.support.collector import (
     AgentStream,
     heartbeat_msg,
     hello_msg,

@@ -14,7 +14,7 @@ from collector.errors import CollectorError, StoreError
 from collector.main import Collector, serve
 from collector.settings import CollectorSettings
 from collector.store.sqlite import SqliteStore
-from tests.conftest import free_port
+from demo.harness import free_port
 
 
 async def test_failed_start_releases_the_grpc_port_and_closes_the_store(tmp_path: Path) -> None:

@@ -17,7 +17,8 @@ import pytest
 
 from collector.store.sqlite import SqliteStore
 from skewwatch.core.identity import PodIdentity, PodKey
-from tests.collector.conftest import (
+from tests.support.cli import run
+from tests.support.collector import (
     BASE_FACTS,
     AgentStream,
     Running,
@@ -29,8 +30,7 @@ from tests.collector.conftest import (
     snapshot_msg,
     started,
 )
-from tests.collector.test_api import DOC, conforms, response_schema
-from tests.collector.test_cli import run
+from tests.support.openapi import DOC, conforms, response_schema
 
 STALE_S = 1.0  # the smallest replica_stale_s the settings accept
 TIMEOUT = aiohttp.ClientTimeout(total=10)

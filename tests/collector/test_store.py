@@ -17,7 +17,7 @@ from collector.store.schema import SCHEMA_VERSION
 from collector.store.sqlite import SqliteStore
 from skewwatch.core.facts import Snapshot
 from skewwatch.core.identity import PodIdentity, PodKey
-from tests.collector.conftest import BASE_FACTS, make_snapshot
+from tests.support.collector import BASE_FACTS, make_snapshot
 
 POD = PodIdentity("ml", "llm-0", "gpu-node-1", "ml/Deployment/llm", "env", "ml/llm-0", "0.1.0")
 

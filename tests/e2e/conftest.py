@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_scenarios import Scenario
+from tests.support.scenario import Scenario
 
 
 @pytest.fixture

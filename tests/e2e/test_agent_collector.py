@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,19 +12,14 @@ from typing import Any
 
 import pytest
 
-from skewwatch.demo.run import Processes, get_json, wait_for
-from skewwatch.demo.standin_vllm import install_launcher
-from tests.conftest import free_port
+from demo.harness import Processes, free_port, get_json, skewwatch, wait_for
+from demo.standin_vllm import install_launcher
 
 pytestmark = pytest.mark.e2e
 
 HF = "hf_E2eE2eE2eE2eE2eE2eE2eE2eE2e0123"
 SK = "sk-e2e-0123456789abcdefghijklmnopqr"
 NS, POD = "team-a", "llama-7d9f8b6c5-abcde"
-
-
-def skewwatch(*args: str) -> list[str]:
-    return [sys.executable, "-m", "skewwatch.cli", *args]
 
 
 @pytest.fixture

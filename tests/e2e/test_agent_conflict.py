@@ -11,7 +11,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +18,8 @@ from typing import Any
 
 import pytest
 
-from skewwatch.demo.run import Processes, get_json, wait_for
-from skewwatch.demo.standin_vllm import install_launcher
-from tests.conftest import free_port
+from demo.harness import Processes, free_port, get_json, skewwatch, wait_for
+from demo.standin_vllm import install_launcher
 
 pytestmark = pytest.mark.e2e
 
@@ -29,10 +27,6 @@ NS, POD = "team-a", "llama-7d9f8b6c5-twins"
 HOLDER_RE = re.compile(
     r"ALREADY_EXISTS: hello\.pod: pod team-a/llama-7d9f8b6c5-twins is already streamed by agent 'team-a/llama-7d9f8b6c5-twins' \(instance ([0-9a-f]{32}), peer (\S+), since"
 )
-
-
-def skewwatch(*args: str) -> list[str]:
-    return [sys.executable, "-m", "skewwatch.cli", *args]
 
 
 class Rig:

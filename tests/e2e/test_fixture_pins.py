@@ -25,7 +25,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,10 +36,9 @@ from collector.domain.model import Replica
 from collector.intent.binding import Bound
 from collector.intent.evaluate import IntentResult, evaluate_intents
 from collector.intent.model import Intent, ModelSpec, parse_documents
+from demo.harness import Processes, free_port, skewwatch, wait_for
+from demo.standin_vllm import install_launcher
 from skewwatch.core.facts import Provenance, SourceState, SourceStatus
-from skewwatch.demo.run import Processes, wait_for
-from skewwatch.demo.standin_vllm import install_launcher
-from tests.conftest import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -235,10 +233,6 @@ def write_model(d: Path, quantization: dict[str, Any] | None = None) -> Path:
 def serving_metrics(port: int) -> bool:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
         return bool(r.status == 200)
-
-
-def skewwatch(*args: str) -> list[str]:
-    return [sys.executable, "-m", "skewwatch.cli", *args]
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 
 from agent.bounds import MAX_FACTS_PER_SOURCE, MAX_INFO_LABELS
-from skewwatch.demo.run import Processes, get_json, wait_for
-from tests.conftest import free_port
+from demo.harness import Processes, free_port, get_json, skewwatch, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -57,10 +56,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
 '''
-
-
-def skewwatch(*args: str) -> list[str]:
-    return [sys.executable, "-m", "skewwatch.cli", *args]
 
 
 def test_hostile_engine_does_not_kill_or_flood_the_agent(tmp_path: Path) -> None:

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from skewwatch.demo.run import get_json
-from tests.e2e.test_scenarios import PORTS_POLICY, Scenario
+from demo.harness import get_json
+from tests.support.scenario import PORTS_POLICY, Scenario
 
 pytestmark = pytest.mark.e2e
 NS, WL = "team-a", "team-a/llama"

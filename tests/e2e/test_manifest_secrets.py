@@ -18,10 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from skewwatch.demo.run import Processes, get_json, wait_for
-from tests.agent.helpers_process import SECRET_FROM_REF, install_fake_engines
-from tests.agent.test_process_manifests import EXPECTED, manifest_command, read_engine
-from tests.conftest import free_port
+from demo.harness import Processes, free_port, get_json, wait_for
+from tests.support.fake_processes import SECRET_FROM_REF, install_fake_engines
+from tests.support.manifests import EXPECTED, manifest_command, read_engine
 
 pytestmark = pytest.mark.e2e
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.collector.conftest import AgentStream, hello_msg
-from tests.conftest import free_port
+from demo.harness import free_port
+from tests.support.collector import AgentStream, hello_msg
 
 pytestmark = pytest.mark.e2e
 

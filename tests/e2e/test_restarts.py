@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from skewwatch.demo.run import get_json
-from skewwatch.demo.standin_vllm import LOAD_SECONDS_ENV
-from tests.e2e.test_scenarios import MODELSPEC, PORTS_POLICY, Scenario
+from demo.harness import get_json
+from demo.standin_vllm import LOAD_SECONDS_ENV
+from tests.support.scenario import MODELSPEC, PORTS_POLICY, Scenario
 
 pytestmark = pytest.mark.e2e
 NS, WL = "team-a", "team-a/llama"

@@ -1,6 +1,6 @@
 """Secret shapes on a real engine's command line and env never reach ``skewwatch facts``' output.
 
-A real stand-in vLLM process (``skewwatch.demo.standin_vllm``) is started the way a pod would,
+A real stand-in vLLM process (``demo.standin_vllm``) is started the way a pod would,
 with secrets of every class the hardening issue names: a secret flag given by a unique prefix
 (``--api-ke``), spelled with ``_``, several API keys, a secret inside a JSON-valued argument, an
 ``Authorization: Bearer`` header in an innocuously named variable, a ``KEY=VALUE`` list, URL
@@ -25,9 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from skewwatch.demo.run import Processes, wait_for
-from skewwatch.demo.standin_vllm import install_launcher
-from tests.conftest import free_port
+from demo.harness import Processes, free_port, wait_for
+from demo.standin_vllm import install_launcher
 
 pytestmark = pytest.mark.e2e
 

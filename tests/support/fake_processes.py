@@ -1,4 +1,4 @@
-"""Test helpers for the process source: command lines from real manifests, fake /proc trees."""
+"""Fake processes for the process source: command lines from real manifests, fake /proc trees."""
 
 from __future__ import annotations
 

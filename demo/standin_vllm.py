@@ -422,7 +422,12 @@ def install_launcher(bindir: Path) -> Path:
     """
     bindir.mkdir(parents=True, exist_ok=True)
     launcher = bindir / "vllm"
-    launcher.write_text(f"#!{sys.executable}\nimport sys\nfrom {__name__} import main\nsys.exit(main())\n")
+    # demo/ is not installed: the launcher finds it in the checkout this module was loaded from.
+    root = Path(__file__).resolve().parent.parent
+    launcher.write_text(
+        f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(root)!r})\n"
+        f"from {__name__} import main\nsys.exit(main())\n"
+    )
     launcher.chmod(0o755)
     return launcher
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command: set up, then generated-code freshness, lint, types and the test suite.
+# The test command: set up, then generated-code freshness, lint, types, import layers and the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
@@ -11,5 +11,7 @@ ruff check .
 ruff format --check .
 echo "--- mypy --strict"
 mypy
+echo "--- import layers (pyproject.toml [tool.importlinter])"
+lint-imports --no-cache
 echo "--- pytest"
 exec python -m pytest "$@"

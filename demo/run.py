@@ -20,6 +20,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from demo.harness import Processes, free_port, get_json, skewwatch, wait_for
@@ -67,70 +68,72 @@ def say(text: str) -> None:
     print(f"\n==> {text}", flush=True)
 
 
-def run_demo(cache: Path, keep: bool) -> int:
-    model_dir = prepare_model(cache)
-    work = Path(tempfile.mkdtemp(prefix="skewwatch-demo-"))
-    procs = Processes(work)
-    grpc_port, http_port, vllm_port = free_port(), free_port(), free_port()
-    api = f"http://127.0.0.1:{http_port}"
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith("SKEWWATCH_")}
-    base_env["PYTHONUNBUFFERED"] = "1"
-    vllm = install_launcher(work / "bin")
+@dataclass
+class Demo:
+    """One run of the demo: its processes, ports and scratch folder, and each step as a method."""
 
-    def run_cli(*args: str) -> None:
+    model_dir: Path
+    work: Path
+    procs: Processes = field(init=False)
+    grpc_port: int = field(default_factory=free_port)
+    http_port: int = field(default_factory=free_port)
+    vllm_port: int = field(default_factory=free_port)
+    env: dict[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.procs = Processes(self.work)
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("SKEWWATCH_")}
+        self.env["PYTHONUNBUFFERED"] = "1"
+        self.vllm = install_launcher(self.work / "bin")
+        self.api = f"http://127.0.0.1:{self.http_port}"
+        self.pod_url = f"{self.api}/api/v1/pods/{NAMESPACE}/{POD}"
+
+    def cli(self, *args: str) -> None:
         sys.stdout.flush()
-        subprocess.run(skewwatch(*args, "--collector", api), env=base_env, check=True, timeout=30)
+        subprocess.run(skewwatch(*args, "--collector", self.api), env=self.env, check=True, timeout=30)
 
-    def start_vllm(dtype: str) -> None:
+    def start_collector(self) -> None:
+        ports = f"gRPC :{self.grpc_port}, API :{self.http_port}"
+        say(f"starting the collector (SQLite store in {self.work}, {ports})")
+        self.procs.start(
+            "collector",
+            skewwatch("collector", "--grpc", f"127.0.0.1:{self.grpc_port}", "--http",
+                      f"127.0.0.1:{self.http_port}", "--store", f"sqlite:///{self.work}/skewwatch.db"),
+            self.env,
+        )  # fmt: skip
+        wait_for("the collector to be ready", lambda: get_json(f"{self.api}/readyz") is not None, self.procs)
+
+    def start_vllm(self, dtype: str) -> None:
         argv = [
-            str(vllm), "serve", str(model_dir), "--served-model-name", "all-minilm-l6-v2",
+            str(self.vllm), "serve", str(self.model_dir), "--served-model-name", "all-minilm-l6-v2",
             "--dtype", dtype, "--max-model-len", "512", "--gpu-memory-utilization", "0.9",
-            "--host", "127.0.0.1", "--port", str(vllm_port), "--api-key", DEMO_API_KEY,
+            "--host", "127.0.0.1", "--port", str(self.vllm_port), "--api-key", DEMO_API_KEY,
         ]  # fmt: skip
-        env = dict(base_env, HF_TOKEN=DEMO_HF_TOKEN, VLLM_USE_V1="1", CUDA_VISIBLE_DEVICES="0")
-        procs.start("vllm", argv, env)
+        env = dict(self.env, HF_TOKEN=DEMO_HF_TOKEN, VLLM_USE_V1="1", CUDA_VISIBLE_DEVICES="0")
+        self.procs.start("vllm", argv, env)
         print("    $ " + " ".join(["vllm", *argv[1:]]).replace(DEMO_API_KEY, "sk-…"))
         wait_for(
             "the stand-in vLLM /metrics",
-            lambda: bool(get_json_text(f"http://127.0.0.1:{vllm_port}/metrics")),
-            procs,
+            lambda: bool(get_json_text(f"http://127.0.0.1:{self.vllm_port}/metrics")),
+            self.procs,
         )
 
-    try:
-        say(f"starting the collector (SQLite store in {work}, gRPC :{grpc_port}, API :{http_port})")
-        procs.start(
-            "collector",
-            skewwatch("collector", "--grpc", f"127.0.0.1:{grpc_port}", "--http", f"127.0.0.1:{http_port}",
-                      "--store", f"sqlite:///{work}/skewwatch.db"),
-            base_env,
-        )  # fmt: skip
-        wait_for("the collector to be ready", lambda: get_json(f"{api}/readyz") is not None, procs)
-
-        say("starting a stand-in vLLM server over the real all-MiniLM-L6-v2 files, --dtype float16")
-        start_vllm("float16")
-
+    def start_agent(self) -> None:
         say("attaching the skewwatch agent (interval 1 s) to the process matching 'vllm serve'")
-        agent_env = dict(base_env, POD_NAMESPACE=NAMESPACE, POD_NAME=POD, NODE_NAME="demo-node")
-        procs.start(
+        agent_env = dict(self.env, POD_NAMESPACE=NAMESPACE, POD_NAME=POD, NODE_NAME="demo-node")
+        self.procs.start(
             "agent",
-            skewwatch(
-                "agent",
-                "--collector",
-                f"127.0.0.1:{grpc_port}",
-                "--match",
-                f"{vllm} serve",
-                "--interval",
-                "1",
-            ),
+            skewwatch("agent", "--collector", f"127.0.0.1:{self.grpc_port}", "--match", f"{self.vllm} serve",
+                      "--interval", "1"),
             agent_env,
-        )
-        pod_url = f"{api}/api/v1/pods/{NAMESPACE}/{POD}"
-        wait_for(
-            "the first snapshot at the collector",
-            lambda: get_json(pod_url)["facts"].get("runtime.dtype") == "float16",
-            procs,
-        )
-        first = get_json(pod_url)
+        )  # fmt: skip
+        self.wait_dtype("the first snapshot at the collector", "float16")
+
+    def wait_dtype(self, what: str, dtype: str) -> None:
+        wait_for(what, lambda: get_json(self.pod_url)["facts"].get("runtime.dtype") == dtype, self.procs)
+
+    def show_first(self) -> None:
+        first = get_json(self.pod_url)
         print(f"    the collector holds {len(first['facts'])} facts for {NAMESPACE}/{POD}")
         for key in ("runtime.engine", "runtime.dtype", "runtime.max_model_len", "model.weights.digest",
                     "runtime.env.HF_TOKEN", "runtime.args.api_key"):  # fmt: skip
@@ -142,33 +145,27 @@ def run_demo(cache: Path, keep: bool) -> int:
                 )
         print(f"    fingerprint {first['fingerprint']['overall']}")
 
-        say(f"recording this as the last-known-good baseline:  skewwatch baseline {WORKLOAD} --record")
-        run_cli("baseline", WORKLOAD, "--record")
-
+    def change_dtype(self) -> None:
         say("restarting vLLM with one setting changed: --dtype float32 (nothing crashes)")
-        procs.stop("vllm")
-        start_vllm("float32")
-        wait_for(
-            "the changed snapshot at the collector",
-            lambda: get_json(pod_url)["facts"].get("runtime.dtype") == "float32",
-            procs,
-        )
+        self.procs.stop("vllm")
+        self.start_vllm("float32")
+        self.wait_dtype("the changed snapshot at the collector", "float32")
 
+    def show_drift(self) -> None:
         say(f"what changed, from the collector's history:  skewwatch history {NAMESPACE}/{POD}")
-        run_cli("history", f"{NAMESPACE}/{POD}")
+        self.cli("history", f"{NAMESPACE}/{POD}")
         wait_for(
             "the dtype finding",
             lambda: any(
                 f["key"] == "runtime.dtype"
-                for f in get_json(f"{api}/api/v1/findings?status=open&reference=baseline")["findings"]
+                for f in get_json(f"{self.api}/api/v1/findings?status=open&reference=baseline")["findings"]
             ),
-            procs,
+            self.procs,
         )
         say(f"the drift as findings, against the baseline:  skewwatch findings {WORKLOAD}")
-        run_cli("findings", WORKLOAD)
-        say(f"the same through the query API:  GET {pod_url}/history")
-        history = get_json(f"{pod_url}/history")
-        for snap in history["snapshots"][:2]:
+        self.cli("findings", WORKLOAD)
+        say(f"the same through the query API:  GET {self.pod_url}/history")
+        for snap in get_json(f"{self.pod_url}/history")["snapshots"][:2]:
             print(
                 f"    snapshot seq={snap.get('sequence')} fingerprint={snap['fingerprint']['overall'][:16]}…"
             )
@@ -180,21 +177,38 @@ def run_demo(cache: Path, keep: bool) -> int:
                     f"      {change['key']}: {json.dumps(change.get('before'))}"
                     f" -> {json.dumps(change.get('after'))}"
                 )
+
+    def check_no_secrets(self) -> None:
         # The store (with its WAL) and the agent's and collector's logs must hold no raw secret.
-        for path in work.iterdir():
+        for path in self.work.iterdir():
             if path.is_file() and path.name != "vllm.log":
                 data = path.read_bytes()
                 if DEMO_HF_TOKEN.encode() in data or DEMO_API_KEY.encode() in data:
                     raise RuntimeError(f"a raw secret reached {path.name}")
         say("no raw secret reached the collector: HF_TOKEN and --api-key are stored as redacted digests")
+
+
+def run_demo(cache: Path, keep: bool) -> int:
+    demo = Demo(prepare_model(cache), Path(tempfile.mkdtemp(prefix="skewwatch-demo-")))
+    try:
+        demo.start_collector()
+        say("starting a stand-in vLLM server over the real all-MiniLM-L6-v2 files, --dtype float16")
+        demo.start_vllm("float16")
+        demo.start_agent()
+        demo.show_first()
+        say(f"recording this as the last-known-good baseline:  skewwatch baseline {WORKLOAD} --record")
+        demo.cli("baseline", WORKLOAD, "--record")
+        demo.change_dtype()
+        demo.show_drift()
+        demo.check_no_secrets()
         say("demo complete")
         return 0
     finally:
-        procs.stop_all()
+        demo.procs.stop_all()
         if keep:
-            print(f"(logs and store kept in {work})")
+            print(f"(logs and store kept in {demo.work})")
         else:
-            shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(demo.work, ignore_errors=True)
 
 
 def get_json_text(url: str) -> str:

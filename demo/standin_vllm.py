@@ -305,9 +305,27 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--kv-cache-dtype", default="auto")
     p.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--api-key")
-    # Flags a real launch carries that the stand-in accepts and ignores.
-    args, _unknown = p.parse_known_args(argv)
-    return args
+    # Real vLLM flags a launch carries that change nothing the stand-in simulates: accepted and
+    # ignored. Any other flag is an error, exit 2, as vLLM's own argparse-based parser makes it.
+    for flag in IGNORED_VALUE_FLAGS:
+        p.add_argument(flag)
+    for flag in IGNORED_SWITCHES:
+        p.add_argument(flag, action=argparse.BooleanOptionalAction)
+    return p.parse_args(argv)
+
+
+# Real ``vllm serve`` flags with a value, and switches, the stand-in accepts without simulating them.
+IGNORED_VALUE_FLAGS = (
+    "--quantization", "--max-num-seqs", "--max-num-batched-tokens", "--tensor-parallel-size",
+    "--pipeline-parallel-size", "--data-parallel-size", "--revision", "--tokenizer",
+    "--tokenizer-revision", "--hf-token", "--hf-overrides", "--download-dir", "--seed",
+    "--swap-space", "--chat-template", "--generation-config", "--uvicorn-log-level", "--config",
+    "--load-format", "--tokenizer-mode",
+)  # fmt: skip
+IGNORED_SWITCHES = (
+    "--trust-remote-code", "--enforce-eager", "--enable-chunked-prefill", "--disable-log-requests",
+    "--disable-log-stats",
+)  # fmt: skip
 
 
 def resolve_dtype(requested: str, config: dict[str, object]) -> str:
@@ -393,9 +411,17 @@ async def serve(args: argparse.Namespace) -> None:
     runner = web.AppRunner(make_app(engine, args.api_key), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, args.host, args.port).start()
+    # vLLM tells the dtype it resolved only in its start-up log, in this shape; nothing on its port
+    # says it, so the agent must resolve ``--dtype auto`` itself, as it must for a real vLLM.
     print(
-        f"stand-in vLLM serving {engine.served_name} dtype={engine.dtype} on http://{args.host}:{args.port}",
+        f"INFO [core.py:75] Initializing a V1 LLM engine (v{VERSION}) with config: model={engine.model!r}, "
+        f"tokenizer={engine.model!r}, dtype=torch.{engine.dtype}, max_seq_len={engine.max_model_len}, "
+        f"served_model_name={engine.served_name}",
+        file=sys.stderr,
         flush=True,
+    )
+    print(
+        f"INFO [api_server.py:1880] Starting vLLM API server 0 on http://{args.host}:{args.port}", flush=True
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

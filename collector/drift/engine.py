@@ -182,25 +182,15 @@ def _new(workload: str, d: Drift, now: float, debounce: Debounce) -> FindingChan
     rec = FindingRecord(
         id=0,
         workload=workload,
-        reference=_refs(d)[0],
         key=d.key,
         category=d.category,
-        severity=d.severity,
         status=Status.OPEN if opens else Status.PENDING,
-        expected=d.expected,
-        actual=d.actual,
-        pods=dict(d.pods),
-        message=d.message,
-        source=d.source,
-        hint=d.hint,
-        symptom=d.symptom,
-        evidence=dict(d.evidence),
         first_seen=now,
         last_seen=now,
         opened_at=now if opens else None,
         resolved_at=None,
         hits=1,
-        references=_refs(d),
+        **_as_seen(d),
     )
     return FindingChange(ChangeKind.OPENED if opens else ChangeKind.PENDING, rec)
 
@@ -218,23 +208,30 @@ def _again(old: FindingRecord, d: Drift, now: float, debounce: Debounce) -> Find
         kind = ChangeKind.UPDATED if _moved(old, d) else ChangeKind.CONFIRMED
     rec = replace(
         old,
-        severity=d.severity,
         status=status,
-        expected=d.expected,
-        actual=d.actual,
-        pods=dict(d.pods),
-        message=d.message,
-        source=d.source,
-        hint=d.hint,
-        symptom=d.symptom,
-        evidence=dict(d.evidence),
         last_seen=now,
         opened_at=now if kind is ChangeKind.OPENED else old.opened_at,
         hits=hits,
-        reference=_refs(d)[0],
-        references=_refs(d),
+        **_as_seen(d),
     )
     return FindingChange(kind, rec)
+
+
+def _as_seen(d: Drift) -> dict[str, Any]:
+    """The fields of a finding that the latest evaluation sets."""
+    return {
+        "reference": _refs(d)[0],
+        "references": _refs(d),
+        "severity": d.severity,
+        "expected": d.expected,
+        "actual": d.actual,
+        "pods": dict(d.pods),
+        "message": d.message,
+        "source": d.source,
+        "hint": d.hint,
+        "symptom": d.symptom,
+        "evidence": dict(d.evidence),
+    }
 
 
 def _moved(old: FindingRecord, d: Drift) -> bool:

@@ -46,7 +46,7 @@ async def test_pods_list_shape(running: Running, http: aiohttp.ClientSession) ->
     (pod,) = body["pods"]
     assert pod["namespace"] == "ml" and pod["pod"] == "llm-0" and pod["node"] == "gpu-node-1"
     assert pod["workload"] == "ml/Deployment/llm"
-    assert pod["source_states"] == {"ok": 1, "unavailable": 1, "error": 0, "pending": 0}
+    assert pod["source_states"] == {"ok": 4, "unavailable": 1, "error": 0, "pending": 0}
     assert len(pod["fingerprint"]) == 64
 
 
@@ -55,10 +55,15 @@ async def test_pod_detail_shape(running: Running, http: aiohttp.ClientSession) -
     body = await get(http, "/api/v1/pods/ml/llm-0")
     conforms(body, response_schema("/api/v1/pods/{namespace}/{pod}", 200))
     assert body["facts"]["runtime.dtype"] == "float32"
-    assert body["provenance"]["runtime.dtype"] == {"source": "process", "method": "arg", "detail": "--dtype"}
+    assert body["provenance"]["runtime.dtype"] == {
+        "source": "process",
+        "method": "arg",
+        "detail": "--dtype",
+        "inputs": ["runtime.args.dtype", "model.config.torch_dtype"],
+    }
     assert body["sources"]["nvml"] == {
         "status": "unavailable",
-        "message": "no GPU here",
+        "message": "NVML: NVML Shared Library Not Found",
         "duration_seconds": 0.0,
     }
     assert body["observations"] == {"tokens_per_s": {"value": 1234.5, "unit": "1/s"}}
@@ -121,6 +126,20 @@ async def test_history_lists_changes_between_stored_snapshots(
     assert newest["previous_id"] == first["id"]
     assert newest["changes"] == [
         {
+            "key": "runtime.args.dtype",
+            "category": "runtime",
+            "change": "changed",
+            "before": "float16",
+            "after": "float32",
+        },
+        {
+            "key": "runtime.args.enforce_eager",
+            "category": "runtime",
+            "change": "added",
+            "before": None,
+            "after": True,
+        },
+        {
             "key": "runtime.dtype",
             "category": "runtime",
             "change": "changed",
@@ -130,15 +149,15 @@ async def test_history_lists_changes_between_stored_snapshots(
         {
             "key": "runtime.enforce_eager",
             "category": "runtime",
-            "change": "added",
-            "before": None,
+            "change": "changed",
+            "before": False,
             "after": True,
         },
         {
             "key": "runtime.max_model_len",
             "category": "runtime",
             "change": "removed",
-            "before": 8192,
+            "before": 2048,
             "after": None,
         },
     ]
@@ -156,7 +175,7 @@ async def test_history_limit_pages_and_still_diffs_against_the_older_snapshot(
     await feed(running)
     body = await get(http, "/api/v1/pods/ml/llm-0/history?limit=1&facts=true")
     (only,) = body["snapshots"]
-    assert only["sequence"] == 3 and only["previous_id"] is not None and len(only["changes"]) == 3
+    assert only["sequence"] == 3 and only["previous_id"] is not None and len(only["changes"]) == 5
     assert only["facts"]["runtime.dtype"] == "float32"
     assert only["provenance"]["runtime.dtype"]["method"] == "arg"
     assert body["next_before"] == only["id"]

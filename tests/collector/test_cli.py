@@ -36,7 +36,8 @@ async def feed(running: Running) -> None:
     s = running.stream()
     await s.exchange(hello_msg(1))
     await s.exchange(snapshot_msg(2, make_snapshot()))
-    await s.exchange(snapshot_msg(3, make_snapshot({**BASE_FACTS, "runtime.dtype": "float32"})))
+    float32 = {**BASE_FACTS, "runtime.args.dtype": "float32", "runtime.dtype": "float32"}  # --dtype float32
+    await s.exchange(snapshot_msg(3, make_snapshot(float32)))
 
 
 async def test_pods_prints_a_table_and_json(running: Running, capsys: pytest.CaptureFixture[str]) -> None:
@@ -46,7 +47,7 @@ async def test_pods_prints_a_table_and_json(running: Running, capsys: pytest.Cap
     header, row = out.splitlines()
     assert header.split()[:4] == ["NAMESPACE", "POD", "NODE", "WORKLOAD"]
     assert row.split()[:4] == ["ml", "llm-0", "gpu-node-1", "ml/Deployment/llm"]
-    assert "1 ok, 1 unavailable" in row
+    assert "4 ok, 1 unavailable" in row  # the recording: NVML only is missing
     assert await run(["pods", "--collector", running.http, "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["pods"][0]["pod"] == "llm-0"
 
@@ -58,10 +59,11 @@ async def test_history_table_shows_exactly_which_facts_changed(
     assert await run(["history", "ml/llm-0", "--collector", running.http + "/"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "ml/llm-0: 2 stored snapshot(s), newest first"
-    assert "seq 3" in lines[1] and "1 change(s)" in lines[1]
-    assert lines[2] == '    runtime.dtype: "float16" -> "float32"'
-    assert "seq 2" in lines[3] and f"first stored snapshot ({len(BASE_FACTS)} facts)" in lines[3]
-    assert len(lines) == 4
+    assert "seq 3" in lines[1] and "2 change(s)" in lines[1]
+    assert lines[2] == '    runtime.args.dtype: "float16" -> "float32"'
+    assert lines[3] == '    runtime.dtype: "float16" -> "float32"'
+    assert "seq 2" in lines[4] and f"first stored snapshot ({len(BASE_FACTS)} facts)" in lines[4]
+    assert len(lines) == 5
 
 
 async def test_collector_url_defaults_from_the_environment(

@@ -100,7 +100,7 @@ async def test_facts_keep_their_types_and_provenance_through_the_store(store: Sq
     assert [type(row.facts[k]) for k in facts] == [type(v) for v in facts.values()]
     assert row.fingerprint == snap.fingerprint
     assert row.provenance["runtime.enforce_eager"].method == "arg"
-    assert row.sources["nvml"].message == "no GPU here"
+    assert row.sources["nvml"].message == "NVML: NVML Shared Library Not Found"
 
 
 async def test_failed_write_rolls_back_everything_it_touched(store: SqliteStore) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -16,7 +16,15 @@ import pytest
 from agent.stream import INSTANCE_ID, AgentStream, LatestSnapshot
 from proto.skewwatch.v1 import skewwatch_pb2 as pb
 from skewwatch.core.identity import PodIdentity, PodKey
-from tests.support.collector import BASE_FACTS, Running, heartbeat_msg, hello_msg, make_snapshot, snapshot_msg
+from tests.support.collector import (
+    BASE_FACTS,
+    Running,
+    heartbeat_msg,
+    hello_msg,
+    make_snapshot,
+    snapshot_msg,
+    wait_until,
+)
 from tests.support.collector import AgentStream as ClientStream
 from tests.support.openapi import conforms, response_schema
 
@@ -48,14 +56,6 @@ async def get(http: aiohttp.ClientSession, url: str) -> Any:
     async with http.get(url) as r:
         assert r.status == 200, await r.text()
         return await r.json()
-
-
-async def wait_until(what: str, check: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def live(running: Running) -> list[str]:

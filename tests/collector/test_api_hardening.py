@@ -30,7 +30,7 @@ from collector.errors import OverloadedError, ProcessingTimeoutError
 from collector.main import Collector
 from collector.service.pods import Pods
 from collector.store.sqlite import SqliteStore
-from tests.support.collector import Running, settings_for, started
+from tests.support.collector import Running, settings_for, started, wait_until
 from tests.support.openapi import DOC, conforms
 
 TIMEOUT = aiohttp.ClientTimeout(total=20)
@@ -332,7 +332,7 @@ async def test_eight_concurrent_200kb_intent_uploads_keep_healthz_fast(tmp_path:
                     async with http.get("/healthz") as r:
                         assert r.status == 200
                     latencies.append(time.monotonic() - start)
-                    await asyncio.sleep(0.02)
+                    await asyncio.sleep(0.02)  # the behaviour: the probe's sampling interval
 
             done = asyncio.Event()
             prober = asyncio.create_task(probe(done))
@@ -355,7 +355,7 @@ async def test_parse_pool_is_bounded_and_times_out_but_holds_the_slot() -> None:
     release = threading.Event()
     try:
         first = asyncio.create_task(pool.run("test", release.wait, 10.0))
-        await asyncio.sleep(0.05)
+        await wait_until("the first job to hold the worker", lambda: pool.busy == 1)
         with pytest.raises(OverloadedError) as full:
             await pool.run("test", lambda: 1)
         assert full.value.status == 503 and full.value.headers == {"Retry-After": "3"}
@@ -365,10 +365,7 @@ async def test_parse_pool_is_bounded_and_times_out_but_holds_the_slot() -> None:
         with pytest.raises(OverloadedError):  # the timed-out job still runs: its slot is held
             await pool.run("test", lambda: 1)
         release.set()
-        for _ in range(100):
-            if pool.busy == 0:
-                break
-            await asyncio.sleep(0.01)
+        await wait_until("the timed-out job to give its slot back", lambda: pool.busy == 0)
         assert await pool.run("test", lambda: 42) == 42
     finally:
         release.set()

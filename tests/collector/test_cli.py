@@ -200,7 +200,7 @@ def test_collector_process_serves_and_stops_cleanly_on_sigterm(tmp_path: Path) -
             except OSError:
                 assert proc.poll() is None, proc.communicate(timeout=5)
                 assert time.monotonic() < deadline, "collector never became ready"
-                time.sleep(0.1)
+                time.sleep(0.1)  # poll interval: readiness of a subprocess, bounded by the deadline
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     finally:

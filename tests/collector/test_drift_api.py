@@ -71,8 +71,8 @@ async def pod(
 
 
 async def settle(running: Running) -> None:
+    """Wait until every evaluation scheduled so far has run (a write schedules its own before the ack)."""
     assert running.collector.drift is not None
-    await asyncio.sleep(0.05)
     await running.collector.drift.settled()
 
 
@@ -152,7 +152,7 @@ async def test_baseline_is_promoted_automatically_when_stable(rig: Any) -> None:
         body = await call(http, "GET", "/api/v1/baselines", "/api/v1/baselines")
         if body["baselines"]:
             break
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)  # poll interval: promotion waits on baseline_stable_s, no event to await
     (b,) = body["baselines"]
     assert b["origin"] == "auto" and b["workload"] == WORKLOAD
     assert b["performance"]["generation_tokens_per_s"] == 900.0 and b["load"]["requests_per_s"] == 4.0
@@ -215,14 +215,14 @@ async def test_intents_directory_is_reloaded_and_a_bad_file_is_reported(rig: Any
         body = await call(http, "GET", "/api/v1/intents", "/api/v1/intents")
         if body["intents"]:
             break
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # poll interval: the directory watcher has no event to await
     assert [(i["name"], i["origin"]) for i in body["intents"]] == [("llama-3-8b-minimal", "directory")]
     (intents / "spec.yaml").write_text("apiVersion: piqc.ai/v1alpha1\nkind: ModelSpec\nmetadata: {}\n")
     for _ in range(50):
         body = await call(http, "GET", "/api/v1/intents", "/api/v1/intents")
         if body["errors"]:
             break
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # poll interval: the directory watcher has no event to await
     found = {(e["file"], e["line"], e["path"]) for e in body["errors"]}
     assert ("spec.yaml", 3, "metadata") in found and ("spec.yaml", 1, "") in found  # name and spec missing
     assert [i["name"] for i in body["intents"]] == ["llama-3-8b-minimal"]  # the last good version stays

@@ -82,7 +82,7 @@ async def test_no_ack_is_sent_before_the_store_commits(tmp_path: Path) -> None:
             await s.send(snapshot_msg(2, make_snapshot()))
             reply_task = asyncio.ensure_future(s.recv())
             await asyncio.wait_for(store.entered.wait(), 10)
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.2)  # the behaviour: time for a wrong early ack to arrive (none may)
             assert not reply_task.done(), "acknowledged before the write committed"
             assert snapshot_rows(tmp_path / "gated.db") == []
             store.gate.set()
@@ -133,7 +133,7 @@ async def test_unchanged_snapshot_still_updates_current_state_and_last_seen(runn
     a = make_snapshot()
     await s.exchange(snapshot_msg(2, a))
     before = await running.collector.store.get_pod(KEY)
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0.01)  # the behaviour: wall time passes, so last_seen must advance
     await s.exchange(snapshot_msg(3, make_snapshot(collected_at=a.collected_at + 15)))
     after = await running.collector.store.get_pod(KEY)
     assert before is not None and after is not None and after.current is not None
@@ -149,7 +149,7 @@ async def test_heartbeat_with_the_stored_fingerprint_is_acked_and_refreshes_last
     snap = make_snapshot()
     await s.exchange(snapshot_msg(2, snap))
     before = await running.collector.store.get_pod(KEY)
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0.01)  # the behaviour: wall time passes, so last_seen must advance
     reply = await s.exchange(heartbeat_msg(3, snap.fingerprint.overall))
     assert reply.WhichOneof("body") == "ack" and reply.ack.sequence == 3
     after = await running.collector.store.get_pod(KEY)

@@ -241,7 +241,7 @@ async def test_one_address_is_capped_while_another_still_connects(tmp_path: Path
                 for _ in range(100):
                     if reg.streams_from("127.0.0.1") == 0:
                         break
-                    await asyncio.sleep(0.05)
+                    await asyncio.sleep(0.05)  # poll interval: cancelled streams are released asynchronously
                 assert reg.streams_from("127.0.0.1") == 0, "ended streams must give their slots back"
                 await hello(direct, "after")  # room again
         finally:
@@ -291,7 +291,7 @@ async def test_state_heartbeats_of_a_starting_engine_count_as_reports(tmp_path: 
             )
             reply = await s.exchange(pb.AgentMessage(sequence=seq, heartbeat=hb))
             assert reply.ack.sequence == seq
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.2)  # the behaviour: heartbeats spaced past both deadlines
         # Then silence: the idle timeout ends it.
         code, details = await s.status()
     assert code == grpc.StatusCode.DEADLINE_EXCEEDED and "SKEWWATCH_IDLE_TIMEOUT" in details
@@ -312,7 +312,7 @@ async def test_idle_stream_is_cut_while_a_heartbeating_one_stays(tmp_path: Path)
         idle_status = asyncio.ensure_future(idle.status())
         for seq in range(3, 9):  # 6 x 0.2 s = 2.4 idle timeouts
             assert (await alive.exchange(heartbeat_msg(seq, snap.fingerprint.overall))).ack.sequence == seq
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.2)  # the behaviour: heartbeats spaced over 2.4 idle timeouts
         code, details = await idle_status
         assert code == grpc.StatusCode.DEADLINE_EXCEEDED and "no message for 0.5 s" in details
         assert (await alive.exchange(heartbeat_msg(9, snap.fingerprint.overall))).ack.sequence == 9
@@ -336,7 +336,7 @@ async def test_readyz_turns_503_when_saturated_and_back_when_freed(tmp_path: Pat
                 status, body = await readyz(c, "?verbose=true")
                 if status == 200:
                     break
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.05)  # poll interval: a cancelled stream is released asynchronously
             assert status == 200 and body["streams"]["in_use"] == 3
             assert body["streams"]["refused"][REFUSED_MAX_STREAMS] == 1
 

@@ -53,7 +53,7 @@ async def test_serve_stops_on_cancellation_and_closes_the_store(tmp_path: Path) 
                     if r.status == 200:
                         break
             assert not task.done(), task.exception()
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # poll interval: readiness of a server started in a task
         else:
             pytest.fail("serve() never became ready")
     task.cancel()

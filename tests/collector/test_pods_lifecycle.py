@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from tests.support.collector import (
     settings_for,
     snapshot_msg,
     started,
+    wait_until,
 )
 from tests.support.openapi import DOC, conforms, response_schema
 
@@ -72,14 +72,6 @@ async def feed(running: Running, pod: str, workload: str = "ml/Deployment/llm") 
     return s
 
 
-async def wait_until(what: str, check: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 async def end(running: Running, s: AgentStream, key: PodKey) -> None:
     """Close the stream from the agent's side and wait until the collector released the pod."""
     await asyncio.wait_for(s.call.done_writing(), 10)
@@ -104,7 +96,7 @@ def rows(db: Path, pod: str) -> dict[str, int]:
 async def test_pods_are_marked_stale_with_their_age(running: Running, http: aiohttp.ClientSession) -> None:
     old = await feed(running, "old-0", workload="ml/Deployment/old")
     await end(running, old, PodKey("ml", "old-0"))
-    await asyncio.sleep(STALE_S + 0.3)
+    await asyncio.sleep(STALE_S + 0.3)  # the behaviour: wall time past replica_stale_s (no clock reaches it)
     await feed(running, "fresh-0", workload="ml/Deployment/fresh")
 
     body = await call(http, "GET", "/api/v1/pods", 200)
@@ -124,7 +116,7 @@ async def test_pods_are_marked_stale_with_their_age(running: Running, http: aioh
 async def test_workload_without_live_replicas_says_so(running: Running, http: aiohttp.ClientSession) -> None:
     old = await feed(running, "old-0", workload="ml/Deployment/old")
     await end(running, old, PodKey("ml", "old-0"))
-    await asyncio.sleep(STALE_S + 0.3)
+    await asyncio.sleep(STALE_S + 0.3)  # the behaviour: wall time past replica_stale_s (no clock reaches it)
     await feed(running, "fresh-0", workload="ml/Deployment/fresh")
 
     body = await call(http, "GET", "/api/v1/workloads", 200)
@@ -233,7 +225,7 @@ def test_openapi_documents_every_status_of_the_delete_route() -> None:
 async def test_pods_cli_shows_stale_and_deletes(running: Running, capsys: pytest.CaptureFixture[str]) -> None:
     old = await feed(running, "old-0")
     await end(running, old, PodKey("ml", "old-0"))
-    await asyncio.sleep(STALE_S + 0.3)
+    await asyncio.sleep(STALE_S + 0.3)  # the behaviour: wall time past replica_stale_s (no clock reaches it)
     live = await feed(running, "live-0")
 
     assert await run(["pods", "--collector", running.http]) == 0

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,6 +134,15 @@ def make_snapshot(facts: Mapping[str, Any] | None = None, *, collected_at: float
         fingerprint=fingerprint_facts(fs),
         collected_at=time.time() if collected_at is None else collected_at,
     )
+
+
+async def wait_until(what: str, check: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Wait for a condition the code under test offers no event for; fails naming ``what``."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(0.01)  # poll interval of a condition wait with a deadline
 
 
 def hello_msg(seq: int = 1, namespace: str = "ml", pod: str = "llm-0", **kw: Any) -> pb.AgentMessage:

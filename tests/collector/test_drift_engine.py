@@ -15,8 +15,9 @@ from collector.drift.engine import Debounce, WorkloadInput, _same, evaluate, rec
 from collector.intent.mapping import MODELSPEC_ROWS, POLICY_ROWS
 from collector.intent.model import ModelSpec, SkewPolicy, parse_documents
 from skewwatch.core.errors import FactError
-from skewwatch.core.facts import Observation, Provenance, SourceState, SourceStatus
+from skewwatch.core.facts import Observation, SourceState, SourceStatus
 from skewwatch.core.fingerprint import fingerprint_values
+from tests.support.collector import agent_provenance
 
 WL = "ml/Deployment/llama"
 BASE: dict[str, Any] = {
@@ -44,7 +45,7 @@ def replica(pod: str, facts: dict[str, Any] | None = None, obs: list[dict[str, f
     return Replica(
         pod=pod,
         facts=f,
-        provenance={k: Provenance("process", "arg", k) for k in f},
+        provenance={k: agent_provenance(k) for k in f},  # what the agent's sources give each key
         sources=srcs,
         fingerprint=fingerprint_values(f).overall,
         first_seen=100.0,
@@ -318,10 +319,8 @@ def test_peers_call_a_different_pod_template_a_rollout() -> None:
 def test_missing_fact_from_a_failed_source_is_not_a_peer_drift() -> None:
     facts = {k: v for k, v in BASE.items() if not k.startswith("hardware.")}
     down = replica("c", facts, sources={"process": SourceState.OK, "nvml": SourceState.UNAVAILABLE})
-    down = Replica(**{**down.__dict__, "provenance": {k: Provenance("process", "arg") for k in facts}})
     ok = [replica("a"), replica("b")]
-    ok = [Replica(**{**r.__dict__, "provenance": {**r.provenance, "hardware.gpu.product": Provenance("nvml", "nvml"),
-                                                    "hardware.gpu.count": Provenance("nvml", "nvml")}}) for r in ok]  # fmt: skip
+    assert ok[0].provenance["hardware.gpu.product"].source == "nvml"  # the source that is down on c
     assert not [d for d in evaluate(WorkloadInput(WL, [*ok, down])).drifts if d.reference is Reference.PEERS]
 
 

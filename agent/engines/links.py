@@ -50,9 +50,14 @@ COMMON_CONSEQUENCES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     ("model.chat_template.digest", ("model.files.tokenizer_config.json", "model.files.chat_template*")),
     ("model.generation_config.digest", ("model.files.generation_config.json",)),
-    # A GPU class fixes its memory and compute capability.
+    # A GPU class fixes its marketing name, architecture, form factor, memory, compute capability
+    # and default power limit: a pod rescheduled onto another class is one change, not six.
+    ("hardware.gpu.name", ("hardware.gpu.product",)),
+    ("hardware.gpu.architecture", ("hardware.gpu.product",)),
+    ("hardware.gpu.form_factor", ("hardware.gpu.product",)),
     ("hardware.gpu.memory_bytes", ("hardware.gpu.product",)),
     ("hardware.gpu.compute_capability", ("hardware.gpu.product",)),
+    ("hardware.gpu.power_default_limit_watts", ("hardware.gpu.product",)),
     # The image is the engine build.
     ("runtime.version", ("orchestration.image", "orchestration.image_digest")),
     ("orchestration.image_digest", ("orchestration.image",)),

@@ -47,3 +47,12 @@ def test_link_inputs_sets_provenance_and_keeps_values() -> None:
     assert linked["runtime.dtype"].value == "float16"
     assert linked["runtime.dtype"].provenance.inputs[0] == "runtime.args.dtype"
     assert linked["runtime.args.dtype"].provenance.inputs == ()
+
+
+def test_what_a_gpu_class_fixes_follows_from_the_product_for_any_engine() -> None:
+    # A pod rescheduled onto another GPU class is one cause; its name, architecture and memory
+    # change with it (the collector groups them under the product).
+    for spec in (VLLM, SGLANG, GENERIC):
+        for key in ("hardware.gpu.name", "hardware.gpu.architecture", "hardware.gpu.memory_bytes"):
+            assert inputs_for(key, spec) == ("hardware.gpu.product",), (spec.name, key)
+    assert inputs_for("hardware.gpu.product", VLLM) == ()

@@ -13,6 +13,8 @@ from typing import Any
 
 import grpc
 
+from agent.engines import engine_named
+from agent.engines.links import inputs_for
 from collector.main import Collector
 from collector.settings import CollectorSettings
 from proto.skewwatch.v1 import skewwatch_pb2 as pb
@@ -100,7 +102,9 @@ def agent_provenance(key: str) -> Provenance:
     if key in RECORDED.facts:
         return RECORDED.facts[key].provenance
     if key.startswith("hardware."):
-        return Provenance("nvml", "nvml", _NVML_DETAILS.get(key, "NVML device(s) 0"))
+        # The agent names what a fact follows from with its own link table (agent.engines.links).
+        inputs = inputs_for(key, engine_named("vllm"))
+        return Provenance("nvml", "nvml", _NVML_DETAILS.get(key, "NVML device(s) 0"), inputs)
     if key.startswith("runtime.args."):
         return Provenance("process", "arg", _flag(key))
     if key.startswith(("runtime.", "serving.")):

@@ -42,6 +42,7 @@ CONNECT_TIMEOUT_S = 5.0
 REJECTED_CAP_S = 60.0
 REJECTED_BASE_S = 1.0
 _DIGITS = re.compile(r"\d+")
+MAX_FAILURE_REASONS = 32  # distinct reasons remembered between acked reports
 _REJECTED = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED})
 # This process's id in every Hello: the collector tells two agents claiming one pod apart by it.
 INSTANCE_ID = uuid.uuid4().hex
@@ -131,7 +132,9 @@ class AgentStream:
         self.connected = asyncio.Event()
         # The first snapshot or heartbeat of the current stream: its ack resets the backoff.
         self._first_data_sequence: int | None = None
-        self._last_failure: str | None = None
+        # Why streams ended since the last acked report: each reason is a warning once, so that two
+        # alternating reasons (a timeout, then the refusal again) do not log on every attempt.
+        self._failures: set[str] = set()
         self.reconnects = 0
 
     def _next(self) -> int:
@@ -166,13 +169,14 @@ class AgentStream:
             await asyncio.sleep(delay)
 
     def _failure(self, text: str, exc: bool = False) -> None:
-        """Log why the stream ended when that changed; the same reason again is only a debug line."""
+        """Log why the stream ended, once per reason until a report is acked; again is a debug line."""
         # Sizes, ports and counts in the reason vary per attempt; the reason itself does not.
         shape = _DIGITS.sub("#", text)
-        if shape == self._last_failure:
+        if shape in self._failures:
             log.debug("%s (again)", text)
             return
-        self._last_failure = shape
+        if len(self._failures) < MAX_FAILURE_REASONS:
+            self._failures.add(shape)
         log.warning("%s", text, exc_info=exc)
 
     def _data_acked(self) -> None:
@@ -182,7 +186,7 @@ class AgentStream:
         self.connected.set()
         self.backoff.reset()
         self.rejected_backoff.reset()
-        self._last_failure = None
+        self._failures.clear()
 
     async def _session(self) -> None:
         # The Hello names the workload, which the first collection may resolve better than the

@@ -292,26 +292,36 @@ def _process_families(started: float) -> list[str]:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     if argv and argv[0] == "serve":
         argv = argv[1:]
-    p = argparse.ArgumentParser(prog="vllm serve", allow_abbrev=False)
+    # vLLM's own parser is argparse's (unique prefixes such as --api-ke accepted) with flags
+    # spelled with "_" read as "-" (--max_model_len is --max-model-len).
+    p = argparse.ArgumentParser(prog="vllm serve")
     p.add_argument("model_tag", nargs="?")
     p.add_argument("--model")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--dtype", default="auto")
-    p.add_argument("--max-model-len", "--max_model_len", type=int)
+    p.add_argument("--max-model-len", type=int)
     p.add_argument("--served-model-name")
     p.add_argument("--block-size", type=int, default=16)
     p.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     p.add_argument("--kv-cache-dtype", default="auto")
     p.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--api-key")
+    p.add_argument("--api-key", nargs="+")  # any one of several keys opens the API
     # Real vLLM flags a launch carries that change nothing the stand-in simulates: accepted and
     # ignored. Any other flag is an error, exit 2, as vLLM's own argparse-based parser makes it.
     for flag in IGNORED_VALUE_FLAGS:
         p.add_argument(flag)
     for flag in IGNORED_SWITCHES:
         p.add_argument(flag, action=argparse.BooleanOptionalAction)
-    return p.parse_args(argv)
+    return p.parse_args([_dashed(a) for a in argv])
+
+
+def _dashed(arg: str) -> str:
+    """``--max_model_len=1`` → ``--max-model-len=1``: the flag's name only, never its value."""
+    if not arg.startswith("--"):
+        return arg
+    name, eq, value = arg.partition("=")
+    return name.replace("_", "-") + eq + value
 
 
 # Real ``vllm serve`` flags with a value, and switches, the stand-in accepts without simulating them.
@@ -359,12 +369,14 @@ def build_engine(args: argparse.Namespace) -> Engine:
     )
 
 
-def make_app(engine: Engine, api_key: str | None) -> web.Application:
+def make_app(engine: Engine, api_keys: list[str] | None) -> web.Application:
+    allowed = {f"Bearer {k}" for k in api_keys or ()}
+
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(text=engine.metrics(), content_type="text/plain", charset="utf-8")
 
     async def models(request: web.Request) -> web.Response:
-        if api_key and request.headers.get("Authorization") != f"Bearer {api_key}":
+        if allowed and request.headers.get("Authorization") not in allowed:
             return web.json_response({"error": "Unauthorized"}, status=401)
         return web.json_response(
             {

@@ -472,6 +472,8 @@ def test_the_same_refusal_with_other_sizes_is_logged_once(caplog: pytest.LogCapt
                 f"collector 127.0.0.1:1: INVALID_ARGUMENT: agent_message: {size} bytes, over 1024"
             )
         stream._failure("collector 127.0.0.1:1 unreachable: connection refused")
+        # Alternating with another reason does not make the first one new again.
+        stream._failure("collector 127.0.0.1:1: INVALID_ARGUMENT: agent_message: 1999 bytes, over 1024")
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 2, warnings
     assert "1931 bytes" in warnings[0] and "unreachable" in warnings[1]

@@ -34,3 +34,9 @@ def test_auto_resolves_by_vllms_rule() -> None:
     assert resolve_dtype("auto", {"torch_dtype": "bfloat16"}) == "bfloat16"
     assert resolve_dtype("auto", {"torch_dtype": "float32"}) == "float16"
     assert resolve_dtype("half", {}) == "float16"
+
+
+def test_flags_are_read_as_vllms_parser_reads_them() -> None:
+    # A unique prefix, "_" for "-" in the name (never in the value), several API keys.
+    args = parse_args(["serve", "m", "--api-ke", "k_1", "k_2", "--max_model_len=128", "--dtype", "half"])
+    assert args.api_key == ["k_1", "k_2"] and args.max_model_len == 128 and args.dtype == "half"

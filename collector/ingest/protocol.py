@@ -1,7 +1,7 @@
 """The stream protocol, without gRPC: decode and validate one untrusted message, decide the reply.
 
 ``Session`` holds one stream's state (who it speaks for, the last sequence) and turns each raw
-message into calls of the service layer's ``Recording`` (``collector.service.recording``: each
+message into calls of the service layer's ``Recorder`` (``collector.service.recording``: each
 returns once committed, then schedules evaluation) and an optional reply. Every protocol or
 validation failure raises ``IngestError`` naming the field; the server turns that into
 INVALID_ARGUMENT. Store failures surface as ``StoreError`` and nothing is acknowledged. With a
@@ -24,7 +24,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from collector.domain.records import EngineState, HeartbeatResult
 from collector.errors import IngestError
 from collector.ingest.registry import Claim, StreamRegistry
-from collector.service.recording import Recording
+from collector.service.recording import Recorder
 from proto.skewwatch.v1 import skewwatch_pb2 as pb
 from skewwatch.core.identity import PodIdentity
 from skewwatch.wire import (
@@ -195,7 +195,7 @@ class Session:
 
     def __init__(
         self,
-        recorder: Recording,
+        recorder: Recorder,
         *,
         max_message_bytes: int,
         clock: Callable[[], float],

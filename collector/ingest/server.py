@@ -45,7 +45,7 @@ from collector.ingest.registry import (
     StreamRefused,
     StreamRegistry,
 )
-from collector.service.recording import Recording
+from collector.service.recording import Recorder
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +69,12 @@ class StreamTimeouts:
 
 
 class IngestService:
-    """Serves agent streams into the service layer's ``Recording`` (``collector.service.recording``);
+    """Serves agent streams into the service layer's ``Recorder`` (``collector.service.recording``);
     one ``Session`` per stream, messages handled in order."""
 
     def __init__(
         self,
-        recorder: Recording,
+        recorder: Recorder,
         *,
         max_message_bytes: int,
         clock: Callable[[], float] = time.time,

@@ -1,15 +1,15 @@
 """Recording agent messages: the store writes of the ingest, each followed by its evaluation hook.
 
-``Recorder`` is what an ingest session calls (typed against ``Recording``, so the edge imports no
-store). Each method returns once its write is committed; for a snapshot, a matching heartbeat and
-observations it then calls ``on_commit(identity, kind)`` (the drift service's ``notify``), before
-the session sends its ack. A write that raises calls nothing and nothing is acknowledged.
+``Recorder`` is what an ingest session calls (so the edge imports no store). Each method returns
+once its write is committed; for a snapshot, a matching heartbeat and observations it then calls
+``on_commit(identity, kind)`` (the drift service's ``notify``), before the session sends its ack.
+A write that raises calls nothing and nothing is acknowledged.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from collector.domain.records import EngineState, HeartbeatResult, SnapshotWrite
 from collector.store.base import RecordingStore
@@ -22,50 +22,8 @@ from skewwatch.core.identity import PodIdentity
 CommitHook = Callable[[PodIdentity, str], None]
 
 
-class Recording(Protocol):
-    """What an ingest session records; every method returns once its write is committed."""
-
-    async def hello(self, identity: PodIdentity, sequence: int, received_at: float) -> None: ...
-
-    async def record_snapshot(
-        self,
-        identity: PodIdentity,
-        sequence: int,
-        *,
-        facts: Mapping[str, FactValue],
-        provenance: Mapping[str, Provenance],
-        sources: Mapping[str, SourceStatus],
-        fingerprint: Fingerprint,
-        collected_at: float,
-        received_at: float,
-    ) -> SnapshotWrite: ...
-
-    async def record_heartbeat(
-        self, identity: PodIdentity, sequence: int, overall_fingerprint: str, received_at: float
-    ) -> HeartbeatResult: ...
-
-    async def record_engine_state(
-        self, identity: PodIdentity, sequence: int, engine: EngineState, received_at: float
-    ) -> None: ...
-
-    async def record_event(
-        self, identity: PodIdentity, sequence: int, at: float, kind: str, detail: Mapping[str, Any]
-    ) -> None: ...
-
-    async def record_observations(
-        self,
-        identity: PodIdentity,
-        sequence: int,
-        *,
-        items: Mapping[str, Observation],
-        at: float,
-        window_s: float,
-        received_at: float,
-    ) -> None: ...
-
-
 class Recorder:
-    """``Recording`` over a store, calling ``on_commit`` after each write evaluation depends on."""
+    """Agent messages recorded in a store; ``on_commit`` after each write evaluation depends on."""
 
     def __init__(self, store: RecordingStore, on_commit: CommitHook | None = None) -> None:
         self.store = store

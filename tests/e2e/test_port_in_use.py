@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from demo.harness import free_port
+from demo.harness import free_port, skewwatch
 from tests.support.collector import AgentStream, hello_msg
 
 pytestmark = pytest.mark.e2e
@@ -30,19 +29,10 @@ REFUSE_WITHIN_S = 20.0
 
 def start_collector(tmp_path: Path, name: str, grpc_port: int, http_port: int) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SKEWWATCH_")}
+    argv = skewwatch("collector", "--grpc", f"127.0.0.1:{grpc_port}", "--http", f"127.0.0.1:{http_port}",
+                     "--store", f"sqlite:///{tmp_path}/{name}.db")  # fmt: skip
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "skewwatch.cli",
-            "collector",
-            "--grpc",
-            f"127.0.0.1:{grpc_port}",
-            "--http",
-            f"127.0.0.1:{http_port}",
-            "--store",
-            f"sqlite:///{tmp_path}/{name}.db",
-        ],
+        argv,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -66,10 +66,22 @@ _SECRET_NAME = re.compile(
     r"(?:$|[_\-.])",
     re.IGNORECASE,
 )
-# Names that look secret by the pattern above but hold only counts or flags.
+# Words that measure tokens when they come just before ``tokens`` (plural: a count or a size,
+# ``kv_cache_size_tokens``, ``prompt_tokens``), never those naming whose token it is (``api``,
+# ``access``, ``auth``, ``github``, ``refresh``, ``id``, ``bearer``, ``session``).
+_MEASURE_WORDS = (
+    "size|alignment|capacity|cached|cache|prompt|generation|generated|output|input|computed|batched|"
+    "total|prefill|decode|draft|accepted|emitted|scheduled|preempted|padded|processed|context|"
+    "completion|reasoning|remaining|block|chunk|new|spec|hit|used|free|waiting|running|kv"
+)
+# Names that look secret by the pattern above but hold only counts, sizes or flags. These parts
+# are taken out of a name before it is judged (``is_secret_name``): what remains must still not
+# look secret, so ``output_tokens_api_key`` is a secret and ``kv_cache_size_tokens`` is not.
+_SEP_BEFORE, _SEP_AFTER = r"(?<![^_\-.])", r"(?![^_\-.])"  # a separator or the name's edge
 _NOT_SECRET_NAME = re.compile(
-    r"(?:^|[_\-.])(?:max|min|num)[_\-.](?:[a-z0-9]+[_\-.])*tokens?(?:$|[_\-.])|"
-    r"(?:^|[_\-.])tokens?[_\-.](?:per|limit|budget|len|length|count)(?:$|[_\-.])|"
+    rf"{_SEP_BEFORE}(?:max|min|num)[_\-.](?:[a-z0-9]+[_\-.])*tokens?{_SEP_AFTER}|"
+    rf"{_SEP_BEFORE}tokens?[_\-.](?:per|limit|budget|len|length|count|total){_SEP_AFTER}|"
+    rf"{_SEP_BEFORE}(?:{_MEASURE_WORDS})[_\-.]tokens{_SEP_AFTER}|"
     r"tokenizer|(?:^|[_\-.])auth[_\-.]?(?:type|mode|method)$|token[_\-.]?(?:file|path)$",
     re.IGNORECASE,
 )
@@ -411,8 +423,10 @@ class _TooBig(Exception):
 
 
 def is_secret_name(name: str) -> bool:
+    """A name (env, flag, label or fact key) that holds a secret: a secret word is left once the
+    parts that only count or size tokens (``_NOT_SECRET_NAME``) are taken out."""
     name = name.strip().lstrip("-")
-    return bool(_SECRET_NAME.search(name)) and not _NOT_SECRET_NAME.search(name)
+    return bool(_SECRET_NAME.search(_NOT_SECRET_NAME.sub(" ", name)))
 
 
 def is_secret_value(value: str) -> bool:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from agent.redact import REDACTED_PREFIX, Redactor, is_secret_name, is_secret_value
+from agent.promtext import parse_metrics_text
+from agent.redact import REDACTED_PREFIX, Redactor, is_secret_name, is_secret_value, redact_fact
+from agent.sources.runtime_metrics import interpret_families
 
 HF = "hf_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"
 SK = "sk-proj-0123456789abcdefghijklmnopqrstuv"
@@ -49,6 +51,86 @@ def test_secret_names_are_recognised(name: str) -> None:
 )
 def test_configuration_names_are_not_secret(name: str) -> None:
     assert not is_secret_name(name)
+
+
+# Names where tokens are counted or sized (vLLM 0.32's cache_config_info labels among them).
+TOKEN_MEASURES = [
+    "kv_cache_size_tokens",
+    "runtime.cache_config.kv_cache_size_tokens",
+    "runtime.kv_cache_tokens",
+    "cache_hit_alignment_tokens",
+    "size_tokens",
+    "alignment_tokens",
+    "capacity_tokens",
+    "cached_tokens",
+    "prompt_tokens",
+    "generation_tokens",
+    "output_tokens",
+    "input_tokens",
+    "computed_tokens",
+    "batched_tokens",
+    "total_tokens",
+    "tokens_total",
+    "vllm:prompt_tokens_total",
+    "NUM_COMPUTED_TOKENS",
+    "prefill-tokens",
+]
+# Names of real secrets: whose token it is, not how many.
+TOKEN_SECRETS = [
+    "hf_token",
+    "HF_TOKEN",
+    "access_token",
+    "auth_token",
+    "api_tokens",
+    "github_token",
+    "token",
+    "refresh_token",
+    "id_token",
+    "bearer_token",
+    "session_token",
+    "runtime.cache_config.hf_token",
+    "output_tokens_api_key",  # a measured part does not hide a secret word elsewhere in the name
+    "prompt_tokens_auth_token",
+    "hf_tokenizer_token",
+]
+
+
+@pytest.mark.parametrize("name", TOKEN_MEASURES)
+def test_names_measuring_tokens_are_not_secret(name: str) -> None:
+    assert not is_secret_name(name)
+    assert Redactor("s").value(name, "1048576") == "1048576"
+    assert Redactor("s").value(name, "None") == "None"
+
+
+@pytest.mark.parametrize("name", TOKEN_SECRETS)
+def test_names_of_tokens_held_are_secret(name: str) -> None:
+    assert is_secret_name(name)
+    assert Redactor("s").value(name, "1048576").startswith(REDACTED_PREFIX)
+
+
+@pytest.mark.parametrize("name", ["kv_cache_size_tokens", "prompt_tokens", "tokens_total"])
+def test_a_secret_shaped_value_is_redacted_under_a_token_measuring_name(name: str) -> None:
+    for value in (HF, SK):
+        out = Redactor("s").value(name, value)
+        assert out.startswith(REDACTED_PREFIX) and value not in out
+
+
+def test_vllm_cache_config_token_sizes_survive_the_central_pass() -> None:
+    # vLLM 0.32 (CPU build) labels, as its /metrics serves them.
+    text = (
+        "# TYPE vllm:cache_config_info gauge\n"
+        'vllm:cache_config_info{block_size="16",cache_hit_alignment_tokens="None",'
+        f'engine="0",kv_cache_size_tokens="1048576",hf_token="{HF}"}} 1.0\n'
+    )
+    facts = interpret_families(parse_metrics_text(text, "test")).facts.facts
+    raw = {f.key: f.value for f in facts}
+    out = {f.key: redact_fact(f, Redactor("s")).value for f in facts}
+    # Under runtime.cache_config, or under a canonical key where the vLLM table names the label.
+    sizes = [k for k in raw if k.endswith(("kv_cache_size_tokens", "kv_cache_tokens"))]
+    assert len(sizes) == 1 and str(raw[sizes[0]]) == "1048576"
+    for key in (*sizes, "runtime.cache_config.cache_hit_alignment_tokens"):
+        assert out[key] == raw[key], key
+    assert str(out["runtime.cache_config.hf_token"]).startswith(REDACTED_PREFIX)
 
 
 @pytest.mark.parametrize("value", [HF, SK, "AKIAIOSFODNN7EXAMPLE", "ghp_" + "a" * 36, "nvapi-" + "x" * 30])

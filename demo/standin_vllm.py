@@ -343,7 +343,7 @@ def resolve_dtype(requested: str, config: dict[str, object]) -> str:
     requested = DTYPE_ALIASES.get(requested, requested)
     if requested != "auto":
         return requested
-    torch_dtype = str(config.get("torch_dtype") or "float32")
+    torch_dtype = str(config.get("torch_dtype") or config.get("dtype") or "float32")  # transformers 5: dtype
     return "float16" if torch_dtype == "float32" else torch_dtype
 
 

@@ -134,23 +134,53 @@ class Derivation:
     when: tuple[FactValue, ...] = (None, "auto")
     mapping: Mapping[str, FactValue] = field(default_factory=dict)
     type: ValueType = "str"
+    # The releases the rule holds for, [since, until): a rule that changed between releases applies
+    # only where the engine's reported version (``runtime.version``) lies in its range; with no
+    # version known, the rule of the newest releases (until=None) applies.
+    since: str | None = None
+    until: str | None = None
+    # Only where another fact compares so with a number: ("hardware.gpu.compute_capability", "<", 8.0).
+    only_if: tuple[str, str, float] | None = None
 
 
-def checkpoint_derivations(context_flag: str) -> tuple[Derivation, ...]:
+@dataclass(frozen=True)
+class VersionedDefault:
+    """A default that changed between releases: applies where the version lies in [since, until).
+
+    Used for a setting left unset whose default is known for some releases only (vLLM's
+    ``--gpu-memory-utilization``: 0.9 in the releases our captures hold, 0.92 in 0.32). Outside
+    the known ranges, or with no version known, the default is not reported: the runtime's own
+    report (``cache_config_info``) is the truth then.
+    """
+
+    key: str
+    value: FactValue
+    since: str | None = None
+    until: str | None = None
+    source: str = ""  # where the default was read: "vllm/config/cache.py in 0.32.0"
+
+
+FLOAT32_AS_FLOAT16 = Derivation(
+    "runtime.dtype",
+    "model.config.torch_dtype",
+    "--dtype auto: the checkpoint dtype, float32 served as float16",
+    mapping={"float32": "float16", "float": "float16"},
+    type="dtype",
+)
+
+
+def checkpoint_derivations(
+    context_flag: str, auto_dtype: tuple[Derivation, ...] = (FLOAT32_AS_FLOAT16,)
+) -> tuple[Derivation, ...]:
     """The auto rules vLLM and SGLang share (SGLang's model_config follows vLLM's).
 
-    ``--dtype auto`` is the checkpoint's dtype, except that float32 checkpoints are served in
-    float16 (vllm/config.py ``_get_and_verify_dtype``, "following common practice"); the KV cache
-    follows the model dtype; an unset context length and quantization come from the checkpoint.
+    ``--dtype auto`` is the checkpoint's dtype, with float32 checkpoints downcast (``auto_dtype``:
+    to float16 in vLLM before 0.9.1 and in SGLang, "following common practice"; vLLM's own rules
+    since are in agent/engines/vllm.py); the KV cache follows the model dtype; an unset context
+    length and quantization come from the checkpoint.
     """
     return (
-        Derivation(
-            "runtime.dtype",
-            "model.config.torch_dtype",
-            "--dtype auto: the checkpoint dtype, float32 served as float16",
-            mapping={"float32": "float16", "float": "float16"},
-            type="dtype",
-        ),
+        *auto_dtype,
         Derivation(
             "runtime.kv_cache_dtype", "runtime.dtype", "--kv-cache-dtype auto: the model dtype", type="dtype"
         ),
@@ -193,6 +223,8 @@ class EngineSpec:
     # launch script into the command line, or read by the launcher itself).
     args_env: tuple[str, ...] = ()
     derivations: tuple[Derivation, ...] = ()
+    # Defaults that differ by release, resolved once the engine's version is known (effective.py).
+    versioned_defaults: tuple[VersionedDefault, ...] = ()
     # Where the engine keeps downloaded models: flags naming the hub cache (vLLM's
     # ``--download-dir``) before the variables, then ``HF_HOME``/hub and ``~/.cache``.
     download_dir_flags: tuple[str, ...] = ()

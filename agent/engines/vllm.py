@@ -14,6 +14,7 @@ from agent.engines.base import (
     COMMON_ENV_PREFIXES,
     KV_CACHE_INPUTS,
     MODEL,
+    Derivation,
     EngineSpec,
     Entrypoint,
     InfoEndpoint,
@@ -22,10 +23,17 @@ from agent.engines.base import (
     ObservationSpec,
     SettingSpec,
     ValueType,
+    VersionedDefault,
     checkpoint_derivations,
 )
 
-# vllm:cache_config_info labels that are canonical facts; the others go under runtime.cache_config.
+# vllm:cache_config_info labels, decided per label against vLLM 0.32.0's own page (the real CPU
+# build, tests/e2e/test_real_vllm*.py; docs/engines.md has the table). Canonical facts here; every
+# other label goes under runtime.cache_config.<label>, as configuration. Per-run sizes (what the
+# profiling run left for the KV cache, restated in bytes, tokens and concurrent requests) and
+# bookkeeping labels are stored but never fingerprinted (skewwatch.core.fingerprint): on a GPU they
+# move by a few MB between restarts with the same arguments; num_gpu_blocks, their one coarse
+# summary, stays fingerprinted as the KV cache's consequence of its inputs.
 CACHE_CONFIG_LABELS: dict[str, tuple[str, ValueType]] = {
     "block_size": ("runtime.block_size", "int"),
     # "auto" included: agent.engines.effective resolves it to the model dtype.
@@ -33,7 +41,45 @@ CACHE_CONFIG_LABELS: dict[str, tuple[str, ValueType]] = {
     "gpu_memory_utilization": ("runtime.gpu_memory_utilization", "float"),
     "num_gpu_blocks": ("runtime.num_gpu_blocks", "int"),
     "enable_prefix_caching": ("runtime.enable_prefix_caching", "bool"),
+    # per-run sizes (0.32): stored, not fingerprinted
+    "kv_cache_memory_bytes": ("runtime.kv_cache_memory_bytes", "int"),
+    "kv_cache_size_tokens": ("runtime.kv_cache_tokens", "int"),
+    "kv_cache_max_concurrency": ("runtime.kv_cache_max_concurrency", "float"),
 }
+
+# --dtype auto in vLLM: vllm/config/model.py ``_get_and_verify_dtype``. Before 0.9.1 a float32
+# checkpoint was served in float16; since (vLLM PR #18751, "Rework dtype resolution") in the
+# platform's first supported dtype: bfloat16 on x86 and Arm CPUs and on GPUs of compute
+# capability 8.0 and up, float16 below (where bfloat16 checkpoints are downcast to float16 too).
+# Checked against the real 0.32.0 CPU build: a float32 checkpoint runs as torch.bfloat16.
+_AUTO = "--dtype auto"
+_TO_FLOAT16 = {"float32": "float16", "float": "float16", "bfloat16": "float16"}
+VLLM_AUTO_DTYPE: tuple[Derivation, ...] = (
+    Derivation(
+        "runtime.dtype", "model.config.torch_dtype", f"{_AUTO} (vLLM < 0.9.1): the checkpoint dtype, "
+        "float32 served as float16", mapping={"float32": "float16", "float": "float16"}, type="dtype",
+        until="0.9.1",
+    ),
+    Derivation(
+        "runtime.dtype", "model.config.torch_dtype", f"{_AUTO} on a GPU without bfloat16 (compute "
+        "capability < 8.0): float16", mapping=_TO_FLOAT16, type="dtype", since="0.9.1",
+        only_if=("hardware.gpu.compute_capability", "<", 8.0),
+    ),
+    Derivation(
+        "runtime.dtype", "model.config.torch_dtype", f"{_AUTO}: the checkpoint dtype, float32 served in "
+        "the platform's first dtype, bfloat16", mapping={"float32": "bfloat16", "float": "bfloat16"},
+        type="dtype", since="0.9.1",
+    ),
+)  # fmt: skip
+
+# Defaults that changed between releases; outside the ranges known here none is reported.
+_CACHE_PY = "vllm/config/cache.py, 0.32.0"
+VLLM_VERSIONED_DEFAULTS: tuple[VersionedDefault, ...] = (
+    VersionedDefault("runtime.gpu_memory_utilization", 0.9, until="0.12.0", source="engine args to 0.11"),
+    VersionedDefault("runtime.gpu_memory_utilization", 0.92, since="0.32.0", source=_CACHE_PY),
+    VersionedDefault("runtime.enable_prefix_caching", True, since="0.32.0", source=_CACHE_PY),
+    VersionedDefault("runtime.enable_chunked_prefill", True, since="0.32.0", source="0.32.0 start-up config"),
+)
 
 VLLM_METRICS = MetricsSpec(
     # ray_vllm: is vLLM under Ray Serve, which re-exports the same families with its own prefix.
@@ -143,7 +189,6 @@ VLLM = EngineSpec(
         "runtime.tensor_parallel_size": 1,
         "runtime.pipeline_parallel_size": 1,
         "runtime.data_parallel_size": 1,
-        "runtime.gpu_memory_utilization": 0.9,
         "runtime.enforce_eager": False,
         "runtime.trust_remote_code": False,
     },
@@ -151,11 +196,15 @@ VLLM = EngineSpec(
     env_prefixes=("VLLM_", *COMMON_ENV_PREFIXES),
     config_flags=("--config",),
     args_env=("VLLM_ADDITIONAL_ARGS",),
-    derivations=checkpoint_derivations("--max-model-len"),
+    derivations=checkpoint_derivations("--max-model-len", VLLM_AUTO_DTYPE),
+    versioned_defaults=VLLM_VERSIONED_DEFAULTS,
     download_dir_flags=("--download-dir",),
     metrics=VLLM_METRICS,
     # vLLM sizes the KV cache in a profiling run at start-up (cache_config_info num_gpu_blocks).
     consequences={
         "runtime.num_gpu_blocks": KV_CACHE_INPUTS,
+        "runtime.kv_cache_memory_bytes": KV_CACHE_INPUTS,
+        "runtime.kv_cache_tokens": KV_CACHE_INPUTS,
+        "runtime.kv_cache_max_concurrency": KV_CACHE_INPUTS,
     },
 )

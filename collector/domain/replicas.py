@@ -12,17 +12,17 @@ from collections.abc import Mapping, Sequence
 from collector.domain.diff import ChangeKind, diff_facts
 from collector.domain.model import Replica
 from skewwatch.core.facts import FactValue
-from skewwatch.core.fingerprint import fingerprint_values, is_identity_key
+from skewwatch.core.fingerprint import fingerprint_values, is_fingerprinted
 
 REVISION_LABELS = ("orchestration.labels.pod-template-hash", "orchestration.labels.controller-revision-hash")
 
 
 def config_facts(facts: Mapping[str, FactValue], ignore: Sequence[str]) -> dict[str, FactValue]:
-    """The facts that describe configuration: identity keys and ignored globs removed."""
+    """The facts that describe configuration: identity keys, per-run sizes, ignored globs removed."""
     return {
         k: v
         for k, v in facts.items()
-        if not is_identity_key(k) and not any(fnmatch.fnmatchcase(k, g) for g in ignore)
+        if is_fingerprinted(k) and not any(fnmatch.fnmatchcase(k, g) for g in ignore)
     }
 
 

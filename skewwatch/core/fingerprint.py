@@ -4,7 +4,9 @@ Equal fingerprints mean equal configuration. The encoding is typed (``1``, ``1.0
 ``"1"`` all differ), independent of insertion order of facts and of map entries, and stable
 across processes and Python versions. Identity facts that differ between replicas of one
 configuration (pod name, node, GPU UUIDs) are stored but never fingerprinted, so replicas of one
-workload share a fingerprint exactly when their configuration is equal.
+workload share a fingerprint exactly when their configuration is equal. So are the engine's
+per-run sizes and bookkeeping (:data:`STORED_ONLY_KEY_PATTERNS`): true, kept, shown in history,
+but not configuration, so a restart with the same arguments keeps its fingerprint.
 """
 
 from __future__ import annotations
@@ -43,10 +45,31 @@ IDENTITY_KEY_PATTERNS: tuple[str, ...] = (
 )
 _IDENTITY_RE = re.compile("^(?:" + "|".join(IDENTITY_KEY_PATTERNS) + ")$")
 
+# Keys that restate, per run, what the engine sized at start-up, or how it got there: stored and
+# diffed, never fingerprinted and never a finding of their own. vLLM 0.32's cache_config_info
+# (decided per label in agent/engines/vllm.py): the KV cache's bytes, tokens and concurrent
+# requests move by a few MB between restarts on a GPU; num_gpu_blocks, their coarse summary, is
+# fingerprinted. ``_block_size_resolved`` and ``user_specified_block_size`` say how the block size
+# was arrived at, not what it is (``runtime.block_size`` is).
+STORED_ONLY_KEY_PATTERNS: tuple[str, ...] = (
+    r"runtime\.kv_cache_memory_bytes",
+    r"runtime\.kv_cache_tokens",
+    r"runtime\.kv_cache_max_concurrency",
+    r"runtime\.cache_config\._block_size_resolved",
+    r"runtime\.cache_config\.user_specified_block_size",
+)
+_UNFINGERPRINTED_RE = re.compile("^(?:" + "|".join(IDENTITY_KEY_PATTERNS + STORED_ONLY_KEY_PATTERNS) + ")$")
+
 
 def is_identity_key(key: str) -> bool:
     """True for keys that identify a replica and are kept out of fingerprints."""
     return bool(_IDENTITY_RE.match(key))
+
+
+def is_fingerprinted(key: str) -> bool:
+    """False for identity keys and per-run sizes: stored, never part of a fingerprint or a diff of
+    configurations."""
+    return not _UNFINGERPRINTED_RE.match(key)
 
 
 def canonical(value: FactValue) -> str:
@@ -80,10 +103,10 @@ def _digest(lines: Iterable[str]) -> str:
 
 
 def fingerprint_values(values: Mapping[str, FactValue]) -> Fingerprint:
-    """Fingerprint a ``key -> value`` mapping (identity keys left out)."""
+    """Fingerprint a ``key -> value`` mapping (identity keys and per-run sizes left out)."""
     lines: dict[str, list[str]] = {c: [] for c in CATEGORIES}
     for key in sorted(values):
-        if is_identity_key(key):
+        if not is_fingerprinted(key):
             continue
         category = key.split(".", 1)[0]
         line = json.dumps(key, ensure_ascii=False) + "=" + canonical(values[key])

@@ -27,14 +27,64 @@ def test_dtype_auto_resolves_to_checkpoint_dtype() -> None:
     assert (kv.key, kv.value) == ("runtime.kv_cache_dtype", "bfloat16")  # absent kv dtype = model dtype
 
 
-def test_float32_checkpoint_is_served_as_float16_by_vllm_and_sglang() -> None:
-    for engine in ("vllm", "sglang"):
-        f = facts(
-            runtime__engine=(engine, "arg"),
-            runtime__dtype=("auto", "arg"),
-            model__config__torch_dtype=("float32", "file"),
-        )
-        assert {d.key: d.value for d in derive_effective(f)}["runtime.dtype"] == "float16"
+def _auto_dtype(engine: str, checkpoint: str, **more: tuple[FactValue, str]) -> FactValue:
+    f = facts(
+        runtime__engine=(engine, "arg"),
+        runtime__dtype=("auto", "arg"),
+        model__config__torch_dtype=(checkpoint, "file"),
+        **more,
+    )
+    return {d.key: d.value for d in derive_effective(f)}.get("runtime.dtype")
+
+
+def test_float32_checkpoint_follows_the_vllm_release_it_runs_on() -> None:
+    # vLLM before 0.9.1 served float32 checkpoints in float16; since, in the platform's first dtype.
+    assert _auto_dtype("vllm", "float32", runtime__version=("0.6.3.post1", "runtime-reported")) == "float16"
+    assert _auto_dtype("vllm", "float32", runtime__version=("0.9.0", "runtime-reported")) == "float16"
+    # The real 0.32.0 CPU build serves a float32 checkpoint as torch.bfloat16 (tests/e2e/test_real_vllm.py).
+    assert _auto_dtype("vllm", "float32", runtime__version=("0.32.0", "runtime-reported")) == "bfloat16"
+    assert _auto_dtype("vllm", "float32", runtime__version=("0.9.1", "runtime-reported")) == "bfloat16"
+    # No version known: the rule of the newest releases.
+    assert _auto_dtype("vllm", "float32") == "bfloat16"
+    # SGLang keeps the float16 downcast.
+    assert _auto_dtype("sglang", "float32") == "float16"
+
+
+def test_a_gpu_without_bfloat16_gets_float16_from_vllm_0_9_1_on() -> None:
+    v032 = ("0.32.0", "runtime-reported")
+    turing = {"hardware__gpu__compute_capability": ("7.5", "nvml")}
+    hopper = {"hardware__gpu__compute_capability": ("9.0", "nvml")}
+    assert _auto_dtype("vllm", "float32", runtime__version=v032, **turing) == "float16"
+    assert _auto_dtype("vllm", "bfloat16", runtime__version=v032, **turing) == "float16"
+    assert _auto_dtype("vllm", "float32", runtime__version=v032, **hopper) == "bfloat16"
+    assert _auto_dtype("vllm", "bfloat16", runtime__version=v032, **hopper) == "bfloat16"
+    # An older release on that GPU: the old rule (bfloat16 is the checkpoint's, not resolved away).
+    old = ("0.6.3", "runtime-reported")
+    assert _auto_dtype("vllm", "float32", runtime__version=old, **turing) == "float16"
+
+
+def test_versioned_defaults_apply_only_where_the_release_is_known() -> None:
+    def defaults(version: str | None) -> dict[str, FactValue]:
+        items: dict[str, tuple[FactValue, str]] = {"runtime__engine": ("vllm", "arg")}
+        if version is not None:
+            items["runtime__version"] = (version, "runtime-reported")
+        return {d.key: d.value for d in derive_effective(facts(**items)) if d.provenance.method == "default"}
+
+    assert defaults("0.32.0") == {
+        "runtime.gpu_memory_utilization": 0.92,
+        "runtime.enable_prefix_caching": True,
+        "runtime.enable_chunked_prefill": True,
+    }
+    assert defaults("0.6.3") == {"runtime.gpu_memory_utilization": 0.9}
+    assert defaults("0.20.0") == {}  # releases between were not checked: no guess
+    assert defaults(None) == {}
+    # What a source reported is never replaced by a default.
+    f = facts(
+        runtime__engine=("vllm", "arg"),
+        runtime__version=("0.32.0", "runtime-reported"),
+        runtime__gpu_memory_utilization=(0.5, "arg"),
+    )
+    assert "runtime.gpu_memory_utilization" not in {d.key for d in derive_effective(f)}
 
 
 def test_explicit_dtype_is_never_overridden() -> None:

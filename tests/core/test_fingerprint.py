@@ -140,3 +140,22 @@ def test_empty_maps_and_lists_cross_the_wire() -> None:
     values: list[FactValue] = [{}, [], {"a": {}}, [[]]]
     for value in values:
         assert value_from_proto(value_to_proto(value), "v") == value
+
+
+def test_per_run_sizes_are_stored_but_never_fingerprinted() -> None:
+    from skewwatch.core.fingerprint import is_fingerprinted
+
+    config = {"runtime.dtype": "bfloat16", "runtime.num_gpu_blocks": 8192, "runtime.block_size": 128}
+    user = "runtime.cache_config.user_specified_block_size"
+    sizes_a = {"runtime.kv_cache_memory_bytes": 1073741824, "runtime.kv_cache_tokens": 1048576,
+               "runtime.kv_cache_max_concurrency": 2048.0, user: False}  # fmt: skip
+    sizes_b = {"runtime.kv_cache_memory_bytes": 1071644672, "runtime.kv_cache_tokens": 1046528,
+               "runtime.kv_cache_max_concurrency": 2044.0, user: True}  # fmt: skip
+    assert fingerprint_values({**config, **sizes_a}) == fingerprint_values({**config, **sizes_b})
+    assert fingerprint_values(config) == fingerprint_values({**config, **sizes_a})
+    # The coarse summary (blocks) and the configuration still count.
+    assert fingerprint_values({**config, "runtime.num_gpu_blocks": 4096}) != fingerprint_values(config)
+    assert not is_fingerprinted("runtime.kv_cache_tokens")
+    assert not is_fingerprinted("orchestration.pod")
+    assert is_fingerprinted("runtime.num_gpu_blocks")
+    assert is_fingerprinted("runtime.cache_config.kv_offloading_backend")

@@ -8,14 +8,15 @@ gives (by default a :class:`~agent.redact.Redactor` with the built-in salt).
 Handled: ``--flag value``, ``--flag=value``, ``_`` or ``-`` in flag names, switches and their
 ``--no-`` forms, unique prefixes where the engine's parser allows them, several values
 (``--served-model-name a b``), ``vllm serve MODEL`` (direct or as ``python /usr/local/bin/vllm
-serve``), ``python -m module``, wrappers (``env A=b``, ``exec``, ``nohup``, ``tini --``,
-``dumb-init``) and commands inside ``sh -c SCRIPT`` (with ``$VAR``, ``${VAR}`` and
-``${VAR:-default}`` expanded from the process environment, as the shell did); ``--config FILE``
-(YAML, read before the command line so the command line wins; the caller reads the file and hands
-in its text); arguments carried by an environment variable (KServe's ``VLLM_ADDITIONAL_ARGS``),
-marked as such whether the launch script already spliced them into the command line or not.
-Settings left to ``auto`` are resolved later, from other sources' facts, by
-:mod:`agent.engines.effective`.
+serve``), ``python -m module``, launchers before it with their own options (``env A=b``,
+``exec``, ``nohup``, ``tini --``, ``dumb-init``, ``timeout``, ``setsid``, ``nice``, ``taskset``,
+``numactl``, ``stdbuf``, ``chrt``, ``ionice``: :data:`LAUNCHERS`) and commands inside ``sh -c
+SCRIPT`` (with ``$VAR``, ``${VAR}`` and ``${VAR:-default}`` expanded from the process environment,
+as the shell did); ``--config FILE`` (YAML, read before the command line so the command line
+wins; the caller reads the file and hands in its text); arguments carried by an environment
+variable (KServe's ``VLLM_ADDITIONAL_ARGS``), marked as such whether the launch script already
+spliced them into the command line or not. Settings left to ``auto`` are resolved later, from
+other sources' facts, by :mod:`agent.engines.effective`.
 """
 
 from __future__ import annotations
@@ -140,29 +141,132 @@ def basename(arg: str) -> str:
     return PurePosixPath(arg).name if arg else ""
 
 
+@dataclass(frozen=True)
+class Launcher:
+    """How a launcher's own arguments end, read as its getopt does (``+``: options stop at the
+    first operand or ``--``; a short option that takes a value takes the rest of its cluster or
+    the next argument, a long one ``--name=v`` or the next argument, a unique prefix counts).
+
+    ``operands`` come after the options and before the command (``timeout``'s DURATION,
+    ``taskset``'s mask or list); ``priority``: a number there is one (``chrt``'s PRIORITY);
+    ``assignments``: ``NAME=value`` operands (any with an ``=``) come before the command (``env``).
+    """
+
+    short_values: str = ""
+    long_values: frozenset[str] = frozenset()
+    long_flags: frozenset[str] = frozenset()
+    operands: int = 0
+    priority: bool = False
+    assignments: bool = False
+
+    def takes_value(self, long_name: str) -> bool:
+        if long_name in self.long_values or long_name in self.long_flags:
+            return long_name in self.long_values
+        names = [n for n in (*self.long_values, *self.long_flags) if n.startswith(long_name)]
+        return bool(names) and all(n in self.long_values for n in names)
+
+    def command_at(self, argv: Sequence[str]) -> int:
+        """Where the command it runs starts in ``argv`` (``argv[0]`` is the launcher)."""
+        i = 1
+        while i < len(argv):
+            arg = argv[i]
+            if arg == "--":
+                i += 1
+                break
+            if not arg.startswith("-") or arg == "-":
+                break
+            i += 1
+            if arg.startswith("--"):
+                name, eq, _ = arg[2:].partition("=")
+                if not eq and self.takes_value(name):
+                    i += 1
+                continue
+            for j, ch in enumerate(arg[1:], start=1):
+                if ch in self.short_values:
+                    if j == len(arg) - 1:
+                        i += 1  # -s KILL: the value is the next argument (else -sKILL)
+                    break
+        i = min(i, len(argv)) + self.operands
+        if self.priority and i < len(argv) and argv[i].isdigit():
+            i += 1
+        while self.assignments and i < len(argv) and "=" in argv[i]:  # as env reads them
+            i += 1
+        return min(i, len(argv))
+
+
+def _names(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+_TINI = Launcher("pe")
+# Launchers that only prefix the command they run, by program name. exec, env and nohup replace
+# themselves with it (so a process never shows them, but a shell script's line does); the others
+# stay as its parent process: tini, dumb-init, timeout, setsid (when it forks), and those that exec
+# after setting something up (nice, taskset, numactl, stdbuf, chrt, ionice).
+LAUNCHERS: dict[str, Launcher] = {
+    "exec": Launcher("a"),  # the shell builtin: exec [-cl] [-a NAME] command
+    "nohup": Launcher(long_flags=_names("help version")),
+    "env": Launcher(
+        "uC",
+        _names("unset chdir"),
+        _names("ignore-environment null debug split-string help version"),
+        assignments=True,
+    ),
+    "tini": _TINI,
+    "tini-static": _TINI,
+    "dumb-init": Launcher("r", _names("rewrite"), _names("single-child verbose help version")),
+    "timeout": Launcher(
+        "ks", _names("kill-after signal"), _names("foreground preserve-status verbose help version"), 1
+    ),
+    "setsid": Launcher(long_flags=_names("ctty fork wait help version")),
+    "nice": Launcher("n", _names("adjustment"), _names("help version")),  # -n N, --adjustment=N, -N
+    "taskset": Launcher(long_flags=_names("all-tasks pid cpu-list help version"), operands=1),
+    "numactl": Launcher(
+        "iwpPcNCmSfoLMI",
+        _names(
+            "interleave weighted-interleave preferred preferred-many cpubind cpunodebind physcpubind membind "
+            "shm file offset length shmmode shmid"
+        ),
+        _names(
+            "all show localalloc balancing hardware strict dump dump-nodes huge touch cpu-compress verify "
+            "version"
+        ),
+    ),
+    "stdbuf": Launcher("ioe", _names("input output error"), _names("help version")),
+    "chrt": Launcher(
+        "TPD",
+        _names("sched-runtime sched-period sched-deadline"),
+        _names("all-tasks batch deadline fifo idle other rr reset-on-fork max pid verbose help version"),
+        priority=True,
+    ),
+    "ionice": Launcher("cnpPu", _names("class classdata pid pgid uid"), _names("ignore help version")),
+}
+
+
 def strip_wrappers(argv: Sequence[str]) -> list[str]:
-    """Drop launchers that only prefix the real command: env, exec, nohup, tini, dumb-init."""
+    """The command a launcher chain runs: ``argv`` without the launchers that only prefix it.
+
+    Shell-style ``NAME=value`` prefixes, and each program :data:`LAUNCHERS` names with its own
+    options and operands, nested as deep as they go: ``dumb-init -- timeout -s INT 900 numactl
+    --cpunodebind=0 -C 0-1 nice -n 5 python -m vllm…`` is ``python -m vllm…``. exec, env and
+    nohup replace themselves with the command; tini, dumb-init, timeout and setsid stay as its
+    parent (see ``is_wrapper``). Always a suffix of ``argv``: never more than it was given.
+    """
     args = list(argv)
     while args:
-        head = basename(args[0])
-        # shell-style VAR=value prefixes, and launchers that only exec what follows
-        if re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", args[0]) or head in ("exec", "nohup"):
+        launcher = LAUNCHERS.get(basename(args[0]))
+        if _ASSIGNMENT.match(args[0]):
             args = args[1:]
-        elif head == "env":
-            args = args[1:]
-            while args and (args[0].startswith("-") or "=" in args[0]):
-                args = args[1:]
-        elif head in ("tini", "dumb-init", "tini-static"):
-            # their own options come first, up to an optional ``--``
-            args = args[1:]
-            while args and args[0].startswith("-"):
-                done = args[0] == "--"
-                args = args[1:]
-                if done:
-                    break
+        elif launcher is not None:
+            args = args[launcher.command_at(args) :]
         else:
             break
     return args
+
+
+def is_wrapper(argv: Sequence[str]) -> bool:
+    """A launcher (``timeout 600 vllm serve …``, ``tini -- …``) rather than the command it runs."""
+    return bool(argv) and strip_wrappers(argv) != list(argv)
 
 
 def is_shell(argv: Sequence[str]) -> bool:

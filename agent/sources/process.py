@@ -1,8 +1,9 @@
 """The ``process`` source: finds the inference process and reports its command line and env.
 
 The process is the one ``--pid`` names, else, among those ``--match`` matches (or those a vLLM,
-SGLang or TGI table recognises), the engine itself before a shell that starts one, lowest pid
-first; when that is a shell (``bash -c "… vllm serve …"``) its engine child is preferred.
+SGLang or TGI table recognises), the engine itself before a shell or wrapper that starts one,
+lowest pid first; a shell (``bash -c "… vllm serve …"``, ``bash launch.sh``) or a wrapper that
+stays as its parent (``timeout 600 vllm serve …``, ``tini --``) yields to its engine child.
 skewwatch's own processes never count. The source keeps its target across cycles
 (:class:`TargetTracker`): while the process attached to runs it stays, and when it ends a
 process with the same engine and port takes its place, never another replica's engine.
@@ -55,7 +56,15 @@ from agent.engines import config_paths as _config_paths
 from agent.engines import locate as _locate
 from agent.engines import parse_args as _parse_args
 from agent.engines import shell_commands as _shell_commands
-from agent.engines.parse import Redact, python_target, shell_script, strip_wrappers
+from agent.engines.parse import (
+    LAUNCHERS,
+    Redact,
+    basename,
+    is_wrapper,
+    python_target,
+    shell_script,
+    strip_wrappers,
+)
 from agent.errors import SourceUnavailable
 from agent.hfcache import ModelRequest, hub_cache_candidates
 from agent.redact import Redactor
@@ -361,6 +370,11 @@ def _processes(proc: ProcFS, exclude: set[int]) -> Iterator[tuple[int, list[str]
             yield pid, argv
 
 
+def launches(argv: Sequence[str]) -> bool:
+    """A shell or a wrapper: a process that starts the engine rather than being it."""
+    return is_shell(argv) or is_wrapper(argv)
+
+
 class _Scan:
     """One cycle's look at /proc: what to skip, what matches, and who is whose child (read once)."""
 
@@ -393,8 +407,11 @@ class _Scan:
                     continue
         return self._children
 
-    def engine_child(self, pid: int) -> tuple[int, list[str]] | None:
-        """The first descendant of ``pid`` that is the engine itself (or matches, and is no shell)."""
+    def engine_child(self, pid: int, command: Sequence[str] = ()) -> tuple[int, list[str]] | None:
+        """The first descendant of ``pid``, nearest first, that is the engine itself: one an engine
+        table recognises, or one that matches ``--match``, or ``command`` itself (what the wrapper
+        ``pid`` runs); never a shell, a wrapper or skewwatch's own. The engine's own children
+        (vLLM's ``VLLM::EngineCore``) are only reached through the engine, which comes first."""
         children = self.children()
         queue = list(children.get(pid, []))
         while queue:
@@ -406,24 +423,33 @@ class _Scan:
                 argv = self.proc.cmdline(child)
             except (SourceUnavailable, PermissionError):
                 continue
-            if not argv or is_shell(argv) or is_skewwatch_process(argv):
+            if not argv or launches(argv) or is_skewwatch_process(argv):
                 continue
             inv = locate(argv)
-            if (inv is not None and not inv.via_shell) or (
-                self.pattern and self.pattern.search(" ".join(argv))
+            if (
+                (inv is not None and not inv.via_shell)
+                or (self.pattern and self.pattern.search(" ".join(argv)))
+                or (command and argv == list(command))
             ):
                 return child, argv
         return None
 
     def resolve(self, found: Found) -> Found:
-        """A shell yields to its engine child once that has started."""
+        """A shell, or a wrapper that stays as the parent of what it runs (``timeout 600 vllm
+        serve …``, ``tini -- …``), yields to its engine child once that has started."""
+        command: list[str] = []
         if is_shell(found.argv):
-            child = self.engine_child(found.pid)
-            if child is not None:
-                return replace(
-                    found, pid=child[0], argv=child[1], how=f"{found.how}, child of shell {found.pid}"
-                )
-        return found
+            kind = "shell"
+        elif is_wrapper(found.argv):
+            name = basename(found.argv[0])
+            kind = f"wrapper {name}" if name in LAUNCHERS else "wrapper"  # never an argv[0] of VAR=secret
+            command = [] if is_shell(strip_wrappers(found.argv)) else strip_wrappers(found.argv)
+        else:
+            return found
+        child = self.engine_child(found.pid, command)
+        if child is None:
+            return found
+        return replace(found, pid=child[0], argv=child[1], how=f"{found.how}, child of {kind} {found.pid}")
 
     def several(self, chosen: int, rule: str) -> str:
         """Said when more than one process could be the engine: how many, which, and the rule."""
@@ -491,7 +517,7 @@ class _Candidate:
 
 
 RULE_ENGINE = "the lowest pid a vLLM, SGLang or TGI table recognises as the engine itself"
-RULE_SHELL = "the lowest pid whose shell script starts a vLLM, SGLang or TGI engine"
+RULE_SHELL = "the lowest pid whose shell script or wrapper starts a vLLM, SGLang or TGI engine"
 RULE_LOWEST = "the lowest pid (none is a known engine command line)"
 _RULES = (RULE_ENGINE, RULE_SHELL, RULE_LOWEST)
 MAX_PIDS_IN_MESSAGE = 10
@@ -509,11 +535,12 @@ def _when(epoch: float | None) -> str:
 
 
 def _rank(pid: int, argv: Sequence[str]) -> tuple[int, int]:
-    """First-attach order: the engine itself, then a shell that starts one, then anything; by pid."""
+    """First-attach order: the engine itself, then a shell or wrapper that starts one (it yields to
+    its engine child), then anything; by pid."""
     inv = locate(argv)
     if inv is None:
         return 2, pid
-    return (1 if inv.via_shell else 0), pid
+    return (1 if inv.via_shell or launches(argv) else 0), pid
 
 
 def read_signature(proc: ProcFS, pid: int, argv: Sequence[str], redactor: Redactor) -> Signature:
@@ -539,8 +566,13 @@ class TargetTracker:
     """Which process is the engine, cycle after cycle: the agent keeps its target.
 
     First attach: the ``--pid`` process; else, among the processes ``--match`` matches (without
-    it: those an engine table recognises), the engine itself before a shell that starts one
-    before anything else, lowest pid first; a shell yields to its engine child. From then on the
+    it: those an engine table recognises), the engine itself before a shell or wrapper that starts
+    one before anything else, lowest pid first. A shell (``bash -c …``, ``bash launch.sh``) or a
+    wrapper that stays as the engine's parent (``timeout``, ``tini``, ``dumb-init``, ``setsid``:
+    ``strip_wrappers``) yields to its first descendant that is the engine itself, with ``--pid``
+    too; until that has started the wrapper is the target, and the switch is logged once. The
+    engine itself never descends: its own children (vLLM's ``VLLM::EngineCore``, workers,
+    resource tracker) are not the engine. From then on the
     target's signature (engine, port, redacted argv), pid and start time are remembered. While
     that process runs (same pid, same start time) it stays the target, whatever else matches.
     When it ends, a process with the same signature (same engine and port, identical argv
@@ -612,7 +644,7 @@ class TargetTracker:
         same = [c for c in candidates if wanted.same_engine(c.signature)]
         if not same:
             raise NotFound(self._lost(target, [c for c in candidates if c not in same], scan.settings))
-        best = min(same, key=lambda c: (c.signature.argv != wanted.argv, is_shell(c.found.argv), c.found.pid))
+        best = min(same, key=lambda c: (c.signature.argv != wanted.argv, launches(c.found.argv), c.found.pid))
         switch = (
             f"engine pid {target.pid} (start {_when(target.start_time)}) ended; "
             f"re-attached to pid {best.found.pid}, {best.signature.command_line()}"

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from skewwatch.core.errors import FactError
-from skewwatch.core.facts import make_fact
+from skewwatch.core.facts import FactValue, make_fact
 from skewwatch.core.fingerprint import canonical, fingerprint_facts, fingerprint_values, is_identity_key
 
 BASE: dict[str, object] = {
@@ -134,7 +134,6 @@ def test_bad_keys_are_rejected_with_the_key_named() -> None:
 
 
 def test_empty_maps_and_lists_cross_the_wire() -> None:
-    from skewwatch.core.facts import FactValue
     from skewwatch.wire import value_from_proto, value_to_proto
 
     values: list[FactValue] = [{}, [], {"a": {}}, [[]]]
@@ -145,12 +144,16 @@ def test_empty_maps_and_lists_cross_the_wire() -> None:
 def test_per_run_sizes_are_stored_but_never_fingerprinted() -> None:
     from skewwatch.core.fingerprint import is_fingerprinted
 
-    config = {"runtime.dtype": "bfloat16", "runtime.num_gpu_blocks": 8192, "runtime.block_size": 128}
+    config: dict[str, FactValue] = {"runtime.dtype": "bfloat16", "runtime.num_gpu_blocks": 8192,
+                                    "runtime.block_size": 128}  # fmt: skip
     user = "runtime.cache_config.user_specified_block_size"
-    sizes_a = {"runtime.kv_cache_memory_bytes": 1073741824, "runtime.kv_cache_tokens": 1048576,
-               "runtime.kv_cache_max_concurrency": 2048.0, user: False}  # fmt: skip
-    sizes_b = {"runtime.kv_cache_memory_bytes": 1071644672, "runtime.kv_cache_tokens": 1046528,
-               "runtime.kv_cache_max_concurrency": 2044.0, user: True}  # fmt: skip
+    mem, tokens, conc = (
+        "runtime.kv_cache_memory_bytes",
+        "runtime.kv_cache_tokens",
+        "runtime.kv_cache_max_concurrency",
+    )
+    sizes_a: dict[str, FactValue] = {mem: 1073741824, tokens: 1048576, conc: 2048.0, user: False}
+    sizes_b: dict[str, FactValue] = {mem: 1071644672, tokens: 1046528, conc: 2044.0, user: True}
     assert fingerprint_values({**config, **sizes_a}) == fingerprint_values({**config, **sizes_b})
     assert fingerprint_values(config) == fingerprint_values({**config, **sizes_a})
     # The coarse summary (blocks) and the configuration still count.

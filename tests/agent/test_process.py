@@ -19,7 +19,7 @@ import pytest
 
 from agent.redact import REDACTED_PREFIX
 from agent.settings import AgentSettings
-from agent.sources.base import AgentPaths, CollectContext, ProcessInfo, SourceResult
+from agent.sources.base import CollectContext, ProcessInfo, SourceResult
 from agent.sources.process import (
     AccessDenied,
     NotFound,
@@ -31,7 +31,7 @@ from agent.sources.process import (
     parse_stat_ppid,
 )
 from skewwatch.core.facts import SourceState
-from tests.support.fake_processes import fake_process
+from tests.support.fake_processes import fake_process, fake_procfs, process_context
 
 SK = "sk-RealLookingApiKey0123456789xyz"
 HF = "hf_RealLookingHubToken0123456789abcd"
@@ -66,10 +66,7 @@ def test_stat_ppid_survives_command_names_with_spaces_and_parens() -> None:
 
 
 def ctx_for(procfs: Path, **settings: object) -> CollectContext:
-    return CollectContext(
-        settings=AgentSettings(**settings).validate(),  # type: ignore[arg-type]
-        paths=AgentPaths(procfs=procfs, podinfo=procfs / "no-podinfo"),
-    )
+    return process_context(procfs, **settings)
 
 
 async def collect(ctx: CollectContext) -> SourceResult:
@@ -78,11 +75,7 @@ async def collect(ctx: CollectContext) -> SourceResult:
 
 @pytest.fixture
 def procfs(tmp_path: Path) -> Path:
-    root = tmp_path / "proc"
-    root.mkdir()
-    fake_process(root, 1, ["/pause"])
-    fake_process(root, 7, ["sleep", "infinity"])
-    return root
+    return fake_procfs(tmp_path)
 
 
 def test_engine_detection_picks_the_first_engine_process(procfs: Path) -> None:

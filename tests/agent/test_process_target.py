@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from agent.settings import AgentSettings
-from agent.sources.base import AgentPaths, CollectContext, ProcessInfo, SourceResult
+from agent.sources.base import CollectContext, ProcessInfo, SourceResult
 from agent.sources.process import (
     CLOCK_TICKS,
     ProcessSource,
@@ -35,7 +35,7 @@ from agent.sources.process import (
 )
 from demo.standin_vllm import install_launcher
 from skewwatch.core.facts import SourceState
-from tests.support.fake_processes import fake_process
+from tests.support.fake_processes import fake_process, fake_procfs, process_context
 
 BTIME = 1_700_000_000
 LOGGER = "agent.sources.process"
@@ -103,19 +103,11 @@ def end(procfs: Path, pid: int) -> None:
 
 @pytest.fixture
 def procfs(tmp_path: Path) -> Path:
-    root = tmp_path / "proc"
-    root.mkdir()
-    (root / "stat").write_text(f"cpu  1 2 3\nbtime {BTIME}\n")
-    fake_process(root, 1, ["/pause"])
-    fake_process(root, 7, ["sleep", "infinity"])
-    return root
+    return fake_procfs(tmp_path, btime=BTIME)
 
 
 def ctx_for(procfs: Path, **settings: object) -> CollectContext:
-    return CollectContext(
-        settings=AgentSettings(**settings).validate(),  # type: ignore[arg-type]
-        paths=AgentPaths(procfs=procfs, podinfo=procfs / "no-podinfo"),
-    )
+    return process_context(procfs, **settings)
 
 
 def messages(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:

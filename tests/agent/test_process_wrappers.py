@@ -30,10 +30,10 @@ from hypothesis import strategies as st
 from agent.engines import VLLM, detect, locate
 from agent.engines.parse import LAUNCHERS, is_wrapper, strip_wrappers
 from agent.settings import AgentSettings
-from agent.sources.base import AgentPaths, CollectContext, SourceResult
+from agent.sources.base import CollectContext, SourceResult
 from agent.sources.process import ProcessSource, ProcFS, find_process
 from skewwatch.core.facts import SourceState
-from tests.support.fake_processes import fake_process
+from tests.support.fake_processes import fake_process, fake_procfs, process_context
 
 ENGINE = ["python3", "-m", "vllm.entrypoints.openai.api_server", "--model", "/m", "--port", "8000"]
 SERVE = ["vllm", "serve", "/m", "--port", "8000"]
@@ -229,18 +229,11 @@ def test_stripping_never_raises_and_returns_a_suffix_of_what_it_was_given(argv: 
 
 @pytest.fixture
 def procfs(tmp_path: Path) -> Path:
-    root = tmp_path / "proc"
-    root.mkdir()
-    fake_process(root, 1, ["/pause"])
-    fake_process(root, 7, ["sleep", "infinity"])
-    return root
+    return fake_procfs(tmp_path)
 
 
 def ctx_for(procfs: Path, **settings: object) -> CollectContext:
-    return CollectContext(
-        settings=AgentSettings(**settings).validate(),  # type: ignore[arg-type]
-        paths=AgentPaths(procfs=procfs, podinfo=procfs / "no-podinfo"),
-    )
+    return process_context(procfs, **settings)
 
 
 def vllm_tree(procfs: Path, wrapper: int = 10) -> int:

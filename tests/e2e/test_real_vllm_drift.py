@@ -122,8 +122,8 @@ def test_a_real_dtype_change_is_one_finding_and_a_restart_is_none(
         assert snap["facts"]["runtime.engine"] == "vllm" and snap["facts"]["runtime.dtype"] == "bfloat16"
         message = snap["sources"]["process"]["message"]
         engine_pid = int(re.search(r"pid (\d+)", message).group(1))  # type: ignore[union-attr]
-        argv = Path(f"/proc/{engine_pid}/cmdline").read_bytes().split(b"\0")
-        assert argv[1:3] == [b"-m", API_SERVER.encode()], message
+        cmdline = Path(f"/proc/{engine_pid}/cmdline").read_bytes().split(b"\0")
+        assert cmdline[1:3] == [b"-m", API_SERVER.encode()], message
     assert "child of wrapper timeout" in by_pid["sources"]["process"]["message"]
 
     start_agent(sc, port)

@@ -11,6 +11,9 @@ from typing import Any
 
 import yaml
 
+from agent.settings import AgentSettings
+from agent.sources.base import AgentPaths, CollectContext
+
 # What a secretKeyRef would inject: shaped like a real token so the redactor has to catch it.
 SECRET_FROM_REF = "hf_FromSecretKeyRef0123456789abcdef"
 
@@ -56,6 +59,25 @@ def _first_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
         if containers:
             return dict(containers[0])
     raise AssertionError("no container in manifest")
+
+
+def fake_procfs(tmp_path: Path, btime: int | None = None) -> Path:
+    """A /proc with the pod's pause process and a sleeper (and /proc/stat's boot time when given)."""
+    root = tmp_path / "proc"
+    root.mkdir()
+    if btime is not None:
+        (root / "stat").write_text(f"cpu  1 2 3\nbtime {btime}\n")
+    fake_process(root, 1, ["/pause"])
+    fake_process(root, 7, ["sleep", "infinity"])
+    return root
+
+
+def process_context(procfs: Path, **settings: object) -> CollectContext:
+    """What a source is collected with over the fake /proc ``procfs``, with these agent settings."""
+    return CollectContext(
+        settings=AgentSettings(**settings).validate(),  # type: ignore[arg-type]
+        paths=AgentPaths(procfs=procfs, podinfo=procfs / "no-podinfo"),
+    )
 
 
 def fake_process(

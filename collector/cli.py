@@ -58,6 +58,14 @@ _COLLECTOR_FLAGS: dict[str, tuple[str, type, str]] = {
         float,
         "stable seconds with no open finding before a baseline is auto-promoted (0: never)",
     ),
+    "--otlp-endpoint": ("otlp_endpoint", str, "OTLP/gRPC endpoint to push metrics to, [http[s]://]HOST:PORT"),
+    "--otlp-ca-file": (
+        "otlp_ca_file",
+        Path,
+        "CA bundle (PEM) that checks the OTLP endpoint's TLS",
+    ),
+    "--otlp-headers": ("otlp_headers", str, "headers sent with every OTLP export, k=v,k2=v2"),
+    "--otlp-interval": ("otlp_interval_s", float, "seconds between OTLP exports"),
 }
 
 
@@ -79,6 +87,14 @@ def _register_collector(subparsers: argparse._SubParsersAction[argparse.Argument
             metavar=flag.lstrip("-").upper().replace("-", "_"),
             help=f"{text} (default: ${variable}, else {default if default is not None else 'none'})",
         )
+    p.add_argument(
+        "--otlp-insecure",
+        dest="otlp_insecure",
+        action="store_const",
+        const=True,
+        default=None,
+        help="export OTLP without TLS (default: $SKEWWATCH_OTLP_INSECURE, else false)",
+    )
     p.set_defaults(func=run_collector)
 
 
@@ -86,6 +102,7 @@ def collector_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> 
     """Environment first, then the flags given; validated."""
     settings = CollectorSettings.from_env(environ)
     given = {field: getattr(args, field) for field, *_ in _COLLECTOR_FLAGS.values()}
+    given["otlp_insecure"] = getattr(args, "otlp_insecure", None)
     return replace(settings, **{k: v for k, v in given.items() if v is not None}).validate()
 
 

@@ -24,12 +24,14 @@ from collector.ingest.registry import StreamLimits
 from collector.ingest.server import IngestService, StreamTimeouts
 from collector.intent.directory import IntentRegistry
 from collector.service.evaluation import DriftService, DriftSettings
+from collector.service.events import NO_EVENTS
 from collector.service.pods import Pods
 from collector.service.queries import Queries
 from collector.service.recording import Recorder
 from collector.settings import CollectorSettings, split_hostport
 from collector.store.base import FullStore
 from collector.store.url import parse_store_url
+from collector.telemetry.metrics import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,7 @@ class Collector:
         self.drift: DriftService | None = None
         self._pods: Pods | None = None
         self._queries: Queries | None = None
+        self.telemetry: Telemetry | None = None
         self.ports: BoundPorts | None = None
 
     @property
@@ -128,10 +131,15 @@ class Collector:
             )
         await self._store.open()
         try:
-            self.drift = DriftService(self._store, IntentRegistry(s.intents), drift_settings(s))
+            self.telemetry = Telemetry(s)
+            self.drift = DriftService(
+                self._store, IntentRegistry(s.intents), drift_settings(s), events=self.telemetry
+            )
             await self.drift.start()
             grpc_port = await self._start_grpc(s)
             http_bound = await self._start_http(http_host, http_port)
+            self.telemetry.bind(self._queries, self._pods)
+            self.telemetry.start()
         except BaseException:
             await self.stop()
             raise
@@ -150,7 +158,11 @@ class Collector:
     async def _start_grpc(self, s: CollectorSettings) -> int:
         assert self._store is not None
         self.ingest = IngestService(
-            Recorder(self._store, on_commit=self.drift.notify if self.drift is not None else None),
+            Recorder(
+                self._store,
+                on_commit=self.drift.notify if self.drift is not None else None,
+                events=self.telemetry if self.telemetry is not None else NO_EVENTS,
+            ),
             max_message_bytes=s.max_message_bytes,
             limits=StreamLimits(
                 max_streams=s.max_streams,
@@ -204,7 +216,12 @@ class Collector:
             self._store, streams=self.ingest.registry if self.ingest is not None else None, drift=self.drift
         )
         self._queries = Queries(self._store, self.drift) if self.drift is not None else None
-        app = create_app(self._pods, queries=self._queries, grpc_serving=self.serving)
+        app = create_app(
+            self._pods,
+            queries=self._queries,
+            grpc_serving=self.serving,
+            metrics=self.telemetry.render if self.telemetry is not None else None,
+        )
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.settings.shutdown_grace_s)
         await runner.setup()
         self._runner = runner
@@ -231,6 +248,9 @@ class Collector:
                 await runner.cleanup()
             if self.drift is not None:
                 await self.drift.stop()
+            telemetry, self.telemetry = self.telemetry, None
+            if telemetry is not None:
+                await telemetry.shutdown()  # the last OTLP export, while the store still answers
         finally:
             if self._store is not None:
                 await self._store.close()

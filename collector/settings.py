@@ -24,6 +24,14 @@
 | replica_stale_s          | (none)              | SKEWWATCH_REPLICA_STALE            | 300 s             |
 | observation_eval_interval_s | (none)           | SKEWWATCH_OBSERVATION_EVAL_INTERVAL | 5 s              |
 | drift_tick_s             | (none)              | SKEWWATCH_DRIFT_TICK               | 2 s               |
+| otlp_endpoint            | --otlp-endpoint     | SKEWWATCH_OTLP_ENDPOINT            | none (no push)    |
+| otlp_insecure            | --otlp-insecure     | SKEWWATCH_OTLP_INSECURE            | false (TLS)       |
+| otlp_ca_file             | --otlp-ca-file      | SKEWWATCH_OTLP_CA_FILE             | system roots      |
+| otlp_headers             | --otlp-headers      | SKEWWATCH_OTLP_HEADERS             | none              |
+| otlp_interval_s          | --otlp-interval     | SKEWWATCH_OTLP_INTERVAL            | 30 s              |
+| cluster                  | (none)              | SKEWWATCH_CLUSTER                  | none              |
+| pod_namespace            | (none)              | POD_NAMESPACE                      | none              |
+| pod_name                 | (none)              | POD_NAME                           | none              |
 
 Drift settings (docs/drift.md explains each): a drift opens a finding once seen in
 ``debounce_snapshots`` evaluations and ``debounce_seconds`` after it was first seen (performance
@@ -32,6 +40,13 @@ drifts: ``performance_debounce_snapshots``); a workload with no baseline is prom
 from for ``replica_stale_s`` no longer counts as a replica; observations trigger an evaluation at
 most every ``observation_eval_interval_s`` per workload; the intents directory is polled and
 time-based debounces are checked every ``drift_tick_s``.
+
+Telemetry (docs/telemetry.md): ``GET /metrics`` on the HTTP port always serves the Prometheus
+text; with ``otlp_endpoint`` (``HOST:PORT`` or ``http[s]://HOST:PORT``) the same metrics are also
+pushed over OTLP/gRPC every ``otlp_interval_s``, over TLS (``otlp_ca_file``, else the system roots)
+unless ``otlp_insecure`` (or an ``http://`` endpoint), with ``otlp_headers`` (``k=v,k2=v2``) on
+every export. ``cluster``, ``pod_namespace`` and ``pod_name`` (the downward API's variables) become
+the ``k8s.*`` resource attributes when set.
 
 ``grpc`` and ``http`` are ``HOST:PORT`` (``[::1]:PORT`` for IPv6); port 0 picks a free port, and the
 bound ports are logged and returned by ``Collector.start``. A gRPC message larger than
@@ -63,6 +78,8 @@ from typing import Any
 from collector.errors import SettingsError
 
 MIB = 1024 * 1024
+_OTLP_ENDPOINT = re.compile(r"^(?:(https?)://)?(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.\-_]+):(\d{1,5})/?$")
+_HEADER_KEY = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 _HOSTPORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.\-_]*):(\d{1,5})$")
 
 
@@ -92,6 +109,14 @@ class CollectorSettings:
     replica_stale_s: float = 300.0
     observation_eval_interval_s: float = 5.0
     drift_tick_s: float = 2.0
+    otlp_endpoint: str = ""
+    otlp_insecure: bool = False
+    otlp_ca_file: Path | None = None
+    otlp_headers: str = ""
+    otlp_interval_s: float = 30.0
+    cluster: str = ""
+    pod_namespace: str = ""
+    pod_name: str = ""
 
     def validate(self) -> CollectorSettings:
         """Return self when every field is valid, else raise SettingsError naming the flag."""
@@ -149,7 +174,25 @@ class CollectorSettings:
         ):
             if not low_s <= seconds <= high_s:
                 raise SettingsError(flag, f"must be between {low_s:g} and {high_s:g} s, got {seconds}")
+        self._validate_otlp()
         return self
+
+    def _validate_otlp(self) -> None:
+        if self.otlp_endpoint:
+            parse_otlp_endpoint(self.otlp_endpoint)
+        parse_headers(self.otlp_headers)
+        if self.otlp_ca_file is not None and not self.otlp_ca_file.is_file():
+            raise SettingsError("--otlp-ca-file", f"{str(self.otlp_ca_file)!r} is not a readable file")
+        if not 0.1 <= self.otlp_interval_s <= 86_400:
+            raise SettingsError(
+                "--otlp-interval", f"must be between 0.1 and 86400 s, got {self.otlp_interval_s}"
+            )
+
+    @property
+    def otlp_tls(self) -> bool:
+        """Whether OTLP export uses TLS: not with --otlp-insecure, nor an ``http://`` endpoint."""
+        scheme, _ = parse_otlp_endpoint(self.otlp_endpoint) if self.otlp_endpoint else ("", "")
+        return not self.otlp_insecure and scheme != "http"
 
     @property
     def grpc_receive_limit(self) -> int:
@@ -173,6 +216,42 @@ class CollectorSettings:
 
 def _int(raw: str) -> int:
     return int(raw, 10)
+
+
+def _bool(raw: str) -> bool:
+    text = raw.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def parse_otlp_endpoint(value: str) -> tuple[str, str]:
+    """``[http[s]://]HOST:PORT`` → (scheme or "", ``HOST:PORT``); SettingsError naming --otlp-endpoint."""
+    m = _OTLP_ENDPOINT.match(value.strip())
+    if not m or int(m.group(3)) > 65535 or int(m.group(3)) == 0:
+        raise SettingsError(
+            "--otlp-endpoint", f"must be HOST:PORT or http[s]://HOST:PORT (OTLP/gRPC), got {value!r}"
+        )
+    return m.group(1) or "", f"{m.group(2)}:{m.group(3)}"
+
+
+def parse_headers(value: str) -> tuple[tuple[str, str], ...]:
+    """``k=v,k2=v2`` → pairs, keys lower-cased (gRPC metadata); SettingsError naming --otlp-headers."""
+    pairs = []
+    for item in value.split(","):
+        if not item.strip():
+            continue
+        key, sep, val = item.partition("=")
+        key, val = key.strip().lower(), val.strip()
+        if not sep or not _HEADER_KEY.match(key) or any(ord(c) < 32 or ord(c) == 127 for c in val):
+            # The value is never echoed: headers carry credentials.
+            raise SettingsError(
+                "--otlp-headers", f"each header must be KEY=VALUE, got a bad one named {key[:40]!r}"
+            )
+        pairs.append((key, val))
+    return tuple(pairs)
 
 
 # field -> (environment variable, parser); the single place flags' env defaults come from.
@@ -199,6 +278,14 @@ ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "replica_stale_s": ("SKEWWATCH_REPLICA_STALE", float),
     "observation_eval_interval_s": ("SKEWWATCH_OBSERVATION_EVAL_INTERVAL", float),
     "drift_tick_s": ("SKEWWATCH_DRIFT_TICK", float),
+    "otlp_endpoint": ("SKEWWATCH_OTLP_ENDPOINT", str),
+    "otlp_insecure": ("SKEWWATCH_OTLP_INSECURE", _bool),
+    "otlp_ca_file": ("SKEWWATCH_OTLP_CA_FILE", Path),
+    "otlp_headers": ("SKEWWATCH_OTLP_HEADERS", str),
+    "otlp_interval_s": ("SKEWWATCH_OTLP_INTERVAL", float),
+    "cluster": ("SKEWWATCH_CLUSTER", str),
+    "pod_namespace": ("POD_NAMESPACE", str),
+    "pod_name": ("POD_NAME", str),
 }
 assert set(ENV) == {f.name for f in fields(CollectorSettings)}, "every setting needs a variable"
 

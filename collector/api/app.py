@@ -166,17 +166,29 @@ ROUTES: tuple[tuple[str, str, Any], ...] = (
 )
 
 
+# The collector's telemetry as Prometheus scrapes it: () -> (body, content type).
+MetricsText = Callable[[], Awaitable[tuple[bytes, str]]]
+METRICS: web.AppKey[MetricsText] = web.AppKey("metrics")
+
+
+async def serve_metrics(request: web.Request) -> web.Response:
+    body_bytes, content_type = await request.app[METRICS]()
+    return web.Response(body=body_bytes, headers={"Content-Type": content_type})
+
+
 def create_app(
     pods: Pods,
     *,
     queries: Queries | None = None,
     grpc_serving: Callable[[], bool] = lambda: True,
     limits: body.ApiLimits | None = None,
+    metrics: MetricsText | None = None,
 ) -> web.Application:
     """The API app over the pod queries ``pods`` (which also answer /readyz's store and stream
     checks); ``grpc_serving`` tells /readyz whether ingest is up; with ``queries``, the drift
     engine's routes (workloads, findings, diff, baselines, intents) too; ``limits``, body sizes,
-    timeouts and the parse pool (default ``body.DEFAULT_LIMITS``)."""
+    timeouts and the parse pool (default ``body.DEFAULT_LIMITS``); with ``metrics`` (the
+    telemetry's Prometheus text and content type), ``GET /metrics``."""
     limits = limits if limits is not None else body.DEFAULT_LIMITS
     app = web.Application(middlewares=[errors_middleware], client_max_size=limits.max_body_bytes)
     app[body.LIMITS] = limits
@@ -187,6 +199,9 @@ def create_app(
             app.router.add_get(path, handler)  # and HEAD
         else:
             app.router.add_route(method, path, handler)
+    if metrics is not None:
+        app[METRICS] = metrics
+        app.router.add_get("/metrics", serve_metrics)  # Prometheus text, not in the OpenAPI document
     if queries is not None:
         app[drift_routes.QUERIES] = queries
         pool = body.ParsePool(limits)

@@ -280,6 +280,22 @@ def compare_performance(
     return drifts, undecided
 
 
+def performance_ratios(baseline: Baseline, replicas: Sequence[Replica]) -> dict[str, float]:
+    """Observation name -> current / baseline: the median over the replicas at comparable load
+    (default load tolerances) of what ``compare_performance`` judges; absent when none is."""
+    comparable = [r for r in replicas if _comparable(baseline, r, {})[0]]
+    out: dict[str, float] = {}
+    for m in PERF_METRICS:
+        base = baseline.performance.get(m.name)
+        if not base:
+            continue
+        per_load = baseline.load.get(m.per) if m.per else None
+        now = _median([v for r in comparable if (v := observed(r, m, per_load=per_load)) is not None])
+        if now is not None:
+            out[m.name] = now / base
+    return out
+
+
 def _tolerance(m: Metric, override: Any) -> tuple[float | None, float | None]:
     """(max decrease, max increase): the SkewPolicy's where it names them, else the metric's."""
     dec = override.max_decrease if override is not None and override.max_decrease is not None else None
@@ -344,5 +360,6 @@ __all__ = [
     "Metric",
     "compare_config",
     "compare_performance",
+    "performance_ratios",
     "record",
 ]

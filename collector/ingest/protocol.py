@@ -216,11 +216,13 @@ class Session:
         # A snapshot or heartbeat (a starting engine's state-only heartbeat too) was accepted:
         # the stream reports, it is not only holding a slot (the server's first-report deadline).
         self.reported = False
+        self.last_kind = "none"  # the body of the last message decoded (the ingest's duration metric)
 
     async def handle(self, raw: bytes) -> pb.CollectorMessage | None:
         """Process one raw message; the reply (if any) is sent only after this returns."""
         msg = decode_message(raw, self.max_message_bytes)
         body = msg.WhichOneof("body")
+        self.last_kind = body or "none"
         seq = msg.sequence
         if self.identity is None:
             if body != "hello":

@@ -135,6 +135,7 @@ class IngestService:
                 if isinstance(raw, _TakenOver):
                     log.info("stream from %s (%s): %s", peer, _who(session), raw.reason)
                     await context.abort(grpc.StatusCode.ABORTED, raw.reason)
+                began = loop.time()
                 try:
                     reply = await session.handle(raw)
                 except IdentityConflict as e:
@@ -143,8 +144,10 @@ class IngestService:
                     log.warning("stream from %s (%s): rejected: %s", peer, _who(session), e)
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
                 except StoreError as e:
+                    self.recorder.events.store_failed("ingest")
                     log.error("stream from %s (%s): store failed: %s", peer, _who(session), e)
                     await context.abort(grpc.StatusCode.UNAVAILABLE, f"store unavailable, retry: {e}")
+                self.recorder.events.ingested(session.last_kind, loop.time() - began)
                 if reply is not None:
                     yield reply.SerializeToString()
         finally:

@@ -36,6 +36,7 @@ from collector.drift.engine import Debounce, Evaluation, WorkloadInput, evaluate
 from collector.errors import CollectorError, StoreError
 from collector.intent.directory import IntentRegistry
 from collector.intent.model import parse_documents
+from collector.service.events import NO_EVENTS, ServiceEvents
 from collector.store.base import EvaluationStore
 from skewwatch.core.identity import PodIdentity
 
@@ -82,8 +83,10 @@ class DriftService:
         registry: IntentRegistry,
         settings: DriftSettings = DriftSettings(),
         clock: Callable[[], float] = time.time,
+        events: ServiceEvents = NO_EVENTS,
     ) -> None:
         self.store = store
+        self.events = events
         self.registry = registry
         self.settings = settings
         self.clock = clock
@@ -172,6 +175,8 @@ class DriftService:
                     await self.evaluate_and_store(workload)
                 except (StoreError, CollectorError, ValueError, KeyError, TypeError) as e:
                     self.failures += 1
+                    if isinstance(e, StoreError):
+                        self.events.store_failed("evaluation")
                     log.error("drift evaluation of %s failed (retried on its next change): %s", workload, e)
             self._idle.set()
             if self._startup is not None:
@@ -224,6 +229,12 @@ class DriftService:
         )
 
     async def evaluate_and_store(self, workload: str) -> Evaluation:
+        began = time.monotonic()
+        ev = await self._evaluate_and_store(workload)
+        self.events.evaluated(time.monotonic() - began)
+        return ev
+
+    async def _evaluate_and_store(self, workload: str) -> Evaluation:
         now = self.clock()
         ev, replicas, baseline = await self.evaluate_only(workload)
         previous = await self.store.active_findings(workload)
@@ -233,6 +244,10 @@ class DriftService:
         for ch in changes:
             if ch.kind in (ChangeKind.OPENED, ChangeKind.RESOLVED):
                 f = ch.finding
+                if ch.kind is ChangeKind.OPENED:
+                    self.events.finding_opened(f)
+                else:
+                    self.events.finding_resolved(f)
                 log.info(
                     "finding %s on %s: %s [%s/%s] %s",
                     *(ch.kind.value, workload, f.key, f.reference, f.severity, f.message),

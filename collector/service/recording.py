@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from collector.domain.records import EngineState, HeartbeatResult, SnapshotWrite
+from collector.service.events import NO_EVENTS, ServiceEvents
 from collector.store.base import RecordingStore
 from skewwatch.core.facts import FactValue, Fingerprint, Observation, Provenance, SourceStatus
 from skewwatch.core.identity import PodIdentity
@@ -25,9 +26,12 @@ CommitHook = Callable[[PodIdentity, str], None]
 class Recorder:
     """Agent messages recorded in a store; ``on_commit`` after each write evaluation depends on."""
 
-    def __init__(self, store: RecordingStore, on_commit: CommitHook | None = None) -> None:
+    def __init__(
+        self, store: RecordingStore, on_commit: CommitHook | None = None, events: ServiceEvents = NO_EVENTS
+    ) -> None:
         self.store = store
         self.on_commit = on_commit
+        self.events = events  # what the ingest reports of each message (durations, store failures)
 
     def _committed(self, identity: PodIdentity, kind: str) -> None:
         if self.on_commit is not None:
@@ -58,6 +62,7 @@ class Recorder:
             collected_at=collected_at,
             received_at=received_at,
         )
+        self.events.snapshot_received()
         self._committed(identity, "snapshot")
         return result
 

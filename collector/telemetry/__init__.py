@@ -1,0 +1,1 @@
+"""The collector's own telemetry: OpenTelemetry metrics over OTLP/gRPC and ``GET /metrics``."""

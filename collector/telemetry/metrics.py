@@ -1,0 +1,333 @@
+"""The collector's metrics: one ``MeterProvider``, read by a Prometheus reader (``GET /metrics``,
+on a registry of its own) and, with ``--otlp-endpoint``, a periodic OTLP/gRPC exporter.
+
+``Telemetry`` is a ``ServiceEvents``: the service layer calls it where findings open and
+resolve, snapshots arrive, store writes fail and evaluations or ingested messages finish
+(counters, histograms). The gauges are observable instruments whose callbacks read ``Gauges``,
+an immutable picture ``refresh()`` takes through the service (``Queries``, ``Pods``): the SDK
+calls back synchronously (on the exporter's thread, or in the scrape), the service is async, so
+the picture is taken before each scrape and every export interval, never inside a callback.
+
+Cardinality: every instrument has a View with its catalogue bound as
+``aggregation_cardinality_limit``; attribute values are cut at ``MAX_ATTRIBUTE_CHARS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import Counter as Tally
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.resources import Resource
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from collector.baseline.model import performance_ratios
+from collector.domain.identity import split_workload
+from collector.domain.model import FindingRecord
+from collector.domain.records import FindingQuery
+from collector.service.events import ServiceEvents
+from collector.service.pods import Pods
+from collector.service.queries import Queries
+from collector.settings import CollectorSettings, parse_headers, parse_otlp_endpoint
+from collector.telemetry.catalogue import catalogue, spec
+from skewwatch import __version__
+
+log = logging.getLogger(__name__)
+
+MAX_ATTRIBUTE_CHARS = 128
+OPEN_FINDINGS_READ = 1000  # open findings one refresh reads (the API's page limit)
+SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+Attrs = tuple[tuple[str, str], ...]
+
+
+def cap(value: object) -> str:
+    """An attribute value at most ``MAX_ATTRIBUTE_CHARS`` long (cut values end with '…')."""
+    text = str(value)
+    return text if len(text) <= MAX_ATTRIBUTE_CHARS else text[: MAX_ATTRIBUTE_CHARS - 1] + "…"
+
+
+def attrs(**values: object) -> dict[str, str]:
+    return {k: cap(v) for k, v in values.items()}
+
+
+def _workload_attrs(workload: str) -> dict[str, str]:
+    return attrs(namespace=split_workload(workload)[0], workload=workload)
+
+
+def _finding_attrs(f: FindingRecord) -> dict[str, str]:
+    return {
+        **_workload_attrs(f.workload),
+        **attrs(category=f.category, severity=f.severity, reference=f.reference),
+    }
+
+
+@dataclass(frozen=True)
+class Gauges:
+    """What the observable gauges report, as of one ``refresh``."""
+
+    findings_open: Mapping[Attrs, int] = field(default_factory=dict)
+    replicas: Mapping[str, int] = field(default_factory=dict)
+    disagreeing: Mapping[str, int] = field(default_factory=dict)
+    last_seen: Mapping[str, float] = field(default_factory=dict)
+    ratios: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    without_intent: int = 0
+    without_baseline: int = 0
+
+
+def resource_for(settings: CollectorSettings, instance_id: str) -> Resource:
+    """The stable OTel resource attributes; the k8s ones only when known."""
+    values: dict[str, str] = {
+        "service.name": "skewwatch-collector",
+        "service.version": __version__,
+        "service.instance.id": instance_id,
+    }
+    for key, value in (
+        ("k8s.namespace.name", settings.pod_namespace),
+        ("k8s.pod.name", settings.pod_name),
+        ("k8s.cluster.name", settings.cluster),
+    ):
+        if value:
+            values[key] = value
+    return Resource.create(values)
+
+
+def views() -> list[View]:
+    """One View per catalogued instrument: its cardinality bound, seconds buckets for histograms."""
+    out = []
+    for s in catalogue().values():
+        aggregation = ExplicitBucketHistogramAggregation(SECONDS_BUCKETS) if s.kind == "histogram" else None
+        out.append(
+            View(
+                instrument_name=s.name,
+                aggregation=aggregation,
+                aggregation_cardinality_limit=s.cardinality,
+            )
+        )
+    return out
+
+
+def otlp_reader(settings: CollectorSettings) -> MetricReader:
+    """The periodic OTLP/gRPC exporter the settings describe (``otlp_endpoint`` set)."""
+    import grpc
+    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+    _, endpoint = parse_otlp_endpoint(settings.otlp_endpoint)
+    credentials = None
+    if settings.otlp_tls:
+        ca = settings.otlp_ca_file.read_bytes() if settings.otlp_ca_file is not None else None
+        credentials = grpc.ssl_channel_credentials(root_certificates=ca)
+    exporter = OTLPMetricExporter(
+        endpoint=endpoint,
+        insecure=not settings.otlp_tls,
+        credentials=credentials,
+        headers=parse_headers(settings.otlp_headers) or None,
+        timeout=10,
+    )
+    return PeriodicExportingMetricReader(exporter, export_interval_millis=settings.otlp_interval_s * 1000)
+
+
+class Telemetry(ServiceEvents):
+    """The metrics of one collector; ``bind`` the services, then ``render`` scrapes, ``run``
+    keeps the gauges fresh for OTLP, ``shutdown`` flushes and stops the provider."""
+
+    def __init__(
+        self, settings: CollectorSettings, *, min_refresh_s: float = 1.0, clock: Any = time.time
+    ) -> None:
+        self.settings = settings
+        self.instance_id = settings.pod_name or str(uuid.uuid4())
+        self.registry = CollectorRegistry(auto_describe=True)
+        readers: list[MetricReader] = [PrometheusMetricReader(registry=self.registry)]
+        self.otlp = bool(settings.otlp_endpoint)
+        self._otlp_reader = otlp_reader(settings) if self.otlp else None
+        if self._otlp_reader is not None:
+            readers.append(self._otlp_reader)
+        self.provider = MeterProvider(
+            metric_readers=readers, resource=resource_for(settings, self.instance_id), views=views()
+        )
+        self.min_refresh_s = min_refresh_s
+        self.clock = clock
+        self.gauges = Gauges()
+        self._refreshed_at = -1e18
+        self._lock = asyncio.Lock()
+        self._queries: Queries | None = None
+        self._pods: Pods | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._instruments()
+
+    def _instruments(self) -> None:
+        meter = self.provider.get_meter("skewwatch.collector", __version__)
+
+        def counter(name: str) -> Any:
+            s = spec(name)
+            return meter.create_counter(name, unit=s.unit, description=s.meaning)
+
+        def histogram(name: str) -> Any:
+            s = spec(name)
+            return meter.create_histogram(name, unit=s.unit, description=s.meaning)
+
+        self._opened = counter("skewwatch.findings.opened")
+        self._resolved = counter("skewwatch.findings.resolved")
+        self._snapshots = counter("skewwatch.snapshots.received")
+        self._store_errors = counter("skewwatch.store.errors")
+        self._ingest = histogram("skewwatch.ingest.duration")
+        self._evaluation = histogram("skewwatch.evaluation.duration")
+        for name, callback in (
+            ("skewwatch.findings.open", self._observe_open),
+            ("skewwatch.workload.replicas", self._observe_replicas),
+            ("skewwatch.workload.replicas_disagreeing", self._observe_disagreeing),
+            ("skewwatch.workload.heartbeat_age", self._observe_heartbeat_age),
+            ("skewwatch.performance.baseline_ratio", self._observe_ratios),
+            ("skewwatch.workloads.without_intent", self._observe_without_intent),
+            ("skewwatch.workloads.without_baseline", self._observe_without_baseline),
+            ("skewwatch.agents.connected", self._observe_agents),
+        ):
+            s = spec(name)
+            meter.create_observable_gauge(name, callbacks=[callback], unit=s.unit, description=s.meaning)
+
+    # -- events (ServiceEvents) ------------------------------------------------------------------
+
+    def finding_opened(self, finding: FindingRecord) -> None:
+        self._opened.add(1, _finding_attrs(finding))
+
+    def finding_resolved(self, finding: FindingRecord) -> None:
+        self._resolved.add(1, {**_finding_attrs(finding), **attrs(resolution=finding.resolution or "fixed")})
+
+    def snapshot_received(self) -> None:
+        self._snapshots.add(1)
+
+    def store_failed(self, where: str) -> None:
+        self._store_errors.add(1, attrs(operation=where))
+
+    def evaluated(self, duration_s: float) -> None:
+        self._evaluation.record(duration_s)
+
+    def ingested(self, kind: str, duration_s: float) -> None:
+        self._ingest.record(duration_s, attrs(message=kind))
+
+    # -- gauges ------------------------------------------------------------------------------------
+
+    def _per_workload(self, values: Mapping[str, float]) -> Iterable[Observation]:
+        return [Observation(v, _workload_attrs(w)) for w, v in values.items()]
+
+    def _observe_open(self, _: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(n, dict(a)) for a, n in self.gauges.findings_open.items()]
+
+    def _observe_replicas(self, _: CallbackOptions) -> Iterable[Observation]:
+        return self._per_workload(self.gauges.replicas)
+
+    def _observe_disagreeing(self, _: CallbackOptions) -> Iterable[Observation]:
+        return self._per_workload(self.gauges.disagreeing)
+
+    def _observe_heartbeat_age(self, _: CallbackOptions) -> Iterable[Observation]:
+        now = self.clock()
+        return self._per_workload({w: max(0.0, now - t) for w, t in self.gauges.last_seen.items()})
+
+    def _observe_ratios(self, _: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(r, {**_workload_attrs(w), **attrs(observation=o)})
+            for (w, o), r in self.gauges.ratios.items()
+        ]
+
+    def _observe_without_intent(self, _: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(self.gauges.without_intent)]
+
+    def _observe_without_baseline(self, _: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(self.gauges.without_baseline)]
+
+    def _observe_agents(self, _: CallbackOptions) -> Iterable[Observation]:
+        if self._pods is None:
+            return []
+        return [Observation(int(self._pods.streams_readiness().get("in_use") or 0))]
+
+    # -- the picture, through the service --------------------------------------------------------
+
+    def bind(self, queries: Queries | None, pods: Pods | None) -> None:
+        self._queries, self._pods = queries, pods
+
+    async def refresh(self, *, force: bool = False) -> None:
+        """Take a new ``Gauges`` through the service (at most every ``min_refresh_s``)."""
+        async with self._lock:
+            if self._queries is None:
+                return
+            if not force and time.monotonic() - self._refreshed_at < self.min_refresh_s:
+                return
+            self.gauges = await gauges_from(self._queries)
+            self._refreshed_at = time.monotonic()
+
+    async def render(self) -> tuple[bytes, str]:
+        """The Prometheus text of a fresh picture: (body, content type)."""
+        await self.refresh()
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    async def flush(self) -> None:
+        """Refresh, then export to OTLP now (not the Prometheus reader: it would queue a stale
+        collection for the next scrape)."""
+        await self.refresh(force=True)
+        if self._otlp_reader is not None:
+            await asyncio.to_thread(self._otlp_reader.force_flush, 10_000)
+
+    def start(self) -> None:
+        """Keep the gauges fresh for the OTLP exporter's thread (nothing to do without one)."""
+        if self.otlp and self._task is None:
+            self._task = asyncio.create_task(self._run(), name="telemetry refresh")
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.refresh(force=True)
+            except Exception as e:  # derived data: a failed refresh keeps the last picture
+                log.warning("telemetry refresh failed: %s", e)
+            await asyncio.sleep(self.settings.otlp_interval_s / 2)
+
+    async def shutdown(self) -> None:
+        """Stop refreshing, export once more (OTLP), shut the provider down; safe to call twice."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await asyncio.to_thread(self.provider.shutdown, 10_000)
+
+
+async def gauges_from(queries: Queries) -> Gauges:
+    """Every gauge's values, asked of the service."""
+    replicas: dict[str, int] = {}
+    disagreeing: dict[str, int] = {}
+    last_seen: dict[str, float] = {}
+    ratios: dict[tuple[str, str], float] = {}
+    without_intent = without_baseline = 0
+    for summary in await queries.workloads():
+        w = summary.workload
+        view = await queries.workload(w)
+        replicas[w] = summary.replicas_live
+        last_seen[w] = summary.last_seen
+        disagreeing[w] = sum(1 for r in view.replicas if r.pod not in view.majority)
+        without_intent += not view.bound
+        if view.baseline is None:
+            without_baseline += 1
+        else:
+            for observation, ratio in performance_ratios(view.baseline, view.replicas).items():
+                ratios[(w, observation)] = ratio
+    page = await queries.findings(FindingQuery(status="open", limit=OPEN_FINDINGS_READ))
+    open_counts: Tally[Attrs] = Tally()
+    for f in page.findings:
+        open_counts[tuple({**_finding_attrs(f), **attrs(key=f.key)}.items())] += 1
+    return Gauges(
+        findings_open=dict(open_counts),
+        replicas=replicas,
+        disagreeing=disagreeing,
+        last_seen=last_seen,
+        ratios=ratios,
+        without_intent=without_intent,
+        without_baseline=without_baseline,
+    )

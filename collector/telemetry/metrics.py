@@ -9,13 +9,16 @@ calls back synchronously (on the exporter's thread, or in the scrape), the servi
 the picture is taken before each scrape and every export interval, never inside a callback.
 
 Cardinality: every instrument has a View with its catalogue bound as
-``aggregation_cardinality_limit``; attribute values are cut at ``MAX_ATTRIBUTE_CHARS``.
+``aggregation_cardinality_limit``; attribute values are cut at ``MAX_ATTRIBUTE_CHARS``. Fact
+values are attributes only of the identity gauges (``skewwatch.workload.config.*``, the
+``CONFIG_FACTS`` and a digest-free image tag and model name), one series per workload and identity.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from collections import Counter as Tally
@@ -34,7 +37,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from collector.baseline.model import performance_ratios
 from collector.domain.identity import split_workload
-from collector.domain.model import FindingRecord
+from collector.domain.model import FindingRecord, Replica
 from collector.domain.records import FindingQuery
 from collector.service.events import ServiceEvents
 from collector.service.pods import Pods
@@ -42,6 +45,7 @@ from collector.service.queries import Queries
 from collector.settings import CollectorSettings, parse_headers, parse_otlp_endpoint
 from collector.telemetry.catalogue import catalogue, spec
 from skewwatch import __version__
+from skewwatch.core.facts import FactValue
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +76,75 @@ def _finding_attrs(f: FindingRecord) -> dict[str, str]:
     }
 
 
+# The identity a configuration is labelled with: attribute -> the fact it is read from. Absent
+# facts (and nulls) are "unknown"; runtime.quantization null is "none"; image_tag and model are
+# derived (``config_attrs``).
+CONFIG_FACTS: tuple[tuple[str, str], ...] = (
+    ("engine", "runtime.engine"),
+    ("runtime_version", "runtime.version"),
+    ("dtype", "runtime.dtype"),
+    ("quantization", "runtime.quantization"),
+    ("kv_cache_dtype", "runtime.kv_cache_dtype"),
+    ("gpu_product", "hardware.gpu.product"),
+    ("gpu_count", "hardware.gpu.count"),
+    ("driver_version", "hardware.driver_version"),
+)
+UNKNOWN = "unknown"
+_DIGEST = re.compile(r"^(sha\d+[:-])?[0-9a-fA-F]{32,}$")
+
+
+def image_tag(image: FactValue) -> str:
+    """The tag of an image reference, never its digest: ``repo:tag@sha256:…`` -> ``tag``; no tag
+    and no digest -> ``latest`` (what the runtime pulls); a digest alone -> ``unknown``."""
+    if not isinstance(image, str) or not image.strip():
+        return UNKNOWN
+    name, _, digest = image.strip().partition("@")
+    last = name.rsplit("/", 1)[-1]
+    if ":" in last:
+        return last.rsplit(":", 1)[1] or UNKNOWN
+    return UNKNOWN if digest else "latest"
+
+
+def model_name(model_id: FactValue, model_path: FactValue) -> str:
+    """``model.id``, else the last meaningful component of ``model.path``: a hub cache's
+    ``models--org--name/snapshots/<commit>`` is ``org/name``, and no hash is ever the name."""
+    if isinstance(model_id, str) and model_id.strip():
+        return model_id.strip()
+    if not isinstance(model_path, str):
+        return UNKNOWN
+    parts = [p for p in re.split(r"[/\\]+", model_path.split("://", 1)[-1]) if p]
+    for part in reversed(parts):
+        if part.startswith("models--"):
+            return part.removeprefix("models--").replace("--", "/") or UNKNOWN
+        if _DIGEST.match(part) or part in ("snapshots", "blobs"):
+            continue
+        return part
+    return UNKNOWN
+
+
+def _attr_value(value: FactValue) -> str:
+    if value is None or value == "":
+        return UNKNOWN
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def config_attrs(workload: str, facts: Mapping[str, FactValue]) -> Attrs:
+    """The attributes of ``skewwatch.workload.config.info`` / ``.replicas`` for one replica."""
+    values = {a: _attr_value(facts.get(k)) for a, k in CONFIG_FACTS}
+    if "runtime.quantization" in facts and facts["runtime.quantization"] is None:
+        values["quantization"] = "none"
+    values["image_tag"] = image_tag(facts.get("orchestration.image"))
+    values["model"] = model_name(facts.get("model.id"), facts.get("model.path"))
+    return tuple({**_workload_attrs(workload), **attrs(**values)}.items())
+
+
+def configurations(workload: str, replicas: Iterable[Replica]) -> dict[Attrs, int]:
+    """Live replicas per distinct identity (replicas with no snapshot yet have none)."""
+    return dict(Tally(config_attrs(workload, r.facts) for r in replicas if r.facts))
+
+
 @dataclass(frozen=True)
 class Gauges:
     """What the observable gauges report, as of one ``refresh``."""
@@ -81,6 +154,7 @@ class Gauges:
     disagreeing: Mapping[str, int] = field(default_factory=dict)
     last_seen: Mapping[str, float] = field(default_factory=dict)
     ratios: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    configs: Mapping[Attrs, int] = field(default_factory=dict)  # identity -> live replicas on it
     without_intent: int = 0
     without_baseline: int = 0
 
@@ -187,6 +261,8 @@ class Telemetry(ServiceEvents):
             ("skewwatch.workload.replicas", self._observe_replicas),
             ("skewwatch.workload.replicas_disagreeing", self._observe_disagreeing),
             ("skewwatch.workload.heartbeat_age", self._observe_heartbeat_age),
+            ("skewwatch.workload.config.info", self._observe_config_info),
+            ("skewwatch.workload.config.replicas", self._observe_config_replicas),
             ("skewwatch.performance.baseline_ratio", self._observe_ratios),
             ("skewwatch.workloads.without_intent", self._observe_without_intent),
             ("skewwatch.workloads.without_baseline", self._observe_without_baseline),
@@ -232,6 +308,12 @@ class Telemetry(ServiceEvents):
     def _observe_heartbeat_age(self, _: CallbackOptions) -> Iterable[Observation]:
         now = self.clock()
         return self._per_workload({w: max(0.0, now - t) for w, t in self.gauges.last_seen.items()})
+
+    def _observe_config_info(self, _: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(1, dict(a)) for a in self.gauges.configs]
+
+    def _observe_config_replicas(self, _: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(n, dict(a)) for a, n in self.gauges.configs.items()]
 
     def _observe_ratios(self, _: CallbackOptions) -> Iterable[Observation]:
         return [
@@ -305,6 +387,7 @@ async def gauges_from(queries: Queries) -> Gauges:
     disagreeing: dict[str, int] = {}
     last_seen: dict[str, float] = {}
     ratios: dict[tuple[str, str], float] = {}
+    configs: dict[Attrs, int] = {}
     without_intent = without_baseline = 0
     for summary in await queries.workloads():
         w = summary.workload
@@ -312,6 +395,8 @@ async def gauges_from(queries: Queries) -> Gauges:
         replicas[w] = summary.replicas_live
         last_seen[w] = summary.last_seen
         disagreeing[w] = sum(1 for r in view.replicas if r.pod not in view.majority)
+        for identity, n in configurations(w, view.replicas).items():  # capped names may meet
+            configs[identity] = configs.get(identity, 0) + n
         without_intent += not view.bound
         if view.baseline is None:
             without_baseline += 1
@@ -328,6 +413,7 @@ async def gauges_from(queries: Queries) -> Gauges:
         disagreeing=disagreeing,
         last_seen=last_seen,
         ratios=ratios,
+        configs=configs,
         without_intent=without_intent,
         without_baseline=without_baseline,
     )

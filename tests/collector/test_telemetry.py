@@ -23,7 +23,7 @@ from collector.main import Collector
 from collector.settings import CollectorSettings, parse_headers
 from collector.store.sqlite import SqliteStore
 from collector.telemetry.catalogue import catalogue
-from collector.telemetry.metrics import MAX_ATTRIBUTE_CHARS, cap
+from collector.telemetry.metrics import MAX_ATTRIBUTE_CHARS, cap, image_tag, model_name
 from proto.skewwatch.v1 import skewwatch_pb2 as pb
 from skewwatch.cli import build_parser
 from tests.support.collector import (
@@ -202,6 +202,11 @@ async def test_scenario_exports_every_catalogued_metric_over_otlp_and_metrics(
     assert not [
         a for a, _ in after.get("skewwatch_findings_open", []) if a.get("key") == "hardware.gpu.product"
     ]
+    identity = {**wl, "engine": "vllm", "dtype": "float16", "gpu_product": "h100-80gb", "model": "llama"}
+    assert _one(during, "skewwatch_workload_config_replicas", {**identity, "gpu_product": "a100-40gb"}) == 1.0
+    assert _one(during, "skewwatch_workload_config_replicas", identity) == 2.0
+    assert _one(after, "skewwatch_workload_config_info", identity) == 1.0
+    assert _one(after, "skewwatch_workload_config_replicas", identity) == 4.0
     for series in after.values():
         for labels, _ in series:
             assert all(len(v) <= MAX_ATTRIBUTE_CHARS for v in labels.values()), labels
@@ -229,6 +234,70 @@ async def test_scenario_exports_every_catalogued_metric_over_otlp_and_metrics(
     assert [v for _, v in mid["skewwatch.agents.connected"]] == [4.0]  # 3 replicas and evil-0
     assert [v for _, v in points["skewwatch.agents.connected"]] == [0.0]  # the last export, on stop
     assert sum(v for _, v in points["skewwatch.snapshots.received"]) >= 6
+
+
+IDENTITY = ("namespace", "workload", "engine", "runtime_version", "dtype", "quantization", "kv_cache_dtype",
+            "gpu_product", "gpu_count", "driver_version", "image_tag", "model")  # fmt: skip
+
+
+async def test_config_info_has_one_series_per_configuration_and_counts_its_replicas(tmp_path: Path) -> None:
+    collector = Collector(settings_for(tmp_path, drift_tick_s=0.1))
+    ports = await collector.start()
+    assert collector.telemetry is not None and collector.drift is not None
+    collector.telemetry.min_refresh_s = 0
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{ports.grpc}")
+    http = aiohttp.ClientSession(base_url=f"http://127.0.0.1:{ports.http}", timeout=aiohttp.ClientTimeout(10))
+    facts = {**BASE_FACTS, **H100_FACTS, "runtime.quantization": None,
+             "orchestration.image": "vllm/vllm-openai:v0.8.5@sha256:" + "ab" * 32}  # fmt: skip
+    float32 = {**facts, "runtime.args.dtype": "float32", "runtime.dtype": "float32"}
+    try:
+        streams = [
+            await _pod(channel, "llm-a", facts, obs=False),
+            await _pod(channel, "llm-b", float32, obs=False),
+        ]
+        await collector.drift.settled()
+        split = await _scrape(http)
+        back = make_snapshot({**facts, "orchestration.pod": "llm-b"})
+        await streams[1].exchange(pb.AgentMessage(sequence=3, snapshot=_snap(back)))
+        await collector.drift.settled()
+        joined = await _scrape(http)
+    finally:
+        await http.close()
+        await channel.close()
+        await collector.stop()
+
+    expected = {"namespace": "ml", "workload": "ml/Deployment/llm", "engine": "vllm",
+                "runtime_version": "0.0.0.dev0+skewwatch.standin", "quantization": "none",
+                "kv_cache_dtype": "float16", "gpu_product": "h100-80gb", "gpu_count": "1",
+                "driver_version": "590.48.01", "image_tag": "v0.8.5", "model": "llama"}  # fmt: skip
+
+    def series(samples: dict[str, list[tuple[dict[str, str], float]]], name: str) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for labels, value in samples[name]:
+            identity = {k: v for k, v in labels.items() if not k.startswith("otel_")}
+            assert set(identity) == set(IDENTITY), labels
+            assert {k: v for k, v in identity.items() if k != "dtype"} == expected, labels
+            out[identity["dtype"]] = value
+        return out
+
+    assert series(split, "skewwatch_workload_config_info") == {"float16": 1.0, "float32": 1.0}
+    assert series(split, "skewwatch_workload_config_replicas") == {"float16": 1.0, "float32": 1.0}
+    assert series(joined, "skewwatch_workload_config_info") == {"float16": 1.0}
+    assert series(joined, "skewwatch_workload_config_replicas") == {"float16": 2.0}
+
+
+def test_image_tag_and_model_name_carry_no_digest() -> None:
+    digest = "sha256:" + "0f" * 32
+    assert image_tag(f"registry.local:5000/vllm/vllm-openai:v0.8.5@{digest}") == "v0.8.5"
+    assert image_tag("registry.local:5000/vllm/vllm-openai") == "latest"
+    assert image_tag(f"vllm/vllm-openai@{digest}") == "unknown"
+    assert image_tag(None) == image_tag("") == "unknown"
+    assert model_name("meta-llama/Llama-3.1-8B", "/models/x") == "meta-llama/Llama-3.1-8B"
+    assert model_name(None, "/models/llama/") == "llama"
+    assert model_name(None, "s3://bucket/models/qwen2") == "qwen2"
+    snapshot = "/root/.cache/huggingface/hub/models--Qwen--Qwen2-7B/snapshots/" + "3" * 40
+    assert model_name(None, snapshot) == "Qwen/Qwen2-7B"
+    assert model_name(None, None) == model_name(None, "/") == "unknown"
 
 
 def _now() -> Any:

@@ -128,11 +128,12 @@ LAUNCHES: dict[str, tuple[str, tuple[str, ...], set[str]]] = {
          "--max-num-seqs", "8", "--served-model-name", "tiny-llama", "--enforce-eager"),
         set(),
     ),
-    # --dtype auto on a bfloat16 checkpoint; a quantized KV cache; prefix caching off
+    # --dtype auto on a bfloat16 checkpoint; a quantized KV cache; prefix caching off; compiled
+    # (no --enforce-eager: the one launch that checks enforce_eager=False against the engine)
     "auto-bf16-fp8-kv": (
         "bf16",
-        ("--dtype", "auto", "--kv-cache-dtype", "fp8", "--no-enable-prefix-caching", "--max-model-len", "256",
-         "--enforce-eager"),
+        ("--dtype", "auto", "--kv-cache-dtype", "fp8", "--no-enable-prefix-caching",
+         "--max-model-len", "256"),
         {"runtime.dtype"},
     ),
     # a --config YAML file; --dtype auto on a float32 checkpoint (served as bfloat16 since 0.9.1)

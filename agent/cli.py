@@ -129,6 +129,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="seconds a (re)started engine gets for its sources to be ready before its snapshot is "
         "sent anyway (SKEWWATCH_SETTLE; 120)",
     )
+    agent.add_argument(
+        "--watch-interval",
+        type=float,
+        default=None,
+        help="seconds between looks, between collections, at whether the engine ended or was "
+        "restarted: a restart is collected at once (SKEWWATCH_WATCH_INTERVAL; 0.25; 0: off)",
+    )
     agent.set_defaults(func=cmd_agent)
 
 
@@ -146,6 +153,9 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> 
     settle = getattr(args, "settle", None)
     if settle is None:
         settle = env_float(environ, "SKEWWATCH_SETTLE")
+    watch = getattr(args, "watch_interval", None)
+    if watch is None:
+        watch = env_float(environ, "SKEWWATCH_WATCH_INTERVAL")
     return AgentSettings(
         collector=getattr(args, "collector", None),
         pid=pid,
@@ -157,6 +167,7 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> 
         redaction_salt=env_value(environ, "SKEWWATCH_REDACTION_SALT") or AgentSettings.redaction_salt,
         agent_id=getattr(args, "agent_id", None),
         settle_s=AgentSettings.settle_s if settle is None else settle,
+        watch_interval_s=AgentSettings.watch_interval_s if watch is None else watch,
         **hash_settings(args, environ, one_shot=not hasattr(args, "collector")),
     ).validate()
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
-from agent.lifecycle import Carry, EngineStatus, Event, Lifecycle
+from agent.lifecycle import Carry, EngineState, EngineStatus, Event, Lifecycle
 from agent.settings import AgentSettings
 from agent.snapshot import assemble_snapshot, run_sources
 from agent.sources.base import AgentPaths, CollectContext, ProcessInfo, Source
 from agent.sources.pod import pod_identity
+from agent.sources.process import ProcessSource, TargetWatch
 from agent.sources.registry import default_sources
 from agent.stream import AgentStream, LatestSnapshot, collect_forever
 from skewwatch import __version__
@@ -19,6 +20,10 @@ from skewwatch.core.facts import Snapshot
 from skewwatch.core.identity import PodIdentity
 
 log = logging.getLogger(__name__)
+
+# While a (re)started engine's sources are not all ready yet (``STARTING``), collect this often
+# (at most every --interval) so that its snapshot follows its readiness, not the next tick.
+STARTING_POLL_S = 1.0
 
 
 class Agent:
@@ -37,6 +42,13 @@ class Agent:
         self.carry = Carry()
         self.lifecycle = Lifecycle(settings.settle_s)
         self.process: ProcessInfo | None = None  # found by the latest collection
+        tracker = next((s.tracker for s in self.sources if isinstance(s, ProcessSource)), None)
+        self.watch = (
+            TargetWatch(tracker, self.paths.procfs, settings, max(0.5, settings.watch_interval_s))
+            if tracker is not None and settings.watch_interval_s > 0
+            else None
+        )
+        self.wakeups = 0  # collections the watch brought forward
 
     async def collect(self) -> Snapshot:
         """One collection cycle over every source (each in a fresh context)."""
@@ -78,6 +90,39 @@ class Agent:
             identity = identity.with_workload(resolved.value, source)
         return identity
 
+    async def pause(self, seconds: float) -> None:
+        """Wait for the next tick, or less: until the engine ended or was replaced (the watch,
+        every ``watch_interval_s``), or the next start-up poll while the engine is starting."""
+        watch = self.watch
+        if watch is None:
+            await asyncio.sleep(seconds)
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        status = self.lifecycle.status
+        if status is not None and status.state is EngineState.STARTING:
+            deadline = min(deadline, loop.time() + STARTING_POLL_S)
+        step = self.settings.watch_interval_s
+        while (left := deadline - loop.time()) > 0:
+            await asyncio.sleep(min(step, left))
+            if deadline - loop.time() <= 0:
+                return
+            if watch.steady():  # one small read on the loop; the full check off it
+                continue
+            reason = await asyncio.to_thread(watch.check)
+            if reason is not None:
+                self.wakeups += 1
+                log.info("%s: collecting now", reason)
+                return
+
+    async def collect_forever(
+        self, latest: LatestSnapshot, report: Callable[[Snapshot], None] | None = None
+    ) -> None:
+        """Collect every interval (and at once when the engine restarts), publishing to ``latest``."""
+        await collect_forever(
+            self.collect, latest, self.settings.interval_s, report, self.step, pause=self.pause
+        )
+
     async def run(self) -> None:
         """Collect forever and stream to the collector; returns only when cancelled."""
         assert self.settings.collector is not None
@@ -100,9 +145,7 @@ class Agent:
                 )
 
         tasks = [
-            asyncio.create_task(
-                collect_forever(self.collect, latest, self.settings.interval_s, report, self.step)
-            ),
+            asyncio.create_task(self.collect_forever(latest, report)),
             asyncio.create_task(stream.run_forever()),
         ]
         try:

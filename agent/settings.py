@@ -19,6 +19,7 @@
 | hash_cache_dir   | --hash-cache-dir  | SKEWWATCH_HASH_CACHE_DIR    | $TMPDIR/skewwatch-<uid> |
 | hash_wait_s      | --hash-wait       | SKEWWATCH_HASH_WAIT         | 0.25 s (agent loop); 8 s (`facts`) |
 | settle_s         | --settle          | SKEWWATCH_SETTLE            | 120 s (after a restart) |
+| watch_interval_s | --watch-interval  | SKEWWATCH_WATCH_INTERVAL    | 0.25 s (0: off) |
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ class AgentSettings:
     hash_cache_dir: Path | None = None
     hash_wait_s: float = 0.25  # small models arrive whole in the first snapshot; big ones pending
     settle_s: float = 120.0  # see agent.lifecycle: a restart is one snapshot once sources are back
+    # Between collections, how often the agent looks whether its engine ended or was replaced
+    # (agent.runtime): a restart is collected at once, not at the next --interval tick. 0: off.
+    watch_interval_s: float = 0.25
 
     def validate(self) -> AgentSettings:
         """Return self when every field is valid, else raise SettingsError naming the field."""
@@ -73,6 +77,10 @@ class AgentSettings:
         if not 0.01 <= self.source_timeout_s <= 3_600:
             raise SettingsError(
                 f"--source-timeout: must be between 0.01 and 3600 s, got {self.source_timeout_s}"
+            )
+        if self.watch_interval_s != 0 and not 0.01 <= self.watch_interval_s <= 3_600:
+            raise SettingsError(
+                f"--watch-interval: must be 0 (off) or between 0.01 and 3600 s, got {self.watch_interval_s}"
             )
         self._validate_hashing()
         return self

@@ -336,11 +336,15 @@ async def collect_forever(
     on_snapshot: Callable[[Snapshot], None] | None = None,
     lifecycle: Callable[[Snapshot], tuple[Snapshot | None, EngineStatus | None, Sequence[Event]]]
     | None = None,
+    *,
+    pause: Callable[[float], Awaitable[object]] = asyncio.sleep,
 ) -> None:
     """Collect every ``interval_s`` (measured start to start) and publish the result.
 
     With ``lifecycle``, each collection goes through it first: it decides whether the
     collection is a configuration to publish, and what the engine's state and events are.
+    ``pause(seconds)`` waits for the next tick; one that returns early (the engine restarted)
+    makes the next collection come now, and the ticks go on from it.
     """
     loop = asyncio.get_running_loop()
     next_at = loop.time()
@@ -355,4 +359,5 @@ async def collect_forever(
         next_at += interval_s
         now = loop.time()
         next_at = max(next_at, now)  # a slow cycle skips missed ticks instead of bursting
-        await asyncio.sleep(next_at - now)
+        await pause(next_at - now)
+        next_at = min(next_at, loop.time())  # woken early: the ticks go on from this collection

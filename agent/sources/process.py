@@ -254,10 +254,13 @@ class ProcFS:
     def ppid(self, pid: int) -> int:
         return parse_stat_ppid(self._read(pid, "stat").decode("utf-8", "replace"))
 
+    def stat(self, pid: int) -> str:
+        return self._read(pid, "stat").decode("utf-8", "replace")
+
     def start_ticks(self, pid: int) -> int | None:
         """When the process started, in clock ticks after boot; None from an odd stat line."""
         try:
-            return parse_stat_start_ticks(self._read(pid, "stat").decode("utf-8", "replace"))
+            return parse_stat_start_ticks(self.stat(pid))
         except ValueError:
             return None
 
@@ -677,6 +680,22 @@ class TargetTracker:
             log.warning("%s", message)
         return message
 
+    def replacement(self, proc: ProcFS, settings: AgentSettings) -> int | None:
+        """The pid of a process that would replace the ended target now (the same engine and port,
+        as :meth:`find` would re-attach), else None; remembers and logs nothing. A /proc scan."""
+        target = self.target
+        if target is None:
+            return None
+        redactor = Redactor(settings.redaction_salt)
+        candidates = self._candidates(_Scan(proc, settings), target, redactor)
+        same = [c.found.pid for c in candidates if target.signature.same_engine(c.signature)]
+        return min(same) if same else None
+
+    def running(self, proc: ProcFS) -> bool | None:
+        """Does the target still run (same pid and start time)? None while there is no target."""
+        target = self.target
+        return None if target is None else self._running(proc, target)
+
     def _running(self, proc: ProcFS, target: Target) -> bool:
         """The target process still runs: same pid, same start time, a command line (no zombie)."""
         try:
@@ -735,6 +754,77 @@ class TargetTracker:
                 found.how,
             )
         return found
+
+
+class TargetWatch:
+    """Between collections: has the engine attached to ended, or has its replacement appeared?
+
+    :meth:`check` is cheap while the target runs (two small reads of ``/proc/<pid>``: its
+    command line and start time); once it ended it looks for a process with the same signature
+    (:meth:`TargetTracker.replacement`, a /proc scan) at most once per ``scan_every_s``. Each
+    change is said once: the end of one target, the appearance of one replacement pid. Nothing is
+    attached here: the collection that follows does that, as it always does.
+    """
+
+    def __init__(
+        self,
+        tracker: TargetTracker,
+        procfs: Path,
+        settings: AgentSettings,
+        scan_every_s: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.tracker = tracker
+        self.proc = ProcFS(procfs)
+        self.settings = settings
+        self.scan_every_s = scan_every_s
+        self._clock = clock
+        self._ended: tuple[int, int | None] | None = None  # the target whose end was said
+        self._replacement: int | None = None  # the replacement pid already said
+        self._scanned_at: float | None = None
+
+    def steady(self) -> bool:
+        """The target still runs with its start time, by ``/proc/<pid>/stat`` alone: cheap enough
+        for the event loop, and a read that takes no lock of the engine's memory (its cmdline
+        does). True with no target; False when in doubt, for :meth:`check` to say why."""
+        target = self.tracker.target
+        if target is None:
+            return True
+        if self._ended is not None:
+            return False
+        try:
+            text = self.proc.stat(target.pid)
+            ticks = parse_stat_start_ticks(text)
+        except (SourceUnavailable, AccessDenied, ValueError):
+            return False
+        state = text[text.rfind(")") + 1 :].split()[:1]
+        return state not in (["Z"], ["X"]) and (target.start_ticks is None or ticks == target.start_ticks)
+
+    def check(self) -> str | None:
+        """Why to collect now (the target ended, a replacement appeared), else None."""
+        target = self.tracker.target
+        if target is None:
+            return None  # nothing attached yet: the next collection looks
+        if self.tracker.running(self.proc):
+            self._ended = None
+            self._replacement = None
+            return None
+        key = (target.pid, target.start_ticks)
+        if self._ended != key:
+            self._ended, self._replacement, self._scanned_at = key, None, self._clock()
+            return f"engine pid {target.pid} ended"
+        now = self._clock()
+        if self._scanned_at is not None and now - self._scanned_at < self.scan_every_s:
+            return None
+        self._scanned_at = now
+        try:
+            pid = self.tracker.replacement(self.proc, self.settings)
+        except (SourceUnavailable, AccessDenied, OSError):
+            return None  # the collection says what is wrong
+        if pid is None or pid == self._replacement:
+            return None
+        self._replacement = pid
+        return f"engine pid {target.pid} ended and pid {pid} replaces it"
 
 
 # --- model dir and metrics URL ----------------------------------------------------------------

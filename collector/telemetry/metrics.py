@@ -145,6 +145,30 @@ def configurations(workload: str, replicas: Iterable[Replica]) -> dict[Attrs, in
     return dict(Tally(config_attrs(workload, r.facts) for r in replicas if r.facts))
 
 
+def series_counts(gauges: Gauges) -> dict[str, int]:
+    """How many series each observable gauge reports from ``gauges``."""
+    return {
+        "skewwatch.findings.open": len(gauges.findings_open),
+        "skewwatch.workload.replicas": len(gauges.replicas),
+        "skewwatch.workload.replicas_disagreeing": len(gauges.disagreeing),
+        "skewwatch.workload.heartbeat_age": len(gauges.last_seen),
+        "skewwatch.performance.baseline_ratio": len(gauges.ratios),
+        "skewwatch.workload.config.info": len(gauges.configs),
+        "skewwatch.workload.config.replicas": len(gauges.configs),
+    }
+
+
+def overflowing(gauges: Gauges) -> list[tuple[str, int, int]]:
+    """(metric, series, bound) for each gauge over its catalogue bound: the SDK keeps ``bound - 1``
+    series and folds the rest into one ``otel.metric.overflow="true"`` series."""
+    out = []
+    for name, n in series_counts(gauges).items():
+        bound = spec(name).cardinality
+        if n > bound:
+            out.append((name, n, bound))
+    return out
+
+
 @dataclass(frozen=True)
 class Gauges:
     """What the observable gauges report, as of one ``refresh``."""
@@ -237,6 +261,7 @@ class Telemetry(ServiceEvents):
         self._queries: Queries | None = None
         self._pods: Pods | None = None
         self._task: asyncio.Task[None] | None = None
+        self._overflowing: set[str] = set()
         self._instruments()
 
     def _instruments(self) -> None:
@@ -346,6 +371,21 @@ class Telemetry(ServiceEvents):
                 return
             self.gauges = await gauges_from(self._queries)
             self._refreshed_at = time.monotonic()
+            self._warn_overflow(self.gauges)
+
+    def _warn_overflow(self, gauges: Gauges) -> None:
+        """Say once per metric (until it fits again) that it is past its cardinality bound."""
+        over = {name: (n, bound) for name, n, bound in overflowing(gauges)}
+        for name, (n, bound) in over.items():
+            if name not in self._overflowing:
+                log.warning(
+                    "telemetry: %s has %d series, over its bound of %d: the rest are folded into "
+                    'one otel_metric_overflow="true" series (collector/telemetry/catalogue.yaml)',
+                    name,
+                    n,
+                    bound,
+                )
+        self._overflowing = set(over)
 
     async def render(self) -> tuple[bytes, str]:
         """The Prometheus text of a fresh picture: (body, content type)."""

@@ -379,3 +379,21 @@ def test_otlp_flags_and_variables(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="SKEWWATCH_OTLP_INSECURE"):
         CollectorSettings.from_env({"SKEWWATCH_OTLP_INSECURE": "maybe"})
     assert CollectorSettings(otlp_endpoint="http://otel:4317").otlp_tls is False
+
+
+def test_a_gauge_past_its_bound_is_said_once_until_it_fits(caplog: pytest.LogCaptureFixture) -> None:
+    from collector.telemetry.metrics import Gauges, Telemetry, overflowing
+
+    bound = catalogue()["skewwatch.workload.replicas"].cardinality
+    many = Gauges(replicas={f"ns/w{i}": 1 for i in range(bound + 5)})
+    assert overflowing(many) == [("skewwatch.workload.replicas", bound + 5, bound)]
+    assert overflowing(Gauges(replicas={"ns/w": 1})) == []
+    telemetry = Telemetry(CollectorSettings().validate())
+    with caplog.at_level("WARNING", logger="collector.telemetry.metrics"):
+        telemetry._warn_overflow(many)
+        telemetry._warn_overflow(many)  # still over: not said again
+        telemetry._warn_overflow(Gauges())
+        telemetry._warn_overflow(many)  # over again after it fitted: said again
+    telemetry.provider.shutdown()
+    said = [r.getMessage() for r in caplog.records if "over its bound" in r.getMessage()]
+    assert len(said) == 2 and f"{bound + 5} series, over its bound of {bound}" in said[0]

@@ -18,9 +18,11 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -250,6 +252,8 @@ def run_demo(cache: Path, keep: bool, standin: bool = False) -> int:
         say("demo complete")
         return 0
     finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut this short
         demo.stop()
         if keep:
             print(f"(logs and store kept in {demo.work})")
@@ -267,7 +271,14 @@ def main(argv: list[str] | None = None) -> int:
         "--standin", action="store_true", help="the fast stand-in instead of the real vLLM (no install)"
     )
     args = p.parse_args(argv)
+    # SIGTERM (a CI runner's timeout, `kill`) unwinds like Ctrl-C, so every process the demo
+    # started is stopped on the way out instead of left running.
+    signal.signal(signal.SIGTERM, _terminate)
     return run_demo(args.cache.resolve(), args.keep, args.standin)
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

@@ -6,12 +6,12 @@ Fixtures only: the helpers behind them live in tests/support (and demo/), which 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from demo.harness import free_port
+from demo.harness import Processes, free_port
 from tests.support.paths import GOLDEN, REAL_FIXTURES
 
 
@@ -25,6 +25,17 @@ def real_fixtures() -> Path:
 @pytest.fixture
 def port() -> int:
     return free_port()
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Processes]:
+    """Every process a test starts, each in its own session, logged under tmp_path; all stopped
+    at the end, whatever happens."""
+    p = Processes(tmp_path)
+    try:
+        yield p
+    finally:
+        p.stop_all()
 
 
 # --- golden files ---------------------------------------------------------------------------------

@@ -411,13 +411,19 @@ def _self_signed(tmp_path: Path) -> tuple[bytes, bytes, Path]:
     return key.read_bytes(), cert.read_bytes(), cert
 
 
-async def test_otlp_export_over_tls_with_a_ca_file_and_headers(tmp_path: Path) -> None:
-    key, cert, cert_file = _self_signed(tmp_path)
+async def _tls_receiver(key: bytes, cert: bytes) -> tuple[Receiver, grpc.aio.Server, int]:
+    """A started OTLP receiver serving TLS with ``cert``: (receiver, server, port)."""
     rec = Receiver()
     server = grpc.aio.server()
     ms_grpc.add_MetricsServiceServicer_to_server(rec, server)  # type: ignore[no-untyped-call]
     port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([(key, cert)]))
     await server.start()
+    return rec, server, port
+
+
+async def test_otlp_export_over_tls_with_a_ca_file_and_headers(tmp_path: Path) -> None:
+    key, cert, cert_file = _self_signed(tmp_path)
+    rec, server, port = await _tls_receiver(key, cert)
     settings = settings_for(
         tmp_path, otlp_endpoint=f"https://localhost:{port}", otlp_ca_file=cert_file, otlp_interval_s=3600,
         otlp_headers="x-team=ml", shutdown_grace_s=0.5,
@@ -440,11 +446,7 @@ async def test_otlp_over_tls_refuses_a_certificate_it_was_not_given(tmp_path: Pa
     other = tmp_path / "other"
     other.mkdir()
     _, _, unrelated_ca = _self_signed(other)
-    rec = Receiver()
-    server = grpc.aio.server()
-    ms_grpc.add_MetricsServiceServicer_to_server(rec, server)  # type: ignore[no-untyped-call]
-    port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([(key, cert)]))
-    await server.start()
+    rec, server, port = await _tls_receiver(key, cert)
     settings = settings_for(
         tmp_path, otlp_endpoint=f"https://localhost:{port}", otlp_ca_file=unrelated_ca, otlp_interval_s=3600,
         shutdown_grace_s=0.5,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -36,15 +35,6 @@ VARIABLES = {
 
 def substitute(expr: str) -> str:
     return re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: VARIABLES[m.group(1) or m.group(2)], expr)
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    p = Processes(tmp_path)
-    try:
-        yield p
-    finally:
-        p.stop_all()
 
 
 async def test_every_panel_query_returns_data_from_a_real_prometheus(

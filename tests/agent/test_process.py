@@ -31,7 +31,7 @@ from agent.sources.process import (
     parse_stat_ppid,
 )
 from skewwatch.core.facts import SourceState
-from tests.support.fake_processes import fake_process, fake_procfs, process_context
+from tests.support.fake_processes import fake_process, fake_procfs, process_context, wait_for_exec
 
 SK = "sk-RealLookingApiKey0123456789xyz"
 HF = "hf_RealLookingHubToken0123456789abcd"
@@ -236,19 +236,6 @@ def serialise(result: SourceResult) -> str:
     facts = [{"key": f.key, "value": f.value, **f.provenance.as_dict()} for f in result.facts]
     info = asdict(result.process) if result.process is not None else None
     return json.dumps({"facts": facts, "process": info, "message": result.message}, default=str)
-
-
-def wait_for_exec(pid: int, marker: str) -> None:
-    """Popen returns after fork; the command line is the engine's only once exec has happened."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            if marker in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
-                return
-        except FileNotFoundError:
-            pass
-        time.sleep(0.01)
-    raise AssertionError(f"pid {pid} never showed {marker!r} in its command line")
 
 
 @pytest.fixture

@@ -8,16 +8,13 @@ launcher (``<tmp>/bin/vllm serve …``, as pip installs vLLM), killed, and start
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -35,7 +32,13 @@ from agent.sources.process import (
 )
 from demo.standin_vllm import install_launcher
 from skewwatch.core.facts import SourceState
-from tests.support.fake_processes import fake_process, fake_procfs, process_context
+from tests.support.fake_processes import (
+    Engines,
+    fake_process,
+    fake_procfs,
+    process_context,
+    standin_argv,
+)
 
 BTIME = 1_700_000_000
 LOGGER = "agent.sources.process"
@@ -335,67 +338,14 @@ def fmt(epoch: float) -> str:
 # --- real processes -----------------------------------------------------------------------------
 
 
-def wait_for_exec(pid: int, marker: str) -> None:
-    """Popen returns after fork; the command line is the engine's only once exec has happened."""
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        with contextlib.suppress(FileNotFoundError):
-            if marker in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
-                return
-        time.sleep(0.01)
-    raise AssertionError(f"pid {pid} never showed {marker!r} in its command line")
-
-
 def cmdline_of(pid: int) -> list[bytes]:
     return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-
-
-class Engines:
-    """Real processes started by the test, each in a session of its own, all killed at the end."""
-
-    def __init__(self, cwd: Path) -> None:
-        self.cwd = cwd
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def start(self, argv: Sequence[str], marker: str = "serve") -> subprocess.Popen[bytes]:
-        env = {"PATH": os.environ.get("PATH", ""), "HOME": str(self.cwd), "VLLM_USE_V1": "1"}
-        proc = subprocess.Popen(
-            argv, cwd=self.cwd, env=env, start_new_session=True,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        self.procs.append(proc)
-        wait_for_exec(proc.pid, marker)
-        return proc
-
-    def kill(self, proc: subprocess.Popen[bytes]) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=WAIT_S)  # reaped: no zombie left under its pid
-
-    def close(self) -> None:
-        for proc in self.procs:
-            self.kill(proc)
-
-
-@pytest.fixture
-def engines(tmp_path: Path) -> Iterator[Engines]:
-    (tmp_path / "models" / "tiny").mkdir(parents=True)
-    e = Engines(tmp_path)
-    try:
-        yield e
-    finally:
-        e.close()
 
 
 @pytest.fixture
 def launcher(tmp_path: Path) -> Path:
     """The stand-in vLLM as its demo runs it: ``<tmp>/bin/vllm``, a console script."""
     return install_launcher(tmp_path / "bin")
-
-
-def standin_argv(launcher: Path, port: int) -> list[str]:
-    return [str(launcher), "serve", "models/tiny", "--dtype", "float16", "--host", "127.0.0.1",
-            "--port", str(port)]  # fmt: skip
 
 
 async def collect_until(

@@ -10,7 +10,6 @@ import contextlib
 import os
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,8 +21,7 @@ from agent.settings import AgentSettings
 from agent.sources.process import CLOCK_TICKS, ProcessSource, ProcFS, TargetTracker, TargetWatch
 from agent.stream import LatestSnapshot
 from demo.standin_vllm import install_launcher
-from tests.agent.test_process_target import Engines, standin_argv
-from tests.support.fake_processes import fake_process, fake_procfs, process_context
+from tests.support.fake_processes import Engines, fake_process, fake_procfs, process_context, standin_argv
 
 # --- settings -----------------------------------------------------------------------------------
 
@@ -99,16 +97,6 @@ def boottime_of(pid: int) -> float:
 
 def boottime_now() -> float:
     return time.clock_gettime(time.CLOCK_BOOTTIME)
-
-
-@pytest.fixture
-def engines(tmp_path: Path) -> Iterator[Engines]:
-    (tmp_path / "models" / "tiny").mkdir(parents=True)
-    e = Engines(tmp_path)
-    try:
-        yield e
-    finally:
-        e.close()
 
 
 async def _listening(port: int) -> float:

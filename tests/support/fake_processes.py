@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
+import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -208,3 +212,52 @@ def install_fake_engines(root: Path) -> tuple[Path, Path]:
     for f in bindir.iterdir():
         f.chmod(0o755)
     return bindir, lib
+
+
+# --- real processes -----------------------------------------------------------------------------
+
+PROCESS_WAIT_S = 10.0
+
+
+def wait_for_exec(pid: int, marker: str) -> None:
+    """Popen returns after fork; the command line is the engine's only once exec has happened."""
+    deadline = time.monotonic() + PROCESS_WAIT_S
+    while time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError):
+            if marker in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+                return
+        time.sleep(0.01)
+    raise AssertionError(f"pid {pid} never showed {marker!r} in its command line")
+
+
+class Engines:
+    """Real processes started by the test, each in a session of its own, all killed at the end."""
+
+    def __init__(self, cwd: Path) -> None:
+        self.cwd = cwd
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, argv: Sequence[str], marker: str = "serve") -> subprocess.Popen[bytes]:
+        env = {"PATH": os.environ.get("PATH", ""), "HOME": str(self.cwd), "VLLM_USE_V1": "1"}
+        proc = subprocess.Popen(
+            argv, cwd=self.cwd, env=env, start_new_session=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.procs.append(proc)
+        wait_for_exec(proc.pid, marker)
+        return proc
+
+    def kill(self, proc: subprocess.Popen[bytes]) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=PROCESS_WAIT_S)  # reaped: no zombie left under its pid
+
+    def close(self) -> None:
+        for proc in self.procs:
+            self.kill(proc)
+
+
+def standin_argv(launcher: Path, port: int) -> list[str]:
+    """The stand-in vLLM (``install_launcher``'s ``vllm``) serving ``models/tiny`` on ``port``."""
+    return [str(launcher), "serve", "models/tiny", "--dtype", "float16", "--host", "127.0.0.1",
+            "--port", str(port)]  # fmt: skip

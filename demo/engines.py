@@ -7,22 +7,14 @@ it says itself about the change. The demo's steps, the same for both, are in ``d
 
 from __future__ import annotations
 
-import re
-import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from demo.harness import Processes, wait_for
-from demo.realvllm import API_SERVER, KV_CACHE_SPACE_GIB, VLLM_VERSION, VllmServer
+from demo.realvllm import API_SERVER, KV_CACHE_SPACE_GIB, VLLM_VERSION, Load, VllmServer, http_get
 from demo.standin_vllm import install_launcher
-
-# The engine's own account of its KV cache: one info line of labels on its /metrics page.
-_CACHE_INFO = re.compile(r"^vllm:cache_config_info\{([^}]*)\}", re.MULTILINE)
-_LABEL = re.compile(r'(\w+)="([^"]*)"')
 
 
 @dataclass(frozen=True)
@@ -83,7 +75,7 @@ class StandinEngine:
         print(self.launch.shown(["vllm", *argv[1:]]))
         wait_for(
             "the stand-in vLLM /metrics",
-            lambda: bool(get_text(f"http://127.0.0.1:{port}/metrics")),
+            lambda: http_get(f"http://127.0.0.1:{port}/metrics")[0] == 200,
             self.launch.procs,
         )
 
@@ -111,7 +103,7 @@ class RealEngine:
     settle_s = 180.0  # the agent waits for the engine's /metrics after a restart
     sends_traffic = True
     server: VllmServer | None = field(default=None, init=False)
-    traffic: Traffic | None = field(default=None, init=False)
+    traffic: Load | None = field(default=None, init=False)
     blocks: list[str] = field(default_factory=list, init=False)  # num_gpu_blocks, per start
 
     def start(self, dtype: str) -> None:
@@ -124,9 +116,8 @@ class RealEngine:
         began = time.monotonic()
         self.server.start()
         print(f"    serving /v1/models after {time.monotonic() - began:.0f} s (pid {self.server.pid})")
-        self.blocks.append(cache_config(self.server.metrics()).get("num_gpu_blocks", "?"))
-        self.traffic = Traffic(self.server)
-        self.traffic.start()
+        self.blocks.append(self.server.cache_config().get("num_gpu_blocks", "?"))
+        self.traffic = Load(self.server, every_s=0.5).start()  # about two a second
 
     def stop(self) -> None:
         if self.traffic is not None:
@@ -142,39 +133,3 @@ class RealEngine:
             "    the engine itself says (vllm:cache_config_info on its /metrics): "
             f"num_gpu_blocks {before} -> {after} in the same {KV_CACHE_SPACE_GIB} GiB KV cache"
         ]
-
-
-class Traffic:
-    """Real completions against a server, about two a second, until stopped (a daemon thread)."""
-
-    def __init__(self, server: VllmServer, every_s: float = 0.5) -> None:
-        self.server, self.every_s = server, every_s
-        self.sent = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="demo-traffic", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.every_s):
-            try:
-                self.server.complete("the quick brown fox", max_tokens=16)
-                self.sent += 1
-            except (urllib.error.URLError, OSError, RuntimeError, ValueError):
-                pass  # the server is stopping or busy: the next one may go through
-
-
-def cache_config(metrics: str) -> dict[str, str]:
-    """The labels of ``vllm:cache_config_info`` on a /metrics page (empty when it has none)."""
-    found = _CACHE_INFO.search(metrics)
-    return dict(_LABEL.findall(found.group(1))) if found else {}
-
-
-def get_text(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - loopback URL built here
-        return str(resp.read().decode())

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -151,6 +153,7 @@ class VllmServer:
     env: dict[str, str]
     api_key: str | None = None
     started_at: float = field(default=0.0, init=False)
+    offset: int = field(default=0, init=False)  # where this run's part of the log begins
 
     @classmethod
     def launch(
@@ -200,7 +203,7 @@ class VllmServer:
     def log(self) -> str:
         """What this run of the server logged (not earlier runs under the same name)."""
         with self.log_path.open("rb") as fh:
-            fh.seek(getattr(self, "offset", 0))
+            fh.seek(self.offset)
             return fh.read().decode("utf-8", errors="replace")
 
     def get(self, path: str) -> tuple[int, bytes]:
@@ -218,6 +221,10 @@ class VllmServer:
             raise RuntimeError(f"GET /metrics: HTTP {status}")
         return body.decode()
 
+    def cache_config(self) -> dict[str, str]:
+        """The labels of ``vllm:cache_config_info`` on the engine's /metrics, as it wrote them."""
+        return cache_config_labels(self.metrics())
+
     def complete(self, prompt: str = "the quick brown fox", max_tokens: int = 16) -> Any:
         """One completion request (random weights: the text is noise, the tokens are real)."""
         served = self.get_json("/v1/models")["data"][0]["id"]
@@ -226,6 +233,52 @@ class VllmServer:
 
     def stop(self) -> None:
         self.procs.stop(self.name)
+
+
+_CACHE_INFO = re.compile(r"^vllm:cache_config_info\{(.*)\}\s", re.MULTILINE)
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def cache_config_labels(metrics: str) -> dict[str, str]:
+    """The labels of ``vllm:cache_config_info`` on a /metrics page; empty when it has none."""
+    found = _CACHE_INFO.search(metrics)
+    return dict(_LABEL.findall(found.group(1))) if found else {}
+
+
+class Load:
+    """Real completions against a server from a daemon thread, until stopped: one request at a
+    time, ``every_s`` apart (0: closed loop, the next as soon as one returns). ``latencies`` holds
+    each answered request's seconds; requests that fail (the server going away) are not counted."""
+
+    def __init__(self, server: VllmServer, every_s: float = 0.0, max_tokens: int = 16) -> None:
+        self.server, self.every_s, self.max_tokens = server, every_s, max_tokens
+        self.latencies: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="vllm-load", daemon=True)
+
+    def start(self) -> Load:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=150)
+
+    def __enter__(self) -> Load:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            started = time.monotonic()
+            try:
+                self.server.complete("the quick brown fox jumps over the lazy dog", self.max_tokens)
+            except (OSError, RuntimeError, ValueError):
+                self._stop.wait(0.2)  # the server is stopping or busy: the next one may go through
+                continue
+            self.latencies.append(time.monotonic() - started)
 
 
 def main() -> int:

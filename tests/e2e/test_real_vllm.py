@@ -10,9 +10,6 @@ checked against the engine. The engine wins: a disagreement is a bug in the agen
 
 from __future__ import annotations
 
-import json
-import re
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,11 +17,17 @@ from typing import Any
 import pytest
 
 from agent.engines.vllm import CACHE_CONFIG_LABELS, VLLM, VLLM_METRICS
-from demo.harness import Processes, skewwatch
-from demo.realvllm import VllmServer, engine_env
+from demo.harness import Processes
+from demo.realvllm import VllmServer
 from skewwatch.core.fingerprint import is_fingerprinted
-from tests.support.realvllm import RealVllm
-from tests.support.vllm_report import EngineReport, cache_config_labels, read_report, typed_label
+from tests.support.realvllm import RealVllm, facts_json
+from tests.support.vllm_report import (
+    EngineReport,
+    cache_config_labels,
+    metric_types,
+    read_report,
+    typed_label,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.real_engine, pytest.mark.timeout(900)]
 
@@ -42,18 +45,6 @@ CANONICAL_LABELS = {
 IDENTITY_LABELS = {"engine"}
 
 
-def facts_of(pid: int, env: dict[str, str]) -> dict[str, Any]:
-    out = subprocess.run(
-        skewwatch("facts", "--pid", str(pid), "--format", "json"),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return dict(json.loads(out.stdout))
-
-
 def same(ours: Any, engine: Any) -> bool:
     """An argument's value as the agent keeps it (text, as given) and as the engine parsed it."""
     if isinstance(engine, list) and not isinstance(ours, list):
@@ -61,10 +52,6 @@ def same(ours: Any, engine: Any) -> bool:
     if isinstance(ours, list) and isinstance(engine, list):
         return [str(v) for v in ours] == [str(v) for v in engine]
     return str(ours).lower() == str(engine).lower()
-
-
-def agent_env() -> dict[str, str]:
-    return {k: v for k, v in engine_env().items() if not k.startswith("VLLM_")}
 
 
 def check_agreement(
@@ -149,9 +136,6 @@ served-model-name: tiny-llama-fp32
 """
 
 
-_TYPE = re.compile(r"^# TYPE (\S+) (\S+)$", re.MULTILINE)
-
-
 def label_roles(labels: dict[str, str]) -> dict[str, str]:
     """How the agent's vLLM table treats each cache_config_info label of the real engine."""
     roles = {}
@@ -178,7 +162,7 @@ def capture_goldens(
     for _ in range(3):
         server.complete(max_tokens=8)
     text = server.metrics()
-    families = dict(sorted(_TYPE.findall(text)))
+    families = metric_types(text)
     golden("real-vllm/0.32.0-cpu/metrics-families.json", families)
     golden("real-vllm/0.32.0-cpu/cache-config-labels.json", label_roles(cache_config_labels(text)))
     (model,) = server.get_json("/v1/models")["data"]
@@ -212,7 +196,7 @@ def test_every_fact_agrees_with_what_the_real_engine_reports(
     argv = tuple(a.replace("{config}", str(config)) for a in args)
     server = VllmServer.launch(procs, real_vllm.python, model, *argv).start()
     report = read_report(server)
-    snapshot = facts_of(server.pid, agent_env())
+    snapshot = facts_json("--pid", str(server.pid))
     assert snapshot["sources"]["process"]["status"] == "ok", snapshot["sources"]
     assert snapshot["sources"]["runtime_metrics"]["status"] == "ok", snapshot["sources"]
     check_agreement(snapshot, report, real_vllm.defaults, predicted=predicted)

@@ -13,20 +13,16 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from demo.harness import free_port, get_json, skewwatch, wait_for
-from demo.realvllm import API_SERVER, VllmServer, engine_env
+from demo.realvllm import API_SERVER, Load, VllmServer, engine_env
 from skewwatch.core.fingerprint import is_fingerprinted
-from tests.support.realvllm import RealVllm
+from tests.support.realvllm import RealVllm, facts_json
 from tests.support.scenario import Scenario
 
 pytestmark = [pytest.mark.e2e, pytest.mark.real_engine, pytest.mark.timeout(1200)]
@@ -41,38 +37,6 @@ def launch_script(tmp: Path, python: Path) -> Path:
     script.write_text("#!/usr/bin/env bash\n" + body)
     script.chmod(0o755)
     return script
-
-
-def facts(*args: str) -> dict[str, Any]:
-    env = {k: v for k, v in engine_env().items() if not k.startswith("VLLM_")}
-    out = subprocess.run(skewwatch("facts", *args, "--format", "json"), env=env, capture_output=True,
-                         text=True, timeout=120, check=True)  # fmt: skip
-    return dict(json.loads(out.stdout))
-
-
-@contextmanager
-def steady_load(server: VllmServer) -> Iterator[list[float]]:
-    """Closed-loop load, one request at a time, 32 tokens each; yields request latencies."""
-    stop = threading.Event()
-    latencies: list[float] = []
-
-    def run() -> None:
-        while not stop.is_set():
-            started = time.monotonic()
-            try:
-                server.complete("the quick brown fox jumps over the lazy dog", max_tokens=32)
-            except OSError:
-                time.sleep(0.2)  # the server is going away: the test stops the load next
-                continue
-            latencies.append(time.monotonic() - started)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
-        yield latencies
-    finally:
-        stop.set()
-        thread.join(timeout=150)
 
 
 def start_agent(sc: Scenario, port: int) -> None:
@@ -117,7 +81,7 @@ def test_a_real_dtype_change_is_one_finding_and_a_restart_is_none(
     # 1. timeout -> bash launch.sh -> python -m vllm...: --pid of the wrapper finds the engine.
     first = server("vllm", ["timeout", "1800", "bash", str(script), *engine_argv("bfloat16")]).start()
     wrapper = sc.procs.children["vllm"].pid
-    by_pid, by_match = facts("--pid", str(wrapper)), facts("--match", f"--port {port}( |$)")
+    by_pid, by_match = facts_json("--pid", str(wrapper)), facts_json("--match", f"--port {port}( |$)")
     for snap in (by_pid, by_match):
         assert snap["facts"]["runtime.engine"] == "vllm" and snap["facts"]["runtime.dtype"] == "bfloat16"
         message = snap["sources"]["process"]["message"]
@@ -127,7 +91,7 @@ def test_a_real_dtype_change_is_one_finding_and_a_restart_is_none(
     assert "child of wrapper timeout" in by_pid["sources"]["process"]["message"]
 
     start_agent(sc, port)
-    with steady_load(first):
+    with Load(first, max_tokens=32):
         sc.wait("the first snapshot with throughput", lambda: served(sc, "bfloat16", 0), timeout_s=120)
         recorded: dict[str, Any] = {}
 
@@ -138,7 +102,8 @@ def test_a_real_dtype_change_is_one_finding_and_a_restart_is_none(
 
         sc.wait("a baseline with throughput", record, timeout_s=120)
         before = sc.pod(NS, POD)
-    assert recorded["facts"]["runtime.dtype"] == "bfloat16" and sc.findings() == []
+    assert recorded["facts"]["runtime.dtype"] == "bfloat16"
+    assert sc.findings() == [], json.dumps([recorded, sc.findings()], indent=1)
     one_row = [s["id"] for s in history(sc)["snapshots"]]
     assert len(one_row) == 1
 
@@ -146,24 +111,24 @@ def test_a_real_dtype_change_is_one_finding_and_a_restart_is_none(
     sc.procs.stop("vllm")
     command = " ".join([python, "-m", API_SERVER, *engine_argv("bfloat16")]) + "; echo stopped"
     again = server("vllm", ["bash", "-c", command]).start()
-    with steady_load(again):
+    with Load(again, max_tokens=32):
         sc.wait("the restart seen", lambda: served(sc, "bfloat16", 1), timeout_s=120)
         time.sleep(3)  # a few more agent cycles on the restarted engine
     same = sc.pod(NS, POD)
     assert same["fingerprint"]["overall"] == before["fingerprint"]["overall"]
     assert [s["id"] for s in history(sc)["snapshots"]] == one_row
     assert sc.findings() == [], json.dumps(sc.findings(), indent=1)
-    assert facts("--pid", str(sc.procs.children["vllm"].pid))["facts"]["runtime.dtype"] == "bfloat16"
+    assert facts_json("--pid", str(sc.procs.children["vllm"].pid))["facts"]["runtime.dtype"] == "bfloat16"
 
     # 3. --dtype float32, under dumb-init (a real one) and timeout: one finding, runtime.dtype.
     sc.procs.stop("vllm")
     init = str(real_vllm.python.parent / "dumb-init")
     argv = [init, "--", "timeout", "1800", python, "-m", API_SERVER, *engine_argv("float32")]
     changed = server("vllm", argv).start()
-    under_init = facts("--pid", str(sc.procs.children["vllm"].pid))
+    under_init = facts_json("--pid", str(sc.procs.children["vllm"].pid))
     assert under_init["facts"]["runtime.dtype"] == "float32"
     assert "child of wrapper dumb-init" in under_init["sources"]["process"]["message"]
-    with steady_load(changed) as latencies:
+    with Load(changed, max_tokens=32) as load:
         sc.wait("the dtype finding", lambda: sc.findings(workload=WL, status="open"), timeout_s=120)
         sc.wait("float32 served under load", lambda: served(sc, "float32", 2), timeout_s=120)
         time.sleep(4)
@@ -195,6 +160,7 @@ def test_a_real_dtype_change_is_one_finding_and_a_restart_is_none(
     print(
         f"\nreal vLLM 0.32.0 CPU: num_gpu_blocks {blocks[0]} -> {blocks[1]}; generation tokens/s "
         f"{tps[0]['value']:.1f} (bfloat16) -> {tps[1]['value']:.1f} (float32); "
-        f"{len(latencies)} float32 requests; baseline {recorded['performance']['generation_tokens_per_s']}"
+        f"{len(load.latencies)} float32 requests; "
+        f"baseline {recorded['performance']['generation_tokens_per_s']}"
     )
     wait_for("no finding but the dtype", lambda: len(sc.findings(workload=WL)) == 1, sc.procs, 5)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import urllib.request
@@ -20,6 +19,7 @@ from agent.engines.vllm import VLLM_METRICS
 from demo.harness import Processes, free_port, get_json, wait_for
 from demo.standin_vllm import install_launcher, parse_args, resolve_dtype
 from tests.support.paths import GOLDEN, REPO
+from tests.support.vllm_report import metric_types
 
 
 def test_an_unknown_flag_is_refused_with_exit_2_as_vllm_does() -> None:
@@ -56,7 +56,6 @@ def test_flags_are_read_as_vllms_parser_reads_them() -> None:
 
 # --- the stand-in against the real engine's own page (captured by tests/e2e/test_real_vllm.py) ------
 
-_TYPE = re.compile(r"^# TYPE (\S+) (\S+)$", re.MULTILINE)
 REAL = GOLDEN / "real-vllm" / "0.32.0-cpu"
 
 
@@ -89,7 +88,7 @@ def standin(tmp_path: Path) -> Iterator[str]:
 def test_every_vllm_family_the_standin_serves_is_the_real_engines_with_its_type(standin: str) -> None:
     real = json.loads((REAL / "metrics-families.json").read_text())
     with urllib.request.urlopen(f"{standin}/metrics", timeout=10) as resp:
-        ours = dict(_TYPE.findall(resp.read().decode()))
+        ours = metric_types(resp.read().decode())
     vllm_ours = {name: kind for name, kind in ours.items() if name.startswith("vllm:")}
     assert vllm_ours, "the stand-in serves no vllm: family"
     wrong = {name: (kind, real.get(name)) for name, kind in vllm_ours.items() if real.get(name) != kind}

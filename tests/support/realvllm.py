@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from demo.realvllm import engine_python, tiny_llama
+from demo.harness import skewwatch
+from demo.realvllm import engine_env, engine_python, tiny_llama
 from demo.run import prepare_model
 from tests.support.paths import REPO
 
@@ -50,3 +51,12 @@ def prepare_real_vllm() -> RealVllm:
         tiny_llama(python, models, tokenizer, "float32"),
         engine_defaults(python),
     )
+
+
+def facts_json(*args: str) -> dict[str, Any]:
+    """``skewwatch facts ARGS --format json`` run as its own process (the CLI and JSON contract),
+    in the engine's environment less the engine's own VLLM_ settings."""
+    env = {k: v for k, v in engine_env().items() if not k.startswith("VLLM_")}
+    argv = skewwatch("facts", *args, "--format", "json")
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=True)
+    return dict(json.loads(out.stdout))

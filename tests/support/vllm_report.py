@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from demo import realvllm
 from demo.realvllm import VllmServer
 
 _NON_DEFAULT = re.compile(r"non-default args: (\{.*\})\s*$", re.MULTILINE)
@@ -26,7 +27,7 @@ _CONFIG_WORDS = (
     "enable_chunked_prefill", "tensor_parallel_size", "pipeline_parallel_size", "quantization",
     "seed", "trust_remote_code", "load_format", "tokenizer_mode", "device_config",
 )  # fmt: skip
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+_TYPE = re.compile(r"^# TYPE (\S+) (\S+)$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -61,10 +62,16 @@ def config_words(line: str) -> dict[str, str]:
 
 
 def cache_config_labels(metrics: str) -> dict[str, str]:
-    for line in metrics.splitlines():
-        if line.startswith("vllm:cache_config_info{"):
-            return dict(_LABEL.findall(line[: line.rindex("}")]))
-    raise AssertionError("no vllm:cache_config_info on /metrics")
+    """The labels of ``vllm:cache_config_info``; a page without it fails the test."""
+    labels = realvllm.cache_config_labels(metrics)
+    if not labels:
+        raise AssertionError("no vllm:cache_config_info on /metrics")
+    return labels
+
+
+def metric_types(metrics: str) -> dict[str, str]:
+    """Every family a /metrics page declares, by its ``# TYPE`` line: name -> type, sorted."""
+    return dict(sorted(_TYPE.findall(metrics)))
 
 
 def read_report(server: VllmServer) -> EngineReport:

@@ -790,8 +790,8 @@ class TargetWatch:
         target = self.tracker.target
         if target is None:
             return True
-        if self._ended is not None:
-            return False
+        if self._ended == (target.pid, target.start_ticks):
+            return False  # its end was said; a new target (attached since) is judged afresh
         try:
             text = self.proc.stat(target.pid)
             ticks = parse_stat_start_ticks(text)

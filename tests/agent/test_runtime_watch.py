@@ -73,15 +73,17 @@ def test_watch_says_an_end_once_and_a_replacement_once(tmp_path: Path) -> None:
     fake_process(procfs, 200, ["vllm", "serve", "m", "--port", "8001"])  # another replica
     now[0] = 1.0
     assert watch.check() is None
-    fake_process(procfs, 300, [*argv[:-1], "bfloat16"])
+    fake_process(procfs, 300, [*argv[:-1], "bfloat16"], start_ticks=4242)
     now[0] = 1.2  # scanned 0.2 s ago: not again yet
     assert watch.check() is None
     now[0] = 1.6
     assert watch.check() == "engine pid 100 ended and pid 300 replaces it"
     now[0] = 3.0
     assert watch.check() is None  # said once; the collection attaches it
+    assert not watch.steady()  # the ended target is still the one attached
     tracker.find(ProcFS(procfs), ctx.settings)
     assert tracker.target is not None and tracker.target.pid == 300
+    assert watch.steady()  # the new target, judged by its own stat line before any check()
     assert watch.check() is None
 
 

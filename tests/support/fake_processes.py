@@ -92,14 +92,20 @@ def fake_process(
     ppid: int = 1,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    start_ticks: int | None = None,
 ) -> None:
-    """Write /proc/<pid>/{cmdline,environ,stat,cwd} as the kernel lays them out."""
+    """Write /proc/<pid>/{cmdline,environ,stat,cwd} as the kernel lays them out; the stat line
+    is cut after field 13 unless ``start_ticks`` (field 22) is given, then it is the kernel's
+    full 52 fields."""
     d = procfs / str(pid)
     d.mkdir(parents=True)
     (d / "cmdline").write_bytes(b"".join(a.encode() + b"\0" for a in argv))
     (d / "environ").write_bytes(b"".join(f"{k}={v}".encode() + b"\0" for k, v in (env or {}).items()))
     comm = os.path.basename(argv[0])[:15] if argv else "kworker/0:1"
-    (d / "stat").write_text(f"{pid} ({comm}) S {ppid} {pid} {pid} 0 -1 4194560 0 0 0 0\n")
+    stat = f"{pid} ({comm}) S {ppid} {pid} {pid} 0 -1 4194560 0 0 0 0"
+    if start_ticks is not None:  # fields 14-21 (times, priority, threads), 22, then 23-52
+        stat += " 5 2 0 0 20 0 1 0 " + str(start_ticks) + " 0" * 30
+    (d / "stat").write_text(stat + "\n")
     if cwd is not None:
         (d / "cwd").symlink_to(cwd)
 

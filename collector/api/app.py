@@ -16,6 +16,7 @@ from aiohttp import web
 
 from collector.api import body, openapi, views
 from collector.api import drift as drift_routes
+from collector.api import evidence as evidence_routes
 from collector.api.drift import IntentBadRequest
 from collector.api.params import int_param
 from collector.errors import ApiError, BadRequestError, StoreError
@@ -212,4 +213,5 @@ def create_app(
 
         app.on_cleanup.append(close_pool)
         drift_routes.add_routes(app)
+        evidence_routes.add_routes(app, pods)
     return app

@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from collector.api import body as bodies
-from collector.api.params import int_param
+from collector.api.params import int_param, segment_param, time_param
 from collector.domain.model import SEVERITY_ORDER, Reference, Status
 from collector.domain.records import FindingQuery
 from collector.errors import BadRequestError, IntentError
@@ -78,13 +78,28 @@ async def get_workload(request: web.Request) -> web.Response:
 # -- findings ----------------------------------------------------------------------------------
 
 
+def _status(request: web.Request) -> str | None:
+    """``status``, or ``state`` (its alias, as the CLI says it); both given must agree."""
+    allowed = tuple(s.value for s in Status)
+    status, state = _choice(request, "status", allowed), _choice(request, "state", allowed)
+    if status is not None and state is not None and status != state:
+        raise BadRequestError(
+            f"query parameters 'status' and 'state' name the same filter: {status!r} and {state!r} differ"
+        )
+    return status if status is not None else state
+
+
 async def list_findings(request: web.Request) -> web.Response:
+    """A page of findings, newest first; every filter is one condition of the store's query."""
     query = FindingQuery(
         workload=await _workload_query(request),
-        status=_choice(request, "status", tuple(s.value for s in Status)),
+        namespace=segment_param(request, "namespace"),
+        status=_status(request),
         reference=_choice(request, "reference", tuple(r.value for r in Reference)),
         category=_choice(request, "category", FINDING_CATEGORIES),
         severity=_choice(request, "severity", tuple(SEVERITY_ORDER)),
+        since=time_param(request, "since"),
+        until=time_param(request, "until"),
         limit=int_param(request, "limit", 100, 1, MAX_FINDINGS_LIMIT) or 100,
         before_id=int_param(request, "before", None, 1, 2**62),
     )
@@ -233,7 +248,8 @@ async def diff(request: web.Request) -> web.Response:
 
 
 async def list_baselines(request: web.Request) -> web.Response:
-    rows = await _q(request).baselines(await _workload_query(request))
+    namespace = segment_param(request, "namespace")
+    rows = await _q(request).baselines(await _workload_query(request), namespace)
     return web.json_response({"baselines": [b.as_dict(facts=False) for b in rows]})
 
 
@@ -252,6 +268,12 @@ async def post_baseline(request: web.Request) -> web.Response:
     workload = await _workload(request)
     b = await _q(request).record_baseline(workload, note)
     return web.json_response({"workload": workload, "baseline": b.as_dict()}, status=201)
+
+
+async def delete_baseline(request: web.Request) -> web.Response:
+    """Forget the workload's baseline (current and older); the answer is what GET showed."""
+    deleted = await _q(request).delete_baseline(await _workload(request))
+    return web.json_response({"deleted": deleted.as_dict()})
 
 
 # -- intents -----------------------------------------------------------------------------------
@@ -332,6 +354,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/v1/baselines", list_baselines)
     r.add_get("/api/v1/baselines/{namespace}/{name}", get_baseline)
     r.add_post("/api/v1/baselines/{namespace}/{name}", post_baseline)
+    r.add_delete("/api/v1/baselines/{namespace}/{name}", delete_baseline)
     r.add_get("/api/v1/intents", list_intents)
     r.add_post("/api/v1/intents", post_intents)
     r.add_get("/api/v1/intents/{kind}/{name}", get_intent)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from collector.api.evidence import OPENAPI_PATHS as EVIDENCE_PATHS
+
 _TS = {"type": "number", "description": "Unix time, seconds"}
 _NULLABLE_TS = {"type": ["number", "null"], "description": "Unix time, seconds"}
 _STR = {"type": "string"}
@@ -252,8 +254,16 @@ SCHEMAS: dict[str, Any] = {
     ),
     "HistorySnapshot": _obj(
         {
-            "id": _INT,
-            "sequence": _INT,
+            "id": {
+                "type": "integer",
+                "description": "The stored snapshot's id: what GET /api/v1/diff?revisions=A,B and "
+                "`skewwatch diff --revisions A B` take (not the sequence)",
+            },
+            "sequence": {
+                "type": "integer",
+                "description": "The agent's message sequence number when this configuration was first "
+                "received: counted per agent session, so not unique and not a diff revision",
+            },
             "agent_id": _STR,
             "collected_at": _TS,
             "received_at": _TS,
@@ -288,7 +298,8 @@ SCHEMAS: dict[str, Any] = {
             "snapshots": {
                 "type": "array",
                 "items": _ref("HistorySnapshot"),
-                "description": "Newest first; one per configuration change",
+                "description": "Newest first; one per configuration change. Each row's id is the "
+                "stored snapshot id that diff's revisions=A,B takes",
             },
             "next_before": {
                 "type": ["integer", "null"],
@@ -578,7 +589,12 @@ SCHEMAS.update(
                 "findings": {"type": "array", "items": _ref("Finding")},
                 "next_before": {
                     "type": ["integer", "null"],
-                    "description": "pass as ?before= for older ones",
+                    "description": "pass as ?before= (with the same filters) for the next, older page; "
+                    "null exactly when there is none",
+                },
+                "more": {
+                    "type": "boolean",
+                    "description": "whether older findings match the filters (next_before is not null)",
                 },
             }
         ),
@@ -691,6 +707,10 @@ SCHEMAS.update(
             }
         ),
         "BaselineRecorded": _obj({"workload": _STR, "baseline": _ref("BaselineSummary")}),
+        "BaselineDeleted": _obj(
+            {"deleted": _ref("BaselineDetail")},
+            description="The deleted baseline as GET showed it: the current one and the older ones",
+        ),
         "IntentList": _obj(
             {
                 "intents": {
@@ -718,6 +738,18 @@ SCHEMAS.update(
 
 def _q(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"name": name, "in": "query", "description": description, "schema": schema or _STR}
+
+
+_STATUS = {"type": "string", "enum": ["pending", "open", "resolved"]}
+_NAMESPACE = _q("namespace", "only workloads in this namespace (none known: an empty list)", _SEGMENT)
+# Unix seconds as params.UNIX_PATTERN reads them, or an RFC 3339 date-time.
+_MOMENT = {
+    "anyOf": [
+        {"type": "string", "format": "date-time"},
+        {"type": "string", "pattern": "^[0-9]{1,11}([.][0-9]{1,9})?$"},
+    ],
+    "examples": ["2026-12-01T10:00:00Z", "1796119200"],
+}
 
 
 SCHEMAS["FindingDetail"] = _obj(
@@ -753,11 +785,9 @@ PATHS.update(
                 "operationId": "listFindings",
                 "parameters": [
                     _q("workload", "NAMESPACE/NAME or NAMESPACE/KIND/NAME", _WORKLOAD_REF),
-                    _q(
-                        "status",
-                        "pending | open | resolved",
-                        {"type": "string", "enum": ["pending", "open", "resolved"]},
-                    ),
+                    _NAMESPACE,
+                    _q("status", "pending | open | resolved", _STATUS),
+                    _q("state", "the same as status (both given: they must agree, else 400)", _STATUS),
                     _q(
                         "reference",
                         "intent | baseline | peers",
@@ -780,13 +810,20 @@ PATHS.update(
                     ),
                     _q("severity", "critical … info", _SEVERITY),
                     _q(
+                        "since",
+                        "only findings last seen at or after this moment: an RFC 3339 timestamp "
+                        "(2026-12-01T10:00:00Z; encode a '+' offset as %2B) or Unix seconds",
+                        _MOMENT,
+                    ),
+                    _q("until", "only findings last seen before this moment (as since)", _MOMENT),
+                    _q(
                         "limit",
                         "at most this many",
                         {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
                     ),
                     _q(
                         "before",
-                        "only ids below this (paging)",
+                        "only ids below this: the previous page's next_before (paging)",
                         {"type": "integer", "minimum": 1, "maximum": 2**62},
                     ),
                 ],
@@ -862,7 +899,11 @@ PATHS.update(
                     _q("last_good", "against the replica's previous configuration (flag; no value needed)"),
                     _q("baseline", "against the workload's baseline (flag)"),
                     _q("intent", "against the bound intents, field by field (flag)"),
-                    _q("revisions", "two snapshot ids, A,B (from history)"),
+                    _q(
+                        "revisions",
+                        "two stored snapshot ids, A,B: the id of a row of GET /api/v1/pods/{namespace}/"
+                        "{pod}/history (not its sequence)",
+                    ),
                     _q("pods", "two pods of the workload, P1,P2"),
                 ],
                 "responses": {
@@ -877,7 +918,10 @@ PATHS.update(
             "get": {
                 "summary": "The latest baseline of each workload (or every baseline of ?workload=)",
                 "operationId": "listBaselines",
-                "parameters": [_q("workload", "NAMESPACE/NAME or NAMESPACE/KIND/NAME", _WORKLOAD_REF)],
+                "parameters": [
+                    _q("workload", "NAMESPACE/NAME or NAMESPACE/KIND/NAME", _WORKLOAD_REF),
+                    _NAMESPACE,
+                ],
                 "responses": {
                     "200": _json(_ref("BaselineList"), "Baselines"),
                     "400": _ERROR,
@@ -917,6 +961,18 @@ PATHS.update(
                     "409": _json(_ref("Error"), "No live replica to record"),
                     "503": _ERROR,
                     **_BODY_ERRORS,
+                },
+            },
+            "delete": {
+                "summary": "Forget the workload's baseline (the current one and the older ones; nothing "
+                "else) and re-evaluate its findings; admin",
+                "operationId": "deleteBaseline",
+                "parameters": _WORKLOAD_PATH,
+                "responses": {
+                    "200": _json(_ref("BaselineDeleted"), "Deleted"),
+                    "400": _ERROR,
+                    "404": _json(_ref("Error"), "No such workload, or it has no baseline"),
+                    "503": _ERROR,
                 },
             },
         },
@@ -974,3 +1030,4 @@ PATHS.update(
         },
     }
 )
+PATHS.update(EVIDENCE_PATHS)  # the evidence bundle's route (collector/api/evidence.py)

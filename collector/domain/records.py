@@ -162,6 +162,12 @@ class FindingEvent:
 
 @dataclass(frozen=True)
 class FindingQuery:
+    """Which findings to list, newest (highest id) first: every given filter must hold.
+
+    ``namespace`` takes the findings of every workload in it; ``since`` and ``until`` bound the
+    finding's ``last_seen`` (Unix seconds, ``since <= last_seen < until``); ``before_id`` is the
+    paging cursor (ids below it). The store answers at most ``limit`` rows."""
+
     workload: str | None = None
     status: str | None = None
     reference: str | None = None
@@ -169,3 +175,6 @@ class FindingQuery:
     severity: str | None = None
     limit: int = 100
     before_id: int | None = None
+    namespace: str | None = None
+    since: float | None = None
+    until: float | None = None

@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from collector.baseline.model import compare_config
@@ -151,18 +151,34 @@ def _replica_json(r: Replica, majority: frozenset[str]) -> JSON:
 
 @dataclass(frozen=True)
 class FindingsPage:
-    """Findings newest first; ``next_before`` pages further back (None on the last page)."""
+    """Findings newest first, at most ``limit``.
 
-    findings: Sequence[FindingRecord]
+    ``rows`` holds up to ``limit + 1`` rows: the extra one is never shown, it only says that an
+    older match exists. So ``more`` is exact, and ``next_before`` (the id to pass as ``before``
+    for the next page) is None exactly when there is no further row."""
+
+    rows: Sequence[FindingRecord]
     limit: int
     now: float
 
     @property
+    def findings(self) -> Sequence[FindingRecord]:
+        return self.rows[: self.limit]
+
+    @property
+    def more(self) -> bool:
+        return len(self.rows) > self.limit
+
+    @property
     def next_before(self) -> int | None:
-        return self.findings[-1].id if len(self.findings) == self.limit else None
+        return self.findings[-1].id if self.more else None
 
     def as_dict(self) -> JSON:
-        return {"findings": [f.as_dict(self.now) for f in self.findings], "next_before": self.next_before}
+        return {
+            "findings": [f.as_dict(self.now) for f in self.findings],
+            "next_before": self.next_before,
+            "more": self.more,
+        }
 
 
 @dataclass(frozen=True)
@@ -432,7 +448,8 @@ class Queries:
     # -- findings --------------------------------------------------------------------------------
 
     async def findings(self, query: FindingQuery) -> FindingsPage:
-        rows = await self.store.list_findings(query)
+        """One page of ``query``: one row more is asked of the store, to know whether there are more."""
+        rows = await self.store.list_findings(replace(query, limit=query.limit + 1))
         return FindingsPage(rows, query.limit, time.time())
 
     async def finding(self, finding_id: int) -> FindingDetail:
@@ -609,9 +626,10 @@ class Queries:
 
     # -- baselines -------------------------------------------------------------------------------
 
-    async def baselines(self, workload: str | None = None) -> list[Baseline]:
-        """Newest first; without ``workload``, the latest of each workload."""
-        return await self.store.list_baselines(workload)
+    async def baselines(self, workload: str | None = None, namespace: str | None = None) -> list[Baseline]:
+        """Newest first; without ``workload``, the latest of each workload; with ``namespace``,
+        only workloads in it."""
+        return await self.store.list_baselines(workload, namespace=namespace)
 
     async def baseline(self, workload: str) -> BaselineHistory:
         rows = await self.store.list_baselines(workload, limit=BASELINE_HISTORY)
@@ -625,6 +643,19 @@ class Queries:
             return await self.drift.record(workload, origin="manual", note=note)
         except BaselineError as e:
             raise ConflictError(str(e)) from e
+
+    async def delete_baseline(self, workload: str) -> BaselineHistory:
+        """Forget the workload's baseline (the current one and its older ones; nothing else) and
+        re-evaluate, as recording one does: findings against it resolve. NotFoundError when there
+        is none. The answer is the baseline as ``baseline()`` showed it before."""
+        rows = await self.store.delete_baselines(workload)
+        if not rows:
+            raise NotFoundError(f"workload {workload} has no baseline")
+        log.info("baseline of %s deleted (%d recorded)", workload, len(rows))
+        # DriftService schedules one workload only from within (record); every known workload
+        # is re-evaluated instead, coalesced by its worker like an intent change.
+        self.drift.schedule_all()
+        return BaselineHistory(workload, rows[0], rows[1:BASELINE_HISTORY])
 
     # -- intents ---------------------------------------------------------------------------------
 

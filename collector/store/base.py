@@ -139,7 +139,7 @@ class QueryStore(PodStore, EvaluationStore, Protocol):
     """What the drift queries read and write beyond evaluation's: findings, baselines, intents."""
 
     async def list_findings(self, query: FindingQuery) -> list[FindingRecord]:
-        """Newest first."""
+        """At most ``query.limit`` findings matching every filter of it, newest (highest id) first."""
 
     async def get_finding(self, finding_id: int) -> tuple[FindingRecord, list[FindingEvent]] | None: ...
 
@@ -151,8 +151,14 @@ class QueryStore(PodStore, EvaluationStore, Protocol):
     async def open_finding_counts(self, now: float | None = None) -> dict[str, dict[str, int]]:
         """workload -> severity -> number of open findings."""
 
-    async def list_baselines(self, workload: str | None = None, limit: int = 1000) -> list[Baseline]:
-        """Newest first; without ``workload``, the latest of each workload."""
+    async def list_baselines(
+        self, workload: str | None = None, limit: int = 1000, namespace: str | None = None
+    ) -> list[Baseline]:
+        """Newest first; without ``workload``, the latest of each workload (ordered by workload);
+        with ``namespace``, only workloads in it."""
+
+    async def delete_baselines(self, workload: str) -> list[Baseline]:
+        """Delete every baseline of ``workload`` (nothing else); the deleted rows, newest first."""
 
     async def put_intent(self, record: IntentRecord) -> bool:
         """Create or replace; True when it was created."""

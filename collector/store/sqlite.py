@@ -89,6 +89,9 @@ _FINDING_COLUMNS = (
     " symptom, evidence, first_seen, last_seen, opened_at, resolved_at, hits, refs, resolution, ack, silence"
 )
 _SELECT_FINDINGS = f"SELECT id, {_FINDING_COLUMNS} FROM findings"  # noqa: S608
+_SELECT_BASELINES = "SELECT id, workload, recorded_at, origin, body FROM baselines"
+# A workload id in a namespace: NAMESPACE/KIND/NAME, bound by _namespace_bounds.
+_IN_NAMESPACE = "workload >= ? AND workload < ?"
 _INSERT_FINDING = f"INSERT INTO findings ({_FINDING_COLUMNS}) VALUES ({', '.join('?' * 23)})"  # noqa: S608
 # ack and silence are an admin's, set only by set_finding_note: an evaluation never overwrites them.
 # They are the last columns, so an update is the insert's values without its tail.
@@ -746,6 +749,15 @@ class SqliteStore:
             # A finding breaks one or more references; refs is their JSON list.
             where.append("(reference = ? OR refs LIKE ?)")
             params.extend((query.reference, f'%"{query.reference}"%'))
+        if query.namespace is not None:
+            where.append(_IN_NAMESPACE)
+            params.extend(_namespace_bounds(query.namespace))
+        if query.since is not None:
+            where.append("last_seen >= ?")
+            params.append(query.since)
+        if query.until is not None:
+            where.append("last_seen < ?")
+            params.append(query.until)
         if query.before_id is not None:
             where.append("id < ?")
             params.append(query.before_id)
@@ -849,21 +861,34 @@ class SqliteStore:
             None if row is None else codec.decode_baseline(int(row[0]), row[1], float(row[2]), row[3], row[4])
         )
 
-    async def list_baselines(self, workload: str | None = None, limit: int = 1000) -> list[Baseline]:
+    async def list_baselines(
+        self, workload: str | None = None, limit: int = 1000, namespace: str | None = None
+    ) -> list[Baseline]:
+        where, params = ("workload = ?", [workload]) if workload is not None else ("1", [])
+        if namespace is not None:
+            where += " AND " + _IN_NAMESPACE
+            params.extend(_namespace_bounds(namespace))
         if workload is not None:
-            sql = (
-                "SELECT id, workload, recorded_at, origin, body FROM baselines WHERE workload = ?"
-                " ORDER BY id DESC LIMIT ?"
-            )
-            params: tuple[Any, ...] = (workload, limit)
+            sql = _SELECT_BASELINES + f" WHERE {where} ORDER BY id DESC LIMIT ?"
         else:
             sql = (
-                "SELECT id, workload, recorded_at, origin, body FROM baselines WHERE id IN"
-                " (SELECT MAX(id) FROM baselines GROUP BY workload) ORDER BY workload LIMIT ?"
+                _SELECT_BASELINES + " WHERE id IN (SELECT MAX(id) FROM baselines"  # noqa: S608
+                f" WHERE {where} GROUP BY workload) ORDER BY workload LIMIT ?"
             )
-            params = (limit,)
-        rows = await self._read(lambda c: c.execute(sql, params).fetchall())
-        return [codec.decode_baseline(int(r[0]), r[1], float(r[2]), r[3], r[4]) for r in rows]
+        rows = await self._read(lambda c: c.execute(sql, (*params, limit)).fetchall())
+        return [_baseline(r) for r in rows]
+
+    async def delete_baselines(self, workload: str) -> list[Baseline]:
+        """Delete every baseline of ``workload`` in one transaction; the deleted rows, newest first."""
+
+        def body(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            rows = conn.execute(
+                _SELECT_BASELINES + " WHERE workload = ? ORDER BY id DESC", (workload,)
+            ).fetchall()
+            conn.execute("DELETE FROM baselines WHERE workload = ?", (workload,))
+            return rows
+
+        return [_baseline(r) for r in await self._write(body)]
 
     async def put_intent(self, record: IntentRecord) -> bool:
         def body(conn: sqlite3.Connection) -> bool:
@@ -894,6 +919,17 @@ class SqliteStore:
             ).fetchall()
         )
         return [IntentRecord(k, n, b, float(u)) for k, n, b, u in rows]
+
+
+def _baseline(row: tuple[Any, ...]) -> Baseline:
+    return codec.decode_baseline(int(row[0]), row[1], float(row[2]), row[3], row[4])
+
+
+def _namespace_bounds(namespace: str) -> tuple[str, str]:
+    """``workload`` ids of ``namespace`` are the strings from ``NS/`` up to, not including,
+    ``NS0`` ('0' follows '/'): a range an index serves, and exact for any namespace (LIKE would
+    read ``_`` and ``%`` in it as wildcards)."""
+    return f"{namespace}/", f"{namespace}0"
 
 
 def now() -> float:

@@ -1,0 +1,219 @@
+"""``skewwatch check``: the pre-deploy skew check, and its one-shot live form.
+
+``skewwatch check --intent FILE MANIFEST…`` (``-`` reads stdin, e.g. ``kubectl kustomize …
+| skewwatch check --intent spec.yaml -``) reads the manifests with no cluster and reports
+findings; exit 0 clean, 1 findings, 2 bad input (``FILE:LINE: message`` on stderr).
+``skewwatch check --intent FILE --pid PID | --match REGEX`` collects the local process once, as
+``skewwatch facts`` does, and runs the collector's intent check on it: exit 0 in intent, 1 drift,
+2 cannot run (no such process, no intent applies, bad intent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from agent.cli import settings_from_args
+from agent.redact import Redactor
+from agent.runtime import Agent
+from agent.settings import AgentSettings, env_value
+from collector.domain.model import Replica
+from collector.errors import IntentError
+from collector.intent.model import Intent, parse_documents
+from skewwatch.check.derive import derive
+from skewwatch.check.errors import CheckInputError, TargetNotFound
+from skewwatch.check.manifests import read_manifests
+from skewwatch.check.report import all_findings, render_json, render_sarif, render_table
+from skewwatch.check.rules import TargetResult, check_target, evaluate_replica
+from skewwatch.core.facts import Snapshot, SourceState
+
+MAX_INPUT_BYTES = 1024 * 1024  # the YAML loader's own cap; a bigger file is refused, not truncated
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "check",
+        help="pre-deploy skew check: manifests (or one local process) against a ModelSpec / SkewPolicy",
+        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--intent", required=True, metavar="FILE", help="ModelSpec / SkewPolicy YAML ('-': stdin)")
+    p.add_argument("manifests", nargs="*", metavar="MANIFEST", help="Kubernetes YAML files; '-' reads stdin")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument(
+        "--pid", type=int, default=None, help="check this running process instead of manifests"
+    )
+    target.add_argument(
+        "--match", default=None, metavar="REGEX", help="check the process whose command matches"
+    )
+    p.add_argument("--metrics-url", default=None, help="live mode: the runtime's /metrics URL")
+    p.add_argument("--model-dir", type=Path, default=None, help="live mode: the model directory")
+    p.add_argument("--source-timeout", type=float, default=None, help="live mode: seconds per source")
+    p.add_argument(
+        "-o", "--output", "--format", dest="output", choices=["table", "json", "sarif"], default="table",
+        help="table (default), json (schema skewwatch.check/v1) or sarif (SARIF 2.1.0)",
+    )  # fmt: skip
+    p.set_defaults(func=cmd_check)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """A parser with only ``check``, for tests and for callers without the whole CLI."""
+    parser = argparse.ArgumentParser(prog="skewwatch")
+    register(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def main(argv: Sequence[str], stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
+    args = build_parser().parse_args(["check", *argv])
+    return run(args, stdin or sys.stdin, stdout or sys.stdout, sys.stderr)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    return run(args, sys.stdin, sys.stdout, sys.stderr)
+
+
+def run(args: argparse.Namespace, stdin: TextIO, out: TextIO, err: TextIO) -> int:
+    live = args.pid is not None or args.match is not None
+    try:
+        if live and args.manifests:
+            raise CheckInputError("(arguments)", None, "give MANIFEST files or --pid/--match, not both")
+        if not live and not args.manifests:
+            raise CheckInputError("(arguments)", None, "give MANIFEST files ('-' for stdin) or --pid/--match")
+        if [args.intent, *args.manifests].count("-") > 1:
+            raise CheckInputError("-", None, "stdin can be read only once")
+        intents = load_intents(args.intent, stdin)
+        if live:
+            return run_live(args, intents, out, err)
+        results = check_manifests([(m, read_text(m, stdin)) for m in args.manifests], intents)
+    except IntentError as e:
+        for issue in e.issues:
+            print(str(issue), file=err)
+        return 2
+    except (CheckInputError, TargetNotFound) as e:
+        print(str(e), file=err)
+        return 2
+    if args.output == "json":
+        out.write(render_json(results, args.intent) + "\n")
+    elif args.output == "sarif":
+        out.write(render_sarif(results) + "\n")
+    else:
+        out.write(render_table(results) + "\n")
+    return 1 if all_findings(results) else 0
+
+
+def read_text(name: str, stdin: TextIO) -> str:
+    """A manifest or intent file's text; CheckInputError naming it when it cannot be read."""
+    try:
+        if name == "-":
+            text = stdin.read(MAX_INPUT_BYTES + 1)
+        else:
+            with open(name, encoding="utf-8") as f:
+                text = f.read(MAX_INPUT_BYTES + 1)
+    except (OSError, UnicodeDecodeError) as e:
+        raise CheckInputError(name, None, f"cannot read: {e.__class__.__name__}: {e}") from e
+    if len(text) > MAX_INPUT_BYTES:
+        raise CheckInputError(name, None, f"over {MAX_INPUT_BYTES} characters")
+    return text
+
+
+def load_intents(name: str, stdin: TextIO) -> list[Intent]:
+    """The intents of ``--intent``, read by the collector's own loader (IntentError names file and line)."""
+    intents = parse_documents(read_text(name, stdin), name)
+    if not intents:
+        raise CheckInputError(name, None, "no ModelSpec or SkewPolicy document in the file")
+    return intents
+
+
+def salt() -> str:
+    return env_value(os.environ, "SKEWWATCH_REDACTION_SALT") or AgentSettings.redaction_salt
+
+
+def check_manifests(sources: Sequence[tuple[str, str]], intents: Sequence[Intent]) -> list[TargetResult]:
+    """Every inference container of the manifests, checked; CheckInputError when there is none."""
+    redactor = Redactor(salt())
+    views = read_manifests(sources)
+    results = []
+    for view in views:
+        derived = derive(view, redactor)
+        if derived is not None:
+            results.append(check_target(derived, intents))
+    if not results:
+        names = ", ".join(f for f, _ in sources)
+        seen = f"{len(views)} container(s)" if views else "no workload with containers"
+        raise CheckInputError(
+            sources[0][0] if len(sources) == 1 else names, None,
+            f"no inference container found ({seen}; none starts vLLM, SGLang or TGI "
+            "by its command, args or image)",
+        )  # fmt: skip
+    return results
+
+
+def replica_of(snapshot: Snapshot) -> Replica:
+    """A one-shot collection as the collector holds a replica's current snapshot."""
+    facts = {k: f.value for k, f in snapshot.facts.items()}
+    return Replica(
+        pod=str(facts.get("orchestration.pod") or "local"),
+        facts=facts,
+        provenance={k: f.provenance for k, f in snapshot.facts.items()},
+        sources=dict(snapshot.sources),
+        fingerprint=snapshot.fingerprint.overall,
+        observations=(dict(snapshot.observations),) if snapshot.observations else (),
+    )
+
+
+def run_live(args: argparse.Namespace, intents: Sequence[Intent], out: TextIO, err: TextIO) -> int:
+    """Collect the local process once (the code ``skewwatch facts`` runs) and check it against the intent."""
+    ns = argparse.Namespace(
+        pid=args.pid, match=args.match, metrics_url=args.metrics_url, model_dir=args.model_dir,
+        source_timeout=args.source_timeout,
+    )  # fmt: skip
+    settings = settings_from_args(ns, os.environ)
+    snapshot = asyncio.run(Agent(settings, os.environ).collect())
+    process = snapshot.sources.get("process")
+    if process is None or process.state is SourceState.UNAVAILABLE:
+        raise TargetNotFound(
+            f"no inference process to check: {process.message if process else 'no process source'}"
+        )
+    replica = replica_of(snapshot)
+    workload = str(
+        replica.facts.get("orchestration.workload") or f"local/Process/{replica.facts.get('runtime.pid')}"
+    )
+    evaluation, note = evaluate_replica(replica, workload, intents)
+    if not evaluation.bound.model_specs and not evaluation.bound.policies:
+        raise TargetNotFound(
+            f"{args.intent}: no ModelSpec or SkewPolicy applies to {workload} "
+            "(annotate the pod, bind a SkewPolicy, or keep one ModelSpec in the file)"
+        )
+    verdict = "drift" if evaluation.drifts else "in-intent"
+    if args.output == "table":
+        out.write(f"{workload}: {verdict} ({len(evaluation.drifts)} drift(s))\n")
+        for d in evaluation.drifts:
+            out.write(f"  {d.severity:<8} {d.key}: {d.message}\n    hint: {d.hint}\n")
+        unverified = [c for c in evaluation.checks if c.status == "unverifiable"]
+        for c in unverified:
+            out.write(f"  unverified {c.field}: {c.detail}\n")
+        if note:
+            out.write(f"  note: {note}\n")
+    else:
+        doc = {
+            "schema": "skewwatch.check/v1",
+            "mode": "live",
+            "workload": workload,
+            "result": verdict,
+            "intents": dict(evaluation.bound.reasons),
+            "drifts": [
+                {"key": d.key, "severity": d.severity, "expected": d.expected, "actual": d.actual,
+                 "message": d.message, "hint": d.hint}
+                for d in evaluation.drifts
+            ],
+            "checks": [c.as_dict() for c in evaluation.checks if c.status != "documentary"],
+            "notes": [note] if note else [],
+        }  # fmt: skip
+        out.write(json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n")
+    return 1 if evaluation.drifts else 0

@@ -17,7 +17,7 @@ from agent.errors import SettingsError
 from agent.hashing import parse_bytes_per_s
 from agent.runtime import Agent
 from agent.settings import AgentSettings, env_float, env_int, env_value
-from skewwatch.core.facts import Snapshot
+from skewwatch.core.facts import Snapshot, SourceState
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +204,7 @@ def render_table(snapshot: Snapshot) -> str:
 
 
 def cmd_facts(args: argparse.Namespace) -> int:
+    """Collect once and print; exit 1 when the target process was not found (facts still printed)."""
     settings = settings_from_args(args, os.environ)
     snapshot = asyncio.run(Agent(settings, os.environ).collect())
     if args.format == "json":
@@ -211,7 +212,10 @@ def cmd_facts(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         print(render_table(snapshot))
-    return 0
+    # The process source is unavailable when no target process was found (or it exited while
+    # read): the facts are printed all the same, and the exit code says the target is missing.
+    process = snapshot.sources.get("process")
+    return 1 if process is not None and process.state is SourceState.UNAVAILABLE else 0
 
 
 def cmd_agent(args: argparse.Namespace) -> int:

@@ -1,7 +1,8 @@
 """The ``skewwatch`` command: one entry point, subcommands contributed by agent and collector.
 
 Bad arguments give one line on stderr and exit code 2; an unexpected failure gives one line and
-exit code 1 (``SKEWWATCH_DEBUG=1`` shows the traceback).
+exit code 1 (``SKEWWATCH_DEBUG=1`` shows the traceback). ``--log-level`` is taken before or after
+the subcommand; ``skewwatch completion bash|zsh`` prints a completion script made from this parser.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn, cast
+
+import shtab
 
 from skewwatch import __version__
 from skewwatch.core.errors import SkewwatchError
@@ -30,12 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = OneLineParser(prog="skewwatch", description="Catch training-serving skew in LLM inference.")
     parser.add_argument("--version", action="version", version=f"skewwatch {__version__}")
-    parser.add_argument(
-        "--log-level",
-        default=os.environ.get("SKEWWATCH_LOG_LEVEL", "INFO"),
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="log level (SKEWWATCH_LOG_LEVEL; default INFO)",
-    )
+    _add_log_level(parser, os.environ.get("SKEWWATCH_LOG_LEVEL", "INFO"))
     sub = cast(
         "argparse._SubParsersAction[argparse.ArgumentParser]",
         parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser),
@@ -43,7 +41,40 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     register_agent(sub)
     register_collector(sub)
+    c = sub.add_parser("completion", help="print a shell completion script: bash or zsh")
+    c.add_argument("shell", choices=("bash", "zsh"))
+    c.set_defaults(func=lambda a: _print_completion(parser, a.shell))
+    for p in _subcommand_parsers(parser):
+        _add_log_level(p, argparse.SUPPRESS)  # after the subcommand it overrides the one before
     return parser
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _add_log_level(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument(
+        "--log-level",
+        default=default,
+        choices=LOG_LEVELS,
+        help="log level (SKEWWATCH_LOG_LEVEL; default INFO)",
+    )
+
+
+def _subcommand_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every parser below ``parser``, at any depth (``pods delete``, ``intent validate``)."""
+    out: list[argparse.ArgumentParser] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):  # aliases map to one parser
+                out.append(child)
+                out.extend(_subcommand_parsers(child))
+    return out
+
+
+def _print_completion(parser: argparse.ArgumentParser, shell: str) -> int:
+    print(shtab.complete(parser, shell=shell), end="")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

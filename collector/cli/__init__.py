@@ -1,5 +1,8 @@
-"""The collector's ``skewwatch`` subcommands: ``collector`` (run one) and the API clients
-``pods`` and ``history``.
+"""The collector's ``skewwatch`` subcommands, this module their hub: ``collector`` (run one) and
+the query commands ``pods``, ``history``, ``findings``, ``diff`` and ``status`` here; ``baseline``
+(collector/cli/baselines.py), ``intent`` (collector/cli/intents.py) and ``evidence``
+(collector/cli/evidence.py) in modules of their own. Output and flags shared by the
+query commands: collector/cli/output.py, collector/cli/client.py, collector/cli/common.py.
 
 ``register(subparsers)`` adds them to the one ``skewwatch`` entry point; each sets
 ``func(args) -> exit code``. Exit codes: 0 ok, 1 the collector failed or could not be reached,
@@ -14,31 +17,50 @@ import json
 import logging
 import os
 import sys
-import urllib.error
 import urllib.parse
-import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from collector.cli import baselines, intents
+from collector.cli.client import (
+    COLLECTOR_URL_ENV,
+    DEFAULT_COLLECTOR_URL,
+    add_namespace_flags,
+    get_json,
+    in_namespace,
+    workload_namespace,
+)
+from collector.cli.common import (
+    add_exit_code_flag,
+    add_query_flags,
+    limit,
+    quote,
+    show,
+    usage_error,
+    workload,
+    workload_path,
+)
+from collector.cli.evidence import register as register_evidence
+from collector.cli.output import Column, Table, age, emit, format_time
 from collector.errors import ClientError, CollectorError, SettingsError
 from collector.settings import ENV, CollectorSettings
 
-DEFAULT_COLLECTOR_URL = "http://127.0.0.1:8080"
-COLLECTOR_URL_ENV = "SKEWWATCH_COLLECTOR_URL"
-DEFAULT_TIMEOUT_S = 10.0
-MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+__all__ = ["COLLECTOR_URL_ENV", "DEFAULT_COLLECTOR_URL", "collector_settings", "get_json", "register"]
 VALUE_WIDTH = 80
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``collector``, ``pods``, ``history``, ``findings``, ``diff``, ``baseline`` and ``status``."""
+    """Add ``collector``, ``pods``, ``history``, ``findings``, ``diff``, ``baseline``, ``status``,
+    ``intent`` and ``evidence``."""
     _register_collector(subparsers)
     _register_pods(subparsers)
     _register_history(subparsers)
     _register_drift(subparsers)
+    baselines.register(subparsers)
+    intents.register(subparsers)
+    register_evidence(subparsers)
 
 
 # -- collector ---------------------------------------------------------------------------------
@@ -126,30 +148,7 @@ def run_collector(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- API clients -------------------------------------------------------------------------------
-
-
-def _add_client_flags(p: argparse.ArgumentParser, *, inherited: bool = False) -> None:
-    """``inherited``: a sub-subcommand's copy of its parent's flags; absent ones keep the parent's."""
-
-    def default(value: Any) -> Any:
-        return argparse.SUPPRESS if inherited else value
-
-    p.add_argument(
-        "--collector",
-        type=_collector_url,
-        default=default(os.environ.get(COLLECTOR_URL_ENV) or DEFAULT_COLLECTOR_URL),
-        metavar="URL",
-        help=f"collector API base URL (default: ${COLLECTOR_URL_ENV}, else {DEFAULT_COLLECTOR_URL})",
-    )
-    p.add_argument("--format", choices=("table", "json"), default=default("table"))
-    p.add_argument(
-        "--timeout",
-        type=_positive_float,
-        default=default(DEFAULT_TIMEOUT_S),
-        metavar="SECONDS",
-        help=f"HTTP timeout (default: {DEFAULT_TIMEOUT_S:g})",
-    )
+# -- pods, history -----------------------------------------------------------------------------
 
 
 def _register_pods(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -157,7 +156,8 @@ def _register_pods(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
         "pods",
         help="list the pods a collector knows (STALE: not heard from within replica_stale_s), or delete one",
     )
-    _add_client_flags(p)
+    add_query_flags(p)
+    add_namespace_flags(p)
     p.set_defaults(func=run_pods)
     sub = p.add_subparsers(dest="pods_command", metavar="{delete}")
     d = sub.add_parser(
@@ -167,43 +167,16 @@ def _register_pods(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
         "Refused (exit 1) while an agent streams for it, since it would come back at once.",
     )
     d.add_argument("target", type=_namespace_pod, metavar="NAMESPACE/POD")
-    _add_client_flags(d, inherited=True)
+    add_query_flags(d, inherited=True)
     d.set_defaults(func=run_pods_delete)
 
 
 def _register_history(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("history", help="a pod's configuration changes, newest first")
     p.add_argument("target", type=_namespace_pod, metavar="NAMESPACE/POD")
-    p.add_argument("--limit", type=_limit, default=20, help="most snapshots to show (1-1000, default 20)")
-    _add_client_flags(p)
+    p.add_argument("--limit", type=limit, default=20, help="most snapshots to show (1-1000, default 20)")
+    add_query_flags(p)
     p.set_defaults(func=run_history)
-
-
-def _collector_url(value: str) -> str:
-    parsed = urllib.parse.urlsplit(value)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise argparse.ArgumentTypeError(f"must be an http(s) URL, got {value!r}")
-    return value.rstrip("/")
-
-
-def _positive_float(value: str) -> float:
-    try:
-        out = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
-    if not 0 < out <= 3600:
-        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 3600, got {value}")
-    return out
-
-
-def _limit(value: str) -> int:
-    try:
-        out = int(value, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
-    if not 1 <= out <= 1000:
-        raise argparse.ArgumentTypeError(f"must be between 1 and 1000, got {out}")
-    return out
 
 
 def _namespace_pod(value: str) -> tuple[str, str]:
@@ -213,100 +186,50 @@ def _namespace_pod(value: str) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
-def get_json(base: str, path: str, timeout_s: float, method: str = "GET", body: bytes | None = None) -> Any:
-    """``method base + path`` and decode JSON; raises ClientError with a one-line reason."""
-    url = base + path
-    request = urllib.request.Request(  # noqa: S310
-        url,
-        data=body,
-        method=method,
-        headers={"Accept": "application/json", "Content-Type": "application/json"},
-    )
-    try:
-        # The scheme was checked to be http(s) when the URL was parsed from the command line.
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
-            body = response.read(MAX_RESPONSE_BYTES + 1)
-            if response.status == 204:
-                return None  # No Content: a DELETE that succeeded
-    except urllib.error.HTTPError as e:
-        raise ClientError(f"{url}: HTTP {e.code}: {_error_message(e)}") from e
-    except urllib.error.URLError as e:
-        raise ClientError(f"cannot reach collector at {base}: {e.reason}") from e
-    except (OSError, TimeoutError) as e:
-        raise ClientError(f"cannot reach collector at {base}: {e or type(e).__name__}") from e
-    if len(body) > MAX_RESPONSE_BYTES:
-        raise ClientError(f"{url}: response larger than {MAX_RESPONSE_BYTES} bytes")
-    try:
-        return json.loads(body)
-    except ValueError as e:
-        raise ClientError(f"{url}: response is not JSON: {e}") from e
-
-
-def _error_message(e: urllib.error.HTTPError) -> str:
-    try:
-        data = json.loads(e.read(64 * 1024))
-        return str(data["error"]["message"])
-    except (ValueError, KeyError, TypeError, OSError):
-        return str(e.reason)
-
-
-def _show(
-    command: str,
-    args: argparse.Namespace,
-    path: str,
-    table: Callable[[Any], str],
-    *,
-    method: str = "GET",
-    body: bytes | None = None,
-) -> int:
-    """Call ``path`` on the collector and print the answer as JSON or as a table; 1 on failure."""
-    try:
-        data = get_json(args.collector, path, args.timeout, method, body)
-    except ClientError as e:
-        print(f"skewwatch {command}: error: {e}", file=sys.stderr)
-        return 1
-    if args.format == "json":
-        print(json.dumps(data, indent=2, sort_keys=True))
-    else:
-        print(table(data), end="")
-    return 0
-
-
 def run_pods(args: argparse.Namespace) -> int:
-    return _show("pods", args, "/api/v1/pods", format_pods_table)
+    def keep(data: dict[str, Any]) -> dict[str, Any]:
+        return {**data, "pods": [p for p in data.get("pods", []) if in_namespace(args, p.get("namespace"))]}
+
+    return show("pods", args, "/api/v1/pods", format_pods_table, keep=keep)
 
 
 def run_pods_delete(args: argparse.Namespace) -> int:
     namespace, pod = args.target
-    path = f"/api/v1/pods/{urllib.parse.quote(namespace, safe='')}/{urllib.parse.quote(pod, safe='')}"
     try:
-        get_json(args.collector, path, args.timeout, "DELETE")
+        get_json(args.collector, f"/api/v1/pods/{quote(namespace)}/{quote(pod)}", args.timeout, "DELETE")
     except ClientError as e:
         print(f"skewwatch pods delete: error: {e}", file=sys.stderr)
         return 1
-    if args.format == "json":
-        print(json.dumps({"deleted": {"namespace": namespace, "pod": pod}}, indent=2, sort_keys=True))
-    else:
-        print(f"deleted pod {namespace}/{pod} and its stored history")
+    emit(
+        {"deleted": {"namespace": namespace, "pod": pod}},
+        args.format,
+        lambda _d, _w: f"deleted pod {namespace}/{pod} and its stored history\n",
+    )
     return 0
 
 
 def run_history(args: argparse.Namespace) -> int:
     namespace, pod = args.target
-    path = (
-        f"/api/v1/pods/{urllib.parse.quote(namespace, safe='')}/{urllib.parse.quote(pod, safe='')}"
-        f"/history?limit={args.limit}"
-    )
-    return _show("history", args, path, format_history_table)
+    path = f"/api/v1/pods/{quote(namespace)}/{quote(pod)}/history?limit={args.limit}"
+
+    def more(data: dict[str, Any]) -> str | None:
+        if not _has_more(data):
+            return None
+        return (
+            f"{len(data.get('snapshots', []))} shown, older snapshots exist; raise --limit above {args.limit}"
+        )
+
+    return show("history", args, path, format_history_table, more=more)
+
+
+def _has_more(data: dict[str, Any]) -> bool:
+    """``more`` where the API says it, else whether it gave a ``next_before`` cursor."""
+    if "more" in data:
+        return bool(data["more"])
+    return data.get("next_before") is not None
 
 
 # -- table rendering (pure) --------------------------------------------------------------------
-
-
-def format_time(t: float | None) -> str:
-    if t is None:
-        return "-"
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def format_value(value: Any) -> str:
@@ -314,18 +237,9 @@ def format_value(value: Any) -> str:
     return text if len(text) <= VALUE_WIDTH else text[: VALUE_WIDTH - 1] + "…"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]]
-    return "\n".join(lines) + "\n"
-
-
-def format_pods_table(data: dict[str, Any]) -> str:
-    pods = data.get("pods", [])
-    if not pods:
-        return "no pods reported yet\n"
+def format_pods_table(data: dict[str, Any], wide: bool = False) -> Table:
     rows = []
-    for p in pods:
+    for p in data.get("pods", []):
         states = p.get("source_states", {})
         summary = ", ".join(f"{n} {s}" for s, n in states.items() if n) or "-"
         fp = p.get("fingerprint")
@@ -336,16 +250,21 @@ def format_pods_table(data: dict[str, Any]) -> str:
                 p["pod"],
                 p.get("node") or "-",
                 p.get("workload") or "-",
-                fp[:12] if fp else "(none yet)",
-                format_time(p.get("last_seen")),
+                (fp if wide else fp[:12]) if fp else "(none yet)",
+                age(p.get("last_seen")),
                 "stale" if p.get("stale") else "-",
                 str(conflicts) if conflicts else "-",
                 format_engine(p.get("engine")),
                 summary,
+                age(p.get("first_seen")),
+                str(p.get("live_streams", 0)),
+                p.get("workload_source") or "-",
             ]
         )
-    header = ["NAMESPACE", "POD", "NODE", "WORKLOAD", "FINGERPRINT", "LAST SEEN", "STALE", "CONFLICTS"]
-    return _table([*header, "ENGINE", "SOURCES"], rows)
+    columns = [Column(h) for h in ("NAMESPACE", "POD", "NODE", "WORKLOAD", "FINGERPRINT", "LAST SEEN")]
+    columns += [Column(h) for h in ("STALE", "CONFLICTS", "ENGINE", "SOURCES")]
+    columns += [Column("AGE", wide=True), Column("STREAMS", wide=True), Column("WORKLOAD FROM", wide=True)]
+    return Table(columns, rows, empty="no pods reported yet")
 
 
 def format_engine(engine: dict[str, Any] | None) -> str:
@@ -353,7 +272,7 @@ def format_engine(engine: dict[str, Any] | None) -> str:
     if not engine:
         return "-"
     state = str(engine.get("state"))
-    return state if state == "running" else f"{state} since {format_time(engine.get('since'))}"
+    return state if state == "running" else f"{state} for {age(engine.get('since'))}"
 
 
 def format_change(change: dict[str, Any]) -> str:
@@ -363,7 +282,7 @@ def format_change(change: dict[str, Any]) -> str:
     return f"{change['key']}: {before} -> {after}"
 
 
-def format_history_table(data: dict[str, Any]) -> str:
+def format_history_table(data: dict[str, Any], wide: bool = False) -> str:
     snaps = data.get("snapshots", [])
     events = data.get("events", [])
     head_line = f"{data.get('namespace')}/{data.get('pod')}: {len(snaps)} stored snapshot(s)"
@@ -383,29 +302,23 @@ def format_history_table(data: dict[str, Any]) -> str:
             )
             continue
         s = item
+        fingerprint = str(s.get("fingerprint", {}).get("overall", ""))
         head = (
             f"{format_time(s.get('collected_at'))}  seq {s.get('sequence')}  "
-            f"fingerprint {str(s.get('fingerprint', {}).get('overall', ''))[:12]}"
+            f"fingerprint {fingerprint if wide else fingerprint[:12]}"
         )
+        if wide:
+            head += f"  id {s.get('id')}"
         changes = s.get("changes", [])
         if s.get("previous_id") is None:
             out.append(f"{head}  first stored snapshot ({len(changes)} facts)")
             continue
         out.append(f"{head}  {len(changes)} change(s)")
         out.extend(f"    {format_change(c)}" for c in changes)
-    if data.get("next_before") is not None:
-        out.append(f"(older snapshots exist; raise --limit above {data.get('limit')})")
     return "\n".join(out) + "\n"
 
 
-# -- drift: findings, diff, baseline, status -----------------------------------------------------
-
-
-def _workload(value: str) -> str:
-    parts = value.split("/")
-    if len(parts) not in (2, 3) or not all(parts):
-        raise argparse.ArgumentTypeError(f"must be NAMESPACE/NAME or NAMESPACE/KIND/NAME, got {value!r}")
-    return value
+# -- drift: findings, diff, status -------------------------------------------------------------
 
 
 def _register_drift(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -428,47 +341,40 @@ def _register_drift(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         "--category", choices=("model", "runtime", "hardware", "serving", "orchestration", "performance")
     )
     p.add_argument("--severity", choices=("critical", "high", "medium", "low", "info"))
-    p.add_argument("--limit", type=_limit, default=100, help="most findings to show (1-1000, default 100)")
-    _add_client_flags(p)
+    p.add_argument("--limit", type=limit, default=100, help="most findings to show (1-1000, default 100)")
+    p.add_argument(
+        "--before", type=_finding_id, metavar="ID", help="only findings older than ID (the next page)"
+    )
+    add_namespace_flags(p)
+    add_exit_code_flag(p, "any finding is listed")
+    add_query_flags(p)
     p.set_defaults(func=run_findings)
 
     p = subparsers.add_parser(
         "diff", help="what differs: against last-good, baseline or intent; revisions; pods"
     )
-    p.add_argument("workload", type=_workload, metavar="NAMESPACE/NAME")
+    p.add_argument("workload", type=workload, metavar="NAMESPACE/NAME")
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--last-good", action="store_true", help="against the replica's previous configuration")
     mode.add_argument("--baseline", action="store_true", help="against the recorded baseline")
     mode.add_argument("--intent", action="store_true", help="against the bound ModelSpec / SkewPolicy")
     mode.add_argument("--revisions", nargs=2, metavar=("A", "B"), help="two snapshot ids (see history)")
     mode.add_argument("--pods", nargs=2, metavar=("P1", "P2"), help="two pods of the workload")
-    _add_client_flags(p)
+    add_exit_code_flag(p, "anything differs or an intent check drifts")
+    add_query_flags(p)
     p.set_defaults(func=run_diff)
 
-    p = subparsers.add_parser("baseline", help="show a workload's baseline, or --record one now")
-    p.add_argument("workload", type=_workload, metavar="NAMESPACE/NAME")
-    p.add_argument("--record", action="store_true", help="record the current configuration and performance")
-    p.add_argument("--note", default="", help="a note stored with a recorded baseline")
-    _add_client_flags(p)
-    p.set_defaults(func=run_baseline)
-
     p = subparsers.add_parser("status", help="workloads and their open findings (or one workload in detail)")
-    p.add_argument("workload", nargs="?", type=_workload, metavar="NAMESPACE/NAME")
-    _add_client_flags(p)
+    p.add_argument("workload", nargs="?", type=workload, metavar="NAMESPACE/NAME")
+    add_namespace_flags(p)
+    add_query_flags(p)
     p.set_defaults(func=run_status)
 
 
-def _q(value: str) -> str:
-    return urllib.parse.quote(value, safe="/")
-
-
-def _workload_path(workload: str) -> str:
-    parts = workload.split("/")
-    if len(parts) == 3:
-        ns, kind, name = parts
-        quoted = f"{urllib.parse.quote(ns, safe='')}/{urllib.parse.quote(name, safe='')}"
-        return f"{quoted}?kind={urllib.parse.quote(kind)}"
-    return "/".join(urllib.parse.quote(p, safe="") for p in parts)
+def _finding_id(value: str) -> str:
+    if not (value.isascii() and value.isdigit() and 0 < len(value) <= 18 and int(value) > 0):
+        raise argparse.ArgumentTypeError(f"must be a finding ID (a positive number), got {value!r}")
+    return value
 
 
 FINDING_ACTIONS = ("show", "ack", "silence")
@@ -479,49 +385,66 @@ def run_findings(args: argparse.Namespace) -> int:
     if words and words[0] in FINDING_ACTIONS:
         return _finding_action(args, words)
     if len(words) > 1:
-        print("skewwatch findings: error: give at most one NAMESPACE/NAME", file=sys.stderr)
-        return 2
+        return usage_error("findings", "give at most one NAMESPACE/NAME (or show|ack|silence ID)")
     params = {"limit": str(args.limit)}
     if args.status != "all":
         params["status"] = args.status
-    for name in ("reference", "category", "severity"):
+    for name in ("reference", "category", "severity", "before", "namespace"):
         if getattr(args, name):
             params[name] = getattr(args, name)
     if words:
         try:
-            params["workload"] = _workload(words[0])
+            params["workload"] = workload(words[0])
         except argparse.ArgumentTypeError as e:
-            print(f"skewwatch findings: error: {e}", file=sys.stderr)
-            return 2
-    return _show(
-        "findings", args, "/api/v1/findings?" + urllib.parse.urlencode(params), format_findings_table
+            return usage_error("findings", str(e))
+        if args.namespace and workload_namespace(words[0]) != args.namespace:
+            return usage_error("findings", f"{words[0]} is not in namespace {args.namespace} (-n)")
+
+    def keep(data: dict[str, Any]) -> dict[str, Any]:
+        # The namespace is also filtered here, for a collector whose API does not take it.
+        found = [
+            f for f in data.get("findings", []) if in_namespace(args, workload_namespace(f.get("workload")))
+        ]
+        return {**data, "findings": found}
+
+    def more(data: dict[str, Any]) -> str | None:
+        if not _has_more(data):
+            return None
+        shown = len(data.get("findings", []))
+        return f"{shown} shown, more exist; see the next ones with --before {data.get('next_before')}"
+
+    return show(
+        "findings",
+        args,
+        "/api/v1/findings?" + urllib.parse.urlencode(params),
+        format_findings_table,
+        keep=keep,
+        found=lambda data: bool(data.get("findings")),
+        more=more,
     )
 
 
 def _finding_action(args: argparse.Namespace, words: list[str]) -> int:
     action = words[0]
     if len(words) != 2 or not words[1].isdigit():
-        print(f"skewwatch findings {action}: error: give one finding ID (a number)", file=sys.stderr)
-        return 2
+        return usage_error(f"findings {action}", "give one finding ID (a number)")
     path = f"/api/v1/findings/{words[1]}"
     if action == "show":
-        return _show("findings show", args, path, format_finding_detail)
+        return show("findings show", args, path, format_finding_detail)
     sub = "ack" if action == "ack" else "silence"
     if args.clear:
-        return _show(f"findings {action}", args, f"{path}/{sub}", format_finding_detail, method="DELETE")
+        return show(f"findings {action}", args, f"{path}/{sub}", format_finding_detail, method="DELETE")
     if not args.reason:
-        print(f"skewwatch findings {action}: error: --reason is required", file=sys.stderr)
-        return 2
+        return usage_error(f"findings {action}", "--reason is required")
     body: dict[str, Any] = {"reason": args.reason, "by": args.by or ""}
     if action == "silence":
         if (args.for_ is None) == (args.until is None):
-            print("skewwatch findings silence: error: give --for DURATION or --until TIME", file=sys.stderr)
-            return 2
+            return usage_error("findings silence", "give --for DURATION or --until TIME")
         if args.for_ is not None:
             body["for"] = float(args.for_) if args.for_.replace(".", "", 1).isdigit() else args.for_
         else:
             body["until"] = args.until
-    return _show(
+    return show(
         f"findings {action}",
         args,
         f"{path}/{sub}",
@@ -531,26 +454,85 @@ def _finding_action(args: argparse.Namespace, words: list[str]) -> int:
     )
 
 
-def format_finding_detail(data: dict[str, Any]) -> str:
-    out = [format_findings_table({"findings": [data]}).rstrip("\n")]
-    if data.get("acknowledged"):
-        a = data["acknowledged"]
+def _finding_status(f: dict[str, Any]) -> str:
+    marks = [f["status"]]
+    if f.get("silenced"):
+        marks.append("silenced")
+    if f.get("acknowledged"):
+        marks.append("acknowledged")
+    if f.get("resolution") == "gone":
+        marks.append("gone")
+    return ",".join(marks)
+
+
+def format_findings_table(data: dict[str, Any], wide: bool = False) -> Table:
+    findings = data.get("findings", [])
+    rows = [
+        [
+            str(f["id"]),
+            f["severity"],
+            _finding_status(f),
+            f["workload"],
+            f.get("key") or "-",
+            _refs(f),
+            age(f.get("first_seen")),
+            f["message"],
+            f.get("category") or "-",
+            ",".join(f.get("pods") or []) or "-",
+            age(f.get("last_seen")),
+            age(f.get("resolved_at")),
+        ]
+        for f in findings
+    ]
+    columns = [
+        Column(h) for h in ("ID", "SEVERITY", "STATUS", "WORKLOAD", "KEY", "REFERENCE", "AGE", "MESSAGE")
+    ]
+    columns += [Column(h, wide=True) for h in ("CATEGORY", "PODS", "LAST SEEN", "RESOLVED")]
+    notes = [f"#{f['id']} hint: {f['hint']}" for f in findings if f.get("hint")]
+    return Table(columns, rows, notes=["", *notes] if notes else [], empty="no findings")
+
+
+def format_finding_detail(data: dict[str, Any], wide: bool = False) -> str:
+    f = data
+    out = [
+        f"finding #{f['id']} [{f['severity']}] {_finding_status(f)}: {f['workload']}",
+        f"    key: {f.get('key')} ({f.get('category')}), against {_refs(f)}",
+        f"    message: {f['message']}",
+        f"    pods: {', '.join(f.get('pods') or []) or '-'}",
+        f"    first seen {format_time(f.get('first_seen'))} ({age(f.get('first_seen'))} ago), "
+        f"last seen {format_time(f.get('last_seen'))}",
+    ]
+    if f.get("resolved_at"):
+        out.append(
+            f"    resolved {format_time(f['resolved_at'])}"
+            + (f" ({f['resolution']})" if f.get("resolution") else "")
+        )
+    if f.get("hint"):
+        out.append(f"    hint: {f['hint']}")
+    if f.get("acknowledged"):
+        a = f["acknowledged"]
         out.append(
             f"    acknowledged by {a.get('by') or '-'} at {format_time(a.get('at'))}: {a.get('reason')}"
         )
-    if data.get("silence"):
-        si = data["silence"]
-        state = "silenced" if data.get("silenced") else "silence ended"
+    if f.get("silence"):
+        si = f["silence"]
+        state = "silenced" if f.get("silenced") else "silence ended"
         out.append(
             f"    {state} until {format_time(si.get('until'))} by {si.get('by') or '-'}: {si.get('reason')}"
         )
-    for r in data.get("related") or []:
+    for r in f.get("related") or []:
         values = ", ".join(
             f"{p}={format_value(v)}" for p, v in sorted((r.get("actual_by_pod") or {}).items())
         )
         out.append(f"    {r['role']}: {r['key']} ({'+'.join(r.get('references', []))}) {values}")
-    for e in data.get("history") or []:
-        out.append(f"    {format_time(e.get('at'))}  {e.get('event')}  {e.get('message', '')}")
+    history = f.get("history")
+    if history is not None:
+        rows = [
+            [format_time(e.get("at")), age(e.get("at")), str(e.get("event")), str(e.get("message") or "")]
+            for e in history
+        ]
+        table = Table([Column(h) for h in ("TIME", "AGE", "EVENT", "MESSAGE")], rows, empty="no history")
+        out.extend(["", "history:", table.plain().rstrip("\n")])
     return "\n".join(out) + "\n"
 
 
@@ -566,47 +548,35 @@ def run_diff(args: argparse.Namespace) -> int:
         params["revisions"] = ",".join(args.revisions)
     else:
         params["pods"] = ",".join(args.pods)
-    return _show("diff", args, "/api/v1/diff?" + urllib.parse.urlencode(params), format_diff_table)
+    return show(
+        "diff", args, "/api/v1/diff?" + urllib.parse.urlencode(params), format_diff_table, found=has_drift
+    )
 
 
-def run_baseline(args: argparse.Namespace) -> int:
-    path = "/api/v1/baselines/" + _workload_path(args.workload)
-    if not args.record:
-        return _show("baseline", args, path, format_baseline_table)
-    body = json.dumps({"note": args.note}).encode()
-    return _show("baseline", args, path, format_baseline_table, method="POST", body=body)
+def has_drift(data: dict[str, Any]) -> bool:
+    """A diff shows drift when anything changed or an intent check drifts (unverifiable is not drift)."""
+    return bool(data.get("changes")) or any(c.get("status") == "drift" for c in data.get("checks") or [])
 
 
 def run_status(args: argparse.Namespace) -> int:
     if args.workload:
-        return _show(
-            "status", args, "/api/v1/workloads/" + _workload_path(args.workload), format_workload_status
+        if args.namespace and workload_namespace(args.workload) != args.namespace:
+            return usage_error("status", f"{args.workload} is not in namespace {args.namespace} (-n)")
+        return show(
+            "status", args, "/api/v1/workloads/" + workload_path(args.workload), format_workload_status
         )
-    return _show("status", args, "/api/v1/workloads", format_status_table)
+
+    def keep(data: dict[str, Any]) -> dict[str, Any]:
+        listed = data.get("workloads", [])
+        return {
+            **data,
+            "workloads": [w for w in listed if in_namespace(args, workload_namespace(w.get("workload")))],
+        }
+
+    return show("status", args, "/api/v1/workloads", format_status_table, keep=keep)
 
 
-def format_findings_table(data: dict[str, Any]) -> str:
-    findings = data.get("findings", [])
-    if not findings:
-        return "no findings\n"
-    out = []
-    for f in findings:
-        status = f["status"] + (" (silenced)" if f.get("silenced") else "")
-        if f.get("acknowledged"):
-            status += " (acknowledged)"
-        if f.get("resolution") == "gone":
-            status += " (replicas gone)"
-        out.append(f"#{f['id']} [{f['severity']}] {status} {f['workload']} {_refs(f)}: {f['message']}")
-        when = f"    since {format_time(f.get('first_seen'))}, last seen {format_time(f.get('last_seen'))}"
-        if f.get("resolved_at"):
-            when += f", resolved {format_time(f['resolved_at'])}"
-        out.append(when)
-        if f.get("hint"):
-            out.append(f"    hint: {f['hint']}")
-    return "\n".join(out) + "\n"
-
-
-def format_diff_table(data: dict[str, Any]) -> str:
+def format_diff_table(data: dict[str, Any], wide: bool = False) -> str:
     src = (data.get("from") or {}).get("label", "-")
     dst = (data.get("to") or {}).get("label", "-")
     changes = data.get("changes", [])
@@ -616,46 +586,34 @@ def format_diff_table(data: dict[str, Any]) -> str:
         out.append(f"    ({why})")
     out.extend(f"    {format_change(c)}" for c in changes)
     for c in data.get("checks", []):
-        if c.get("status") == "unverifiable":
-            out.append(f"    (unverifiable) {c['field']}: {c.get('detail', '')}")
+        if c.get("status") == "unverifiable" or (wide and c.get("status") != "ok"):
+            out.append(f"    ({c.get('status')}) {c['field']}: {c.get('detail', '')}")
     return "\n".join(out) + "\n"
 
 
-def format_baseline_table(data: dict[str, Any]) -> str:
-    b = data.get("baseline") or {}
-    out = [
-        f"{data.get('workload')}: baseline {b.get('id')} ({b.get('origin')}) "
-        f"recorded {format_time(b.get('recorded_at'))}",
-        f"    fingerprint {str(b.get('fingerprint', ''))[:12]}, pods {', '.join(b.get('pods', []))}",
-    ]
-    load = ", ".join(f"{k} {v:.3g}" for k, v in sorted((b.get("load") or {}).items())) or "unknown"
-    out.append(f"    load band: {load}")
-    for k, v in sorted((b.get("performance") or {}).items()):
-        out.append(f"    {k} = {v:.4g}")
-    if b.get("facts") is not None:
-        out.append(f"    {len(b['facts'])} configuration facts")
-    return "\n".join(out) + "\n"
-
-
-def format_status_table(data: dict[str, Any]) -> str:
+def format_status_table(data: dict[str, Any], wide: bool = False) -> Table:
     rows = []
     for w in data.get("workloads", []):
         counts = ", ".join(f"{n} {s}" for s, n in w.get("open_findings", {}).items()) or "none"
         rows.append(
             [
                 w["workload"],
+                str(w.get("state") or "-"),
                 str(w["replicas"]),
                 str(w["configurations"]),
                 counts,
-                format_time(w.get("baseline_recorded_at")),
+                age(w.get("baseline_recorded_at")),
+                age(w.get("last_seen")),
+                str(w.get("silenced_findings", 0)),
+                str(w.get("pods", "-")),
             ]
         )
-    if not rows:
-        return "no workloads reported yet\n"
-    return _table(["WORKLOAD", "REPLICAS", "CONFIGS", "OPEN FINDINGS", "BASELINE"], rows)
+    columns = [Column(h) for h in ("WORKLOAD", "STATE", "REPLICAS", "CONFIGS", "OPEN FINDINGS", "BASELINE")]
+    columns += [Column("LAST SEEN"), Column("SILENCED", wide=True), Column("PODS KNOWN", wide=True)]
+    return Table(columns, rows, empty="no workloads reported yet")
 
 
-def format_workload_status(data: dict[str, Any]) -> str:
+def format_workload_status(data: dict[str, Any], wide: bool = False) -> str:
     out = [f"{data.get('workload')}: {len(data.get('replicas', []))} live replica(s), "
            f"{len(data.get('configurations', []))} configuration(s)"]  # fmt: skip
     for c in data.get("configurations", []):

@@ -20,7 +20,8 @@ import pytest
 
 from collector.cli import evidence as evidence_cli
 from collector.cli.evidence import run_evidence
-from collector.service.evidence import SCHEMA, code_cell, render_markdown, text_cell
+from collector.service import evidence as evidence_service
+from collector.service.evidence import SCHEMA, build_tar, code_cell, render_markdown, text_cell
 from proto.skewwatch.v1 import skewwatch_pb2 as pb
 from skewwatch.wire import timestamp
 from tests.support.collector import (
@@ -375,3 +376,22 @@ def test_cli_refuses_tar_to_a_terminal(
     args = parser().parse_args(["evidence", "ml/llm", "-o", "tar", "--collector", "http://127.0.0.1:9"])
     assert run_evidence(args) == 2
     assert "--output-file" in capsys.readouterr().err
+
+
+def test_tar_is_deterministic_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    doc: dict[str, Any] = {"schema": SCHEMA, "generated_at_unix": 1796119200.5}
+    snaps = [
+        ("llm-0", {"facts": {"k": "v" * 500}}),
+        ("../etc/passwd", {"facts": {}}),
+        ("big", {"x": "y" * 5000}),
+    ]
+    assert build_tar(doc, "# md\n", snaps) == build_tar(doc, "# md\n", snaps)
+    monkeypatch.setattr(evidence_service, "MAX_TAR_BYTES", 2000)
+    with tarfile.open(fileobj=io.BytesIO(build_tar(doc, "# md\n", snaps)), mode="r:gz") as tar:
+        names = tar.getnames()
+        omitted = tar.extractfile("snapshots/OMITTED.txt").read().decode()  # type: ignore[union-attr]
+        assert all(m.mtime == 1796119200 and m.uid == 0 and m.mode == 0o644 for m in tar.getmembers())
+    # A pod name cannot reach outside snapshots/; what is over the bound is named, not silently lost.
+    assert names == ["evidence.json", "evidence.md", "snapshots/llm-0.json", "snapshots/.._etc_passwd.json",
+                     "snapshots/OMITTED.txt"]  # fmt: skip
+    assert "big" in omitted and "2000 bytes" in omitted

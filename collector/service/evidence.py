@@ -275,9 +275,11 @@ def code_cell(value: object) -> str:
     newlines shown as ``\\n``, ``|`` escaped (GFM splits cells before code spans), and a fence
     longer than any backtick run in it."""
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
+    if not text.strip():
+        return "(empty)" if not text else f"`{text}` (blank)"
     text = _NEWLINES.sub("\\\\n", text).replace("|", "\\|")
     fence = "`" * (max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
-    pad = " " if text.startswith("`") or text.endswith("`") or not text.strip() else ""
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
     return f"{fence}{pad}{text}{pad}{fence}"
 
 

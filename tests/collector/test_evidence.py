@@ -251,7 +251,7 @@ async def test_markdown_renders_each_section_and_keeps_tables_whole(incident: An
 def test_cells_cannot_break_a_table() -> None:
     assert code_cell("a|b\nc") == "`a\\|b\\nc`"
     assert code_cell("x`y") == "``x`y``" and code_cell("`") == "`` ` ``"
-    assert code_cell(1) == "`1`" and code_cell(None) == "`null`"
+    assert code_cell(1) == "`1`" and code_cell(None) == "`null`" and code_cell("") == "(empty)"
     assert text_cell("fix *this*\n| now") == "fix \\*this\\* \\| now"
     doc: dict[str, Any] = {
         "schema": SCHEMA,
@@ -380,7 +380,7 @@ def test_cli_refuses_tar_to_a_terminal(
 
 def test_tar_is_deterministic_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     doc: dict[str, Any] = {"schema": SCHEMA, "generated_at_unix": 1796119200.5}
-    snaps = [
+    snaps: list[tuple[str, dict[str, Any]]] = [
         ("llm-0", {"facts": {"k": "v" * 500}}),
         ("../etc/passwd", {"facts": {}}),
         ("big", {"x": "y" * 5000}),

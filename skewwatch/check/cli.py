@@ -30,7 +30,7 @@ from skewwatch.check.derive import derive
 from skewwatch.check.errors import CheckInputError, TargetNotFound
 from skewwatch.check.manifests import read_manifests
 from skewwatch.check.report import all_findings, render_json, render_sarif, render_table
-from skewwatch.check.rules import TargetResult, check_target, evaluate_replica
+from skewwatch.check.rules import TargetResult, check_target, evaluate_replica, shown_check
 from skewwatch.core.facts import Snapshot, SourceState
 
 MAX_INPUT_BYTES = 1024 * 1024  # the YAML loader's own cap; a bigger file is refused, not truncated
@@ -142,7 +142,7 @@ def check_manifests(sources: Sequence[tuple[str, str]], intents: Sequence[Intent
     for view in views:
         derived = derive(view, redactor)
         if derived is not None:
-            results.append(check_target(derived, intents))
+            results.append(check_target(derived, intents, redactor))
     if not results:
         names = ", ".join(f for f, _ in sources)
         seen = f"{len(views)} container(s)" if views else "no workload with containers"
@@ -191,6 +191,7 @@ def run_live(args: argparse.Namespace, intents: Sequence[Intent], out: TextIO, e
             "(annotate the pod, bind a SkewPolicy, or keep one ModelSpec in the file)"
         )
     verdict = "drift" if evaluation.drifts else "in-intent"
+    redactor = Redactor(settings.redaction_salt)
     if args.output == "table":
         out.write(f"{workload}: {verdict} ({len(evaluation.drifts)} drift(s))\n")
         for d in evaluation.drifts:
@@ -208,11 +209,13 @@ def run_live(args: argparse.Namespace, intents: Sequence[Intent], out: TextIO, e
             "result": verdict,
             "intents": dict(evaluation.bound.reasons),
             "drifts": [
-                {"key": d.key, "severity": d.severity, "expected": d.expected, "actual": d.actual,
-                 "message": d.message, "hint": d.hint}
+                {"key": d.key, "severity": d.severity, "expected": redactor.tree(d.key, d.expected),
+                 "actual": d.actual, "message": d.message, "hint": d.hint}
                 for d in evaluation.drifts
             ],
-            "checks": [c.as_dict() for c in evaluation.checks if c.status != "documentary"],
+            "checks": [
+                shown_check(c.as_dict(), redactor) for c in evaluation.checks if c.status != "documentary"
+            ],
             "notes": [note] if note else [],
         }  # fmt: skip
         out.write(json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n")

@@ -85,6 +85,11 @@ def _flag_line(view: ContainerView, flag: str) -> int | None:
     return None
 
 
+def _templated(value: FactValue) -> bool:
+    """A value a controller fills at deploy time (KServe's ``{{.Name}}``): unknown before it."""
+    return isinstance(value, str) and "{{" in value and "}}" in value
+
+
 def _redact(redactor: Redactor, secret_names: set[str]) -> Redact:
     base = redact_with(redactor)
 
@@ -121,6 +126,11 @@ def derive(view: ContainerView, redactor: Redactor) -> Derived | None:
     how = "implied: " + view.implied if view.implied else "command line of " + view.where
     add("runtime.engine", inv.spec.name, "process", "arg", how)
     for s in parsed.settings:
+        if _templated(s.value) and not s.key.startswith("runtime.args."):
+            problems.append(
+                f"{s.detail}: {s.key} is a template placeholder filled at deploy time: not judged"
+            )
+            continue
         add(s.key, s.value, "process", s.method, s.detail)
         settings[s.key] = s
     _manifest_facts(view, redactor, add)

@@ -329,14 +329,20 @@ class _PodContext:
         self, doc: Document, c: dict[str, Any], path: Path, env: Mapping[str, str], command: bool = True
     ) -> list[Arg]:
         words: list[Arg] = []
-        name = str(_get(self.doc.data, ("metadata", "name")) or "")
+        # KServe fills {{.Name}} with the InferenceService's name: known only when one is merged.
+        isvc = (
+            str(_get(self.doc.data, ("metadata", "name")) or "")
+            if self.obj.kind == "InferenceService"
+            else ""
+        )
         for part in ("command", "args") if command else ("args",):
             items = c.get(part)
             if not isinstance(items, list):
                 continue
             for i, item in enumerate(items):
                 line = doc.line((*path, part, i))
-                text = _KSERVE_PLACEHOLDER.sub(name, k8s_expand(str(item), env))
+                text = k8s_expand(str(item), env)
+                text = _KSERVE_PLACEHOLDER.sub(isvc, text) if isvc else text
                 words.append(Arg(text, line, self._is_block(doc.file, line)))
         return words
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agent.engines import REVISION
+from agent.redact import Redactor
 from collector.domain.model import Replica
 from collector.drift.engine import Evaluation, WorkloadInput, evaluate
 from collector.intent.binding import ANNOTATION_KEY, bind
@@ -294,8 +295,10 @@ SIMPLE_RULES: tuple[Callable[[Derived], list[Finding]], ...] = (
 )
 
 
-def check_target(d: Derived, intents: Sequence[Intent]) -> TargetResult:
-    """Every rule on one inference container."""
+def check_target(d: Derived, intents: Sequence[Intent], redactor: Redactor) -> TargetResult:
+    """Every rule on one inference container. An intent's own values pass the agent's redaction
+    too before they are shown: a token written into a ModelSpec is no more printable than one in
+    the manifest."""
     evaluation, note = intent_evaluation(d, intents)
     bound = evaluation.bound.intents
     result = TargetResult(d, bound=dict(evaluation.bound.reasons))
@@ -309,6 +312,19 @@ def check_target(d: Derived, intents: Sequence[Intent]) -> TargetResult:
         result.findings.extend(simple(d))
     result.findings.extend(rule_gpu_class(d, bound))
     result.findings.extend(rule_gpu_fit(d, bound))
-    result.findings.extend(rule_intent(d, evaluation))
-    result.checks = [c.as_dict() for c in evaluation.checks if c.status != "documentary"]
+    result.findings.extend(
+        replace(f, expected=_shown(redactor, f.key, f.expected)) for f in rule_intent(d, evaluation)
+    )
+    result.checks = [
+        shown_check(c.as_dict(), redactor) for c in evaluation.checks if c.status != "documentary"
+    ]
     return result
+
+
+def _shown(redactor: Redactor, key: str, value: Any) -> Any:
+    return redactor.tree(key.rsplit(".", 1)[-1], value)
+
+
+def shown_check(check: dict[str, Any], redactor: Redactor) -> dict[str, Any]:
+    """An intent row check as it may be printed: the intent's expected value redacted."""
+    return {**check, "expected": _shown(redactor, str(check["field"]), check["expected"])}

@@ -4,6 +4,7 @@ subcommand, and ``skewwatch completion``."""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import time
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from rich.console import Console
 
 from collector.cli.output import Column, Table, age, with_rfc3339
 from tests.support.cli import parser, run, run_process
@@ -206,3 +208,27 @@ def test_rfc3339_is_added_beside_time_fields_only() -> None:
         "history": [{"at": 1.5, "at_rfc3339": "1970-01-01T00:00:01.500Z", "event": "opened"}],
         "ok": True,
     }
+
+
+async def test_history_cut_by_limit_says_so_on_stderr(
+    running: Running, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s = await pod(running, "llm-0")
+    await s.exchange(snapshot_msg(3, make_snapshot({**BASE_FACTS, **FLOAT32})))
+    code, out, err = await out_of(
+        ["history", "ml/llm-0", "--limit", "1", "--collector", running.http], capsys
+    )
+    assert code == 0 and "1 stored snapshot(s)" in out
+    assert err == "skewwatch history: 1 shown, older snapshots exist; raise --limit above 1\n"
+    code, _, err = await out_of(["history", "ml/llm-0", "--limit", "2", "--collector", running.http], capsys)
+    assert code == 0 and err == ""
+
+
+def test_a_terminal_gets_the_same_cells_drawn_by_rich() -> None:
+    t = Table(
+        [Column("NAME"), Column("AGE"), Column("X", wide=True)], [["llm-0", "5m", "x"]], notes=["a note"]
+    )
+    console = Console(file=io.StringIO(), force_terminal=True, color_system=None, width=60)
+    t.draw(console)
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "NAME" in text and "llm-0" in text and "5m" in text and "a note" in text and " X" not in text

@@ -56,9 +56,23 @@ class Derived:
             return self.view.line if prov is None else self.line_of_detail(prov.detail)
         return self.line_of_detail(setting.detail)
 
+    def raw(self, key: str) -> Setting | None:
+        """The ``runtime.args.<flag>`` setting of a flag that feeds ``key``, as written (for a
+        value the table's type refused, such as ``--max-model-len auto``)."""
+        flags = {f for s in self.spec.settings if s.key == key for f in s.flags}
+        for s in reversed(self.parsed.settings):
+            if s.key.startswith("runtime.args.") and s.detail.split(" ", 1)[0] in flags:
+                return s
+        return None
+
     def line_of_detail(self, detail: str) -> int:
-        """The line of a provenance detail: a flag (``--dtype``), a variable (``DTYPE``, ``--x (via $V)``)."""
+        """The line of a provenance detail: a flag (``--dtype``), a variable (``DTYPE``, ``--x (via $V)``),
+        the positional model of ``vllm serve MODEL``."""
         view = self.view
+        if detail.startswith("positional argument") and self.parsed.model_arg:
+            for arg in view.argv:
+                if arg.text == self.parsed.model_arg:
+                    return arg.line
         via = _VIA_ENV.search(detail)
         if via is not None and via.group(1) in view.env_lines:
             return view.env_lines[via.group(1)]

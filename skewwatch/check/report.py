@@ -17,7 +17,6 @@ SCHEMA = "skewwatch.check/v1"
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 SARIF_LEVEL = {"critical": "error", "high": "error", "medium": "warning", "low": "note", "info": "note"}
 SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
-INFO_URI = "https://github.com/skewwatch/skewwatch/blob/main/docs/check.md"
 
 
 def all_findings(results: Sequence[TargetResult]) -> list[Finding]:
@@ -129,7 +128,6 @@ def render_sarif(results: Sequence[TargetResult]) -> str:
                     "driver": {
                         "name": "skewwatch",
                         "version": __version__,
-                        "informationUri": INFO_URI,
                         "rules": [
                             {
                                 "id": r.id,

@@ -172,7 +172,7 @@ def rule_revision(d: Derived) -> list[Finding]:
 
 
 def _implicit(d: Derived, key: str, rule: str, what: str) -> list[Finding]:
-    setting = d.settings.get(key)
+    setting = d.settings.get(key) or d.raw(key)
     value = None if setting is None else setting.value
     if (
         setting is not None
@@ -188,7 +188,7 @@ def _implicit(d: Derived, key: str, rule: str, what: str) -> list[Finding]:
     else:
         said = f"{value} ({setting.detail})"
     hint = f"set it with {flags}" if flags else RULES[rule].fix
-    line = d.view.line if setting is None or setting.method == "default" else d.line_of(key)
+    line = d.view.line if setting is None or setting.method == "default" else d.line_of_detail(setting.detail)
     return [_finding(d, rule, f"{what} is implicit: {said}", line, hint, key=key, actual=value)]
 
 

@@ -363,3 +363,98 @@ def test_registered_command_runs_from_a_parser() -> None:
         capture_output=True, text=True, input="", timeout=60, cwd=REPO, check=False,
     )  # fmt: skip
     assert proc.returncode == 2 and "missing.yaml: cannot read" in proc.stderr
+
+
+# --- kinds -----------------------------------------------------------------------------------
+
+LWS = """\
+apiVersion: leaderworkerset.x-k8s.io/v1
+kind: LeaderWorkerSet
+metadata: {name: llama-mn, namespace: llm}
+spec:
+  leaderWorkerTemplate:
+    size: 2
+    leaderTemplate:
+      spec:
+        nodeSelector: {nvidia.com/gpu.product: NVIDIA-A100-SXM4-80GB}
+        containers:
+          - name: leader
+            image: vllm/vllm-openai:v0.8.5
+            command:
+              - sh
+              - -c
+              - >-
+                ray start --head && vllm serve meta-llama/Llama-3.1-8B-Instruct --revision abc123
+                --dtype bfloat16 --max-model-len 8192 --tensor-parallel-size 2 --pipeline-parallel-size 2
+            resources: {limits: {nvidia.com/gpu: "2"}}
+    workerTemplate:
+      spec:
+        containers:
+          - name: worker
+            image: vllm/vllm-openai:v0.8.5
+            command: [sh, -c, "ray start --address=$(LWS_LEADER_ADDRESS):6379 --block"]
+"""
+
+
+def test_leader_worker_set_checks_the_leader_engine(tmp_path: Path) -> None:
+    code, doc = run_json(["--intent", write(tmp_path, "i.yaml", INTENT), write(tmp_path, "m.yaml", LWS)])
+    [target] = doc["targets"]  # the worker runs ray, not an engine
+    assert (target["object"]["kind"], target["container"], target["role"]) == (
+        "LeaderWorkerSet",
+        "leader",
+        "leader",
+    )
+    rules = {f["rule"]: f for f in target["findings"]}
+    # tp 2 x pp 2 = 4 GPUs do not fit the leader's 2; the intent's a100-80gb is what the selector pins.
+    assert code == 1 and "SW006" in rules and "SW005" not in rules
+    assert rules["SW006"]["expected"] == 4 and rules["SW006"]["actual"] == 2
+
+
+ISVC = """\
+apiVersion: serving.kserve.io/v1beta1
+kind: InferenceService
+metadata: {name: llama-isvc}
+spec:
+  predictor:
+    nodeSelector: {nvidia.com/gpu.product: NVIDIA-A100-SXM4-80GB}
+    model:
+      modelFormat: {name: vLLM}
+      runtime: kserve-vllmserver
+      storageUri: hf://meta-llama/Llama-3.1-8B-Instruct
+      args: [--dtype=bfloat16, --max-model-len=4096]
+      resources: {limits: {nvidia.com/gpu: "2"}}
+"""
+
+
+def test_inference_service_is_merged_onto_its_serving_runtime(real_fixtures: Path, tmp_path: Path) -> None:
+    runtime = real_fixtures / "manifests" / "kserve__clusterservingruntime-vllmserver.yaml"
+    isvc = write(tmp_path, "isvc.yaml", ISVC)
+    intent = INTENT.replace("meta-llama/Llama-3.1-8B-Instruct", "llama-isvc").replace("count: 2", "count: 2")
+    _, doc = run_json(["--intent", write(tmp_path, "i.yaml", intent), str(runtime), isvc])
+    merged = [t for t in doc["targets"] if t["object"]["kind"] == "InferenceService"]
+    [target] = merged
+    assert target["implied_command"] == "merged onto ClusterServingRuntime kserve-vllmserver"
+    # {{.Name}} became the InferenceService's name, so the ModelSpec binds by served name.
+    assert target["intents"] == {"ModelSpec/llama": "identity.model.id llama-isvc is the served model name"}
+    findings = {f["rule"]: f for f in target["findings"]}
+    assert set(findings) == {"SW100"}  # 4096 from the predictor's args against the intent's 8192
+    assert findings["SW100"]["key"] == "runtime.max_model_len"
+    assert (findings["SW100"]["file"], findings["SW100"]["line"]) == (isvc, 11)
+
+
+def test_max_model_len_auto_is_implicit(tmp_path: Path) -> None:
+    manifest = CLEAN.replace('--max-model-len, "8192"', "--max-model-len, auto")
+    _, doc = run_json(["--intent", write(tmp_path, "i.yaml", INTENT), write(tmp_path, "m.yaml", manifest)])
+    [f] = [f for f in doc["targets"][0]["findings"] if f["rule"] == "SW004"]
+    assert "auto" in f["message"] and "--max-model-len" in manifest.splitlines()[f["line"] - 1]
+
+
+def test_positional_model_of_vllm_serve_points_at_its_word(tmp_path: Path) -> None:
+    written = "          args: [--model, meta-llama/Llama-3.1-8B-Instruct,\n                 --revision, "
+    plain = CLEAN.replace(
+        written + "0e9e39f249a16976918f6564b8830bc894c89659,",
+        "          command: [vllm, serve, meta-llama/Llama-3.1-8B-Instruct]\n          args: [",
+    )
+    _, doc = run_json(["--intent", write(tmp_path, "i.yaml", INTENT), write(tmp_path, "m.yaml", plain)])
+    [f] = [f for f in doc["targets"][0]["findings"] if f["rule"] == "SW002"]
+    assert "vllm, serve, meta-llama" in plain.splitlines()[f["line"] - 1]

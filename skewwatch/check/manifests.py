@@ -417,11 +417,11 @@ class _PodContext:
                 env[name] = k8s_expand(str(item["value"]) if item["value"] is not None else "", env)
                 secret.discard(name)
             elif "secretKeyRef" in value_from:
-                ref = value_from["secretKeyRef"] or {}
+                ref = value_from["secretKeyRef"] if isinstance(value_from["secretKeyRef"], dict) else {}
                 env[name] = f"{SECRET_MARKER}{ref.get('name', '')}/{ref.get('key', '')}"
                 secret.add(name)
             elif "configMapKeyRef" in value_from:
-                ref = value_from["configMapKeyRef"] or {}
+                ref = value_from["configMapKeyRef"] if isinstance(value_from["configMapKeyRef"], dict) else {}
                 cm = self.inp.configmaps.get((ns, str(ref.get("name")))) or self.inp.configmaps.get(
                     ("", str(ref.get("name")))
                 )

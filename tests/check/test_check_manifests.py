@@ -458,3 +458,32 @@ def test_positional_model_of_vllm_serve_points_at_its_word(tmp_path: Path) -> No
     _, doc = run_json(["--intent", write(tmp_path, "i.yaml", INTENT), write(tmp_path, "m.yaml", plain)])
     [f] = [f for f in doc["targets"][0]["findings"] if f["rule"] == "SW002"]
     assert "vllm, serve, meta-llama" in plain.splitlines()[f["line"] - 1]
+
+
+def test_malformed_fields_cost_only_themselves(tmp_path: Path) -> None:
+    hostile = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: [x]}
+spec:
+  template:
+    metadata: {labels: oops}
+    spec:
+      nodeSelector: [1]
+      affinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: [7]}}}
+      containers:
+        - name: vllm
+          image: 42
+          command: "not a list"
+          args: [vllm, serve, org/m, {a: b}]
+          env: [{name: A, valueFrom: {secretKeyRef: nope}}, {name: B, valueFrom: {configMapKeyRef: 3}}, 5]
+          envFrom: [{configMapRef: 3}, {secretRef: {name: s}}]
+          resources: {limits: 5, requests: {nvidia.com/gpu: lots}}
+        - notadict
+---
+just a string
+"""
+    code, doc = run_json(["--intent", write(tmp_path, "i.yaml", INTENT), write(tmp_path, "m.yaml", hostile)])
+    assert code == 1
+    assert {"SW001", "SW002", "SW005"} <= rules_of(doc)[0]
+    assert "envFrom Secret s: its variables are unknown" in doc["targets"][0]["notes"]

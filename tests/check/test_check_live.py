@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from demo.standin_vllm import install_launcher
-from tests.check.test_check_manifests import run
+from tests.check.helpers import run
 from tests.support.fake_processes import Engines, standin_argv
 
 MODELSPEC = """\

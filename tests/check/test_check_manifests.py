@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from skewwatch.check import main
+from tests.check.helpers import run
 from tests.support.paths import REPO
 
 FIXTURES = REPO / "tests" / "fixtures" / "check"
@@ -34,17 +33,6 @@ EXPECTED: dict[str, list[set[str]]] = {
     # meta-llama/Llama-3.2-1B-Instruct with no --revision, no --dtype / --max-model-len, no GPU selector.
     "production-stack__vllm-gpu-deployment.yaml": [{"SW002", "SW003", "SW004", "SW005"}],
 }
-
-
-def run(args: list[str], stdin: str = "") -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    old = sys.stderr
-    sys.stderr = err
-    try:
-        code = main(args, stdin=io.StringIO(stdin), stdout=out)
-    finally:
-        sys.stderr = old
-    return code, out.getvalue(), err.getvalue()
 
 
 def run_json(args: list[str], stdin: str = "") -> tuple[int, dict[str, Any]]:

@@ -151,6 +151,10 @@ class DriftService:
             return
         self._schedule(workload)
 
+    def schedule(self, workload: str) -> None:
+        """Evaluate ``workload`` again soon (its baseline or intents changed through the API)."""
+        self._schedule(workload)
+
     def _schedule(self, workload: str) -> None:
         self._dirty[workload] = None
         self._idle.clear()

@@ -652,9 +652,7 @@ class Queries:
         if not rows:
             raise NotFoundError(f"workload {workload} has no baseline")
         log.info("baseline of %s deleted (%d recorded)", workload, len(rows))
-        # DriftService schedules one workload only from within (record); every known workload
-        # is re-evaluated instead, coalesced by its worker like an intent change.
-        self.drift.schedule_all()
+        self.drift.schedule(workload)
         return BaselineHistory(workload, rows[0], rows[1:BASELINE_HISTORY])
 
     # -- intents ---------------------------------------------------------------------------------

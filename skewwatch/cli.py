@@ -30,6 +30,7 @@ class OneLineParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from agent.cli import register as register_agent
     from collector.cli import register as register_collector
+    from skewwatch.check import register as register_check
 
     parser = OneLineParser(prog="skewwatch", description="Catch training-serving skew in LLM inference.")
     parser.add_argument("--version", action="version", version=f"skewwatch {__version__}")
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     register_agent(sub)
     register_collector(sub)
+    register_check(sub)
     c = sub.add_parser("completion", help="print a shell completion script: bash or zsh")
     c.add_argument("shell", choices=("bash", "zsh"))
     c.set_defaults(func=lambda a: _print_completion(parser, a.shell))

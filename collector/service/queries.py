@@ -564,7 +564,8 @@ class Queries:
         rep, to = self._current(ctx)
         if ctx.baseline is None:
             raise NotFoundError(
-                f"workload {ctx.workload} has no baseline; record one with POST /api/v1/baselines/..."
+                f"workload {ctx.workload} has no baseline; record one with "
+                f"'skewwatch baseline record {ctx.workload}'"
             )
         return DiffResult(
             ctx.workload,
@@ -680,9 +681,7 @@ class Queries:
         existing = {(i.kind, i.name) for i in self.drift.registry.intents()}
         clash = [f"{i.kind}/{i.name}" for i in intents if (i.kind, i.name) in existing]
         if clash:
-            raise ConflictError(
-                f"{', '.join(clash)} already exist; PUT /api/v1/intents/{{kind}}/{{name}} replaces"
-            )
+            raise ConflictError(f"{', '.join(clash)} already exist; 'skewwatch intent apply' replaces them")
         await self._save_intents(intents)
 
     async def put_intent(self, intent: Intent) -> bool:

@@ -187,8 +187,9 @@ def test_facts_without_a_process_reports_sources_unavailable(tmp_path: Path) -> 
         capture_output=True,
         text=True,
         timeout=60,
-        check=True,
+        check=False,
     )
+    assert out.returncode == 1, out.stderr  # the target was not found; the facts are still printed
     data = json.loads(out.stdout)
     assert data["sources"]["process"]["status"] == "unavailable"
     assert data["sources"]["process"]["message"]

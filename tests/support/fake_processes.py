@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import yaml
 
 from agent.settings import AgentSettings
 from agent.sources.base import AgentPaths, CollectContext
+from skewwatch.check.manifests import k8s_expand  # the kubelet's $(VAR), as the pre-deploy check expands it
 
 # What a secretKeyRef would inject: shaped like a real token so the redactor has to catch it.
 SECRET_FROM_REF = "hf_FromSecretKeyRef0123456789abcdef"
@@ -111,25 +111,6 @@ def fake_process(
 
 
 # --- manifests run as real processes ---------------------------------------------------------------
-
-_K8S_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.\-]*)\)")
-
-
-def k8s_expand(text: str, env: Mapping[str, str]) -> str:
-    """Expand ``$(VAR)`` in a container's command or args as the kubelet does.
-
-    A variable the container's env defines is replaced; an undefined one stays as written;
-    ``$$`` is a literal ``$``.
-    """
-
-    def sub(m: re.Match[str]) -> str:
-        if m.group(0) == "$$":
-            return "$"
-        name = m.group(1)
-        return env[name] if name in env else m.group(0)
-
-    return _K8S_REF.sub(sub, text)
-
 
 # KServe's LLMInferenceService has no command of its own: the controller merges the preset
 # config-llm-decode-worker-data-parallel (kserve/kserve config/llmisvc, @3cb95ee9) into the

@@ -8,7 +8,6 @@ import io
 import json
 import subprocess
 import time
-from typing import Any
 
 import pytest
 import yaml
@@ -16,32 +15,8 @@ from rich.console import Console
 
 from collector.cli.output import Column, Table, age, with_rfc3339
 from tests.support.cli import parser, run, run_process
-from tests.support.collector import BASE_FACTS, AgentStream, Running, hello_msg, make_snapshot, snapshot_msg
-
-FLOAT32 = {"runtime.args.dtype": "float32", "runtime.dtype": "float32"}
-
-
-async def pod(
-    running: Running, name: str, namespace: str = "ml", facts: dict[str, Any] | None = None
-) -> AgentStream:
-    s = running.stream()
-    await s.exchange(hello_msg(1, namespace=namespace, pod=name))
-    fs = {**BASE_FACTS, "orchestration.pod": name, "orchestration.namespace": namespace, **(facts or {})}
-    await s.exchange(snapshot_msg(2, make_snapshot(fs)))
-    return s
-
-
-async def settle(running: Running) -> None:
-    assert running.collector.drift is not None
-    await running.collector.drift.settled()
-
-
-async def drifted(running: Running) -> None:
-    """Three replicas of ml/llm, one on float32: a peers finding on runtime.dtype."""
-    for i in range(2):
-        await pod(running, f"llm-{i}")
-    await pod(running, "llm-2", facts=FLOAT32)
-    await settle(running)
+from tests.support.cli_state import FLOAT32, drifted, pod, settle
+from tests.support.collector import BASE_FACTS, Running, make_snapshot, snapshot_msg
 
 
 async def out_of(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

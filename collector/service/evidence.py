@@ -35,6 +35,7 @@ from collector.service.pods import PodHistory, Pods, PodView
 from collector.service.queries import DiffRequest, DiffResult, Queries, WorkloadView, workload_state
 from skewwatch.core.facts import FactValue
 from skewwatch.core.identity import PodKey
+from skewwatch.core.image import image_reference, image_tag
 
 JSON = dict[str, Any]
 SCHEMA = "skewwatch.evidence/v1"
@@ -67,6 +68,17 @@ def _pick(facts: Mapping[str, FactValue], keys: Sequence[str]) -> JSON:
     return {k: facts[k] for k in keys if k in facts}
 
 
+def _image(facts: Mapping[str, FactValue]) -> JSON:
+    """The image facts, and the tag and digest its reference names (the tag a pod spec pulled by)."""
+    out = _pick(facts, IMAGE_KEYS)
+    image = facts.get("orchestration.image")
+    if isinstance(image, str) and image.strip():
+        digest = image_reference(image)[2]
+        out["tag"] = image_tag(image)
+        out["reference_digest"] = digest
+    return out
+
+
 def _prefixed(facts: Mapping[str, FactValue], prefix: str) -> JSON:
     return {k: facts[k] for k in sorted(facts) if k.startswith(prefix)}
 
@@ -97,7 +109,7 @@ class PodEvidence:
             "snapshot_id": rec.current_snapshot_id,
             "engine": rec.engine.as_dict() if rec.engine else None,
             "sources": {n: cur.sources[n].state.value for n in sorted(cur.sources)} if cur else {},
-            "image": _pick(facts, IMAGE_KEYS),
+            "image": _image(facts),
             "gpu": _pick(facts, GPU_KEYS),
             "observations": {n: {"value": o.value, "unit": o.unit} for n, o in sorted(obs.items.items())}
             if obs

@@ -46,6 +46,7 @@ from collector.settings import CollectorSettings, parse_headers, parse_otlp_endp
 from collector.telemetry.catalogue import catalogue, spec
 from skewwatch import __version__
 from skewwatch.core.facts import FactValue
+from skewwatch.core.image import image_tag
 
 log = logging.getLogger(__name__)
 
@@ -91,18 +92,6 @@ CONFIG_FACTS: tuple[tuple[str, str], ...] = (
 )
 UNKNOWN = "unknown"
 _DIGEST = re.compile(r"^(sha\d+[:-])?[0-9a-fA-F]{32,}$")
-
-
-def image_tag(image: FactValue) -> str:
-    """The tag of an image reference, never its digest: ``repo:tag@sha256:…`` -> ``tag``; no tag
-    and no digest -> ``latest`` (what the runtime pulls); a digest alone -> ``unknown``."""
-    if not isinstance(image, str) or not image.strip():
-        return UNKNOWN
-    name, _, digest = image.strip().partition("@")
-    last = name.rsplit("/", 1)[-1]
-    if ":" in last:
-        return last.rsplit(":", 1)[1] or UNKNOWN
-    return UNKNOWN if digest else "latest"
 
 
 def model_name(model_id: FactValue, model_path: FactValue) -> str:

@@ -23,6 +23,7 @@ from collector.drift.engine import Evaluation, WorkloadInput, evaluate
 from collector.intent.binding import ANNOTATION_KEY, bind
 from collector.intent.model import Intent, ModelSpec
 from skewwatch.check.derive import Derived, gpu_limit
+from skewwatch.core.image import image_reference
 
 
 @dataclass(frozen=True)
@@ -120,15 +121,6 @@ def _finding(d: Derived, rule: str, message: str, line: int, hint: str = "", **k
         rule, kw.pop("severity", r.severity), message, v.obj.file, line, v.obj.kind, v.obj.name, v.name,
         hint or r.fix, **kw,
     )  # fmt: skip
-
-
-def image_reference(image: str) -> tuple[str, str | None, str | None]:
-    """(repository, tag, digest) of an image reference; a port in the registry is not a tag."""
-    name, _, digest = image.partition("@")
-    last = name.rsplit("/", 1)[-1]
-    tag = last.split(":", 1)[1] if ":" in last else None
-    repo = name[: len(name) - len(tag) - 1] if tag is not None else name
-    return repo, tag, digest or None
 
 
 def rule_image(d: Derived) -> list[Finding]:

@@ -154,7 +154,12 @@ async def test_bundle_holds_every_section_the_playbook_asks_for(incident: Any) -
     pods = {p["pod"]: p for p in doc["pods"]}
     assert set(pods) == {"llm-0", "llm-1"} and all(p["live"] for p in pods.values())
     for p in pods.values():
-        assert p["image"] == {"orchestration.image": IMAGE, "orchestration.image_digest": DIGEST}
+        assert p["image"] == {
+            "orchestration.image": IMAGE,
+            "orchestration.image_digest": DIGEST,
+            "tag": "v0.6.3",
+            "reference_digest": None,
+        }
         assert p["gpu"]["hardware.gpu.product"] == "h100-80gb"
         assert p["gpu"]["hardware.driver_version"] == "590.48.01"
         assert p["observations"]["generation_tokens_per_s"]["value"] == 900.0

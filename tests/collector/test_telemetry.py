@@ -24,9 +24,10 @@ from collector.main import Collector
 from collector.settings import CollectorSettings, parse_headers
 from collector.store.sqlite import SqliteStore
 from collector.telemetry.catalogue import catalogue
-from collector.telemetry.metrics import MAX_ATTRIBUTE_CHARS, cap, image_tag, model_name
+from collector.telemetry.metrics import MAX_ATTRIBUTE_CHARS, cap, model_name
 from proto.skewwatch.v1 import skewwatch_pb2 as pb
 from skewwatch.cli import build_parser
+from skewwatch.core.image import image_tag
 from tests.support.collector import (
     A100_40GB_FACTS,
     BASE_FACTS,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from collector.baseline.model import compare_performance, record
+from collector.baseline.model import PERF_METRICS, compare_performance, observed, record
 from collector.domain.model import ChangeKind, FindingRecord, Reference, Replica, Status
 from collector.drift.engine import Debounce, WorkloadInput, _same, evaluate, reconcile
 from collector.intent.mapping import MODELSPEC_ROWS, POLICY_ROWS
@@ -351,6 +351,28 @@ def test_performance_drift_needs_comparable_load() -> None:
     )
     found, undecided = compare_performance(base, [quiet])
     assert not found and ("baseline", "observation.generation_tokens_per_s") in undecided
+
+
+def _windows(completions: list[int]) -> list[dict[str, float]]:
+    """1 s windows of one steady engine: 75 tokens/s, requests of 30 tokens finishing 2 or 3 a
+    window as they happen to straddle its edges (the real vLLM CPU build at max_tokens 32)."""
+    return [{"requests_per_s": float(c), "requests_running": 1.0, "e2e_latency_seconds_count": float(c),
+             "generation_tokens_per_s": 75.0} for c in completions]  # fmt: skip
+
+
+def test_throughput_per_request_is_total_tokens_over_total_requests_not_a_median_of_windows() -> None:
+    base = record(WL, [replica("a", obs=_windows([2, 3] * 10))], 0.0, "manual")
+    assert base.performance["generation_tokens_per_s"] == 75.0 and base.load["requests_per_s"] == 2.5
+    # The same engine, 12 windows later: 7 of them caught a third completion, 5 did not. Window
+    # by window it is 25 or 37.5 tokens per request, and their median (25) would read -17 %.
+    same = replica("a", obs=_windows([3, 2, 3, 2, 3, 2, 3, 3, 2, 3, 2, 3]))
+    (m,) = [m for m in PERF_METRICS if m.name == "generation_tokens_per_s"]
+    assert observed(same, m, per_load=2.5) == pytest.approx(75.0 * 12 / 31 * 2.5)  # 72.6: -3 %
+    assert compare_performance(base, [same])[0] == []
+    # A real drop in tokens per request is still one: the same windows at 40 tokens/s.
+    slow = replica("a", obs=[{**w, "generation_tokens_per_s": 40.0} for w in _windows([3, 2] * 6)])
+    (d,) = compare_performance(base, [slow])[0]
+    assert d.key == "observation.generation_tokens_per_s"
 
 
 def test_performance_within_tolerance_is_no_drift_and_tolerance_can_be_tightened() -> None:

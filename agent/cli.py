@@ -15,7 +15,6 @@ from typing import Any
 
 from agent.errors import SettingsError
 from agent.hashing import parse_bytes_per_s
-from agent.runtime import Agent
 from agent.settings import AgentSettings, env_float, env_int, env_value
 from skewwatch.core.facts import Snapshot, SourceState
 
@@ -206,6 +205,8 @@ def render_table(snapshot: Snapshot) -> str:
 def cmd_facts(args: argparse.Namespace) -> int:
     """Collect once and print; exit 1 when the target process was not found (facts still printed)."""
     settings = settings_from_args(args, os.environ)
+    from agent.runtime import Agent  # the sources and their libraries: only for a collection
+
     snapshot = asyncio.run(Agent(settings, os.environ).collect())
     if args.format == "json":
         json.dump(snapshot.to_json(), sys.stdout, indent=2, sort_keys=False, ensure_ascii=False)
@@ -224,6 +225,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
         raise SettingsError("--collector: required (or set SKEWWATCH_COLLECTOR)")
 
     async def main() -> None:
+        from agent.runtime import Agent
+
         agent = Agent(settings, os.environ)
         task = asyncio.create_task(agent.run())
         loop = asyncio.get_running_loop()

@@ -7,6 +7,6 @@ collector's intent loader (:mod:`collector.intent.model`) and its drift engine
 (an import-linter contract). ``register(subparsers)`` adds the ``check`` command.
 """
 
-from skewwatch.check.cli import main, register
+from skewwatch.check.command import main, register
 
 __all__ = ["main", "register"]

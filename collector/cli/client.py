@@ -83,22 +83,43 @@ def request_json(
     base: str, path: str, timeout_s: float, method: str = "GET", body: bytes | None = None
 ) -> tuple[int, Any]:
     """``(HTTP status, decoded JSON)`` of ``method base + path``, as ``get_json``."""
+    status, data = request_bytes(base, path, timeout_s, method, body)
+    if status == 204:
+        return status, None  # No Content: a DELETE that succeeded
+    try:
+        return status, json.loads(data)
+    except ValueError as e:
+        raise ClientError(
+            f"{base} answered with something that is not JSON (is it the collector's API?): {e}"
+        ) from e
+
+
+def request_bytes(
+    base: str,
+    path: str,
+    timeout_s: float,
+    method: str = "GET",
+    body: bytes | None = None,
+    *,
+    accept: str = "application/json",
+) -> tuple[int, bytes]:
+    """``(HTTP status, body)`` of ``method base + path``, at most ``MAX_RESPONSE_BYTES``; a
+    ClientError with a one-line reason otherwise (the API's own message for an HTTP error, and
+    the gRPC port named when that is what ``base`` is)."""
     url = base + path
     request = urllib.request.Request(  # noqa: S310
         url,
         data=body,
         method=method,
-        headers={"Accept": "application/json", "Content-Type": "application/json"},
+        headers={"Accept": accept, "Content-Type": "application/json"},
     )
     try:
         # The scheme was checked to be http(s) when the URL was parsed from the command line.
         with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
-            data = response.read(MAX_RESPONSE_BYTES + 1)
+            data: bytes = response.read(MAX_RESPONSE_BYTES + 1)
             status: int = response.status
-            if status == 204:
-                return status, None  # No Content: a DELETE that succeeded
     except urllib.error.HTTPError as e:
-        raise ClientError(f"{_error_message(e)} (HTTP {e.code})") from e
+        raise ClientError(f"{error_message(e)} (HTTP {e.code})") from e
     except urllib.error.URLError as e:
         if isinstance(e.reason, _HTTP2_SIGNS):
             raise ClientError(grpc_port_message(base)) from e
@@ -109,15 +130,11 @@ def request_json(
         raise ClientError(f"cannot reach collector at {base}: {e or type(e).__name__}") from e
     if len(data) > MAX_RESPONSE_BYTES:
         raise ClientError(f"{method} {path}: response larger than {MAX_RESPONSE_BYTES} bytes")
-    try:
-        return status, json.loads(data)
-    except ValueError as e:
-        raise ClientError(
-            f"{base} answered with something that is not JSON (is it the collector's API?): {e}"
-        ) from e
+    return status, data
 
 
-def _error_message(e: urllib.error.HTTPError) -> str:
+def error_message(e: urllib.error.HTTPError) -> str:
+    """The API's own error message of an HTTP error answer, else its reason phrase."""
     try:
         data = json.loads(e.read(64 * 1024))
         return str(data["error"]["message"])

@@ -13,11 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-from collector.cli.client import MAX_RESPONSE_BYTES, _error_message, add_client_flags, get_json
+from collector.cli.client import add_client_flags, get_json, request_bytes
 from collector.cli.common import usage_error, workload, workload_path
 from collector.errors import ClientError
 
@@ -56,24 +54,6 @@ def _path(name: str, fmt: str) -> str:
     return f"{route}/evidence?format={fmt}" + (f"&{query}" if query else "")
 
 
-def get_bytes(base: str, path: str, timeout_s: float) -> bytes:
-    """The raw body of ``GET base + path`` (at most ``MAX_RESPONSE_BYTES``); ClientError otherwise."""
-    url = base + path
-    try:
-        # The scheme was checked to be http(s) when the URL was parsed from the command line.
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310
-            data: bytes = response.read(MAX_RESPONSE_BYTES + 1)
-    except urllib.error.HTTPError as e:
-        raise ClientError(f"{_error_message(e)} (HTTP {e.code})") from e
-    except urllib.error.URLError as e:
-        raise ClientError(f"cannot reach collector at {base}: {e.reason}") from e
-    except (OSError, TimeoutError) as e:
-        raise ClientError(f"cannot reach collector at {base}: {e or type(e).__name__}") from e
-    if len(data) > MAX_RESPONSE_BYTES:
-        raise ClientError(f"GET {path}: response larger than {MAX_RESPONSE_BYTES} bytes")
-    return data
-
-
 def _fetch(args: argparse.Namespace) -> bytes:
     path = _path(args.workload, args.format)
     if args.format == "json":
@@ -81,7 +61,7 @@ def _fetch(args: argparse.Namespace) -> bytes:
         return (
             json.dumps(get_json(args.collector, path, args.timeout), indent=2, ensure_ascii=False) + "\n"
         ).encode()
-    return get_bytes(args.collector, path, args.timeout)
+    return request_bytes(args.collector, path, args.timeout, accept="*/*")[1]
 
 
 def run_evidence(args: argparse.Namespace) -> int:

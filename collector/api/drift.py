@@ -52,7 +52,8 @@ def _workload_param(request: web.Request) -> str:
     return f"{ns}/{kind}/{name}" if kind is not None else f"{ns}/{name}"
 
 
-async def _workload(request: web.Request) -> str:
+async def path_workload(request: web.Request) -> str:
+    """The workload id the path's ``{namespace}/{name}`` (and ``?kind=``) names; 404 or 400 otherwise."""
     return await _q(request).resolve_workload(_workload_param(request), "workload")
 
 
@@ -71,7 +72,7 @@ async def list_workloads(request: web.Request) -> web.Response:
 
 
 async def get_workload(request: web.Request) -> web.Response:
-    view = await _q(request).workload(await _workload(request))
+    view = await _q(request).workload(await path_workload(request))
     return web.json_response(view.as_dict())
 
 
@@ -254,7 +255,7 @@ async def list_baselines(request: web.Request) -> web.Response:
 
 
 async def get_baseline(request: web.Request) -> web.Response:
-    found = await _q(request).baseline(await _workload(request))
+    found = await _q(request).baseline(await path_workload(request))
     return web.json_response(found.as_dict())
 
 
@@ -265,14 +266,14 @@ async def post_baseline(request: web.Request) -> web.Response:
         if not isinstance(body, dict) or set(body) - {"note"} or not isinstance(body.get("note", ""), str):
             raise BadRequestError('body: expected {"note": "..."} or nothing')
         note = str(body.get("note", ""))[:500]
-    workload = await _workload(request)
+    workload = await path_workload(request)
     b = await _q(request).record_baseline(workload, note)
     return web.json_response({"workload": workload, "baseline": b.as_dict()}, status=201)
 
 
 async def delete_baseline(request: web.Request) -> web.Response:
     """Forget the workload's baseline (current and older); the answer is what GET showed."""
-    deleted = await _q(request).delete_baseline(await _workload(request))
+    deleted = await _q(request).delete_baseline(await path_workload(request))
     return web.json_response({"deleted": deleted.as_dict()})
 
 

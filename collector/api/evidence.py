@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from collector.api import views
-from collector.api.drift import QUERIES, _workload
+from collector.api.drift import QUERIES, path_workload
 from collector.errors import BadRequestError
 from collector.service.evidence import EvidenceService, build_tar, render_markdown
 from collector.service.pods import Pods
@@ -42,7 +42,7 @@ def attachment_name(namespace: str, name: str, stamp: str) -> str:
 
 async def get_evidence(request: web.Request) -> web.Response:
     fmt = _format(request)  # first: a bad format is 400 whatever the workload
-    evidence = await request.app[EVIDENCE].bundle(await _workload(request))
+    evidence = await request.app[EVIDENCE].bundle(await path_workload(request))
     doc = evidence.as_dict()
     if fmt == "json":
         return web.Response(

@@ -1,0 +1,23 @@
+"""The webhook's error family: one base class, translated to an HTTP answer only at the edge."""
+
+from __future__ import annotations
+
+from skewwatch.core.errors import SkewwatchError
+
+
+class WebhookError(SkewwatchError):
+    """Base of every error the admission webhook raises on purpose."""
+
+
+class ConfigError(WebhookError, ValueError):
+    """The webhook's YAML config file is unreadable or invalid; the message names the field."""
+
+
+class ReviewError(WebhookError, ValueError):
+    """An AdmissionReview the webhook cannot read at all (not JSON, not an object); the message
+    names what was wrong. Reviews it can read but will not act on are answered, not raised."""
+
+
+class TLSFilesError(WebhookError, OSError):
+    """The serving certificate or key cannot be loaded; the message names the file (never its
+    content)."""

@@ -1,0 +1,211 @@
+"""The webhook over HTTPS: ``POST /mutate`` (and ``/mutate/namespace-enabled``), ``GET /healthz``.
+
+The request body is read with a size cap (:data:`MAX_BODY_BYTES`, the API server's own limit on
+a request: larger is answered 413 before it is read) and a time limit (a client that stops
+sending is answered 408); a body that is no AdmissionReview is answered 400 with the reason;
+everything else gets an AdmissionReview that admits the pod (see :mod:`skewwatch.webhook.review`).
+
+TLS: :class:`ReloadingTLS` serves the certificate and key in two files and loads them again,
+without a restart, when either file's mtime, size or inode changes (cert-manager renews them in
+place). The check is made as each new connection's handshake starts (a ``stat`` of two files;
+at most once per :data:`RELOAD_CHECK_S`); a pair that does not load (a half-written renewal)
+keeps the previous one and is tried again at the next check. Keys and certificates are never
+logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import ssl
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from skewwatch.webhook.config import WebhookConfig
+from skewwatch.webhook.errors import ReviewError, TLSFilesError
+from skewwatch.webhook.review import answer, read_review
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 3 * 1024 * 1024
+BODY_TIMEOUT_S = 10.0
+RELOAD_CHECK_S = 1.0
+
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    st = os.stat(path)
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+def _context(cert: Path, key: Path) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(cert, key)
+    except FileNotFoundError as e:
+        raise TLSFilesError(f"{e.filename}: no such file") from None
+    except PermissionError as e:
+        raise TLSFilesError(f"{e.filename}: permission denied") from None
+    except (ssl.SSLError, OSError) as e:
+        # The library's reason only (e.g. KEY_VALUES_MISMATCH), never the files' content.
+        reason = getattr(e, "reason", None) or type(e).__name__
+        raise TLSFilesError(f"{cert} / {key}: not a usable certificate and key ({reason})") from None
+    return ctx
+
+
+class ReloadingTLS:
+    """A server SSLContext whose certificate follows the files: the listening socket's context
+    hands each new connection the newest loaded pair through its SNI callback."""
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        self.cert, self.key = cert, key
+        self._stamps = self._read_stamps()
+        self.current = _context(cert, key)  # raises TLSFilesError: the server does not start
+        self.loads = 1
+        self._checked = time.monotonic()
+        # The listening context needs a certificate of its own; the callback swaps in the newest.
+        self.context = _context(cert, key)
+        self.context.sni_callback = self._on_hello
+
+    def _read_stamps(self) -> tuple[tuple[int, int, int], ...] | None:
+        try:
+            return (_stamp(self.cert), _stamp(self.key))
+        except OSError:
+            return None
+
+    def maybe_reload(self, force: bool = False) -> bool:
+        """Load the files again if they changed; True when a new pair is now served."""
+        now = time.monotonic()
+        if not force and now - self._checked < RELOAD_CHECK_S:
+            return False
+        self._checked = now
+        stamps = self._read_stamps()
+        if stamps is None or stamps == self._stamps:
+            return False
+        try:
+            ctx = _context(self.cert, self.key)
+        except TLSFilesError as e:
+            log.warning("webhook TLS: keeping the loaded certificate: %s", e)
+            return False
+        self.current, self._stamps = ctx, stamps
+        self.loads += 1
+        log.info("webhook TLS: loaded %s again (load %d)", self.cert, self.loads)
+        return True
+
+    def _on_hello(
+        self, sock: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: ssl.SSLContext
+    ) -> None:
+        self.maybe_reload()
+        sock.context = self.current
+
+
+@dataclass
+class WebhookApp:
+    """The handlers and what they counted (outcomes; there are no other side effects)."""
+
+    config: WebhookConfig
+    counts: Counter[str] = field(default_factory=Counter)
+
+    async def mutate(self, request: web.Request) -> web.Response:
+        return await self._mutate(request, namespace_enabled=False)
+
+    async def mutate_namespace_enabled(self, request: web.Request) -> web.Response:
+        return await self._mutate(request, namespace_enabled=True)
+
+    async def _mutate(self, request: web.Request, namespace_enabled: bool) -> web.Response:
+        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+            return self._error(
+                413, f"request body: {request.content_length} bytes, more than {MAX_BODY_BYTES}"
+            )
+        try:
+            async with asyncio.timeout(BODY_TIMEOUT_S):
+                body = await _read_capped(request)
+        except TimeoutError:
+            return self._error(408, f"request body: not received within {BODY_TIMEOUT_S:g} s")
+        if body is None:
+            return self._error(413, f"request body: more than {MAX_BODY_BYTES} bytes")
+        try:
+            data = read_review(body)
+        except ReviewError as e:
+            return self._error(400, str(e))
+        result = answer(data, self.config, namespace_enabled=namespace_enabled)
+        self.counts[result.outcome] += 1
+        request_data = data["request"]
+        log.info(
+            "admission %s: %s %s/%s: %s%s",
+            request_data["uid"],
+            result.outcome,
+            str(request_data.get("namespace") or "")[:63],
+            str(request_data.get("name") or "")[:253],
+            result.reason,
+            " (dry run)" if result.dry_run else "",
+        )
+        return web.json_response(result.review)
+
+    def _error(self, status: int, message: str) -> web.Response:
+        self.counts[f"http_{status}"] += 1
+        log.warning("admission request refused (%d): %s", status, message)
+        return web.json_response({"error": message}, status=status)
+
+    async def healthz(self, _: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+
+async def _read_capped(request: web.Request) -> bytes | None:
+    """The body, or None once it passes MAX_BODY_BYTES (chunked bodies have no Content-Length)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def add_routes(app: web.Application, handlers: WebhookApp) -> None:
+    """The webhook's routes on ``app`` (its own, or a process that serves it beside others)."""
+    app.router.add_post("/mutate", handlers.mutate)
+    app.router.add_post("/mutate/namespace-enabled", handlers.mutate_namespace_enabled)
+    app.router.add_get("/healthz", handlers.healthz)
+
+
+def make_app(config: WebhookConfig) -> tuple[web.Application, WebhookApp]:
+    # client_max_size: aiohttp's own cap, one byte over ours, so that ours answers first.
+    app = web.Application(client_max_size=MAX_BODY_BYTES + 1)
+    handlers = WebhookApp(config)
+    add_routes(app, handlers)
+    return app, handlers
+
+
+@dataclass
+class RunningWebhook:
+    """A started webhook server: its port, its TLS, its handlers; ``stop()`` ends it."""
+
+    runner: web.AppRunner
+    tls: ReloadingTLS
+    handlers: WebhookApp
+    port: int
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start_webhook(host: str, port: int, cert: Path, key: Path, config: WebhookConfig) -> RunningWebhook:
+    """Serve the webhook on ``host:port`` (port 0: a free one) over TLS from ``cert``/``key``."""
+    tls = ReloadingTLS(cert, key)
+    app, handlers = make_app(config)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=tls.context, shutdown_timeout=5.0)
+    await site.start()
+    server = site._server
+    sockets = getattr(server, "sockets", None) or []
+    bound = int(sockets[0].getsockname()[1]) if sockets else port
+    log.info("webhook listening on https://%s:%d/mutate", host, bound)
+    return RunningWebhook(runner, tls, handlers, bound)

@@ -225,11 +225,12 @@ def _resources(config: WebhookConfig, annotations: Mapping[str, str]) -> dict[st
     out = {part: dict(items) for part, items in config.resources.items()}
     for key, (part, name) in RESOURCES.items():
         if key in annotations:
+            try:
+                parse_resources({part: {name: annotations[key]}}, key)
+            except ConfigError as e:
+                raise InjectionProblem(str(e)) from None
             out.setdefault(part, {})[name] = annotations[key]
-    try:
-        return parse_resources(out, "resources")
-    except ConfigError as e:
-        raise InjectionProblem(f"a {PREFIX}cpu-/memory- annotation: {e}") from None
+    return out
 
 
 def _uid(pod: Mapping[str, Any], target: Target, config: WebhookConfig) -> int | None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonpatch
-import kubernetes_validate
+import kubernetes_validate  # type: ignore[import-untyped]  # ships no type information
 import yaml
 
 from skewwatch.check.manifests import POD_SPECS
@@ -19,9 +19,12 @@ from skewwatch.webhook.review import Answer
 
 # PodSpec fields a KServe ServingRuntime spec shares with the pod KServe makes from it.
 POD_SPEC_FIELDS = frozenset(
-    "containers initContainers volumes nodeSelector tolerations affinity imagePullSecrets "
-    "serviceAccountName securityContext hostIPC schedulerName priorityClassName".split()
-)
+    {
+        "containers", "initContainers", "volumes", "nodeSelector", "tolerations", "affinity",
+        "imagePullSecrets", "serviceAccountName", "securityContext", "hostIPC", "schedulerName",
+        "priorityClassName",
+    }
+)  # fmt: skip
 # kubernetes-validate 1.37.0 ships schemas 1.25 … 1.37; native sidecars are in all of 1.31 …
 # 1.37 (beta from 1.29, stable in 1.33).
 K8S_VERSIONS = ("1.31.0", "1.32.0", "1.33.0", "1.34.0", "1.35.0", "1.36.0", "1.37.0")

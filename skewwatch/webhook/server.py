@@ -150,7 +150,10 @@ class WebhookApp:
     def _error(self, status: int, message: str) -> web.Response:
         self.counts[f"http_{status}"] += 1
         log.warning("admission request refused (%d): %s", status, message)
-        return web.json_response({"error": message}, status=status)
+        response = web.json_response({"error": message}, status=status)
+        if status in (408, 413):
+            response.force_close()  # the rest of the body is never read: the connection ends
+        return response
 
     async def healthz(self, _: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -200,9 +203,13 @@ async def start_webhook(host: str, port: int, cert: Path, key: Path, config: Web
     """Serve the webhook on ``host:port`` (port 0: a free one) over TLS from ``cert``/``key``."""
     tls = ReloadingTLS(cert, key)
     app, handlers = make_app(config)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # lingering_time: how long the unread rest of a refused body is drained before the connection
+    # closes (aiohttp's default, 10 s, lets a hostile client hold a connection that long).
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=5.0, lingering_time=1.0
+    )
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=tls.context, shutdown_timeout=5.0)
+    site = web.TCPSite(runner, host, port, ssl_context=tls.context)
     await site.start()
     server = site._server
     sockets = getattr(server, "sockets", None) or []

@@ -23,6 +23,8 @@ from celpy.adapter import json_to_cel
 
 from collector.cli import collector_settings
 from skewwatch.cli import build_parser
+from skewwatch.webhook.command import register as register_webhook
+from skewwatch.webhook.config import parse_config
 from tests.deploy.kustomize import (
     DEPLOY,
     Obj,
@@ -39,6 +41,9 @@ from tests.deploy.kustomize import (
 NAMESPACE = "skewwatch"
 SCRIPT = DEPLOY / "scripts" / "bootstrap-tls.sh"
 EXCLUDED = {"kube-system", "kube-public", NAMESPACE}
+# The webhook server's routes (skewwatch/webhook/server.py): the namespace entry says the
+# namespace opted in by the path it calls.
+PATHS = {"pods.inject.skewwatch.io": "/mutate", "namespaces.inject.skewwatch.io": "/mutate/namespace-enabled"}
 INJECTOR_DNS = {
     "skewwatch-injector",
     "skewwatch-injector.skewwatch",
@@ -165,8 +170,11 @@ def test_webhook_can_never_block_pod_creation(rendered: dict[str, list[Obj]], in
         ]  # fmt: skip
         assert h["matchConditions"]
         assert h["clientConfig"]["service"] == {
-            "name": "skewwatch-injector", "namespace": NAMESPACE, "path": "/mutate", "port": 8443
-        }  # fmt: skip
+            "name": "skewwatch-injector",
+            "namespace": NAMESPACE,
+            "path": PATHS[h["name"]],
+            "port": 8443,
+        }
         excluded = [
             e for e in h["namespaceSelector"]["matchExpressions"] if e["key"] == "kubernetes.io/metadata.name"
         ]
@@ -334,8 +342,7 @@ def test_agent_namespace_binds_the_pod_reads_in_its_namespace_only(rendered: dic
         assert b["subjects"] == [{"kind": "ServiceAccount", "name": "default", "namespace": "llm"}]
     secret = one(objs, "Secret", "skewwatch-agent")
     assert secret["stringData"]["SKEWWATCH_COLLECTOR"] == "skewwatch-collector.skewwatch.svc:50051"
-    config = yaml.safe_load(injector_config(rendered["base"]))
-    assert config["collectorSecret"] == secret["metadata"]["name"]
+    assert parse_config(injector_config(rendered["base"])).collector_secret == secret["metadata"]["name"]
 
 
 def injector_config(objects: list[Obj]) -> str:
@@ -345,10 +352,14 @@ def injector_config(objects: list[Obj]) -> str:
     return text
 
 
-def test_injector_config_excludes_what_the_webhook_excludes(rendered: dict[str, list[Obj]]) -> None:
-    config = yaml.safe_load(injector_config(rendered["base"]))
-    assert set(config) >= {"image", "resources", "collectorSecret", "sidecarMode", "excludedNamespaces"}
-    assert set(config["excludedNamespaces"]) == EXCLUDED
+def test_injector_config_loads_with_the_webhooks_parser_and_excludes_what_the_webhook_excludes(
+    rendered: dict[str, list[Obj]],
+) -> None:
+    config = parse_config(injector_config(rendered["base"]), "injector-config.yaml")
+    assert config.namespace == NAMESPACE
+    assert all(config.excluded(ns) for ns in EXCLUDED)
+    assert config.sidecar_mode == "native"
+    assert config.image.startswith("skewwatch-agent")
 
 
 # --- workloads ---------------------------------------------------------------------------------
@@ -420,13 +431,16 @@ def test_injector_runs_the_webhook_command_with_the_mounted_certificate(
         flags["--tls-cert"] == f"{mounts['tls']}/tls.crt" and flags["--tls-key"] == f"{mounts['tls']}/tls.key"
     )
     assert flags["--config"] == mounts["config"]
-    if "webhook" not in subcommands(build_parser()):
-        pytest.skip("skewwatch webhook is not registered yet (issue 14): its flags were checked by name only")
-    build_parser().parse_args(args)
-
-
-def subcommands(parser: argparse.ArgumentParser) -> set[str]:
-    return {name for a in parser._actions if isinstance(a, argparse._SubParsersAction) for name in a.choices}
+    for probe in (c["readinessProbe"], c["livenessProbe"]):
+        assert probe["httpGet"] == {"path": "/healthz", "port": "webhook", "scheme": "HTTPS"}
+    parser = argparse.ArgumentParser(prog="skewwatch")
+    register_webhook(parser.add_subparsers(dest="command"))
+    parsed = parser.parse_args(args)
+    assert (parsed.command, str(parsed.tls_cert), str(parsed.tls_key)) == (
+        "webhook",
+        flags["--tls-cert"],
+        flags["--tls-key"],
+    )
 
 
 def test_postgresql_overlay_takes_the_store_from_a_secret_and_runs_replicas(

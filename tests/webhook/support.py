@@ -99,10 +99,13 @@ def patched(pod: dict[str, Any], answer: Answer) -> dict[str, Any]:
     return result
 
 
-def validate_pod(pod: dict[str, Any]) -> None:
+def validate_k8s(obj: dict[str, Any]) -> None:
     """kubernetes-validate --strict against every version in K8S_VERSIONS (raises on the first)."""
     for version in K8S_VERSIONS:
-        kubernetes_validate.validate(pod, version, strict=True)
+        kubernetes_validate.validate(obj, version, strict=True)
+
+
+validate_pod = validate_k8s
 
 
 def manifest_pods(path: Path) -> list[tuple[str, dict[str, Any]]]:

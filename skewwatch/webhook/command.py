@@ -5,9 +5,12 @@ start-up nothing (aiohttp, the agent's engine tables and the injection are impor
 from __future__ import annotations
 
 import argparse
+import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+
+Command = Callable[[argparse.Namespace], int]
 
 DESCRIPTION = """\
 ``skewwatch webhook --listen HOST:PORT --tls-cert FILE --tls-key FILE [--config FILE]`` serves
@@ -62,6 +65,17 @@ def add_webhook_flags(p: argparse.ArgumentParser, env: Mapping[str, str], listen
     )
 
 
+def _add_config_flag(p: argparse.ArgumentParser, flag: str) -> None:
+    p.add_argument(
+        flag,
+        dest="webhook_config",
+        type=Path,
+        default=os.environ.get("SKEWWATCH_WEBHOOK_CONFIG"),
+        metavar="FILE",
+        help="YAML defaults of the injected agent (SKEWWATCH_WEBHOOK_CONFIG); see docs/webhook.md",
+    )
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     env = os.environ
     p = sub.add_parser(
@@ -71,15 +85,29 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_webhook_flags(p, env, "--listen")
-    p.add_argument(
-        "--config",
-        dest="webhook_config",
-        type=Path,
-        default=env.get("SKEWWATCH_WEBHOOK_CONFIG"),
-        metavar="FILE",
-        help="YAML defaults of the injected agent (SKEWWATCH_WEBHOOK_CONFIG); see docs/webhook.md",
-    )
+    _add_config_flag(p, "--config")
     p.set_defaults(func=cmd_webhook)
+
+
+def attach(p: argparse.ArgumentParser) -> None:
+    """Give another command (``skewwatch collector``) ``--webhook HOST:PORT --tls-cert FILE
+    --tls-key FILE [--webhook-config FILE]``: with ``--webhook``, its command runs with the
+    webhook served beside it, in the same process, until the command returns. The command is
+    wrapped, never imported: the collector does not know the webhook exists."""
+    add_webhook_flags(p, os.environ, "--webhook")
+    _add_config_flag(p, "--webhook-config")
+    func = p.get_default("func")
+    if func is None:
+        raise ValueError(f"{p.prog}: has no command to serve the webhook beside")
+    p.set_defaults(func=functools.partial(_beside, func))
+
+
+def _beside(func: Command, args: argparse.Namespace) -> int:
+    if getattr(args, "webhook_listen", None) is None:
+        return func(args)
+    from skewwatch.webhook.run import run_beside
+
+    return run_beside(func, args)
 
 
 def cmd_webhook(args: argparse.Namespace) -> int:

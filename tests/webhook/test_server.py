@@ -9,16 +9,18 @@ import base64
 import json
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from skewwatch.webhook import register, server
+from skewwatch.webhook.command import attach
 from skewwatch.webhook.config import WebhookConfig
 from skewwatch.webhook.errors import ConfigError, TLSFilesError
 from skewwatch.webhook.run import serve
@@ -259,3 +261,68 @@ def test_registering_the_command_imports_no_server_and_no_engine_tables() -> Non
         env={**os.environ},
     )
     assert out.stdout.strip() == "[]"
+
+
+def _with_attached(func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+    """A parser with a stand-in ``collector`` command the webhook is attached to, as skewwatch/cli.py does."""
+    parser = argparse.ArgumentParser(prog="skewwatch")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("collector")
+    p.add_argument("--grpc", default="127.0.0.1:0")
+    p.set_defaults(func=func)
+    attach(p)
+    return parser
+
+
+def test_a_command_given_webhook_flags_runs_with_the_webhook_served_beside_it(
+    served: tuple[Path, Path], certs: dict[str, tuple[Path, Path]], port: int
+) -> None:
+    seen: list[int] = []
+
+    def collector(args: argparse.Namespace) -> int:
+        # The command's own event loop in the main thread, as the collector runs; the webhook answers.
+        body = json.dumps(pod_review(vllm_pod())).encode()
+        status, _ = asyncio.run(_post(port, _client_tls(certs["a"][0]), body, "/mutate/namespace-enabled"))
+        seen.append(status)
+        return 7
+
+    argv = [
+        "collector",
+        "--webhook",
+        f"127.0.0.1:{port}",
+        "--tls-cert",
+        str(served[0]),
+        "--tls-key",
+        str(served[1]),
+    ]
+    args = _with_attached(collector).parse_args(argv)
+    assert args.func(args) == 7 and seen == [200]
+    with pytest.raises(ConnectionRefusedError):  # stopped when the command returned
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
+def test_without_webhook_flags_the_command_runs_alone_and_a_bad_certificate_stops_both(
+    tmp_path: Path, certs: dict[str, tuple[Path, Path]], port: int
+) -> None:
+    calls: list[str] = []
+
+    def collector(args: argparse.Namespace) -> int:
+        calls.append(args.grpc)
+        return 0
+
+    parser = _with_attached(collector)
+    args = parser.parse_args(["collector"])
+    assert args.func(args) == 0 and calls == ["127.0.0.1:0"]
+    bad = [
+        "collector",
+        "--webhook",
+        f"127.0.0.1:{port}",
+        "--tls-cert",
+        str(certs["a"][0]),
+        "--tls-key",
+        str(certs["b"][1]),
+    ]
+    args = parser.parse_args(bad)
+    with pytest.raises(TLSFilesError):
+        args.func(args)
+    assert calls == ["127.0.0.1:0"]  # the command never started

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -521,3 +522,11 @@ def test_servicemonitor_scrapes_the_collectors_metrics_port(rendered: dict[str, 
     assert monitor["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert monitor["endpoints"][0]["path"] == "/metrics"
     assert monitor["endpoints"][0]["port"] in {p["name"] for p in service["spec"]["ports"]}
+
+
+def test_every_deploy_path_the_install_docs_name_exists() -> None:
+    for doc in (DEPLOY / "README.md", DEPLOY.parent / "docs" / "install.md"):
+        named = set(re.findall(r"(?<![\w/])deploy/[\w./-]*[\w/]", doc.read_text()))
+        assert named, doc
+        missing = sorted(p for p in named if not (DEPLOY.parent / p).exists() and "/tls" not in p)
+        assert missing == [], doc

@@ -303,7 +303,8 @@ def agent_container(pod: Mapping[str, Any], target: Target, config: WebhookConfi
     args = ["--collector", "$(SKEWWATCH_COLLECTOR)", "--interval", _interval(ann, config)]
     match = _match_of(target, ann)
     if match is not None:
-        args += ["--match", match]
+        # The kubelet expands $(VAR) in args; $$ is its literal $, so the agent gets the regex as is.
+        args += ["--match", match.replace("$", "$$")]
     mounts = model_mounts(target, ann, volume_names)
     mounts += [
         {"name": PODINFO_VOLUME, "mountPath": PODINFO_PATH, "readOnly": True},
@@ -364,7 +365,8 @@ def injection_patch(pod: Mapping[str, Any], plan: Plan) -> list[dict[str, Any]]:
             "value": plan.target.name or "true",
         }
     )
-    ops.append({"op": "add", "path": "/spec/shareProcessNamespace", "value": True})
+    if spec.get("hostPID") is not True:  # with the host's pid namespace the agent sees the engine already
+        ops.append({"op": "add", "path": "/spec/shareProcessNamespace", "value": True})
     if isinstance(spec.get("volumes"), list):
         ops += [{"op": "add", "path": "/spec/volumes/-", "value": v} for v in plan.volumes]
     else:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from agent.sources.process import locate
+from skewwatch.check.manifests import k8s_expand
 from skewwatch.webhook.config import WebhookConfig
 from skewwatch.webhook.errors import ReviewError
 from skewwatch.webhook.inject import AGENT_CONTAINER, engine_match
@@ -52,7 +53,8 @@ def test_annotated_pod_gets_the_agent_as_a_native_sidecar_watching_the_engine_co
     assert pod["spec"]["shareProcessNamespace"] is True
     assert pod["metadata"]["annotations"]["skewwatch.io/injected"] == "vllm"  # not the first, "proxy"
     assert agent["args"][:2] == ["--collector", "$(SKEWWATCH_COLLECTOR)"]
-    assert agent["args"][-2:] == ["--match", engine_match_for("vllm serve")]
+    assert agent["args"][-2] == "--match"
+    assert k8s_expand(agent["args"][-1], {}) == engine_match_for("vllm serve")  # as the kubelet passes it
     assert {"name": "models", "mountPath": "/models", "readOnly": True} in agent["volumeMounts"]
     assert all(m["name"] != "shm" for m in agent["volumeMounts"])  # not where the model is
     assert agent["envFrom"] == [{"secretRef": {"name": "skewwatch-agent", "optional": True}}]
@@ -109,7 +111,7 @@ def test_config_file_defaults_and_annotations_override_them() -> None:
         "skewwatch.io/cpu-limit": "250m",
         "skewwatch.io/memory-request": "64Mi",
         "skewwatch.io/interval": "5",
-        "skewwatch.io/match": "vllm serve",
+        "skewwatch.io/match": "vllm serve$(FOO)",
         "skewwatch.io/container": "vllm",
     }
     _, pod = _inject(vllm_pod(ann), config)
@@ -126,8 +128,9 @@ def test_config_file_defaults_and_annotations_override_them() -> None:
         "--interval",
         "5",
         "--match",
-        "vllm serve",
+        "vllm serve$$(FOO)",
     ]
+    assert k8s_expand(agent["args"][-1], {"FOO": "x"}) == "vllm serve$(FOO)"  # not expanded by the kubelet
 
 
 @pytest.mark.parametrize(
@@ -305,3 +308,9 @@ def test_a_body_that_is_no_admission_review_is_a_typed_error_naming_what_is_wron
 ) -> None:
     with pytest.raises(ReviewError, match=says):
         read_review(body)
+
+
+def test_a_host_pid_pod_is_not_given_a_shared_process_namespace_it_cannot_have() -> None:
+    _, pod = _inject(vllm_pod(OPT_IN, hostPID=True))
+    assert "shareProcessNamespace" not in pod["spec"]  # the API server refuses both together
+    validate_pod(pod)

@@ -4,7 +4,7 @@ built-in kinds with kubernetes-validate's strict schemas for the newest Kubernet
 ships, custom resources (cert-manager, Prometheus Operator) with the openAPIV3Schema of their
 published CRDs under tests/fixtures/real-world/crds, made strict the way the API server's
 ``fieldValidation=Strict`` is: an unknown field is an error, except where the schema preserves
-unknown fields."""
+unknown fields; their ``metadata`` against the strict ObjectMeta of the newest version."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import jsonschema
 import kubernetes_validate  # type: ignore[import-untyped]
 import kubernetes_validate.utils  # type: ignore[import-untyped]
 import yaml
+from referencing import Registry, Resource
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -147,10 +148,28 @@ def crd_errors(obj: Obj) -> list[str]:
     if schema is None:
         return [f"{describe(obj)}: no CRD schema under {CRDS} for {obj['apiVersion']} {obj['kind']}"]
     validator = jsonschema.Draft202012Validator(schema)
-    return [
+    errors = [
         f"{describe(obj)}: {'.'.join(str(p) for p in e.absolute_path)}: {e.message}"
         for e in validator.iter_errors(obj)
     ]
+    # A CRD's schema says only `metadata: {type: object}`; the API server checks it as ObjectMeta.
+    errors += [
+        f"{describe(obj)}: metadata.{'.'.join(str(p) for p in e.absolute_path)}: {e.message}"
+        for e in object_meta_validator().iter_errors(obj.get("metadata"))
+    ]
+    return errors
+
+
+@functools.cache
+def object_meta_validator() -> jsonschema.Draft202012Validator:
+    """Strict ObjectMeta of the newest Kubernetes version kubernetes-validate ships."""
+    version = newest_versions()[-1]
+    definitions = kubernetes_validate.utils.schema_contents(
+        f"kubernetes-json-schema/v{version}-local-strict/_definitions.json", version
+    )
+    registry: Registry[Any] = Resource.from_contents(definitions) @ Registry()
+    ref = {"$ref": f"{definitions['$id']}#/$defs/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"}
+    return jsonschema.Draft202012Validator(ref, registry=registry)
 
 
 def validation_errors(objects: Iterable[Obj]) -> list[str]:

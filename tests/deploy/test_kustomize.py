@@ -124,6 +124,9 @@ def test_custom_resources_have_a_crd_schema_and_the_validation_can_fail(
     typo = json.loads(json.dumps(cert))
     typo["spec"]["dnsName"] = typo["spec"].pop("dnsNames")
     assert any("dnsName" in e for e in crd_errors(typo))
+    typo["spec"]["dnsNames"] = typo["spec"].pop("dnsName")
+    typo["metadata"]["label"] = {"a": "b"}
+    assert [e for e in crd_errors(typo) if "label" in e]
 
 
 def test_builtin_validation_is_strict() -> None:

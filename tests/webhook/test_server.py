@@ -9,10 +9,12 @@ import base64
 import json
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -326,3 +328,46 @@ def test_without_webhook_flags_the_command_runs_alone_and_a_bad_certificate_stop
     with pytest.raises(TLSFilesError):
         args.func(args)
     assert calls == ["127.0.0.1:0"]  # the command never started
+
+
+def test_the_webhook_process_answers_over_https_and_exits_cleanly_on_sigterm(
+    tmp_path: Path, served: tuple[Path, Path], certs: dict[str, tuple[Path, Path]], port: int
+) -> None:
+    # A real process running the command as skewwatch/cli.py will (its parser, then func).
+    script = (
+        "import argparse, logging, sys; from skewwatch.webhook import register; "
+        "logging.basicConfig(level=logging.INFO); "
+        "p = argparse.ArgumentParser(); register(p.add_subparsers(dest='command', required=True)); "
+        "a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))"
+    )
+    argv = [
+        "webhook",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--tls-cert",
+        str(served[0]),
+        "--tls-key",
+        str(served[1]),
+    ]
+    log = (tmp_path / "webhook.log").open("w+")
+    proc = subprocess.Popen([sys.executable, "-c", script, *argv], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        body = json.dumps(pod_review(vllm_pod({"skewwatch.io/inject": "true"}))).encode()
+        for _ in range(200):
+            try:
+                status, out = asyncio.run(_post(port, _client_tls(certs["a"][0]), body))
+                break
+            except aiohttp.ClientConnectorError:
+                assert proc.poll() is None, (tmp_path / "webhook.log").read_text()
+                time.sleep(0.05)
+        assert status == 200 and out["response"]["patchType"] == "JSONPatch"  # type: ignore[index]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+    text = (tmp_path / "webhook.log").read_text()
+    assert "webhook stopped: {'injected': 1}" in text
+    assert "PRIVATE KEY" not in text and "BEGIN" not in text

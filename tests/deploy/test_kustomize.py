@@ -26,6 +26,7 @@ from collector.cli import collector_settings
 from skewwatch.cli import build_parser
 from skewwatch.webhook.command import register as register_webhook
 from skewwatch.webhook.config import parse_config
+from skewwatch.webhook.server import make_app
 from tests.deploy.kustomize import (
     DEPLOY,
     Obj,
@@ -186,6 +187,15 @@ def test_webhook_can_never_block_pod_creation(rendered: dict[str, list[Obj]], in
         assert set(excluded[0]["values"]) == EXCLUDED
     assert hooks[1]["namespaceSelector"]["matchLabels"] == {"skewwatch.io/inject": "enabled"}
     assert "matchLabels" not in hooks[0]["namespaceSelector"]
+
+
+def test_webhook_paths_and_probe_are_routes_of_the_webhook_server(rendered: dict[str, list[Obj]]) -> None:
+    app, _ = make_app(parse_config(injector_config(rendered["base"])))
+    routes = {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource is not None}
+    for h in webhooks(rendered["base"]):
+        assert ("POST", h["clientConfig"]["service"]["path"]) in routes
+    c = one(rendered["base"], "Deployment", "skewwatch-injector")["spec"]["template"]["spec"]["containers"][0]
+    assert ("GET", c["readinessProbe"]["httpGet"]["path"]) in routes
 
 
 def sent(hook: dict[str, Any], annotations: dict[str, str] | None) -> bool:

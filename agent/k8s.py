@@ -5,7 +5,7 @@ injectable root, the API server from ``KUBERNETES_SERVICE_HOST``/``_PORT``) or, 
 from ``KUBECONFIG`` (token or token file, CA file or data, or ``insecure-skip-tls-verify``).
 Neither present is :class:`KubeUnavailable`: the pod source then says the API part is
 unavailable and still reports the downward API. Every request has a timeout and a size cap; a
-403 names the verb and resource the agent's RBAC lacks (``deploy/agent-rbac.yaml`` grants them).
+403 names the verb and resource the agent's RBAC lacks (``deploy/base/agent-rbac.yaml``, bound per namespace by ``deploy/overlays/agent-namespace``).
 
 Reading (:class:`KubeClient`, :func:`read_cluster`) is kept apart from interpreting: the pure
 functions :func:`pod_view`, :func:`resolve_workload` and :func:`node_view` turn API objects (plain

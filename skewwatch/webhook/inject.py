@@ -95,6 +95,89 @@ def annotations_of(pod: Mapping[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in _dict(_dict(pod.get("metadata")).get("annotations")).items()}
 
 
+# The fields injection reads, and their JSON types: (field, type, required).
+_CONTAINER_FIELDS: tuple[tuple[str, type, bool], ...] = (
+    ("name", str, True),
+    ("image", str, False),
+    ("command", list, False),
+    ("args", list, False),
+    ("env", list, False),
+    ("volumeMounts", list, False),
+    ("securityContext", dict, False),
+)
+
+
+def _typed(obj: Mapping[str, Any], fields: Sequence[tuple[str, type, bool]], where: str) -> str | None:
+    for name, kind, needed in fields:
+        if name not in obj or obj[name] is None:
+            if needed:
+                return f"{where}.{name}: missing"
+            continue
+        value = obj[name]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            return f"{where}.{name}: expected {kind.__name__ if kind is not dict else 'an object'}"
+    return None
+
+
+def _items(items: Sequence[Any], kind: type, where: str) -> str | None:
+    for i, item in enumerate(items):
+        if not isinstance(item, kind):
+            return f"{where}[{i}]: expected {'an object' if kind is dict else 'a string'}"
+    return None
+
+
+def _container_problem(c: Any, where: str) -> str | None:
+    if not isinstance(c, dict):
+        return f"{where}: expected an object"
+    problem = _typed(c, _CONTAINER_FIELDS, where)
+    for part in ("command", "args"):
+        problem = problem or _items(c.get(part) or [], str, f"{where}.{part}")
+    for part in ("env", "volumeMounts"):
+        problem = problem or _items(c.get(part) or [], dict, f"{where}.{part}")
+    if problem:
+        return problem  # the lists below are lists of objects from here on
+    for i, e in enumerate(c.get("env") or []):
+        problem = problem or _typed(e, (("name", str, True), ("value", str, False)), f"{where}.env[{i}]")
+    for i, m in enumerate(c.get("volumeMounts") or []):
+        mount_fields = (("name", str, True), ("mountPath", str, True), ("subPath", str, False))
+        problem = problem or _typed(m, mount_fields, f"{where}.volumeMounts[{i}]")
+    sc = c.get("securityContext") or {}
+    return problem or _typed(sc, (("runAsUser", int, False),), f"{where}.securityContext")
+
+
+def pod_problem(pod: Mapping[str, Any]) -> str | None:
+    """The first field injection reads that does not have its Kubernetes type, else None. The
+    API server hands in a decoded Pod, so this is only ever a hostile or broken caller."""
+    problem = _typed(pod, (("metadata", dict, False), ("spec", dict, True)), "request.object")
+    if problem:
+        return problem
+    meta, spec = pod.get("metadata") or {}, pod["spec"]
+    problem = _typed(meta, (("annotations", dict, False),), "metadata")
+    if problem is None and not all(isinstance(v, str) for v in (meta.get("annotations") or {}).values()):
+        problem = "metadata.annotations: values must be strings"
+    pod_fields = (
+        ("containers", list, True),
+        ("initContainers", list, False),
+        ("volumes", list, False),
+        ("securityContext", dict, False),
+        ("hostPID", bool, False),
+    )
+    problem = problem or _typed(spec, pod_fields, "spec")
+    if problem:
+        return problem
+    for part in ("containers", "initContainers"):
+        for i, c in enumerate(spec.get(part) or []):
+            problem = problem or _container_problem(c, f"spec.{part}[{i}]")
+    for i, v in enumerate(spec.get("volumes") or []):
+        problem = problem or (
+            _typed(v, (("name", str, True),), f"spec.volumes[{i}]")
+            if isinstance(v, dict)
+            else f"spec.volumes[{i}]: expected an object"
+        )
+    sc = spec.get("securityContext") or {}
+    return problem or _typed(sc, (("runAsUser", int, False),), "spec.securityContext")
+
+
 def has_agent(pod: Mapping[str, Any]) -> bool:
     """The pod already carries the agent: the marker, or a container of the agent's name."""
     if INJECTED in annotations_of(pod):

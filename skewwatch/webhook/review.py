@@ -33,6 +33,7 @@ from skewwatch.webhook.inject import (
     find_inference_container,
     has_agent,
     injection_patch,
+    pod_problem,
 )
 
 API_VERSION = "admission.k8s.io/v1"
@@ -182,6 +183,9 @@ def answer(data: Mapping[str, Any], config: WebhookConfig, namespace_enabled: bo
         return _reply(data, "skipped", f"{INJECT}: false")
     if opt != "true" and not namespace_enabled:
         return _reply(data, "skipped", "not opted in")
+    shape = pod_problem(pod)
+    if shape is not None:
+        return _reply(data, "warned", shape, [f"skewwatch: {shape}; admitted without the agent"])
     if has_agent(pod):
         return _reply(data, "skipped", "the agent is already there")
     try:

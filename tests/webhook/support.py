@@ -47,7 +47,7 @@ def pod_review(
             "resource": {"group": "", "version": "v1", "resource": "pods"},
             "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
             "requestResource": {"group": "", "version": "v1", "resource": "pods"},
-            "name": pod.get("metadata", {}).get("name", ""),
+            "name": meta.get("name", "") if isinstance(meta := pod.get("metadata"), dict) else "",
             "namespace": namespace,
             "operation": operation,
             "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},

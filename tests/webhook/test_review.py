@@ -287,7 +287,10 @@ def test_a_v1beta1_review_is_answered_in_v1beta1_without_a_patch() -> None:
 def test_a_pod_without_containers_is_admitted_with_a_warning() -> None:
     a = answer(pod_review({"metadata": {"annotations": OPT_IN}, "spec": {}}), CONFIG)
     _unchanged(a)
-    assert "no containers" in a.review["response"]["warnings"][0]
+    assert "spec.containers: missing" in a.review["response"]["warnings"][0]
+    a = answer(pod_review({"metadata": {"annotations": OPT_IN}, "spec": {"containers": []}}), CONFIG)
+    _unchanged(a)
+    assert "the pod has no containers" in a.review["response"]["warnings"][0]
 
 
 @pytest.mark.parametrize(
@@ -314,3 +317,37 @@ def test_a_host_pid_pod_is_not_given_a_shared_process_namespace_it_cannot_have()
     _, pod = _inject(vllm_pod(OPT_IN, hostPID=True))
     assert "shareProcessNamespace" not in pod["spec"]  # the API server refuses both together
     validate_pod(pod)
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (
+            lambda p: p["spec"]["containers"][1].update(command="vllm serve"),
+            "spec.containers[1].command: expected list",
+        ),
+        (
+            lambda p: p["spec"]["containers"][1]["volumeMounts"][0].pop("name"),
+            "volumeMounts[0].name: missing",
+        ),
+        (
+            lambda p: p["spec"]["containers"][0].update(env=[{"name": 3}]),
+            "spec.containers[0].env[0].name: expected str",
+        ),
+        (lambda p: p["spec"].update(hostPID="yes"), "spec.hostPID: expected bool"),
+        (lambda p: p["metadata"]["annotations"].update({"x": 1}), "annotations: values must be strings"),
+        (lambda p: p["spec"]["volumes"].append("models"), "spec.volumes[2]: expected an object"),
+        (
+            lambda p: p["spec"].update(securityContext={"runAsUser": True}),
+            "spec.securityContext.runAsUser: expected int",
+        ),
+    ],
+)
+def test_a_pod_field_without_its_kubernetes_type_is_a_warning_naming_the_field(
+    change: Any, says: str
+) -> None:
+    pod = vllm_pod(OPT_IN)
+    change(pod)
+    a = answer(pod_review(pod), CONFIG)
+    _unchanged(a)
+    assert a.outcome == "warned" and says in a.review["response"]["warnings"][0]

@@ -5,9 +5,10 @@ the agent's own engine tables (:mod:`agent.engines`, through :mod:`agent.sources
 command line means here what it means to the running agent. Neither the agent nor the collector
 imports this package (an import-linter contract); the injection itself
 (:mod:`skewwatch.webhook.inject`, :mod:`skewwatch.webhook.review`) is pure, the server
-(:mod:`skewwatch.webhook.server`) is aiohttp over TLS. ``register(subparsers)`` adds the command.
+(:mod:`skewwatch.webhook.server`) is aiohttp over TLS. ``register(subparsers)`` adds the command;
+``attach(parser)`` serves the webhook beside another command (the collector) given ``--webhook``.
 """
 
-from skewwatch.webhook.command import register
+from skewwatch.webhook.command import attach, register
 
-__all__ = ["register"]
+__all__ = ["attach", "register"]

@@ -21,8 +21,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from skewwatch.webhook import register, server
-from skewwatch.webhook.command import attach
+from skewwatch.webhook import attach, register, server
 from skewwatch.webhook.config import WebhookConfig
 from skewwatch.webhook.errors import ConfigError, TLSFilesError
 from skewwatch.webhook.run import serve

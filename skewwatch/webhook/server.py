@@ -137,7 +137,7 @@ class WebhookApp:
         self.counts[result.outcome] += 1
         request_data = data["request"]
         log.info(
-            "admission %s: %s %s/%s: %s%s",
+            "admission %r: %s %r/%r: %s%s",  # repr: a hostile uid or name cannot forge log lines
             request_data["uid"],
             result.outcome,
             str(request_data.get("namespace") or "")[:63],

@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     from agent.cli import register as register_agent
     from collector.cli import register as register_collector
     from skewwatch.check import register as register_check
+    from skewwatch.webhook import attach as attach_webhook
+    from skewwatch.webhook import register as register_webhook
 
     parser = OneLineParser(prog="skewwatch", description="Catch training-serving skew in LLM inference.")
     parser.add_argument("--version", action="version", version=f"skewwatch {__version__}")
@@ -43,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     register_agent(sub)
     register_collector(sub)
     register_check(sub)
+    register_webhook(sub)
+    attach_webhook(sub.choices["collector"])  # collector --webhook HOST:PORT --tls-cert --tls-key
     c = sub.add_parser("completion", help="print a shell completion script: bash or zsh")
     c.add_argument("shell", choices=("bash", "zsh"))
     c.set_defaults(func=lambda a: _print_completion(parser, a.shell))

@@ -134,7 +134,8 @@ def test_a_real_dtype_change_is_one_finding_and_a_restart_is_none(
         time.sleep(4)
         after = sc.pod(NS, POD)
     snaps = history(sc)["snapshots"]
-    assert len(snaps) == 2
+    brief_snaps = [{k: s.get(k) for k in ("id", "sequence", "collected_at", "changes")} for s in snaps]
+    assert len(snaps) == 2, json.dumps(brief_snaps, indent=1)
     changes = {c["key"]: (c["before"], c["after"]) for c in snaps[0]["changes"]}
     blocks = (before["facts"]["runtime.num_gpu_blocks"], after["facts"]["runtime.num_gpu_blocks"])
     # The engine's own sizing: float32 takes twice the bytes per token in the same KV space.

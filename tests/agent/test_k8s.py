@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import ssl
-import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from agent.snapshot import merge_facts
 from agent.sources.base import AgentPaths, CollectContext, SourceResult
 from agent.sources.pod import PodSource
 from skewwatch.core.facts import SourceState
+from tests.support.tls import self_signed
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "k8s"
 TOKEN = (
@@ -161,17 +161,6 @@ async def test_api_workload_beats_the_name_derived_one_in_the_merge(tmp_path: Pa
     env = pod_env() | {"KUBECONFIG": str(kubeconfig(tmp_path, f"http://127.0.0.1:{port}"))}
     merged = merge_facts([await collect(tmp_path, env)])
     assert merged["orchestration.workload"].provenance.method == "k8s"
-
-
-def self_signed(tmp: Path, name: str) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1, made by the real openssl."""
-    cert, key = tmp / f"{name}.crt", tmp / f"{name}.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={name}",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    return cert, key
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ bounded even for a hostile workload name."""
 from __future__ import annotations
 
 import argparse
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from tests.support.collector import (
     observations_msg,
     settings_for,
 )
+from tests.support.tls import self_signed
 
 HOSTILE = "ml/Deployment/" + 'évil"\\{x}=' * 45  # 464 characters: quotes, backslash, braces, '='
 OBS = {"generation_tokens_per_s": 100.0, "requests_per_s": 2.0, "e2e_latency_seconds_count": 50.0,
@@ -403,12 +403,7 @@ def test_a_gauge_past_its_bound_is_said_once_until_it_fits(caplog: pytest.LogCap
 
 def _self_signed(tmp_path: Path) -> tuple[bytes, bytes, Path]:
     """A certificate for localhost/127.0.0.1 made by the openssl CLI: (key, cert, cert file)."""
-    key, cert = tmp_path / "otlp.key", tmp_path / "otlp.crt"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
+    cert, key = self_signed(tmp_path, "otlp", "localhost")
     return key.read_bytes(), cert.read_bytes(), cert
 
 

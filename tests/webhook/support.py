@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import copy
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import yaml
 
 from skewwatch.check.manifests import POD_SPECS
 from skewwatch.webhook.review import Answer
+from tests.support.tls import self_signed
 
 # PodSpec fields a KServe ServingRuntime spec shares with the pod KServe makes from it.
 POD_SPEC_FIELDS = frozenset(
@@ -142,10 +142,4 @@ def _get(data: Any, path: tuple[str, ...]) -> Any:
 
 def make_cert(directory: Path, name: str, cn: str = "localhost") -> tuple[Path, Path]:
     """A self-signed certificate for localhost/127.0.0.1 made by the openssl CLI: (cert, key)."""
-    key, cert = directory / f"{name}.key", directory / f"{name}.crt"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={cn}",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    return cert, key
+    return self_signed(directory, name, cn)

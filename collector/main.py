@@ -10,14 +10,19 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import signal
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from aiohttp import web
 
 from collector.api.app import create_app
+from collector.cluster.injection import InjectionCheck
+from collector.cluster.kube import SERVICE_ACCOUNT
 from collector.drift.engine import Debounce
 from collector.errors import CollectorError
 from collector.ingest.registry import StreamLimits
@@ -83,9 +88,20 @@ class BoundPorts:
 class Collector:
     """A running collector. ``await start()`` → bound ports; ``await stop()`` releases everything."""
 
-    def __init__(self, settings: CollectorSettings, *, store: FullStore | None = None) -> None:
+    def __init__(
+        self,
+        settings: CollectorSettings,
+        *,
+        store: FullStore | None = None,
+        environ: Mapping[str, str] | None = None,
+        serviceaccount: Path = SERVICE_ACCOUNT,
+    ) -> None:
         self.settings = settings
         self._store = store
+        # Where the missed-injection check finds the Kubernetes API (KUBECONFIG, the service env).
+        self.environ: Mapping[str, str] = environ if environ is not None else os.environ
+        self.serviceaccount = serviceaccount
+        self.injection: InjectionCheck | None = None
         self._grpc: grpc.aio.Server | None = None
         self._runner: web.AppRunner | None = None
         self._serving = False
@@ -140,6 +156,8 @@ class Collector:
             http_bound = await self._start_http(http_host, http_port)
             self.telemetry.bind(self._queries, self._pods)
             self.telemetry.start()
+            assert self.injection is not None
+            self.injection.start()
         except BaseException:
             await self.stop()
             raise
@@ -216,11 +234,21 @@ class Collector:
             self._store, streams=self.ingest.registry if self.ingest is not None else None, drift=self.drift
         )
         self._queries = Queries(self._store, self.drift) if self.drift is not None else None
+        self.injection = InjectionCheck(
+            self._pods,
+            interval_s=self.settings.injection_check_interval_s,
+            grace_s=self.settings.injection_grace_s,
+            sa_root=self.serviceaccount,
+            environ=self.environ,
+        )
+        if self.telemetry is not None:
+            self.telemetry.bind_injection(self.injection.report)
         app = create_app(
             self._pods,
             queries=self._queries,
             grpc_serving=self.serving,
             metrics=self.telemetry.render if self.telemetry is not None else None,
+            injection=self.injection.report,
         )
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.settings.shutdown_grace_s)
         await runner.setup()
@@ -241,7 +269,10 @@ class Collector:
         grace = self.settings.shutdown_grace_s
         server, self._grpc = self._grpc, None
         runner, self._runner = self._runner, None
+        injection, self.injection = self.injection, None
         try:
+            if injection is not None:
+                await injection.stop()
             if server is not None:
                 await server.stop(grace)
             if runner is not None:

@@ -30,6 +30,8 @@
 | otlp_headers             | --otlp-headers      | SKEWWATCH_OTLP_HEADERS             | none              |
 | otlp_interval_s          | --otlp-interval     | SKEWWATCH_OTLP_INTERVAL            | 30 s              |
 | cluster                  | (none)              | SKEWWATCH_CLUSTER                  | none              |
+| injection_check_interval_s | (none)            | SKEWWATCH_INJECTION_CHECK_INTERVAL | 60 s (0: off)    |
+| injection_grace_s        | (none)              | SKEWWATCH_INJECTION_GRACE          | 120 s             |
 | pod_namespace            | (none)              | POD_NAMESPACE                      | none              |
 | pod_name                 | (none)              | POD_NAME                           | none              |
 
@@ -47,6 +49,11 @@ pushed over OTLP/gRPC every ``otlp_interval_s``, over TLS (``otlp_ca_file``, els
 unless ``otlp_insecure`` (or an ``http://`` endpoint), with ``otlp_headers`` (``k=v,k2=v2``) on
 every export. ``cluster``, ``pod_namespace`` and ``pod_name`` (the downward API's variables) become
 the ``k8s.*`` resource attributes when set.
+
+Missed injections (docs/webhook.md): every ``injection_check_interval_s`` the collector lists
+pods and namespaces through the Kubernetes API (in-cluster service account, else ``KUBECONFIG``)
+and reports opted-in pods running for longer than ``injection_grace_s`` with no agent reporting
+(``GET /api/v1/injection``, ``skewwatch.injection.*``).
 
 ``grpc`` and ``http`` are ``HOST:PORT`` (``[::1]:PORT`` for IPv6); port 0 picks a free port, and the
 bound ports are logged and returned by ``Collector.start``. A gRPC message larger than
@@ -115,6 +122,8 @@ class CollectorSettings:
     otlp_headers: str = ""
     otlp_interval_s: float = 30.0
     cluster: str = ""
+    injection_check_interval_s: float = 60.0
+    injection_grace_s: float = 120.0
     pod_namespace: str = ""
     pod_name: str = ""
 
@@ -171,9 +180,15 @@ class CollectorSettings:
             ("SKEWWATCH_FIRST_REPORT_TIMEOUT", self.first_report_timeout_s, 0.05, 86_400.0),
             ("SKEWWATCH_IDLE_TIMEOUT", self.idle_timeout_s, 0.05, 7 * 86_400.0),
             ("SKEWWATCH_RETRY_AFTER", self.retry_after_s, 1.0, 3600.0),
+            ("SKEWWATCH_INJECTION_GRACE", self.injection_grace_s, 0.0, 86_400.0),
         ):
             if not low_s <= seconds <= high_s:
                 raise SettingsError(flag, f"must be between {low_s:g} and {high_s:g} s, got {seconds}")
+        if self.injection_check_interval_s != 0 and not 1 <= self.injection_check_interval_s <= 86_400:
+            raise SettingsError(
+                "SKEWWATCH_INJECTION_CHECK_INTERVAL",
+                f"must be 0 (off) or between 1 and 86400 s, got {self.injection_check_interval_s}",
+            )
         self._validate_otlp()
         return self
 
@@ -284,6 +299,8 @@ ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "otlp_headers": ("SKEWWATCH_OTLP_HEADERS", str),
     "otlp_interval_s": ("SKEWWATCH_OTLP_INTERVAL", float),
     "cluster": ("SKEWWATCH_CLUSTER", str),
+    "injection_check_interval_s": ("SKEWWATCH_INJECTION_CHECK_INTERVAL", float),
+    "injection_grace_s": ("SKEWWATCH_INJECTION_GRACE", float),
     "pod_namespace": ("POD_NAMESPACE", str),
     "pod_name": ("POD_NAME", str),
 }

@@ -17,9 +17,11 @@ from aiohttp import web
 from collector.api import body, openapi, views
 from collector.api import drift as drift_routes
 from collector.api import evidence as evidence_routes
+from collector.api import injection as injection_routes
 from collector.api.drift import IntentBadRequest
 from collector.api.params import int_param
 from collector.errors import ApiError, BadRequestError, StoreError
+from collector.service.injection import InjectionReport
 from collector.service.pods import MAX_HISTORY_LIMIT, Pods
 from collector.service.queries import Queries
 from skewwatch import __version__
@@ -164,6 +166,7 @@ ROUTES: tuple[tuple[str, str, Any], ...] = (
     ("GET", "/api/v1/pods/{namespace}/{pod}", get_pod),
     ("DELETE", "/api/v1/pods/{namespace}/{pod}", delete_pod),
     ("GET", "/api/v1/pods/{namespace}/{pod}/history", pod_history),
+    ("GET", "/api/v1/injection", injection_routes.get_injection),
 )
 
 
@@ -184,17 +187,21 @@ def create_app(
     grpc_serving: Callable[[], bool] = lambda: True,
     limits: body.ApiLimits | None = None,
     metrics: MetricsText | None = None,
+    injection: Callable[[], InjectionReport] | None = None,
 ) -> web.Application:
     """The API app over the pod queries ``pods`` (which also answer /readyz's store and stream
     checks); ``grpc_serving`` tells /readyz whether ingest is up; with ``queries``, the drift
     engine's routes (workloads, findings, diff, baselines, intents) too; ``limits``, body sizes,
     timeouts and the parse pool (default ``body.DEFAULT_LIMITS``); with ``metrics`` (the
-    telemetry's Prometheus text and content type), ``GET /metrics``."""
+    telemetry's Prometheus text and content type), ``GET /metrics``; ``injection``, the latest
+    missed-injection report ``GET /api/v1/injection`` serves (without: unavailable)."""
     limits = limits if limits is not None else body.DEFAULT_LIMITS
     app = web.Application(middlewares=[errors_middleware], client_max_size=limits.max_body_bytes)
     app[body.LIMITS] = limits
     app[PODS] = pods
     app[GRPC_SERVING] = grpc_serving
+    if injection is not None:
+        app[injection_routes.INJECTION] = injection
     for method, path, handler in ROUTES:
         if method == "GET":
             app.router.add_get(path, handler)  # and HEAD

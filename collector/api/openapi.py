@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from collector.api.evidence import OPENAPI_PATHS as EVIDENCE_PATHS
+from collector.api.injection import OPENAPI_PATHS as INJECTION_PATHS
 
 _TS = {"type": "number", "description": "Unix time, seconds"}
 _NULLABLE_TS = {"type": ["number", "null"], "description": "Unix time, seconds"}
@@ -1031,3 +1032,4 @@ PATHS.update(
     }
 )
 PATHS.update(EVIDENCE_PATHS)  # the evidence bundle's route (collector/api/evidence.py)
+PATHS.update(INJECTION_PATHS)  # the missed-injection report (collector/api/injection.py)

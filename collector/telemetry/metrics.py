@@ -22,7 +22,7 @@ import re
 import time
 import uuid
 from collections import Counter as Tally
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +40,7 @@ from collector.domain.identity import split_workload
 from collector.domain.model import FindingRecord, Replica
 from collector.domain.records import FindingQuery
 from collector.service.events import ServiceEvents
+from collector.service.injection import InjectionReport
 from collector.service.pods import Pods
 from collector.service.queries import Queries
 from collector.settings import CollectorSettings, parse_headers, parse_otlp_endpoint
@@ -249,6 +250,7 @@ class Telemetry(ServiceEvents):
         self._lock = asyncio.Lock()
         self._queries: Queries | None = None
         self._pods: Pods | None = None
+        self._injection: Callable[[], InjectionReport] | None = None
         self._task: asyncio.Task[None] | None = None
         self._overflowing: set[str] = set()
         self._instruments()
@@ -281,6 +283,8 @@ class Telemetry(ServiceEvents):
             ("skewwatch.workloads.without_intent", self._observe_without_intent),
             ("skewwatch.workloads.without_baseline", self._observe_without_baseline),
             ("skewwatch.agents.connected", self._observe_agents),
+            ("skewwatch.injection.opted_in", self._observe_opted_in),
+            ("skewwatch.injection.missed", self._observe_missed),
         ):
             s = spec(name)
             meter.create_observable_gauge(name, callbacks=[callback], unit=s.unit, description=s.meaning)
@@ -346,10 +350,35 @@ class Telemetry(ServiceEvents):
             return []
         return [Observation(int(self._pods.streams_readiness().get("in_use") or 0))]
 
+    def _injection_report(self) -> InjectionReport | None:
+        """The latest missed-injection check, when it could read the cluster (else no series)."""
+        report = self._injection() if self._injection is not None else None
+        return report if report is not None and report.available else None
+
+    def _observe_opted_in(self, _: CallbackOptions) -> Iterable[Observation]:
+        report = self._injection_report()
+        if report is None:
+            return []
+        return [Observation(n, attrs(namespace=ns)) for ns, n in report.opted_in_by_namespace.items()]
+
+    def _observe_missed(self, _: CallbackOptions) -> Iterable[Observation]:
+        report = self._injection_report()
+        if report is None:
+            return []
+        return [
+            Observation(n, attrs(namespace=ns, reason=reason))
+            for (ns, reason), n in report.missed_counts().items()
+        ]
+
     # -- the picture, through the service --------------------------------------------------------
 
     def bind(self, queries: Queries | None, pods: Pods | None) -> None:
         self._queries, self._pods = queries, pods
+
+    def bind_injection(self, report: Callable[[], InjectionReport]) -> None:
+        """Where the ``skewwatch.injection.*`` gauges read the latest check (an immutable report,
+        read synchronously in the callback like the agents gauge)."""
+        self._injection = report
 
     async def refresh(self, *, force: bool = False) -> None:
         """Take a new ``Gauges`` through the service (at most every ``min_refresh_s``)."""

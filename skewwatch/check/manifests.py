@@ -27,18 +27,11 @@ from agent.k8s import GPU_PRODUCT_LABELS
 from collector.errors import IntentError
 from collector.intent.yamldoc import Document, load_documents
 from skewwatch.check.errors import CheckInputError
+from skewwatch.core.containers import IMAGE_ENTRYPOINTS, k8s_expand
 
 # What a ``secretKeyRef`` variable holds in the check: its value is unknown (no cluster) and must
 # never be shown; the check's redaction digests any value that contains this marker.
 SECRET_MARKER = "skewwatch-secret-ref:"  # noqa: S105  (a marker, not a credential)
-
-# Images whose entrypoint starts an engine, by the last segment of the repository: a container
-# of these with no ``command`` runs it (the images' own Dockerfiles: TGI's ENTRYPOINT is
-# text-generation-launcher, vllm/vllm-openai's is ``vllm serve``).
-IMAGE_ENTRYPOINTS: dict[str, tuple[str, ...]] = {
-    "text-generation-inference": ("text-generation-launcher",),
-    "vllm-openai": ("vllm", "serve"),
-}
 
 # Where each kind keeps its pod specs: (path to the pod spec, path to the pod metadata, role).
 POD_SPECS: dict[str, tuple[tuple[tuple[str, ...], tuple[str, ...], str], ...]] = {
@@ -78,23 +71,9 @@ POD_SPECS: dict[str, tuple[tuple[tuple[str, ...], tuple[str, ...], str], ...]] =
 RUNTIME_KINDS = frozenset({"ServingRuntime", "ClusterServingRuntime"})
 LLMISVC_MODEL_DIR = "/mnt/models"  # where KServe's storage initializer puts spec.model.uri
 
-_K8S_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.\-]*)\)")
 _KSERVE_PLACEHOLDER = re.compile(r"\{\{\s*\.Name\s*\}\}")
 
 Path = tuple[str | int, ...]
-
-
-def k8s_expand(text: str, env: Mapping[str, str]) -> str:
-    """``$(VAR)`` as the kubelet expands it in command, args and env values: a defined variable
-    is replaced, an undefined one stays as written, ``$$`` is a literal ``$``."""
-
-    def sub(m: re.Match[str]) -> str:
-        if m.group(0) == "$$":
-            return "$"
-        name = m.group(1)
-        return env[name] if name in env else m.group(0)
-
-    return _K8S_REF.sub(sub, text)
 
 
 @dataclass(frozen=True)

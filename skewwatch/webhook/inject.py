@@ -21,7 +21,7 @@ from typing import Any
 from agent.engines import Invocation
 from agent.engines.base import HUB_CACHE_ENV
 from agent.sources.process import locate, parse_args
-from skewwatch.check.manifests import IMAGE_ENTRYPOINTS, k8s_expand
+from skewwatch.core.containers import IMAGE_ENTRYPOINTS, k8s_expand
 from skewwatch.webhook.config import SIDECAR_MODES, SidecarMode, WebhookConfig, parse_resources
 from skewwatch.webhook.errors import ConfigError, WebhookError
 

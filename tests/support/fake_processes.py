@@ -16,7 +16,7 @@ import yaml
 
 from agent.settings import AgentSettings
 from agent.sources.base import AgentPaths, CollectContext
-from skewwatch.check.manifests import k8s_expand  # the kubelet's $(VAR), as the pre-deploy check expands it
+from skewwatch.core.containers import k8s_expand  # the kubelet's $(VAR), as the check and webhook read it
 
 # What a secretKeyRef would inject: shaped like a real token so the redactor has to catch it.
 SECRET_FROM_REF = "hf_FromSecretKeyRef0123456789abcdef"

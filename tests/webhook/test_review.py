@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from agent.sources.process import locate
-from skewwatch.check.manifests import k8s_expand
+from skewwatch.core.containers import k8s_expand
 from skewwatch.webhook.config import WebhookConfig
 from skewwatch.webhook.errors import ReviewError
 from skewwatch.webhook.inject import AGENT_CONTAINER, engine_match

@@ -222,13 +222,11 @@ class KubeClient:
                     raise ClusterError(f"{what}: the list changed too much while paging (410 Gone)")
                 if resp.status != 200:
                     raise ClusterError(f"{what}: HTTP {resp.status} from {self.config.server}")
-                body = await resp.content.read(self.max_page_bytes + 1)
+                body = await self._read_capped(resp, what)
         except aiohttp.ClientError as e:
             raise ClusterError(f"{what}: {self.config.server}: {type(e).__name__}: {e}") from e
         except TimeoutError as e:
             raise ClusterError(f"{what}: {self.config.server}: no answer within {self.timeout_s:g} s") from e
-        if len(body) > self.max_page_bytes:
-            raise ClusterError(f"{what}: a page over {self.max_page_bytes} bytes: refused")
         try:
             doc = json.loads(body)
         except ValueError as e:
@@ -236,3 +234,17 @@ class KubeClient:
         if not isinstance(doc, dict):
             raise ClusterError(f"{what}: {self.config.server}: the answer is not a JSON object")
         return doc
+
+    async def _read_capped(self, resp: aiohttp.ClientResponse, what: str) -> bytes:
+        """The whole body, refused as soon as it passes ``max_page_bytes`` (``read(n)`` returns
+        whatever one chunk holds, so it is read until the end)."""
+        if resp.content_length is not None and resp.content_length > self.max_page_bytes:
+            raise ClusterError(f"{what}: a page over {self.max_page_bytes} bytes: refused")
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := await resp.content.read(64 * 1024):
+            size += len(chunk)
+            if size > self.max_page_bytes:
+                raise ClusterError(f"{what}: a page over {self.max_page_bytes} bytes: refused")
+            chunks.append(chunk)
+        return b"".join(chunks)

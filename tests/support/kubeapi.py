@@ -14,12 +14,14 @@ import base64
 import contextlib
 import copy
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 
 POD_FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "k8s" / "deployment" / "pod.json"
@@ -172,3 +174,17 @@ users:
 """
     )
     return path
+
+
+@pytest.fixture
+async def opted_in_cluster(tmp_path: Path) -> AsyncIterator[dict[str, str]]:
+    """An environment whose KUBECONFIG reaches a fake API with one opted-in pod of namespace ml
+    running for 10 minutes without the agent (missed: not injected); for ``Collector(environ=)``."""
+    api = FakeKubeApi(
+        pods=[
+            pod("ml", "unpatched-0", annotations={"skewwatch.io/inject": "true"}, started=time.time() - 600)
+        ],
+        namespaces=[namespace("ml")],
+    )
+    async with serve(api) as url:
+        yield {"KUBECONFIG": str(kubeconfig(tmp_path, url))}

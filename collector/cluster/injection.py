@@ -81,7 +81,9 @@ class InjectionCheck:
             report = unavailable(str(e), self.clock())
             self.failures += 1
         if not report.available and report.reason != self._report.reason:
-            log.warning("injection check unavailable: %s", report.reason)
+            # Outside a cluster (no credentials) is a normal state, said once; a failure is a warning.
+            level = logging.INFO if self.failures == 0 else logging.WARNING
+            log.log(level, "injection check unavailable: %s", report.reason)
         self._report = report
         return report
 

@@ -37,6 +37,7 @@ from tests.support.collector import (
     observations_msg,
     settings_for,
 )
+from tests.support.kubeapi import opted_in_cluster  # noqa: F401  (a fixture)
 from tests.support.tls import self_signed
 
 HOSTILE = "ml/Deployment/" + 'évil"\\{x}=' * 45  # 464 characters: quotes, backslash, braces, '='
@@ -140,7 +141,9 @@ def _samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
 
 
 async def test_scenario_exports_every_catalogued_metric_over_otlp_and_metrics(
-    tmp_path: Path, receiver: tuple[Receiver, int]
+    tmp_path: Path,
+    receiver: tuple[Receiver, int],
+    opted_in_cluster: dict[str, str],  # noqa: F811
 ) -> None:
     rec, port = receiver
     settings = settings_for(
@@ -150,9 +153,12 @@ async def test_scenario_exports_every_catalogued_metric_over_otlp_and_metrics(
         pod_namespace="skewwatch", pod_name="collector-0",
     )  # fmt: skip
     store = FlakyStore(tmp_path / "collector.db")
-    collector = Collector(settings, store=store)
+    # A Kubernetes API (fake, over real HTTP) with an opted-in pod no agent reports: the
+    # injection gauges have something to say.
+    collector = Collector(settings, store=store, environ=opted_in_cluster, serviceaccount=tmp_path / "no-sa")
     ports = await collector.start()
     assert collector.telemetry is not None and collector.drift is not None
+    assert collector.injection is not None and (await collector.injection.check()).missed
     telemetry = collector.telemetry
     telemetry.min_refresh_s = 0
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{ports.grpc}")

@@ -5,7 +5,8 @@ injectable root, the API server from ``KUBERNETES_SERVICE_HOST``/``_PORT``) or, 
 from ``KUBECONFIG`` (token or token file, CA file or data, or ``insecure-skip-tls-verify``).
 Neither present is :class:`KubeUnavailable`: the pod source then says the API part is
 unavailable and still reports the downward API. Every request has a timeout and a size cap; a
-403 names the verb and resource the agent's RBAC lacks (``deploy/base/agent-rbac.yaml``, bound per namespace by ``deploy/overlays/agent-namespace``).
+403 names the verb and resource the agent's RBAC lacks (``deploy/base/agent-rbac.yaml``, bound
+per namespace by ``deploy/overlays/agent-namespace``).
 
 Reading (:class:`KubeClient`, :func:`read_cluster`) is kept apart from interpreting: the pure
 functions :func:`pod_view`, :func:`resolve_workload` and :func:`node_view` turn API objects (plain
@@ -205,6 +206,17 @@ def load_config(sa_root: Path, environ: Mapping[str, str]) -> KubeConfig:
 # --- the client ----------------------------------------------------------------------------------
 
 
+async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> bytes:
+    """The body, read to its end or until it holds ``cap`` bytes (``read(n)`` returns only what
+    has arrived: one read of a large object sent in several writes cut it short, "not JSON")."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < cap and (chunk := await resp.content.read(min(64 * 1024, cap - size))):
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
 class KubeClient:
     """GETs of single objects, under a timeout and a size cap, with the config's credentials."""
 
@@ -246,7 +258,7 @@ class KubeClient:
                     raise KubeError(f"{what}: unauthorized (token rejected by {self.config.server})")
                 if resp.status != 200:
                     raise KubeError(f"{what}: HTTP {resp.status} from {url}")
-                body = await resp.content.read(MAX_OBJECT_BYTES + 1)
+                body = await _read_capped(resp, MAX_OBJECT_BYTES + 1)
         except aiohttp.ClientError as e:
             raise KubeError(f"{what}: {url}: {type(e).__name__}: {e}") from e
         except TimeoutError as e:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -41,11 +42,12 @@ class FakeApi:
     objects: dict[str, dict[str, object]] = field(default_factory=dict)
     forbidden: set[str] = field(default_factory=set)
     requests: list[str] = field(default_factory=list)
+    trickle: bool = False  # send each object in 64 KiB writes, as a busy API server does
 
     def add(self, path: str, fixture: str) -> None:
         self.objects[path] = json.loads((FIXTURES / fixture).read_text())
 
-    async def handle(self, request: web.Request) -> web.Response:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append(request.path)
         if request.headers.get("Authorization") != f"Bearer {TOKEN}":
             return web.json_response({"kind": "Status", "code": 401, "reason": "Unauthorized"}, status=401)
@@ -62,7 +64,17 @@ class FakeApi:
             )
         if request.path not in self.objects:
             return web.json_response({"kind": "Status", "reason": "NotFound", "code": 404}, status=404)
-        return web.json_response(self.objects[request.path])
+        if not self.trickle:
+            return web.json_response(self.objects[request.path])
+        body = json.dumps(self.objects[request.path]).encode()
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        resp.content_length = len(body)
+        await resp.prepare(request)
+        for i in range(0, len(body), 64 * 1024):
+            await resp.write(body[i : i + 64 * 1024])
+            await asyncio.sleep(0.001)
+        await resp.write_eof()
+        return resp
 
 
 def deployment_api() -> FakeApi:
@@ -154,6 +166,22 @@ async def test_deployment_pod_yields_image_digest_workload_and_node_gpu_class(
     prov = {f.key: f.provenance for f in result.facts if f.key == "orchestration.image_digest"}
     assert prov["orchestration.image_digest"].method == "k8s"
     assert "imageID" in prov["orchestration.image_digest"].detail
+
+
+async def test_a_pod_of_a_megabyte_arrives_whole_over_several_chunks(tmp_path: Path, serve: Serve) -> None:
+    # managedFields of a pod many controllers touched: the body comes in several reads.
+    api = deployment_api()
+    api.trickle = True
+    pod = api.objects[f"/api/v1/namespaces/{NS}/pods/llama-7d9f8b6c5-x2x9z"]
+    meta = pod["metadata"]
+    assert isinstance(meta, dict)
+    meta["managedFields"] = [{"manager": f"c-{i}", "fieldsV1": {"f:x": "y" * 1000}} for i in range(1000)]
+    port = await serve(api)
+    env = pod_env() | {"KUBECONFIG": str(kubeconfig(tmp_path, f"http://127.0.0.1:{port}"))}
+    result = await collect(tmp_path, env)
+    assert result.state is SourceState.OK, result.message
+    assert by_key(result)["orchestration.workload"] == f"{NS}/Deployment/llama", result.message
+    assert "workload from the Kubernetes API" in result.message, result.message  # not from the pod name
 
 
 async def test_api_workload_beats_the_name_derived_one_in_the_merge(tmp_path: Path, serve: Serve) -> None:

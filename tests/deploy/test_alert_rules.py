@@ -19,9 +19,10 @@ OPERATOR = RULES_DIR / "skewwatch-prometheusrule.yaml"
 ALERTS = {
     "SkewwatchCriticalDriftOpen", "SkewwatchThroughputBelowBaseline", "SkewwatchLatencyAboveBaseline",
     "SkewwatchReplicaSkew", "SkewwatchAgentSilent", "SkewwatchWorkloadsWithoutIntent",
-    "SkewwatchIngestFailing",
+    "SkewwatchIngestFailing", "SkewwatchInjectionMissed",
 }  # fmt: skip
-NO_WORKLOAD_LABEL = {"SkewwatchWorkloadsWithoutIntent", "SkewwatchIngestFailing"}  # their metrics carry none
+# Their metrics carry no workload (the injection gauge: a namespace, never pod names).
+NO_WORKLOAD_LABEL = {"SkewwatchWorkloadsWithoutIntent", "SkewwatchIngestFailing", "SkewwatchInjectionMissed"}
 
 
 def _rules() -> list[dict[str, Any]]:

@@ -361,12 +361,20 @@ def _windows(completions: list[int]) -> list[dict[str, float]]:
 
 
 def test_throughput_per_request_is_total_tokens_over_total_requests_not_a_median_of_windows() -> None:
+    # 2.4 requests/s: 3 of 5 windows hold 2 completions, 2 hold 3. The recorded load is their
+    # median, 2, so the baseline's throughput is what the engine serves per request at that load
+    # (31.25 tokens a request x 2), not the median 75 tokens/s, which would read any later
+    # window of the same engine as a sixth slower.
+    base = record(WL, [replica("a", obs=_windows([2, 3, 2, 2, 3] * 4))], 0.0, "manual")
+    assert base.load["requests_per_s"] == 2.0
+    assert base.performance["generation_tokens_per_s"] == pytest.approx(75.0 / 2.4 * 2.0)
+    (m,) = [m for m in PERF_METRICS if m.name == "generation_tokens_per_s"]
+    assert compare_performance(base, [replica("a", obs=_windows([3, 2, 2, 3, 2] * 3))])[0] == []
     base = record(WL, [replica("a", obs=_windows([2, 3] * 10))], 0.0, "manual")
     assert base.performance["generation_tokens_per_s"] == 75.0 and base.load["requests_per_s"] == 2.5
     # The same engine, 12 windows later: 7 of them caught a third completion, 5 did not. Window
     # by window it is 25 or 37.5 tokens per request, and their median (25) would read -17 %.
     same = replica("a", obs=_windows([3, 2, 3, 2, 3, 2, 3, 3, 2, 3, 2, 3]))
-    (m,) = [m for m in PERF_METRICS if m.name == "generation_tokens_per_s"]
     assert observed(same, m, per_load=2.5) == pytest.approx(75.0 * 12 / 31 * 2.5)  # 72.6: -3 %
     assert compare_performance(base, [same])[0] == []
     # A real drop in tokens per request is still one: the same windows at 40 tokens/s.

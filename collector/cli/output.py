@@ -120,7 +120,10 @@ def with_rfc3339(data: Any) -> Any:
             and not isinstance(v, bool)
             and f"{k}_rfc3339" not in data
         ):
-            out[f"{k}_rfc3339"] = rfc3339(v)
+            try:
+                out[f"{k}_rfc3339"] = rfc3339(v)
+            except (OverflowError, OSError, ValueError):
+                out[f"{k}_rfc3339"] = None  # no calendar time (a NaN, year 10000): the number stays
     return out
 
 

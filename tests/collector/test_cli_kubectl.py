@@ -183,6 +183,9 @@ def test_rfc3339_is_added_beside_time_fields_only() -> None:
         "history": [{"at": 1.5, "at_rfc3339": "1970-01-01T00:00:01.500Z", "event": "opened"}],
         "ok": True,
     }
+    # A number no calendar holds is kept, with no time beside it, never a crash of the command.
+    odd = with_rfc3339({"until": 1e300, "since": float("nan")})
+    assert odd["until"] == 1e300 and odd["until_rfc3339"] is None and odd["since_rfc3339"] is None
 
 
 async def test_history_cut_by_limit_says_so_on_stderr(

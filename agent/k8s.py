@@ -16,9 +16,7 @@ is a table (:data:`OWNER_KINDS`), as are the node labels reported (:data:`NODE_L
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import re
 import ssl
 from collections.abc import Mapping, Sequence
@@ -29,8 +27,10 @@ from typing import Any
 import aiohttp
 
 from agent.errors import SourceFailed, SourceUnavailable
+from skewwatch import kubeconfig
 from skewwatch.core.facts import FactValue
 from skewwatch.core.gpu import gpu_class_name
+from skewwatch.kubeconfig import KubeConfig
 
 DEFAULT_TIMEOUT_S = 5.0
 MAX_OBJECT_BYTES = 4 * 1024 * 1024  # a Pod with its managedFields is tens of KiB
@@ -91,116 +91,26 @@ class KubeNotFound(KubeError):
 
 
 # --- configuration -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class KubeConfig:
-    server: str
-    token: str | None = None
-    ca_file: str | None = None
-    ca_data: bytes | None = None
-    insecure: bool = False
-    namespace: str | None = None
-    source: str = ""  # "in-cluster service account" or the kubeconfig path
-
-    def ssl_context(self) -> ssl.SSLContext | bool:
-        if not self.server.startswith("https://"):
-            return False
-        if self.insecure:
-            ctx = ssl.create_default_context()
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-            return ctx
-        if self.ca_data is not None:
-            return ssl.create_default_context(cadata=self.ca_data.decode("ascii", "replace"))
-        return ssl.create_default_context(cafile=self.ca_file)
-
-
-def load_in_cluster(sa_root: Path, environ: Mapping[str, str]) -> KubeConfig | None:
-    """The in-cluster config from the service-account mount and the service env, else None."""
-    host, port = environ.get("KUBERNETES_SERVICE_HOST", ""), environ.get("KUBERNETES_SERVICE_PORT", "")
-    token_path, ca_path = sa_root / "token", sa_root / "ca.crt"
-    if not host or not port or not token_path.is_file():
-        return None
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    try:
-        token = token_path.read_text().strip()
-        namespace = (sa_root / "namespace").read_text().strip() if (sa_root / "namespace").is_file() else None
-    except OSError as e:
-        raise KubeError(f"cannot read the service account under {sa_root}: {e.strerror or e}") from e
-    return KubeConfig(
-        server=f"https://{host}:{port}",
-        token=token,
-        ca_file=str(ca_path) if ca_path.is_file() else None,
-        namespace=namespace,
-        source=f"in-cluster service account ({sa_root})",
-    )
+# The files and variables are read by skewwatch.kubeconfig, shared with the collector; here its
+# errors become the pod source's (a KubeError fails the API part, KubeUnavailable skips it).
 
 
 def parse_kubeconfig(text: str, where: str) -> KubeConfig:
     """The current context of a kubeconfig, token auth only. Pure; KubeError names the field."""
-    import yaml  # only for --config files / KUBECONFIG: not worth its memory in every agent
-
     try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise KubeError(f"{where}: not valid YAML") from e
-    if not isinstance(doc, dict):
-        raise KubeError(f"{where}: expected a mapping")
-
-    def named(section: str, name: str) -> dict[str, Any]:
-        for item in doc.get(section) or []:
-            if isinstance(item, dict) and item.get("name") == name:
-                body = item.get(section[:-1])
-                if isinstance(body, dict):
-                    return body
-        raise KubeError(f"{where}: {section} has no entry named {name!r}")
-
-    current = doc.get("current-context")
-    if not isinstance(current, str) or not current:
-        raise KubeError(f"{where}: no current-context")
-    context = named("contexts", current)
-    cluster = named("clusters", str(context.get("cluster", "")))
-    user = named("users", str(context.get("user", ""))) if context.get("user") else {}
-    server = cluster.get("server")
-    if not isinstance(server, str) or not server.startswith(("https://", "http://")):
-        raise KubeError(f"{where}: cluster {context.get('cluster')!r} has no http(s) server")
-    token = user.get("token")
-    if not token and user.get("tokenFile"):
-        try:
-            token = Path(str(user["tokenFile"])).read_text().strip()
-        except OSError as e:
-            raise KubeError(f"{where}: users[{context.get('user')}].tokenFile: {e.strerror or e}") from e
-    if not token and (
-        user.get("client-certificate") or user.get("client-certificate-data") or user.get("exec")
-    ):
-        raise KubeError(f"{where}: user {context.get('user')!r}: only token authentication is supported")
-    ca_data = cluster.get("certificate-authority-data")
-    return KubeConfig(
-        server=server.rstrip("/"),
-        token=str(token) if token else None,
-        ca_file=str(cluster["certificate-authority"]) if cluster.get("certificate-authority") else None,
-        ca_data=base64.b64decode(ca_data) if isinstance(ca_data, str) else None,
-        insecure=bool(cluster.get("insecure-skip-tls-verify")),
-        namespace=str(context["namespace"]) if context.get("namespace") else None,
-        source=where,
-    )
+        return kubeconfig.parse_kubeconfig(text, where)
+    except kubeconfig.KubeConfigError as e:
+        raise KubeError(str(e)) from e
 
 
 def load_config(sa_root: Path, environ: Mapping[str, str]) -> KubeConfig:
     """In-cluster first, then ``KUBECONFIG`` (its first file); KubeUnavailable when neither."""
-    config = load_in_cluster(sa_root, environ)
-    if config is not None:
-        return config
-    path = environ.get("KUBECONFIG", "").split(os.pathsep)[0]
-    if path:
-        try:
-            text = Path(path).read_text()
-        except OSError as e:
-            raise KubeError(f"KUBECONFIG {path}: {e.strerror or e}") from e
-        return parse_kubeconfig(text, path)
-    raise KubeUnavailable(f"no in-cluster service account at {sa_root} and no KUBECONFIG")
+    try:
+        return kubeconfig.load_config(sa_root, environ)
+    except kubeconfig.KubeConfigUnavailable as e:
+        raise KubeUnavailable(str(e)) from e
+    except kubeconfig.KubeConfigError as e:
+        raise KubeError(str(e)) from e
 
 
 # --- the client ----------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from collector.cluster.errors import ClusterError, ClusterUnavailable
-from collector.cluster.kube import SERVICE_ACCOUNT, KubeClient, KubeConfig, load_config
+from collector.cluster.kube import SERVICE_ACCOUNT, KubeClient, load_config
 from collector.service.injection import (
     DEFAULT_GRACE_S,
     InjectionReport,
@@ -29,6 +29,7 @@ from collector.service.injection import (
     unavailable,
 )
 from collector.service.pods import Pods
+from skewwatch.kubeconfig import KubeConfig
 
 log = logging.getLogger(__name__)
 

@@ -2,9 +2,9 @@
 
 Credentials come from the in-cluster service account (token, CA under an injectable root, the
 API server from ``KUBERNETES_SERVICE_HOST``/``_PORT``) or, outside a pod, from ``KUBECONFIG``
-(its first file: token or tokenFile, CA file or data, or ``insecure-skip-tls-verify``). Neither
-present is :class:`ClusterUnavailable`. This loading repeats ``agent/k8s.py``'s on purpose: the
-agent and the collector never import each other, and ``skewwatch.core`` may not import yaml.
+(its first file: token or tokenFile, CA file or data, or ``insecure-skip-tls-verify``), read by
+:mod:`skewwatch.kubeconfig` as the agent reads them. Neither present is
+:class:`ClusterUnavailable`.
 
 :meth:`KubeClient.list_all` follows ``limit``/``continue`` pages; each request has a timeout,
 each page a byte cap and the whole list an item cap, and a 403 names the verb and resource the
@@ -13,20 +13,18 @@ collector's RBAC (``deploy/base``) lacks.
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import ssl
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import aiohttp
-import yaml
 
 from collector.cluster.errors import ClusterError, ClusterForbidden, ClusterUnavailable
+from skewwatch import kubeconfig
+from skewwatch.kubeconfig import KubeConfig
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 DEFAULT_TIMEOUT_S = 10.0
@@ -39,112 +37,26 @@ RBAC = "deploy/base (ClusterRole skewwatch-collector)"
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class KubeConfig:
-    server: str
-    token: str | None = None
-    ca_file: str | None = None
-    ca_data: bytes | None = None
-    insecure: bool = False
-    source: str = ""  # "in-cluster service account (…)" or the kubeconfig path
-
-    def ssl_context(self) -> ssl.SSLContext | bool:
-        if not self.server.startswith("https://"):
-            return False
-        if self.insecure:
-            ctx = ssl.create_default_context()
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-            return ctx
-        if self.ca_data is not None:
-            return ssl.create_default_context(cadata=self.ca_data.decode("ascii", "replace"))
-        return ssl.create_default_context(cafile=self.ca_file)
-
-
-def load_in_cluster(sa_root: Path, environ: Mapping[str, str]) -> KubeConfig | None:
-    """The in-cluster config from the service-account mount and the service env, else None."""
-    host, port = environ.get("KUBERNETES_SERVICE_HOST", ""), environ.get("KUBERNETES_SERVICE_PORT", "")
-    token_path, ca_path = sa_root / "token", sa_root / "ca.crt"
-    if not host or not port or not token_path.is_file():
-        return None
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    try:
-        token = token_path.read_text().strip()
-    except OSError as e:
-        raise ClusterError(f"cannot read the service account under {sa_root}: {e.strerror or e}") from e
-    return KubeConfig(
-        server=f"https://{host}:{port}",
-        token=token,
-        ca_file=str(ca_path) if ca_path.is_file() else None,
-        source=f"in-cluster service account ({sa_root})",
-    )
+# The files and variables are read by skewwatch.kubeconfig, shared with the agent; here its
+# errors become the cluster check's.
 
 
 def parse_kubeconfig(text: str, where: str) -> KubeConfig:
     """The current context of a kubeconfig, token auth only. Pure; ClusterError names the field."""
     try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ClusterError(f"{where}: not valid YAML") from e
-    if not isinstance(doc, dict):
-        raise ClusterError(f"{where}: expected a mapping")
-
-    def named(section: str, name: str) -> dict[str, Any]:
-        for item in doc.get(section) or []:
-            if isinstance(item, dict) and item.get("name") == name:
-                body = item.get(section[:-1])
-                if isinstance(body, dict):
-                    return body
-        raise ClusterError(f"{where}: {section} has no entry named {name!r}")
-
-    current = doc.get("current-context")
-    if not isinstance(current, str) or not current:
-        raise ClusterError(f"{where}: no current-context")
-    context = named("contexts", current)
-    cluster = named("clusters", str(context.get("cluster", "")))
-    user = named("users", str(context.get("user", ""))) if context.get("user") else {}
-    server = cluster.get("server")
-    if not isinstance(server, str) or not server.startswith(("https://", "http://")):
-        raise ClusterError(f"{where}: cluster {context.get('cluster')!r} has no http(s) server")
-    token = user.get("token")
-    if not token and user.get("tokenFile"):
-        try:
-            token = Path(str(user["tokenFile"])).read_text().strip()
-        except OSError as e:
-            raise ClusterError(f"{where}: users[{context.get('user')}].tokenFile: {e.strerror or e}") from e
-    if not token and (
-        user.get("client-certificate") or user.get("client-certificate-data") or user.get("exec")
-    ):
-        raise ClusterError(f"{where}: user {context.get('user')!r}: only token authentication is supported")
-    ca_data = cluster.get("certificate-authority-data")
-    try:
-        ca = base64.b64decode(ca_data, validate=True) if isinstance(ca_data, str) else None
-    except ValueError as e:
-        raise ClusterError(f"{where}: clusters[{context.get('cluster')}].certificate-authority-data") from e
-    return KubeConfig(
-        server=server.rstrip("/"),
-        token=str(token) if token else None,
-        ca_file=str(cluster["certificate-authority"]) if cluster.get("certificate-authority") else None,
-        ca_data=ca,
-        insecure=bool(cluster.get("insecure-skip-tls-verify")),
-        source=where,
-    )
+        return kubeconfig.parse_kubeconfig(text, where)
+    except kubeconfig.KubeConfigError as e:
+        raise ClusterError(str(e)) from e
 
 
 def load_config(sa_root: Path, environ: Mapping[str, str]) -> KubeConfig:
     """In-cluster first, then ``KUBECONFIG`` (its first file); ClusterUnavailable when neither."""
-    config = load_in_cluster(sa_root, environ)
-    if config is not None:
-        return config
-    path = environ.get("KUBECONFIG", "").split(os.pathsep)[0]
-    if path:
-        try:
-            text = Path(path).read_text()
-        except OSError as e:
-            raise ClusterError(f"KUBECONFIG {path}: {e.strerror or e}") from e
-        return parse_kubeconfig(text, path)
-    raise ClusterUnavailable(f"no in-cluster service account at {sa_root} and no KUBECONFIG")
+    try:
+        return kubeconfig.load_config(sa_root, environ)
+    except kubeconfig.KubeConfigUnavailable as e:
+        raise ClusterUnavailable(str(e)) from e
+    except kubeconfig.KubeConfigError as e:
+        raise ClusterError(str(e)) from e
 
 
 class KubeClient:

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from collector.cluster.errors import ClusterError, ClusterForbidden, ClusterUnavailable
 from collector.cluster.injection import InjectionCheck
-from collector.cluster.kube import KubeClient, KubeConfig, load_config, parse_kubeconfig
+from collector.cluster.kube import KubeClient, load_config, parse_kubeconfig
 from collector.errors import SettingsError
 from collector.main import Collector
 from collector.service.injection import (
@@ -31,6 +31,7 @@ from collector.service.injection import (
 from collector.service.pods import Pods
 from collector.settings import CollectorSettings
 from skewwatch.core.identity import PodKey
+from skewwatch.kubeconfig import KubeConfig
 from tests.support.collector import AgentStream, hello_msg, make_snapshot, settings_for, snapshot_msg
 from tests.support.kubeapi import TOKEN, FakeKubeApi, kubeconfig, namespace, pod, serve
 

@@ -25,6 +25,7 @@ from agent.snapshot import merge_facts
 from agent.sources.base import AgentPaths, CollectContext, SourceResult
 from agent.sources.pod import PodSource
 from skewwatch.core.facts import SourceState
+from tests.support.kubeapi import kubeconfig as kube_file
 from tests.support.tls import self_signed
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "k8s"
@@ -108,23 +109,7 @@ async def serve() -> AsyncIterator[Serve]:
 
 
 def kubeconfig(tmp_path: Path, server: str, token: str = TOKEN) -> Path:
-    path = tmp_path / "kubeconfig"
-    path.write_text(
-        f"""apiVersion: v1
-kind: Config
-current-context: test
-contexts:
-- name: test
-  context: {{cluster: test, user: agent, namespace: {NS}}}
-clusters:
-- name: test
-  cluster: {{server: "{server}"}}
-users:
-- name: agent
-  user: {{token: "{token}"}}
-"""
-    )
-    return path
+    return kube_file(tmp_path, server, token, user="agent", namespace=NS)
 
 
 async def collect(tmp_path: Path, environ: dict[str, str], source: PodSource | None = None) -> SourceResult:

@@ -155,21 +155,25 @@ async def serve(api: FakeKubeApi) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-def kubeconfig(tmp_path: Path, server: str, token: str = TOKEN) -> Path:
-    """A kubeconfig file whose current context is ``server`` with ``token``."""
+def kubeconfig(
+    tmp_path: Path, server: str, token: str = TOKEN, user: str = "collector", namespace: str | None = None
+) -> Path:
+    """A kubeconfig file whose current context is ``server`` with ``token`` as ``user`` (and a
+    default ``namespace``, when given)."""
     path = tmp_path / "kubeconfig"
+    ns = f", namespace: {namespace}" if namespace else ""
     path.write_text(
         f"""apiVersion: v1
 kind: Config
 current-context: test
 contexts:
 - name: test
-  context: {{cluster: test, user: collector}}
+  context: {{cluster: test, user: {user}{ns}}}
 clusters:
 - name: test
   cluster: {{server: "{server}"}}
 users:
-- name: collector
+- name: {user}
   user: {{token: "{token}"}}
 """
     )

@@ -178,3 +178,100 @@ class FindingQuery:
     namespace: str | None = None
     since: float | None = None
     until: float | None = None
+
+
+# -- agent messages as writes: what ingest hands the store, one batch per transaction -------------
+
+
+@dataclass(frozen=True)
+class HelloWrite:
+    """Create or refresh the pod row (identity, agent, last_seen)."""
+
+    identity: PodIdentity
+    sequence: int
+    received_at: float
+
+
+@dataclass(frozen=True)
+class SnapshotIn:
+    """A full snapshot; a new history row only when its overall fingerprint changed."""
+
+    identity: PodIdentity
+    sequence: int
+    facts: Mapping[str, FactValue]
+    provenance: Mapping[str, Provenance]
+    sources: Mapping[str, SourceStatus]
+    fingerprint: Fingerprint
+    collected_at: float
+    received_at: float
+
+
+@dataclass(frozen=True)
+class HeartbeatIn:
+    """Refresh last_seen when the fingerprint matches the pod's current one."""
+
+    identity: PodIdentity
+    sequence: int
+    overall_fingerprint: str
+    received_at: float
+
+
+@dataclass(frozen=True)
+class EngineStateIn:
+    identity: PodIdentity
+    sequence: int
+    engine: EngineState
+    received_at: float
+
+
+@dataclass(frozen=True)
+class EventIn:
+    """One engine event (a restart) appended to the pod's bounded events."""
+
+    identity: PodIdentity
+    sequence: int
+    at: float
+    kind: str
+    detail: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ObservationsIn:
+    identity: PodIdentity
+    sequence: int
+    items: Mapping[str, Observation]
+    at: float
+    window_s: float
+    received_at: float
+
+
+# One agent message as a store write; ``RecordingStore.record_batch`` applies many in one transaction.
+Write = HelloWrite | SnapshotIn | HeartbeatIn | EngineStateIn | EventIn | ObservationsIn
+# What each write returns: SnapshotWrite for a snapshot, HeartbeatResult for a heartbeat, else None.
+WriteResult = SnapshotWrite | HeartbeatResult | None
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long and how much history the store keeps (docs/scale.md); None keeps without bound.
+
+    Per pod: at most ``snapshot_rows`` history rows and none older than ``snapshot_days`` (the
+    row a pod's current state points at is always kept), at most ``observation_rows`` windows and
+    none older than ``observation_days``. A pod not heard from for ``pod_days`` is deleted with
+    everything stored for it (findings and baselines naming it stay)."""
+
+    snapshot_rows: int | None = 1000
+    snapshot_days: float | None = 30.0
+    observation_rows: int | None = 2000
+    observation_days: float | None = 7.0
+    pod_days: float | None = 3.0
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """Rows deleted by one ``prune`` pass, per table."""
+
+    snapshots: int = 0
+    observations: int = 0
+    pods: int = 0
+    done: bool = True  # False: a bound on rows per pass stopped it; call again

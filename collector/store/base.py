@@ -27,10 +27,15 @@ from collector.domain.records import (
     PodBrief,
     PodEvent,
     PodRecord,
+    PruneResult,
     ReplicaRecord,
+    Retention,
     SnapshotRecord,
     SnapshotWrite,
+    Write,
+    WriteResult,
 )
+from collector.errors import StoreError
 from skewwatch.core.facts import FactValue, Fingerprint, Observation, Provenance, SourceStatus
 from skewwatch.core.identity import PodIdentity, PodKey
 
@@ -81,7 +86,16 @@ class RecordingStore(Protocol):
         window_s: float,
         received_at: float,
     ) -> None:
-        """Keep as the pod's latest observations and append to its bounded history."""
+        """Keep as the pod's latest observations and append to its history (bounded by ``prune``)."""
+
+    async def record_batch(self, writes: Sequence[Write]) -> list[WriteResult | StoreError]:
+        """Apply ``writes`` in order in one transaction (group commit), each in its own savepoint.
+
+        Answers one item per write, in order: what the single-write method returns, or the
+        ``StoreError`` of a write whose statements failed (that write alone was rolled back; the
+        others still commit). Raises ``StoreError`` when the transaction cannot commit: then no
+        write of the batch is stored. When it returns, every write it answered without an error
+        is committed, so ingest may acknowledge them."""
 
 
 class PodStore(Protocol):
@@ -166,7 +180,13 @@ class QueryStore(PodStore, EvaluationStore, Protocol):
     async def delete_intent(self, kind: str, name: str) -> bool: ...
 
 
-class Store(RecordingStore, PodStore, Protocol):
+class RetentionStore(Protocol):
+    async def prune(self, now: float, retention: Retention, max_rows: int = 5000) -> PruneResult:
+        """Delete what ``retention`` no longer keeps, at most about ``max_rows`` rows per table in
+        short transactions (ingest is never held for long); ``done`` False when more is left."""
+
+
+class Store(RecordingStore, PodStore, RetentionStore, Protocol):
     """A backend's lifecycle, ingest's writes and the pod reads. All writes are single transactions."""
 
     url: str

@@ -1,10 +1,13 @@
-"""The store schema as data: an ordered list of migrations, applied by ``PRAGMA user_version``.
+"""The store schema as data: an ordered list of migrations, for every backend.
+
+SQLite records the version in ``PRAGMA user_version``, PostgreSQL in a ``skewwatch_schema`` row.
 
 Migration *n* (1-based) moves the schema from version n-1 to n. Migrations are only ever
 appended; an applied one is never edited. The SQL sticks to what SQLite and PostgreSQL both
 accept where it can (``ON CONFLICT``, ``BIGINT``, ``DOUBLE PRECISION``), so the PostgreSQL
 backend can reuse most of it; the one SQLite-only construct is ``INTEGER PRIMARY KEY
-AUTOINCREMENT`` for ids that never repeat (history is ordered by id).
+AUTOINCREMENT`` for ids that never repeat (history is ordered by id), which the PostgreSQL
+backend translates to an identity column.
 """
 
 from __future__ import annotations
@@ -193,6 +196,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             )
             """,
             "CREATE INDEX pod_events_by_pod ON pod_events (namespace, pod, id)",
+        ),
+    ),
+    Migration(
+        "retention: the indexes prune reads (history by age, pods by last_seen and current row)",
+        (
+            "CREATE INDEX snapshots_by_time ON snapshots (received_at)",
+            "CREATE INDEX pods_by_last_seen ON pods (last_seen)",
+            "CREATE INDEX pods_by_current_snapshot ON pods (current_snapshot_id)",
         ),
     ),
 )

@@ -13,8 +13,6 @@ def parse_store_url(
     url: str,
     *,
     timeout_s: float = 10.0,
-    observation_history_rows: int = 2000,
-    observation_history_days: float = 7.0,
 ) -> FullStore:
     """``sqlite:///relative/path``, ``sqlite:////absolute/path`` → a (not yet opened) store."""
     if url.startswith("sqlite:///"):
@@ -24,12 +22,7 @@ def parse_store_url(
                 f"--store: {url!r} names no file; in-memory SQLite cannot be shared by the "
                 "collector's connections, use sqlite:///PATH"
             )
-        return SqliteStore(
-            Path(raw),
-            timeout_s=timeout_s,
-            observation_history_rows=observation_history_rows,
-            observation_history_days=observation_history_days,
-        )
+        return SqliteStore(Path(raw), timeout_s=timeout_s)
     if url.startswith(("postgresql://", "postgres://")):
         raise UnsupportedStoreError(
             "--store: PostgreSQL is not yet supported by this collector; use sqlite:///PATH"

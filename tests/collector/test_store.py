@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.domain.records import HeartbeatResult, SnapshotWrite
+from collector.domain.records import HeartbeatResult, Retention, SnapshotWrite
 from collector.errors import StoreError, UnsupportedStoreError
 from collector.store import parse_store_url
 from collector.store.schema import SCHEMA_VERSION
@@ -24,7 +24,7 @@ POD = PodIdentity("ml", "llm-0", "gpu-node-1", "ml/Deployment/llm", "env", "ml/l
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "s.db", observation_history_rows=5)
+    s = SqliteStore(tmp_path / "s.db")
     await s.open()
     try:
         yield s
@@ -150,18 +150,13 @@ async def test_returning_to_an_earlier_configuration_is_a_new_history_row(store:
     assert [h.sequence for h in await store.history(POD.key, 10, before_id=results[2].snapshot_id)] == [3, 2]
 
 
-async def test_observation_history_drops_rows_past_the_retention_age(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "s.db", observation_history_days=1.0)
-    await store.open()
-    try:
-        now = time.time()
-        for seq, received in ((2, now - 3 * 86_400), (3, now - 2 * 86_400), (4, now)):
-            await store.record_observations(
-                POD, seq, items={}, at=received, window_s=15.0, received_at=received
-            )
-        assert [h.sequence for h in await store.observation_history(POD.key, 10)] == [4]
-    finally:
-        await store.close()
+async def test_observation_history_drops_rows_past_the_retention_age(store: SqliteStore) -> None:
+    now = time.time()
+    for seq, received in ((2, now - 3 * 86_400), (3, now - 2 * 86_400), (4, now)):
+        await store.record_observations(POD, seq, items={}, at=received, window_s=15.0, received_at=received)
+    bounds = Retention(None, None, None, 1.0, None)
+    assert (await store.prune(now, bounds)).observations == 2
+    assert [h.sequence for h in await store.observation_history(POD.key, 10)] == [4]
 
 
 async def test_concurrent_writers_and_readers_stay_consistent(store: SqliteStore) -> None:

@@ -113,8 +113,6 @@ _FINDING_COLUMNS = (
 )
 _SELECT_FINDINGS = f"SELECT id, {_FINDING_COLUMNS} FROM findings"  # noqa: S608
 _SELECT_BASELINES = "SELECT id, workload, recorded_at, origin, body FROM baselines"
-# A workload id in a namespace: NAMESPACE/KIND/NAME, bound by _namespace_bounds.
-_IN_NAMESPACE = "workload >= ? AND workload < ?"
 _INSERT_FINDING = f"INSERT INTO findings ({_FINDING_COLUMNS}) VALUES ({', '.join('?' * 23)})"  # noqa: S608
 # ack and silence are an admin's, set only by set_finding_note: an evaluation never overwrites them.
 # They are the last columns, so an update is the insert's values without its tail.
@@ -175,6 +173,9 @@ class SqlStore(abc.ABC):
     # Appended to a SELECT of the pod row in a read-check-write body: a row lock where several
     # writers run at once (PostgreSQL); "" where one writer does (SQLite).
     for_update: ClassVar[str] = ""
+    # A workload id in a namespace (NAMESPACE/KIND/NAME), bound by _namespace_bounds: a comparison
+    # in byte order, where '/' sorts before '0'.
+    in_namespace: ClassVar[str] = "workload >= ? AND workload < ?"
 
     @abc.abstractmethod
     async def _write(self, body: Callable[[Conn], T]) -> T: ...
@@ -765,7 +766,7 @@ class SqlStore(abc.ABC):
             where.append("(reference = ? OR refs LIKE ?)")
             params.extend((query.reference, f'%"{query.reference}"%'))
         if query.namespace is not None:
-            where.append(_IN_NAMESPACE)
+            where.append(self.in_namespace)
             params.extend(_namespace_bounds(query.namespace))
         if query.since is not None:
             where.append("last_seen >= ?")
@@ -880,7 +881,7 @@ class SqlStore(abc.ABC):
     ) -> list[Baseline]:
         where, params = ("workload = ?", [workload]) if workload is not None else ("1 = 1", [])
         if namespace is not None:
-            where += " AND " + _IN_NAMESPACE
+            where += " AND " + self.in_namespace
             params.extend(_namespace_bounds(namespace))
         if workload is not None:
             sql = _SELECT_BASELINES + f" WHERE {where} ORDER BY id DESC LIMIT ?"

@@ -10,7 +10,9 @@ The backoff is reset only once the collector acknowledged a snapshot or heartbea
 the Hello's ack alone says the collector is up, not that it takes what this agent sends. A
 stream the collector rejects (``INVALID_ARGUMENT``, ``RESOURCE_EXHAUSTED``: a message it refuses)
 backs off exponentially up to ``REJECTED_CAP_S``, and the rejection is logged when it changes,
-not on every attempt.
+not on every attempt. A RESOURCE_EXHAUSTED refusal's ``retry-after-seconds`` hint (a collector
+over its stream limits, or shedding writes it cannot commit fast enough) is honoured: the agent
+waits at least the hint, plus a random share of it again, so a shed fleet comes back spread out.
 """
 
 from __future__ import annotations
@@ -46,6 +48,24 @@ MAX_FAILURE_REASONS = 32  # distinct reasons remembered between acked reports
 _REJECTED = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED})
 # This process's id in every Hello: the collector tells two agents claiming one pod apart by it.
 INSTANCE_ID = uuid.uuid4().hex
+
+
+RETRY_AFTER_METADATA = "retry-after-seconds"  # the collector's hint on RESOURCE_EXHAUSTED
+MAX_RETRY_HINT_S = 3600.0
+
+
+def retry_hint(error: grpc.aio.AioRpcError) -> float | None:
+    """The seconds a RESOURCE_EXHAUSTED refusal asks the agent to wait, if it says (bounded)."""
+    if error.code() is not grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return None
+    for key, value in error.trailing_metadata() or ():
+        if key == RETRY_AFTER_METADATA:
+            try:
+                hint = float(value)
+            except (TypeError, ValueError):
+                return None
+            return min(hint, MAX_RETRY_HINT_S) if hint > 0 else None
+    return None
 
 
 class IdentityChanged(Exception):
@@ -127,6 +147,7 @@ class AgentStream:
         self.interval_s = interval_s
         self.backoff = Backoff(cap_s=max(5.0, min(60.0, interval_s * 4)))
         self.rejected_backoff = Backoff(REJECTED_BASE_S, REJECTED_CAP_S, floor=0.5)
+        self._rng = random.Random()  # noqa: S311 - jitter, not crypto
         self.sequence = 0
         self.acked = 0
         self.connected = asyncio.Event()
@@ -149,6 +170,7 @@ class AgentStream:
     async def run_forever(self) -> None:
         while True:
             rejected = False
+            hint: float | None = None
             try:
                 await self._session()
             except asyncio.CancelledError:
@@ -157,6 +179,7 @@ class AgentStream:
                 continue  # a new Hello at once, not a failure
             except grpc.aio.AioRpcError as e:
                 rejected = e.code() in _REJECTED
+                hint = retry_hint(e)
                 self._failure(f"collector {self.target}: {e.code().name}: {e.details()}")
             except (OSError, TimeoutError, grpc.RpcError) as e:
                 self._failure(f"collector {self.target} unreachable: {e or type(e).__name__}")
@@ -164,6 +187,10 @@ class AgentStream:
                 self._failure(f"collector {self.target}: stream failed: {type(e).__name__}: {e}", exc=True)
             self.connected.clear()
             delay = (self.rejected_backoff if rejected else self.backoff).next_delay()
+            if hint is not None:
+                # An overloaded collector said when: not sooner, and spread over the hint again
+                # so that a fleet shed at once does not come back at once.
+                delay = max(delay, hint + self._rng.uniform(0.0, hint))
             self.reconnects += 1
             log.info("reconnecting to %s in %.2f s", self.target, delay)
             await asyncio.sleep(delay)

@@ -29,6 +29,14 @@ class UnsupportedStoreError(StoreError, ValueError):
     """The store URL names a backend this build does not support (yet)."""
 
 
+class WriteShedError(CollectorError):
+    """The collector sheds this write: too many wait for the store; retry after ``retry_after_s``."""
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class IngestError(CollectorError, ValueError):
     """An agent message breaks the stream protocol; the message names the field at fault."""
 

@@ -23,6 +23,7 @@ from aiohttp import web
 from collector.api.app import create_app
 from collector.cluster.injection import InjectionCheck
 from collector.cluster.kube import SERVICE_ACCOUNT
+from collector.domain.records import Retention
 from collector.drift.engine import Debounce
 from collector.errors import CollectorError
 from collector.ingest.registry import StreamLimits
@@ -32,7 +33,8 @@ from collector.service.evaluation import DriftService, DriftSettings
 from collector.service.events import NO_EVENTS
 from collector.service.pods import Pods
 from collector.service.queries import Queries
-from collector.service.recording import Recorder
+from collector.service.recording import CommitSettings, Recorder
+from collector.service.retention import Pruner
 from collector.settings import CollectorSettings, split_hostport
 from collector.store.base import FullStore
 from collector.store.url import parse_store_url
@@ -74,6 +76,17 @@ def address_in_use(host: str, port: int) -> bool:
     return False
 
 
+def retention_of(s: CollectorSettings) -> Retention:
+    """What the store keeps (``Pruner``): the settings' bounds; a pod retention of 0 keeps pods."""
+    return Retention(
+        snapshot_rows=s.snapshot_history_rows,
+        snapshot_days=s.snapshot_history_days,
+        observation_rows=s.observation_history_rows,
+        observation_days=s.observation_history_days,
+        pod_days=s.pod_retention_days or None,
+    )
+
+
 def pending_requests_limit(max_streams: int) -> int:
     """gRPC core's backlog of calls not yet handed to the server (soft limit; hard: twice)."""
     return max(10_000, 4 * max_streams)
@@ -110,6 +123,7 @@ class Collector:
         self._pods: Pods | None = None
         self._queries: Queries | None = None
         self.telemetry: Telemetry | None = None
+        self.pruner: Pruner | None = None
         self.ports: BoundPorts | None = None
 
     @property
@@ -139,12 +153,7 @@ class Collector:
         s = self.settings.validate()
         http_host, http_port = split_hostport(s.http, "--http")
         if self._store is None:
-            self._store = parse_store_url(
-                s.store,
-                timeout_s=s.store_timeout_s,
-                observation_history_rows=s.observation_history_rows,
-                observation_history_days=s.observation_history_days,
-            )
+            self._store = parse_store_url(s.store, timeout_s=s.store_timeout_s, pool_max=s.store_pool_size)
         await self._store.open()
         try:
             self.telemetry = Telemetry(s)
@@ -158,6 +167,8 @@ class Collector:
             self.telemetry.start()
             assert self.injection is not None
             self.injection.start()
+            self.pruner = Pruner(self._store, retention_of(s), s.prune_interval_s, events=self.telemetry)
+            self.pruner.start()
         except BaseException:
             await self.stop()
             raise
@@ -180,6 +191,12 @@ class Collector:
                 self._store,
                 on_commit=self.drift.notify if self.drift is not None else None,
                 events=self.telemetry if self.telemetry is not None else NO_EVENTS,
+                commit=CommitSettings(
+                    max_batch=s.commit_max_batch,
+                    max_wait_s=s.commit_max_wait_s,
+                    max_pending=s.commit_max_pending,
+                    retry_after_s=max(1, round(s.retry_after_s)),
+                ),
             ),
             max_message_bytes=s.max_message_bytes,
             limits=StreamLimits(
@@ -231,7 +248,10 @@ class Collector:
     async def _start_http(self, host: str, port: int) -> int:
         assert self._store is not None
         self._pods = Pods(
-            self._store, streams=self.ingest.registry if self.ingest is not None else None, drift=self.drift
+            self._store,
+            streams=self.ingest.registry if self.ingest is not None else None,
+            drift=self.drift,
+            writes=self.ingest.recorder.group if self.ingest is not None else None,
         )
         self._queries = Queries(self._store, self.drift) if self.drift is not None else None
         self.injection = InjectionCheck(
@@ -270,11 +290,16 @@ class Collector:
         server, self._grpc = self._grpc, None
         runner, self._runner = self._runner, None
         injection, self.injection = self.injection, None
+        pruner, self.pruner = self.pruner, None
         try:
+            if pruner is not None:
+                await pruner.stop()
             if injection is not None:
                 await injection.stop()
             if server is not None:
                 await server.stop(grace)
+            if self.ingest is not None:
+                await self.ingest.recorder.close()  # what the last streams queued is committed
             if runner is not None:
                 await runner.cleanup()
             if self.drift is not None:

@@ -15,7 +15,15 @@
 | retry_after_s            | (none)              | SKEWWATCH_RETRY_AFTER              | 15 s              |
 | observation_history_rows | (none)              | SKEWWATCH_OBSERVATION_HISTORY_ROWS | 2000 per pod      |
 | observation_history_days | (none)              | SKEWWATCH_OBSERVATION_HISTORY_DAYS | 7 days            |
+| snapshot_history_rows    | (none)              | SKEWWATCH_SNAPSHOT_HISTORY_ROWS    | 1000 per pod      |
+| snapshot_history_days    | (none)              | SKEWWATCH_SNAPSHOT_HISTORY_DAYS    | 30 days           |
+| pod_retention_days       | (none)              | SKEWWATCH_POD_RETENTION_DAYS       | 3 days (0: keep)  |
+| prune_interval_s         | (none)              | SKEWWATCH_PRUNE_INTERVAL           | 60 s              |
 | store_timeout_s          | (none)              | SKEWWATCH_STORE_TIMEOUT            | 10 s (busy wait)  |
+| store_pool_size          | (none)              | SKEWWATCH_STORE_POOL               | 8 connections     |
+| commit_max_batch         | (none)              | SKEWWATCH_COMMIT_MAX_BATCH         | 512 writes        |
+| commit_max_wait_s        | (none)              | SKEWWATCH_COMMIT_MAX_WAIT          | 0.005 s           |
+| commit_max_pending       | (none)              | SKEWWATCH_COMMIT_MAX_PENDING       | 8192 writes       |
 | shutdown_grace_s         | (none)              | SKEWWATCH_SHUTDOWN_GRACE           | 5 s               |
 | debounce_snapshots       | --debounce-snapshots| SKEWWATCH_DEBOUNCE_SNAPSHOTS       | 1 evaluation      |
 | debounce_seconds         | --debounce-seconds  | SKEWWATCH_DEBOUNCE_SECONDS         | 0 s               |
@@ -34,6 +42,17 @@
 | injection_grace_s        | (none)              | SKEWWATCH_INJECTION_GRACE          | 120 s             |
 | pod_namespace            | (none)              | POD_NAMESPACE                      | none              |
 | pod_name                 | (none)              | POD_NAME                           | none              |
+
+Store and scale (docs/scale.md explains each): ``store`` is ``sqlite:///PATH`` or a
+``postgresql://`` URL (password from the URL, ``SKEWWATCH_STORE_PASSWORD`` or the file named by
+``SKEWWATCH_STORE_PASSWORD_FILE``; TLS options such as ``sslmode`` pass through to libpq), with at
+most ``store_pool_size`` PostgreSQL connections. Ingest group-commits: at most
+``commit_max_batch`` agent messages per transaction, a first message waiting at most
+``commit_max_wait_s`` for its batch to fill; past ``commit_max_pending`` queued messages new ones
+are shed with RESOURCE_EXHAUSTED and a ``retry_after_s`` hint. Every ``prune_interval_s`` the store
+drops history past its bounds: per pod ``snapshot_history_rows`` / ``snapshot_history_days``
+(the current configuration's row is always kept) and ``observation_history_rows`` /
+``observation_history_days``; a pod not heard from for ``pod_retention_days`` is deleted.
 
 Drift settings (docs/drift.md explains each): a drift opens a finding once seen in
 ``debounce_snapshots`` evaluations and ``debounce_seconds`` after it was first seen (performance
@@ -107,7 +126,15 @@ class CollectorSettings:
     retry_after_s: float = 15.0
     observation_history_rows: int = 2000
     observation_history_days: float = 7.0
+    snapshot_history_rows: int = 1000
+    snapshot_history_days: float = 30.0
+    pod_retention_days: float = 3.0
+    prune_interval_s: float = 60.0
     store_timeout_s: float = 10.0
+    store_pool_size: int = 8
+    commit_max_batch: int = 512
+    commit_max_wait_s: float = 0.005
+    commit_max_pending: int = 8192
     shutdown_grace_s: float = 5.0
     debounce_snapshots: int = 1
     debounce_seconds: float = 0.0
@@ -146,20 +173,7 @@ class CollectorSettings:
                 "SKEWWATCH_MAX_STREAMS_PER_ADDRESS",
                 f"must be between 1 and 100000, got {self.max_streams_per_address}",
             )
-        if not 1 <= self.observation_history_rows <= 1_000_000:
-            raise SettingsError(
-                "SKEWWATCH_OBSERVATION_HISTORY_ROWS",
-                f"must be between 1 and 1000000, got {self.observation_history_rows}",
-            )
-        if not 0 < self.observation_history_days <= 3650:
-            raise SettingsError(
-                "SKEWWATCH_OBSERVATION_HISTORY_DAYS",
-                f"must be more than 0 and at most 3650, got {self.observation_history_days}",
-            )
-        if not 0.01 <= self.store_timeout_s <= 600:
-            raise SettingsError(
-                "SKEWWATCH_STORE_TIMEOUT", f"must be between 0.01 and 600 s, got {self.store_timeout_s}"
-            )
+        self._validate_store()
         if not 0 <= self.shutdown_grace_s <= 600:
             raise SettingsError(
                 "SKEWWATCH_SHUTDOWN_GRACE", f"must be between 0 and 600 s, got {self.shutdown_grace_s}"
@@ -181,6 +195,7 @@ class CollectorSettings:
             ("SKEWWATCH_IDLE_TIMEOUT", self.idle_timeout_s, 0.05, 7 * 86_400.0),
             ("SKEWWATCH_RETRY_AFTER", self.retry_after_s, 1.0, 3600.0),
             ("SKEWWATCH_INJECTION_GRACE", self.injection_grace_s, 0.0, 86_400.0),
+            ("SKEWWATCH_PRUNE_INTERVAL", self.prune_interval_s, 0.1, 86_400.0),
         ):
             if not low_s <= seconds <= high_s:
                 raise SettingsError(flag, f"must be between {low_s:g} and {high_s:g} s, got {seconds}")
@@ -191,6 +206,44 @@ class CollectorSettings:
             )
         self._validate_otlp()
         return self
+
+    def _validate_store(self) -> None:
+        if not 1 <= self.observation_history_rows <= 1_000_000:
+            raise SettingsError(
+                "SKEWWATCH_OBSERVATION_HISTORY_ROWS",
+                f"must be between 1 and 1000000, got {self.observation_history_rows}",
+            )
+        if not 0 < self.observation_history_days <= 3650:
+            raise SettingsError(
+                "SKEWWATCH_OBSERVATION_HISTORY_DAYS",
+                f"must be more than 0 and at most 3650, got {self.observation_history_days}",
+            )
+        for flag, count, low, high in (
+            ("SKEWWATCH_SNAPSHOT_HISTORY_ROWS", self.snapshot_history_rows, 1, 1_000_000),
+            ("SKEWWATCH_STORE_POOL", self.store_pool_size, 1, 1000),
+            ("SKEWWATCH_COMMIT_MAX_BATCH", self.commit_max_batch, 1, 100_000),
+            ("SKEWWATCH_COMMIT_MAX_PENDING", self.commit_max_pending, 1, 10_000_000),
+        ):
+            if not low <= count <= high:
+                raise SettingsError(flag, f"must be between {low} and {high}, got {count}")
+        if not 0 < self.snapshot_history_days <= 3650:
+            raise SettingsError(
+                "SKEWWATCH_SNAPSHOT_HISTORY_DAYS",
+                f"must be more than 0 and at most 3650, got {self.snapshot_history_days}",
+            )
+        if not 0 <= self.pod_retention_days <= 3650:
+            raise SettingsError(
+                "SKEWWATCH_POD_RETENTION_DAYS",
+                f"must be 0 (keep) or more, at most 3650, got {self.pod_retention_days}",
+            )
+        if not 0 <= self.commit_max_wait_s <= 1:
+            raise SettingsError(
+                "SKEWWATCH_COMMIT_MAX_WAIT", f"must be between 0 and 1 s, got {self.commit_max_wait_s}"
+            )
+        if not 0.01 <= self.store_timeout_s <= 600:
+            raise SettingsError(
+                "SKEWWATCH_STORE_TIMEOUT", f"must be between 0.01 and 600 s, got {self.store_timeout_s}"
+            )
 
     def _validate_otlp(self) -> None:
         if self.otlp_endpoint:
@@ -284,7 +337,15 @@ ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "retry_after_s": ("SKEWWATCH_RETRY_AFTER", float),
     "observation_history_rows": ("SKEWWATCH_OBSERVATION_HISTORY_ROWS", _int),
     "observation_history_days": ("SKEWWATCH_OBSERVATION_HISTORY_DAYS", float),
+    "snapshot_history_rows": ("SKEWWATCH_SNAPSHOT_HISTORY_ROWS", _int),
+    "snapshot_history_days": ("SKEWWATCH_SNAPSHOT_HISTORY_DAYS", float),
+    "pod_retention_days": ("SKEWWATCH_POD_RETENTION_DAYS", float),
+    "prune_interval_s": ("SKEWWATCH_PRUNE_INTERVAL", float),
     "store_timeout_s": ("SKEWWATCH_STORE_TIMEOUT", float),
+    "store_pool_size": ("SKEWWATCH_STORE_POOL", _int),
+    "commit_max_batch": ("SKEWWATCH_COMMIT_MAX_BATCH", _int),
+    "commit_max_wait_s": ("SKEWWATCH_COMMIT_MAX_WAIT", float),
+    "commit_max_pending": ("SKEWWATCH_COMMIT_MAX_PENDING", _int),
     "shutdown_grace_s": ("SKEWWATCH_SHUTDOWN_GRACE", float),
     "debounce_snapshots": ("SKEWWATCH_DEBOUNCE_SNAPSHOTS", _int),
     "debounce_seconds": ("SKEWWATCH_DEBOUNCE_SECONDS", float),

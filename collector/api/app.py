@@ -104,7 +104,9 @@ async def readyz(request: web.Request) -> web.Response:
 
     Streams are saturated once free slots are at most 1 % of ``max_streams`` (none left below
     100; ``StreamRegistry.readiness``): then 503, ``checks.streams`` naming the streams in use and
-    the limit, and ``streams`` (slots, limits, refusals and deadline cuts by reason). With room,
+    the limit, and ``streams`` (slots, limits, refusals and deadline cuts by reason). Overloaded
+    while the ingest's write queue is nearly full or shed a write in the last seconds
+    (``GroupCommit.readiness``): then 503, ``checks.ingest`` and ``writes``. With room,
     the body is ``{"status", "checks": {"store", "grpc"}}`` as before; ``?verbose=true`` adds
     ``streams`` to it either way.
     """
@@ -123,10 +125,19 @@ async def readyz(request: web.Request) -> web.Response:
             f"(not ready at {streams['limit'] - streams['headroom']} or more; at {streams['limit']} new "
             "agents are refused with RESOURCE_EXHAUSTED)"
         )
+    writes = pods.writes_readiness()
+    if writes is not None and writes["overloaded"]:
+        checks["ingest"] = (
+            f"failed: overloaded: {writes['pending']} agent messages wait for the store (sheds new ones "
+            f"from {writes['max_pending']}; {writes['shed']} shed so far, answered RESOURCE_EXHAUSTED "
+            "with a retry hint)"
+        )
     ready = all(v == "ok" for v in checks.values())
     response: dict[str, Any] = {"status": "ready" if ready else "not ready", "checks": checks}
     if streams["saturated"] or _bool_param(request, "verbose"):
         response["streams"] = streams
+    if writes is not None and (writes["overloaded"] or _bool_param(request, "verbose")):
+        response["writes"] = writes
     return web.json_response(response, status=200 if ready else 503)
 
 

@@ -131,6 +131,13 @@ SCHEMAS: dict[str, Any] = {
                 "description": "agent stream slots: in use, limits, headroom, busiest address, refusals and "
                 "deadline cuts by reason; present when saturated or with ?verbose=true",
             },
+            "writes": {
+                "type": "object",
+                "additionalProperties": {"description": "Any JSON value"},
+                "description": "the ingest's group-commit queue: pending writes, the shedding bound, writes "
+                "shed, batches and writes committed, largest batch, overloaded; present when overloaded or "
+                "with ?verbose=true",
+            },
         },
         required=["status", "checks"],
     ),
@@ -336,7 +343,8 @@ PATHS: dict[str, Any] = {
     },
     "/readyz": {
         "get": {
-            "summary": "The store answers, the gRPC ingest server is serving and agent streams have room",
+            "summary": "The store answers, the gRPC ingest server is serving, agent streams have room and "
+            "ingest is not shedding writes",
             "operationId": "readyz",
             "parameters": [
                 {
@@ -344,7 +352,7 @@ PATHS: dict[str, Any] = {
                     "in": "query",
                     "required": False,
                     "schema": {"type": "boolean", "default": False},
-                    "description": "add the stream slots to the answer even with room",
+                    "description": "add the stream slots and the write queue to the answer even with room",
                 }
             ],
             "responses": {

@@ -7,7 +7,9 @@ transport limit is set a little above ours (``CollectorSettings.grpc_receive_lim
 oversized message still reaches this code.
 
 Status codes: INVALID_ARGUMENT for anything the agent sent wrong (it must fix and reconnect);
-UNAVAILABLE when the store failed (nothing was acknowledged, the agent retries); ALREADY_EXISTS
+UNAVAILABLE when the store failed (nothing was acknowledged, the agent retries);
+RESOURCE_EXHAUSTED with a retry hint when the collector sheds a write because too many wait for
+the store (``collector.service.recording``: group commit's ``max_pending``); ALREADY_EXISTS
 when another live agent instance streams for the pod the Hello names (``registry``: the message
 names the pod and the holder); ABORTED for an old stream whose own agent instance reconnected.
 
@@ -34,7 +36,7 @@ from typing import Any
 
 import grpc
 
-from collector.errors import IngestError, StoreError
+from collector.errors import IngestError, StoreError, WriteShedError
 from collector.ingest.protocol import Session
 from collector.ingest.registry import (
     CUT_FIRST_REPORT,
@@ -143,6 +145,13 @@ class IngestService:
                 except IngestError as e:
                     log.warning("stream from %s (%s): rejected: %s", peer, _who(session), e)
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+                except WriteShedError as e:
+                    self._log_refusal(peer, str(e))
+                    await context.abort(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        str(e),
+                        trailing_metadata=((RETRY_AFTER_METADATA, str(e.retry_after_s)),),
+                    )
                 except StoreError as e:
                     self.recorder.events.store_failed("ingest")
                     log.error("stream from %s (%s): store failed: %s", peer, _who(session), e)
@@ -180,6 +189,13 @@ class IngestService:
             "every interval"
         )
 
+    def _log_refusal(self, peer: str, text: str) -> None:
+        """A refusal (a stream over a limit, a shed write) is logged at most once per interval."""
+        now = time.monotonic()
+        if now - self._refusal_logged_at >= REFUSAL_LOG_INTERVAL_S:
+            self._refusal_logged_at = now
+            log.warning("stream from %s refused: %s", peer, text)
+
     async def _refuse(
         self,
         messages: AsyncIterator[bytes],
@@ -188,12 +204,7 @@ class IngestService:
         refused: StreamRefused,
     ) -> None:
         """End a stream over a limit with RESOURCE_EXHAUSTED and a retry hint, cleanly."""
-        now = time.monotonic()
-        if now - self._refusal_logged_at >= REFUSAL_LOG_INTERVAL_S:
-            self._refusal_logged_at = now
-            log.warning(
-                "stream from %s refused: %s [refused so far: %s]", peer, refused, dict(self.registry.refusals)
-            )
+        self._log_refusal(peer, f"{refused} [refused so far: {dict(self.registry.refusals)}]")
         registry = self.registry
         # Wait (briefly, and for a bounded number of streams) for the client's first write.
         bound = registry.limits.max_streams if registry.limits is not None else 0

@@ -32,5 +32,11 @@ class ServiceEvents:
     def ingested(self, kind: str, duration_s: float) -> None:
         """One agent message of ``kind`` was handled (decoded, stored, hooked) in ``duration_s``."""
 
+    def batch_committed(self, writes: int, duration_s: float) -> None:
+        """One group-commit transaction of ``writes`` agent messages took ``duration_s``."""
+
+    def write_shed(self) -> None:
+        """An agent message was refused unstored because too many waited for the store."""
+
 
 NO_EVENTS = ServiceEvents()

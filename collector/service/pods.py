@@ -1,6 +1,6 @@
 """Pod queries: the pods the collector knows, one pod with its latest observations, its stored
-history page with the restarts beside it, deleting a pod, and the readiness of the store and the
-ingest's streams. Results are typed (``PodView``, ``PodHistory``); ``collector.api.views``
+history page with the restarts beside it, deleting a pod, and the readiness of the store, the
+ingest's streams and its write queue. Results are typed (``PodView``, ``PodHistory``); ``collector.api.views``
 serialises them.
 """
 
@@ -17,6 +17,7 @@ from collector.domain.records import ObservationsRecord, PodEvent, PodRecord, Sn
 from collector.errors import ConflictError, NotFoundError
 from collector.service.evaluation import DriftService, DriftSettings
 from collector.service.ports import AsDict, Described, LiveStreams
+from collector.service.recording import GroupCommit
 from collector.store.base import PodStore
 from skewwatch.core.identity import PodKey
 
@@ -119,9 +120,14 @@ class Pods:
     threshold, and a deleted pod's workload evaluated again."""
 
     def __init__(
-        self, store: PodStore, streams: LiveStreams | None = None, drift: DriftService | None = None
+        self,
+        store: PodStore,
+        streams: LiveStreams | None = None,
+        drift: DriftService | None = None,
+        writes: GroupCommit | None = None,
     ) -> None:
         self.store = store
+        self.writes = writes  # the ingest's group commit: its queue tells /readyz of overload
         self.streams: LiveStreams = streams if streams is not None else NoStreams()
         self.drift = drift
         self.clock: Callable[[], float] = drift.clock if drift is not None else time.time
@@ -135,6 +141,10 @@ class Pods:
 
     def streams_readiness(self) -> JSON:
         return self.streams.readiness()
+
+    def writes_readiness(self) -> JSON | None:
+        """The ingest's write queue (``GroupCommit.readiness``); None without ingest."""
+        return self.writes.readiness() if self.writes is not None else None
 
     # -- queries ---------------------------------------------------------------------------------
 

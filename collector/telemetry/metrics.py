@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 MAX_ATTRIBUTE_CHARS = 128
 OPEN_FINDINGS_READ = 1000  # open findings one refresh reads (the API's page limit)
 SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+COUNT_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)  # histograms of a count
 Attrs = tuple[tuple[str, str], ...]
 
 
@@ -191,10 +192,12 @@ def resource_for(settings: CollectorSettings, instance_id: str) -> Resource:
 
 
 def views() -> list[View]:
-    """One View per catalogued instrument: its cardinality bound, seconds buckets for histograms."""
+    """One View per catalogued instrument: its cardinality bound, seconds (or count) buckets for
+    histograms."""
     out = []
     for s in catalogue().values():
-        aggregation = ExplicitBucketHistogramAggregation(SECONDS_BUCKETS) if s.kind == "histogram" else None
+        buckets = SECONDS_BUCKETS if s.unit == "s" else COUNT_BUCKETS
+        aggregation = ExplicitBucketHistogramAggregation(buckets) if s.kind == "histogram" else None
         out.append(
             View(
                 instrument_name=s.name,
@@ -271,6 +274,8 @@ class Telemetry(ServiceEvents):
         self._snapshots = counter("skewwatch.snapshots.received")
         self._store_errors = counter("skewwatch.store.errors")
         self._ingest = histogram("skewwatch.ingest.duration")
+        self._batch = histogram("skewwatch.ingest.batch.size")
+        self._shed = counter("skewwatch.ingest.shed")
         self._evaluation = histogram("skewwatch.evaluation.duration")
         for name, callback in (
             ("skewwatch.findings.open", self._observe_open),
@@ -308,6 +313,12 @@ class Telemetry(ServiceEvents):
 
     def ingested(self, kind: str, duration_s: float) -> None:
         self._ingest.record(duration_s, attrs(message=kind))
+
+    def batch_committed(self, writes: int, duration_s: float) -> None:
+        self._batch.record(writes)
+
+    def write_shed(self) -> None:
+        self._shed.add(1)
 
     # -- gauges ------------------------------------------------------------------------------------
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
-from collector.domain.records import SnapshotWrite
+from collector.domain.records import SnapshotIn, Write, WriteResult
 from collector.errors import StoreError
 from collector.main import Collector
 from collector.store.sqlite import SqliteStore
@@ -63,10 +63,12 @@ class GatedStore(SqliteStore):
         self.gate = asyncio.Event()
         self.committed = False
 
-    async def record_snapshot(self, *args: Any, **kwargs: Any) -> SnapshotWrite:
+    async def record_batch(self, writes: Sequence[Write]) -> list[WriteResult | StoreError]:
+        if not any(isinstance(w, SnapshotIn) for w in writes):
+            return await super().record_batch(writes)
         self.entered.set()
         await self.gate.wait()
-        result = await super().record_snapshot(*args, **kwargs)
+        result = await super().record_batch(writes)
         self.committed = True
         return result
 
@@ -95,8 +97,12 @@ async def test_no_ack_is_sent_before_the_store_commits(tmp_path: Path) -> None:
 
 
 class FailingStore(SqliteStore):
-    async def record_snapshot(self, *args: Any, **kwargs: Any) -> SnapshotWrite:
-        raise StoreError("disk full")
+    """A real store whose transactions with a snapshot fail to commit (a full disk)."""
+
+    async def record_batch(self, writes: Sequence[Write]) -> list[WriteResult | StoreError]:
+        if any(isinstance(w, SnapshotIn) for w in writes):
+            raise StoreError("disk full")
+        return await super().record_batch(writes)
 
 
 async def test_store_failure_ends_stream_unavailable_without_ack(tmp_path: Path) -> None:
@@ -288,8 +294,8 @@ async def test_observations_are_stored_as_latest_and_acknowledged(running: Runni
     assert [h.sequence for h in history] == [3, 2]
 
 
-async def test_observation_history_is_bounded_per_pod(tmp_path: Path) -> None:
-    settings = settings_for(tmp_path, observation_history_rows=3, shutdown_grace_s=0.2)
+async def test_observation_history_is_bounded_per_pod_in_the_background(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, observation_history_rows=3, prune_interval_s=0.1, shutdown_grace_s=0.2)
     async with Collector(settings) as collector:
         assert collector.ports is not None
         async with grpc.aio.insecure_channel(f"127.0.0.1:{collector.ports.grpc}") as channel:
@@ -297,8 +303,14 @@ async def test_observation_history_is_bounded_per_pod(tmp_path: Path) -> None:
             await s.exchange(hello_msg(1))
             for seq in range(2, 9):
                 await s.exchange(observations_msg(seq, {"tokens_per_s": float(seq)}))
-        history = await collector.store.observation_history(KEY, 100)
+        # Ingest does not trim (it would cost every write); the retention task does, soon after.
+        for _ in range(100):
+            history = await collector.store.observation_history(KEY, 100)
+            if len(history) <= 3:
+                break
+            await asyncio.sleep(0.05)  # poll interval: the retention task runs every 0.1 s here
         assert [h.sequence for h in history] == [8, 7, 6]
+        assert collector.pruner is not None and collector.pruner.deleted.observations == 4
 
 
 async def test_invalid_observation_is_rejected_naming_the_item(running: Running) -> None:

@@ -62,7 +62,10 @@ async def test_serve_stops_on_cancellation_and_closes_the_store(tmp_path: Path) 
     assert not (tmp_path / "c.db-wal").exists()
 
 
-async def test_unsupported_store_fails_start_with_a_typed_error(tmp_path: Path) -> None:
-    settings = CollectorSettings(grpc="127.0.0.1:0", http="127.0.0.1:0", store="postgresql://db/x")
-    with pytest.raises(StoreError, match="not yet supported"):
+async def test_an_unreachable_postgresql_fails_start_with_a_typed_error_naming_it(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    url = f"postgresql://skewwatch:s3cret@127.0.0.1:{port}/x"
+    settings = CollectorSettings(grpc="127.0.0.1:0", http="127.0.0.1:0", store=url)
+    with pytest.raises(StoreError, match=f"127.0.0.1:{port}") as failed:
         await Collector(settings).start()
+    assert "s3cret" not in str(failed.value)

@@ -6,7 +6,8 @@ bounded even for a hostile workload name."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc as
 from prometheus_client.parser import text_string_to_metric_families
 
 from collector.cli import collector_settings
+from collector.domain.records import EventIn, Write, WriteResult
 from collector.errors import SettingsError, StoreError
 from collector.main import Collector
 from collector.settings import CollectorSettings, parse_headers
@@ -83,15 +85,15 @@ def _value(p: Any) -> float:
 
 
 class FlakyStore(SqliteStore):
-    """The real store, whose next event write fails once (a store error on the ingest path)."""
+    """The real store, whose next batch with an event fails once (a store error on the ingest path)."""
 
     fail_next = False
 
-    async def record_event(self, *args: Any, **kw: Any) -> None:
-        if self.fail_next:
+    async def record_batch(self, writes: Sequence[Write]) -> list[WriteResult | StoreError]:
+        if self.fail_next and any(isinstance(w, EventIn) for w in writes):
             self.fail_next = False
             raise StoreError("disk full (test)")
-        await super().record_event(*args, **kw)
+        return await super().record_batch(writes)
 
 
 @pytest.fixture
@@ -186,6 +188,15 @@ async def test_scenario_exports_every_catalogued_metric_over_otlp_and_metrics(
         await failing.send(pb.AgentMessage(sequence=3, event=pb.Event(at=_now(), kind="restart")))
         code, _ = await failing.status()
         assert code == grpc.StatusCode.UNAVAILABLE
+        # A shed message: the write queue is full (max_pending 0 here), the stream ends
+        # RESOURCE_EXHAUSTED, the counter counts it.
+        assert collector.ingest is not None
+        group = collector.ingest.recorder.group
+        kept, group.settings = group.settings, replace(group.settings, max_pending=0)
+        shed = AgentStream(channel)
+        await shed.send(hello_msg(1, pod="llm-8"))
+        assert (await shed.status())[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+        group.settings = kept
         after = await _scrape(http)
         await telemetry.flush()
     finally:
@@ -203,6 +214,8 @@ async def test_scenario_exports_every_catalogued_metric_over_otlp_and_metrics(
     assert _one(after, "skewwatch_findings_opened_total", wl) == 1.0
     assert _one(after, "skewwatch_findings_resolved_total", {**wl, "resolution": "fixed"}) == 1.0
     assert _one(after, "skewwatch_store_errors_total", {"operation": "ingest"}) == 1.0
+    assert _one(after, "skewwatch_ingest_shed_total", {}) == 1.0
+    assert sum(v for a, v in after["skewwatch_ingest_batch_size_count"]) >= 10
     ratio = _one(
         after, "skewwatch_performance_baseline_ratio", {**wl, "observation": "generation_tokens_per_s"}
     )

@@ -4,10 +4,11 @@ One protocol per role, so each service names what it calls: ``RecordingStore`` (
 through the service's recorder), ``PodStore`` (the pod queries), ``EvaluationStore`` (evaluation on
 ingest) and ``QueryStore`` (the drift queries); ``FullStore`` is what a backend implements.
 
-Every backend (SQLite now, PostgreSQL later) implements ``Store``. Methods are async because the
-collector is asyncio; a backend runs its blocking work off the event loop. Each write method is
-one transaction: when it returns, the write is committed (so the ingest layer may acknowledge);
-when it raises ``StoreError``, nothing stored was changed.
+Every backend (SQLite and PostgreSQL, both running ``collector.store.sql``) implements
+``Store``. Methods are async because the collector is asyncio; a backend runs its blocking work
+off the event loop. Each write method is one transaction: when it returns, the write is
+committed (so the ingest layer may acknowledge); when it raises ``StoreError``, nothing stored
+was changed. ``record_batch`` is many such writes in one transaction, each answered apart.
 """
 
 from __future__ import annotations
@@ -181,6 +182,8 @@ class QueryStore(PodStore, EvaluationStore, Protocol):
 
 
 class RetentionStore(Protocol):
+    """The bound on history: the collector's retention task calls it, never ingest."""
+
     async def prune(self, now: float, retention: Retention, max_rows: int = 5000) -> PruneResult:
         """Delete what ``retention`` no longer keeps, at most about ``max_rows`` rows per table in
         short transactions (ingest is never held for long); ``done`` False when more is left."""
@@ -199,4 +202,4 @@ class Store(RecordingStore, PodStore, RetentionStore, Protocol):
 
 
 class FullStore(Store, QueryStore, Protocol):
-    """Everything a backend implements (SQLite now)."""
+    """Everything a backend implements (SQLite and PostgreSQL)."""

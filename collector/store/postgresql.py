@@ -96,7 +96,8 @@ class _PgConn:
 
 
 class PostgresStore(SqlStore):
-    """A ``Store`` in a PostgreSQL database (a libpq URI or conninfo string)."""
+    """A ``Store`` in a PostgreSQL database named by a libpq URI (``postgresql://…``), whose
+    password, if any, ``url`` masks."""
 
     for_update = " FOR UPDATE"
     # Collation-independent: under a locale collation '/' may not sort before '0'.
@@ -253,4 +254,4 @@ class PostgresStore(SqlStore):
             if error.sqlstate in _RETRY_SQLSTATES:
                 return None  # the whole batch runs again
             return StoreError(f"store {self.url}: {type(error).__name__}: {self._scrub(str(error))}")
-        return error if isinstance(error, StoreError) else None
+        return None

@@ -155,7 +155,7 @@ class _HistoryTable:
     """A per-pod history table ``prune`` bounds: by rows per pod and by age of ``received_at``."""
 
     name: str
-    keep: str  # an extra condition a deleted row must meet ("" for none)
+    deletable: str  # what else a deleted row must meet, as " AND …" ("" for nothing)
 
 
 _SNAPSHOT_HISTORY = _HistoryTable("snapshots", " AND " + _NOT_CURRENT)
@@ -189,8 +189,9 @@ class SqlStore(abc.ABC):
 
     @abc.abstractmethod
     def _write_error(self, error: Exception) -> StoreError | None:
-        """The ``StoreError`` a failed write answers inside a batch, or None when ``error`` must
-        abort the whole transaction instead (not a driver error, or one worth a retry)."""
+        """The ``StoreError`` a write whose statements failed answers inside a batch, or None when
+        ``error`` must abort the whole transaction instead (not a driver error, or one worth a
+        retry of the whole transaction)."""
 
     async def ping(self) -> None:
         await self._read(lambda c: c.execute("SELECT 1").fetchone())
@@ -328,11 +329,20 @@ class SqlStore(abc.ABC):
                 return self._observations_body(write)
 
     async def record_batch(self, writes: Sequence[Write]) -> list[WriteResult | StoreError]:
-        bodies = [self._body(w) for w in writes]  # encoded here, off the writer
+        # Encoded here, off the writer; a value JSON cannot hold (NaN) fails its write alone.
+        bodies: list[Callable[[Conn], WriteResult] | StoreError] = []
+        for write in writes:
+            try:
+                bodies.append(self._body(write))
+            except (TypeError, ValueError) as e:
+                bodies.append(StoreError(f"store {self.url}: {type(write).__name__} cannot be stored: {e}"))
 
         def batch(conn: Conn) -> list[WriteResult | StoreError]:
             results: list[WriteResult | StoreError] = []
             for body in bodies:
+                if isinstance(body, StoreError):
+                    results.append(body)
+                    continue
                 conn.execute("SAVEPOINT skewwatch_write")
                 try:
                     result: WriteResult | StoreError = body(conn)
@@ -453,7 +463,7 @@ class SqlStore(abc.ABC):
     ) -> int:
         deleted = 0
         if days is not None:
-            where = "h.received_at < ?" + table.keep
+            where = "h.received_at < ?" + table.deletable
             deleted += await self._delete_chunks(table, where, (now - days * DAY_S,), max_rows)
         if rows is None:
             return deleted
@@ -467,7 +477,7 @@ class SqlStore(abc.ABC):
                 break
             row = await self._read(functools.partial(_fetchone, newest_dropped, (namespace, pod, rows)))
             if row is not None:
-                where = "h.namespace = ? AND h.pod = ? AND h.id <= ?" + table.keep
+                where = "h.namespace = ? AND h.pod = ? AND h.id <= ?" + table.deletable
                 params = (namespace, pod, int(row[0]))
                 deleted += await self._delete_chunks(table, where, params, max_rows - deleted)
         return deleted

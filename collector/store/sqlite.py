@@ -193,4 +193,4 @@ class SqliteStore(SqlStore):
     def _write_error(self, error: Exception) -> StoreError | None:
         if isinstance(error, sqlite3.Error):
             return StoreError(f"store {self.url}: {type(error).__name__}: {error}")
-        return error if isinstance(error, StoreError) else None
+        return None

@@ -428,6 +428,17 @@ async def test_a_failing_write_in_a_batch_is_rolled_back_alone(store: FullStore,
     assert [e.kind for e in await store.pod_events(POD.key, 10)] == ["restart"]
 
 
+async def test_a_write_json_cannot_hold_fails_alone_in_a_batch(store: FullStore) -> None:
+    at = time.time()
+    nan = ObservationsIn(POD, 2, {"x": Observation("x", float("nan"), "1")}, at, 15.0, at)
+    results = await store.record_batch([nan, HelloWrite(POD, 3, at)])
+    assert isinstance(results[0], StoreError) and "ObservationsIn" in str(results[0])
+    assert results[1] is None
+    assert await store.latest_observations(POD.key) is None
+    pod = await store.get_pod(POD.key)
+    assert pod is not None and pod.last_sequence == 3
+
+
 async def test_a_batch_whose_commit_fails_stores_nothing(store: FullStore, store_url: str) -> None:
     fail_commits_after_event(store_url)
     at = time.time()

@@ -917,16 +917,20 @@ class SqlStore(abc.ABC):
 
     async def put_intent(self, record: IntentRecord) -> bool:
         def body(conn: Conn) -> bool:
-            existed = conn.execute(
-                "SELECT 1 FROM intents WHERE kind = ? AND name = ?", (record.kind, record.name)
-            ).fetchone()
-            conn.execute(
+            # Insert-or-update in that order, not read-then-upsert: two collectors putting the
+            # same new intent at once cannot both answer "created".
+            created = conn.execute(
                 "INSERT INTO intents (kind, name, body, updated_at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (kind, name) DO UPDATE SET body = excluded.body,"
-                " updated_at = excluded.updated_at",
+                " ON CONFLICT (kind, name) DO NOTHING",
                 (record.kind, record.name, record.body, record.updated_at),
+            ).rowcount
+            if created:
+                return True
+            conn.execute(
+                "UPDATE intents SET body = ?, updated_at = ? WHERE kind = ? AND name = ?",
+                (record.body, record.updated_at, record.kind, record.name),
             )
-            return existed is None
+            return False
 
         return await self._write(body)
 

@@ -23,6 +23,7 @@ from collector.domain.records import (
     HeartbeatIn,
     HeartbeatResult,
     HelloWrite,
+    IntentRecord,
     ObservationsIn,
     Retention,
     SnapshotIn,
@@ -521,6 +522,14 @@ async def test_prune_stops_at_max_rows_and_says_it_is_not_done(store: FullStore)
     assert [(p.observations, p.done) for p in passes] == [(3, False), (3, False), (1, True)]
     assert await store.observation_history(POD.key, 10) == []
     assert await store.prune(now, NO_BOUNDS) == (await store.prune(now, NO_BOUNDS))
+
+
+async def test_put_intent_creates_then_replaces(store: FullStore) -> None:
+    assert await store.put_intent(IntentRecord("Intent", "llm", "v: 1", 1.0)) is True
+    assert await store.put_intent(IntentRecord("Intent", "llm", "v: 2", 2.0)) is False
+    assert await store.list_intents() == [IntentRecord("Intent", "llm", "v: 2", 2.0)]
+    assert await store.delete_intent("Intent", "llm") is True
+    assert await store.delete_intent("Intent", "llm") is False
 
 
 def test_store_url_parsing(tmp_path: Path) -> None:

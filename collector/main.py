@@ -37,6 +37,8 @@ from collector.service.recording import CommitSettings, Recorder
 from collector.service.retention import Pruner
 from collector.settings import CollectorSettings, split_hostport
 from collector.store.base import FullStore
+from collector.store.ownership import PostgresOwnership
+from collector.store.postgresql import PostgresStore
 from collector.store.url import parse_store_url
 from collector.telemetry.metrics import Telemetry
 
@@ -124,6 +126,7 @@ class Collector:
         self._queries: Queries | None = None
         self.telemetry: Telemetry | None = None
         self.pruner: Pruner | None = None
+        self.ownership: PostgresOwnership | None = None
         self.ports: BoundPorts | None = None
 
     @property
@@ -156,9 +159,17 @@ class Collector:
             self._store = parse_store_url(s.store, timeout_s=s.store_timeout_s, pool_max=s.store_pool_size)
         await self._store.open()
         try:
+            if isinstance(self._store, PostgresStore):
+                # Other collectors may share this database: one owner evaluates each workload.
+                self.ownership = self._store.ownership()
+                await self.ownership.open()
             self.telemetry = Telemetry(s)
             self.drift = DriftService(
-                self._store, IntentRegistry(s.intents), drift_settings(s), events=self.telemetry
+                self._store,
+                IntentRegistry(s.intents),
+                drift_settings(s),
+                events=self.telemetry,
+                ownership=self.ownership,
             )
             await self.drift.start()
             grpc_port = await self._start_grpc(s)
@@ -308,6 +319,9 @@ class Collector:
             if telemetry is not None:
                 await telemetry.shutdown()  # the last OTLP export, while the store still answers
         finally:
+            ownership, self.ownership = self.ownership, None
+            if ownership is not None:
+                await ownership.close()  # its session ends: another collector may take over
             if self._store is not None:
                 await self._store.close()
         log.info("collector stopped")
@@ -331,6 +345,7 @@ def drift_settings(s: CollectorSettings) -> DriftSettings:
         observation_interval_s=s.observation_eval_interval_s,
         tick_s=s.drift_tick_s,
         baseline_stable_s=s.baseline_stable_s or None,
+        claim_interval_s=s.claim_interval_s,
     )
 
 

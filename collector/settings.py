@@ -32,6 +32,7 @@
 | replica_stale_s          | (none)              | SKEWWATCH_REPLICA_STALE            | 300 s             |
 | observation_eval_interval_s | (none)           | SKEWWATCH_OBSERVATION_EVAL_INTERVAL | 5 s              |
 | drift_tick_s             | (none)              | SKEWWATCH_DRIFT_TICK               | 2 s               |
+| claim_interval_s         | (none)              | SKEWWATCH_CLAIM_INTERVAL           | 10 s              |
 | otlp_endpoint            | --otlp-endpoint     | SKEWWATCH_OTLP_ENDPOINT            | none (no push)    |
 | otlp_insecure            | --otlp-insecure     | SKEWWATCH_OTLP_INSECURE            | false (TLS)       |
 | otlp_ca_file             | --otlp-ca-file      | SKEWWATCH_OTLP_CA_FILE             | system roots      |
@@ -60,7 +61,9 @@ drifts: ``performance_debounce_snapshots``); a workload with no baseline is prom
 ``baseline_stable_s`` of unchanged majority configuration with no open finding; a pod not heard
 from for ``replica_stale_s`` no longer counts as a replica; observations trigger an evaluation at
 most every ``observation_eval_interval_s`` per workload; the intents directory is polled and
-time-based debounces are checked every ``drift_tick_s``.
+time-based debounces are checked every ``drift_tick_s``. With several collectors on one
+PostgreSQL, each looks for workloads no collector owns (their owner died) every
+``claim_interval_s`` (docs/scale.md).
 
 Telemetry (docs/telemetry.md): ``GET /metrics`` on the HTTP port always serves the Prometheus
 text; with ``otlp_endpoint`` (``HOST:PORT`` or ``http[s]://HOST:PORT``) the same metrics are also
@@ -143,6 +146,7 @@ class CollectorSettings:
     replica_stale_s: float = 300.0
     observation_eval_interval_s: float = 5.0
     drift_tick_s: float = 2.0
+    claim_interval_s: float = 10.0
     otlp_endpoint: str = ""
     otlp_insecure: bool = False
     otlp_ca_file: Path | None = None
@@ -190,6 +194,7 @@ class CollectorSettings:
             ("SKEWWATCH_REPLICA_STALE", self.replica_stale_s, 1.0, 30 * 86_400.0),
             ("SKEWWATCH_OBSERVATION_EVAL_INTERVAL", self.observation_eval_interval_s, 0.0, 3600.0),
             ("SKEWWATCH_DRIFT_TICK", self.drift_tick_s, 0.05, 3600.0),
+            ("SKEWWATCH_CLAIM_INTERVAL", self.claim_interval_s, 0.05, 3600.0),
             ("SKEWWATCH_HELLO_TIMEOUT", self.hello_timeout_s, 0.05, 3600.0),
             ("SKEWWATCH_FIRST_REPORT_TIMEOUT", self.first_report_timeout_s, 0.05, 86_400.0),
             ("SKEWWATCH_IDLE_TIMEOUT", self.idle_timeout_s, 0.05, 7 * 86_400.0),
@@ -354,6 +359,7 @@ ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "replica_stale_s": ("SKEWWATCH_REPLICA_STALE", float),
     "observation_eval_interval_s": ("SKEWWATCH_OBSERVATION_EVAL_INTERVAL", float),
     "drift_tick_s": ("SKEWWATCH_DRIFT_TICK", float),
+    "claim_interval_s": ("SKEWWATCH_CLAIM_INTERVAL", float),
     "otlp_endpoint": ("SKEWWATCH_OTLP_ENDPOINT", str),
     "otlp_insecure": ("SKEWWATCH_OTLP_INSECURE", _bool),
     "otlp_ca_file": ("SKEWWATCH_OTLP_CA_FILE", Path),

@@ -12,6 +12,12 @@ re-evaluates workloads whose pending findings wait on a debounce in seconds, and
 baselines automatically: a workload with no baseline whose majority configuration has been
 stable for ``baseline_stable_s`` with no open finding gets one (origin ``auto``).
 
+Several collectors on one store (PostgreSQL; ``Ownership``): a workload is evaluated only by the
+collector that owns it. The others hand their commits of it over (the owner schedules it as if
+it had received them), see the intents another collector stored on their tick, and take over
+the workloads of a collector that died within ``claim_interval_s``. One owner at a time means
+no duplicate findings, no debounce counted twice and no flapping between two evaluations.
+
 Failures are logged and never stop the worker: evaluation is derived data, re-done on the next
 change, and nothing stored is touched by a failed evaluation (its writes are one transaction).
 """
@@ -37,6 +43,7 @@ from collector.errors import CollectorError, StoreError
 from collector.intent.directory import IntentRegistry
 from collector.intent.model import parse_documents
 from collector.service.events import NO_EVENTS, ServiceEvents
+from collector.service.ports import Ownership
 from collector.store.base import EvaluationStore
 from skewwatch.core.identity import PodIdentity
 
@@ -53,6 +60,8 @@ class DriftSettings:
     observation_interval_s: float = 5.0
     tick_s: float = 2.0
     baseline_stable_s: float | None = 600.0  # None: never promote automatically
+    # Several collectors on one store: how often one looks for workloads nobody owns.
+    claim_interval_s: float = 10.0
 
 
 def workload_of(identity: PodIdentity) -> str:
@@ -84,9 +93,16 @@ class DriftService:
         settings: DriftSettings = DriftSettings(),
         clock: Callable[[], float] = time.time,
         events: ServiceEvents = NO_EVENTS,
+        *,
+        ownership: Ownership | None = None,
     ) -> None:
         self.store = store
         self.events = events
+        # Several collectors on one store: evaluate only the workloads this one owns.
+        self.ownership = ownership
+        self.handed_over = 0
+        self._last_claim = -1e18
+        self._intents_seen: tuple[tuple[str, str, str], ...] | None = None
         self.registry = registry
         self.settings = settings
         self.clock = clock
@@ -110,6 +126,8 @@ class DriftService:
     async def start(self) -> None:
         await self.load_api_intents()
         self.registry.poll()
+        if self.ownership is not None:
+            self.ownership.listen(self._handed_over)
         for brief in await self.store.pod_briefs():
             self._known.add(workload_id(brief.key.namespace, brief.key.pod, brief.workload))
         self._tasks = [
@@ -128,14 +146,21 @@ class DriftService:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
 
-    async def load_api_intents(self) -> None:
+    async def load_api_intents(self) -> bool:
+        """Load the intents posted through the API (any collector's); True when they changed."""
+        records = await self.store.list_intents()
+        seen = tuple(sorted((r.kind, r.name, r.body) for r in records))
+        if seen == self._intents_seen:
+            return False
+        self._intents_seen = seen
         intents = []
-        for rec in await self.store.list_intents():
+        for rec in records:
             try:
                 intents.extend(parse_documents(rec.body, f"api:{rec.kind}/{rec.name}"))
             except CollectorError as e:
                 log.error("stored intent %s/%s no longer parses: %s", rec.kind, rec.name, e)
         self.registry.set_api(intents)
+        return True
 
     # -- scheduling ----------------------------------------------------------------------------
 
@@ -149,6 +174,11 @@ class DriftService:
             self._last_obs_eval[workload] = now
         elif reason == "heartbeat" and workload not in self._pending:
             return
+        self._schedule(workload)
+
+    def _handed_over(self, workload: str) -> None:
+        """Another collector stored a change of a workload this one owns."""
+        self._known.add(workload)
         self._schedule(workload)
 
     def schedule(self, workload: str) -> None:
@@ -176,6 +206,10 @@ class DriftService:
                 workload = next(iter(self._dirty))
                 del self._dirty[workload]
                 try:
+                    if self.ownership is not None and not await self._own([workload]):
+                        await self.ownership.hand_over(workload)
+                        self.handed_over += 1
+                        continue
                     await self.evaluate_and_store(workload)
                 except (StoreError, CollectorError, ValueError, KeyError, TypeError) as e:
                     self.failures += 1
@@ -197,6 +231,8 @@ class DriftService:
                 log.error("drift tick failed: %s", e)
 
     async def tick(self) -> None:
+        if self.ownership is not None:
+            await self._shared_tick()
         if await asyncio.to_thread(self.registry.poll):
             self.schedule_all()
             return
@@ -215,6 +251,40 @@ class DriftService:
             for w, (_sig, since) in list(self._stable.items()):
                 if now - since >= stable_s:
                     self._schedule(w)
+
+    async def _own(self, workloads: list[str]) -> set[str]:
+        """Those of ``workloads`` this collector owns, taking the free ones (logged)."""
+        assert self.ownership is not None
+        before = self.ownership.owned()
+        owned = await self.ownership.own(workloads)
+        for w in sorted(owned - before):
+            log.info("evaluating %s: no other collector owns it", w)
+        return owned
+
+    async def _shared_tick(self) -> None:
+        """With other collectors on the store: intents another one stored, and workloads whose
+        owner died (its locks went with its session) or that only another one has heard of."""
+        assert self.ownership is not None
+        await self.ownership.check()
+        if await self.load_api_intents():
+            self.schedule_all()
+        now = self.clock()
+        if now - self._last_claim < self.settings.claim_interval_s:
+            return
+        self._last_claim = now
+        for brief in await self.store.pod_briefs():
+            self._known.add(workload_id(brief.key.namespace, brief.key.pod, brief.workload))
+        unowned = sorted(self._known - self.ownership.owned())
+        if unowned:
+            for w in sorted(await self._own(unowned)):
+                self._schedule(w)
+        # Findings, pending debounces and promotions of workloads another collector owns are its.
+        mine = self.ownership.owned()
+        self._pending &= mine
+        self._active &= mine
+        for w in list(self._stable):
+            if w not in mine:
+                del self._stable[w]
 
     # -- evaluation ----------------------------------------------------------------------------
 

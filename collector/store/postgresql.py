@@ -35,6 +35,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from collector.errors import StoreError
+from collector.store.ownership import PostgresOwnership
 from collector.store.schema import MIGRATIONS, SCHEMA_VERSION
 from collector.store.sql import Conn, Cursor, SqlStore
 
@@ -194,6 +195,17 @@ class PostgresStore(SqlStore):
             log.info(
                 "store %s: migrated schema to version %d (%s)", self.url, version + 1, migration.description
             )
+
+    def ownership(self) -> PostgresOwnership:
+        """Which collector evaluates which workload, for several on this database: advisory locks
+        and notifications on two connections of its own (``collector.store.ownership``)."""
+        return PostgresOwnership(
+            self._conninfo,
+            self.url,
+            connect_kwargs=self._kwargs,
+            connect_timeout_s=self.timeout_s,
+            scrub=self._scrub,
+        )
 
     # -- plumbing ----------------------------------------------------------------------------
 

@@ -46,7 +46,8 @@ Sizes by environment: ``SKEWWATCH_BENCH_AGENTS`` (default 10000; 200 is a quick 
 ``SKEWWATCH_BENCH_HEARTBEAT_S`` (15), ``SKEWWATCH_BENCH_WAVE_SPREAD_S`` (2),
 ``SKEWWATCH_BENCH_CONNECT_RAMP_S`` (10), ``SKEWWATCH_BENCH_CHANGE_SHARE`` (0.05),
 ``SKEWWATCH_BENCH_FLEET_POSTGRES`` (1: run the PostgreSQL phase when available; 0: skip it),
-``SKEWWATCH_BENCH_COLLECTOR_SRC`` (run the collector from another source tree).
+``SKEWWATCH_BENCH_COLLECTOR_SRC`` (run the collector from another source tree),
+``SKEWWATCH_BENCH_COLLECTOR_PROFILE`` (PREFIX: the collector under cProfile, written on stop).
 
 Progress, the generator's and the collector's CPU per phase (seconds of CPU per second of wall
 time: 1.0 is one core saturated; the machine's cores are printed too) and the collector's
@@ -301,7 +302,7 @@ def _running(collector: CollectorProcess, opts: FleetOptions) -> Iterator[Fleet]
 
 def _connect(fleet: Fleet, collector: CollectorProcess, agents: int) -> None:
     meter = Meter(collector, fleet)
-    fleet.wait("connect", lambda q: q["connected"] == agents, timeout_s=600)
+    fleet.wait("connect", lambda q: q["connected"] == agents, timeout_s=1800)
     meter.report("connect")
 
 
@@ -309,7 +310,7 @@ def _wave(fleet: Fleet, collector: CollectorProcess, agents: int, spread_s: floa
     fleet.command("phase", "wave")
     meter = Meter(collector, fleet)
     fleet.command("wave", spread_s)
-    fleet.wait("wave", lambda q: q["acked"].get("wave/snapshot", 0) >= agents, timeout_s=600)
+    fleet.wait("wave", lambda q: q["acked"].get("wave/snapshot", 0) >= agents, timeout_s=1800)
     meter.report("wave")
     return fleet.collect()
 
@@ -379,7 +380,7 @@ def run() -> list[Figure]:
                 ready = collector.start()
                 meter = Meter(collector, fleet)
                 _log(f"collector killed and ready again after {ready - killed:.2f} s")
-                fleet.wait("reconnect", lambda q: q["back"] >= agents, timeout_s=600)
+                fleet.wait("reconnect", lambda q: q["back"] >= agents, timeout_s=1800)
                 meter.report("reconnect")
                 q = fleet.collect()
                 back = [t - ready for t in q["back_at"]]

@@ -232,8 +232,12 @@ class CollectorProcess:
         """Start and wait for /readyz; returns the monotonic time it was ready."""
         self.starts += 1
         log = open(self.workdir / f"collector-{self.starts}.log", "wb")  # noqa: SIM115 - kept by the child
+        # SKEWWATCH_BENCH_COLLECTOR_PROFILE=PREFIX: run the collector under cProfile, written to
+        # PREFIX.<start> when it is stopped (not when killed).
+        profile = os.environ.get("SKEWWATCH_BENCH_COLLECTOR_PROFILE", "")
+        prefix = ["-m", "cProfile", "-o", f"{profile}.{self.starts}"] if profile else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "skewwatch.cli", "--log-level", "WARNING", "collector",
+            [sys.executable, *prefix, "-m", "skewwatch.cli", "--log-level", "WARNING", "collector",
              "--grpc", self.target, "--http", f"127.0.0.1:{self.http_port}", "--store", self.store],
             env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.src or None,
         )  # fmt: skip

@@ -571,3 +571,23 @@ async def test_postgresql_runs_a_deadlocked_transaction_again(postgres_server: P
             await store._write(always)
     finally:
         await store.close()
+
+
+async def test_two_postgresql_stores_writing_one_pod_keep_one_history_row_per_change(
+    postgres_server: PostgresServer,
+) -> None:
+    # Two collectors on one database, a pod's messages reaching both: the pod row lock makes
+    # "insert a history row unless the fingerprint is current" atomic across them.
+    url = postgres_server.create_database("two_collectors")
+    stores = [PostgresStore(url), PostgresStore(url)]
+    for s in stores:
+        await s.open()
+    try:
+        a, b = make_snapshot(), make_snapshot({**BASE_FACTS, "runtime.dtype": "float32"})
+        for seq, snap in ((2, a), (3, b)):
+            writes = await asyncio.gather(*(record(stores[i % 2], seq, snap) for i in range(10)))
+            assert sum(w.new_row for w in writes) == 1
+        assert [h.sequence for h in await stores[0].history(POD.key, 10)] == [3, 2]
+    finally:
+        for s in stores:
+            await s.close()

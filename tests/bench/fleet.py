@@ -358,6 +358,7 @@ class _Worker:
         self.first_write: dict[tuple[str, str], float] = {}
         self.last_ack: dict[tuple[str, str], float] = {}
         self.failures: Counter[str] = Counter()
+        self.failure_details: dict[str, str] = {}  # the first details text of each kind
         self.refused = 0
         self.stopping = asyncio.Event()
         per_workload = max(1, math.ceil(opts.agents / opts.workloads))
@@ -482,14 +483,18 @@ class _Worker:
         """Count a stream's failure; (rejected as the agent counts it, the retry-after hint)."""
         code: grpc.StatusCode | None = None
         metadata: Any = None
+        details = str(e)
         if isinstance(e, grpc.aio.AioRpcError):
-            code, metadata = e.code(), e.trailing_metadata()
+            code, metadata, details = e.code(), e.trailing_metadata(), e.details() or ""
         elif call is not None and call.done():
             try:
                 code, metadata = await call.code(), await call.trailing_metadata()
+                details = await call.details() or ""
             except Exception:
                 code = None
-        self.failures[code.name if code is not None else type(e).__name__] += 1
+        kind = code.name if code is not None else type(e).__name__
+        self.failures[kind] += 1
+        self.failure_details.setdefault(kind, details[:300])
         hint = 0.0
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
             self.refused += 1
@@ -622,6 +627,7 @@ class _Worker:
             ),
             "refused": self.refused,
             "failures": dict(self.failures),
+            "failure_details": dict(self.failure_details),
             "cpu_s": _self_cpu(),
         }
         if full:
@@ -706,16 +712,26 @@ class Fleet:
     def collect(self) -> dict[str, Any]:
         return merge(self.command("collect"))
 
-    def wait(self, what: str, done: Any, timeout_s: float, progress_s: float = 2.0) -> dict[str, Any]:
-        """Poll until ``done(summary)``; progress on stderr."""
+    def wait(
+        self, what: str, done: Any, timeout_s: float, progress_s: float = 2.0, strict: bool = True
+    ) -> dict[str, Any]:
+        """Poll until ``done(summary)``; progress on stderr. Past ``timeout_s`` raise TimeoutError,
+        or (not ``strict``) return the summary with ``incomplete`` set and ``ended`` its time."""
         start = time.monotonic()
         last = start
         while True:
             q = self.query()
+            q["ended"] = time.monotonic()
             if done(q):
                 return q
             now = time.monotonic()
             if now - start > timeout_s:
+                if not strict:
+                    print(
+                        f"  {what}: INCOMPLETE after {timeout_s:g} s: {brief(q)}", file=sys.stderr, flush=True
+                    )
+                    q["incomplete"] = True
+                    return q
                 raise TimeoutError(f"{what}: not done after {timeout_s:g} s: {brief(q)}")
             if now - last >= progress_s:
                 print(f"  {what}: {now - start:5.1f} s {brief(q)}", file=sys.stderr, flush=True)
@@ -748,7 +764,7 @@ def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
                         d[kk] = max(d.get(kk, vv), vv)
                     elif k == "latency":
                         d.setdefault(kk, []).extend(vv)
-                    elif k == "pods":
+                    elif k in ("pods", "failure_details"):
                         d[kk] = vv
                     else:
                         d[kk] = d.get(kk, 0) + vv

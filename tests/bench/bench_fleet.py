@@ -243,11 +243,11 @@ class Meter:
             "collector_blkio": (c_io - self.c_io) / wall,
             "generator_cpu": g / wall,
         }
+        workers = len(self.fleet.pids()) if self.fleet else 0
         _log(
             f"[{phase}] {wall:.1f} s wall; collector {out['collector_cpu']:.2f} CPU-s/s "
             f"(block-I/O delay {out['collector_blkio']:.2f} s/s, 0 unless kernel.task_delayacct=1); "
-            f"generator {out['generator_cpu']:.2f} CPU-s/s ({len(self.fleet.pids()) if self.fleet else 0} workers + parent) of "
-            f"{os.cpu_count()} cores"
+            f"generator {out['generator_cpu']:.2f} CPU-s/s ({workers} workers, parent); {os.cpu_count()} CPUs"
         )
         return out
 

@@ -346,6 +346,7 @@ def drift_settings(s: CollectorSettings) -> DriftSettings:
         tick_s=s.drift_tick_s,
         baseline_stable_s=s.baseline_stable_s or None,
         claim_interval_s=s.claim_interval_s,
+        coalesce_s=s.evaluation_coalesce_s,
     )
 
 

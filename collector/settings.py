@@ -33,6 +33,7 @@
 | observation_eval_interval_s | (none)           | SKEWWATCH_OBSERVATION_EVAL_INTERVAL | 5 s              |
 | drift_tick_s             | (none)              | SKEWWATCH_DRIFT_TICK               | 2 s               |
 | claim_interval_s         | (none)              | SKEWWATCH_CLAIM_INTERVAL           | 10 s              |
+| evaluation_coalesce_s    | (none)              | SKEWWATCH_EVALUATION_COALESCE      | 0.25 s            |
 | otlp_endpoint            | --otlp-endpoint     | SKEWWATCH_OTLP_ENDPOINT            | none (no push)    |
 | otlp_insecure            | --otlp-insecure     | SKEWWATCH_OTLP_INSECURE            | false (TLS)       |
 | otlp_ca_file             | --otlp-ca-file      | SKEWWATCH_OTLP_CA_FILE             | system roots      |
@@ -63,7 +64,8 @@ from for ``replica_stale_s`` no longer counts as a replica; observations trigger
 most every ``observation_eval_interval_s`` per workload; the intents directory is polled and
 time-based debounces are checked every ``drift_tick_s``. With several collectors on one
 PostgreSQL, each looks for workloads no collector owns (their owner died) every
-``claim_interval_s`` (docs/scale.md).
+``claim_interval_s`` (docs/scale.md). A change is evaluated ``evaluation_coalesce_s`` after it
+woke the evaluation worker, together with every other change that arrived meanwhile.
 
 Telemetry (docs/telemetry.md): ``GET /metrics`` on the HTTP port always serves the Prometheus
 text; with ``otlp_endpoint`` (``HOST:PORT`` or ``http[s]://HOST:PORT``) the same metrics are also
@@ -147,6 +149,7 @@ class CollectorSettings:
     observation_eval_interval_s: float = 5.0
     drift_tick_s: float = 2.0
     claim_interval_s: float = 10.0
+    evaluation_coalesce_s: float = 0.25
     otlp_endpoint: str = ""
     otlp_insecure: bool = False
     otlp_ca_file: Path | None = None
@@ -195,6 +198,7 @@ class CollectorSettings:
             ("SKEWWATCH_OBSERVATION_EVAL_INTERVAL", self.observation_eval_interval_s, 0.0, 3600.0),
             ("SKEWWATCH_DRIFT_TICK", self.drift_tick_s, 0.05, 3600.0),
             ("SKEWWATCH_CLAIM_INTERVAL", self.claim_interval_s, 0.05, 3600.0),
+            ("SKEWWATCH_EVALUATION_COALESCE", self.evaluation_coalesce_s, 0.0, 60.0),
             ("SKEWWATCH_HELLO_TIMEOUT", self.hello_timeout_s, 0.05, 3600.0),
             ("SKEWWATCH_FIRST_REPORT_TIMEOUT", self.first_report_timeout_s, 0.05, 86_400.0),
             ("SKEWWATCH_IDLE_TIMEOUT", self.idle_timeout_s, 0.05, 7 * 86_400.0),
@@ -360,6 +364,7 @@ ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "observation_eval_interval_s": ("SKEWWATCH_OBSERVATION_EVAL_INTERVAL", float),
     "drift_tick_s": ("SKEWWATCH_DRIFT_TICK", float),
     "claim_interval_s": ("SKEWWATCH_CLAIM_INTERVAL", float),
+    "evaluation_coalesce_s": ("SKEWWATCH_EVALUATION_COALESCE", float),
     "otlp_endpoint": ("SKEWWATCH_OTLP_ENDPOINT", str),
     "otlp_insecure": ("SKEWWATCH_OTLP_INSECURE", _bool),
     "otlp_ca_file": ("SKEWWATCH_OTLP_CA_FILE", Path),

@@ -8,6 +8,8 @@ naming the field at fault.
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -31,7 +33,7 @@ from skewwatch.core.facts import (
     validate_key,
     validate_value,
 )
-from skewwatch.core.fingerprint import fingerprint_facts
+from skewwatch.core.fingerprint import fact_line, fingerprint_lines
 from skewwatch.core.identity import PodIdentity
 
 MAX_FACTS = 20_000
@@ -165,34 +167,100 @@ def _last_seen(value: float, where: str) -> float | None:
     return value
 
 
-def snapshot_from_proto(msg: pb.Snapshot) -> Snapshot:
-    """Decode and validate an untrusted snapshot; its fingerprint must match its facts."""
+class FactCache:
+    """Facts already decoded, validated and given their fingerprint line, by their wire bytes.
+
+    The replicas of a workload send the same facts (all but the few identity ones), and a pod
+    sends most of its facts unchanged in each new snapshot: a fact whose exact bytes were seen
+    before skips its decoding, validation and canonical encoding, the bulk of decoding a
+    snapshot. Bounded by an estimate of the memory its entries hold (LRU); a fact bigger than
+    ``max_entry_bytes`` is never kept. The cached value is shared by every snapshot decoded from
+    those bytes: values are immutable by contract. Thread-safe (large snapshots decode on a
+    worker thread)."""
+
+    # Decoded values and lines take a few times their wire size.
+    OVERHEAD = 4
+
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024, max_entry_bytes: int = 64 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self.max_entry_bytes = max_entry_bytes
+        self._entries: OrderedDict[bytes, tuple[Fact, str | None]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, raw: bytes) -> tuple[Fact, str | None] | None:
+        with self._lock:
+            entry = self._entries.get(raw)
+            if entry is None:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(raw)
+            self.hits += 1
+            return entry
+
+    def put(self, raw: bytes, entry: tuple[Fact, str | None]) -> None:
+        cost = len(raw) * self.OVERHEAD
+        if len(raw) > self.max_entry_bytes:
+            return
+        with self._lock:
+            if raw in self._entries:
+                return
+            self._entries[raw] = entry
+            self._bytes += cost
+            while self._bytes > self.max_bytes and self._entries:
+                old, _ = self._entries.popitem(last=False)
+                self._bytes -= len(old) * self.OVERHEAD
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _fact_from_proto(f: pb.Fact, where: str) -> Fact:
+    try:
+        key = validate_key(f.key)
+        value = validate_value(value_from_proto(f.value, f"{where}.value"), f"{where}.value")
+    except FactError as e:
+        raise WireError(f"{where}: {e}") from e
+    if f.provenance.method not in METHODS:
+        raise WireError(f"{where}.provenance.method: {f.provenance.method!r} is not one of {sorted(METHODS)}")
+    prov = Provenance(
+        _text(f.provenance.source, f"{where}.provenance.source"),
+        f.provenance.method,
+        _text(f.provenance.detail, f"{where}.provenance.detail"),
+        _inputs(f.provenance.inputs, f"{where}.provenance.inputs"),
+        _last_seen(f.provenance.last_seen, f"{where}.provenance.last_seen"),
+    )
+    return Fact(key, value, prov)
+
+
+def snapshot_from_proto(msg: pb.Snapshot, cache: FactCache | None = None) -> Snapshot:
+    """Decode and validate an untrusted snapshot; its fingerprint must match its facts. With a
+    ``cache``, facts whose exact bytes were decoded before are taken from it."""
     if len(msg.facts) > MAX_FACTS:
         raise WireError(f"snapshot.facts: {len(msg.facts)} facts, over {MAX_FACTS}")
     if len(msg.sources) > MAX_SOURCES:
         raise WireError(f"snapshot.sources: {len(msg.sources)} sources, over {MAX_SOURCES}")
     facts: dict[str, Fact] = {}
+    lines: dict[str, str | None] = {}
     for i, f in enumerate(msg.facts):
-        where = f"snapshot.facts[{i}]"
-        try:
-            key = validate_key(f.key)
-            value = validate_value(value_from_proto(f.value, f"{where}.value"), f"{where}.value")
-        except FactError as e:
-            raise WireError(f"{where}: {e}") from e
-        if key in facts:
-            raise WireError(f"{where}: duplicate fact key {key!r}")
-        if f.provenance.method not in METHODS:
-            raise WireError(
-                f"{where}.provenance.method: {f.provenance.method!r} is not one of {sorted(METHODS)}"
-            )
-        prov = Provenance(
-            _text(f.provenance.source, f"{where}.provenance.source"),
-            f.provenance.method,
-            _text(f.provenance.detail, f"{where}.provenance.detail"),
-            _inputs(f.provenance.inputs, f"{where}.provenance.inputs"),
-            _last_seen(f.provenance.last_seen, f"{where}.provenance.last_seen"),
-        )
-        facts[key] = Fact(key, value, prov)
+        raw = f.SerializeToString(deterministic=True) if cache is not None else b""
+        entry = cache.get(raw) if cache is not None else None
+        if entry is None:
+            fact = _fact_from_proto(f, f"snapshot.facts[{i}]")
+            try:
+                line = fact_line(fact.key, fact.value)
+            except FactError as e:
+                raise WireError(f"snapshot.facts[{i}].value: {e}") from e
+            if cache is not None:
+                cache.put(raw, (fact, line))
+        else:
+            fact, line = entry
+        if fact.key in facts:
+            raise WireError(f"snapshot.facts[{i}]: duplicate fact key {fact.key!r}")
+        facts[fact.key] = fact
+        lines[fact.key] = line
     sources: dict[str, SourceStatus] = {}
     for i, s in enumerate(msg.sources):
         where = f"snapshot.sources[{i}]"
@@ -204,7 +272,7 @@ def snapshot_from_proto(msg: pb.Snapshot) -> Snapshot:
         sources[name] = SourceStatus(
             name, _PB_TO_STATE[s.state], _text(s.message, f"{where}.message"), s.duration_seconds
         )
-    fp = fingerprint_facts(facts.values())
+    fp = fingerprint_lines(lines)
     if msg.fingerprint.overall != fp.overall:
         raise WireError(
             f"snapshot.fingerprint.overall: {msg.fingerprint.overall[:16]!r} does not match the facts "

@@ -29,6 +29,7 @@ from proto.skewwatch.v1 import skewwatch_pb2 as pb
 from skewwatch.core.identity import PodIdentity
 from skewwatch.wire import (
     IDENTITY_FIELDS,
+    FactCache,
     WireError,
     identity_from_hello,
     observations_from_proto,
@@ -201,8 +202,11 @@ class Session:
         clock: Callable[[], float],
         registry: StreamRegistry | None = None,
         peer: str = "",
+        fact_cache: FactCache | None = None,
     ) -> None:
         self.recorder = recorder
+        # Shared by every stream of the collector: the facts replicas send alike decode once.
+        self.fact_cache = fact_cache
         self.max_message_bytes = max_message_bytes
         self.clock = clock
         self.registry = registry
@@ -275,9 +279,9 @@ class Session:
         assert self.identity is not None
         try:
             if size > OFFLOAD_DECODE_BYTES:
-                snap = await asyncio.to_thread(snapshot_from_proto, msg.snapshot)
+                snap = await asyncio.to_thread(snapshot_from_proto, msg.snapshot, self.fact_cache)
             else:
-                snap = snapshot_from_proto(msg.snapshot)
+                snap = snapshot_from_proto(msg.snapshot, self.fact_cache)
         except WireError as e:
             raise IngestError(str(e)) from e
         if self._replayed(msg.sequence):

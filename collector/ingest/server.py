@@ -48,6 +48,7 @@ from collector.ingest.registry import (
     StreamRegistry,
 )
 from collector.service.recording import Recorder
+from skewwatch.wire import FactCache
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class IngestService:
         self.max_message_bytes = max_message_bytes
         self.clock = clock
         self.registry = StreamRegistry(limits)
+        self.fact_cache = FactCache()
         self.timeouts = timeouts or StreamTimeouts()
         self._refusal_logged_at = -REFUSAL_LOG_INTERVAL_S
 
@@ -117,6 +119,7 @@ class IngestService:
             clock=self.clock,
             registry=self.registry,
             peer=peer,
+            fact_cache=self.fact_cache,
         )
         loop = asyncio.get_running_loop()
         waited_since_hello = 0.0  # time spent waiting for the agent, not on our own work

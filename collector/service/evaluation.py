@@ -5,7 +5,10 @@ committed. A snapshot schedules the workload at once; observations at most once 
 ``observation_interval_s`` per workload (performance moves slowly and arrives every agent
 interval); a heartbeat only while the workload has pending findings (so a debounce counted in
 reports can complete). Scheduled workloads are coalesced and evaluated by one worker task, in
-arrival order, so a burst of snapshots from one workload's replicas costs one evaluation.
+arrival order, so a burst of snapshots from one workload's replicas costs one evaluation: once
+woken, the worker waits ``coalesce_s`` for the rest of the burst, then evaluates each workload
+marked meanwhile once (a rollout of 100 replicas costs a few evaluations, not 100, and each
+evaluation loads every replica).
 
 A tick (``tick_s``) reloads the intents directory (a change re-evaluates every workload),
 re-evaluates workloads whose pending findings wait on a debounce in seconds, and promotes
@@ -62,6 +65,8 @@ class DriftSettings:
     baseline_stable_s: float | None = 600.0  # None: never promote automatically
     # Several collectors on one store: how often one looks for workloads nobody owns.
     claim_interval_s: float = 10.0
+    # How long the worker lets changes gather before it evaluates what they touched (0: at once).
+    coalesce_s: float = 0.0
 
 
 def workload_of(identity: PodIdentity) -> str:
@@ -201,6 +206,10 @@ class DriftService:
     async def _worker(self) -> None:
         while True:
             await self._wake.wait()
+            if self.settings.coalesce_s > 0:
+                # Let the rest of a burst arrive: the replicas of a rolling workload report within
+                # moments of each other, and each evaluation loads every replica of it.
+                await asyncio.sleep(self.settings.coalesce_s)
             self._wake.clear()
             while self._dirty:
                 workload = next(iter(self._dirty))

@@ -7,6 +7,8 @@ back to different Python values), so a stored value fingerprints exactly as it d
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -41,12 +43,43 @@ def encode_provenance(provenance: Mapping[str, Provenance]) -> str:
     return dumps({k: p.as_dict() for k, p in provenance.items()})
 
 
+class _Decoded:
+    """The last few provenance columns decoded, by their text (LRU, thread-safe): the replicas of
+    a workload store the same provenance, and evaluating the workload loads every replica."""
+
+    def __init__(self, entries: int) -> None:
+        self.entries = entries
+        self._cache: OrderedDict[str, dict[str, Provenance]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, text: str) -> dict[str, Provenance] | None:
+        with self._lock:
+            found = self._cache.get(text)
+            if found is not None:
+                self._cache.move_to_end(text)
+            return found
+
+    def put(self, text: str, decoded: dict[str, Provenance]) -> None:
+        with self._lock:
+            self._cache[text] = decoded
+            if len(self._cache) > self.entries:
+                self._cache.popitem(last=False)
+
+
+_PROVENANCE = _Decoded(256)
+
+
 def decode_provenance(text: str) -> dict[str, Provenance]:
+    cached = _PROVENANCE.get(text)
+    if cached is not None:
+        return dict(cached)  # Provenance is frozen; the mapping is the caller's own
     data = _loads(text, "provenance")
     try:
-        return {k: Provenance.from_dict(v) for k, v in data.items()}
+        decoded = {k: Provenance.from_dict(v) for k, v in data.items()}
     except (AttributeError, KeyError, TypeError, ValueError) as e:
         raise StoreError(f"stored column provenance is malformed: {e!r}") from e
+    _PROVENANCE.put(text, decoded)
+    return dict(decoded)
 
 
 def encode_sources(sources: Mapping[str, SourceStatus]) -> str:

@@ -102,18 +102,29 @@ def _digest(lines: Iterable[str]) -> str:
     return h.hexdigest()
 
 
-def fingerprint_values(values: Mapping[str, FactValue]) -> Fingerprint:
-    """Fingerprint a ``key -> value`` mapping (identity keys and per-run sizes left out)."""
+def fact_line(key: str, value: FactValue) -> str | None:
+    """A fact's line in its category's digest; None for a key that is never fingerprinted."""
+    if not is_fingerprinted(key):
+        return None
+    return json.dumps(key, ensure_ascii=False) + "=" + canonical(value)
+
+
+def fingerprint_lines(lines_by_key: Mapping[str, str | None]) -> Fingerprint:
+    """The fingerprint of facts given as ``key -> fact_line(key, value)`` (a decoder that caches
+    a fact's line computes it once for every replica sending that fact)."""
     lines: dict[str, list[str]] = {c: [] for c in CATEGORIES}
-    for key in sorted(values):
-        if not is_fingerprinted(key):
-            continue
-        category = key.split(".", 1)[0]
-        line = json.dumps(key, ensure_ascii=False) + "=" + canonical(values[key])
-        lines.setdefault(category, []).append(line)
+    for key in sorted(lines_by_key):
+        line = lines_by_key[key]
+        if line is not None:
+            lines.setdefault(key.split(".", 1)[0], []).append(line)
     per_category = {c: _digest(lines[c]) for c in sorted(lines)}
     overall = _digest(f"{c}:{per_category[c]}" for c in sorted(per_category))
     return Fingerprint(overall=overall, categories=per_category)
+
+
+def fingerprint_values(values: Mapping[str, FactValue]) -> Fingerprint:
+    """Fingerprint a ``key -> value`` mapping (identity keys and per-run sizes left out)."""
+    return fingerprint_lines({key: fact_line(key, value) for key, value in values.items()})
 
 
 def fingerprint_facts(facts: Iterable[Fact]) -> Fingerprint:

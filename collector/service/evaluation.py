@@ -305,11 +305,12 @@ class DriftService:
     async def evaluate_only(self, workload: str) -> tuple[Evaluation, list[Replica], Baseline | None]:
         replicas = await self.replicas(workload)
         baseline = await self.store.latest_baseline(workload)
-        return (
-            evaluate(WorkloadInput(workload, replicas, self.registry.intents(), baseline)),
-            replicas,
-            baseline,
-        )
+        inputs = WorkloadInput(workload, replicas, self.registry.intents(), baseline)
+        # The engine is pure and takes tens of milliseconds for a workload of many replicas: on a
+        # thread, the event loop goes on acknowledging agents meanwhile (the GIL is handed over
+        # every few milliseconds) instead of holding every ack until the evaluation ends.
+        ev = await asyncio.to_thread(evaluate, inputs) if len(replicas) > 1 else evaluate(inputs)
+        return ev, replicas, baseline
 
     async def evaluate_and_store(self, workload: str) -> Evaluation:
         began = time.monotonic()

@@ -18,6 +18,7 @@ in its own savepoint, so a write whose statements fail is undone alone and answe
 from __future__ import annotations
 
 import abc
+import asyncio
 import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -329,13 +330,21 @@ class SqlStore(abc.ABC):
                 return self._observations_body(write)
 
     async def record_batch(self, writes: Sequence[Write]) -> list[WriteResult | StoreError]:
-        # Encoded here, off the writer; a value JSON cannot hold (NaN) fails its write alone.
-        bodies: list[Callable[[Conn], WriteResult] | StoreError] = []
-        for write in writes:
-            try:
-                bodies.append(self._body(write))
-            except (TypeError, ValueError) as e:
-                bodies.append(StoreError(f"store {self.url}: {type(write).__name__} cannot be stored: {e}"))
+        # Encoded before the transaction, so it is not held open meanwhile; a value JSON cannot
+        # hold (NaN) fails its write alone. A batch of many snapshots is a lot of JSON: encoded on
+        # a thread, the event loop goes on acknowledging agents (the GIL is handed over every few
+        # milliseconds) instead of stalling for the whole batch.
+        def prepare() -> list[Callable[[Conn], WriteResult] | StoreError]:
+            out: list[Callable[[Conn], WriteResult] | StoreError] = []
+            for write in writes:
+                try:
+                    out.append(self._body(write))
+                except (TypeError, ValueError) as e:
+                    out.append(StoreError(f"store {self.url}: {type(write).__name__} cannot be stored: {e}"))
+            return out
+
+        heavy = sum(isinstance(w, SnapshotIn) for w in writes) > 1
+        bodies = await asyncio.to_thread(prepare) if heavy else prepare()
 
         def batch(conn: Conn) -> list[WriteResult | StoreError]:
             results: list[WriteResult | StoreError] = []

@@ -275,3 +275,10 @@ class PruneResult:
     observations: int = 0
     pods: int = 0
     done: bool = True  # False: a bound on rows per pass stopped it; call again
+
+    def __add__(self, other: PruneResult) -> PruneResult:
+        """Both passes' deletions, done when the later one is."""
+        return PruneResult(
+            self.snapshots + other.snapshots, self.observations + other.observations,
+            self.pods + other.pods, other.done,
+        )  # fmt: skip

@@ -59,22 +59,12 @@ class Pruner:
         """One full pass: prune until the store says done; the rows deleted, per table."""
         total = PruneResult()
         while True:
-            step = await self.store.prune(self.clock(), self.retention, self.max_rows)
-            total = PruneResult(
-                snapshots=total.snapshots + step.snapshots,
-                observations=total.observations + step.observations,
-                pods=total.pods + step.pods,
-            )
-            if step.done:
+            total += await self.store.prune(self.clock(), self.retention, self.max_rows)
+            if total.done:
                 break
             await asyncio.sleep(0)  # let queued ingest batches commit between short transactions
         self.passes += 1
-        d = self.deleted
-        self.deleted = PruneResult(
-            snapshots=d.snapshots + total.snapshots,
-            observations=d.observations + total.observations,
-            pods=d.pods + total.pods,
-        )
+        self.deleted += total
         if total.snapshots or total.observations or total.pods:
             log.info(
                 "retention: deleted %d snapshot rows, %d observation windows and %d pods gone for "

@@ -193,6 +193,26 @@ async def test_postgresql_migration_runs_once_when_collectors_start_together(
         assert tables == (1,)
 
 
+async def test_postgresql_compresses_stored_snapshots_with_lz4_where_the_server_has_it(
+    postgres_server: PostgresServer,
+) -> None:
+    url = postgres_server.create_database("lz4")
+    store = PostgresStore(url)
+    await store.open()
+    try:
+        await store.hello(POD, 1, time.time())
+        await record(store, 2, make_snapshot())
+    finally:
+        await store.close()
+    with psycopg.connect(url) as conn:
+        has_lz4 = conn.execute(
+            "SELECT 1 FROM pg_settings WHERE name = 'default_toast_compression' AND 'lz4' = ANY(enumvals)"
+        ).fetchone()
+        (method,) = conn.execute("SELECT pg_column_compression(facts) FROM snapshots").fetchone() or (None,)
+    assert has_lz4, "the test server is Debian's PostgreSQL, built with lz4"
+    assert method == "lz4"
+
+
 def test_password_is_masked_wherever_the_url_is_shown() -> None:
     s = parse_store_url(
         "postgresql://sw:hunter2@db:5432/skew?sslmode=verify-full&sslrootcert=/ca.pem", environ={}

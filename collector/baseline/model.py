@@ -50,6 +50,11 @@ class Metric:
 
 
 # The performance baseline: observation name -> which way is worse and the default tolerance.
+# Not ``batch_size_p95``: at a comparable request rate the requests in flight follow latency
+# (Little's law), which is judged itself, and a smaller batch at the same rate means faster
+# requests, not a regression. Its p95 over 20 gauge samples also moves with the load's own
+# wander inside the comparable band (±30 % running requests): judged against a 30 % tolerance it
+# opened findings on unchanged replicas (tests/e2e/test_restarts.py, 9 -> 6 after restarts).
 PERF_METRICS: tuple[Metric, ...] = (
     Metric(
         "generation_tokens_per_s",
@@ -64,7 +69,6 @@ PERF_METRICS: tuple[Metric, ...] = (
     Metric("ttft_seconds_p99", Worse.HIGHER, None, 0.30, "ttft_seconds_count", 100),
     Metric("e2e_latency_seconds_p95", Worse.HIGHER, None, 0.30, "e2e_latency_seconds_count", 40),
     Metric("e2e_latency_seconds_p99", Worse.HIGHER, None, 0.30, "e2e_latency_seconds_count", 100),
-    Metric("batch_size_p95", Worse.LOWER, 0.30, None),
     Metric("gpu_utilization_ratio", Worse.BOTH, 0.30, 0.30),
     Metric("gpu_memory_used_bytes", Worse.BOTH, 0.20, 0.20),
 )

@@ -8,8 +8,6 @@ naming the field at fault.
 from __future__ import annotations
 
 import math
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -35,6 +33,7 @@ from skewwatch.core.facts import (
 )
 from skewwatch.core.fingerprint import fact_line, fingerprint_lines
 from skewwatch.core.identity import PodIdentity
+from skewwatch.core.lru import BoundedLRU
 
 MAX_FACTS = 20_000
 MAX_SOURCES = 64
@@ -167,7 +166,7 @@ def _last_seen(value: float, where: str) -> float | None:
     return value
 
 
-class FactCache:
+class FactCache(BoundedLRU[bytes, tuple[Fact, str | None]]):
     """Facts already decoded, validated and given their fingerprint line, by their wire bytes.
 
     The replicas of a workload send the same facts (all but the few identity ones), and a pod
@@ -182,39 +181,11 @@ class FactCache:
     OVERHEAD = 4
 
     def __init__(self, max_bytes: int = 64 * 1024 * 1024, max_entry_bytes: int = 64 * 1024) -> None:
-        self.max_bytes = max_bytes
-        self.max_entry_bytes = max_entry_bytes
-        self._entries: OrderedDict[bytes, tuple[Fact, str | None]] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-
-    def get(self, raw: bytes) -> tuple[Fact, str | None] | None:
-        with self._lock:
-            entry = self._entries.get(raw)
-            if entry is None:
-                self.misses += 1
-                return None
-            self._entries.move_to_end(raw)
-            self.hits += 1
-            return entry
-
-    def put(self, raw: bytes, entry: tuple[Fact, str | None]) -> None:
-        cost = len(raw) * self.OVERHEAD
-        if len(raw) > self.max_entry_bytes:
-            return
-        with self._lock:
-            if raw in self._entries:
-                return
-            self._entries[raw] = entry
-            self._bytes += cost
-            while self._bytes > self.max_bytes and self._entries:
-                old, _ = self._entries.popitem(last=False)
-                self._bytes -= len(old) * self.OVERHEAD
-
-    def __len__(self) -> int:
-        return len(self._entries)
+        super().__init__(
+            max_bytes,
+            cost=lambda raw: len(raw) * self.OVERHEAD,
+            max_entry_cost=max_entry_bytes * self.OVERHEAD,
+        )
 
 
 def _fact_from_proto(f: pb.Fact, where: str) -> Fact:

@@ -85,8 +85,7 @@ class GroupCommit:
         self.clock = clock
         self._queue: deque[tuple[Write, asyncio.Future[WriteResult]]] = deque()
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None  # the committing task while there is work
-        self._running: asyncio.Task[None] | None = None  # the last one started (close awaits it)
+        self._task: asyncio.Task[None] | None = None  # the committing task (done once idle)
         self._closed = False
         self.batches = 0
         self.committed = 0
@@ -113,9 +112,8 @@ class GroupCommit:
                 f"{s.max_pending}); retry after {s.retry_after_s} s",
                 retry_after_s=s.retry_after_s,
             )
-        if self._task is None:
+        if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="skewwatch-group-commit")
-            self._running = self._task
         future: asyncio.Future[WriteResult] = asyncio.get_running_loop().create_future()
         self._queue.append((write, future))
         self._wake.set()
@@ -138,10 +136,9 @@ class GroupCommit:
         """Commit what is queued, then stop; later writes are refused."""
         self._closed = True
         self._wake.set()
-        task = self._running
-        if task is not None:
+        if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                await self._task
 
     def _take(self) -> list[tuple[Write, asyncio.Future[WriteResult]]]:
         batch: list[tuple[Write, asyncio.Future[WriteResult]]] = []
@@ -157,8 +154,7 @@ class GroupCommit:
         s = self.settings
         while True:
             if not self._queue:
-                self._task = None
-                return
+                return  # no await since the check: a write queued from now on starts a new task
             if len(self._queue) < s.max_batch and not self._closed:
                 # Let the streams that are mid-message join this batch (bounded: an ack waits
                 # at most max_wait_s more, and only while a batch is not yet full).

@@ -7,14 +7,13 @@ back to different Python values), so a stored value fingerprints exactly as it d
 from __future__ import annotations
 
 import json
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, cast
 
 from collector.domain.baseline import Baseline
 from collector.errors import StoreError
 from skewwatch.core.facts import FactValue, Fingerprint, Observation, Provenance, SourceState, SourceStatus
+from skewwatch.core.lru import BoundedLRU
 
 
 def dumps(value: object) -> str:
@@ -43,30 +42,9 @@ def encode_provenance(provenance: Mapping[str, Provenance]) -> str:
     return dumps({k: p.as_dict() for k, p in provenance.items()})
 
 
-class _Decoded:
-    """The last few provenance columns decoded, by their text (LRU, thread-safe): the replicas of
-    a workload store the same provenance, and evaluating the workload loads every replica."""
-
-    def __init__(self, entries: int) -> None:
-        self.entries = entries
-        self._cache: OrderedDict[str, dict[str, Provenance]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, text: str) -> dict[str, Provenance] | None:
-        with self._lock:
-            found = self._cache.get(text)
-            if found is not None:
-                self._cache.move_to_end(text)
-            return found
-
-    def put(self, text: str, decoded: dict[str, Provenance]) -> None:
-        with self._lock:
-            self._cache[text] = decoded
-            if len(self._cache) > self.entries:
-                self._cache.popitem(last=False)
-
-
-_PROVENANCE = _Decoded(256)
+# The last few provenance columns decoded, by their text: the replicas of a workload store the
+# same provenance, and evaluating the workload loads every replica.
+_PROVENANCE: BoundedLRU[str, dict[str, Provenance]] = BoundedLRU(256)
 
 
 def decode_provenance(text: str) -> dict[str, Provenance]:

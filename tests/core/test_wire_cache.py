@@ -34,7 +34,7 @@ def test_the_cache_stays_within_its_bound() -> None:
     cache = FactCache(max_bytes=20_000, max_entry_bytes=1_000)
     for i in range(200):
         snapshot_from_proto(snapshot_to_proto(make_snapshot({**BASE_FACTS, "runtime.args.seed": i})), cache)
-    assert cache._bytes <= 20_000 and len(cache) > 0
+    assert cache.cost <= 20_000 and len(cache) > 0
 
 
 def test_a_cached_fact_twice_in_one_snapshot_is_still_a_duplicate() -> None:

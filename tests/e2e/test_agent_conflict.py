@@ -126,4 +126,6 @@ def test_a_second_agent_claiming_the_same_pod_is_refused_and_shown(rig: Rig) -> 
     rig.procs.stop("agent-1")
     wait_for("agent 2 takes over", lambda: [s["instance_id"] for s in rig.pod()["streams"]] == [conflicts["last_claimant_instance_id"]], rig.procs, 60)  # fmt: skip
     wait_for("agent 2's node", lambda: rig.pod()["node"] == "node-agent-2", rig.procs, 30)
-    assert "connected to collector" in rig.log("agent-2")
+    # The node is stored with agent 2's Hello; the agent says "connected" only once its first
+    # snapshot is acknowledged, a moment later (one group commit): wait for it, don't race it.
+    wait_for("agent 2 connected", lambda: "connected to collector" in rig.log("agent-2"), rig.procs, 30)

@@ -256,7 +256,8 @@ def observations_to_proto(obs: dict[str, Observation], at: float, window_s: floa
     msg = pb.Observations(at=timestamp(at), window_seconds=window_s)
     for name in sorted(obs):
         o = obs[name]
-        msg.items.append(pb.Observation(name=o.name, value=o.value, unit=o.unit))
+        item = pb.Observation(name=o.name, value=o.value, unit=o.unit, lower=o.lower, upper=o.upper)
+        msg.items.append(item)
     return msg
 
 
@@ -269,7 +270,17 @@ def observations_from_proto(msg: pb.Observations) -> list[Observation]:
             raise WireError(f"observations.items[{i}].name: must be 1..256 characters")
         if not math.isfinite(o.value):
             raise WireError(f"observations.items[{i}].value: {o.value!r} is not finite")
-        out.append(Observation(o.name, o.value, _text(o.unit, f"observations.items[{i}].unit")))
+        lower = o.lower if o.HasField("lower") else None
+        upper = o.upper if o.HasField("upper") else None
+        for field, bound in (("lower", lower), ("upper", upper)):
+            if bound is not None and not math.isfinite(bound):
+                raise WireError(f"observations.items[{i}].{field}: {bound!r} is not finite")
+        if (lower is not None and lower > o.value) or (upper is not None and upper < o.value):
+            raise WireError(
+                f"observations.items[{i}]: value {o.value!r} is outside its bounds [{lower!r}, {upper!r}]"
+            )
+        unit = _text(o.unit, f"observations.items[{i}].unit")
+        out.append(Observation(o.name, o.value, unit, lower, upper))
     return out
 
 

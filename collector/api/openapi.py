@@ -656,6 +656,17 @@ SCHEMAS.update(
                 "fingerprint": _STR,
                 "pods": {"type": "array", "items": _STR},
                 "performance": {"type": "object", "additionalProperties": {"type": "number"}},
+                "performance_bounds": {
+                    "description": "metric -> [lower, upper]: where a latency quantile read from "
+                    "histogram buckets can lie (its bucket); findings open only past it",
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "array",
+                        "items": {"type": "number"},
+                        "minItems": 2,
+                        "maxItems": 2,
+                    },
+                },
                 "load": {"type": "object", "additionalProperties": {"type": "number"}},
                 "samples": _INT,
                 "note": _STR,

@@ -122,6 +122,24 @@ def observed(replica: Replica, m: Metric, windows: int = 3, per_load: float | No
     return _median([w[m.name].value for w in judged])
 
 
+Bounds = tuple[float, float]
+
+
+def bounds(m: Metric, windows: Sequence[Mapping[str, Observation]]) -> Bounds | None:
+    """(lower, upper) of the median of ``m`` over ``windows``: the medians of their bounds, where
+    its values are estimates of known resolution (quantiles of histogram buckets); else None.
+
+    Each window's true value lies in its [lower, upper], so the sorted lowers and uppers bound
+    the sorted true values one by one, and their medians bound the true median.
+    """
+    obs = [w[m.name] for w in windows if m.name in w]
+    if not obs or all(o.lower is None and o.upper is None for o in obs):
+        return None
+    lo = statistics.median(o.value if o.lower is None else o.lower for o in obs)
+    hi = statistics.median(o.value if o.upper is None else o.upper for o in obs)
+    return float(lo), float(hi)
+
+
 def _median(values: Sequence[float]) -> float | None:
     return float(statistics.median(values)) if values else None
 
@@ -134,6 +152,7 @@ def record(workload: str, replicas: Sequence[Replica], now: float, origin: str, 
     rep = max(group, key=lambda r: r.last_seen)
     facts = config_facts(rep.facts, ())
     performance: dict[str, float] = {}
+    resolution: dict[str, Bounds] = {}
     load: dict[str, float] = {}
     samples = 0
     for name in LOAD_METRICS:
@@ -145,10 +164,14 @@ def record(workload: str, replicas: Sequence[Replica], now: float, origin: str, 
         if not _enough(m, windows):
             continue
         values = [w[m.name].value for w in windows]
-        med = _per_load(m, windows, load) or _median(values)
+        per = _per_load(m, windows, load)
+        med = per or _median(values)
         if med is not None:
             performance[m.name] = med
             samples = max(samples, len(values))
+            found = None if per else bounds(m, windows)
+            if found is not None:
+                resolution[m.name] = found
     return Baseline(
         workload=workload,
         recorded_at=now,
@@ -162,6 +185,7 @@ def record(workload: str, replicas: Sequence[Replica], now: float, origin: str, 
         pods=tuple(sorted(r.pod for r in group)),
         samples=samples,
         note=note,
+        bounds=resolution,
     )
 
 
@@ -281,12 +305,14 @@ def compare_performance(
         per_load = baseline.load.get(m.per) if m.per else None
         judged = 0
         bad: dict[str, float] = {}
+        base_bounds = baseline.bounds.get(m.name) if not per_load else None
         for r in replicas:
             now = observed(r, m, per_load=per_load)
             if now is None or r.pod not in comparable:
                 continue
             judged += 1
-            if _outside(m, now, base, dec, inc):
+            now_bounds = None if per_load else bounds(m, judged_windows(r, m))
+            if _outside(m, now_bounds or (now, now), base_bounds or (base, base), dec, inc):
                 bad[r.pod] = now
         if not judged:
             undecided.add((Reference.BASELINE.value, key))
@@ -300,6 +326,7 @@ def compare_performance(
                     tolerance=(dec, inc),
                     replicas=len(replicas),
                     per_load=per_load,
+                    base_bounds=base_bounds,
                 )
             )
     return drifts, undecided
@@ -328,9 +355,13 @@ def _tolerance(m: Metric, override: Any) -> tuple[float | None, float | None]:
     return (m.max_decrease if dec is None else dec), (m.max_increase if inc is None else inc)
 
 
-def _outside(m: Metric, now: float, base: float, dec: float | None, inc: float | None) -> bool:
-    fell = m.worse in (Worse.LOWER, Worse.BOTH) and dec is not None and now < base * (1 - dec)
-    rose = m.worse in (Worse.HIGHER, Worse.BOTH) and inc is not None and now > base * (1 + inc)
+def _outside(m: Metric, now: Bounds, base: Bounds, dec: float | None, inc: float | None) -> bool:
+    """Past tolerance for certain: a rise only when the least the value can be now is over the
+    most the baseline can have been, past tolerance (a fall the other way round). For exact
+    metrics both bounds are the value; for a quantile of buckets they are its bucket's, so a
+    request moving across one bucket boundary is not a regression of the bucket's width."""
+    fell = m.worse in (Worse.LOWER, Worse.BOTH) and dec is not None and now[1] < base[0] * (1 - dec)
+    rose = m.worse in (Worse.HIGHER, Worse.BOTH) and inc is not None and now[0] > base[1] * (1 + inc)
     return fell or rose
 
 
@@ -351,6 +382,7 @@ def _regression(
     tolerance: tuple[float | None, float | None],
     replicas: int,
     per_load: float | None,
+    base_bounds: Bounds | None = None,
 ) -> Drift:
     actual = statistics.median(bad.values())
     change = (actual - base) / base * 100 if base else 0.0
@@ -370,6 +402,12 @@ def _regression(
         expected_text=f"expected {base:.4g} (median change {change:+.0f}%, tolerance {limit}, "
         f"at comparable load: {load}"
         + (f"; per unit of {m.per}, scaled to the baseline's" if per_load else "")
+        + (
+            f"; read from histogram buckets, the baseline lies in "
+            f"[{base_bounds[0]:.4g}, {base_bounds[1]:.4g}]"
+            if base_bounds
+            else ""
+        )
         + ")",
     )
 

@@ -6,7 +6,7 @@ How one is recorded and compared lives in ``collector.baseline``; this is the re
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from skewwatch.core.facts import FactValue, Provenance
@@ -27,6 +27,9 @@ class Baseline:
     samples: int
     id: int = 0
     note: str = ""
+    # metric -> (lower, upper): where the recorded value of a latency quantile can lie (the
+    # medians of its windows' bucket bounds); absent for exact metrics and older baselines.
+    bounds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
     def as_dict(self, *, facts: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -37,6 +40,7 @@ class Baseline:
             "fingerprint": self.fingerprint,
             "pods": list(self.pods),
             "performance": dict(self.performance),
+            "performance_bounds": {k: list(v) for k, v in sorted(self.bounds.items())},
             "load": dict(self.load),
             "samples": self.samples,
             "note": self.note,

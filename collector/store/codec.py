@@ -88,15 +88,25 @@ def decode_fingerprint(text: str) -> Fingerprint:
 
 
 def encode_observations(items: Mapping[str, Observation]) -> str:
-    return dumps({n: {"value": o.value, "unit": o.unit} for n, o in items.items()})
+    return dumps({n: o.as_dict() for n, o in items.items()})
 
 
 def decode_observations(text: str) -> dict[str, Observation]:
     data = _loads(text, "observations")
     try:
-        return {n: Observation(n, float(v["value"]), str(v.get("unit", ""))) for n, v in data.items()}
+        return {
+            n: Observation(
+                n, float(v["value"]), str(v.get("unit", "")), _bound(v, "lower"), _bound(v, "upper")
+            )
+            for n, v in data.items()
+        }
     except (AttributeError, KeyError, TypeError, ValueError) as e:
         raise StoreError(f"stored column observations is malformed: {e!r}") from e
+
+
+def _bound(item: Mapping[str, Any], name: str) -> float | None:
+    value = item.get(name)
+    return None if value is None else float(value)
 
 
 def loads_value(text: str, column: str) -> Any:
@@ -112,6 +122,7 @@ def encode_baseline(b: Baseline) -> str:
             "provenance": {k: p.as_dict() for k, p in b.provenance.items()},
             "sources": dict(b.sources),
             "performance": dict(b.performance),
+            "bounds": {k: list(v) for k, v in b.bounds.items()},
             "load": dict(b.load),
             "pods": list(b.pods),
             "samples": b.samples,
@@ -137,6 +148,7 @@ def decode_baseline(row_id: int, workload: str, recorded_at: float, origin: str,
             samples=int(data["samples"]),
             id=row_id,
             note=str(data.get("note", "")),
+            bounds={str(k): (float(v[0]), float(v[1])) for k, v in data.get("bounds", {}).items()},
         )
     except (AttributeError, KeyError, TypeError, ValueError) as e:
         raise StoreError(f"stored baseline {row_id} is malformed: {e!r}") from e

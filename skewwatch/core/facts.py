@@ -118,9 +118,24 @@ class SourceStatus:
 
 @dataclass(frozen=True)
 class Observation:
+    """One measurement over a window. ``lower``/``upper``: where the true value can lie when
+    ``value`` is an estimate of known resolution (a quantile read from histogram buckets, which
+    is interpolated inside its bucket: the true quantile is anywhere in that bucket); ``None``
+    where the value is exact or a bound is not known (the open +Inf bucket has no upper one)."""
+
     name: str
     value: float
     unit: str = ""
+    lower: float | None = None
+    upper: float | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {"value": self.value, "unit": self.unit}
+        if self.lower is not None:
+            out["lower"] = self.lower
+        if self.upper is not None:
+            out["upper"] = self.upper
+        return out
 
 
 @dataclass(frozen=True)
@@ -150,9 +165,7 @@ class Snapshot:
         return {
             "facts": {k: self.facts[k].value for k in keys},
             "provenance": {k: self.facts[k].provenance.as_dict() for k in keys},
-            "observations": {
-                n: {"value": o.value, "unit": o.unit} for n, o in sorted(self.observations.items())
-            },
+            "observations": {n: o.as_dict() for n, o in sorted(self.observations.items())},
             "sources": {n: s.as_dict() for n, s in sorted(self.sources.items())},
             "fingerprint": self.fingerprint.as_dict(),
             "collected_at": self.collected_at,

@@ -7,7 +7,15 @@ import math
 import pytest
 
 from agent.engines import SGLANG, TGI, VLLM
-from agent.observations import Histogram, ObservationWindow, Scrape, compute, extract, histogram_quantile
+from agent.observations import (
+    Histogram,
+    ObservationWindow,
+    Scrape,
+    compute,
+    extract,
+    histogram_quantile,
+    quantile_in_bucket,
+)
 from agent.promtext import parse_metrics_text
 from skewwatch.core.facts import Observation
 
@@ -27,6 +35,29 @@ def test_quantile_in_the_first_bucket_starts_from_zero() -> None:
 
 def test_quantile_landing_in_the_inf_bucket_is_the_highest_finite_bound() -> None:
     assert histogram_quantile(0.99, [(1.0, 1.0), (2.0, 2.0), (INF, 10.0)]) == 2.0
+
+
+def test_a_quantile_carries_the_bucket_it_lies_in() -> None:
+    # The estimate is interpolated; the true quantile is anywhere in its bucket. All requests at
+    # 0.29 s and two of twenty at 0.31 s read p95 0.285 and 0.4: their buckets say not +40 %.
+    assert quantile_in_bucket(0.95, [(0.3, 20.0), (0.5, 20.0), (INF, 20.0)]) == pytest.approx(
+        (0.285, 0.0, 0.3)
+    )
+    got = quantile_in_bucket(0.95, [(0.3, 18.0), (0.5, 20.0), (INF, 20.0)])
+    assert got == pytest.approx((0.4, 0.3, 0.5))
+    assert quantile_in_bucket(0.99, [(1.0, 1.0), (2.0, 2.0), (INF, 10.0)]) == (2.0, 2.0, None)
+    assert quantile_in_bucket(0.5, [(1.0, 0.0), (INF, 0.0)]) is None
+
+
+def test_window_quantiles_are_sent_with_their_bucket_bounds() -> None:
+    prev = _scrape(100.0, 0, [(0.1, 0), (1.0, 0), (INF, 0)], 1)
+    cur = _scrape(101.0, 10, [(0.1, 0), (1.0, 10), (INF, 10)], 1)
+    obs, _ = compute(prev, cur, VLLM.metrics)
+    by = {o.name: o for o in obs}
+    assert (by["ttft_seconds_p50"].lower, by["ttft_seconds_p50"].upper) == (0.1, 1.0)
+    assert by["ttft_seconds_p50"].lower <= by["ttft_seconds_p50"].value <= 1.0  # type: ignore[operator]
+    assert by["generation_tokens_per_s"].lower is None and by["generation_tokens_per_s"].upper is None
+    assert by["ttft_seconds_count"].lower is None  # an exact count
 
 
 def test_empty_window_has_no_quantile() -> None:

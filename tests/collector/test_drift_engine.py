@@ -5,6 +5,7 @@ the finding lifecycle (debounce, update, resolve) — no servers, no store."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -381,6 +382,41 @@ def test_throughput_per_request_is_total_tokens_over_total_requests_not_a_median
     slow = replica("a", obs=[{**w, "generation_tokens_per_s": 40.0} for w in _windows([3, 2] * 6)])
     (d,) = compare_performance(base, [slow])[0]
     assert d.key == "observation.generation_tokens_per_s"
+
+
+def _latency(p95: float, lower: float | None, upper: float | None, n: int) -> list[dict[str, Observation]]:
+    """Windows of 20 requests whose e2e p95 was read from buckets: ``p95`` in [lower, upper]."""
+    w = {
+        "requests_per_s": Observation("requests_per_s", 4.0),
+        "requests_running": Observation("requests_running", 1.0),
+        "e2e_latency_seconds_count": Observation("e2e_latency_seconds_count", 20.0),
+        "e2e_latency_seconds_p95": Observation("e2e_latency_seconds_p95", p95, "s", lower, upper),
+    }
+    return [w] * n
+
+
+def test_a_latency_quantile_is_judged_at_its_bucket_resolution() -> None:
+    # The real vLLM in CI: every request of the baseline under 0.3 s (vLLM's first e2e bucket),
+    # a few of a later window over it. Interpolated, p95 reads 0.285 then 0.428, "+50 %"; the
+    # buckets say the true p95 went from somewhere under 0.3 to somewhere in 0.3-0.5.
+    key = "observation.e2e_latency_seconds_p95"
+    base = record(
+        WL, [replace(replica("a"), observations=tuple(_latency(0.285, 0.0, 0.3, 20)))], 0.0, "manual"
+    )
+    assert base.bounds["e2e_latency_seconds_p95"] == (0.0, 0.3)
+    assert base.as_dict()["performance_bounds"] == {"e2e_latency_seconds_p95": [0.0, 0.3]}
+    near = replace(replica("a"), observations=tuple(_latency(0.428, 0.3, 0.5, 3)))
+    found, undecided = compare_performance(base, [near])
+    assert found == [] and (Reference.BASELINE.value, key) not in undecided  # judged: not a regression
+    # Past the bucket's reach it is one, and says what it was judged on.
+    slow = replace(replica("a"), observations=tuple(_latency(0.62, 0.5, 0.8, 3)))
+    (d,) = compare_performance(base, [slow])[0]
+    assert d.key == key and d.actual == 0.62 and "the baseline lies in [0, 0.3]" in d.expected_text
+    # Agents that send no bounds are judged on the value, as before.
+    old = record(WL, [replace(replica("a"), observations=tuple(_latency(0.285, None, None, 20)))], 0.0, "m")
+    assert old.bounds == {}
+    bare = replace(replica("a"), observations=tuple(_latency(0.428, None, None, 3)))
+    assert [d.key for d in compare_performance(old, [bare])[0]] == [key]
 
 
 def test_performance_within_tolerance_is_no_drift_and_tolerance_can_be_tightened() -> None:

@@ -294,6 +294,39 @@ async def test_observations_are_stored_as_latest_and_acknowledged(running: Runni
     assert [h.sequence for h in history] == [3, 2]
 
 
+async def test_an_observation_keeps_its_bucket_bounds_through_the_store(running: Running) -> None:
+    s = await open_stream(running)
+    msg = observations_msg(2, {"e2e_latency_seconds_p95": 0.43, "tokens_per_s": 1.0})
+    item = next(i for i in msg.observations.items if i.name == "e2e_latency_seconds_p95")
+    item.lower, item.upper = 0.3, 0.5
+    assert (await s.exchange(msg)).ack.sequence == 2
+    latest = await running.collector.store.latest_observations(KEY)
+    assert latest is not None
+    p95, tps = latest.items["e2e_latency_seconds_p95"], latest.items["tokens_per_s"]
+    assert (p95.value, p95.lower, p95.upper) == (0.43, 0.3, 0.5)
+    assert (tps.lower, tps.upper) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("bounds", "why"),
+    [
+        ((0.5, 0.6), "outside its bounds"),
+        ((0.1, 0.2), "outside its bounds"),
+        ((float("-inf"), 1.0), ".lower"),
+    ],
+)
+async def test_an_observation_outside_its_own_bounds_is_refused(
+    running: Running, bounds: tuple[float, float], why: str
+) -> None:
+    s = await open_stream(running)
+    msg = observations_msg(2, {"e2e_latency_seconds_p95": 0.43})
+    msg.observations.items[0].lower, msg.observations.items[0].upper = bounds
+    await s.send(msg)
+    code, details = await s.status()
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "observations.items[0]" in details and why in details
+
+
 async def test_observation_history_is_bounded_per_pod_in_the_background(tmp_path: Path) -> None:
     settings = settings_for(tmp_path, observation_history_rows=3, prune_interval_s=0.1, shutdown_grace_s=0.2)
     async with Collector(settings) as collector:

@@ -16,6 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from collector.domain.baseline import Baseline
 from collector.domain.records import (
     EngineState,
     EngineStateIn,
@@ -312,6 +313,19 @@ async def test_facts_keep_their_types_and_provenance_through_the_store(store: Fu
     assert row.fingerprint == snap.fingerprint
     assert row.provenance["runtime.enforce_eager"].method == "arg"
     assert row.sources["nvml"].message == "NVML: NVML Shared Library Not Found"
+
+
+async def test_a_baseline_keeps_its_performance_bounds_through_the_store(store: FullStore) -> None:
+    base = Baseline(
+        workload="ml/llm", recorded_at=1.0, origin="manual", fingerprint="f", facts={"runtime.dtype": "bf16"},
+        provenance={}, sources={}, performance={"e2e_latency_seconds_p95": 0.285, "gpu_utilization_ratio": 1},
+        load={"requests_per_s": 4.0}, pods=("a",), samples=20, bounds={"e2e_latency_seconds_p95": (0.0, 0.3)},
+    )  # fmt: skip
+    saved = await store.save_baseline(base)
+    got = await store.latest_baseline("ml/llm")
+    assert got is not None and got.id == saved.id
+    assert got.bounds == {"e2e_latency_seconds_p95": (0.0, 0.3)}
+    assert got.performance == base.performance
 
 
 async def test_failed_write_rolls_back_everything_it_touched(store: FullStore, store_url: str) -> None:

@@ -135,6 +135,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="seconds between looks, between collections, at whether the engine ended or was "
         "restarted: a restart is collected at once (SKEWWATCH_WATCH_INTERVAL; 0.25; 0: off)",
     )
+    t = agent.add_argument_group("transport (docs/security.md)")
+    t.add_argument("--tls-ca", type=Path, default=None, help="CA (PEM) of the collector's certificate: TLS")
+    t.add_argument("--tls-cert", type=Path, default=None, help="client certificate (PEM) for mutual TLS")
+    t.add_argument("--tls-key", type=Path, default=None, help="private key (PEM) of --tls-cert")
+    t.add_argument("--tls-server-name", default=None, help="name the collector's certificate carries")
+    t.add_argument("--token-file", type=Path, default=None, help="file holding this agent's bearer token")
+    t.add_argument(
+        "--insecure",
+        action="store_const",
+        const=True,
+        default=None,
+        help="plaintext to a collector that is not on loopback, on purpose (SKEWWATCH_INSECURE)",
+    )
+    t.add_argument(
+        "--outbox-file",
+        type=Path,
+        default=None,
+        help="file (in an emptyDir) the unacknowledged messages survive in",
+    )
+    t.add_argument("--outbox-max-messages", type=int, default=None, help="SKEWWATCH_OUTBOX_MAX_MESSAGES; 256")
+    t.add_argument("--outbox-max-bytes", type=int, default=None, help="SKEWWATCH_OUTBOX_MAX_BYTES; 32 MiB")
     agent.set_defaults(func=cmd_agent)
 
 
@@ -168,7 +189,41 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> 
         settle_s=AgentSettings.settle_s if settle is None else settle,
         watch_interval_s=AgentSettings.watch_interval_s if watch is None else watch,
         **hash_settings(args, environ, one_shot=not hasattr(args, "collector")),
+        **transport_settings(args, environ),
     ).validate()
+
+
+def transport_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, Any]:
+    """The transport and outbox fields: each flag, else its SKEWWATCH_* variable, else the default."""
+
+    def path(flag: str, variable: str) -> Path | None:
+        value = getattr(args, flag, None)
+        if value is not None:
+            return Path(value)
+        raw = env_value(environ, variable)
+        return Path(raw) if raw else None
+
+    insecure = getattr(args, "insecure", None)
+    if insecure is None:
+        insecure = (env_value(environ, "SKEWWATCH_INSECURE") or "").lower() in ("1", "true", "yes", "on")
+    messages = getattr(args, "outbox_max_messages", None)
+    if messages is None:
+        messages = env_int(environ, "SKEWWATCH_OUTBOX_MAX_MESSAGES")
+    size = getattr(args, "outbox_max_bytes", None)
+    if size is None:
+        size = env_int(environ, "SKEWWATCH_OUTBOX_MAX_BYTES")
+    return {
+        "tls_ca_file": path("tls_ca", "SKEWWATCH_TLS_CA"),
+        "tls_cert_file": path("tls_cert", "SKEWWATCH_TLS_CERT"),
+        "tls_key_file": path("tls_key", "SKEWWATCH_TLS_KEY"),
+        "tls_server_name": getattr(args, "tls_server_name", None)
+        or env_value(environ, "SKEWWATCH_TLS_SERVER_NAME"),
+        "token_file": path("token_file", "SKEWWATCH_TOKEN_FILE"),
+        "insecure": bool(insecure),
+        "outbox_file": path("outbox_file", "SKEWWATCH_OUTBOX_FILE"),
+        "outbox_max_messages": AgentSettings.outbox_max_messages if messages is None else messages,
+        "outbox_max_bytes": AgentSettings.outbox_max_bytes if size is None else size,
+    }
 
 
 def _short(value: object, width: int = 60) -> str:

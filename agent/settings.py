@@ -20,10 +20,32 @@
 | hash_wait_s      | --hash-wait       | SKEWWATCH_HASH_WAIT         | 0.25 s (agent loop); 8 s (`facts`) |
 | settle_s         | --settle          | SKEWWATCH_SETTLE            | 120 s (after a restart) |
 | watch_interval_s | --watch-interval  | SKEWWATCH_WATCH_INTERVAL    | 0.25 s (0: off) |
+| tls_ca_file      | --tls-ca          | SKEWWATCH_TLS_CA            | none: plaintext, loopback only |
+| tls_cert_file    | --tls-cert        | SKEWWATCH_TLS_CERT          | none (no client certificate) |
+| tls_key_file     | --tls-key         | SKEWWATCH_TLS_KEY           | none           |
+| tls_server_name  | --tls-server-name | SKEWWATCH_TLS_SERVER_NAME   | the --collector host |
+| token_file       | --token-file      | SKEWWATCH_TOKEN_FILE        | none (no bearer token) |
+| insecure         | --insecure        | SKEWWATCH_INSECURE          | false          |
+| outbox_file      | --outbox-file     | SKEWWATCH_OUTBOX_FILE       | none (memory only) |
+| outbox_max_messages | --outbox-max-messages | SKEWWATCH_OUTBOX_MAX_MESSAGES | 256 |
+| outbox_max_bytes | --outbox-max-bytes | SKEWWATCH_OUTBOX_MAX_BYTES | 32 MiB         |
+
+Transport (docs/security.md): with ``tls_ca_file`` the agent speaks TLS to the collector and
+checks its certificate against that CA (``tls_server_name`` when the certificate names another
+host than ``collector``); with ``tls_cert_file``/``tls_key_file`` it presents a client certificate
+(mutual TLS); with ``token_file`` each stream carries ``authorization: Bearer <token>``. The files
+are re-read at every reconnect, and a change of them makes the agent reconnect. Plaintext goes
+only to a loopback collector, or anywhere with ``insecure``.
+
+Outbox (docs/security.md): messages not yet acknowledged wait in a bounded outbox and are resent
+in order after a reconnect; with ``outbox_file`` (in an ``emptyDir``) they survive an agent
+restart too. Past ``outbox_max_messages`` or ``outbox_max_bytes`` the oldest superseded snapshot is
+dropped first, and the drop is recorded.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -58,6 +80,20 @@ class AgentSettings:
     # Between collections, how often the agent looks whether its engine ended or was replaced
     # (agent.runtime): a restart is collected at once, not at the next --interval tick. 0: off.
     watch_interval_s: float = 0.25
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_server_name: str | None = None
+    token_file: Path | None = None
+    insecure: bool = False
+    outbox_file: Path | None = None
+    outbox_max_messages: int = 256
+    outbox_max_bytes: int = 32 * 1024 * 1024
+
+    @property
+    def tls(self) -> bool:
+        """Whether the agent speaks TLS to the collector."""
+        return self.tls_ca_file is not None
 
     def validate(self) -> AgentSettings:
         """Return self when every field is valid, else raise SettingsError naming the field."""
@@ -83,7 +119,41 @@ class AgentSettings:
                 f"--watch-interval: must be 0 (off) or between 0.01 and 3600 s, got {self.watch_interval_s}"
             )
         self._validate_hashing()
+        self._validate_transport()
         return self
+
+    def _validate_transport(self) -> None:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise SettingsError("--tls-cert: --tls-cert and --tls-key go together")
+        if self.tls_cert_file is not None and self.tls_ca_file is None:
+            raise SettingsError("--tls-cert: a client certificate needs TLS: give --tls-ca too")
+        for flag, path in (
+            ("--tls-ca", self.tls_ca_file),
+            ("--tls-cert", self.tls_cert_file),
+            ("--tls-key", self.tls_key_file),
+            ("--token-file", self.token_file),
+        ):
+            if path is not None and not path.is_file():
+                raise SettingsError(f"{flag}: {str(path)!r} is not a readable file")
+        if self.collector is not None and not self.tls and not self.insecure:
+            host, _ = check_hostport(self.collector, "--collector")
+            if not is_loopback(host):
+                raise SettingsError(
+                    f"--collector: plaintext to {self.collector}, which is not a loopback address: give "
+                    "--tls-ca (the CA that signed the collector's certificate), or --insecure on purpose"
+                )
+        if self.token_file is not None and not self.tls and not self.insecure:
+            raise SettingsError(
+                "--token-file: a bearer token is sent only over TLS: give --tls-ca, or --insecure"
+            )
+        if not 1 <= self.outbox_max_messages <= 100_000:
+            raise SettingsError(
+                f"--outbox-max-messages: must be between 1 and 100000, got {self.outbox_max_messages}"
+            )
+        if not 64 * 1024 <= self.outbox_max_bytes <= 4 * 1024**3:
+            raise SettingsError(
+                f"--outbox-max-bytes: must be between 64 KiB and 4 GiB, got {self.outbox_max_bytes}"
+            )
 
     def _validate_hashing(self) -> None:
         if self.hash_mode not in MODES:
@@ -98,6 +168,16 @@ class AgentSettings:
             raise SettingsError(f"--settle: must be between 0 and 86400 s, got {self.settle_s}")
         if not 0 <= self.hash_wait_s <= 3_600:
             raise SettingsError(f"--hash-wait: must be between 0 and 3600 s, got {self.hash_wait_s}")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names only this machine: 127.0.0.0/8, ::1 or localhost."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def check_hostport(value: str, flag: str) -> tuple[str, int]:

@@ -42,6 +42,15 @@
 | cluster                  | (none)              | SKEWWATCH_CLUSTER                  | none              |
 | injection_check_interval_s | (none)            | SKEWWATCH_INJECTION_CHECK_INTERVAL | 60 s (0: off)    |
 | injection_grace_s        | (none)              | SKEWWATCH_INJECTION_GRACE          | 120 s             |
+| tls_cert_file            | --grpc-tls-cert     | SKEWWATCH_GRPC_TLS_CERT            | none (plaintext)  |
+| tls_key_file             | --grpc-tls-key      | SKEWWATCH_GRPC_TLS_KEY             | none              |
+| tls_client_ca_file       | --grpc-client-ca    | SKEWWATCH_GRPC_CLIENT_CA           | none (no mTLS)    |
+| http_tls_cert_file       | --http-tls-cert     | SKEWWATCH_HTTP_TLS_CERT            | none (plain HTTP) |
+| http_tls_key_file        | --http-tls-key      | SKEWWATCH_HTTP_TLS_KEY             | none              |
+| agent_tokens             | --agent-tokens      | SKEWWATCH_AGENT_TOKENS             | none (no tokens)  |
+| insecure                 | --insecure          | SKEWWATCH_INSECURE                 | false             |
+| api_tokens               | --api-tokens        | SKEWWATCH_API_TOKENS               | none (open API)   |
+| metrics_auth             | (none)              | SKEWWATCH_METRICS_AUTH             | false (open)      |
 | pod_namespace            | (none)              | POD_NAMESPACE                      | none              |
 | pod_name                 | (none)              | POD_NAME                           | none              |
 
@@ -79,6 +88,17 @@ pods and namespaces through the Kubernetes API (in-cluster service account, else
 and reports opted-in pods running for longer than ``injection_grace_s`` with no agent reporting
 (``GET /api/v1/injection``, ``skewwatch.injection.*``).
 
+Security (docs/security.md, SECURITY.md): with ``tls_cert_file`` and ``tls_key_file`` (PEM) gRPC
+ingest is TLS; with ``tls_client_ca_file`` too, agents must present a client certificate that CA
+signed (mutual TLS), and a certificate naming a namespace or pod may only speak for it. With
+``agent_tokens`` (a file or a mounted Secret directory) every agent stream must carry a bearer
+token, each scoped to the whole cluster or to namespaces. Certificates and tokens are re-read
+when their files change. With ``http_tls_cert_file`` and ``http_tls_key_file`` the HTTP API is
+HTTPS (reloaded on change too). Plaintext gRPC is served on a loopback address, with a warning; on any
+other address only with ``insecure``. With ``api_tokens`` every ``/api/v1`` route needs a bearer
+token of role ``read`` (reads) or ``admin`` (writes); ``/healthz`` and ``/readyz`` stay open,
+``/metrics`` too unless ``metrics_auth``.
+
 ``grpc`` and ``http`` are ``HOST:PORT`` (``[::1]:PORT`` for IPv6); port 0 picks a free port, and the
 bound ports are logged and returned by ``Collector.start``. A gRPC message larger than
 ``max_message_bytes`` ends its stream with INVALID_ARGUMENT; gRPC's own receive limit is set a
@@ -100,6 +120,7 @@ never the collector's own store writes.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
@@ -158,6 +179,15 @@ class CollectorSettings:
     cluster: str = ""
     injection_check_interval_s: float = 60.0
     injection_grace_s: float = 120.0
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+    http_tls_cert_file: Path | None = None
+    http_tls_key_file: Path | None = None
+    agent_tokens: Path | None = None
+    insecure: bool = False
+    api_tokens: Path | None = None
+    metrics_auth: bool = False
     pod_namespace: str = ""
     pod_name: str = ""
 
@@ -214,7 +244,40 @@ class CollectorSettings:
                 f"must be 0 (off) or between 1 and 86400 s, got {self.injection_check_interval_s}",
             )
         self._validate_otlp()
+        self._validate_security()
         return self
+
+    def _validate_security(self) -> None:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise SettingsError("--grpc-tls-cert", "--grpc-tls-cert and --grpc-tls-key go together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise SettingsError("--grpc-client-ca", "mutual TLS needs --grpc-tls-cert and --grpc-tls-key")
+        if (self.http_tls_cert_file is None) != (self.http_tls_key_file is None):
+            raise SettingsError("--http-tls-cert", "--http-tls-cert and --http-tls-key go together")
+        for flag, path in (
+            ("--http-tls-cert", self.http_tls_cert_file),
+            ("--http-tls-key", self.http_tls_key_file),
+            ("--grpc-tls-cert", self.tls_cert_file),
+            ("--grpc-tls-key", self.tls_key_file),
+            ("--grpc-client-ca", self.tls_client_ca_file),
+        ):
+            if path is not None and not path.is_file():
+                raise SettingsError(flag, f"{str(path)!r} is not a readable file")
+        for flag, path in (("--agent-tokens", self.agent_tokens), ("--api-tokens", self.api_tokens)):
+            if path is not None and not path.exists():
+                raise SettingsError(flag, f"{str(path)!r} does not exist (a token file or a directory)")
+        host, _ = split_hostport(self.grpc, "--grpc")
+        if not self.tls and not self.insecure and not is_loopback(host):
+            raise SettingsError(
+                "--grpc",
+                f"plaintext gRPC on {self.grpc}, which is not a loopback address: give --tls-cert and "
+                "--tls-key, or --insecure to serve agents without TLS on purpose",
+            )
+
+    @property
+    def tls(self) -> bool:
+        """Whether gRPC ingest is served over TLS."""
+        return self.tls_cert_file is not None
 
     def _validate_store(self) -> None:
         if not 1 <= self.observation_history_rows <= 1_000_000:
@@ -373,10 +436,29 @@ ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "cluster": ("SKEWWATCH_CLUSTER", str),
     "injection_check_interval_s": ("SKEWWATCH_INJECTION_CHECK_INTERVAL", float),
     "injection_grace_s": ("SKEWWATCH_INJECTION_GRACE", float),
+    "tls_cert_file": ("SKEWWATCH_GRPC_TLS_CERT", Path),
+    "tls_key_file": ("SKEWWATCH_GRPC_TLS_KEY", Path),
+    "tls_client_ca_file": ("SKEWWATCH_GRPC_CLIENT_CA", Path),
+    "http_tls_cert_file": ("SKEWWATCH_HTTP_TLS_CERT", Path),
+    "http_tls_key_file": ("SKEWWATCH_HTTP_TLS_KEY", Path),
+    "agent_tokens": ("SKEWWATCH_AGENT_TOKENS", Path),
+    "insecure": ("SKEWWATCH_INSECURE", _bool),
+    "api_tokens": ("SKEWWATCH_API_TOKENS", Path),
+    "metrics_auth": ("SKEWWATCH_METRICS_AUTH", _bool),
     "pod_namespace": ("POD_NAMESPACE", str),
     "pod_name": ("POD_NAME", str),
 }
 assert set(ENV) == {f.name for f in fields(CollectorSettings)}, "every setting needs a variable"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (as in ``HOST:PORT``) names only this machine: 127.0.0.0/8, ::1, localhost."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name, or empty (all interfaces)
 
 
 def split_hostport(value: str, flag: str) -> tuple[str, int]:

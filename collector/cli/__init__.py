@@ -88,6 +88,21 @@ _COLLECTOR_FLAGS: dict[str, tuple[str, type, str]] = {
     ),
     "--otlp-headers": ("otlp_headers", str, "headers sent with every OTLP export, k=v,k2=v2"),
     "--otlp-interval": ("otlp_interval_s", float, "seconds between OTLP exports"),
+    "--grpc-tls-cert": ("tls_cert_file", Path, "PEM certificate (chain) gRPC ingest serves TLS with"),
+    "--grpc-tls-key": ("tls_key_file", Path, "PEM private key of --grpc-tls-cert"),
+    "--grpc-client-ca": (
+        "tls_client_ca_file",
+        Path,
+        "PEM CA bundle agents' client certificates must chain to (mutual TLS)",
+    ),
+    "--agent-tokens": (
+        "agent_tokens",
+        Path,
+        "file or Secret directory of agent bearer tokens, each for the cluster or namespaces",
+    ),
+    "--http-tls-cert": ("http_tls_cert_file", Path, "PEM certificate (chain) the HTTP API serves HTTPS with"),
+    "--http-tls-key": ("http_tls_key_file", Path, "PEM private key of --http-tls-cert"),
+    "--api-tokens": ("api_tokens", Path, "file or Secret directory of API bearer tokens (read, admin)"),
 }
 
 
@@ -117,6 +132,15 @@ def _register_collector(subparsers: argparse._SubParsersAction[argparse.Argument
         default=None,
         help="export OTLP without TLS (default: $SKEWWATCH_OTLP_INSECURE, else false)",
     )
+    p.add_argument(
+        "--insecure",
+        dest="insecure",
+        action="store_const",
+        const=True,
+        default=None,
+        help="serve agents plaintext gRPC on a non-loopback address, on purpose "
+        "(default: $SKEWWATCH_INSECURE, else false)",
+    )
     p.set_defaults(func=run_collector)
 
 
@@ -125,6 +149,7 @@ def collector_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> 
     settings = CollectorSettings.from_env(environ)
     given = {field: getattr(args, field) for field, *_ in _COLLECTOR_FLAGS.values()}
     given["otlp_insecure"] = getattr(args, "otlp_insecure", None)
+    given["insecure"] = getattr(args, "insecure", None)
     return replace(settings, **{k: v for k, v in given.items() if v is not None}).validate()
 
 

@@ -26,6 +26,7 @@ def test_environment_overrides_defaults(tmp_path: Path) -> None:
     s = CollectorSettings.from_env(
         {
             "SKEWWATCH_GRPC": "0.0.0.0:6000",
+            "SKEWWATCH_INSECURE": "true",
             "SKEWWATCH_HTTP": "[::1]:8081",
             "SKEWWATCH_STORE": f"sqlite:///{tmp_path}/c.db",
             "SKEWWATCH_INTENTS": str(tmp_path),

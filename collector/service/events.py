@@ -38,5 +38,12 @@ class ServiceEvents:
     def write_shed(self) -> None:
         """An agent message was refused unstored because too many waited for the store."""
 
+    def refused(self, surface: str, reason: str) -> None:
+        """A stream or request was refused for its credentials (``surface``: grpc | api;
+        ``reason``: unauthenticated | forbidden | identity)."""
+
+    def limit_exceeded(self, limit: str) -> None:
+        """An input was refused for being over the limit named ``limit`` (docs/collector-limits.md)."""
+
 
 NO_EVENTS = ServiceEvents()

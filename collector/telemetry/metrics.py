@@ -276,6 +276,8 @@ class Telemetry(ServiceEvents):
         self._ingest = histogram("skewwatch.ingest.duration")
         self._batch = histogram("skewwatch.ingest.batch.size")
         self._shed = counter("skewwatch.ingest.shed")
+        self._refused = counter("skewwatch.auth.refused")
+        self._limits = counter("skewwatch.limits.exceeded")
         self._evaluation = histogram("skewwatch.evaluation.duration")
         for name, callback in (
             ("skewwatch.findings.open", self._observe_open),
@@ -319,6 +321,12 @@ class Telemetry(ServiceEvents):
 
     def write_shed(self) -> None:
         self._shed.add(1)
+
+    def refused(self, surface: str, reason: str) -> None:
+        self._refused.add(1, attrs(surface=surface, reason=reason))
+
+    def limit_exceeded(self, limit: str) -> None:
+        self._limits.add(1, attrs(limit=limit))
 
     # -- gauges ------------------------------------------------------------------------------------
 

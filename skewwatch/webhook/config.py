@@ -39,7 +39,10 @@ class WebhookConfig:
     ``image``: the agent image. ``collector``: the collector's gRPC ``HOST:PORT``; empty (the
     default) leaves it to the Secret, which must then hold ``SKEWWATCH_COLLECTOR``.
     ``collector_secret``: the Secret whose keys become the agent's environment (``envFrom``,
-    optional: a pod still starts without it). ``sidecar_mode``: ``native`` (an init container
+    optional: a pod still starts without it). ``credentials_secret``: the Secret in the pod's
+    namespace mounted read-only into the agent at ``/etc/skewwatch/credentials`` (``ca.crt``: the
+    collector's CA, ``token``: the namespace's agent token; optional too); empty mounts none.
+    ``sidecar_mode``: ``native`` (an init container
     with ``restartPolicy: Always``) or ``container``. ``excluded_namespaces``: never injected,
     whatever a pod asks; the webhook's own ``namespace`` is always among them.
     ``interval_s``: the agent's ``--interval``. ``run_as_user``: the agent's uid when neither
@@ -50,6 +53,7 @@ class WebhookConfig:
     image_pull_policy: str = "IfNotPresent"
     collector: str = ""
     collector_secret: str = "skewwatch-agent"  # noqa: S105  (a Secret's name)
+    credentials_secret: str = "skewwatch-agent-credentials"  # noqa: S105  (a Secret's name)
     sidecar_mode: SidecarMode = "native"
     namespace: str = "skewwatch"
     excluded_namespaces: tuple[str, ...] = ("kube-system", "kube-public", "kube-node-lease")
@@ -66,6 +70,7 @@ _KEYS = {
     "imagePullPolicy": "image_pull_policy",
     "collector": "collector",
     "collectorSecret": "collector_secret",
+    "credentialsSecret": "credentials_secret",
     "sidecarMode": "sidecar_mode",
     "namespace": "namespace",
     "excludedNamespaces": "excluded_namespaces",
@@ -97,12 +102,14 @@ def parse_resources(value: Any, where: str) -> dict[str, dict[str, str]]:
 
 def _field(key: str, value: Any) -> Any:
     where = key
-    if key in ("image", "imagePullPolicy", "collector", "collectorSecret", "namespace"):
+    if key in ("image", "imagePullPolicy", "collector", "collectorSecret", "credentialsSecret", "namespace"):
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string")
         if key == "imagePullPolicy" and value not in ("Always", "IfNotPresent", "Never"):
             raise ConfigError(f"{where}: expected Always, IfNotPresent or Never, got {value[:40]!r}")
-        if key in ("collectorSecret", "namespace") and not _DNS_LABEL.match(value):
+        if key == "credentialsSecret" and value == "":
+            return value  # no credentials volume
+        if key in ("collectorSecret", "credentialsSecret", "namespace") and not _DNS_LABEL.match(value):
             raise ConfigError(f"{where}: {value[:63]!r} is not a DNS label")
         if key == "image" and not value.strip():
             raise ConfigError(f"{where}: must not be empty")

@@ -6,7 +6,10 @@ agent recognises — the same :func:`agent.sources.process.locate` the agent run
 the kubelet would start, the image's entrypoint standing in for a missing ``command`` as in the
 pre-deploy check —, else the first); :func:`agent_container` builds the sidecar;
 :func:`injection_patch` gives the RFC 6902 operations that add it, its volumes, the marker
-annotation and ``shareProcessNamespace``. Every knob a pod may turn is an annotation under
+annotation and ``shareProcessNamespace``. The sidecar gets the pod's own emptyDir at /tmp (its
+outbox file survives a restart of the agent container there) and, read-only at
+:data:`CREDENTIALS_PATH`, the namespace's credentials Secret (the collector's CA and the agent's
+token; config ``credentialsSecret``). Every knob a pod may turn is an annotation under
 ``skewwatch.io/``; a value it cannot take is a :class:`InjectionProblem` naming the annotation.
 """
 
@@ -34,6 +37,7 @@ IMAGE = PREFIX + "image"
 SIDECAR_MODE = PREFIX + "sidecar-mode"
 COLLECTOR = PREFIX + "collector"
 COLLECTOR_SECRET = PREFIX + "collector-secret"
+CREDENTIALS_SECRET = PREFIX + "credentials-secret"
 MATCH = PREFIX + "match"
 INTERVAL = PREFIX + "interval"
 RESOURCES = {
@@ -48,9 +52,20 @@ AGENT_CONTAINER = "skewwatch-agent"
 PODINFO_VOLUME = "skewwatch-podinfo"
 PODINFO_PATH = "/etc/podinfo"
 TMP_VOLUME = "skewwatch-tmp"
+TMP_PATH = "/tmp"  # noqa: S108  (the agent's own emptyDir)
+# The Secret of the agent's TLS CA (ca.crt) and bearer token (token), in the pod's namespace: the
+# agent Secret's SKEWWATCH_TLS_CA / SKEWWATCH_TOKEN_FILE name these files. A volume, not env: a
+# file is not in `kubectl describe`, crash dumps or child processes, and the kubelet updates it
+# in place when the Secret is replaced (no subPath), where the agent re-reads it.
+CREDENTIALS_VOLUME = "skewwatch-credentials"
+CREDENTIALS_PATH = "/etc/skewwatch/credentials"
+CREDENTIALS_MODE = 0o444  # the agent's uid follows the engine's; only the sidecar mounts it
+# Unacknowledged messages survive a restart of the agent container in its emptyDir.
+OUTBOX_FILE = f"{TMP_PATH}/skewwatch-outbox"
 MAX_MATCH_CHARS = 512
 _HF_HOME = "HF_HOME"
 _INTERVAL = re.compile(r"^\d{1,5}(\.\d{1,3})?$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 class InjectionProblem(WebhookError, ValueError):
@@ -355,9 +370,20 @@ def _env(collector: str | None) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}} for name, path in _DOWNWARD_ENV
     ]
+    env.append({"name": "SKEWWATCH_OUTBOX_FILE", "value": OUTBOX_FILE})
     if collector:
         env.append({"name": "SKEWWATCH_COLLECTOR", "value": collector})
     return env
+
+
+def _credentials_secret(annotations: Mapping[str, str], config: WebhookConfig) -> str:
+    """The Secret mounted at CREDENTIALS_PATH ("" for none): the annotation, else the config's."""
+    name = annotations.get(CREDENTIALS_SECRET)
+    if name is None:
+        return config.credentials_secret
+    if not _DNS_LABEL.match(name):
+        raise InjectionProblem(f"{CREDENTIALS_SECRET}: {name[:63]!r} is not a Secret name (a DNS label)")
+    return name
 
 
 def _choice(annotations: Mapping[str, str], config: WebhookConfig) -> SidecarMode:
@@ -391,8 +417,11 @@ def agent_container(pod: Mapping[str, Any], target: Target, config: WebhookConfi
     mounts = model_mounts(target, ann, volume_names)
     mounts += [
         {"name": PODINFO_VOLUME, "mountPath": PODINFO_PATH, "readOnly": True},
-        {"name": TMP_VOLUME, "mountPath": "/tmp"},  # noqa: S108  (the agent's own emptyDir)
+        {"name": TMP_VOLUME, "mountPath": TMP_PATH},
     ]
+    credentials = _credentials_secret(ann, config)
+    if credentials:
+        mounts.append({"name": CREDENTIALS_VOLUME, "mountPath": CREDENTIALS_PATH, "readOnly": True})
     agent: dict[str, Any] = {
         "name": AGENT_CONTAINER,
         "image": ann.get(IMAGE, config.image),
@@ -421,6 +450,10 @@ def agent_container(pod: Mapping[str, Any], target: Target, config: WebhookConfi
         },
         {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "64Mi"}},
     ]
+    if credentials:
+        # optional: a pod starts without it (then the agent, told to use TLS, says what is missing).
+        secret = {"secretName": credentials, "optional": True, "defaultMode": CREDENTIALS_MODE}
+        volumes.append({"name": CREDENTIALS_VOLUME, "secret": secret})
     for v in volumes:
         if v["name"] in volume_names:
             raise InjectionProblem(f"the pod already has a volume named {v['name']}: not injected")

@@ -14,6 +14,7 @@ image: registry.local/skewwatch/agent:0.2.0
 imagePullPolicy: Always
 collector: skewwatch-collector.skewwatch.svc:7070
 collectorSecret: agent-credentials
+credentialsSecret: agent-tls-and-token
 sidecarMode: container
 namespace: observability
 excludedNamespaces: [kube-system, gpu-operator]
@@ -32,6 +33,7 @@ def test_every_field_of_the_config_file_is_read() -> None:
         image_pull_policy="Always",
         collector="skewwatch-collector.skewwatch.svc:7070",
         collector_secret="agent-credentials",
+        credentials_secret="agent-tls-and-token",
         sidecar_mode="container",
         namespace="observability",
         excluded_namespaces=("kube-system", "gpu-operator"),
@@ -48,12 +50,21 @@ def test_an_empty_file_and_no_file_are_the_defaults(tmp_path: Path) -> None:
     assert WebhookConfig().sidecar_mode == "native" and WebhookConfig().excluded("kube-system")
 
 
+def test_the_credentials_secret_defaults_to_skewwatch_agent_credentials_and_empty_turns_it_off() -> None:
+    assert WebhookConfig().credentials_secret == "skewwatch-agent-credentials"
+    assert parse_config("credentialsSecret: ''\n").credentials_secret == ""
+    assert parse_config("collectorSecret: x\n").credentials_secret == "skewwatch-agent-credentials"
+
+
 @pytest.mark.parametrize(
     ("text", "says"),
     [
         ("sidecarMode: daemonset\n", "sidecarMode: expected native or container"),
         ("imagePullPolicy: Sometimes\n", "imagePullPolicy: expected Always"),
         ("collectorSecret: Not_A_Name\n", "collectorSecret: 'Not_A_Name' is not a DNS label"),
+        ("credentialsSecret: Not_A_Name\n", "credentialsSecret: 'Not_A_Name' is not a DNS label"),
+        ("credentialsSecret: 42\n", "credentialsSecret: expected a string"),
+        ("credentialsSecret: ~\n", "credentialsSecret: expected a string"),
         ("excludedNamespaces: kube-system\n", "excludedNamespaces: expected a list"),
         (
             "resources: {requests: {cpu: lots}}\n",

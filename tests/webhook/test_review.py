@@ -58,13 +58,17 @@ def test_annotated_pod_gets_the_agent_as_a_native_sidecar_watching_the_engine_co
     assert {"name": "models", "mountPath": "/models", "readOnly": True} in agent["volumeMounts"]
     assert all(m["name"] != "shm" for m in agent["volumeMounts"])  # not where the model is
     assert agent["envFrom"] == [{"secretRef": {"name": "skewwatch-agent", "optional": True}}]
-    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in agent["env"]}
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in agent["env"] if "valueFrom" in e}
     assert env == {
         "POD_NAME": "metadata.name",
         "POD_NAMESPACE": "metadata.namespace",
         "POD_UID": "metadata.uid",
         "NODE_NAME": "spec.nodeName",
     }
+    literal = {e["name"]: e["value"] for e in agent["env"] if "value" in e}
+    assert literal == {"SKEWWATCH_OUTBOX_FILE": "/tmp/skewwatch-outbox"}
+    tmp = next(m for m in agent["volumeMounts"] if m["name"] == "skewwatch-tmp")
+    assert tmp["mountPath"] == "/tmp" and literal["SKEWWATCH_OUTBOX_FILE"].startswith("/tmp/")
     sc = agent["securityContext"]
     assert sc["capabilities"] == {"drop": ["ALL"], "add": ["SYS_PTRACE"]}
     assert sc["readOnlyRootFilesystem"] and sc["runAsNonRoot"] and not sc["allowPrivilegeEscalation"]
@@ -142,6 +146,8 @@ def test_config_file_defaults_and_annotations_override_them() -> None:
         ("skewwatch.io/cpu-limit", "lots", "not a Kubernetes quantity"),
         ("skewwatch.io/interval", "-1", "expected seconds"),
         ("skewwatch.io/match", "(", "not a regex"),
+        ("skewwatch.io/credentials-secret", "Team_A", "not a Secret name"),
+        ("skewwatch.io/credentials-secret", "", "not a Secret name"),
     ],
 )
 def test_an_annotation_the_webhook_cannot_take_admits_the_pod_unchanged_with_a_warning(
@@ -154,11 +160,64 @@ def test_an_annotation_the_webhook_cannot_take_admits_the_pod_unchanged_with_a_w
     assert annotation in warning and says in warning
 
 
+def test_the_agent_mounts_the_namespaces_credentials_secret_read_only_without_subpath() -> None:
+    _, pod = _inject(vllm_pod(OPT_IN))
+    agent = _agent(pod)
+    (mount,) = [m for m in agent["volumeMounts"] if m["name"] == "skewwatch-credentials"]
+    assert mount == {
+        "name": "skewwatch-credentials",
+        "mountPath": "/etc/skewwatch/credentials",
+        "readOnly": True,
+    }
+    (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == "skewwatch-credentials"]
+    assert volume["secret"] == {
+        "secretName": "skewwatch-agent-credentials",
+        "optional": True,
+        "defaultMode": 0o444,
+    }
+    # Only the sidecar sees the CA and the token.
+    others = [
+        c for part in ("containers", "initContainers") for c in pod["spec"].get(part, []) if c is not agent
+    ]
+    assert others and all(
+        m["name"] != "skewwatch-credentials" for c in others for m in c.get("volumeMounts", [])
+    )
+    # The token is a file, never a variable.
+    assert not any("TOKEN" in e["name"] and "value" in e for e in agent["env"])
+    validate_pod(pod)
+
+
+def test_credentials_secret_comes_from_the_config_or_the_annotation_and_empty_mounts_none() -> None:
+    config = WebhookConfig(credentials_secret="sw-creds")
+    _, pod = _inject(vllm_pod(OPT_IN), config)
+    (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == "skewwatch-credentials"]
+    assert volume["secret"]["secretName"] == "sw-creds"
+    _, pod = _inject(vllm_pod({**OPT_IN, "skewwatch.io/credentials-secret": "team-a-creds"}), config)
+    (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == "skewwatch-credentials"]
+    assert volume["secret"]["secretName"] == "team-a-creds"
+    _, pod = _inject(vllm_pod(OPT_IN), WebhookConfig(credentials_secret=""))
+    assert all(v["name"] != "skewwatch-credentials" for v in pod["spec"]["volumes"])
+    assert all(m["name"] != "skewwatch-credentials" for m in _agent(pod)["volumeMounts"])
+    validate_pod(pod)
+
+
+def test_a_pod_with_its_own_skewwatch_credentials_volume_is_not_overwritten() -> None:
+    pod = vllm_pod(OPT_IN)
+    pod["spec"]["volumes"].append({"name": "skewwatch-credentials", "emptyDir": {}})
+    a = answer(pod_review(pod), CONFIG)
+    _unchanged(a)
+    assert a.outcome == "warned" and "skewwatch-credentials" in a.review["response"]["warnings"][0]
+
+
 def test_model_volumes_annotation_picks_the_mounts_and_a_hub_model_mounts_none_by_itself() -> None:
     pod = vllm_pod(OPT_IN)
     pod["spec"]["containers"][1]["command"] = ["vllm", "serve", "meta-llama/Llama-3.1-8B"]
     _, out = _inject(pod)
-    assert [m["name"] for m in _agent(out)["volumeMounts"]] == ["skewwatch-podinfo", "skewwatch-tmp"]
+    assert [m["name"] for m in _agent(out)["volumeMounts"]] == [
+        "skewwatch-podinfo",
+        "skewwatch-tmp",
+        "skewwatch-credentials",
+    ]
     pod["metadata"]["annotations"]["skewwatch.io/model-volumes"] = "models, shm"
     _, out = _inject(pod)
     mounts = {m["name"]: m for m in _agent(out)["volumeMounts"]}

@@ -10,7 +10,13 @@ from skewwatch.core.errors import SkewwatchError
 
 
 class CollectorError(SkewwatchError):
-    """Base of every error the collector raises on purpose."""
+    """Base of every error the collector raises on purpose.
+
+    ``limit`` names the limit an input went over when that is why it was refused (the names of
+    docs/collector-limits.md, counted as ``skewwatch.limits.exceeded{limit}`` where the surface
+    answers the error); None for every other error."""
+
+    limit: str | None = None
 
 
 class SettingsError(CollectorError, ValueError):
@@ -22,7 +28,14 @@ class SettingsError(CollectorError, ValueError):
 
 
 class StoreError(CollectorError):
-    """The store could not be opened, read or written; nothing already stored was changed."""
+    """The store could not be opened, read or written; nothing already stored was changed.
+
+    ``reason`` classifies a database failure (``collector.store.sql.classify``): corrupt,
+    read_only, full, locked, io or None when not known."""
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class UnsupportedStoreError(StoreError, ValueError):
@@ -38,17 +51,23 @@ class WriteShedError(CollectorError):
 
 
 class IngestError(CollectorError, ValueError):
-    """An agent message breaks the stream protocol; the message names the field at fault."""
+    """An agent message breaks the stream protocol; the message names the field at fault;
+    ``limit`` the limit it went over, if that is why."""
+
+    def __init__(self, message: str, *, limit: str | None = None) -> None:
+        super().__init__(message)
+        self.limit = limit
 
 
 class ApiError(CollectorError):
     """An HTTP API request cannot be answered; carries the HTTP status and a stable code."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, *, limit: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.limit = limit
         # Extra response headers (Retry-After on 503); the HTTP edge adds them.
         self.headers: dict[str, str] = {}
 
@@ -59,8 +78,8 @@ class NotFoundError(ApiError):
 
 
 class BadRequestError(ApiError):
-    def __init__(self, message: str) -> None:
-        super().__init__(400, "bad_request", message)
+    def __init__(self, message: str, *, limit: str | None = None) -> None:
+        super().__init__(400, "bad_request", message, limit=limit)
 
 
 class ClientError(CollectorError):
@@ -74,7 +93,8 @@ class IntentError(CollectorError, ValueError):
     the field path; the message is the first few of them, one per line.
     """
 
-    def __init__(self, issues: list[IntentIssue]) -> None:
+    def __init__(self, issues: list[IntentIssue], *, limit: str | None = None) -> None:
+        self.limit = limit
         shown = issues[:5]
         more = f"\n(and {len(issues) - len(shown)} more)" if len(issues) > len(shown) else ""
         super().__init__("\n".join(str(i) for i in shown) + more)
@@ -114,8 +134,8 @@ class ConflictError(ApiError):
 class PayloadTooLargeError(ApiError):
     """A request body over the route's limit: refused before more of it is read."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(413, "payload_too_large", message)
+    def __init__(self, message: str, *, limit: str | None = None) -> None:
+        super().__init__(413, "payload_too_large", message, limit=limit)
 
 
 class RequestTimeoutError(ApiError):
@@ -128,8 +148,8 @@ class RequestTimeoutError(ApiError):
 class OverloadedError(ApiError):
     """The bounded parse pool is full; the client should retry after ``retry_after_s``."""
 
-    def __init__(self, message: str, retry_after_s: int) -> None:
-        super().__init__(503, "overloaded", message)
+    def __init__(self, message: str, retry_after_s: int, *, limit: str | None = None) -> None:
+        super().__init__(503, "overloaded", message, limit=limit)
         self.headers["Retry-After"] = str(retry_after_s)
 
 

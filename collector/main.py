@@ -166,7 +166,7 @@ class Collector:
             self.telemetry = Telemetry(s)
             self.drift = DriftService(
                 self._store,
-                IntentRegistry(s.intents),
+                IntentRegistry(s.intents, events=self.telemetry),
                 drift_settings(s),
                 events=self.telemetry,
                 ownership=self.ownership,
@@ -280,6 +280,7 @@ class Collector:
             grpc_serving=self.serving,
             metrics=self.telemetry.render if self.telemetry is not None else None,
             injection=self.injection.report,
+            events=self.telemetry,
         )
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.settings.shutdown_grace_s)
         await runner.setup()

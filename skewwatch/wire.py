@@ -18,6 +18,7 @@ from skewwatch.core.facts import (
     CATEGORIES,
     MAX_INPUTS,
     MAX_KEY_LENGTH,
+    MAX_STRING_LENGTH,
     MAX_VALUE_DEPTH,
     MAX_VALUE_ITEMS,
     METHODS,
@@ -50,7 +51,27 @@ _PB_TO_STATE = {v: k for k, v in _STATE_TO_PB.items()}
 
 
 class WireError(SkewwatchError, ValueError):
-    """A wire message breaks the contract; the message names the field."""
+    """A wire message breaks the contract; the message names the field. ``limit`` names the
+    limit it went over when that is the cause (docs/collector-limits.md: ``max_facts``,
+    ``max_key_length``…), else None."""
+
+    def __init__(self, message: str, *, limit: str | None = None) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+# The limit names a WireError carries (docs/collector-limits.md).
+LIMIT_FACTS = "max_facts"
+LIMIT_SOURCES = "max_sources"
+LIMIT_OBSERVATIONS = "max_observations"
+LIMIT_OBSERVATION_NAME = "max_observation_name"
+LIMIT_TEXT = "max_text"
+LIMIT_INPUTS = "max_inputs"
+LIMIT_KEY_LENGTH = "max_key_length"
+LIMIT_VALUE_LENGTH = "max_value_length"
+LIMIT_VALUE_ITEMS = "max_value_items"
+LIMIT_VALUE_DEPTH = "max_value_depth"
+MAX_OBSERVATION_NAME = 256
 
 
 def timestamp(seconds: float) -> Timestamp:
@@ -87,7 +108,9 @@ def value_to_proto(value: FactValue) -> pb.Value:
 
 def value_from_proto(v: pb.Value, where: str, _depth: int = 0) -> FactValue:
     if _depth > MAX_VALUE_DEPTH:
-        raise WireError(f"{where}: value nested deeper than {MAX_VALUE_DEPTH} levels")
+        raise WireError(
+            f"{where}: value nested deeper than {MAX_VALUE_DEPTH} levels", limit=LIMIT_VALUE_DEPTH
+        )
     kind = v.WhichOneof("kind")
     if kind is None:
         raise WireError(f"{where}: value has no kind set")
@@ -102,14 +125,24 @@ def value_from_proto(v: pb.Value, where: str, _depth: int = 0) -> FactValue:
             raise WireError(f"{where}: float value {v.float_value!r} is not finite")
         return v.float_value
     if kind == "string_value":
+        if len(v.string_value) > MAX_STRING_LENGTH:
+            raise WireError(
+                f"{where}: string of {len(v.string_value)} characters, over {MAX_STRING_LENGTH}",
+                limit=LIMIT_VALUE_LENGTH,
+            )
         return v.string_value
     if kind == "list_value":
         if len(v.list_value.items) > MAX_VALUE_ITEMS:
-            raise WireError(f"{where}: list of {len(v.list_value.items)} items, over {MAX_VALUE_ITEMS}")
+            raise WireError(
+                f"{where}: list of {len(v.list_value.items)} items, over {MAX_VALUE_ITEMS}",
+                limit=LIMIT_VALUE_ITEMS,
+            )
         return [value_from_proto(x, f"{where}[{i}]", _depth + 1) for i, x in enumerate(v.list_value.items)]
     entries = v.map_value.entries
     if len(entries) > MAX_VALUE_ITEMS:
-        raise WireError(f"{where}: map of {len(entries)} entries, over {MAX_VALUE_ITEMS}")
+        raise WireError(
+            f"{where}: map of {len(entries)} entries, over {MAX_VALUE_ITEMS}", limit=LIMIT_VALUE_ITEMS
+        )
     return {k: value_from_proto(entries[k], f"{where}.{k}", _depth + 1) for k in sorted(entries)}
 
 
@@ -145,13 +178,13 @@ def snapshot_to_proto(snap: Snapshot) -> pb.Snapshot:
 
 def _text(value: str, where: str) -> str:
     if len(value) > MAX_TEXT:
-        raise WireError(f"{where}: {len(value)} characters, over {MAX_TEXT}")
+        raise WireError(f"{where}: {len(value)} characters, over {MAX_TEXT}", limit=LIMIT_TEXT)
     return value
 
 
 def _inputs(values: Sequence[str], where: str) -> tuple[str, ...]:
     if len(values) > MAX_INPUTS:
-        raise WireError(f"{where}: {len(values)} inputs, over {MAX_INPUTS}")
+        raise WireError(f"{where}: {len(values)} inputs, over {MAX_INPUTS}", limit=LIMIT_INPUTS)
     for i, v in enumerate(values):
         if not v or len(v) > MAX_KEY_LENGTH or v.split(".", 1)[0] not in CATEGORIES:
             raise WireError(f"{where}[{i}]: {v[:64]!r} is not a fact key or key glob")
@@ -189,6 +222,11 @@ class FactCache(BoundedLRU[bytes, tuple[Fact, str | None]]):
 
 
 def _fact_from_proto(f: pb.Fact, where: str) -> Fact:
+    if len(f.key) > MAX_KEY_LENGTH:  # validate_key's own check, with the limit named
+        raise WireError(
+            f"{where}: fact key {f.key[:64]!r}… is {len(f.key)} characters, over {MAX_KEY_LENGTH}",
+            limit=LIMIT_KEY_LENGTH,
+        )
     try:
         key = validate_key(f.key)
         value = validate_value(value_from_proto(f.value, f"{where}.value"), f"{where}.value")
@@ -210,9 +248,11 @@ def snapshot_from_proto(msg: pb.Snapshot, cache: FactCache | None = None) -> Sna
     """Decode and validate an untrusted snapshot; its fingerprint must match its facts. With a
     ``cache``, facts whose exact bytes were decoded before are taken from it."""
     if len(msg.facts) > MAX_FACTS:
-        raise WireError(f"snapshot.facts: {len(msg.facts)} facts, over {MAX_FACTS}")
+        raise WireError(f"snapshot.facts: {len(msg.facts)} facts, over {MAX_FACTS}", limit=LIMIT_FACTS)
     if len(msg.sources) > MAX_SOURCES:
-        raise WireError(f"snapshot.sources: {len(msg.sources)} sources, over {MAX_SOURCES}")
+        raise WireError(
+            f"snapshot.sources: {len(msg.sources)} sources, over {MAX_SOURCES}", limit=LIMIT_SOURCES
+        )
     facts: dict[str, Fact] = {}
     lines: dict[str, str | None] = {}
     for i, f in enumerate(msg.facts):
@@ -263,11 +303,19 @@ def observations_to_proto(obs: dict[str, Observation], at: float, window_s: floa
 
 def observations_from_proto(msg: pb.Observations) -> list[Observation]:
     if len(msg.items) > MAX_OBSERVATIONS:
-        raise WireError(f"observations.items: {len(msg.items)} items, over {MAX_OBSERVATIONS}")
+        raise WireError(
+            f"observations.items: {len(msg.items)} items, over {MAX_OBSERVATIONS}", limit=LIMIT_OBSERVATIONS
+        )
     out = []
     for i, o in enumerate(msg.items):
-        if not o.name or len(o.name) > 256:
-            raise WireError(f"observations.items[{i}].name: must be 1..256 characters")
+        if not o.name:
+            raise WireError(f"observations.items[{i}].name: must be 1..{MAX_OBSERVATION_NAME} characters")
+        if len(o.name) > MAX_OBSERVATION_NAME:
+            raise WireError(
+                f"observations.items[{i}].name: must be 1..{MAX_OBSERVATION_NAME} characters "
+                f"({len(o.name)} sent)",
+                limit=LIMIT_OBSERVATION_NAME,
+            )
         if not math.isfinite(o.value):
             raise WireError(f"observations.items[{i}].value: {o.value!r} is not finite")
         lower = o.lower if o.HasField("lower") else None

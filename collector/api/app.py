@@ -21,6 +21,7 @@ from collector.api import injection as injection_routes
 from collector.api.drift import IntentBadRequest
 from collector.api.params import int_param
 from collector.errors import ApiError, BadRequestError, StoreError
+from collector.service.events import NO_EVENTS, ServiceEvents
 from collector.service.injection import InjectionReport
 from collector.service.pods import MAX_HISTORY_LIMIT, Pods
 from collector.service.queries import Queries
@@ -48,11 +49,13 @@ def error_response(status: int, code: str, message: str) -> web.Response:
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except IntentBadRequest as e:
-        return web.json_response(
-            {"error": {"code": e.code, "message": e.message, "issues": e.issues}}, status=400
-        )
     except ApiError as e:
+        if e.limit is not None:  # the one place the API counts a request over a limit
+            request.app[body.EVENTS].limit_exceeded(e.limit)
+        if isinstance(e, IntentBadRequest):
+            return web.json_response(
+                {"error": {"code": e.code, "message": e.message, "issues": e.issues}}, status=400
+            )
         return _api_error_response(e)
     except StoreError as e:
         log.error("%s %s: store failed: %s", request.method, request.path, e)
@@ -60,6 +63,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except web.HTTPException as e:
         if e.status < 400:
             raise
+        if e.status == 413:  # aiohttp's own cap (client_max_size): the largest body limit
+            request.app[body.EVENTS].limit_exceeded("max_body_bytes")
         code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
             e.status, "http_error"
         )
@@ -147,7 +152,8 @@ async def openapi_json(request: web.Request) -> web.Response:
 
 async def list_pods(request: web.Request) -> web.Response:
     pods = await request.app[PODS].list()
-    return web.json_response({"pods": [views.pod_summary(p) for p in pods]})
+    listed = body.bounded(request, "pods", [views.pod_summary(p) for p in pods])
+    return web.json_response(listed)
 
 
 async def get_pod(request: web.Request) -> web.Response:
@@ -199,18 +205,21 @@ def create_app(
     limits: body.ApiLimits | None = None,
     metrics: MetricsText | None = None,
     injection: Callable[[], InjectionReport] | None = None,
+    events: ServiceEvents | None = None,
 ) -> web.Application:
     """The API app over the pod queries ``pods`` (which also answer /readyz's store and stream
     checks); ``grpc_serving`` tells /readyz whether ingest is up; with ``queries``, the drift
     engine's routes (workloads, findings, diff, baselines, intents) too; ``limits``, body sizes,
     timeouts and the parse pool (default ``body.DEFAULT_LIMITS``); with ``metrics`` (the
     telemetry's Prometheus text and content type), ``GET /metrics``; ``injection``, the latest
-    missed-injection report ``GET /api/v1/injection`` serves (without: unavailable)."""
+    missed-injection report ``GET /api/v1/injection`` serves (without: unavailable); ``events``,
+    told of each request refused for a limit (``limit_exceeded``; default: no one)."""
     limits = limits if limits is not None else body.DEFAULT_LIMITS
     app = web.Application(middlewares=[errors_middleware], client_max_size=limits.max_body_bytes)
     app[body.LIMITS] = limits
     app[PODS] = pods
     app[GRPC_SERVING] = grpc_serving
+    app[body.EVENTS] = events if events is not None else NO_EVENTS
     if injection is not None:
         app[injection_routes.INJECTION] = injection
     for method, path, handler in ROUTES:

@@ -9,6 +9,11 @@ charset or the first undecodable byte. ``parse_json`` bounds nesting and number 
 CPU-heavy parsing (intent documents: YAML, schema validation) runs in ``ParsePool``: a small
 thread pool with a bounded queue (full → 503 with Retry-After) and a time limit per request
 (→ 504), so the event loop the gRPC ingest shares stays responsive.
+
+Every refusal for a limit carries the limit's name (``ApiError.limit``: ``max_json_bytes``,
+``max_intent_bytes``, ``max_json_depth``, ``max_int_digits``, ``parse_queue``), which the app's
+error middleware counts (``EVENTS``, ``ServiceEvents.limit_exceeded``). ``bounded`` cuts a list
+an answer returns to ``max_list_items`` and says so in the answer (counted as ``max_list_items``).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from collector.errors import (
     ProcessingTimeoutError,
     RequestTimeoutError,
 )
+from collector.service.events import ServiceEvents
 
 T = TypeVar("T")
 KIB = 1024
@@ -56,6 +62,8 @@ class ApiLimits:
     # From admission (queue wait included) until the parse is done.
     parse_timeout_s: float = 10.0
     retry_after_s: int = 1
+    # Items any list an answer returns holds at most (pods, workloads, baselines, intents).
+    max_list_items: int = 10_000
 
     @property
     def max_body_bytes(self) -> int:
@@ -64,15 +72,31 @@ class ApiLimits:
 
 DEFAULT_LIMITS = ApiLimits()
 LIMITS: web.AppKey[ApiLimits] = web.AppKey("limits", ApiLimits)
+# Who is told of each request refused (or answer cut) for a limit (``limit_exceeded``).
+EVENTS: web.AppKey[ServiceEvents] = web.AppKey("events", ServiceEvents)
+LIMIT_LIST_ITEMS = "max_list_items"
 
 
-async def read_body(request: web.Request, max_bytes: int) -> bytes:
-    """The whole body, at most ``max_bytes``; 413 / 408 / 400 as the module docstring says."""
+def bounded(request: web.Request, name: str, items: list[Any], **more: Any) -> dict[str, Any]:
+    """``{name: items}`` with at most ``max_list_items`` items; when cut, also ``truncated``:
+    ``{"limit": N, "total": M}`` (and the cut is counted); ``more`` is added as is."""
+    limit = request.app[LIMITS].max_list_items
+    out: dict[str, Any] = {name: items[:limit], **more}
+    if len(items) > limit:
+        out["truncated"] = {"limit": limit, "total": len(items)}
+        request.app[EVENTS].limit_exceeded(LIMIT_LIST_ITEMS)
+    return out
+
+
+async def read_body(request: web.Request, max_bytes: int, limit: str = "max_body_bytes") -> bytes:
+    """The whole body, at most ``max_bytes`` (the limit named ``limit``); 413 / 408 / 400 as the
+    module docstring says."""
     limits = request.app[LIMITS]
     announced = request.content_length
     if announced is not None and announced > max_bytes:
         raise PayloadTooLargeError(
-            f"body: Content-Length {announced} is over this route's limit of {max_bytes} bytes"
+            f"body: Content-Length {announced} is over this route's limit of {max_bytes} bytes ({limit})",
+            limit=limit,
         )
     chunks: list[bytes] = []
     total = 0
@@ -84,7 +108,9 @@ async def read_body(request: web.Request, max_bytes: int) -> bytes:
                     break
                 total += len(chunk)
                 if total > max_bytes:
-                    raise PayloadTooLargeError(f"body: over this route's limit of {max_bytes} bytes")
+                    raise PayloadTooLargeError(
+                        f"body: over this route's limit of {max_bytes} bytes ({limit})", limit=limit
+                    )
                 chunks.append(chunk)
     except TimeoutError:
         of = f" of the {announced} announced" if announced is not None else ""
@@ -119,13 +145,15 @@ def decode(body: bytes) -> str:
         ) from None
 
 
-async def read_text(request: web.Request, max_bytes: int) -> str:
+async def read_text(request: web.Request, max_bytes: int, limit: str = "max_body_bytes") -> str:
     charset_of(request)  # before reading: a bad charset is refused without waiting for the body
-    return decode(await read_body(request, max_bytes))
+    return decode(await read_body(request, max_bytes, limit))
 
 
 class _Refused(ValueError):
-    pass
+    def __init__(self, message: str, limit: str | None = None) -> None:
+        super().__init__(message)
+        self.limit = limit
 
 
 def parse_json(text: str, limits: ApiLimits) -> Any:
@@ -134,7 +162,7 @@ def parse_json(text: str, limits: ApiLimits) -> Any:
 
     def integer(s: str) -> int:
         if len(s.lstrip("-")) > limits.max_int_digits:
-            raise _Refused(f"an integer with more than {limits.max_int_digits} digits")
+            raise _Refused(f"an integer with more than {limits.max_int_digits} digits", "max_int_digits")
         return int(s)
 
     def number(s: str) -> float:
@@ -149,13 +177,17 @@ def parse_json(text: str, limits: ApiLimits) -> Any:
     try:
         value = json.loads(text, parse_int=integer, parse_float=number, parse_constant=constant)
     except _Refused as e:
-        raise BadRequestError(f"body: {e}") from None
+        raise BadRequestError(f"body: {e}", limit=e.limit) from None
     except RecursionError:
-        raise BadRequestError(f"body: JSON nested deeper than {limits.max_json_depth} levels") from None
+        raise BadRequestError(
+            f"body: JSON nested deeper than {limits.max_json_depth} levels", limit="max_json_depth"
+        ) from None
     except ValueError as e:
         raise BadRequestError(f"body is not JSON: {e}") from None
     if _depth(value) > limits.max_json_depth:
-        raise BadRequestError(f"body: JSON nested deeper than {limits.max_json_depth} levels")
+        raise BadRequestError(
+            f"body: JSON nested deeper than {limits.max_json_depth} levels", limit="max_json_depth"
+        )
     return value
 
 
@@ -173,7 +205,7 @@ def _depth(value: Any) -> int:
 async def read_json(request: web.Request) -> Any:
     """A small JSON body (``max_json_bytes``); an empty body reads as ``{}``."""
     limits = request.app[LIMITS]
-    text = await read_text(request, limits.max_json_bytes)
+    text = await read_text(request, limits.max_json_bytes, "max_json_bytes")
     return parse_json(text, limits) if text.strip() else {}
 
 
@@ -211,6 +243,7 @@ class ParsePool:
                 raise OverloadedError(
                     f"{what}: {self._busy} requests are being parsed or wait for it; retry shortly",
                     limits.retry_after_s,
+                    limit="parse_queue",
                 )
             self._busy += 1
         try:

@@ -68,7 +68,8 @@ async def _workload_query(request: web.Request) -> str | None:
 
 
 async def list_workloads(request: web.Request) -> web.Response:
-    return web.json_response({"workloads": [w.as_dict() for w in await _q(request).workloads()]})
+    rows = [w.as_dict() for w in await _q(request).workloads()]
+    return web.json_response(bodies.bounded(request, "workloads", rows))
 
 
 async def get_workload(request: web.Request) -> web.Response:
@@ -251,7 +252,7 @@ async def diff(request: web.Request) -> web.Response:
 async def list_baselines(request: web.Request) -> web.Response:
     namespace = segment_param(request, "namespace")
     rows = await _q(request).baselines(await _workload_query(request), namespace)
-    return web.json_response({"baselines": [b.as_dict(facts=False) for b in rows]})
+    return web.json_response(bodies.bounded(request, "baselines", [b.as_dict(facts=False) for b in rows]))
 
 
 async def get_baseline(request: web.Request) -> web.Response:
@@ -281,13 +282,15 @@ async def delete_baseline(request: web.Request) -> web.Response:
 
 
 async def list_intents(request: web.Request) -> web.Response:
-    return web.json_response(_q(request).intents().as_dict())
+    listing = _q(request).intents().as_dict()
+    intents = listing.pop("intents")
+    return web.json_response(bodies.bounded(request, "intents", intents, **listing))
 
 
 async def _parse_body(request: web.Request, label: str) -> list[Intent]:
     """Read, decode, then parse and validate off the event loop (YAML is pure Python: a 200 kB
     document takes a good part of a second of CPU)."""
-    text = await bodies.read_text(request, request.app[bodies.LIMITS].max_intent_bytes)
+    text = await bodies.read_text(request, request.app[bodies.LIMITS].max_intent_bytes, "max_intent_bytes")
     if not text.strip():
         raise BadRequestError("body: an intent document (YAML or JSON) is required")
     try:
@@ -303,7 +306,7 @@ class IntentBadRequest(BadRequestError):
     """A posted intent breaks its schema; the response lists each issue with line and field."""
 
     def __init__(self, error: IntentError) -> None:
-        super().__init__(str(error))
+        super().__init__(str(error), limit=error.limit)
         self.issues = [i.as_dict() for i in error.issues]
 
 

@@ -10,10 +10,13 @@ from aiohttp import web
 from collector.errors import BadRequestError
 
 MAX_SEGMENT = 170  # one segment of NAMESPACE/KIND/NAME (the OpenAPI document's _SEGMENT)
+# A ``limit`` query parameter over its route's maximum is refused (400) and counted as this.
+LIMIT_QUERY = "query_limit"
 
 
 def int_param(request: web.Request, name: str, default: int | None, low: int, high: int) -> int | None:
-    """The integer query parameter ``name`` within [low, high], or ``default`` when absent."""
+    """The integer query parameter ``name`` within [low, high], or ``default`` when absent; a
+    ``limit`` (the rows a page returns) over ``high`` is refused naming ``query_limit``."""
     raw = request.query.get(name)
     if raw is None:
         return default
@@ -22,7 +25,12 @@ def int_param(request: web.Request, name: str, default: int | None, low: int, hi
     except ValueError:
         raise BadRequestError(f"query parameter {name!r}: {raw[:32]!r} is not an integer") from None
     if not low <= value <= high:
-        raise BadRequestError(f"query parameter {name!r}: {value} is not between {low} and {high}")
+        over = name == "limit" and value > high
+        raise BadRequestError(
+            f"query parameter {name!r}: {value} is not between {low} and {high}"
+            + (f" (the most one page returns, {LIMIT_QUERY})" if over else ""),
+            limit=LIMIT_QUERY if over else None,
+        )
     return value
 
 

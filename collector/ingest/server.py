@@ -146,9 +146,12 @@ class IngestService:
                 except IdentityConflict as e:
                     await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(e))
                 except IngestError as e:
+                    if e.limit is not None:
+                        self.recorder.events.limit_exceeded(e.limit)
                     log.warning("stream from %s (%s): rejected: %s", peer, _who(session), e)
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
                 except WriteShedError as e:
+                    self.recorder.events.limit_exceeded("commit_max_pending")
                     self._log_refusal(peer, str(e))
                     await context.abort(
                         grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -207,6 +210,7 @@ class IngestService:
         refused: StreamRefused,
     ) -> None:
         """End a stream over a limit with RESOURCE_EXHAUSTED and a retry hint, cleanly."""
+        self.recorder.events.limit_exceeded(refused.reason)  # max_streams | max_streams_per_address
         self._log_refusal(peer, f"{refused} [refused so far: {dict(self.registry.refusals)}]")
         registry = self.registry
         # Wait (briefly, and for a bounded number of streams) for the client's first write.

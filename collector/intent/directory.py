@@ -16,11 +16,14 @@ from pathlib import Path
 
 from collector.errors import IntentError, IntentIssue
 from collector.intent.model import Intent, parse_documents
+from collector.intent.yamldoc import LIMIT_TEXT, MAX_TEXT_BYTES
+from collector.service.events import NO_EVENTS, ServiceEvents
 
 log = logging.getLogger(__name__)
 
 SUFFIXES = (".yaml", ".yml", ".json")
 MAX_FILES = 1000
+LIMIT_FILES = "max_intent_files"
 
 
 @dataclass
@@ -31,8 +34,14 @@ class _FileState:
 
 
 class IntentRegistry:
-    def __init__(self, directory: Path | None = None) -> None:
+    """The intents in effect: the directory's files (``poll``) and the API's. A file over an
+    intent limit (size, documents, nodes, depth: ``yamldoc``) or a directory over ``MAX_FILES``
+    is told to ``events.limit_exceeded`` once per change of the file (or of the directory)."""
+
+    def __init__(self, directory: Path | None = None, events: ServiceEvents = NO_EVENTS) -> None:
         self.directory = directory
+        self.events = events
+        self._over_files = False
         self._files: dict[str, _FileState] = {}
         self._api: dict[tuple[str, str], Intent] = {}
         self.generation = 0  # bumps whenever the effective set of intents changes
@@ -58,11 +67,19 @@ class IntentRegistry:
             except OSError:
                 continue
             if len(found) >= MAX_FILES:
-                log.error(
-                    "intents directory %s: more than %d files, the rest ignored", self.directory, MAX_FILES
-                )
+                if not self._over_files:  # once per time the directory goes over, not every poll
+                    self.events.limit_exceeded(LIMIT_FILES)
+                    log.error(
+                        "intents directory %s: more than %d files (%s), the rest ignored",
+                        self.directory,
+                        MAX_FILES,
+                        LIMIT_FILES,
+                    )
+                self._over_files = True
                 break
             found[str(path)] = (st.st_mtime_ns, st.st_size)
+        else:
+            self._over_files = False
         return found
 
     def poll(self) -> bool:
@@ -83,10 +100,28 @@ class IntentRegistry:
             state = _FileState(stamp, list(old.intents) if old else [])
             try:
                 with open(name, "rb") as f:
-                    state.intents = parse_documents(f.read(1024 * 1024 + 1), _display(name, self.directory))
+                    size = os.fstat(f.fileno()).st_size
+                    if size > MAX_TEXT_BYTES:  # refused unread, naming its real size
+                        raise IntentError(
+                            [
+                                IntentIssue(
+                                    _display(name, self.directory),
+                                    None,
+                                    "",
+                                    f"{size} bytes, over the {MAX_TEXT_BYTES}-byte limit of an intent file "
+                                    f"({LIMIT_TEXT})",
+                                )
+                            ],
+                            limit=LIMIT_TEXT,
+                        )
+                    state.intents = parse_documents(
+                        f.read(MAX_TEXT_BYTES + 1), _display(name, self.directory)
+                    )
                 log.info("intents: loaded %s (%d document(s))", name, len(state.intents))
                 changed = True
             except IntentError as e:
+                if e.limit is not None:
+                    self.events.limit_exceeded(e.limit)
                 state.issues = e.issues
                 log.error("intents: %s is invalid; keeping its last good version:\n%s", name, e)
             except OSError as e:
@@ -106,6 +141,10 @@ class IntentRegistry:
     def put_api(self, intent: Intent) -> None:
         self._api[(intent.kind, intent.name)] = intent
         self.generation += 1
+
+    def api_keys(self) -> set[tuple[str, str]]:
+        """(kind, name) of each intent posted through the API."""
+        return set(self._api)
 
     def delete_api(self, kind: str, name: str) -> None:
         self._api.pop((kind, name), None)

@@ -27,6 +27,11 @@ MAX_TEXT_BYTES = 1024 * 1024
 MAX_NODES = 100_000
 MAX_DEPTH = 32
 MAX_DOCUMENTS = 256
+# The names these limits are counted by (docs/collector-limits.md).
+LIMIT_TEXT = "max_intent_file_bytes"
+LIMIT_NODES = "max_intent_nodes"
+LIMIT_DEPTH = "max_intent_depth"
+LIMIT_DOCUMENTS = "max_intent_documents"
 
 Path = tuple[str | int, ...]
 
@@ -87,9 +92,13 @@ class _Converter:
     def convert(self, node: yaml.Node, path: Path, depth: int) -> Any:
         self.nodes += 1
         if self.nodes > MAX_NODES:
-            raise IntentError([self.doc.issue(path, f"document has more than {MAX_NODES} nodes")])
+            raise IntentError(
+                [self.doc.issue(path, f"document has more than {MAX_NODES} nodes")], limit=LIMIT_NODES
+            )
         if depth > MAX_DEPTH:
-            raise IntentError([self.doc.issue(path, f"nested deeper than {MAX_DEPTH} levels")])
+            raise IntentError(
+                [self.doc.issue(path, f"nested deeper than {MAX_DEPTH} levels")], limit=LIMIT_DEPTH
+            )
         if isinstance(node, yaml.MappingNode):
             out: dict[str, Any] = {}
             for key_node, value_node in node.value:
@@ -164,29 +173,42 @@ def load_documents(text: str | bytes, file: str) -> list[Document]:
     """Every non-empty document in ``text``; raises IntentError naming file and line."""
     if isinstance(text, bytes):
         if len(text) > MAX_TEXT_BYTES:
-            raise IntentError([IntentIssue(file, None, "", f"{len(text)} bytes, over {MAX_TEXT_BYTES}")])
+            raise IntentError(
+                [IntentIssue(file, None, "", f"{len(text)} bytes, over {MAX_TEXT_BYTES}")], limit=LIMIT_TEXT
+            )
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError as e:
             raise IntentError([IntentIssue(file, None, "", f"not UTF-8: {e}")]) from e
     if len(text) > MAX_TEXT_BYTES:
-        raise IntentError([IntentIssue(file, None, "", f"{len(text)} characters, over {MAX_TEXT_BYTES}")])
+        raise IntentError(
+            [IntentIssue(file, None, "", f"{len(text)} characters, over {MAX_TEXT_BYTES}")], limit=LIMIT_TEXT
+        )
     docs: list[Document] = []
     try:
         for node in yaml.compose_all(text, Loader=_BoundedLoader):
             if node is None:
                 continue
             if len(docs) >= MAX_DOCUMENTS:
-                raise IntentError([IntentIssue(file, None, "", f"more than {MAX_DOCUMENTS} documents")])
+                raise IntentError(
+                    [IntentIssue(file, None, "", f"more than {MAX_DOCUMENTS} documents")],
+                    limit=LIMIT_DOCUMENTS,
+                )
             doc = Document(None, file, start_line=node.start_mark.line + 1)
             doc.data = _Converter(doc).convert(node, (), 0)
             docs.append(doc)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark is not None else None
-        raise IntentError([IntentIssue(file, line, "", f"not valid YAML: {e.problem or e}")]) from e
+        deep = isinstance(e, yaml.composer.ComposerError) and "nested deeper than" in str(e.problem)
+        raise IntentError(
+            [IntentIssue(file, line, "", f"not valid YAML: {e.problem or e}")],
+            limit=LIMIT_DEPTH if deep else None,
+        ) from e
     except yaml.YAMLError as e:
         raise IntentError([IntentIssue(file, None, "", f"not valid YAML: {e}")]) from e
     except RecursionError as e:
-        raise IntentError([IntentIssue(file, None, "", f"nested deeper than {MAX_DEPTH} levels")]) from e
+        raise IntentError(
+            [IntentIssue(file, None, "", f"nested deeper than {MAX_DEPTH} levels")], limit=LIMIT_DEPTH
+        ) from e
     return docs

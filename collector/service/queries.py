@@ -43,6 +43,10 @@ DIFF_MODES = ("last_good", "baseline", "intent", "revisions", "pods")
 LAST_GOOD_DEPTH = 100
 RESOLVED_SHOWN = 20  # resolved findings a workload's answer lists after its active ones
 BASELINE_HISTORY = 50
+# Intents posted through the API the collector keeps at most (each one is in memory and in the
+# store; the directory's are bounded by its file limits); more are refused naming the limit.
+MAX_API_INTENTS = 10_000
+LIMIT_API_INTENTS = "max_api_intents"
 
 
 def workload_state(live_replicas: int) -> str:
@@ -671,6 +675,14 @@ class Queries:
         return found
 
     async def _save_intents(self, intents: Sequence[Intent]) -> None:
+        have = self.drift.registry.api_keys()
+        new = {(i.kind, i.name) for i in intents} - have
+        if len(have) + len(new) > MAX_API_INTENTS:
+            raise BadRequestError(
+                f"body: {len(new)} new intent(s) would make {len(have) + len(new)} posted through the API, "
+                f"over the limit of {MAX_API_INTENTS} ({LIMIT_API_INTENTS}); delete some first",
+                limit=LIMIT_API_INTENTS,
+            )
         for i in intents:
             await self.store.put_intent(IntentRecord(i.kind, i.name, json.dumps(i.data), self.drift.clock()))
             self.drift.registry.put_api(i)

@@ -15,7 +15,13 @@ class ConfigError(WebhookError, ValueError):
 
 class ReviewError(WebhookError, ValueError):
     """An AdmissionReview the webhook cannot read at all (not JSON, not an object); the message
-    names what was wrong. Reviews it can read but will not act on are answered, not raised."""
+    names what was wrong. Reviews it can read but will not act on are answered, not raised.
+    ``limit`` names the limit the review went over when that is why (``max_review_depth``,
+    ``max_review_uid``), else None."""
+
+    def __init__(self, message: str, *, limit: str | None = None) -> None:
+        super().__init__(message)
+        self.limit = limit
 
 
 class TLSFilesError(WebhookError, OSError):

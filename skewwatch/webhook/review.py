@@ -98,19 +98,26 @@ def read_review(body: bytes) -> dict[str, Any]:
     try:
         data = json.loads(text)
     except RecursionError:
-        raise ReviewError(f"request body: JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+        raise ReviewError(
+            f"request body: JSON nested deeper than {MAX_JSON_DEPTH} levels", limit="max_review_depth"
+        ) from None
     except json.JSONDecodeError as e:
         raise ReviewError(f"request body: not JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
     if not isinstance(data, dict):
         raise ReviewError("request body: expected a JSON object (an AdmissionReview)")
     if not _depth_ok(data, MAX_JSON_DEPTH):
-        raise ReviewError(f"request body: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        raise ReviewError(
+            f"request body: JSON nested deeper than {MAX_JSON_DEPTH} levels", limit="max_review_depth"
+        )
     request = data.get("request")
     if not isinstance(request, dict):
         raise ReviewError("AdmissionReview: no request object")
     uid = request.get("uid")
     if not isinstance(uid, str) or not uid or len(uid) > MAX_UID_CHARS:
-        raise ReviewError(f"AdmissionReview: request.uid must be a string of 1 … {MAX_UID_CHARS} characters")
+        raise ReviewError(
+            f"AdmissionReview: request.uid must be a string of 1 … {MAX_UID_CHARS} characters",
+            limit="max_review_uid" if isinstance(uid, str) and len(uid) > MAX_UID_CHARS else None,
+        )
     return data
 
 

@@ -44,7 +44,11 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
         await stop.wait()
     finally:
         await running.stop()
-        log.info("webhook stopped: %s", dict(running.handlers.counts))
+        log.info(
+            "webhook stopped: %s; over a limit: %s",
+            dict(running.handlers.counts),
+            dict(running.handlers.limits_exceeded),
+        )
 
 
 START_TIMEOUT_S = 30.0

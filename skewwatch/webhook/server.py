@@ -1,9 +1,10 @@
 """The webhook over HTTPS: ``POST /mutate`` (and ``/mutate/namespace-enabled``), ``GET /healthz``.
 
 The request body is read with a size cap (:data:`MAX_BODY_BYTES`, the API server's own limit on
-a request: larger is answered 413 before it is read) and a time limit (a client that stops
-sending is answered 408); a body that is no AdmissionReview is answered 400 with the reason;
-everything else gets an AdmissionReview that admits the pod (see :mod:`skewwatch.webhook.review`).
+a request: larger is answered 413 naming ``max_review_bytes`` before it is read) and a time
+limit (a client that stops sending is answered 408); a body that is no AdmissionReview is
+answered 400 with the reason; everything else gets an AdmissionReview that admits the pod
+(see :mod:`skewwatch.webhook.review`).
 
 TLS: :class:`ReloadingTLS` serves the certificate and key in two files and loads them again,
 without a restart, when either file's mtime, size or inode changes (cert-manager renews them in
@@ -11,6 +12,11 @@ place). The check is made as each new connection's handshake starts (a ``stat`` 
 at most once per :data:`RELOAD_CHECK_S`); a pair that does not load (a half-written renewal)
 keeps the previous one and is tried again at the next check. Keys and certificates are never
 logged.
+
+Limits: the webhook may run on its own, without the collector's telemetry, so it counts each
+review refused for a limit itself, in ``WebhookApp.limits_exceeded`` (by limit name:
+``max_review_bytes``, ``max_review_depth``, ``max_review_uid``; docs/collector-limits.md), logs
+each refusal naming the limit, and logs the counts when it stops.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from skewwatch.webhook.review import answer, read_review
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 3 * 1024 * 1024
+LIMIT_BODY = "max_review_bytes"
 BODY_TIMEOUT_S = 10.0
 RELOAD_CHECK_S = 1.0
 
@@ -111,6 +118,8 @@ class WebhookApp:
     config: WebhookConfig
     counts: Counter[str] = field(default_factory=Counter)
 
+    # Reviews refused for a limit, by the limit's name.
+    limits_exceeded: Counter[str] = field(default_factory=Counter)
     async def mutate(self, request: web.Request) -> web.Response:
         return await self._mutate(request, namespace_enabled=False)
 
@@ -120,7 +129,9 @@ class WebhookApp:
     async def _mutate(self, request: web.Request, namespace_enabled: bool) -> web.Response:
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
             return self._error(
-                413, f"request body: {request.content_length} bytes, more than {MAX_BODY_BYTES}"
+                413,
+                f"request body: {request.content_length} bytes, more than {MAX_BODY_BYTES} ({LIMIT_BODY})",
+                LIMIT_BODY,
             )
         try:
             async with asyncio.timeout(BODY_TIMEOUT_S):
@@ -128,11 +139,13 @@ class WebhookApp:
         except TimeoutError:
             return self._error(408, f"request body: not received within {BODY_TIMEOUT_S:g} s")
         if body is None:
-            return self._error(413, f"request body: more than {MAX_BODY_BYTES} bytes")
+            return self._error(
+                413, f"request body: more than {MAX_BODY_BYTES} bytes ({LIMIT_BODY})", LIMIT_BODY
+            )
         try:
             data = read_review(body)
         except ReviewError as e:
-            return self._error(400, str(e))
+            return self._error(400, str(e), e.limit)
         result = answer(data, self.config, namespace_enabled=namespace_enabled)
         self.counts[result.outcome] += 1
         request_data = data["request"]
@@ -147,9 +160,11 @@ class WebhookApp:
         )
         return web.json_response(result.review)
 
-    def _error(self, status: int, message: str) -> web.Response:
+    def _error(self, status: int, message: str, limit: str | None = None) -> web.Response:
         self.counts[f"http_{status}"] += 1
         log.warning("admission request refused (%d): %s", status, message)
+        if limit is not None:
+            self.limits_exceeded[limit] += 1
         response = web.json_response({"error": message}, status=status)
         if status in (408, 413):
             response.force_close()  # the rest of the body is never read: the connection ends

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 from agent.lifecycle import Carry, EngineState, EngineStatus, Event, Lifecycle
+from agent.outbox import Outbox
 from agent.settings import AgentSettings
 from agent.snapshot import assemble_snapshot, run_sources
 from agent.sources.base import AgentPaths, CollectContext, ProcessInfo, Source
@@ -126,7 +127,12 @@ class Agent:
     async def run(self) -> None:
         """Collect forever and stream to the collector; returns only when cancelled."""
         assert self.settings.collector is not None
-        latest = LatestSnapshot()
+        # What the collector has not acknowledged (every configuration change, events,
+        # observations), bounded; on disk with --outbox-file (docs/security-delivery.md).
+        outbox = Outbox(
+            self.settings.outbox_max_messages, self.settings.outbox_max_bytes, self.settings.outbox_file
+        )
+        latest = LatestSnapshot(outbox)
         stream = AgentStream(self.settings.collector, self.identity, latest, self.settings.interval_s)
 
         last: dict[str, object] = {}

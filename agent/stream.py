@@ -6,6 +6,16 @@ opens one bidirectional stream: Hello, then the latest full Snapshot, then per c
 when the fingerprint changed, else a Heartbeat; Observations when there are any. On Resync it
 sends the full snapshot again. Reconnects use exponential backoff with full jitter.
 
+Nothing acknowledged is lost, nothing changed is skipped (docs/security-delivery.md): every
+configuration change (each new fingerprint, not only the latest), event and observation window
+goes into the ``Outbox`` (agent.outbox) when it is published, with its sequence number and
+collection time, whether or not a collector is connected. After each Hello the sender resends the
+outbox in sequence order before anything new, and an ack removes what it covers. The first Hello
+of an agent run carries sequence 1 until the collector acknowledged it, and nothing else is sent
+before that ack: sequence 1 tells the collector a new run begins (a restarted agent without an
+outbox file), a higher one that the run goes on and its replays below it are to be deduplicated
+against what the collector already committed.
+
 The backoff is reset only once the collector acknowledged a snapshot or heartbeat of the stream:
 the Hello's ack alone says the collector is up, not that it takes what this agent sends. A
 stream the collector rejects (``INVALID_ARGUMENT``, ``RESOURCE_EXHAUSTED``: a message it refuses)
@@ -24,12 +34,12 @@ import random
 import re
 import time
 import uuid
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
 
 from agent.lifecycle import EngineState, EngineStatus, Event
+from agent.outbox import SNAPSHOT, Outbox
 from proto.skewwatch.v1 import skewwatch_pb2 as pb
 from proto.skewwatch.v1 import skewwatch_pb2_grpc as pb_grpc
 from skewwatch import PROTOCOL_VERSION
@@ -99,28 +109,46 @@ class Backoff:
 
 class LatestSnapshot:
     """The newest published configuration and engine state, with a version counter so the
-    sender can wait for something newer, and the events not yet sent (bounded)."""
+    sender can wait for something newer; what must reach the collector goes into ``outbox``.
 
-    MAX_EVENTS = 100
+    Each publication puts its events, its snapshot when the fingerprint changed (every change,
+    whether or not a collector is connected) and its observations (while the engine runs) into
+    the outbox, in that order, each with the next sequence number.
+    """
 
-    def __init__(self) -> None:
+    def __init__(self, outbox: Outbox | None = None) -> None:
         self.snapshot: Snapshot | None = None
         self.status: EngineStatus | None = None
-        self.events: deque[Event] = deque(maxlen=self.MAX_EVENTS)
+        self.outbox = outbox if outbox is not None else Outbox()
+        # The window of observations (the collection interval; the stream sets it).
+        self.window_s = 0.0
         self.version = 0
         self._changed = asyncio.Condition()
+        # The configuration last put in the outbox (a restored outbox's newest snapshot).
+        self._fingerprint = self.outbox.newest_fingerprint
 
     async def publish(
         self, snapshot: Snapshot | None, status: EngineStatus | None = None, events: Sequence[Event] = ()
     ) -> None:
         async with self._changed:
-            if snapshot is not None:
-                self.snapshot = snapshot
             if status is not None:
                 self.status = status
-            self.events.extend(events)
+            for event in events:
+                self.outbox.add(pb.AgentMessage(event=event_to_proto(event)), event.at)
+            if snapshot is not None:
+                self.snapshot = snapshot
+                at = snapshot.collected_at
+                if snapshot.fingerprint.overall != self._fingerprint:
+                    self.outbox.add(pb.AgentMessage(snapshot=snapshot_to_proto(snapshot)), at)
+                    self._fingerprint = snapshot.fingerprint.overall
+                if snapshot.observations and self._running():
+                    window = observations_to_proto(snapshot.observations, at, self.window_s)
+                    self.outbox.add(pb.AgentMessage(observations=window), at)
             self.version += 1
             self._changed.notify_all()
+
+    def _running(self) -> bool:
+        return self.status is None or self.status.state is EngineState.RUNNING
 
     async def wait_newer(self, seen_version: int) -> tuple[Snapshot | None, int]:
         async with self._changed:
@@ -144,12 +172,16 @@ class AgentStream:
         self.identity_of = identity
         self.identity = identity(None)
         self.latest = latest
+        self.outbox = latest.outbox
+        if not latest.window_s:
+            latest.window_s = interval_s
         self.interval_s = interval_s
         self.backoff = Backoff(cap_s=max(5.0, min(60.0, interval_s * 4)))
         self.rejected_backoff = Backoff(REJECTED_BASE_S, REJECTED_CAP_S, floor=0.5)
         self._rng = random.Random()  # noqa: S311 - jitter, not crypto
-        self.sequence = 0
         self.acked = 0
+        self._hello_sequence = 0  # the current stream's Hello: its ack removes nothing
+        self._hello_acked = asyncio.Event()
         self.connected = asyncio.Event()
         # The first snapshot or heartbeat of the current stream: its ack resets the backoff.
         self._first_data_sequence: int | None = None
@@ -158,13 +190,19 @@ class AgentStream:
         self._failures: set[str] = set()
         self.reconnects = 0
 
+    @property
+    def sequence(self) -> int:
+        """The last sequence number used (the outbox draws them)."""
+        return self.outbox.sequence
+
     def _next(self) -> int:
-        self.sequence += 1
-        return self.sequence
+        return self.outbox.next_sequence()
 
     def _hello(self) -> pb.AgentMessage:
+        # A run's first Hello is sequence 1 until acknowledged: the collector starts a new run.
+        sequence = FIRST_HELLO_SEQUENCE if not self.outbox.hello_acked else self._next()
         return pb.AgentMessage(
-            sequence=self._next(), hello=hello_to_proto(self.identity, PROTOCOL_VERSION, INSTANCE_ID)
+            sequence=sequence, hello=hello_to_proto(self.identity, PROTOCOL_VERSION, INSTANCE_ID)
         )
 
     async def run_forever(self) -> None:
@@ -251,6 +289,12 @@ class AgentStream:
             body = msg.WhichOneof("body")
             if body == "ack":
                 self.acked = max(self.acked, msg.ack.sequence)
+                if msg.ack.sequence == self._hello_sequence:
+                    # The Hello's ack covers the Hello only: the replays after it have lower numbers.
+                    self.outbox.ack_hello()
+                    self._hello_acked.set()
+                else:
+                    self.outbox.ack(msg.ack.sequence)
                 first = self._first_data_sequence
                 if first is not None and msg.ack.sequence >= first:
                     self._data_acked()  # the Hello's ack alone resets nothing
@@ -265,9 +309,17 @@ class AgentStream:
         reader: asyncio.Task[None],
     ) -> None:
         self._first_data_sequence = None
-        await call.write(self._hello())
+        outbox = self.outbox
+        hello = self._hello()
+        self._hello_sequence = hello.sequence
+        self._hello_acked.clear()
+        await call.write(hello)
+        if hello.sequence == FIRST_HELLO_SEQUENCE:
+            await self._hello_taken(reader)
+        sent = 0  # the highest outbox sequence written on this stream
         sent_fingerprint: str | None = None
         seen_version = 0
+        full = True  # a full snapshot is due: the stream's first, or the collector asked
         while True:
             snapshot_task = asyncio.ensure_future(self.latest.wait_newer(seen_version))
             resync_task = asyncio.ensure_future(resync.wait())
@@ -282,44 +334,50 @@ class AgentStream:
                 raise ConnectionError("collector closed the stream")
             if resync_task in done:
                 resync.clear()
-                sent_fingerprint = None
+                full = True
             if snapshot_task in done:
                 _, seen_version = snapshot_task.result()
             snapshot = self.latest.snapshot
             if self.identity_of(snapshot) != self.identity:
                 log.info("the pod's identity changed (%s); saying hello again", self.identity_of(snapshot))
                 raise IdentityChanged
-            while self.latest.events:
-                await call.write(
-                    pb.AgentMessage(sequence=self._next(), event=event_to_proto(self.latest.events[0]))
-                )
-                self.latest.events.popleft()
-            if snapshot is not None and snapshot.fingerprint.overall != sent_fingerprint:
+            outbox.report_drops()
+            sent_snapshot = False
+            # Everything not acknowledged, in sequence order: replays first, then what is new.
+            for entry in outbox.pending(sent):
+                if entry.kind == SNAPSHOT:
+                    self._sent_data(entry.sequence)
+                    sent_snapshot = True
+                    sent_fingerprint = entry.fingerprint
+                await call.write(entry.message())
+                sent = max(sent, entry.sequence)
+            if full and snapshot is not None and not sent_snapshot:
+                # The collector has this configuration (it acked it), or asked for it again: a copy,
+                # not kept, since an acknowledged one exists.
                 message = pb.AgentMessage(sequence=self._next(), snapshot=snapshot_to_proto(snapshot))
                 self._sent_data(message.sequence)
                 await call.write(message)
                 sent_fingerprint = snapshot.fingerprint.overall
-            elif snapshot_task in done:
+            elif snapshot_task in done and not sent_snapshot:
                 message = pb.AgentMessage(sequence=self._next(), heartbeat=self._heartbeat(sent_fingerprint))
                 self._sent_data(message.sequence)
                 await call.write(message)
-            if snapshot_task in done and snapshot is not None and snapshot.observations and self._running():
-                await call.write(
-                    pb.AgentMessage(
-                        sequence=self._next(),
-                        observations=observations_to_proto(
-                            snapshot.observations, snapshot.collected_at, self.interval_s
-                        ),
-                    )
-                )
+            full = False
+
+    async def _hello_taken(self, reader: asyncio.Task[None]) -> None:
+        """Wait for the ack of a run's first Hello. Nothing of a new run is stored before the agent
+        knows the collector took that Hello: a Hello 1 sent again would make the collector start
+        the run over and store its messages twice."""
+        acked = asyncio.ensure_future(self._hello_acked.wait())
+        await asyncio.wait({acked, reader}, return_when=asyncio.FIRST_COMPLETED)
+        if not acked.done():
+            acked.cancel()
+            reader.result()
+            raise ConnectionError("collector closed the stream before acknowledging the Hello")
 
     def _sent_data(self, sequence: int) -> None:
         if self._first_data_sequence is None:
             self._first_data_sequence = sequence
-
-    def _running(self) -> bool:
-        status = self.latest.status
-        return status is None or status.state is EngineState.RUNNING
 
     def _heartbeat(self, fingerprint: str | None) -> pb.Heartbeat:
         hb = pb.Heartbeat(at=timestamp(time.time()), overall_fingerprint=fingerprint or "")
@@ -331,6 +389,7 @@ class AgentStream:
         return hb
 
 
+FIRST_HELLO_SEQUENCE = 1  # a run's first Hello, until acknowledged (the outbox starts above it)
 _ENGINE_STATE_TO_PB = {
     EngineState.RUNNING: pb.ENGINE_STATE_RUNNING,
     EngineState.NOT_RUNNING: pb.ENGINE_STATE_NOT_RUNNING,

@@ -315,12 +315,13 @@ SCHEMAS: dict[str, Any] = {
             },
             "events": {
                 "type": "array",
-                "description": "Engine events (restarts), newest first: not configurations, no history row",
+                "description": "Engine events (restarts) and the agent's outbox drops (outbox_dropped: "
+                "messages the collector never received), newest first: not configurations, no history row",
                 "items": _obj(
                     {
                         "id": _INT,
                         "at": _TS,
-                        "kind": {"type": "string", "enum": ["restart"]},
+                        "kind": {"type": "string", "enum": ["restart", "outbox_dropped"]},
                         "old_pid": _INT,
                         "new_pid": _INT,
                         "old_start_time": _NULLABLE_TS,

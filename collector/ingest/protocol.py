@@ -7,6 +7,17 @@ validation failure raises ``IngestError`` naming the field; the server turns tha
 INVALID_ARGUMENT. Store failures surface as ``StoreError`` and nothing is acknowledged. With a
 ``StreamRegistry`` the Hello also claims the pod for this stream (``collector.ingest.registry``):
 a second live agent instance is refused with ``IdentityConflict`` before anything is stored.
+
+Sequences and replays (docs/contracts.md "Wire", docs/security-delivery.md): an agent resends
+what was never acknowledged, in order, after a Hello, with the numbers those messages had; they
+are lower than the Hello's own. The Hello decides from which number on this stream's messages are
+new (``Session.last_sequence``, the floor): a Hello with sequence 1, one not above what the store
+committed for the pod, or one for a pod not stored yet starts a new run of sequences, floor 0
+(every message is new); any other Hello continues the run, and the floor is the pod's committed
+``last_sequence``: a replay at or below it was committed before (its ack was lost) and is
+acknowledged without being stored again, one above it is stored. The Hello stores the floor as
+the pod's ``last_sequence``, never its own number, so a collector killed right after the Hello
+still knows, at the next one, what the run had committed. Within a stream sequences only grow.
 """
 
 from __future__ import annotations
@@ -66,8 +77,7 @@ def decode_message(raw: bytes, max_bytes: int) -> pb.AgentMessage:
     """Parse one raw AgentMessage; raise IngestError when too large or malformed."""
     if len(raw) > max_bytes:
         raise IngestError(
-            f"agent_message: {len(raw)} bytes, over the collector's limit of {max_bytes} (max_message_bytes)",
-            limit="max_message_bytes",
+            f"agent_message: {len(raw)} bytes, over the collector's limit of {max_bytes} (max_message_bytes)"
         )
     try:
         msg = pb.AgentMessage.FromString(raw)
@@ -96,9 +106,7 @@ def _text(value: str, where: str, *, required: bool = False) -> str:
     if required and not value:
         raise IngestError(f"{where}: required")
     if len(value) > MAX_IDENTITY_TEXT:
-        raise IngestError(
-            f"{where}: {len(value)} characters, over {MAX_IDENTITY_TEXT}", limit="max_identity_text"
-        )
+        raise IngestError(f"{where}: {len(value)} characters, over {MAX_IDENTITY_TEXT}")
     if _CONTROL_RE.search(value):
         raise IngestError(f"{where}: contains control characters")
     return value
@@ -134,6 +142,7 @@ class SessionStats:
     observations: int = 0
     replays: int = 0
     events: int = 0
+    floor: int = 0  # the committed sequence a continuing run's replays are deduplicated against
 
 
 _ENGINE_STATES = {
@@ -141,7 +150,9 @@ _ENGINE_STATES = {
     pb.ENGINE_STATE_NOT_RUNNING: "not_running",
     pb.ENGINE_STATE_STARTING: "starting",
 }
-EVENT_KINDS = frozenset({"restart"})
+# "outbox_dropped": the agent's outbox dropped messages the collector never received (agent.outbox).
+EVENT_KINDS = frozenset({"restart", "outbox_dropped"})
+FIRST_HELLO_SEQUENCE = 1  # the first Hello of an agent run (a restarted agent without an outbox file)
 MAX_PID = 2**31
 
 
@@ -240,14 +251,15 @@ class Session:
             if self.registry is not None:
                 claim = self.registry.claim(identity, instance_id, self.peer, self.clock())
             try:
-                await self.recorder.hello(identity, seq, self.clock())
+                floor = await self._floor(identity, seq)
+                await self.recorder.hello(identity, floor, self.clock())
             except BaseException:
                 if claim is not None and self.registry is not None:
                     self.registry.release(claim)
                 raise
             self.claim = claim
             self.identity = identity
-            self.last_sequence = seq
+            self.last_sequence = floor
             log.info("agent %r streaming for %s/%s", identity.agent_id, identity.namespace, identity.pod)
             return ack(seq)
         if body == "hello":
@@ -270,8 +282,25 @@ class Session:
         if claim is not None and self.registry is not None:
             self.registry.release(claim)
 
+    async def _floor(self, identity: PodIdentity, hello_sequence: int) -> int:
+        """The sequence at or below which this stream's messages were committed before (see the
+        module docstring): 0 for a new run, else the pod's committed last_sequence."""
+        if hello_sequence == FIRST_HELLO_SEQUENCE:
+            return 0
+        get_pod = getattr(self.recorder.store, "get_pod", None)
+        if get_pod is None:  # a store that cannot say: every message is new, as before
+            return 0
+        record = await get_pod(identity.key)
+        committed = int(record.last_sequence) if record is not None else 0
+        if committed >= hello_sequence:
+            # Not a continuation of what was stored (another sequence run): store everything.
+            return 0
+        if committed:
+            self.stats.floor = committed
+        return committed
+
     def _replayed(self, seq: int) -> bool:
-        # Within one stream sequences only grow; a repeat is a retransmission we already
+        # Within one stream sequences only grow; at or below the floor is a retransmission already
         # committed, so it is acknowledged again without being stored twice.
         if seq <= self.last_sequence:
             self.stats.replays += 1
@@ -286,7 +315,7 @@ class Session:
             else:
                 snap = snapshot_from_proto(msg.snapshot, self.fact_cache)
         except WireError as e:
-            raise IngestError(str(e), limit=e.limit) from e
+            raise IngestError(str(e)) from e
         if self._replayed(msg.sequence):
             return ack(msg.sequence)
         result = await self.recorder.record_snapshot(
@@ -358,7 +387,7 @@ class Session:
         try:
             items = observations_from_proto(o)
         except WireError as e:
-            raise IngestError(str(e), limit=e.limit) from e
+            raise IngestError(str(e)) from e
         if not (o.window_seconds >= 0 and o.window_seconds < float("inf")):
             raise IngestError(f"observations.window_seconds: {o.window_seconds!r} must be finite and >= 0")
         if self._replayed(msg.sequence):

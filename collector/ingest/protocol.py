@@ -77,7 +77,8 @@ def decode_message(raw: bytes, max_bytes: int) -> pb.AgentMessage:
     """Parse one raw AgentMessage; raise IngestError when too large or malformed."""
     if len(raw) > max_bytes:
         raise IngestError(
-            f"agent_message: {len(raw)} bytes, over the collector's limit of {max_bytes} (max_message_bytes)"
+            f"agent_message: {len(raw)} bytes, over the collector's limit of {max_bytes} (max_message_bytes)",
+            limit="max_message_bytes",
         )
     try:
         msg = pb.AgentMessage.FromString(raw)
@@ -106,7 +107,9 @@ def _text(value: str, where: str, *, required: bool = False) -> str:
     if required and not value:
         raise IngestError(f"{where}: required")
     if len(value) > MAX_IDENTITY_TEXT:
-        raise IngestError(f"{where}: {len(value)} characters, over {MAX_IDENTITY_TEXT}")
+        raise IngestError(
+            f"{where}: {len(value)} characters, over {MAX_IDENTITY_TEXT}", limit="max_identity_text"
+        )
     if _CONTROL_RE.search(value):
         raise IngestError(f"{where}: contains control characters")
     return value
@@ -315,7 +318,7 @@ class Session:
             else:
                 snap = snapshot_from_proto(msg.snapshot, self.fact_cache)
         except WireError as e:
-            raise IngestError(str(e)) from e
+            raise IngestError(str(e), limit=e.limit) from e
         if self._replayed(msg.sequence):
             return ack(msg.sequence)
         result = await self.recorder.record_snapshot(
@@ -387,7 +390,7 @@ class Session:
         try:
             items = observations_from_proto(o)
         except WireError as e:
-            raise IngestError(str(e)) from e
+            raise IngestError(str(e), limit=e.limit) from e
         if not (o.window_seconds >= 0 and o.window_seconds < float("inf")):
             raise IngestError(f"observations.window_seconds: {o.window_seconds!r} must be finite and >= 0")
         if self._replayed(msg.sequence):

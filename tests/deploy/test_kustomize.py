@@ -11,6 +11,7 @@ import argparse
 import base64
 import json
 import re
+import secrets
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -22,10 +23,18 @@ import pytest
 import yaml
 from celpy.adapter import json_to_cel
 
+from agent.cli import settings_from_args as agent_settings
+from agent.errors import SettingsError as AgentSettingsError
+from collector.api.auth import role_label_ok
 from collector.cli import collector_settings
+from collector.errors import SettingsError
+from collector.ingest.auth import agent_token_label
+from collector.tokens import parse as parse_tokens
 from skewwatch.cli import build_parser
+from skewwatch.core.containers import k8s_expand
 from skewwatch.webhook.command import register as register_webhook
 from skewwatch.webhook.config import parse_config
+from skewwatch.webhook.inject import CREDENTIALS_PATH, agent_container, find_inference_container
 from skewwatch.webhook.server import make_app
 from tests.deploy.kustomize import (
     DEPLOY,
@@ -39,6 +48,7 @@ from tests.deploy.kustomize import (
     render,
     validation_errors,
 )
+from tests.webhook.support import vllm_pod
 
 NAMESPACE = "skewwatch"
 SCRIPT = DEPLOY / "scripts" / "bootstrap-tls.sh"
@@ -52,6 +62,17 @@ INJECTOR_DNS = {
     "skewwatch-injector.skewwatch.svc",
     "skewwatch-injector.skewwatch.svc.cluster.local",
 }
+COLLECTOR_DNS = {
+    "skewwatch-collector",
+    "skewwatch-collector.skewwatch",
+    "skewwatch-collector.skewwatch.svc",
+    "skewwatch-collector.skewwatch.svc.cluster.local",
+}
+# The Secrets the collector mounts: gRPC serving certificate, agent tokens, API tokens.
+COLLECTOR_TLS = "skewwatch-collector-tls"
+AGENT_TOKENS = "skewwatch-agent-tokens"
+API_TOKENS = "skewwatch-api-tokens"
+TOKENS_EXAMPLE = DEPLOY / "base" / "collector-tokens.example.yaml"
 # Every rule the rendered manifests may grant, by role: deploy/README.md's RBAC table.
 RBAC: dict[str, set[tuple[str, str, str]]] = {
     "ClusterRole/skewwatch-collector": {
@@ -72,12 +93,18 @@ RBAC: dict[str, set[tuple[str, str, str]]] = {
 
 @pytest.fixture(scope="module")
 def tls_deploy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of deploy/ whose self-signed overlay has the files bootstrap-tls.sh writes."""
+    """A copy of deploy/ whose self-signed overlay has the files bootstrap-tls.sh writes, and whose
+    agent-namespace overlay has its credentials/ (the script's CA, a fresh token), as the
+    documented commands write them."""
     root = tmp_path_factory.mktemp("deploy") / "deploy"
-    shutil.copytree(DEPLOY, root, ignore=shutil.ignore_patterns("tls"))
+    shutil.copytree(DEPLOY, root, ignore=shutil.ignore_patterns("tls", "credentials"))
     subprocess.run(
         ["bash", str(root / "scripts" / "bootstrap-tls.sh")], check=True, capture_output=True, timeout=60
     )
+    credentials = root / "overlays" / "agent-namespace" / "credentials"
+    credentials.mkdir()
+    shutil.copy(root / "overlays" / "self-signed" / "tls" / "ca.crt", credentials / "ca.crt")
+    (credentials / "token").write_text(secrets.token_hex(32) + "\n")
     return root
 
 
@@ -88,7 +115,7 @@ def rendered(tls_deploy: Path) -> dict[str, list[Obj]]:
         "cert-manager": render(DEPLOY / "overlays" / "cert-manager"),
         "self-signed": render(tls_deploy / "overlays" / "self-signed"),
         "postgresql": render(DEPLOY / "overlays" / "postgresql"),
-        "agent-namespace": render(DEPLOY / "overlays" / "agent-namespace"),
+        "agent-namespace": render(tls_deploy / "overlays" / "agent-namespace"),
     }
 
 
@@ -280,14 +307,33 @@ def test_bootstrap_tls_writes_a_serving_certificate_for_the_injector_service(tmp
     assert (out / "tls.key").stat().st_mode & 0o077 == 0
 
 
+def test_bootstrap_tls_writes_a_serving_certificate_for_the_collector_service(tmp_path: Path) -> None:
+    out = tmp_path / "tls"
+    subprocess.run(["bash", str(SCRIPT), str(out)], check=True, capture_output=True, timeout=60)
+    sans = openssl("x509", "-noout", "-ext", "subjectAltName", "-in", str(out / "collector.crt"))
+    assert {s.strip().removeprefix("DNS:") for s in sans.splitlines()[1].split(",")} == COLLECTOR_DNS
+    assert "TLS Web Server Authentication" in openssl(
+        "x509", "-noout", "-ext", "extendedKeyUsage", "-in", str(out / "collector.crt")
+    )
+    assert "OK" in openssl("verify", "-CAfile", str(out / "ca.crt"), str(out / "collector.crt"))
+    assert (out / "collector.key").stat().st_mode & 0o077 == 0
+    # The key belongs to the certificate.
+    assert openssl("pkey", "-pubout", "-in", str(out / "collector.key")) == openssl(
+        "x509", "-noout", "-pubkey", "-in", str(out / "collector.crt")
+    )
+
+
 def test_bootstrap_tls_keeps_its_ca_and_renews_the_serving_certificate(tmp_path: Path) -> None:
     out = tmp_path / "tls"
     subprocess.run(["bash", str(SCRIPT), str(out)], check=True, capture_output=True, timeout=60)
     ca, cert = (out / "ca.crt").read_bytes(), (out / "tls.crt").read_bytes()
+    collector_cert = (out / "collector.crt").read_bytes()
     subprocess.run(["bash", str(SCRIPT), str(out)], check=True, capture_output=True, timeout=60)
     assert (out / "ca.crt").read_bytes() == ca
     assert (out / "tls.crt").read_bytes() != cert
-    assert "OK" in openssl("verify", "-CAfile", str(out / "ca.crt"), str(out / "tls.crt"))
+    assert (out / "collector.crt").read_bytes() != collector_cert
+    for name in ("tls.crt", "collector.crt"):
+        assert "OK" in openssl("verify", "-CAfile", str(out / "ca.crt"), str(out / name))
 
 
 def test_self_signed_overlay_carries_the_scripts_ca_and_certificate(
@@ -303,8 +349,51 @@ def test_self_signed_overlay_carries_the_scripts_ca_and_certificate(
     assert base64.b64decode(secret["data"]["tls.key"]) == (tls / "tls.key").read_bytes()
 
 
+def test_self_signed_overlay_carries_the_collectors_certificate_and_the_ca(
+    rendered: dict[str, list[Obj]], tls_deploy: Path
+) -> None:
+    tls = tls_deploy / "overlays" / "self-signed" / "tls"
+    objs = rendered["self-signed"]
+    secret = one(objs, "Secret", COLLECTOR_TLS)
+    assert secret["type"] == "kubernetes.io/tls"
+    files = {"tls.crt": "collector.crt", "tls.key": "collector.key", "ca.crt": "ca.crt"}
+    assert {k: base64.b64decode(v) for k, v in secret["data"].items()} == {
+        k: (tls / f).read_bytes() for k, f in files.items()
+    }
+    sans = openssl("x509", "-noout", "-ext", "subjectAltName", "-in", str(tls / "collector.crt"))
+    names = {s.strip().removeprefix("DNS:") for s in sans.splitlines()[1].split(",")}
+    assert names == service_dns_names(objs, "skewwatch-collector")
+    assert COLLECTOR_TLS in secret_mounts(one(objs, "Deployment", "skewwatch-collector"))
+
+
 def test_the_self_signed_overlays_keys_are_git_ignored() -> None:
     assert (DEPLOY / "overlays" / "self-signed" / ".gitignore").read_text().splitlines()[-1] == "tls/"
+    ignore = (DEPLOY / "overlays" / "agent-namespace" / ".gitignore").read_text().splitlines()
+    assert "credentials/" in ignore
+
+
+def test_token_secret_examples_name_the_mounted_secrets_and_fail_closed(
+    rendered: dict[str, list[Obj]], tmp_path: Path
+) -> None:
+    examples = {d["metadata"]["name"]: d for d in yaml.safe_load_all(TOKENS_EXAMPLE.read_text()) if d}
+    assert set(examples) == {AGENT_TOKENS, API_TOKENS}
+    assert set(examples) <= set(
+        secret_mounts(one(rendered["cert-manager"], "Deployment", "skewwatch-collector"))
+    )
+    for name, label_ok in ((AGENT_TOKENS, agent_token_label), (API_TOKENS, role_label_ok)):
+        data = examples[name]["stringData"]
+        assert data and set(data.values()) == {"CHANGE-ME"}  # never a real token in the repository
+        assert all(label_ok(key.split(".", 1)[0]) for key in data), name
+        where = tmp_path / name
+        where.mkdir()
+        for key, value in data.items():
+            (where / key).write_text(value)
+        # A copy applied unchanged stops the collector at start instead of letting a known token in.
+        with pytest.raises(SettingsError, match="a token must be"):
+            parse_tokens(where, name, label_ok)
+    # Not applied by any install: `kubectl apply -k` must never overwrite the real tokens.
+    for install in ("base", *INSTALLS):
+        assert not [s for s in of_kind(rendered[install], "Secret") if s["metadata"]["name"] in examples]
 
 
 # --- RBAC ----------------------------------------------------------------------------------------
@@ -359,6 +448,49 @@ def test_agent_namespace_binds_the_pod_reads_in_its_namespace_only(rendered: dic
     assert parse_config(injector_config(rendered["base"])).collector_secret == secret["metadata"]["name"]
 
 
+def test_agent_namespace_gives_the_injected_agent_tls_and_its_token_as_files(
+    rendered: dict[str, list[Obj]], tls_deploy: Path, tmp_path: Path
+) -> None:
+    objs = rendered["agent-namespace"]
+    config = parse_config(injector_config(rendered["base"]))
+    credentials = one(objs, "Secret", config.credentials_secret)
+    files = {k: base64.b64decode(v) for k, v in credentials["data"].items()}
+    assert set(files) == {"ca.crt", "token"}
+    assert files["ca.crt"] == (tls_deploy / "overlays" / "self-signed" / "tls" / "ca.crt").read_bytes()
+    env = dict(one(objs, "Secret", config.collector_secret)["stringData"])
+    assert env["SKEWWATCH_TLS_CA"] == f"{CREDENTIALS_PATH}/ca.crt"
+    assert env["SKEWWATCH_TOKEN_FILE"] == f"{CREDENTIALS_PATH}/token"
+    token = files["token"].decode().strip()
+    assert all(token not in v for v in env.values())  # the token is a file, not a variable
+    # The sidecar the injector builds with this config, run through the agent's own settings, with
+    # its volumes made as the kubelet would: the agent speaks TLS and sends its token.
+    pod = vllm_pod({"skewwatch.io/inject": "true"})
+    agent = agent_container(pod, find_inference_container(pod), config).agent
+    paths = {m["mountPath"]: tmp_path / m["mountPath"].lstrip("/") for m in agent["volumeMounts"]}
+    paths[CREDENTIALS_PATH].mkdir(parents=True)
+    paths["/tmp"].mkdir(parents=True)
+    for key, data in files.items():
+        (paths[CREDENTIALS_PATH] / key).write_bytes(data)
+
+    def moved(value: str) -> str:
+        under = [m for m in paths if value.startswith(m.rstrip("/") + "/")]
+        return str(tmp_path) + value if under else value
+
+    env.update({e["name"]: e["value"] for e in agent["env"] if "value" in e})
+    env = {k: moved(v) for k, v in env.items()}
+    args = [k8s_expand(a, env) for a in agent["args"]]
+    settings = agent_settings(build_parser().parse_args([*agent["command"][1:], *args]), env)
+    assert settings.collector == "skewwatch-collector.skewwatch.svc:50051"
+    assert settings.tls and not settings.insecure
+    assert settings.tls_ca_file == paths[CREDENTIALS_PATH] / "ca.crt"
+    assert settings.token_file is not None and settings.token_file.read_text().strip() == token
+    assert settings.outbox_file is not None and paths["/tmp"] in settings.outbox_file.parents
+    # The Secret's collector is no loopback address: without the CA the agent refuses plaintext.
+    del env["SKEWWATCH_TLS_CA"]
+    with pytest.raises(AgentSettingsError, match="--insecure"):
+        agent_settings(build_parser().parse_args([*agent["command"][1:], *args]), env)
+
+
 def injector_config(objects: list[Obj]) -> str:
     volumes = one(objects, "Deployment", "skewwatch-injector")["spec"]["template"]["spec"]["volumes"]
     name = next(v["configMap"]["name"] for v in volumes if v["name"] == "config")
@@ -409,15 +541,56 @@ def collector(objects: list[Obj]) -> dict[str, Any]:
     return c
 
 
+def secret_mounts(deployment: Obj) -> dict[str, dict[str, Any]]:
+    """The collector container's mounts of Secret volumes, by Secret name."""
+    spec = deployment["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    return {
+        volumes[m["name"]]["secret"]["secretName"]: m
+        for m in spec["containers"][0]["volumeMounts"]
+        if "secret" in volumes[m["name"]]
+    }
+
+
+def mounted(deployment: Obj, root: Path, tls: Path | None = None) -> list[str]:
+    """The collector's args with each path under a Secret mount moved under ``root``, where the
+    mount is made the way the kubelet would: the serving certificate (``tls``: bootstrap-tls.sh's
+    files, else a fresh self-signed pair) and one token per Secret of tokens."""
+    for secret, mount in secret_mounts(deployment).items():
+        where = root / mount["mountPath"].lstrip("/")
+        where.mkdir(parents=True)
+        if secret == COLLECTOR_TLS:
+            if tls is not None:
+                for key, name in (
+                    ("tls.crt", "collector.crt"),
+                    ("tls.key", "collector.key"),
+                    ("ca.crt", "ca.crt"),
+                ):
+                    shutil.copy(tls / name, where / key)
+            else:
+                openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                        "-subj", "/CN=skewwatch-collector.skewwatch.svc", "-days", "1",
+                        "-keyout", str(where / "tls.key"), "-out", str(where / "tls.crt"))  # fmt: skip
+        else:
+            label = "llm" if secret == AGENT_TOKENS else "read"
+            (where / label).write_text(secrets.token_hex(32))
+    mounts = [m["mountPath"] for m in deployment["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]]
+    out = []
+    for arg in deployment["spec"]["template"]["spec"]["containers"][0]["args"]:
+        under = [m for m in mounts if arg == m or arg.startswith(m.rstrip("/") + "/")]
+        out.append(str(root) + arg if under else arg)
+    return out
+
+
 def test_collector_runs_the_documented_command_line_on_a_persistent_volume(
-    rendered: dict[str, list[Obj]],
+    rendered: dict[str, list[Obj]], tmp_path: Path
 ) -> None:
     objs = rendered["cert-manager"]
     deployment = one(objs, "Deployment", "skewwatch-collector")
     c = collector(objs)
     assert c["command"] == ["skewwatch"] and c["args"][0] == "collector"
     env = {e["name"]: e["value"] for e in c.get("env", []) if "value" in e}
-    settings = collector_settings(build_parser().parse_args(c["args"]), env)
+    settings = collector_settings(build_parser().parse_args(mounted(deployment, tmp_path)), env)
     assert (settings.grpc, settings.http, settings.store) == (
         "0.0.0.0:50051", "0.0.0.0:8080", "sqlite:////data/skewwatch.db"
     )  # fmt: skip
@@ -429,6 +602,74 @@ def test_collector_runs_the_documented_command_line_on_a_persistent_volume(
     volume = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == data["name"])
     one(objs, "PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"])
     assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
+
+
+@pytest.mark.parametrize("install", INSTALLS)
+def test_collector_serves_tls_and_takes_tokens_from_whole_secret_mounts(
+    rendered: dict[str, list[Obj]], install: str, tmp_path: Path, tls_deploy: Path
+) -> None:
+    deployment = one(rendered[install], "Deployment", "skewwatch-collector")
+    c = collector(rendered[install])
+    spec = deployment["spec"]["template"]["spec"]
+    # No subPath anywhere: a subPath mount is a copy the kubelet never updates, so a renewed
+    # certificate or a rotated token would not reach the collector.
+    assert all("subPath" not in m and "subPathExpr" not in m for m in c["volumeMounts"])
+    by_secret = secret_mounts(deployment)
+    assert set(by_secret) == {COLLECTOR_TLS, AGENT_TOKENS, API_TOKENS}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    for m in by_secret.values():
+        assert m["readOnly"] is True
+        secret = volumes[m["name"]]["secret"]
+        assert "items" not in secret and secret.get("optional") is not True  # every key; wait for it
+        assert secret["defaultMode"] & 0o077 == 0o040 and spec["securityContext"]["fsGroup"] == 65532
+    assert "--insecure" not in c["args"]
+    assert not any(e["name"] == "SKEWWATCH_INSECURE" for e in c.get("env", []))
+    tls = tls_deploy / "overlays" / "self-signed" / "tls" if install == "self-signed" else None
+    settings = collector_settings(build_parser().parse_args(mounted(deployment, tmp_path, tls)), {})
+    mount = {name: tmp_path / m["mountPath"].lstrip("/") for name, m in by_secret.items()}
+    assert settings.tls and not settings.insecure
+    assert (settings.tls_cert_file, settings.tls_key_file) == (
+        mount[COLLECTOR_TLS] / "tls.crt",
+        mount[COLLECTOR_TLS] / "tls.key",
+    )
+    assert (settings.agent_tokens, settings.api_tokens) == (mount[AGENT_TOKENS], mount[API_TOKENS])
+    # The directories are what the collector's token loaders read (one file per token).
+    assert settings.agent_tokens is not None and settings.api_tokens is not None
+    assert [t.label for t in parse_tokens(settings.agent_tokens, "--agent-tokens", agent_token_label)] == [
+        "llm"
+    ]
+    assert [t.label for t in parse_tokens(settings.api_tokens, "--api-tokens", role_label_ok)] == ["read"]
+    # Without the TLS flags the same command line is refused: the TLS is what makes it start.
+    args = mounted(deployment, tmp_path / "plain")
+    i = args.index("--grpc-tls-cert")
+    del args[i : i + 4]
+    assert "--grpc-tls-key" not in args
+    with pytest.raises(SettingsError, match="--insecure"):
+        collector_settings(build_parser().parse_args(args), {})
+
+
+def service_dns_names(objects: list[Obj], name: str) -> set[str]:
+    """The names a Service answers to in the cluster (cluster.local, the default domain)."""
+    service = one(objects, "Service", name)["metadata"]
+    svc, ns = service["name"], service["namespace"]
+    return {svc, f"{svc}.{ns}", f"{svc}.{ns}.svc", f"{svc}.{ns}.svc.cluster.local"}
+
+
+@pytest.mark.parametrize("install", ["cert-manager", "postgresql"])
+def test_cert_manager_issues_the_collectors_certificate_for_its_service_names(
+    rendered: dict[str, list[Obj]], install: str
+) -> None:
+    objs = rendered[install]
+    (cert,) = [c for c in of_kind(objs, "Certificate") if c["spec"]["secretName"] == COLLECTOR_TLS]
+    assert set(cert["spec"]["dnsNames"]) == COLLECTOR_DNS == service_dns_names(objs, "skewwatch-collector")
+    assert "server auth" in cert["spec"]["usages"]
+    assert cert["spec"]["privateKey"]["rotationPolicy"] == "Always"
+    injector = one(objs, "Certificate", "skewwatch-injector-tls")
+    # Signed by the same CA Issuer, whose Secret's ca.crt is what the agents are given.
+    assert cert["spec"]["issuerRef"] == injector["spec"]["issuerRef"]
+    issuer = one(objs, "Issuer", cert["spec"]["issuerRef"]["name"])
+    assert "ca" in issuer["spec"]
+    assert COLLECTOR_TLS in secret_mounts(one(objs, "Deployment", "skewwatch-collector"))
 
 
 def test_injector_runs_the_webhook_command_with_the_mounted_certificate(
@@ -458,7 +699,7 @@ def test_injector_runs_the_webhook_command_with_the_mounted_certificate(
 
 
 def test_postgresql_overlay_takes_the_store_from_a_secret_and_runs_replicas(
-    rendered: dict[str, list[Obj]],
+    rendered: dict[str, list[Obj]], tmp_path: Path
 ) -> None:
     objs = rendered["postgresql"]
     deployment = one(objs, "Deployment", "skewwatch-collector")
@@ -478,8 +719,9 @@ def test_postgresql_overlay_takes_the_store_from_a_secret_and_runs_replicas(
         "persistentVolumeClaim" not in v for v in deployment["spec"]["template"]["spec"].get("volumes", [])
     )
     assert all(m["mountPath"] != "/data" for m in c.get("volumeMounts", []))
-    settings = collector_settings(build_parser().parse_args(c["args"]), {})
+    settings = collector_settings(build_parser().parse_args(mounted(deployment, tmp_path)), {})
     assert (settings.grpc, settings.http) == ("0.0.0.0:50051", "0.0.0.0:8080")
+    assert settings.tls and settings.agent_tokens is not None and settings.api_tokens is not None
 
 
 @pytest.mark.parametrize("install", INSTALLS)

@@ -27,6 +27,10 @@ from pathlib import Path
 
 import pytest
 
+from collector.cli import collector_settings
+from collector.errors import SettingsError
+from skewwatch.cli import build_parser
+
 ROOT = Path(__file__).resolve().parents[2]
 AGENT = ROOT / "Dockerfile.agent"
 COLLECTOR = ROOT / "Dockerfile.collector"
@@ -206,6 +210,7 @@ def test_the_collector_defaults_listen_everywhere_and_store_on_the_volume() -> N
     assert cmd == [
         "--grpc",
         "0.0.0.0:50051",
+        "--insecure",
         "--http",
         "0.0.0.0:8080",
         "--store",
@@ -214,6 +219,21 @@ def test_the_collector_defaults_listen_everywhere_and_store_on_the_volume() -> N
     assert exec_form(final.all("VOLUME")[-1].args) == ["/data"]
     check = final.all("HEALTHCHECK")[-1].args
     assert "http://127.0.0.1:8080/healthz" in check and "urllib.request" in check
+
+
+def test_the_collector_default_command_starts_and_says_insecure_out_loud() -> None:
+    """The image's ENTRYPOINT + CMD pass the collector's own settings check (plaintext gRPC off
+    loopback is refused without --insecure), and only because --insecure is there."""
+    final = stages(COLLECTOR.read_text())[-1]
+    entry = exec_form(final.all("ENTRYPOINT")[-1].args)
+    cmd = exec_form(final.all("CMD")[-1].args)
+    assert entry is not None and cmd is not None and entry[0] == "skewwatch"
+    settings = collector_settings(build_parser().parse_args([*entry[1:], *cmd]), {})
+    assert settings.insecure and not settings.tls and settings.grpc == "0.0.0.0:50051"
+    without = [a for a in cmd if a != "--insecure"]
+    with pytest.raises(SettingsError, match="--insecure"):
+        collector_settings(build_parser().parse_args([*entry[1:], *without]), {})
+    assert "for a quick local run" in COLLECTOR.read_text() and "deploy/ runs TLS" in COLLECTOR.read_text()
 
 
 def _broken(text: str, old: str, new: str) -> str:

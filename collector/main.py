@@ -26,6 +26,7 @@ from collector.cluster.kube import SERVICE_ACCOUNT
 from collector.domain.records import Retention
 from collector.drift.engine import Debounce
 from collector.errors import CollectorError
+from collector.ingest.auth import ServerCredentialFiles, agent_auth
 from collector.ingest.registry import StreamLimits
 from collector.ingest.server import IngestService, StreamTimeouts
 from collector.intent.directory import IntentRegistry
@@ -197,6 +198,10 @@ class Collector:
 
     async def _start_grpc(self, s: CollectorSettings) -> int:
         assert self._store is not None
+        # Certificates and tokens are read now: a bad file is a start error naming its flag.
+        tls = None
+        if s.tls_cert_file is not None and s.tls_key_file is not None:
+            tls = ServerCredentialFiles(s.tls_cert_file, s.tls_key_file, s.tls_client_ca_file)
         self.ingest = IngestService(
             Recorder(
                 self._store,
@@ -218,6 +223,7 @@ class Collector:
             timeouts=StreamTimeouts(
                 hello_s=s.hello_timeout_s, first_report_s=s.first_report_timeout_s, idle_s=s.idle_timeout_s
             ),
+            auth=agent_auth(s.agent_tokens, s.tls_client_ca_file),
         )
         # No ``maximum_concurrent_rpcs``: IngestService admits streams itself (overall and per
         # client address), refusing with RESOURCE_EXHAUSTED and a retry hint (gRPC's own limiter
@@ -244,7 +250,11 @@ class Collector:
         self._grpc = server
         host, port_wanted = split_hostport(s.grpc, "--grpc")
         try:
-            port = server.add_insecure_port(s.grpc)
+            if tls is not None:
+                # Reloaded on change: gRPC asks ServerCredentialFiles before every new handshake.
+                port = server.add_secure_port(s.grpc, tls.credentials())
+            else:
+                port = server.add_insecure_port(s.grpc)
         except RuntimeError as e:
             if address_in_use(host, port_wanted):
                 raise AddressInUseError("--grpc", s.grpc) from e
@@ -254,6 +264,20 @@ class Collector:
                 raise AddressInUseError("--grpc", s.grpc)
             raise CollectorError(f"--grpc: cannot listen on {s.grpc}")
         await server.start()
+        if tls is None:
+            log.warning(
+                "gRPC ingest on %s is plaintext: agents' snapshots%s cross the network unencrypted "
+                "(give --grpc-tls-cert and --grpc-tls-key)",
+                s.grpc,
+                " and bearer tokens" if s.agent_tokens is not None else "",
+            )
+        else:
+            log.info(
+                "gRPC ingest is TLS (%s)%s%s",
+                s.tls_cert_file,
+                ", client certificates required" if s.tls_client_ca_file is not None else "",
+                ", agent tokens required" if s.agent_tokens is not None else "",
+            )
         return port
 
     async def _start_http(self, host: str, port: int) -> int:

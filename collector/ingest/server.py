@@ -12,6 +12,9 @@ RESOURCE_EXHAUSTED with a retry hint when the collector sheds a write because to
 the store (``collector.service.recording``: group commit's ``max_pending``); ALREADY_EXISTS
 when another live agent instance streams for the pod the Hello names (``registry``: the message
 names the pod and the holder); ABORTED for an old stream whose own agent instance reconnected.
+With agent authentication (``collector.ingest.auth``): UNAUTHENTICATED for a missing, unknown or
+revoked bearer token, PERMISSION_DENIED for a Hello naming a pod its token or client certificate
+does not cover.
 
 Limits (docs/collector-limits.md): a stream over ``max_streams`` or over the per-client-address
 limit is refused with RESOURCE_EXHAUSTED, its details ending "retry after N s" and the same N in
@@ -28,6 +31,7 @@ used: its refusals carry no retry hint and know nothing of client addresses.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -37,17 +41,20 @@ from typing import Any
 import grpc
 
 from collector.errors import IngestError, StoreError, WriteShedError
-from collector.ingest.protocol import Session
+from collector.ingest.auth import AgentAuth, AuthRefused, Principal
+from collector.ingest.protocol import Session, decode_message, identity_of
 from collector.ingest.registry import (
     CUT_FIRST_REPORT,
     CUT_HELLO,
     CUT_IDLE,
     IdentityConflict,
+    Slot,
     StreamLimits,
     StreamRefused,
     StreamRegistry,
 )
 from collector.service.recording import Recorder
+from proto.skewwatch.v1 import skewwatch_pb2 as pb
 from skewwatch.wire import FactCache
 
 log = logging.getLogger(__name__)
@@ -60,6 +67,8 @@ RETRY_AFTER_METADATA = "retry-after-seconds"
 REFUSE_WAIT_S = 2.0
 # Refusal log lines at most this often (a flood of refusals is counted, not logged one by one).
 REFUSAL_LOG_INTERVAL_S = 10.0
+# Streams refused for their credentials that wait for their first message, at most (no limits set).
+AUTH_REFUSE_WAITS = 64
 
 
 @dataclass(frozen=True)
@@ -83,8 +92,11 @@ class IngestService:
         clock: Callable[[], float] = time.time,
         limits: StreamLimits | None = None,
         timeouts: StreamTimeouts | None = None,
+        auth: AgentAuth | None = None,
     ) -> None:
         self.recorder = recorder
+        self.auth = auth  # tokens / client-certificate identity (collector.ingest.auth); None: open
+        self._auth_refusing = 0
         self.max_message_bytes = max_message_bytes
         self.clock = clock
         self.registry = StreamRegistry(limits)
@@ -108,10 +120,8 @@ class IngestService:
     ) -> AsyncIterator[bytes]:
         peer = context.peer()
         messages = aiter(requests)
-        try:
-            slot = self.registry.admit(peer)
-        except StreamRefused as e:
-            await self._refuse(messages, context, peer, e)
+        admission = await self._admit(messages, context, peer)
+        if admission is None:
             return
         session = Session(
             self.recorder,
@@ -142,7 +152,9 @@ class IngestService:
                     await context.abort(grpc.StatusCode.ABORTED, raw.reason)
                 began = loop.time()
                 try:
-                    reply = await session.handle(raw)
+                    reply = await self._handle(session, admission, raw)
+                except AuthRefused as e:
+                    await self._refuse_auth(None, context, peer, e, admission.principal)
                 except IdentityConflict as e:
                     await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(e))
                 except IngestError as e:
@@ -167,8 +179,66 @@ class IngestService:
                     yield reply.SerializeToString()
         finally:
             session.close()
-            self.registry.leave(slot)
+            self.registry.leave(admission.slot)
             log.info("stream from %s (%s) ended: %s", peer, _who(session), session.stats)
+
+    async def _admit(
+        self, messages: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any], peer: str
+    ) -> _Admission | None:
+        """Check the new stream's credentials (``collector.ingest.auth``), then take its slot under
+        the stream limits; None once a refusal was sent."""
+        principal = None
+        if self.auth is not None:
+            try:
+                principal = self.auth.authenticate(_metadata(context), context.auth_context())
+            except AuthRefused as e:
+                await self._refuse_auth(messages, context, peer, e)
+                return None
+        try:
+            slot = self.registry.admit(peer)
+        except StreamRefused as e:
+            await self._refuse(messages, context, peer, e)
+            return None
+        return _Admission(slot, principal)
+
+    async def _handle(
+        self, session: Session, admission: _Admission, raw: bytes
+    ) -> pb.CollectorMessage | None:
+        """``session.handle``, after the credentials' checks: the Hello's pod must be one they cover
+        (checked before the Session claims it); later, the token must still be configured."""
+        principal = admission.principal
+        if self.auth is not None and principal is not None:
+            if session.identity is not None:
+                admission.principal = self.auth.recheck(principal, session.identity)
+            else:
+                msg = decode_message(raw, self.max_message_bytes)
+                if msg.WhichOneof("body") == "hello":
+                    self.auth.authorize(principal, identity_of(msg.hello))
+        return await session.handle(raw)
+
+    async def _refuse_auth(
+        self,
+        messages: AsyncIterator[bytes] | None,
+        context: grpc.aio.ServicerContext[Any, Any],
+        peer: str,
+        refused: AuthRefused,
+        principal: Principal | None = None,
+    ) -> None:
+        """End a stream its credentials do not allow: counted, logged (never the token), and, for a
+        stream that sent nothing yet, after its first message (as ``_refuse`` explains)."""
+        self.recorder.events.refused("grpc", refused.reason)
+        who = f" ({principal.describe()})" if principal is not None else ""
+        self._log_refusal(peer, f"{refused.code.name}: {refused}{who}")
+        limits = self.registry.limits
+        bound = limits.max_streams if limits is not None else AUTH_REFUSE_WAITS
+        if messages is not None and self._auth_refusing < bound:
+            self._auth_refusing += 1  # a flood of refused streams waits no longer than a bounded few
+            try:
+                with contextlib.suppress(TimeoutError, grpc.RpcError, StopAsyncIteration):
+                    await asyncio.wait_for(_read(messages), min(REFUSE_WAIT_S, self.timeouts.hello_s))
+            finally:
+                self._auth_refusing -= 1
+        await context.abort(refused.code, str(refused))
 
     def _read_limit(self, session: Session, waited_since_hello: float) -> tuple[float, str]:
         """How long the next read may wait, and which deadline ends the stream if it passes."""
@@ -230,6 +300,14 @@ class IngestService:
         )
 
 
+@dataclass
+class _Admission:
+    """An admitted stream: its slot, and who it is (None: no authentication configured)."""
+
+    slot: Slot
+    principal: Principal | None
+
+
 class _TakenOver:
     def __init__(self, reason: str) -> None:
         self.reason = reason
@@ -271,6 +349,10 @@ async def _next_message(
     assert claim is not None
     # A message that arrived with the takeover is dropped unacknowledged: the agent resends it.
     return _TakenOver(f"pod {claim.key}: a newer stream of this agent instance ({claim.instance_id}) took it")
+
+
+def _metadata(context: grpc.aio.ServicerContext[Any, Any]) -> list[tuple[str, str | bytes]]:
+    return [(k, v) for k, v in context.invocation_metadata() or ()]
 
 
 def _who(session: Session) -> str:

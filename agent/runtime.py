@@ -16,6 +16,7 @@ from agent.sources.pod import pod_identity
 from agent.sources.process import ProcessSource, TargetWatch
 from agent.sources.registry import default_sources
 from agent.stream import AgentStream, LatestSnapshot, collect_forever
+from agent.transport import Transport
 from skewwatch import __version__
 from skewwatch.core.facts import Snapshot
 from skewwatch.core.identity import PodIdentity
@@ -133,7 +134,15 @@ class Agent:
             self.settings.outbox_max_messages, self.settings.outbox_max_bytes, self.settings.outbox_file
         )
         latest = LatestSnapshot(outbox)
-        stream = AgentStream(self.settings.collector, self.identity, latest, self.settings.interval_s)
+        # TLS, client certificate and token read from their files at every (re)connect.
+        transport = Transport.from_settings(self.settings)
+        stream = AgentStream(
+            self.settings.collector,
+            self.identity,
+            latest,
+            self.settings.interval_s,
+            connect=transport.connect,
+        )
 
         last: dict[str, object] = {}
 

@@ -40,6 +40,7 @@ import grpc
 
 from agent.lifecycle import EngineState, EngineStatus, Event
 from agent.outbox import SNAPSHOT, Outbox
+from agent.transport import Connection, plaintext
 from proto.skewwatch.v1 import skewwatch_pb2 as pb
 from proto.skewwatch.v1 import skewwatch_pb2_grpc as pb_grpc
 from skewwatch import PROTOCOL_VERSION
@@ -167,8 +168,12 @@ class AgentStream:
         identity: Callable[[Snapshot | None], PodIdentity],
         latest: LatestSnapshot,
         interval_s: float,
+        connect: Callable[[], Connection] | None = None,
     ) -> None:
         self.target = target
+        # Each (re)connect builds its channel and metadata anew (agent.transport): TLS files and
+        # the token are read then; by default a plaintext channel to ``target``.
+        self.connect = connect if connect is not None else lambda: plaintext(target)
         self.identity_of = identity
         self.identity = identity(None)
         self.latest = latest
@@ -259,13 +264,16 @@ class AgentStream:
         if self.latest.version == 0:
             await self.latest.wait_newer(0)
         self.identity = self.identity_of(self.latest.snapshot)
-        async with grpc.aio.insecure_channel(self.target) as channel:
+        connection = self.connect()
+        async with connection.channel as channel:
             await asyncio.wait_for(channel.channel_ready(), timeout=CONNECT_TIMEOUT_S)
-            call = pb_grpc.IngestStub(channel).Stream()
+            call = pb_grpc.IngestStub(channel).Stream(metadata=connection.metadata)
             resync = asyncio.Event()
             reader = asyncio.create_task(self._read(call, resync))
             try:
-                await self._write(call, resync, reader)
+                # A TLS or token file changed on disk: a new connection (and Hello) uses it.
+                if await connection.until_changed(self._write(call, resync, reader), self.interval_s):
+                    raise IdentityChanged
             except asyncio.InvalidStateError as e:
                 # The collector ended the call while we wrote: its status says why.
                 await asyncio.wait({reader}, timeout=CONNECT_TIMEOUT_S)

@@ -331,12 +331,14 @@ class AgentStream:
         while True:
             snapshot_task = asyncio.ensure_future(self.latest.wait_newer(seen_version))
             resync_task = asyncio.ensure_future(resync.wait())
-            done, _ = await asyncio.wait(
-                {snapshot_task, resync_task, reader}, return_when=asyncio.FIRST_COMPLETED
-            )
-            for t in (snapshot_task, resync_task):
-                if not t.done():
-                    t.cancel()
+            try:
+                done, _ = await asyncio.wait(
+                    {snapshot_task, resync_task, reader}, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                for t in (snapshot_task, resync_task):
+                    if not t.done():
+                        t.cancel()
             if reader in done:
                 reader.result()  # re-raises the stream's error, if any
                 raise ConnectionError("collector closed the stream")
@@ -350,15 +352,9 @@ class AgentStream:
                 log.info("the pod's identity changed (%s); saying hello again", self.identity_of(snapshot))
                 raise IdentityChanged
             outbox.report_drops()
-            sent_snapshot = False
-            # Everything not acknowledged, in sequence order: replays first, then what is new.
-            for entry in outbox.pending(sent):
-                if entry.kind == SNAPSHOT:
-                    self._sent_data(entry.sequence)
-                    sent_snapshot = True
-                    sent_fingerprint = entry.fingerprint
-                await call.write(entry.message())
-                sent = max(sent, entry.sequence)
+            sent, fingerprint = await self._send_outbox(call, sent)
+            sent_snapshot = fingerprint is not None
+            sent_fingerprint = fingerprint if fingerprint is not None else sent_fingerprint
             if full and snapshot is not None and not sent_snapshot:
                 # The collector has this configuration (it acked it), or asked for it again: a copy,
                 # not kept, since an acknowledged one exists.
@@ -372,14 +368,31 @@ class AgentStream:
                 await call.write(message)
             full = False
 
+    async def _send_outbox(
+        self, call: grpc.aio.StreamStreamCall[pb.AgentMessage, pb.CollectorMessage], sent: int
+    ) -> tuple[int, str | None]:
+        """Write everything not acknowledged above ``sent``, in sequence order (replays first, then
+        what is new); the highest sequence written and the last snapshot's fingerprint, if any."""
+        fingerprint = None
+        for entry in self.outbox.pending(sent):
+            if entry.kind == SNAPSHOT:
+                self._sent_data(entry.sequence)
+                fingerprint = entry.fingerprint
+            await call.write(entry.message())
+            sent = max(sent, entry.sequence)
+        return sent, fingerprint
+
     async def _hello_taken(self, reader: asyncio.Task[None]) -> None:
         """Wait for the ack of a run's first Hello. Nothing of a new run is stored before the agent
         knows the collector took that Hello: a Hello 1 sent again would make the collector start
         the run over and store its messages twice."""
         acked = asyncio.ensure_future(self._hello_acked.wait())
-        await asyncio.wait({acked, reader}, return_when=asyncio.FIRST_COMPLETED)
-        if not acked.done():
-            acked.cancel()
+        try:
+            await asyncio.wait({acked, reader}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not acked.done():
+                acked.cancel()
+        if not self._hello_acked.is_set():
             reader.result()
             raise ConnectionError("collector closed the stream before acknowledging the Hello")
 

@@ -198,6 +198,7 @@ class Outbox:
 
     def report_drops(self) -> Entry | None:
         """Append an ``outbox_dropped`` event naming the drops not reported yet (None if there are none)."""
+        self._log_drops()  # what a rate-limited warning held back
         if not self._unreported:
             return None
         counts, seqs = self._unreported, self._unreported_seqs
@@ -293,7 +294,10 @@ class Outbox:
             return
         live = self.bytes + 64 * (len(self._entries) + 1)
         if self._journal_bytes > max(COMPACT_MIN_BYTES, COMPACT_FACTOR * live):
-            self._rewrite(self.path)
+            try:
+                self._rewrite(self.path)
+            except OSError as e:  # the journal in place is still whole: append on to it
+                log.warning("outbox journal %s: compaction failed (%s); appending on", self.path, e)
 
     def _rewrite(self, path: Path) -> None:
         """Write the live state to a new journal and put it in place atomically."""
@@ -317,11 +321,22 @@ class Outbox:
         self._journal = os.open(path, os.O_WRONLY | os.O_APPEND)
         self._journal_bytes = len(blob)
 
+    def _no_journal(self, error: OSError) -> None:
+        """The journal cannot be used: the agent goes on with the outbox in memory only."""
+        log.warning("outbox journal %s: %s; the outbox is kept in memory only", self.path, error)
+        if self._journal is not None:
+            os.close(self._journal)
+        self._journal = None
+        self._journal_failed = True
+
     def _load(self, path: Path) -> None:
         try:
             raw = path.read_bytes()
         except FileNotFoundError:
             raw = b""
+        except OSError as e:
+            self._no_journal(e)
+            return
         try:
             self._replay(raw, path)
         except Exception as e:  # a journal this code cannot make sense of must not stop the agent
@@ -331,7 +346,10 @@ class Outbox:
             self._entries, self.bytes, self.sequence, self.acked, self._reserved = {}, 0, 0, 0, 0
         self.sequence = max(self.sequence, self._reserved, self.acked)
         self._reserved = self.sequence
-        self._rewrite(path)  # cuts off a bad tail, and compacts
+        try:
+            self._rewrite(path)  # cuts off a bad tail, and compacts
+        except OSError as e:
+            self._no_journal(e)
         if self._entries or self.sequence:
             log.info(
                 "outbox %s: %d messages not acknowledged (sequences %s..%s), next sequence %d",

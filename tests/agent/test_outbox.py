@@ -198,6 +198,17 @@ def test_an_unreadable_journal_is_set_aside(tmp_path: Path) -> None:
     assert [e.sequence for e in Outbox(path=path)] == [2]
 
 
+def test_an_unusable_journal_path_keeps_the_outbox_in_memory(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "agent.outbox")
+    box = Outbox(path=tmp_path / "no-such-dir" / "outbox")
+    assert box.add(snap_msg(1), 1.0).sequence == 2 and len(box) == 1
+    assert any("in memory only" in r.getMessage() for r in caplog.records)
+    (tmp_path / "a-dir").mkdir()
+    assert len(Outbox(path=tmp_path / "a-dir").pending(0)) == 0
+
+
 def test_compaction_keeps_the_journal_near_the_live_size(tmp_path: Path) -> None:
     path = tmp_path / "outbox"
     box = Outbox(path=path)

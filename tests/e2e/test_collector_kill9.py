@@ -6,7 +6,7 @@ each, an event now and then), and one of them is itself restarted from its journ
 
 At the end, read with SQL on the SQLite file: every snapshot, event and observations message the
 collector acknowledged is stored, each once; every configuration published reached the pod's
-history in order with its collection time; ``PRAGMA integrity_check`` is ok after every kill.
+history in order with its collection time; ``PRAGMA integrity_check`` is ok after every kill and at the end.
 The seeded RNG (``KILL9_SEED``) makes the kill moments reproducible in intent, not in timing.
 """
 
@@ -261,9 +261,8 @@ async def test_acknowledged_messages_survive_kill9_of_the_collector(tmp_path: Pa
         for kills in range(1, KILLS + 1):
             await asyncio.sleep(rng.uniform(*UP_FOR_S))
             collector.kill9()
-            if kills % 5 == 0 or kills <= 3:
-                assert integrity(collector.db) == "ok", f"after kill {kills}"
-                checks += 1
+            assert integrity(collector.db) == "ok", f"after kill {kills}"
+            checks += 1
             if kills % 10 == 0:  # the agent restarts too, from its journal
                 await pods[rng.randrange(AGENTS)].restart(target)
             await asyncio.sleep(rng.uniform(0.0, 0.3))  # down for a while, agents keep publishing

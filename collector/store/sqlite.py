@@ -15,6 +15,15 @@ current fingerprint" atomic. Reads run on a separate small thread pool, each thr
 Every write is one ``BEGIN IMMEDIATE`` … ``COMMIT``; any error rolls it back, so a failed write
 never leaves partial state behind. The statements are ``collector.store.sql``'s, shared with
 PostgreSQL; this module holds only what is SQLite's own (file, WAL, threads, ``user_version``).
+
+Failures of the database itself (``classify``, one function for every sqlite3 error): a
+**corrupt** file (garbage, truncated, a malformed page), a **read-only** one (file or directory
+not writable, a read-only filesystem), a **full** one (no space left: ENOSPC, or the process's
+file size limit: EFBIG), a **locked** one, or another disk I/O error each become one line of
+``StoreError`` naming the file and what is wrong (``StoreError.reason``). At open a corrupt or
+read-only database refuses the start. While running, such an error fails the whole batch (no
+write of it is acknowledged: the agents get UNAVAILABLE and resend) and ``ping`` (so ``/readyz``)
+reports it for ``FAILURE_HOLD_S`` after the last failed write (a corrupt file: until restart).
 """
 
 from __future__ import annotations
@@ -23,8 +32,12 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
+import resource
 import sqlite3
+import struct
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,6 +49,126 @@ from collector.store.sql import Conn, SqlStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# StoreError.reason of a failure of the database itself (not of one write's own data).
+CORRUPT = "corrupt"
+READ_ONLY = "read_only"
+FULL = "full"
+LOCKED = "locked"
+IO = "io"
+ENVIRONMENT = frozenset({CORRUPT, READ_ONLY, FULL, LOCKED, IO})
+# Fail /readyz this long after the last write that failed for one of these (corrupt: always).
+FAILURE_HOLD_S = 30.0
+# Primary SQLite result codes (sqlite3.Error.sqlite_errorcode & 0xFF).
+_PERM, _BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _NOTADB = 3, 5, 6, 8, 10, 11, 13, 14, 26
+_FREE_SPACE_LOW = 1024 * 1024  # a filesystem with less free than this is full for our purpose
+_MESSAGES = (  # for errors raised without a result code
+    ("malformed", _CORRUPT),
+    ("not a database", _NOTADB),
+    ("readonly database", _READONLY),
+    ("disk is full", _FULL),
+    ("disk i/o error", _IOERR),
+    ("database is locked", _BUSY),
+    ("unable to open database file", _CANTOPEN),
+)
+
+
+def _code(error: sqlite3.Error) -> int | None:
+    code = getattr(error, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF
+    text = str(error).lower()
+    return next((c for needle, c in _MESSAGES if needle in text), None)
+
+
+def _not_writable(path: Path) -> str | None:
+    """Why this process cannot write the database (file or directory), or None."""
+    uid = os.geteuid()
+    if path.exists() and not os.access(path, os.W_OK):
+        return f"uid {uid} cannot write the file"
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        return f"uid {uid} cannot write its directory {str(path.parent)!r} (for the -wal and -shm files)"
+    return None
+
+
+def _no_room(path: Path) -> str | None:
+    """Why the database cannot grow (the file size limit, a full filesystem), or None."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if soft != resource.RLIM_INFINITY:
+        for f in (path, path.with_name(path.name + "-wal")):
+            with contextlib.suppress(OSError):
+                size = f.stat().st_size
+                if size + 64 * 1024 >= soft:
+                    return (
+                        f"EFBIG: {f.name} is {size} bytes, at the process's file size limit "
+                        f"(RLIMIT_FSIZE {soft})"
+                    )
+    with contextlib.suppress(OSError):
+        st = os.statvfs(path.parent)
+        free = (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize
+        if free < _FREE_SPACE_LOW:
+            return f"ENOSPC: the filesystem holding {str(path.parent)!r} has {free} bytes free"
+    return None
+
+
+def _truncated(path: Path) -> str | None:
+    """Why the file is shorter than its header says (a truncated copy), or None."""
+    try:
+        with path.open("rb") as f:
+            header = f.read(100)
+            size = os.fstat(f.fileno()).st_size
+    except OSError:
+        return None
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
+        return None  # not a database at all: SQLite says so itself (SQLITE_NOTADB)
+    page_size = struct.unpack(">H", header[16:18])[0]
+    page_size = 65536 if page_size == 1 else page_size
+    (change_counter,) = struct.unpack(">I", header[24:28])
+    (pages,) = struct.unpack(">I", header[28:32])
+    (valid_for,) = struct.unpack(">I", header[92:96])
+    if pages and valid_for == change_counter and size < pages * page_size:
+        return f"truncated: {size} bytes, its header says {pages} pages of {page_size} bytes"
+    return None
+
+
+def classify(error: sqlite3.Error, path: Path, url: str, timeout_s: float = 0.0) -> StoreError:
+    """The one-line ``StoreError`` a sqlite3 error becomes, its ``reason`` one of ``ENVIRONMENT``
+    when the database itself is at fault (corrupt, read-only, full, locked, disk I/O), else None
+    (an error of one statement or its data)."""
+    code = _code(error)
+    name = getattr(error, "sqlite_errorname", None) or type(error).__name__
+    what = f"{error} ({name})"
+    where = f"store {url}: database file {str(path)!r}"
+    if code in (_CORRUPT, _NOTADB):
+        return StoreError(
+            f"{where} is corrupt: {what}; restore it from a backup, or move it aside to start with an "
+            "empty store",
+            reason=CORRUPT,
+        )
+    if code in (_IOERR, _FULL):
+        room = _no_room(path)
+        if code == _FULL or room is not None:
+            return StoreError(
+                f"{where} is full, it cannot grow: {room or 'no space left'}: {what}", reason=FULL
+            )
+    if code in (_READONLY, _PERM, _CANTOPEN, _IOERR):
+        denied = _not_writable(path)
+        if denied is not None or code in (_READONLY, _PERM):
+            why = denied or "a read-only filesystem or mount"
+            return StoreError(
+                f"{where} is read-only for this collector: {why}: {what}; give it write access to the "
+                "file and its directory",
+                reason=READ_ONLY,
+            )
+        if code == _CANTOPEN:
+            return StoreError(f"{where} cannot be opened: {what}", reason=IO)
+        return StoreError(f"{where}: disk I/O error: {what}", reason=IO)
+    if code in (_BUSY, _LOCKED):
+        held = f" longer than {timeout_s:g} s" if timeout_s else ""
+        return StoreError(
+            f"{where} is locked: another process or connection holds it{held}: {what}", reason=LOCKED
+        )
+    return StoreError(f"store {url}: {type(error).__name__}: {error}")
 
 
 class SqliteStore(SqlStore):
@@ -52,6 +185,8 @@ class SqliteStore(SqlStore):
         self._local = threading.local()
         self._rconns: list[sqlite3.Connection] = []
         self._rconns_lock = threading.Lock()
+        # The last write that failed for the database itself (monotonic time, error), for ping.
+        self._failed: tuple[float, StoreError] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -60,6 +195,21 @@ class SqliteStore(SqlStore):
             return
         if not self.path.parent.is_dir():
             raise StoreError(f"store {self.url}: directory {str(self.path.parent)!r} does not exist")
+        where = f"store {self.url}: database file {str(self.path)!r}"
+        denied = _not_writable(self.path)
+        if denied is not None:
+            raise StoreError(
+                f"{where} is read-only for this collector: {denied}; give it write access to the file and "
+                "its directory",
+                reason=READ_ONLY,
+            )
+        truncated = _truncated(self.path)
+        if truncated is not None:
+            raise StoreError(
+                f"{where} is corrupt: {truncated}; restore it from a backup, or move it aside to start with "
+                "an empty store",
+                reason=CORRUPT,
+            )
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="skewwatch-store-writer")
         self._readers = ThreadPoolExecutor(
             max_workers=self._read_threads, thread_name_prefix="skewwatch-store-reader"
@@ -152,7 +302,10 @@ class SqliteStore(SqlStore):
         try:
             return await loop.run_in_executor(executor, fn)
         except sqlite3.Error as e:
-            raise StoreError(f"store {self.url}: {type(e).__name__}: {e}") from e
+            error = classify(e, self.path, self.url, self.timeout_s)
+            if error.reason is not None and executor is self._writer:
+                self._failed = (time.monotonic(), error)
+            raise error from e
         except RuntimeError as e:  # executor shut down under us
             raise StoreError(f"store {self.url}: {e}") from e
 
@@ -166,12 +319,28 @@ class SqliteStore(SqlStore):
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                # SQLite may have rolled back itself (a full disk, an I/O error); a ROLLBACK that
+                # fails too must not hide the error that caused it.
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
             raise
         return result
 
     async def _write(self, body: Callable[[Conn], T]) -> T:
-        return await self._run(self._writer, functools.partial(self._transaction, body))
+        result = await self._run(self._writer, functools.partial(self._transaction, body))
+        self._failed = None  # the database takes writes again
+        return result
+
+    async def ping(self) -> None:
+        """The store answers a read, and no write failed for the database itself lately (within
+        ``FAILURE_HOLD_S``; a corrupt file until restart): else ``StoreError`` saying why."""
+        failed = self._failed
+        if failed is not None:
+            at, error = failed
+            ago = time.monotonic() - at
+            if error.reason == CORRUPT or ago < FAILURE_HOLD_S:
+                raise StoreError(f"{error} (the last write failed {ago:.0f} s ago)", reason=error.reason)
+        await super().ping()
 
     def _read_transaction(self, body: Callable[[Conn], T]) -> T:
         conn = self._reader_conn()
@@ -192,5 +361,7 @@ class SqliteStore(SqlStore):
 
     def _write_error(self, error: Exception) -> StoreError | None:
         if isinstance(error, sqlite3.Error):
-            return StoreError(f"store {self.url}: {type(error).__name__}: {error}")
+            classified = classify(error, self.path, self.url, self.timeout_s)
+            # A failure of the database itself fails the whole batch: nothing in it is acknowledged.
+            return None if classified.reason is not None else classified
         return None

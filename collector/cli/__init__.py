@@ -311,14 +311,19 @@ def format_history_table(data: dict[str, Any], wide: bool = False) -> str:
     snaps = data.get("snapshots", [])
     events = data.get("events", [])
     head_line = f"{data.get('namespace')}/{data.get('pod')}: {len(snaps)} stored snapshot(s)"
-    if events:
-        head_line += f", {len(events)} restart(s)"
+    restarts = sum(1 for e in events if e.get("kind", "restart") == "restart")
+    if restarts:
+        head_line += f", {restarts} restart(s)"
     out = [head_line + ", newest first"]
     # Configurations and restarts interleaved by time; a restart is an event, not a snapshot.
     items: list[tuple[float, int, dict[str, Any]]] = [
         (float(s.get("received_at") or s.get("collected_at") or 0), 0, s) for s in snaps
     ] + [(float(e.get("at") or 0), 1, e) for e in events]
     for _at, kind, item in sorted(items, key=lambda t: (-t[0], t[1])):
+        if kind == 1 and item.get("kind", "restart") != "restart":
+            # The agent's outbox dropped messages past its bounds (docs/security-delivery.md).
+            out.append(f"{format_time(item.get('at'))}  {item.get('kind')}  {item.get('message', '')}")
+            continue
         if kind == 1:
             out.append(
                 f"{format_time(item.get('at'))}  restart  pid {item.get('old_pid')} -> {item.get('new_pid')}"

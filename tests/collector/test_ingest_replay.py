@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Any
 
+from collector.cli import format_history_table
 from proto.skewwatch.v1 import skewwatch_pb2 as pb
 from skewwatch.core.identity import PodKey
 from skewwatch.wire import timestamp
@@ -27,17 +29,18 @@ from tests.support.collector import (
 KEY = PodKey("ml", "llm-0")
 
 
-def rows(db: Path, sql: str) -> list[tuple[object, ...]]:
+def rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
     with sqlite3.connect(db) as conn:
         return conn.execute(sql).fetchall()
 
 
-def snapshots(db: Path) -> list[tuple[object, ...]]:
+def snapshots(db: Path) -> list[tuple[Any, ...]]:
     return rows(db, "SELECT sequence, fingerprint, collected_at FROM snapshots ORDER BY id")
 
 
 def last_sequence(db: Path) -> int:
-    return int(rows(db, "SELECT last_sequence FROM pods")[0][0])
+    value: int = rows(db, "SELECT last_sequence FROM pods")[0][0]
+    return value
 
 
 def config(n: int, collected_at: float) -> pb.AgentMessage:
@@ -147,3 +150,24 @@ async def test_within_a_stream_a_repeat_is_still_a_replay(running: Running) -> N
     await acked(s, numbered(2, config(0, 7000.0)))
     await acked(s, numbered(2, config(1, 7001.0)))  # a repeat: acked, not stored
     assert [r[0] for r in snapshots(running.db)] == [2]
+
+
+def test_the_history_table_tells_an_outbox_drop_from_a_restart() -> None:
+    text = format_history_table(
+        {
+            "namespace": "ml",
+            "pod": "llm-0",
+            "snapshots": [],
+            "events": [
+                {"at": 10.0, "kind": "restart", "old_pid": 1, "new_pid": 2},
+                {
+                    "at": 20.0,
+                    "kind": "outbox_dropped",
+                    "message": "dropped 3 superseded snapshots (sequences 5..9)",
+                },
+            ],
+        }
+    )
+    assert ", 1 restart(s)" in text
+    assert "outbox_dropped  dropped 3 superseded snapshots (sequences 5..9)" in text
+    assert text.count("  restart  pid") == 1

@@ -32,6 +32,7 @@ import pytest
 from collector.domain.records import SnapshotRecord
 from collector.errors import StoreError
 from collector.main import Collector
+from collector.store.base import FullStore
 from collector.store.sqlite import classify
 from demo.harness import free_port, skewwatch
 from skewwatch.core.identity import PodKey
@@ -321,5 +322,5 @@ def _key(pod: str) -> PodKey:
     return PodKey("ml", pod)
 
 
-async def _history(store: Any, pod: str) -> list[SnapshotRecord]:
+async def _history(store: FullStore, pod: str) -> list[SnapshotRecord]:
     return await store.history(_key(pod), 1000)

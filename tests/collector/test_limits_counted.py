@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +25,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from collector.api import body as api_body
+from collector.intent.model import parse_documents
+from collector.main import Collector
+from collector.store.sqlite import SqliteStore
 from proto.skewwatch.v1 import skewwatch_pb2 as pb
 from skewwatch.core.facts import MAX_KEY_LENGTH, MAX_STRING_LENGTH, MAX_VALUE_DEPTH, MAX_VALUE_ITEMS
 from skewwatch.webhook.config import WebhookConfig
@@ -37,6 +41,7 @@ from tests.support.collector import (
     settings_for,
     snapshot_msg,
     started,
+    wait_until,
 )
 
 COUNTER = "skewwatch_limits_exceeded_total"
@@ -459,3 +464,128 @@ async def test_intents_posted_past_max_api_intents_are_refused_and_counted(
         running, "PUT", "/api/v1/intents/SkewPolicy/p1", _policy("p1"), "application/yaml"
     )
     assert status == 200, answer
+
+
+async def test_an_intent_with_too_many_nodes_is_refused_and_counted(running: Running) -> None:
+    body = b"kind: SkewPolicy\nspec: [" + b",".join(b"0" for _ in range(100_001)) + b"]\n"
+
+    async def send() -> None:
+        status, answer = await _request(running, "POST", "/api/v1/intents", body, "application/yaml")
+        assert status == 400
+        assert "document has more than 100000 nodes" in answer["error"]["message"]
+
+    await counted_once(running, "max_intent_nodes", send)
+
+
+async def test_the_parse_pool_full_is_503_and_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from collector.api import drift as drift_routes
+
+    monkeypatch.setattr(
+        api_body, "DEFAULT_LIMITS", replace(api_body.DEFAULT_LIMITS, parse_workers=1, parse_queue=0)
+    )
+    release = threading.Event()
+    parse = parse_documents
+
+    def slow(text: str, label: str) -> Any:
+        release.wait(20)
+        return parse(text, label)
+
+    monkeypatch.setattr(drift_routes, "parse_documents", slow)
+    async with started(settings_for(tmp_path), tmp_path) as running:
+        held = asyncio.ensure_future(
+            _request(running, "POST", "/api/v1/intents", _policy("held"), "application/yaml")
+        )
+        await wait_until("the first upload holds the one parse worker", lambda: _pool_busy(running))
+
+        async def second() -> None:
+            status, answer = await _request(
+                running, "POST", "/api/v1/intents", _policy("p2"), "application/yaml"
+            )
+            assert status == 503
+            assert answer["error"]["message"] == (
+                "intent body: 1 requests are being parsed or wait for it; retry shortly"
+            )
+
+        try:
+            await counted_once(running, "parse_queue", second)
+        finally:
+            release.set()
+        assert (await held)[0] == 201
+
+
+def _pool_busy(running: Running) -> bool:
+    from collector.api import drift as drift_routes
+
+    runner = running.collector._runner
+    assert runner is not None
+    return bool(runner.app[drift_routes.PARSER].busy >= 1)
+
+
+async def test_a_write_shed_is_counted_as_commit_max_pending(tmp_path: Path) -> None:
+    gate, entered = asyncio.Event(), asyncio.Event()
+    gate.set()
+
+    class GatedStore(SqliteStore):
+        async def record_batch(self, writes: Any) -> Any:
+            entered.set()
+            await gate.wait()
+            return await super().record_batch(writes)
+
+    settings = settings_for(tmp_path, commit_max_pending=1, commit_max_wait_s=0.0)
+    collector = Collector(settings, store=GatedStore(tmp_path / "collector.db"))
+    ports = await collector.start()
+    running = Running(collector, ports.grpc, ports.http, tmp_path / "collector.db",
+                      grpc.aio.insecure_channel(f"127.0.0.1:{ports.grpc}"))  # fmt: skip
+    try:
+        streams = [running.stream() for _ in range(3)]
+        for i, s in enumerate(streams):
+            await s.exchange(hello_msg(1, pod=f"llm-{i}"))
+        gate.clear()
+        entered.clear()
+        held = asyncio.ensure_future(streams[0].exchange(snapshot_msg(2, make_snapshot())))
+        await entered.wait()
+        queued = asyncio.ensure_future(streams[1].exchange(snapshot_msg(2, make_snapshot())))
+        assert collector.ingest is not None
+        group = collector.ingest.recorder.group
+        await wait_until("a write queued behind the held batch", lambda: group.pending >= 1)
+
+        async def shed() -> None:
+            await streams[2].send(snapshot_msg(2, make_snapshot()))
+            code, details = await streams[2].status()
+            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "collector overloaded: 1 writes wait for the store (max_pending 1)" in details
+
+        await counted_once(running, "commit_max_pending", shed)
+        gate.set()
+        assert (await held).ack.sequence == 2 and (await queued).ack.sequence == 2
+    finally:
+        gate.set()
+        await running.channel.close()
+        await collector.stop()
+
+
+async def test_more_intent_files_than_max_intent_files_is_counted_once(tmp_path: Path) -> None:
+    intents = tmp_path / "intents"
+    intents.mkdir()
+    async with started(settings_for(tmp_path, intents=intents, drift_tick_s=0.05), tmp_path) as running:
+        before = await counts(running)
+        for i in range(1001):
+            (intents / f"p{i:04d}.yaml").write_text("# nothing yet\n")
+        registry = running.collector.queries.drift.registry
+        await wait_until("the directory is read", lambda: registry._over_files, timeout_s=20)
+        await asyncio.sleep(0.3)  # several polls more: counted once, not once per poll
+        after = await counts(running)
+        assert after.get("max_intent_files", 0) - before.get("max_intent_files", 0) == 1
+
+
+async def test_an_admission_review_uid_too_long_is_400_and_counted(
+    webhook: tuple[TestClient[Any, Any], Any],
+) -> None:
+    client, handlers = webhook
+    review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": "u" * 129}}
+    r = await client.post("/mutate", json=review)
+    assert r.status == 400
+    assert (await r.json())["error"] == "AdmissionReview: request.uid must be a string of 1 … 128 characters"
+    assert dict(handlers.limits_exceeded) == {"max_review_uid": 1}

@@ -65,7 +65,13 @@ MAX_RECORD_BYTES = 64 * 1024 * 1024
 _HEADER = struct.Struct(">II")  # length of type+payload, crc32 of type+payload
 _MESSAGE = struct.Struct(">QdB")
 _SEQ = struct.Struct(">Q")
-_DROP_NAMES = {SNAPSHOT: "superseded snapshot", OBSERVATIONS: "observations", EVENT: "event"}
+REFUSED = "refused"  # a message the collector refused (INVALID_ARGUMENT) again and again
+_DROP_NAMES = {
+    SNAPSHOT: ("superseded snapshot", "superseded snapshots"),
+    OBSERVATIONS: ("observations window", "observations windows"),
+    EVENT: ("event", "events"),
+    REFUSED: ("message the collector refused", "messages the collector refused"),
+}
 
 
 class OutboxError(Exception):
@@ -205,9 +211,7 @@ class Outbox:
         self._unreported, self._unreported_seqs = Counter(), []
         text = (
             f"agent outbox over its bounds ({self.max_messages} messages, {self.max_bytes} bytes): dropped "
-            + ", ".join(
-                f"{n} {_DROP_NAMES[k]}{'s' if n > 1 and k != OBSERVATIONS else ''}" for k, n in counts.items()
-            )
+            + ", ".join(f"{n} {_DROP_NAMES[k][n > 1]}" for k, n in counts.items())
             + f" (sequences {min(seqs)}..{max(seqs)}) the collector never received"
         )
         now = self.clock()
@@ -245,14 +249,26 @@ class Outbox:
             victim = self._victim(keep_events)
             if victim is None:
                 return  # only the newest snapshot is left: it is kept even over the bound
-            del self._entries[victim.sequence]
-            self.bytes -= len(victim.data)
-            self.dropped[victim.kind] += 1
-            self._unreported[victim.kind] += 1
-            self._unreported_seqs.append(victim.sequence)
-            self._unlogged[victim.kind] += 1
-            self._write(b"D" + _SEQ.pack(victim.sequence), sync=False)
+            self._drop(victim, victim.kind)
         self._log_drops()
+
+    def _drop(self, entry: Entry, why: str) -> None:
+        del self._entries[entry.sequence]
+        self.bytes -= len(entry.data)
+        self.dropped[why] += 1
+        self._unreported[why] += 1
+        self._unreported_seqs.append(entry.sequence)
+        self._unlogged[why] += 1
+        self._write(b"D" + _SEQ.pack(entry.sequence), sync=False)
+
+    def refuse(self, sequence: int) -> Entry | None:
+        """Drop the message ``sequence`` the collector keeps refusing (it would block every later
+        one); counted, logged and reported like a drop past the bounds."""
+        entry = self._entries.get(sequence)
+        if entry is not None:
+            self._drop(entry, REFUSED)
+            self._log_drops(force=True)
+        return entry
 
     def _log_drops(self, force: bool = False) -> None:
         if not self._unlogged:

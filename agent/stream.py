@@ -187,6 +187,8 @@ class AgentStream:
         self.acked = 0
         self._hello_sequence = 0  # the current stream's Hello: its ack removes nothing
         self._hello_acked = asyncio.Event()
+        self._stream_sent = 0  # the highest outbox sequence the current stream sent
+        self._refusals = (0, 0)  # (outbox sequence, consecutive streams the collector refused at it)
         self.connected = asyncio.Event()
         # The first snapshot or heartbeat of the current stream: its ack resets the backoff.
         self._first_data_sequence: int | None = None
@@ -224,6 +226,8 @@ class AgentStream:
                 rejected = e.code() in _REJECTED
                 hint = retry_hint(e)
                 self._failure(f"collector {self.target}: {e.code().name}: {e.details()}")
+                if e.code() is grpc.StatusCode.INVALID_ARGUMENT:
+                    self._refused()
             except (OSError, TimeoutError, grpc.RpcError) as e:
                 self._failure(f"collector {self.target} unreachable: {e or type(e).__name__}")
             except Exception as e:  # a sender bug or an unsendable message must not end the agent
@@ -237,6 +241,29 @@ class AgentStream:
             self.reconnects += 1
             log.info("reconnecting to %s in %.2f s", self.target, delay)
             await asyncio.sleep(delay)
+
+    def _refused(self) -> None:
+        """The collector refused a message (INVALID_ARGUMENT). It handles a stream in order and
+        acks each message before the next, so the message it refused is the oldest one of the
+        outbox this stream sent. Refused at it ``REFUSALS_BEFORE_DROP`` streams in a row, it is
+        dropped from the outbox (and reported): it would block every message after it."""
+        head = next((e for e in self.outbox.pending(0) if e.sequence <= self._stream_sent), None)
+        if head is None:  # the Hello, a heartbeat or a snapshot copy: nothing kept to blame
+            self._refusals = (0, 0)
+            return
+        seq, count = self._refusals
+        count = count + 1 if seq == head.sequence else 1
+        self._refusals = (head.sequence, count)
+        if count >= REFUSALS_BEFORE_DROP:
+            self.outbox.refuse(head.sequence)
+            log.warning(
+                "collector %s refused %s message %d %d times: dropped from the outbox",
+                self.target,
+                head.kind,
+                head.sequence,
+                count,
+            )
+            self._refusals = (0, 0)
 
     def _failure(self, text: str, exc: bool = False) -> None:
         """Log why the stream ended, once per reason until a report is acked; again is a debug line."""
@@ -324,7 +351,7 @@ class AgentStream:
         await call.write(hello)
         if hello.sequence == FIRST_HELLO_SEQUENCE:
             await self._hello_taken(reader)
-        sent = 0  # the highest outbox sequence written on this stream
+        sent = self._stream_sent = 0  # the highest outbox sequence written on this stream
         sent_fingerprint: str | None = None
         seen_version = 0
         full = True  # a full snapshot is due: the stream's first, or the collector asked
@@ -378,6 +405,7 @@ class AgentStream:
             if entry.kind == SNAPSHOT:
                 self._sent_data(entry.sequence)
                 fingerprint = entry.fingerprint
+            self._stream_sent = max(self._stream_sent, entry.sequence)  # before: the write may fail
             await call.write(entry.message())
             sent = max(sent, entry.sequence)
         return sent, fingerprint
@@ -410,6 +438,7 @@ class AgentStream:
         return hb
 
 
+REFUSALS_BEFORE_DROP = 2  # streams refused at one outbox message before it is dropped
 FIRST_HELLO_SEQUENCE = 1  # a run's first Hello, until acknowledged (the outbox starts above it)
 _ENGINE_STATE_TO_PB = {
     EngineState.RUNNING: pb.ENGINE_STATE_RUNNING,

@@ -271,3 +271,41 @@ async def test_resend_in_order_after_reconnect_and_ack_removes(tmp_path: Path) -
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await collector.stop()
+
+
+async def test_a_message_the_collector_keeps_refusing_is_dropped_and_reported(tmp_path: Path) -> None:
+    """One bad message must not block every later one: refused twice in a row, it is dropped
+    from the outbox, and the collector is told; what follows is delivered."""
+    collector = Collector(settings_for(tmp_path, shutdown_grace_s=0.2))
+    ports = await collector.start()
+    latest = LatestSnapshot()
+    await latest.publish(make_snapshot({**BASE_FACTS, "runtime.args.seed": 1}, collected_at=100.0))
+    bad = latest.outbox.add(
+        pb.AgentMessage(event=pb.Event(at=timestamp(101.0), kind="no-such-kind", message="?")), 101.0
+    )
+    stream = AgentStream(f"127.0.0.1:{ports.grpc}", lambda _s: IDENTITY, latest, 0.2)
+    task = asyncio.create_task(stream.run_forever())
+    db = tmp_path / "collector.db"
+
+    def events() -> list[tuple[str, str]]:
+        with sqlite3.connect(db) as conn:
+            return conn.execute("SELECT kind, detail FROM pod_events").fetchall()
+
+    try:
+        await wait_until("the refused message reported", lambda: bool(events()), timeout_s=20)
+        assert latest.outbox.dropped == {"refused": 1} and bad.sequence not in [
+            e.sequence for e in latest.outbox
+        ]
+        [(kind, detail)] = events()
+        assert kind == DROPPED_EVENT_KIND and "1 message the collector refused" in detail, detail
+        await latest.publish(make_snapshot({**BASE_FACTS, "runtime.args.seed": 2}, collected_at=102.0))
+        await wait_until("the next configuration delivered", lambda: len(latest.outbox) == 0)
+        with sqlite3.connect(db) as conn:
+            assert [at for (at,) in conn.execute("SELECT collected_at FROM snapshots ORDER BY id")] == [
+                100.0,
+                102.0,
+            ]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await collector.stop()

@@ -267,6 +267,11 @@ class Outbox:
         entry = self._entries.get(sequence)
         if entry is not None:
             self._drop(entry, REFUSED)
+            if entry.kind == EVENT and entry.message().event.kind == DROPPED_EVENT_KIND:
+                # A collector that predates this report refuses it: reporting that would loop.
+                self._unreported[REFUSED] -= 1
+                self._unreported_seqs.pop()
+                self._unreported = +self._unreported
             self._log_drops(force=True)
         return entry
 

@@ -116,6 +116,22 @@ def test_drops_are_reported_to_the_collector_as_one_event() -> None:
     assert box.newest_fingerprint == snap_msg(5).snapshot.fingerprint.overall
 
 
+def test_a_refused_report_is_not_reported_again() -> None:
+    """A collector that predates ``outbox_dropped`` refuses the report: no report of the report."""
+    box = Outbox(max_messages=2)
+    for n in range(3):
+        box.add(snap_msg(n), 1.0)
+    report = box.report_drops()
+    while (newer := box.report_drops()) is not None:  # a report may push a snapshot out: reported
+        report = newer
+    assert report is not None
+    box.refuse(report.sequence)
+    assert box.dropped["refused"] == 1 and box.report_drops() is None
+    box.refuse(box.add(event_msg("x"), 1.0).sequence)  # any other refused message is reported
+    again = box.report_drops()
+    assert again is not None and "1 message the collector refused" in again.message().event.message
+
+
 def test_ack_removes_every_message_up_to_the_sequence() -> None:
     box = Outbox()
     for n in range(5):

@@ -303,7 +303,8 @@ class SqliteStore(SqlStore):
             return await loop.run_in_executor(executor, fn)
         except sqlite3.Error as e:
             error = classify(e, self.path, self.url, self.timeout_s)
-            if error.reason is not None and executor is self._writer:
+            # A failed write, or a corrupt page any read found: /readyz says so (``ping``).
+            if error.reason is not None and (executor is self._writer or error.reason == CORRUPT):
                 self._failed = (time.monotonic(), error)
             raise error from e
         except RuntimeError as e:  # executor shut down under us

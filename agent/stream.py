@@ -18,7 +18,8 @@ against what the collector already committed.
 
 The backoff is reset only once the collector acknowledged a snapshot or heartbeat of the stream:
 the Hello's ack alone says the collector is up, not that it takes what this agent sends. A
-stream the collector rejects (``INVALID_ARGUMENT``, ``RESOURCE_EXHAUSTED``: a message it refuses)
+stream the collector rejects (``INVALID_ARGUMENT``, ``RESOURCE_EXHAUSTED``: a message it refuses;
+``UNAUTHENTICATED``, ``PERMISSION_DENIED``: credentials it refuses)
 backs off exponentially up to ``REJECTED_CAP_S``, and the rejection is logged when it changes,
 not on every attempt. A RESOURCE_EXHAUSTED refusal's ``retry-after-seconds`` hint (a collector
 over its stream limits, or shedding writes it cannot commit fast enough) is honoured: the agent
@@ -56,7 +57,15 @@ REJECTED_CAP_S = 60.0
 REJECTED_BASE_S = 1.0
 _DIGITS = re.compile(r"\d+")
 MAX_FAILURE_REASONS = 32  # distinct reasons remembered between acked reports
-_REJECTED = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED})
+# Refusals of what the agent is (its credentials, the pod it claims) are as lasting: the same.
+_REJECTED = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+    }
+)
 # This process's id in every Hello: the collector tells two agents claiming one pod apart by it.
 INSTANCE_ID = uuid.uuid4().hex
 

@@ -110,9 +110,22 @@ class Connection:
                 task.exception()  # retrieved: the stream's error, if any, was raised or is moot
 
 
+# Every connection is a new channel, and the agent runs its own jittered backoff between them
+# (agent.stream). gRPC's global subchannel pool would hand a new channel the old one's subchannel
+# with its reconnect backoff (up to 120 s): agents then missed most restarts of a collector killed
+# again and again (tests/e2e/test_collector_kill9.py) while their outboxes filled. A local pool and
+# a short backoff of gRPC's own leave the pacing to the agent.
+CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.use_local_subchannel_pool", 1),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+)
+
+
 def plaintext(target: str) -> Connection:
     """A plaintext channel, no metadata (a loopback collector, or ``--insecure``)."""
-    return Connection(grpc.aio.insecure_channel(target))
+    return Connection(grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS))
 
 
 @dataclass(frozen=True)
@@ -156,13 +169,15 @@ class Transport:
         if self.token_file is not None:
             metadata = ((AUTHORIZATION, f"Bearer {read_token(self.token_file)}"),)
         if self.ca_file is None:
-            channel = grpc.aio.insecure_channel(self.target)
+            channel = grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
         else:
             root = _read(self.ca_file, "--tls-ca")
             key = _read(self.key_file, "--tls-key") if self.key_file is not None else None
             chain = _read(self.cert_file, "--tls-cert") if self.cert_file is not None else None
             credentials = grpc.ssl_channel_credentials(root, key, chain)
-            options = [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
+            options: list[tuple[str, str | int]] = list(CHANNEL_OPTIONS)
+            if self.server_name:
+                options.append(("grpc.ssl_target_name_override", self.server_name))
             channel = grpc.aio.secure_channel(self.target, credentials, options=options)
 
         def changed() -> str | None:

@@ -151,29 +151,7 @@ class IngestService:
                     log.info("stream from %s (%s): %s", peer, _who(session), raw.reason)
                     await context.abort(grpc.StatusCode.ABORTED, raw.reason)
                 began = loop.time()
-                try:
-                    reply = await self._handle(session, admission, raw)
-                except AuthRefused as e:
-                    await self._refuse_auth(None, context, peer, e, admission.principal)
-                except IdentityConflict as e:
-                    await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(e))
-                except IngestError as e:
-                    if e.limit is not None:
-                        self.recorder.events.limit_exceeded(e.limit)
-                    log.warning("stream from %s (%s): rejected: %s", peer, _who(session), e)
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-                except WriteShedError as e:
-                    self.recorder.events.limit_exceeded("commit_max_pending")
-                    self._log_refusal(peer, str(e))
-                    await context.abort(
-                        grpc.StatusCode.RESOURCE_EXHAUSTED,
-                        str(e),
-                        trailing_metadata=((RETRY_AFTER_METADATA, str(e.retry_after_s)),),
-                    )
-                except StoreError as e:
-                    self.recorder.events.store_failed("ingest")
-                    log.error("stream from %s (%s): store failed: %s", peer, _who(session), e)
-                    await context.abort(grpc.StatusCode.UNAVAILABLE, f"store unavailable, retry: {e}")
+                reply = await self._answer(session, admission, raw, context, peer)
                 self.recorder.events.ingested(session.last_kind, loop.time() - began)
                 if reply is not None:
                     yield reply.SerializeToString()
@@ -181,6 +159,42 @@ class IngestService:
             session.close()
             self.registry.leave(admission.slot)
             log.info("stream from %s (%s) ended: %s", peer, _who(session), session.stats)
+
+    async def _answer(
+        self,
+        session: Session,
+        admission: _Admission,
+        raw: bytes,
+        context: grpc.aio.ServicerContext[Any, Any],
+        peer: str,
+    ) -> pb.CollectorMessage | None:
+        """The reply to one message, or the stream aborted with the status its error calls for
+        (``context.abort`` raises: nothing after a refusal runs)."""
+        reply = None
+        try:
+            reply = await self._handle(session, admission, raw)
+        except AuthRefused as e:
+            await self._refuse_auth(None, context, peer, e, admission.principal)
+        except IdentityConflict as e:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(e))
+        except IngestError as e:
+            if e.limit is not None:
+                self.recorder.events.limit_exceeded(e.limit)
+            log.warning("stream from %s (%s): rejected: %s", peer, _who(session), e)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        except WriteShedError as e:
+            self.recorder.events.limit_exceeded("commit_max_pending")
+            self._log_refusal(peer, str(e))
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                str(e),
+                trailing_metadata=((RETRY_AFTER_METADATA, str(e.retry_after_s)),),
+            )
+        except StoreError as e:
+            self.recorder.events.store_failed("ingest")
+            log.error("stream from %s (%s): store failed: %s", peer, _who(session), e)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"store unavailable, retry: {e}")
+        return reply
 
     async def _admit(
         self, messages: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any], peer: str

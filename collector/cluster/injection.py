@@ -70,7 +70,11 @@ class InjectionCheck:
     async def check(self) -> InjectionReport:
         """Run one check now; the report it returns is also the one ``report()`` gives."""
         try:
-            report = await asyncio.wait_for(self._check(), CHECK_TIMEOUT_S)
+            # asyncio.timeout, not wait_for: 3.11's wait_for returns the result of a check that
+            # finished as the task was cancelled and drops the cancellation, and the loop then
+            # slept its full interval inside Collector.stop().
+            async with asyncio.timeout(CHECK_TIMEOUT_S):
+                report = await self._check()
             self.failures = 0
         except ClusterUnavailable as e:
             report = unavailable(str(e), self.clock())

@@ -4,6 +4,7 @@ agent in GET /api/v1/injection and /metrics until its agent streams."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -351,3 +352,18 @@ async def test_collector_without_credentials_says_unavailable_and_serves_the_res
 
 def _names(text: str) -> set[str]:
     return {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+async def test_a_collector_stopped_during_its_first_injection_check_stops_at_once(tmp_path: Path) -> None:
+    # The first check runs as the collector starts (here it finds no cluster at once). Python
+    # 3.11's wait_for dropped a cancellation that met a finished check, and stop() then waited
+    # out the check's whole interval (60 s).
+    for i in range(5):
+        settings = CollectorSettings(
+            grpc="127.0.0.1:0", http="127.0.0.1:0", store=f"sqlite:///{tmp_path}/{i}.db"
+        )
+        collector = Collector(settings, environ={})
+        await collector.start()
+        began = time.monotonic()
+        await asyncio.wait_for(collector.stop(), 10)
+        assert time.monotonic() - began < 5

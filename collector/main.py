@@ -21,11 +21,12 @@ import grpc
 from aiohttp import web
 
 from collector.api.app import create_app
+from collector.api.auth import load_tokens
 from collector.cluster.injection import InjectionCheck
 from collector.cluster.kube import SERVICE_ACCOUNT
 from collector.domain.records import Retention
 from collector.drift.engine import Debounce
-from collector.errors import CollectorError
+from collector.errors import CollectorError, SettingsError
 from collector.ingest.auth import ServerCredentialFiles, agent_auth
 from collector.ingest.registry import StreamLimits
 from collector.ingest.server import IngestService, StreamTimeouts
@@ -36,12 +37,15 @@ from collector.service.pods import Pods
 from collector.service.queries import Queries
 from collector.service.recording import CommitSettings, Recorder
 from collector.service.retention import Pruner
-from collector.settings import CollectorSettings, split_hostport
+from collector.settings import CollectorSettings, is_loopback, split_hostport
 from collector.store.base import FullStore
 from collector.store.ownership import PostgresOwnership
 from collector.store.postgresql import PostgresStore
 from collector.store.url import parse_store_url
 from collector.telemetry.metrics import Telemetry
+from collector.tokens import TokenFile
+from skewwatch.webhook.errors import TLSFilesError
+from skewwatch.webhook.server import ReloadingTLS
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +285,10 @@ class Collector:
         return port
 
     async def _start_http(self, host: str, port: int) -> int:
+        """The HTTP API on ``host:port``: HTTPS with --http-tls-cert/--http-tls-key (the pair
+        re-read when it changes), bearer tokens and roles with --api-tokens (docs/security-api.md)."""
         assert self._store is not None
+        tls, tokens = http_security(self.settings, host)
         self._pods = Pods(
             self._store,
             streams=self.ingest.registry if self.ingest is not None else None,
@@ -305,11 +312,13 @@ class Collector:
             metrics=self.telemetry.render if self.telemetry is not None else None,
             injection=self.injection.report,
             events=self.telemetry,
+            tokens=tokens,
+            metrics_auth=self.settings.metrics_auth,
         )
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.settings.shutdown_grace_s)
         await runner.setup()
         self._runner = runner
-        site = web.TCPSite(runner, host or None, port)
+        site = web.TCPSite(runner, host or None, port, ssl_context=tls.context if tls is not None else None)
         try:
             await site.start()
         except OSError as e:
@@ -357,6 +366,29 @@ class Collector:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+def http_security(s: CollectorSettings, host: str) -> tuple[ReloadingTLS | None, TokenFile | None]:
+    """The HTTP API's TLS (reloading) and bearer tokens per the settings; SettingsError naming
+    the flag when a file does not load. Tokens over plain HTTP beyond loopback: a warning."""
+    if s.metrics_auth and s.api_tokens is None:
+        raise SettingsError(
+            "SKEWWATCH_METRICS_AUTH", "needs --api-tokens: /metrics would need a token none has"
+        )
+    tls = None
+    if s.http_tls_cert_file is not None and s.http_tls_key_file is not None:
+        try:
+            tls = ReloadingTLS(s.http_tls_cert_file, s.http_tls_key_file, label="HTTP API TLS")
+        except TLSFilesError as e:
+            raise SettingsError("--http-tls-cert", str(e)) from None
+    tokens = load_tokens(s.api_tokens) if s.api_tokens is not None else None
+    if tokens is not None and tls is None and not is_loopback(host):
+        log.warning(
+            "--api-tokens on plain HTTP at %s, not a loopback address: bearer tokens cross the network "
+            "unencrypted; give --http-tls-cert and --http-tls-key (or terminate TLS in front)",
+            s.http,
+        )
+    return tls, tokens
 
 
 def drift_settings(s: CollectorSettings) -> DriftSettings:

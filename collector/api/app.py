@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from collector.api import body, openapi, views
+from collector.api import auth, body, openapi, views
 from collector.api import drift as drift_routes
 from collector.api import evidence as evidence_routes
 from collector.api import injection as injection_routes
@@ -25,12 +25,15 @@ from collector.service.events import NO_EVENTS, ServiceEvents
 from collector.service.injection import InjectionReport
 from collector.service.pods import MAX_HISTORY_LIMIT, Pods
 from collector.service.queries import Queries
+from collector.tokens import TokenFile
 from skewwatch import __version__
 from skewwatch.core.identity import PodKey
 
 log = logging.getLogger(__name__)
 
 PODS: web.AppKey[Pods] = web.AppKey("pods", Pods)
+# Whether bearer tokens guard the API: the OpenAPI document then requires them (collector/api/auth.py).
+AUTH: web.AppKey[bool] = web.AppKey("auth", bool)
 GRPC_SERVING: web.AppKey[Callable[[], bool]] = web.AppKey("grpc_serving")
 
 DEFAULT_HISTORY_LIMIT = 50
@@ -147,7 +150,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def openapi_json(request: web.Request) -> web.Response:
-    return web.json_response(openapi.document(__version__))
+    return web.json_response(openapi.document(__version__, auth=request.app.get(AUTH, False)))
 
 
 async def list_pods(request: web.Request) -> web.Response:
@@ -206,6 +209,8 @@ def create_app(
     metrics: MetricsText | None = None,
     injection: Callable[[], InjectionReport] | None = None,
     events: ServiceEvents | None = None,
+    tokens: TokenFile | None = None,
+    metrics_auth: bool = False,
 ) -> web.Application:
     """The API app over the pod queries ``pods`` (which also answer /readyz's store and stream
     checks); ``grpc_serving`` tells /readyz whether ingest is up; with ``queries``, the drift
@@ -213,9 +218,18 @@ def create_app(
     timeouts and the parse pool (default ``body.DEFAULT_LIMITS``); with ``metrics`` (the
     telemetry's Prometheus text and content type), ``GET /metrics``; ``injection``, the latest
     missed-injection report ``GET /api/v1/injection`` serves (without: unavailable); ``events``,
-    told of each request refused for a limit (``limit_exceeded``; default: no one)."""
+    told of each request refused for a limit (``limit_exceeded``; default: no one) and, with
+    ``tokens`` (``auth.load_tokens``), of each refused for its credentials: every ``/api/v1``
+    route then needs a bearer token of the role ``auth.ROUTE_ROLES`` gives it, ``/metrics`` too
+    with ``metrics_auth`` (collector/api/auth.py)."""
     limits = limits if limits is not None else body.DEFAULT_LIMITS
-    app = web.Application(middlewares=[errors_middleware], client_max_size=limits.max_body_bytes)
+    middlewares: list[Any] = [errors_middleware]
+    if tokens is not None:
+        middlewares.append(auth.auth_middleware(tokens, events or NO_EVENTS, metrics_auth=metrics_auth))
+    elif metrics_auth:
+        raise ValueError("metrics_auth needs tokens: without them /metrics could never be read")
+    app = web.Application(middlewares=middlewares, client_max_size=limits.max_body_bytes)
+    app[AUTH] = tokens is not None
     app[body.LIMITS] = limits
     app[PODS] = pods
     app[GRPC_SERVING] = grpc_serving

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from collector.api import auth as auth_roles
 from collector.api.evidence import OPENAPI_PATHS as EVIDENCE_PATHS
 from collector.api.injection import OPENAPI_PATHS as INJECTION_PATHS
 
@@ -436,16 +437,68 @@ PATHS: dict[str, Any] = {
 }
 
 
-def document(version: str) -> dict[str, Any]:
+SECURITY_SCHEMES = {
+    "bearerAuth": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A token of --api-tokens (docs/security-api.md). Role read: every route "
+        "that only reads; role admin: every route, those that write too.",
+    }
+}
+_ROLE_TEXT = {
+    auth_roles.READ: "Needs role read (or admin) when the collector has --api-tokens.",
+    auth_roles.ADMIN: "Needs role admin when the collector has --api-tokens.",
+}
+
+
+def _secured(path: str, method: str, op: dict[str, Any], with_auth: bool) -> dict[str, Any]:
+    """``op`` with its role stated (``x-skewwatch-role``, its description) and, ``with_auth``,
+    its security requirement and the 401/403 answers."""
+    role = auth_roles.route_role(method.upper(), path)
+    out = dict(op)
+    if role == auth_roles.OPEN:
+        out["x-skewwatch-role"] = "none"
+        out["security"] = []  # open even with --api-tokens
+        return out
+    out["x-skewwatch-role"] = role
+    text = _ROLE_TEXT[role]
+    out["description"] = f"{op['description']}\n\n{text}" if op.get("description") else text
+    if not with_auth:
+        out["security"] = []
+        return out
+    out["security"] = [{"bearerAuth": []}]
+    responses = dict(op["responses"])
+    responses["401"] = {
+        **_json(_ref("Error"), "No bearer token, or one the collector does not accept"),
+        "headers": {"WWW-Authenticate": {"description": 'Bearer realm="skewwatch"', "schema": _STR}},
+    }
+    if role == auth_roles.ADMIN:
+        responses["403"] = _json(_ref("Error"), "The token's role is read; this route needs admin")
+    out["responses"] = responses
+    return out
+
+
+def document(version: str, *, auth: bool = True) -> dict[str, Any]:
+    """The document of a collector with ``--api-tokens`` (``auth``: every /api/v1 route but this
+    document's needs a bearer token), else of one without (no security requirement, no 401/403;
+    each operation still names the role it would need)."""
+    paths = {
+        path: {method: _secured(path, method, op, auth) for method, op in ops.items()}
+        for path, ops in PATHS.items()
+    }
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "skewwatch collector API",
             "version": version,
-            "description": "What is actually running on each inference replica, and what changed.",
+            "description": "What is actually running on each inference replica, and what changed. "
+            "With --api-tokens every /api/v1 route except this document needs a bearer token: role "
+            "read for the routes that read, admin for those that write (x-skewwatch-role on each "
+            "operation; docs/security-api.md).",
         },
-        "paths": PATHS,
-        "components": {"schemas": SCHEMAS},
+        **({"security": [{"bearerAuth": []}]} if auth else {}),
+        "paths": paths,
+        "components": {"schemas": SCHEMAS, "securitySchemes": SECURITY_SCHEMES},
     }
 
 

@@ -69,8 +69,9 @@ class ReloadingTLS:
     """A server SSLContext whose certificate follows the files: the listening socket's context
     hands each new connection the newest loaded pair through its SNI callback."""
 
-    def __init__(self, cert: Path, key: Path) -> None:
+    def __init__(self, cert: Path, key: Path, *, label: str = "webhook TLS") -> None:
         self.cert, self.key = cert, key
+        self.label = label  # what log lines call it
         self._stamps = self._read_stamps()
         self.current = _context(cert, key)  # raises TLSFilesError: the server does not start
         self.loads = 1
@@ -97,11 +98,11 @@ class ReloadingTLS:
         try:
             ctx = _context(self.cert, self.key)
         except TLSFilesError as e:
-            log.warning("webhook TLS: keeping the loaded certificate: %s", e)
+            log.warning("%s: keeping the loaded certificate: %s", self.label, e)
             return False
         self.current, self._stamps = ctx, stamps
         self.loads += 1
-        log.info("webhook TLS: loaded %s again (load %d)", self.cert, self.loads)
+        log.info("%s: loaded %s again (load %d)", self.label, self.cert, self.loads)
         return True
 
     def _on_hello(

@@ -28,6 +28,7 @@ from collector.cli.client import (
     COLLECTOR_URL_ENV,
     DEFAULT_COLLECTOR_URL,
     add_namespace_flags,
+    credentials,
     get_json,
     in_namespace,
     workload_namespace,
@@ -221,7 +222,13 @@ def run_pods(args: argparse.Namespace) -> int:
 def run_pods_delete(args: argparse.Namespace) -> int:
     namespace, pod = args.target
     try:
-        get_json(args.collector, f"/api/v1/pods/{quote(namespace)}/{quote(pod)}", args.timeout, "DELETE")
+        get_json(
+            args.collector,
+            f"/api/v1/pods/{quote(namespace)}/{quote(pod)}",
+            args.timeout,
+            "DELETE",
+            auth=credentials(args),
+        )
     except ClientError as e:
         print(f"skewwatch pods delete: error: {e}", file=sys.stderr)
         return 1

@@ -13,7 +13,13 @@ import sys
 import urllib.parse
 from typing import Any
 
-from collector.cli.client import add_namespace_flags, get_json, in_namespace, workload_namespace
+from collector.cli.client import (
+    add_namespace_flags,
+    credentials,
+    get_json,
+    in_namespace,
+    workload_namespace,
+)
 from collector.cli.common import add_query_flags, show, usage_error, workload, workload_path
 from collector.cli.output import Column, Table, age, emit, format_time
 from collector.errors import ClientError
@@ -84,7 +90,7 @@ def _list(command: str, args: argparse.Namespace, name: str | None) -> int:
 
 def _delete(command: str, args: argparse.Namespace, name: str, path: str) -> int:
     try:
-        data = get_json(args.collector, path, args.timeout, "DELETE")
+        data = get_json(args.collector, path, args.timeout, "DELETE", auth=credentials(args))
     except ClientError as e:
         print(f"skewwatch {command}: error: {e}", file=sys.stderr)
         return 1

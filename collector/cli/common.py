@@ -12,7 +12,7 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
-from collector.cli.client import add_client_flags, get_json
+from collector.cli.client import add_client_flags, credentials, get_json
 from collector.cli.output import Table, add_output_flag, emit
 from collector.errors import ClientError
 
@@ -20,7 +20,7 @@ Render = Callable[[Any, bool], "Table | str"]
 
 
 def add_query_flags(p: argparse.ArgumentParser, *, inherited: bool = False) -> None:
-    """``--collector``, ``--timeout`` and ``-o/--output``."""
+    """``--collector``, ``--timeout``, ``--token-file``, ``--ca-file`` and ``-o/--output``."""
     add_client_flags(p, inherited=inherited)
     add_output_flag(p, inherited=inherited)
 
@@ -73,7 +73,7 @@ def call(
 ) -> Any:
     """The collector's answer, or None after printing the error line (the caller returns 1)."""
     try:
-        return get_json(args.collector, path, args.timeout, method, body)
+        return get_json(args.collector, path, args.timeout, method, body, auth=credentials(args))
     except ClientError as e:
         print(f"skewwatch {command}: error: {e}", file=sys.stderr)
         return None
@@ -97,7 +97,7 @@ def show(
     ``more(data)``: a hint printed on stderr when a limit cut the list.
     """
     try:
-        data = get_json(args.collector, path, args.timeout, method, body)
+        data = get_json(args.collector, path, args.timeout, method, body, auth=credentials(args))
     except ClientError as e:
         print(f"skewwatch {command}: error: {e}", file=sys.stderr)
         return 1

@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from collector.cli.client import add_client_flags, get_json, request_bytes
+from collector.cli.client import add_client_flags, credentials, get_json, request_bytes
 from collector.cli.common import usage_error, workload, workload_path
 from collector.errors import ClientError
 
@@ -59,9 +59,14 @@ def _fetch(args: argparse.Namespace) -> bytes:
     if args.format == "json":
         # Decoded and printed again: checked to be JSON, indented, in the bundle's own key order.
         return (
-            json.dumps(get_json(args.collector, path, args.timeout), indent=2, ensure_ascii=False) + "\n"
+            json.dumps(
+                get_json(args.collector, path, args.timeout, auth=credentials(args)),
+                indent=2,
+                ensure_ascii=False,
+            )
+            + "\n"
         ).encode()
-    return request_bytes(args.collector, path, args.timeout, accept="*/*")[1]
+    return request_bytes(args.collector, path, args.timeout, accept="*/*", auth=credentials(args))[1]
 
 
 def run_evidence(args: argparse.Namespace) -> int:

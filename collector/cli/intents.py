@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from collector.cli.client import request_json
+from collector.cli.client import credentials, request_json
 from collector.cli.common import add_query_flags, quote, show, usage_error
 from collector.cli.output import Column, Table, add_output_flag, emit
 from collector.errors import ClientError, IntentError, IntentIssue
@@ -191,7 +191,12 @@ def run_apply(args: argparse.Namespace) -> int:
             path = f"/api/v1/intents/{i.kind}/{quote(i.name)}"
             try:
                 status, _ = request_json(
-                    args.collector, path, args.timeout, "PUT", json.dumps(i.data).encode()
+                    args.collector,
+                    path,
+                    args.timeout,
+                    "PUT",
+                    json.dumps(i.data).encode(),
+                    auth=credentials(args),
                 )
             except ClientError as e:
                 print(f"skewwatch intent apply: error: {i.kind}/{i.name}: {e}", file=sys.stderr)

@@ -463,3 +463,64 @@ async def test_cli_takes_the_token_from_the_environment(
     assert await run(["pods", "--collector", secured.http, "--token-file", str(tmp_path / "missing")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("skewwatch pods: error: token file ") and "cannot read" in err, err
+
+
+def _schemathesis(url: str, token: str) -> tuple[int, list[str]]:
+    """schemathesis over the secured document with an admin token (its ``ignored_auth`` check
+    probes each operation without the token and with a wrong one): cases run, failures."""
+    import schemathesis
+    from schemathesis.engine import Status, events
+
+    from tests.collector.test_api_schemathesis import SEED, UNEXPRESSIBLE
+
+    config = schemathesis.Config.from_dict(
+        {
+            "seed": SEED,
+            "workers": 1,
+            "max-time": 40.0,
+            "suppress-health-check": ["all"],
+            "request-timeout": 10.0,
+            "headers": {"Authorization": f"Bearer {token}"},
+            "generation": {"max-examples": 5, "database": "none", "deterministic": True},
+            "checks": {"enabled": True, "max_response_time": 5.0},
+            "phases": {"stateful": {"enabled": False}},
+            "operations": [
+                {
+                    "include-operation-id": op,
+                    "checks": {
+                        "positive_data_acceptance": {"expected-statuses": ["2xx", "400", "404", "409", "5xx"]}
+                    },
+                }
+                for op in UNEXPRESSIBLE
+            ],
+        }
+    )
+    cases, failures = 0, []
+    for event in schemathesis.engine.from_schema(schemathesis.openapi.from_url(url, config=config)).execute():
+        if isinstance(event, events.ScenarioFinished):
+            cases += len(event.recorder.cases)
+            for case_id, checks in event.recorder.checks.items():
+                for check in checks:
+                    if check.status == Status.FAILURE and check.failure_info is not None:
+                        case = event.recorder.cases[case_id].value
+                        failures.append(
+                            f"{event.recorder.label}: {check.name}: {check.failure_info.failure.title}\n"
+                            f"  {case.as_curl_command()[:300]}"
+                        )
+        elif isinstance(event, (events.NonFatalError, events.FatalError)):
+            failures.append(f"error: {event!r}"[:400])
+    return cases, failures
+
+
+@pytest.mark.timeout(180)
+async def test_schemathesis_over_the_secured_document_finds_no_failure(tmp_path: Path) -> None:
+    path = token_file(tmp_path / "tokens", f"read {READ_TOKEN}", f"admin {ADMIN_TOKEN}")
+    async with started(settings_for(tmp_path, api_tokens=path, shutdown_grace_s=0.5), tmp_path) as running:
+        await feed(running)
+        cases, failures = await asyncio.to_thread(
+            _schemathesis, f"{running.http}/api/v1/openapi.json", ADMIN_TOKEN
+        )
+    unique = sorted(set(failures))
+    assert not unique, f"{len(unique)} failures:\n" + "\n".join(unique[:30])
+    assert cases >= 200, cases
+    print(f"schemathesis with bearer auth: {cases} cases")

@@ -148,8 +148,11 @@ async def test_scenario_exports_every_catalogued_metric_over_otlp_and_metrics(
     opted_in_cluster: dict[str, str],  # noqa: F811
 ) -> None:
     rec, port = receiver
+    admin = "admin-" + "a" * 24
+    (tmp_path / "api-tokens").write_text(f"admin {admin}\n")
     settings = settings_for(
         tmp_path, drift_tick_s=0.1, baseline_stable_s=0, shutdown_grace_s=0.5,
+        api_tokens=tmp_path / "api-tokens",
         otlp_endpoint=f"127.0.0.1:{port}", otlp_insecure=True, otlp_interval_s=3600,
         otlp_headers="x-team=ml,Authorization=Bearer t0ken", cluster="prod-1",
         pod_namespace="skewwatch", pod_name="collector-0",
@@ -164,8 +167,18 @@ async def test_scenario_exports_every_catalogued_metric_over_otlp_and_metrics(
     telemetry = collector.telemetry
     telemetry.min_refresh_s = 0
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{ports.grpc}")
-    http = aiohttp.ClientSession(base_url=f"http://127.0.0.1:{ports.http}", timeout=aiohttp.ClientTimeout(10))
+    http = aiohttp.ClientSession(
+        base_url=f"http://127.0.0.1:{ports.http}",
+        timeout=aiohttp.ClientTimeout(10),
+        headers={"Authorization": f"Bearer {admin}"},
+    )
     try:
+        # A request without a token: refused, counted (skewwatch.auth.refused{surface=api}).
+        async with (
+            aiohttp.ClientSession() as anonymous,
+            anonymous.get(f"http://127.0.0.1:{ports.http}/api/v1/pods") as r,
+        ):
+            assert r.status == 401
         h100 = {**BASE_FACTS, **H100_FACTS}
         streams = [await _pod(channel, f"llm-{i}", h100) for i in range(3)]
         await _pod(channel, "evil-0", BASE_FACTS, workload=HOSTILE, obs=False)
@@ -215,6 +228,7 @@ async def test_scenario_exports_every_catalogued_metric_over_otlp_and_metrics(
     assert _one(after, "skewwatch_findings_resolved_total", {**wl, "resolution": "fixed"}) == 1.0
     assert _one(after, "skewwatch_store_errors_total", {"operation": "ingest"}) == 1.0
     assert _one(after, "skewwatch_ingest_shed_total", {}) == 1.0
+    assert _one(after, "skewwatch_auth_refused_total", {"surface": "api", "reason": "unauthenticated"}) == 1.0
     assert sum(v for a, v in after["skewwatch_ingest_batch_size_count"]) >= 10
     ratio = _one(
         after, "skewwatch_performance_baseline_ratio", {**wl, "observation": "generation_tokens_per_s"}

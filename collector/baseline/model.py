@@ -312,7 +312,9 @@ def compare_performance(
                 continue
             judged += 1
             now_bounds = None if per_load else bounds(m, judged_windows(r, m))
-            if _outside(m, now_bounds or (now, now), base_bounds or (base, base), dec, inc):
+            if _outside(
+                m, now, base, dec, inc, bounds=(now_bounds or (now, now), base_bounds or (base, base))
+            ):
                 bad[r.pod] = now
         if not judged:
             undecided.add((Reference.BASELINE.value, key))
@@ -355,13 +357,31 @@ def _tolerance(m: Metric, override: Any) -> tuple[float | None, float | None]:
     return (m.max_decrease if dec is None else dec), (m.max_increase if inc is None else inc)
 
 
-def _outside(m: Metric, now: Bounds, base: Bounds, dec: float | None, inc: float | None) -> bool:
-    """Past tolerance for certain: a rise only when the least the value can be now is over the
-    most the baseline can have been, past tolerance (a fall the other way round). For exact
-    metrics both bounds are the value; for a quantile of buckets they are its bucket's, so a
-    request moving across one bucket boundary is not a regression of the bucket's width."""
-    fell = m.worse in (Worse.LOWER, Worse.BOTH) and dec is not None and now[1] < base[0] * (1 - dec)
-    rose = m.worse in (Worse.HIGHER, Worse.BOTH) and inc is not None and now[0] > base[1] * (1 + inc)
+def _outside(
+    m: Metric, now: float, base: float, dec: float | None, inc: float | None, *, bounds: tuple[Bounds, Bounds]
+) -> bool:
+    """Past tolerance, and certainly moved: the value (an interpolated estimate for a quantile of
+    buckets) is past tolerance, and where the true value can lie now is wholly past where the
+    baseline's could (``bounds``: now's, the baseline's; both the value for exact metrics).
+
+    A quantile of buckets is interpolated inside its bucket, so requests moving across one
+    bucket boundary move the estimate by up to the bucket's width: every request under vLLM's
+    0.3 s boundary reads p95 0.285, a few just over it 0.43, "+50 %" for a change of some
+    percent. Adjacent or shared buckets cannot tell such a step from a regression; a bucket
+    wholly above the baseline's (a whole bucket between them) can."""
+    (now_lo, now_hi), (base_lo, base_hi) = bounds
+    fell = (
+        m.worse in (Worse.LOWER, Worse.BOTH)
+        and dec is not None
+        and now < base * (1 - dec)
+        and now_hi < base_lo
+    )
+    rose = (
+        m.worse in (Worse.HIGHER, Worse.BOTH)
+        and inc is not None
+        and now > base * (1 + inc)
+        and now_lo > base_hi
+    )
     return fell or rose
 
 

@@ -408,7 +408,12 @@ def test_a_latency_quantile_is_judged_at_its_bucket_resolution() -> None:
     near = replace(replica("a"), observations=tuple(_latency(0.428, 0.3, 0.5, 3)))
     found, undecided = compare_performance(base, [near])
     assert found == [] and (Reference.BASELINE.value, key) not in undecided  # judged: not a regression
-    # Past the bucket's reach it is one, and says what it was judged on.
+    # Inside one bucket the estimate moves with how the requests fall, not by how much: no verdict.
+    mid = record(WL, [replace(replica("a"), observations=tuple(_latency(0.32, 0.3, 0.5, 20)))], 0.0, "manual")
+    same = replace(replica("a"), observations=tuple(_latency(0.48, 0.3, 0.5, 3)))
+    assert compare_performance(mid, [same])[0] == []
+    # A bucket wholly above the baseline's (a whole bucket between them) is a regression, and the
+    # finding says what it was judged on.
     slow = replace(replica("a"), observations=tuple(_latency(0.62, 0.5, 0.8, 3)))
     (d,) = compare_performance(base, [slow])[0]
     assert d.key == key and d.actual == 0.62 and "the baseline lies in [0, 0.3]" in d.expected_text

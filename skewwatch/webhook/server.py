@@ -118,9 +118,9 @@ class WebhookApp:
 
     config: WebhookConfig
     counts: Counter[str] = field(default_factory=Counter)
-
     # Reviews refused for a limit, by the limit's name.
     limits_exceeded: Counter[str] = field(default_factory=Counter)
+
     async def mutate(self, request: web.Request) -> web.Response:
         return await self._mutate(request, namespace_enabled=False)
 
@@ -163,9 +163,9 @@ class WebhookApp:
 
     def _error(self, status: int, message: str, limit: str | None = None) -> web.Response:
         self.counts[f"http_{status}"] += 1
-        log.warning("admission request refused (%d): %s", status, message)
         if limit is not None:
             self.limits_exceeded[limit] += 1
+        log.warning("admission request refused (%d): %s", status, message)
         response = web.json_response({"error": message}, status=status)
         if status in (408, 413):
             response.force_close()  # the rest of the body is never read: the connection ends

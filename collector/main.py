@@ -44,8 +44,7 @@ from collector.store.postgresql import PostgresStore
 from collector.store.url import parse_store_url
 from collector.telemetry.metrics import Telemetry
 from collector.tokens import TokenFile
-from skewwatch.webhook.errors import TLSFilesError
-from skewwatch.webhook.server import ReloadingTLS
+from skewwatch.tls import ReloadingTLS, TLSFilesError
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from collector.errors import IntentError, IntentIssue
 from collector.intent.model import Intent, parse_documents
 from collector.intent.yamldoc import LIMIT_TEXT, MAX_TEXT_BYTES
-from collector.service.events import NO_EVENTS, ServiceEvents
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +33,26 @@ class _FileState:
     issues: list[IntentIssue] = field(default_factory=list)
 
 
+class LimitEvents(Protocol):
+    """Who hears of an intent over a limit (the service layer's ``ServiceEvents``, structurally:
+    intents sit below the service and do not import it)."""
+
+    def limit_exceeded(self, limit: str) -> None: ...
+
+
+class _NoEvents:
+    def limit_exceeded(self, limit: str) -> None:
+        """Not counted."""
+
+
 class IntentRegistry:
     """The intents in effect: the directory's files (``poll``) and the API's. A file over an
     intent limit (size, documents, nodes, depth: ``yamldoc``) or a directory over ``MAX_FILES``
     is told to ``events.limit_exceeded`` once per change of the file (or of the directory)."""
 
-    def __init__(self, directory: Path | None = None, events: ServiceEvents = NO_EVENTS) -> None:
+    def __init__(self, directory: Path | None = None, events: LimitEvents | None = None) -> None:
         self.directory = directory
-        self.events = events
+        self.events: LimitEvents = events if events is not None else _NoEvents()
         self._over_files = False
         self._files: dict[str, _FileState] = {}
         self._api: dict[tuple[str, str], Intent] = {}

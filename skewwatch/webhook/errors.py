@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from skewwatch.core.errors import SkewwatchError
+from skewwatch.tls import TLSFilesError as _TLSFilesError
 
 
 class WebhookError(SkewwatchError):
@@ -24,6 +25,6 @@ class ReviewError(WebhookError, ValueError):
         self.limit = limit
 
 
-class TLSFilesError(WebhookError, OSError):
-    """The serving certificate or key cannot be loaded; the message names the file (never its
-    content)."""
+# The serving certificate or key cannot be loaded: ``skewwatch.tls``'s error (shared with the
+# collector's HTTPS API), under its old name here.
+TLSFilesError = _TLSFilesError

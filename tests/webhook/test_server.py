@@ -21,6 +21,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from skewwatch import tls
 from skewwatch.webhook import attach, register, server
 from skewwatch.webhook.config import WebhookConfig
 from skewwatch.webhook.errors import ConfigError, TLSFilesError
@@ -168,7 +169,7 @@ async def test_a_renewed_certificate_is_served_to_new_connections_without_a_rest
     certs: dict[str, tuple[Path, Path]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(server, "RELOAD_CHECK_S", 0.0)
+    monkeypatch.setattr(tls, "RELOAD_CHECK_S", 0.0)
     both = _client_tls(certs["a"][0], certs["b"][0])
     assert await _peer_cert(webhook.port, both) == _der(certs["a"][0])
     # A renewal written in place, certificate first: the half-written pair keeps a.

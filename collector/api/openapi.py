@@ -47,6 +47,19 @@ def _obj(properties: dict[str, Any], *, required: list[str] | None = None, **ext
     }
 
 
+# A list answer cut at ApiLimits.max_list_items says so (collector/api/body.py: bounded).
+_TRUNCATED = {
+    "description": "present only when the list was cut at the API's max_list_items (10,000): the "
+    "limit and how many there were",
+    **_obj({"limit": {"type": "integer"}, "total": {"type": "integer"}}),
+}
+
+
+def _listed(name: str, items: dict[str, Any]) -> dict[str, Any]:
+    """A list answer ``{name: [items]}``, with the optional ``truncated``."""
+    return _obj({name: {"type": "array", "items": items}, "truncated": _TRUNCATED}, required=[name])
+
+
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -216,7 +229,7 @@ SCHEMAS: dict[str, Any] = {
             "engine": _ENGINE,
         }
     ),
-    "PodList": _obj({"pods": {"type": "array", "items": _ref("PodSummary")}}),
+    "PodList": _listed("pods", _ref("PodSummary")),
     "PodDetail": _obj(
         {
             "namespace": _STR,
@@ -685,7 +698,7 @@ SCHEMAS.update(
                 "baseline_recorded_at": _NULLABLE_TS,
             }
         ),
-        "WorkloadList": _obj({"workloads": {"type": "array", "items": _ref("WorkloadSummary")}}),
+        "WorkloadList": _listed("workloads", _ref("WorkloadSummary")),
         "Check": _obj(
             {
                 "intent": _STR,
@@ -772,7 +785,7 @@ SCHEMAS.update(
             },
             required=["workload", "mode", "from", "to", "changes"],
         ),
-        "BaselineList": _obj({"baselines": {"type": "array", "items": _ref("BaselineSummary")}}),
+        "BaselineList": _listed("baselines", _ref("BaselineSummary")),
         "BaselineDetail": _obj(
             {
                 "workload": _STR,
@@ -801,7 +814,9 @@ SCHEMAS.update(
                 },
                 "errors": {"type": "array", "items": _ref("IntentIssue")},
                 "directory": _NULL_STR,
-            }
+                "truncated": _TRUNCATED,
+            },
+            required=["intents", "errors", "directory"],
         ),
         "Intent": _obj({"kind": _STR, "name": _STR, "file": _STR, "document": {"type": "object"}}),
         "IntentsCreated": _obj({"created": {"type": "array", "items": _ref("Intent")}}),

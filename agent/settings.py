@@ -45,7 +45,6 @@ dropped first, and the drop is recorded.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -53,6 +52,7 @@ from pathlib import Path
 
 from agent.errors import SettingsError
 from agent.hashing import MODES, HashBudget
+from skewwatch.core.net import is_loopback
 
 DEFAULT_SALT = "skewwatch.v1"
 _HOSTPORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-_]+):(\d{1,5})$")
@@ -168,16 +168,6 @@ class AgentSettings:
             raise SettingsError(f"--settle: must be between 0 and 86400 s, got {self.settle_s}")
         if not 0 <= self.hash_wait_s <= 3_600:
             raise SettingsError(f"--hash-wait: must be between 0 and 3600 s, got {self.hash_wait_s}")
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` names only this machine: 127.0.0.0/8, ::1 or localhost."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_hostport(value: str, flag: str) -> tuple[str, int]:

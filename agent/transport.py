@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 
 from agent.settings import AgentSettings
+from skewwatch.core.filestamp import stamp as file_stamp
 
 log = logging.getLogger(__name__)
 
@@ -34,22 +34,9 @@ AUTHORIZATION = "authorization"
 MAX_FILE_BYTES = 1024 * 1024
 _TOKEN = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces (collector.tokens' rule)
 
-Stamp = tuple[object, ...]
-
 
 class TransportFileError(OSError):
     """A TLS or token file cannot be used; the message names the flag and the file, never a token."""
-
-
-def _stamp(paths: Sequence[Path]) -> Stamp:
-    out: list[object] = []
-    for p in paths:
-        try:
-            st = os.stat(p)
-            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
-        except OSError as e:
-            out.append(("error", e.errno))
-    return tuple(out)
 
 
 def _read(path: Path, flag: str) -> bytes:
@@ -164,7 +151,7 @@ class Transport:
     def connect(self) -> Connection:
         """A new connection from the files as they are now; TransportFileError when one is unusable."""
         files = self.files
-        stamp = _stamp([p for _, p in files])  # before reading: a write during the read is a change
+        stamp = file_stamp([p for _, p in files])  # before reading: a write during the read is a change
         metadata: tuple[tuple[str, str], ...] = ()
         if self.token_file is not None:
             metadata = ((AUTHORIZATION, f"Bearer {read_token(self.token_file)}"),)
@@ -181,7 +168,7 @@ class Transport:
             channel = grpc.aio.secure_channel(self.target, credentials, options=options)
 
         def changed() -> str | None:
-            now = _stamp([p for _, p in files])
+            now = file_stamp([p for _, p in files])
             for (flag, path), before, after in zip(files, stamp, now, strict=True):
                 if before != after:
                     return f"{flag} {path}"

@@ -37,13 +37,14 @@ from collector.service.pods import Pods
 from collector.service.queries import Queries
 from collector.service.recording import CommitSettings, Recorder
 from collector.service.retention import Pruner
-from collector.settings import CollectorSettings, is_loopback, split_hostport
+from collector.settings import CollectorSettings, split_hostport
 from collector.store.base import FullStore
 from collector.store.ownership import PostgresOwnership
 from collector.store.postgresql import PostgresStore
 from collector.store.url import parse_store_url
 from collector.telemetry.metrics import Telemetry
 from collector.tokens import TokenFile
+from skewwatch.core.net import is_loopback
 from skewwatch.tls import ReloadingTLS, TLSFilesError
 
 log = logging.getLogger(__name__)

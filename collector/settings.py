@@ -120,7 +120,6 @@ never the collector's own store writes.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
@@ -128,6 +127,7 @@ from pathlib import Path
 from typing import Any
 
 from collector.errors import SettingsError
+from skewwatch.core.net import is_loopback
 
 MIB = 1024 * 1024
 _OTLP_ENDPOINT = re.compile(r"^(?:(https?)://)?(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.\-_]+):(\d{1,5})/?$")
@@ -449,16 +449,6 @@ ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "pod_name": ("POD_NAME", str),
 }
 assert set(ENV) == {f.name for f in fields(CollectorSettings)}, "every setting needs a variable"
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (as in ``HOST:PORT``) names only this machine: 127.0.0.0/8, ::1, localhost."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a name, or empty (all interfaces)
 
 
 def split_hostport(value: str, flag: str) -> tuple[str, int]:

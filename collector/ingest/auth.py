@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 import re
 import ssl
 import threading
@@ -48,6 +47,7 @@ import grpc
 
 from collector.errors import SettingsError
 from collector.tokens import TokenFile, bearer, digest
+from skewwatch.core.filestamp import stamp as file_stamp
 from skewwatch.core.identity import PodIdentity
 
 log = logging.getLogger(__name__)
@@ -302,17 +302,6 @@ def agent_auth(tokens: Path | None, client_ca: Path | None) -> AgentAuth | None:
     return AgentAuth(token_file, mtls=client_ca is not None)
 
 
-def _stamp(paths: Sequence[Path]) -> tuple[object, ...]:
-    out: list[object] = []
-    for p in paths:
-        try:
-            st = os.stat(p)
-            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
-        except OSError as e:
-            out.append(("error", e.errno))
-    return tuple(out)
-
-
 class ServerCredentialFiles:
     """The gRPC port's TLS credentials from ``cert``/``key`` (PEM) and, for mutual TLS, the
     ``client_ca`` bundle, re-read when a file changes (see the module docstring)."""
@@ -323,7 +312,7 @@ class ServerCredentialFiles:
         self.reloads = 0
         self.error = ""
         self._lock = threading.Lock()
-        stamp = _stamp(self.paths)
+        stamp = file_stamp(self.paths)
         self._stamp = stamp
         self.initial = self._load(stamp)  # a bad file at start is a start error (SettingsError)
 
@@ -345,7 +334,7 @@ class ServerCredentialFiles:
         cert = self._read(self.cert, "--grpc-tls-cert")
         key = self._read(self.key, "--grpc-tls-key")
         ca = self._read(self.client_ca, "--grpc-client-ca") if self.client_ca is not None else None
-        if _stamp(self.paths) != stamp:
+        if file_stamp(self.paths) != stamp:
             raise SettingsError("--grpc-tls-cert", "the files changed while being read; trying again")
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         try:
@@ -367,7 +356,7 @@ class ServerCredentialFiles:
         """gRPC's fetcher, called before each new connection's handshake: new credentials when the
         files changed and load, else None (keep the current ones). Never raises."""
         with self._lock:
-            stamp = _stamp(self.paths)
+            stamp = file_stamp(self.paths)
             if stamp == self._stamp:
                 return None
             try:

@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
+from collector.api.body import bounded
 from collector.service.injection import InjectionReport, MissedPod, unavailable
 
 INJECTION: web.AppKey[Callable[[], InjectionReport]] = web.AppKey("injection")
@@ -34,9 +35,12 @@ def report_view(r: InjectionReport) -> dict[str, Any]:
 
 
 async def get_injection(request: web.Request) -> web.Response:
-    """Opted-in pods running with no agent reporting, as the latest check saw them."""
+    """Opted-in pods running with no agent reporting, as the latest check saw them (the list cut
+    at the API's ``max_list_items``, as every list answer: ``truncated`` says so)."""
     report = request.app.get(INJECTION)
-    return web.json_response(report_view(report() if report is not None else unavailable(NO_CHECK)))
+    view = report_view(report() if report is not None else unavailable(NO_CHECK))
+    missed = view.pop("missed")
+    return web.json_response({**view, **bounded(request, "missed", missed)})
 
 
 _NUM_OR_NULL = {"type": ["number", "null"], "description": "Unix time, seconds"}
@@ -73,6 +77,12 @@ SCHEMA: dict[str, Any] = {
                 },
                 "required": ["namespace", "pod", "workload", "why", "since"],
             },
+        },
+        "truncated": {
+            "description": "present only when missed was cut at the API's max_list_items (10,000)",
+            "type": "object",
+            "properties": {"limit": {"type": "integer"}, "total": {"type": "integer"}},
+            "required": ["limit", "total"],
         },
     },
     "required": ["available", "reason", "checked_at", "opted_in", "injected", "reporting", "missed"],

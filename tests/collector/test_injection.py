@@ -8,14 +8,18 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import grpc
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
+from collector.api import body as api_body
+from collector.api.app import create_app
 from collector.cluster.errors import ClusterError, ClusterForbidden, ClusterUnavailable
 from collector.cluster.injection import InjectionCheck
 from collector.cluster.kube import KubeClient, load_config, parse_kubeconfig
@@ -25,6 +29,7 @@ from collector.service.injection import (
     NO_AGENT,
     NOT_INJECTED,
     InjectionReport,
+    MissedPod,
     classify,
     namespace_labels,
     slim_pod,
@@ -367,3 +372,14 @@ async def test_a_collector_stopped_during_its_first_injection_check_stops_at_onc
         began = time.monotonic()
         await asyncio.wait_for(collector.stop(), 10)
         assert time.monotonic() - began < 5
+
+
+async def test_the_missed_list_is_cut_at_max_list_items_and_says_so() -> None:
+    missed = tuple(MissedPod("ml", f"llm-{i}", "Deployment/llm", NOT_INJECTED, 1.0) for i in range(3))
+    report = InjectionReport(True, checked_at=2.0, opted_in=3, missed=missed)
+    limits = replace(api_body.DEFAULT_LIMITS, max_list_items=2)
+    app = create_app(Pods(_NoPods()), injection=lambda: report, limits=limits)  # type: ignore[arg-type]
+    async with TestClient(TestServer(app)) as client:
+        answer = await (await client.get("/api/v1/injection")).json()
+    assert [m["pod"] for m in answer["missed"]] == ["llm-0", "llm-1"]
+    assert answer["truncated"] == {"limit": 2, "total": 3} and answer["opted_in"] == 3

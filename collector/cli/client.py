@@ -20,6 +20,7 @@ import http.client
 import json
 import os
 import ssl
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from collector.errors import ClientError
+from skewwatch.core.net import is_loopback
 
 DEFAULT_COLLECTOR_URL = "http://127.0.0.1:8080"
 COLLECTOR_URL_ENV = "SKEWWATCH_COLLECTOR_URL"
@@ -190,6 +192,22 @@ def request_json(
         ) from e
 
 
+_warned: set[str] = set()
+
+
+def _warn_plaintext(url: str) -> None:
+    """Say once per host, on stderr, that a token goes to a collector over plain HTTP off loopback."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme == "http" and not is_loopback(host) and host not in _warned:
+        _warned.add(host)
+        print(
+            f"skewwatch: warning: sending a bearer token to {host} over plain HTTP; use an https:// "
+            "--collector (the collector's --http-tls-cert) so it cannot be read on the way",
+            file=sys.stderr,
+        )
+
+
 def request_bytes(
     base: str,
     path: str,
@@ -214,6 +232,7 @@ def request_bytes(
     if auth.token is not None:
         # Unredirected: urllib does not carry it along a redirect to wherever that points.
         request.add_unredirected_header("Authorization", f"Bearer {auth.token}")
+        _warn_plaintext(url)
     handlers: list[urllib.request.BaseHandler] = []
     if url.startswith("https://"):
         handlers.append(urllib.request.HTTPSHandler(context=tls_context(auth.ca_file)))

@@ -524,3 +524,18 @@ async def test_schemathesis_over_the_secured_document_finds_no_failure(tmp_path:
     assert not unique, f"{len(unique)} failures:\n" + "\n".join(unique[:30])
     assert cases >= 200, cases
     print(f"schemathesis with bearer auth: {cases} cases")
+
+
+def test_a_token_sent_over_plain_http_off_loopback_is_warned_about_once(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from collector.cli import client
+
+    client._warned.clear()
+    client._warn_plaintext("http://127.0.0.1:8080/api/v1/pods")
+    client._warn_plaintext("https://skewwatch.example:8443/api/v1/pods")
+    assert capsys.readouterr().err == ""
+    client._warn_plaintext("http://skewwatch.example:8080/api/v1/pods")
+    client._warn_plaintext("http://skewwatch.example:8080/api/v1/findings")
+    err = capsys.readouterr().err
+    assert err.count("warning: sending a bearer token to skewwatch.example over plain HTTP") == 1, err

@@ -60,6 +60,17 @@ def _check(value: str, where: str, what: str) -> None:
         )
 
 
+_LABEL_SHAPE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+
+
+def _shown(label: str) -> str:
+    """A label as an error may quote it: never what may be a token written in its place (a line
+    ``TOKEN ROLE`` the wrong way round must not put the token in the log)."""
+    if _LABEL_SHAPE.match(label):
+        return repr(label)
+    return f"the first word ({len(label)} characters, not shown: a token in the label's place?)"
+
+
 def parse(path: Path, what: str, label_ok: Callable[[str], bool]) -> tuple[Token, ...]:
     """The tokens under ``path``; SettingsError naming ``what`` (the flag) and the entry at fault."""
     tokens: list[Token] = []
@@ -84,7 +95,7 @@ def parse(path: Path, what: str, label_ok: Callable[[str], bool]) -> tuple[Token
                 raise SettingsError(what, f"{where}: expected 'LABEL TOKEN'")
             label, value = parts
             if not label_ok(label):
-                raise SettingsError(what, f"{where}: {label!r} is not a label this token file takes")
+                raise SettingsError(what, f"{where}: {_shown(label)} is not a label this token file takes")
             _check(value, where, what)
             tokens.append(Token(where, label, digest(value)))
     else:

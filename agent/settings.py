@@ -127,14 +127,10 @@ class AgentSettings:
             raise SettingsError("--tls-cert: --tls-cert and --tls-key go together")
         if self.tls_cert_file is not None and self.tls_ca_file is None:
             raise SettingsError("--tls-cert: a client certificate needs TLS: give --tls-ca too")
-        for flag, path in (
-            ("--tls-ca", self.tls_ca_file),
-            ("--tls-cert", self.tls_cert_file),
-            ("--tls-key", self.tls_key_file),
-            ("--token-file", self.token_file),
-        ):
-            if path is not None and not path.is_file():
-                raise SettingsError(f"{flag}: {str(path)!r} is not a readable file")
+        # The files themselves are not checked here: they come from a Secret the kubelet may
+        # mount after the agent started (an optional volume fills in once the Secret exists), and
+        # agent.transport reads them at every connect, saying which one it cannot use. An agent
+        # that exited instead would crash-loop beside an engine it could watch as soon as they come.
         if self.collector is not None and not self.tls and not self.insecure:
             host, _ = check_hostport(self.collector, "--collector")
             if not is_loopback(host):

@@ -41,7 +41,7 @@ import grpc
 
 from agent.lifecycle import EngineState, EngineStatus, Event
 from agent.outbox import SNAPSHOT, Outbox
-from agent.transport import Connection, plaintext
+from agent.transport import Connection, TransportFileError, plaintext
 from proto.skewwatch.v1 import skewwatch_pb2 as pb
 from proto.skewwatch.v1 import skewwatch_pb2_grpc as pb_grpc
 from skewwatch import PROTOCOL_VERSION
@@ -237,6 +237,8 @@ class AgentStream:
                 self._failure(f"collector {self.target}: {e.code().name}: {e.details()}")
                 if e.code() is grpc.StatusCode.INVALID_ARGUMENT:
                     self._refused()
+            except TransportFileError as e:  # a credentials file not there (yet), or unusable
+                self._failure(f"collector {self.target}: cannot connect: {e}")
             except (OSError, TimeoutError, grpc.RpcError) as e:
                 self._failure(f"collector {self.target} unreachable: {e or type(e).__name__}")
             except Exception as e:  # a sender bug or an unsendable message must not end the agent

@@ -291,3 +291,50 @@ async def test_the_agent_reconnects_with_a_rotated_token_before_the_old_one_is_r
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await collector.stop()
+
+
+async def test_credentials_that_arrive_after_the_agent_started_are_used_once_there(
+    tmp_path: Path, pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The kubelet fills an optional Secret volume in once the Secret exists: an agent started
+    # before that must wait for the files, not exit (it would crash-loop beside its engine).
+    token = "ns-" + secrets.token_hex(16)
+    tokens, ca, agent_token = (
+        tmp_path / "agent-tokens",
+        tmp_path / "creds" / "ca.crt",
+        tmp_path / "creds" / "token",
+    )
+    replace(tokens, f"ml {token}\n")
+    settings = AgentSettings(collector="10.0.0.1:50051", tls_ca_file=ca, token_file=agent_token).validate()
+    assert settings.tls and not ca.exists()  # valid without its files
+    collector = Collector(
+        settings_for(
+            tmp_path, shutdown_grace_s=0.2, tls_cert_file=pki.server.cert, tls_key_file=pki.server.key,
+            agent_tokens=tokens,
+        )
+    )  # fmt: skip
+    ports = await collector.start()
+    identity = PodIdentity("ml", "llm-0", "gpu-node-1", "ml/Deployment/llm", "env", agent_id="ml/llm-0")
+    latest = LatestSnapshot()
+    await latest.publish(make_snapshot())
+    transport = Transport(f"127.0.0.1:{ports.grpc}", ca_file=ca, token_file=agent_token)
+    stream = AgentStream(transport.target, lambda _: identity, latest, 0.1, connect=transport.connect)
+    stream.backoff.cap_s = 0.3
+    task = asyncio.create_task(stream.run_forever())
+    try:
+        with caplog.at_level(logging.INFO):
+            await wait_until(
+                "the missing file named",
+                lambda: f"cannot connect: --token-file {agent_token}: cannot read" in caplog.text,
+            )
+            assert not stream.connected.is_set()
+            ca.parent.mkdir()
+            replace(ca, pki.ca.cert.read_bytes())
+            replace(agent_token, token)
+            await asyncio.wait_for(stream.connected.wait(), 10)
+        assert token not in caplog.text
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await collector.stop()

@@ -6,8 +6,10 @@ per child, and polled until ready; none of this is part of the product.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -25,6 +27,26 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def lasting_port(rng: random.Random | None = None) -> int:
+    """A loopback TCP port free right now and outside the kernel's ephemeral range, for a server
+    restarted on the same port many times: a port from ``free_port`` is an ephemeral one, which
+    any outgoing connection may be handed as its own while the server is down (then the restart
+    fails with "address already in use")."""
+    low = 32768
+    with contextlib.suppress(OSError, ValueError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    rng = rng or random.Random()  # noqa: S311 - a port, not a secret
+    for _ in range(200):
+        port = rng.randrange(10_000, max(10_001, low))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    return free_port()
 
 
 class Processes:

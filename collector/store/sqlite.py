@@ -111,8 +111,21 @@ def _no_room(path: Path) -> str | None:
     return None
 
 
+_WAL_HEADER_BYTES = 32
+
+
 def _truncated(path: Path) -> str | None:
-    """Why the file is shorter than its header says (a truncated copy), or None."""
+    """Why the file is shorter than its header says (a truncated copy), or None.
+
+    Not when a WAL with frames lies beside it: a collector killed in the middle of a checkpoint
+    leaves page 1 (whose header counts the new pages) copied into the file before the pages past
+    its end, and SQLite completes that from the WAL when it opens the database. Damage the WAL
+    cannot mend shows as SQLITE_CORRUPT on the first read, and is classified then."""
+    try:
+        if os.stat(f"{path}-wal").st_size > _WAL_HEADER_BYTES:
+            return None
+    except OSError:
+        pass  # no WAL: the file must hold everything itself
     try:
         with path.open("rb") as f:
             header = f.read(100)

@@ -216,7 +216,8 @@ async def test_store_delete_pod_cascades_and_says_whether_it_existed(tmp_path: P
 
 def test_openapi_documents_every_status_of_the_delete_route() -> None:
     op = DOC["paths"]["/api/v1/pods/{namespace}/{pod}"]["delete"]
-    assert set(op["responses"]) == {"204", "404", "409", "503"}
+    # 401 and 403: the document declares them for every /api/v1 route (served with --api-tokens).
+    assert set(op["responses"]) == {"204", "401", "403", "404", "409", "503"}
     assert "content" not in op["responses"]["204"]
     props = DOC["components"]["schemas"]["PodSummary"]["properties"]
     assert {"stale", "last_seen_age_s", "conflicts", "live_streams"} <= set(props)

@@ -33,7 +33,7 @@ from collector.domain.records import SnapshotRecord
 from collector.errors import StoreError
 from collector.main import Collector
 from collector.store.base import FullStore
-from collector.store.sqlite import classify
+from collector.store.sqlite import _truncated, classify
 from demo.harness import free_port, skewwatch
 from skewwatch.core.identity import PodKey
 from tests.support.collector import (
@@ -123,6 +123,55 @@ async def test_a_truncated_database_refuses_the_start_naming_it_corrupt(tmp_path
     message = str(caught.value)
     assert "\n" not in message
     assert f"database file '{db}' is corrupt: truncated: {size // 2} bytes, its header says" in message
+
+
+def _crash_during_checkpoint(directory: Path) -> Path:
+    """A database as a collector killed in the middle of a checkpoint leaves it: the WAL holds
+    commits that grew the database, and the checkpoint had copied page 1 (whose header counts the
+    new pages) into the file but not yet the pages past its end. SQLite recovers it from the WAL.
+    Built from a real WAL: both files copied while the writer is open, then page 1 copied in."""
+    live, crashed = directory / "live.db", directory / "crashed.db"
+    conn = sqlite3.connect(live)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    conn.execute("CREATE TABLE t (x TEXT)")
+    conn.commit()
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    for i in range(200):
+        conn.execute("INSERT INTO t VALUES (?)", (f"{i}" * 500,))
+    conn.commit()
+    shutil.copy(live, crashed)
+    shutil.copy(live.with_name("live.db-wal"), crashed.with_name("crashed.db-wal"))
+    conn.close()
+    wal = crashed.with_name("crashed.db-wal").read_bytes()
+    page_size = int.from_bytes(wal[8:12], "big")
+    page_one, offset = None, 32
+    while offset + 24 + page_size <= len(wal):  # the newest frame of page 1
+        if int.from_bytes(wal[offset : offset + 4], "big") == 1:
+            page_one = wal[offset + 24 : offset + 24 + page_size]
+        offset += 24 + page_size
+    assert page_one is not None
+    with crashed.open("r+b") as f:
+        f.seek(0)
+        f.write(page_one)
+    header_pages = int.from_bytes(page_one[28:32], "big")
+    assert crashed.stat().st_size < header_pages * page_size  # "shorter than its header says"
+    return crashed
+
+
+def test_a_database_killed_mid_checkpoint_is_not_taken_for_a_truncated_one(tmp_path: Path) -> None:
+    # The kill -9 test met it in CI: a restart after a kill refused the database as "truncated"
+    # while SQLite would have recovered every commit from the WAL.
+    crashed = _crash_during_checkpoint(tmp_path)
+    assert _truncated(crashed) is None
+    # Without its WAL the same file is what a truncated copy looks like, and is refused.
+    bare = tmp_path / "bare.db"
+    shutil.copy(crashed, bare)
+    assert _truncated(bare) is not None
+    conn = sqlite3.connect(crashed)  # and SQLite indeed recovers it whole from the WAL
+    assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert conn.execute("SELECT count(*) FROM t").fetchone() == (200,)
+    conn.close()
 
 
 async def test_a_malformed_page_found_while_running_fails_the_write_unacknowledged(tmp_path: Path) -> None:

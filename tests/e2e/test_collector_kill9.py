@@ -32,7 +32,7 @@ from agent.lifecycle import Event
 from agent.outbox import EVENT, OBSERVATIONS, SNAPSHOT, Outbox
 from agent.stream import AgentStream, Backoff, LatestSnapshot
 from agent.transport import Connection
-from demo.harness import free_port, skewwatch
+from demo.harness import lasting_port, skewwatch
 from skewwatch.core.facts import Observation
 from skewwatch.core.identity import PodIdentity
 from tests.support.collector import BASE_FACTS, make_snapshot
@@ -132,7 +132,11 @@ class Pod:
 class CollectorProcess:
     def __init__(self, tmp: Path) -> None:
         self.db = tmp / "store.db"
-        self.grpc, self.http = free_port(), free_port()
+        # Outside the ephemeral range: 50 restarts on one port must never find it taken by an
+        # outgoing connection of the agents reconnecting meanwhile.
+        self.grpc, self.http = lasting_port(), lasting_port()
+        while self.http == self.grpc:
+            self.http = lasting_port()
         self.log = (tmp / "collector.log").open("ab")
         self.proc: subprocess.Popen[bytes] | None = None
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("SKEWWATCH_")}
@@ -145,11 +149,17 @@ class CollectorProcess:
     async def ready(self, timeout_s: float = 30.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            assert self.proc is not None and self.proc.poll() is None, "the collector exited"
+            assert self.proc is not None and self.proc.poll() is None, "the collector exited: " + self.tail()
             if await asyncio.to_thread(self._ready):
                 return
             await asyncio.sleep(0.05)
         raise TimeoutError("the collector did not get ready")
+
+    def tail(self, lines: int = 15) -> str:
+        """The end of the collector's log (why it exited)."""
+        self.log.flush()
+        text = Path(self.log.name).read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
 
     def _ready(self) -> bool:
         try:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from collector.errors import SettingsError
+from skewwatch.core.filestamp import stamp as file_stamp
 
 log = logging.getLogger(__name__)
 
@@ -117,12 +118,14 @@ def _read(path: Path, what: str) -> str:
 
 
 def _stamp(path: Path) -> tuple[object, ...]:
-    """What changes when the tokens may have: mtimes and sizes (a Secret swaps its ``..data`` link)."""
+    """What changes when the tokens may have: each file's stamp (``skewwatch.core.filestamp``: a
+    Secret swaps its ``..data`` link, which changes the inodes the files resolve to), and for a
+    directory the names in it too."""
     try:
         if path.is_dir():
-            return tuple((e.name, e.stat().st_mtime_ns, e.stat().st_size) for e in sorted(path.iterdir()))
-        st = path.stat()
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
+            entries = sorted(path.iterdir())
+            return (tuple(e.name for e in entries), file_stamp(entries))
+        return file_stamp([path])
     except OSError as e:
         return ("error", str(e))
 

@@ -25,10 +25,10 @@ from agent.engines import engine_named
 from agent.engines.effective import derive_effective
 from agent.engines.links import link_inputs
 from agent.lifecycle import Carry
-from agent.redact import redact_collected
 from agent.sources.base import CollectContext, ProcessInfo, Source, SourceResult, needs_of
 from skewwatch.core.facts import Fact, Observation, Snapshot, SourceStatus
 from skewwatch.core.fingerprint import fingerprint_facts
+from skewwatch.redact import redact_collected
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def assemble_snapshot(collected: Collected, ctx: CollectContext, collected_at: f
         facts[fact.key] = fact
     engine = facts.get("runtime.engine")
     facts = link_inputs(facts, engine_named(str(engine.value) if engine is not None else ""))
-    # One redaction pass over every fact and message, whatever its source (agent.redact).
+    # One redaction pass over every fact and message, whatever its source (skewwatch.redact).
     facts, statuses = redact_collected(facts, collected.statuses, ctx.settings.redaction_salt)
     # Within what the collector accepts (agent.bounds): the excess is dropped and said.
     facts, statuses = bound_snapshot(facts, statuses)

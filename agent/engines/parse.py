@@ -3,7 +3,7 @@
 Nothing here reads a file or a process; callers hand in an argv (and the process environment)
 and get back typed settings with provenance. Raw values never leave this module unredacted:
 every string value of a setting passes through the ``redact(name, value)`` function the caller
-gives (by default a :class:`~agent.redact.Redactor` with the built-in salt).
+gives (by default a :class:`~skewwatch.redact.Redactor` with the built-in salt).
 
 Handled: ``--flag value``, ``--flag=value``, ``_`` or ``-`` in flag names, switches and their
 ``--no-`` forms, unique prefixes where the engine's parser allows them, several values
@@ -31,9 +31,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 
 from agent.engines.base import MODEL, REVISION, EngineSpec, Entrypoint, SettingSpec, args_key, normalise_flag
-from agent.redact import KNOWN_SECRET_FLAGS, Redactor, is_secret_name, secret_flag_prefix, takes_several
 from agent.settings import DEFAULT_SALT
 from skewwatch.core.facts import FactValue
+from skewwatch.redact import KNOWN_SECRET_FLAGS, Redactor, is_secret_name, secret_flag_prefix, takes_several
 
 Redact = Callable[[str, str], str]
 
@@ -579,7 +579,7 @@ def _looks_like_flag(arg: str) -> bool:
 
 def secret_flags(spec: EngineSpec) -> frozenset[str]:
     """The normalised flags whose value is a secret: the engine's API-key flags, its secret-named
-    flags and the secret flags of every engine skewwatch knows (``agent.redact``)."""
+    flags and the secret flags of every engine skewwatch knows (``skewwatch.redact``)."""
     flags = {normalise_flag(f) for f in spec.api_key_flags}
     flags.update(f for f in spec.flag_table() if is_secret_name(f))
     flags.update(normalise_flag(f) for f in KNOWN_SECRET_FLAGS)

@@ -32,11 +32,11 @@ from pathlib import Path
 
 from agent.engines import redact_with
 from agent.k8s import ClusterView, KubeClient, KubeError, KubeUnavailable, load_config, read_cluster
-from agent.redact import Redactor
 from agent.sources.base import CollectContext, FactBuilder, SourceResult
 from skewwatch.core.errors import FactError
 from skewwatch.core.facts import MAX_STRING_LENGTH
 from skewwatch.core.identity import PodIdentity
+from skewwatch.redact import Redactor
 
 MAX_PODINFO_FILE_BYTES = 1024 * 1024  # Kubernetes caps all annotations of an object at 256 KiB
 DEFAULT_NAMESPACE = "default"

@@ -67,11 +67,11 @@ from agent.engines.parse import (
 )
 from agent.errors import SourceUnavailable
 from agent.hfcache import ModelRequest, hub_cache_candidates
-from agent.redact import Redactor
 from agent.settings import AgentSettings
 from agent.sources.base import CollectContext, FactBuilder, ProcessInfo, SourceResult
 from skewwatch.core.errors import FactError
 from skewwatch.core.facts import Observation, SourceState
+from skewwatch.redact import Redactor
 
 # /proc/<pid>/cmdline and environ are bounded by the kernel's ARG_MAX-ish limits, but a hostile
 # or broken /proc root must not make the agent read without end.

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from agent.cli import settings_from_args
-from agent.redact import Redactor
 from agent.settings import AgentSettings, env_value
 from collector.domain.model import Replica
 from collector.errors import IntentError
@@ -22,6 +21,7 @@ from skewwatch.check.manifests import read_manifests
 from skewwatch.check.report import all_findings, render_json, render_sarif, render_table
 from skewwatch.check.rules import TargetResult, check_target, evaluate_replica, shown_check
 from skewwatch.core.facts import Snapshot, SourceState
+from skewwatch.redact import Redactor
 
 MAX_INPUT_BYTES = 1024 * 1024  # the YAML loader's own cap; a bigger file is refused, not truncated
 

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 
 from agent.engines import EngineSpec, Invocation, ParsedCommand, Redact, Setting, redact_with
 from agent.k8s import image_digest
-from agent.redact import Redactor
 from agent.sources.process import locate, parse_args
 from collector.domain.model import Replica
 from skewwatch.check.manifests import SECRET_MARKER, ContainerView
 from skewwatch.core.errors import FactError
 from skewwatch.core.facts import FactValue, Provenance, SourceState, SourceStatus, validate_key
 from skewwatch.core.gpu import gpu_class_name
+from skewwatch.redact import Redactor
 
 _DIGEST_REF = re.compile(r"@(sha256:[0-9a-f]{64})$")
 _FLAG_IN_DETAIL = re.compile(r"^(--?[A-Za-z0-9][A-Za-z0-9_.-]*)")

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agent.engines import REVISION
-from agent.redact import Redactor
 from collector.domain.model import Replica
 from collector.drift.engine import Evaluation, WorkloadInput, evaluate
 from collector.intent.binding import ANNOTATION_KEY, bind
 from collector.intent.model import Intent, ModelSpec
 from skewwatch.check.derive import Derived, gpu_limit
 from skewwatch.core.image import image_reference
+from skewwatch.redact import Redactor
 
 
 @dataclass(frozen=True)

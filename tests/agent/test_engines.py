@@ -23,7 +23,7 @@ from agent.engines import (
     redact_with,
     shell_commands,
 )
-from agent.redact import REDACTED_PREFIX, Redactor
+from skewwatch.redact import REDACTED_PREFIX, Redactor
 from tests.support.fake_processes import SECRET_FROM_REF, container_command
 
 REDACT = redact_with(Redactor("test-salt"))

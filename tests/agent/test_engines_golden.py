@@ -14,8 +14,8 @@ import pytest
 from agent.engines import GENERIC, detect, parse_args, redact_with
 from agent.observations import ObservationWindow, extract
 from agent.promtext import parse_metrics_text
-from agent.redact import Redactor
 from agent.sources.runtime_metrics import interpret_families
+from skewwatch.redact import Redactor
 from tests.support.fake_processes import SECRET_FROM_REF
 from tests.support.manifests import EXPECTED, SKIPPED, manifest_command
 from tests.support.metrics import doubled

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from agent.redact import REDACTED_PREFIX
 from agent.settings import AgentSettings
 from agent.sources.base import AgentPaths, CollectContext, SourceResult
 from agent.sources.pod import (
@@ -18,6 +17,7 @@ from agent.sources.pod import (
 )
 from skewwatch.core.facts import SourceState
 from skewwatch.core.identity import PodIdentity
+from skewwatch.redact import REDACTED_PREFIX
 from skewwatch.wire import hello_to_proto, identity_from_hello
 
 HF = "hf_AnnotationHubToken0123456789abcd"

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from agent.redact import REDACTED_PREFIX
 from agent.settings import AgentSettings
 from agent.sources.base import CollectContext, ProcessInfo, SourceResult
 from agent.sources.process import (
@@ -31,6 +30,7 @@ from agent.sources.process import (
     parse_stat_ppid,
 )
 from skewwatch.core.facts import SourceState
+from skewwatch.redact import REDACTED_PREFIX
 from tests.support.fake_processes import fake_process, fake_procfs, process_context, wait_for_exec
 
 SK = "sk-RealLookingApiKey0123456789xyz"

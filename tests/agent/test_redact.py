@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from agent.promtext import parse_metrics_text
-from agent.redact import REDACTED_PREFIX, Redactor, is_secret_name, is_secret_value, redact_fact
 from agent.sources.runtime_metrics import interpret_families
+from skewwatch.redact import REDACTED_PREFIX, Redactor, is_secret_name, is_secret_value, redact_fact
 
 HF = "hf_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"
 SK = "sk-proj-0123456789abcdefghijklmnopqrstuv"

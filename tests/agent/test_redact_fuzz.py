@@ -25,12 +25,12 @@ from hypothesis import strategies as st
 
 from agent.engines import ENGINES, VLLM
 from agent.engines.parse import ValueProblem, parse_args, redact_with
-from agent.redact import Redactor, redact_collected
 from agent.settings import AgentSettings
 from agent.snapshot import collect_snapshot
 from agent.sources.base import CollectContext, SourceResult
 from agent.sources.process import Found, build_result
 from skewwatch.core.facts import Fact, Provenance, SourceState, SourceStatus
+from skewwatch.redact import Redactor, redact_collected
 
 SALT = "fuzz-salt"
 DEADLINE = timedelta(milliseconds=400)

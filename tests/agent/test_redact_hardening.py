@@ -20,19 +20,19 @@ from agent.engines import SGLANG, VLLM
 from agent.engines.base import InfoEndpoint
 from agent.engines.parse import parse_args, redact_with
 from agent.promtext import parse_metrics_text
-from agent.redact import (
-    REDACTED_PREFIX,
-    Redactor,
-    is_redacted,
-    redact_collected,
-    redact_fact,
-)
 from agent.settings import AgentSettings
 from agent.snapshot import collect_snapshot
 from agent.sources.base import CollectContext, FactBuilder, SourceResult
 from agent.sources.process import Found, build_result
 from agent.sources.runtime_metrics import interpret_families, interpret_info
 from skewwatch.core.facts import Fact, Provenance, Snapshot, SourceState, SourceStatus
+from skewwatch.redact import (
+    REDACTED_PREFIX,
+    Redactor,
+    is_redacted,
+    redact_collected,
+    redact_fact,
+)
 
 SALT = "hardening-salt"
 # Secrets that no shape rule knows: only their meaning (name, flag, header, key) gives them away.

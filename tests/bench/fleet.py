@@ -69,7 +69,6 @@ import grpc
 
 from agent.engines import GENERIC, detect, parse_args, redact_with
 from agent.promtext import parse_metrics_text
-from agent.redact import Redactor
 from agent.sources.model_files import file_fact_key, parse_model_config
 from agent.sources.runtime_metrics import interpret_families
 from agent.stream import REJECTED_BASE_S, REJECTED_CAP_S, Backoff
@@ -79,6 +78,7 @@ from skewwatch import PROTOCOL_VERSION, __version__
 from skewwatch.core.errors import FactError
 from skewwatch.core.facts import Fact, Snapshot, SourceState, SourceStatus, make_fact
 from skewwatch.core.fingerprint import fingerprint_facts
+from skewwatch.redact import Redactor
 from skewwatch.wire import snapshot_to_proto, timestamp
 from tests.support.manifests import manifest_command
 from tests.support.paths import REAL_FIXTURES

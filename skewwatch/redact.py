@@ -1,5 +1,9 @@
 """Redaction: secrets never leave the pod in clear.
 
+Shared by the agent (every fact of a snapshot) and the collector (the pod templates it reads
+from the Kubernetes API), so both redact by the same rules and, with the same salt, to the same
+digests.
+
 Env and arg values whose *name* or *shape* says secret are replaced by
 ``redacted:sha256:<prefix>``, a salted HMAC-SHA256 digest prefix: a change of the secret is
 visible (the digest changes), the value is not. The salt is per installation

@@ -42,6 +42,10 @@
 | cluster                  | (none)              | SKEWWATCH_CLUSTER                  | none              |
 | injection_check_interval_s | (none)            | SKEWWATCH_INJECTION_CHECK_INTERVAL | 60 s (0: off)    |
 | injection_grace_s        | (none)              | SKEWWATCH_INJECTION_GRACE          | 120 s             |
+| cluster_watch            | (none)              | SKEWWATCH_CLUSTER_WATCH            | true (off: false) |
+| cluster_namespaces       | (none)              | SKEWWATCH_CLUSTER_NAMESPACES       | where agents report |
+| cluster_revisions_keep   | (none)              | SKEWWATCH_CLUSTER_REVISIONS_KEEP   | 20 per workload   |
+| cluster_resync_s         | (none)              | SKEWWATCH_CLUSTER_RESYNC           | 600 s             |
 | tls_cert_file            | --grpc-tls-cert     | SKEWWATCH_GRPC_TLS_CERT            | none (plaintext)  |
 | tls_key_file             | --grpc-tls-key      | SKEWWATCH_GRPC_TLS_KEY             | none              |
 | tls_client_ca_file       | --grpc-client-ca    | SKEWWATCH_GRPC_CLIENT_CA           | none (no mTLS)    |
@@ -87,6 +91,14 @@ Missed injections (docs/webhook.md): every ``injection_check_interval_s`` the co
 pods and namespaces through the Kubernetes API (in-cluster service account, else ``KUBECONFIG``)
 and reports opted-in pods running for longer than ``injection_grace_s`` with no agent reporting
 (``GET /api/v1/injection``, ``skewwatch.injection.*``).
+
+Cluster facts (docs/cluster.md): with ``cluster_watch`` the collector lists and watches, through
+the same credentials, the workloads, autoscalers, Services, Ingresses, routes, inference pools
+and mounted ConfigMaps of the namespaces where agents report (or ``cluster_namespaces``, a
+comma-separated list), joins their facts to each workload (provenance ``k8s``), and keeps at
+most ``cluster_revisions_keep`` pod-template revisions per workload. A watch is relisted at the
+latest every ``cluster_resync_s``. Without credentials, or for a kind not installed, that part
+reports itself unavailable and nothing else is affected.
 
 Security (docs/security.md, SECURITY.md): with ``tls_cert_file`` and ``tls_key_file`` (PEM) gRPC
 ingest is TLS; with ``tls_client_ca_file`` too, agents must present a client certificate that CA
@@ -179,6 +191,10 @@ class CollectorSettings:
     cluster: str = ""
     injection_check_interval_s: float = 60.0
     injection_grace_s: float = 120.0
+    cluster_watch: bool = True
+    cluster_namespaces: str = ""
+    cluster_revisions_keep: int = 20
+    cluster_resync_s: float = 600.0
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     tls_client_ca_file: Path | None = None
@@ -218,6 +234,7 @@ class CollectorSettings:
         for flag, value, low, high in (
             ("--debounce-snapshots", self.debounce_snapshots, 1, 1000),
             ("SKEWWATCH_PERFORMANCE_DEBOUNCE_SNAPSHOTS", self.performance_debounce_snapshots, 1, 1000),
+            ("SKEWWATCH_CLUSTER_REVISIONS_KEEP", self.cluster_revisions_keep, 1, 1000),
         ):
             if not low <= value <= high:
                 raise SettingsError(flag, f"must be between {low} and {high}, got {value}")
@@ -235,6 +252,7 @@ class CollectorSettings:
             ("SKEWWATCH_RETRY_AFTER", self.retry_after_s, 1.0, 3600.0),
             ("SKEWWATCH_INJECTION_GRACE", self.injection_grace_s, 0.0, 86_400.0),
             ("SKEWWATCH_PRUNE_INTERVAL", self.prune_interval_s, 0.1, 86_400.0),
+            ("SKEWWATCH_CLUSTER_RESYNC", self.cluster_resync_s, 1.0, 86_400.0),
         ):
             if not low_s <= seconds <= high_s:
                 raise SettingsError(flag, f"must be between {low_s:g} and {high_s:g} s, got {seconds}")
@@ -436,6 +454,10 @@ ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "cluster": ("SKEWWATCH_CLUSTER", str),
     "injection_check_interval_s": ("SKEWWATCH_INJECTION_CHECK_INTERVAL", float),
     "injection_grace_s": ("SKEWWATCH_INJECTION_GRACE", float),
+    "cluster_watch": ("SKEWWATCH_CLUSTER_WATCH", _bool),
+    "cluster_namespaces": ("SKEWWATCH_CLUSTER_NAMESPACES", str),
+    "cluster_revisions_keep": ("SKEWWATCH_CLUSTER_REVISIONS_KEEP", int),
+    "cluster_resync_s": ("SKEWWATCH_CLUSTER_RESYNC", float),
     "tls_cert_file": ("SKEWWATCH_GRPC_TLS_CERT", Path),
     "tls_key_file": ("SKEWWATCH_GRPC_TLS_KEY", Path),
     "tls_client_ca_file": ("SKEWWATCH_GRPC_CLIENT_CA", Path),

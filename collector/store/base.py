@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from collector.domain.baseline import Baseline
+from collector.domain.cluster import RevisionTemplate
 from collector.domain.model import FindingChange, FindingRecord
 from collector.domain.records import (
     EngineState,
@@ -181,6 +182,17 @@ class QueryStore(PodStore, EvaluationStore, Protocol):
     async def delete_intent(self, kind: str, name: str) -> bool: ...
 
 
+class ClusterStore(Protocol):
+    """What the cluster watch keeps: each workload's pod-template revisions (collector.domain.cluster)."""
+
+    async def put_revisions(self, revisions: Sequence[RevisionTemplate], keep: int) -> int:
+        """Insert or refresh (by workload and template hash) these revisions, then keep only the
+        ``keep`` newest of each workload they name; returns how many were new."""
+
+    async def workload_revisions(self, workload: str) -> list[RevisionTemplate]:
+        """The stored revisions of ``workload``, newest first."""
+
+
 class RetentionStore(Protocol):
     """The bound on history: the collector's retention task calls it, never ingest."""
 
@@ -201,5 +213,5 @@ class Store(RecordingStore, PodStore, RetentionStore, Protocol):
         """Release every connection and thread; idempotent."""
 
 
-class FullStore(Store, QueryStore, Protocol):
+class FullStore(Store, QueryStore, ClusterStore, Protocol):
     """Everything a backend implements (SQLite and PostgreSQL)."""

@@ -28,6 +28,7 @@ IDENTITY_KEY_PATTERNS: tuple[str, ...] = (
     r"orchestration\.node",
     r"orchestration\.host",
     r"orchestration\.labels\.pod-template-hash",
+    r"orchestration\.revision",
     r"orchestration\.labels\.controller-revision-hash",
     r"orchestration\.labels\.statefulset\.kubernetes\.io/pod-name",
     r"orchestration\.labels\.apps\.kubernetes\.io/pod-index",
@@ -57,6 +58,9 @@ STORED_ONLY_KEY_PATTERNS: tuple[str, ...] = (
     r"runtime\.kv_cache_max_concurrency",
     r"runtime\.cache_config\._block_size_resolved",
     r"runtime\.cache_config\.user_specified_block_size",
+    # The cluster's replica counts move with the autoscaler: state, not configuration.
+    r"orchestration\.replicas\.desired",
+    r"orchestration\.replicas\.ready",
 )
 _UNFINGERPRINTED_RE = re.compile("^(?:" + "|".join(IDENTITY_KEY_PATTERNS + STORED_ONLY_KEY_PATTERNS) + ")$")
 

@@ -27,6 +27,7 @@ from agent.cli import settings_from_args as agent_settings
 from agent.errors import SettingsError as AgentSettingsError
 from collector.api.auth import role_label_ok
 from collector.cli import collector_settings
+from collector.cluster.resources import KINDS
 from collector.errors import SettingsError
 from collector.ingest.auth import agent_token_label
 from collector.tokens import parse as parse_tokens
@@ -78,6 +79,9 @@ RBAC: dict[str, set[tuple[str, str, str]]] = {
     "ClusterRole/skewwatch-collector": {
         ("", "pods", "get"), ("", "pods", "list"), ("", "pods", "watch"),
         ("", "namespaces", "get"), ("", "namespaces", "list"), ("", "namespaces", "watch"),
+        # the cluster watch: list and watch, exactly the kinds it reads
+        *((group, kind.plural, verb)
+          for kind in KINDS for group, _ in kind.candidates() for verb in ("list", "watch")),
     },
     "ClusterRole/skewwatch-agent": {
         ("", "pods", "get"),

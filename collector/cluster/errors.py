@@ -15,3 +15,16 @@ class ClusterUnavailable(ClusterError):
 
 class ClusterForbidden(ClusterError):
     """403: the collector's service account may not do this; the message names verb and resource."""
+
+
+class ClusterNotFound(ClusterError):
+    """404: the server does not serve this group/version/resource (a CRD not installed)."""
+
+
+class ClusterGone(ClusterError):
+    """410 Gone (an HTTP answer, or a watch ERROR event whose Status has code 410): the
+    resourceVersion or continue token is older than the server's history; list again."""
+
+
+class ClusterTooLarge(ClusterError):
+    """An answer past a size cap (a page, a watch line, a list's item count): refused unread."""

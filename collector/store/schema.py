@@ -206,6 +206,28 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX pods_by_current_snapshot ON pods (current_snapshot_id)",
         ),
     ),
+    Migration(
+        "cluster watch: each workload's pod-template revisions (kept after their ReplicaSet or"
+        " ControllerRevision is gone, at most cluster_revisions_keep per workload)",
+        (
+            # revision is text: the controller's number ("3") where it has one. facts and
+            # provenance are the store codec's JSON, as the snapshots' columns.
+            """
+            CREATE TABLE workload_revisions (
+                workload TEXT NOT NULL,
+                template_hash TEXT NOT NULL,
+                revision TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                first_seen DOUBLE PRECISION NOT NULL,
+                last_seen DOUBLE PRECISION NOT NULL,
+                source TEXT NOT NULL,
+                facts TEXT NOT NULL,
+                provenance TEXT NOT NULL,
+                PRIMARY KEY (workload, template_hash)
+            )
+            """,
+        ),
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

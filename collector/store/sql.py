@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from collector.domain.baseline import Baseline
+from collector.domain.cluster import RevisionTemplate
 from collector.domain.identity import split_workload
 from collector.domain.model import ChangeKind, FindingChange, FindingRecord, Status
 from collector.domain.records import (
@@ -149,6 +150,51 @@ _SET_CURRENT = (
 )
 # A history row a pod's current state points at is never pruned.
 _NOT_CURRENT = "NOT EXISTS (SELECT 1 FROM pods p WHERE p.current_snapshot_id = h.id)"
+
+
+_REVISION_COLUMNS = (
+    "workload, template_hash, revision, created_at, first_seen, last_seen, source, facts, provenance"
+)
+_SELECT_REVISIONS = f"SELECT {_REVISION_COLUMNS} FROM workload_revisions"  # noqa: S608
+# A revision seen again keeps first_seen; what the watch read of it now replaces the rest.
+_REFRESH_REVISION = (
+    "UPDATE workload_revisions SET revision = ?, created_at = ?, last_seen = ?, source = ?, facts = ?,"
+    " provenance = ? WHERE workload = ? AND template_hash = ?"
+)
+
+
+@dataclass(frozen=True)
+class StoredRevision:
+    """A stored pod-template revision and when this store first and last heard of it."""
+
+    template: RevisionTemplate
+    first_seen: float
+    last_seen: float
+
+
+def revision_order(revision: str, created_at: float, template_hash: str) -> tuple[int, int, float, str]:
+    """Sort key, greatest = newest: the controller's revision number where it is one (a number
+    outranks a revision that is none), then creationTimestamp, then the hash (a stable order)."""
+    numeric = revision.isascii() and revision.isdigit() and len(revision) <= 18
+    return (1 if numeric else 0, int(revision) if numeric else 0, created_at, template_hash)
+
+
+def _revision_key(r: RevisionTemplate) -> tuple[int, int, float, str]:
+    return revision_order(r.revision, r.created_at, r.template_hash)
+
+
+def _stored_revision(row: tuple[Any, ...]) -> StoredRevision:
+    workload, template_hash, revision, created_at, first_seen, last_seen, source, facts, prov = row
+    template = RevisionTemplate(
+        workload=workload,
+        revision=revision,
+        template_hash=template_hash,
+        facts=codec.decode_facts(facts),
+        provenance=codec.decode_provenance(prov),
+        created_at=float(created_at),
+        source=source,
+    )
+    return StoredRevision(template, float(first_seen), float(last_seen))
 
 
 @dataclass(frozen=True)
@@ -957,6 +1003,83 @@ class SqlStore(abc.ABC):
             ).fetchall()
         )
         return [IntentRecord(k, n, b, float(u)) for k, n, b, u in rows]
+
+    # -- cluster: pod-template revisions ----------------------------------------------------------
+
+    async def put_revisions(self, revisions: Sequence[RevisionTemplate], keep: int) -> int:
+        """Insert or refresh each revision (by workload and template hash: first_seen kept,
+        last_seen now, the rest as read now), then keep the ``keep`` newest of each workload named
+        (``revision_order``); one transaction. Returns how many were new."""
+        if keep < 1:
+            raise ValueError(f"keep: at least 1 revision per workload must be kept, got {keep}")
+        at = now()
+        rows = [
+            (
+                r.workload,
+                r.template_hash,
+                r.revision,
+                float(r.created_at),
+                r.source,
+                codec.encode_facts(r.facts),
+                codec.encode_provenance(r.provenance),
+            )
+            for r in revisions
+        ]
+
+        def body(conn: Conn) -> int:
+            new = 0
+            for workload, template_hash, revision, created_at, source, facts, prov in rows:
+                # Insert first, update only on conflict: two collectors refreshing the same new
+                # revision at once cannot both count it new, and first_seen is never moved.
+                inserted = conn.execute(
+                    f"INSERT INTO workload_revisions ({_REVISION_COLUMNS})"  # noqa: S608
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (workload, template_hash) DO NOTHING",
+                    (workload, template_hash, revision, created_at, at, at, source, facts, prov),
+                ).rowcount
+                if inserted:
+                    new += 1
+                    continue
+                conn.execute(
+                    _REFRESH_REVISION,
+                    (revision, created_at, at, source, facts, prov, workload, template_hash),
+                )
+            for workload in sorted({r[0] for r in rows}):
+                self._keep_revisions(conn, workload, keep)
+            return new
+
+        return await self._write(body)
+
+    @staticmethod
+    def _keep_revisions(conn: Conn, workload: str, keep: int) -> None:
+        """Delete all but the ``keep`` newest revisions of ``workload``. The ranking reads every row
+        of the workload: at most ``keep`` plus what one update brought, so bounded."""
+        found = conn.execute(
+            "SELECT template_hash, revision, created_at FROM workload_revisions WHERE workload = ?",
+            (workload,),
+        ).fetchall()
+        ranked = sorted(found, key=lambda r: revision_order(r[1], float(r[2]), r[0]), reverse=True)
+        for template_hash, _, _ in ranked[keep:]:
+            conn.execute(
+                "DELETE FROM workload_revisions WHERE workload = ? AND template_hash = ?",
+                (workload, template_hash),
+            )
+
+    async def revision_history(self, workload: str) -> list[StoredRevision]:
+        """The stored revisions of ``workload`` with when they were first and last seen, newest first."""
+        rows = await self._read(
+            lambda c: c.execute(_SELECT_REVISIONS + " WHERE workload = ?", (workload,)).fetchall()
+        )
+        stored = [_stored_revision(r) for r in rows]
+        return sorted(
+            stored,
+            key=lambda s: revision_order(
+                s.template.revision, s.template.created_at, s.template.template_hash
+            ),
+            reverse=True,
+        )
+
+    async def workload_revisions(self, workload: str) -> list[RevisionTemplate]:
+        return [s.template for s in await self.revision_history(workload)]
 
 
 def _baseline(row: tuple[Any, ...]) -> Baseline:

@@ -20,6 +20,7 @@ from enum import StrEnum
 from typing import Any
 
 from collector.domain.baseline import Baseline, BaselineError
+from collector.domain.cluster import CLUSTER_SOURCE
 from collector.domain.diff import ChangeKind, diff_facts
 from collector.domain.model import OBSERVATION_PREFIX, Drift, Reference, Replica
 from collector.domain.replicas import config_facts, majority_group
@@ -219,7 +220,7 @@ def compare_config(
         mine = config_facts(r.facts, ignore)
         for change in diff_facts(base, mine):
             key = change.key
-            if change.kind is ChangeKind.REMOVED and not r.source_ok(key):
+            if change.kind is ChangeKind.REMOVED and not _source_reports_now(baseline, r, key):
                 continue  # its source is down now: unknown, not drifted
             if change.kind is ChangeKind.ADDED and not _baseline_source_ok(baseline, r, key):
                 continue
@@ -256,13 +257,35 @@ def compare_config(
     return drifts
 
 
+def _source_reports_now(baseline: Baseline, replica: Replica, key: str) -> bool:
+    """Could the source that reported ``key`` into the baseline report it on ``replica`` now?
+
+    A cluster fact is joined to a replica only while the cluster watch knows its workload: after
+    a collector restart (before the watch's first list), or with the watch off, the replica has no
+    ``cluster`` source at all, and the baseline's cluster facts are unknown, not removed."""
+    prov = baseline.provenance.get(key)
+    if prov is not None and prov.source == CLUSTER_SOURCE:
+        status = replica.sources.get(CLUSTER_SOURCE)
+        return status is not None and status.state is SourceState.OK
+    return replica.source_ok(key)
+
+
 def _baseline_source_ok(baseline: Baseline, replica: Replica, key: str) -> bool:
-    # A key new since the baseline whose source did not exist then (e.g. nvml unavailable at
-    # recording) is not a drift; one from a source that was ok then is.
+    """Was the source of ``key`` (new since the baseline) able to report it when it was recorded?
+
+    A key new since the baseline whose source was not ok then (e.g. nvml unavailable at
+    recording) is not a drift; one from a source that was ok then is. A source the baseline does
+    not list at all is taken as ok, as it always was: provenance sources are not all source names
+    (``effective`` for values the agent resolved), and an agent reports every source it has in
+    every snapshot. The cluster watch is the exception: a baseline recorded before it ran (or
+    with it off) never knew the workload's autoscaler, Services or ConfigMaps, so every cluster
+    fact is new to it, and none of them is a change of configuration."""
     prov = replica.provenance.get(key)
     if prov is None:
         return True
     state = baseline.sources.get(prov.source)
+    if prov.source == CLUSTER_SOURCE:
+        return state == SourceState.OK.value
     return state is None or state == SourceState.OK.value
 
 

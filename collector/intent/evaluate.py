@@ -38,6 +38,7 @@ from collector.intent.model import Intent, ModelSpec
 from skewwatch.core.facts import SourceState
 
 REDACTED = "redacted:"
+COUNT_FALLBACK = "replicas"  # a row target / fallback: the workload's live-replica count
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ def _has(data: Mapping[str, Any], path: str) -> bool:
 def _finding_key(target: str) -> str:
     if target.startswith("observation:"):
         return OBSERVATION_PREFIX + target.split(":", 1)[1]
-    if target == "replicas":
+    if target == COUNT_FALLBACK:
         return "orchestration.replicas"
     if target.startswith("source:"):
         return "serving.metrics_endpoint"
@@ -296,8 +297,16 @@ def _check_row(
     result: IntentResult, where: _Where, expected: Any, replicas: Sequence[Replica], seen_keys: set[str]
 ) -> None:
     row = where.row
-    if where.target == "replicas":
-        _check_replica_count(result, where, expected, replicas, seen_keys)
+    if where.target == COUNT_FALLBACK:
+        _check_replica_count(result, where, expected, replicas, seen_keys, compare=row.compare)
+        return
+    if COUNT_FALLBACK in row.fallbacks and not any(_reports(r, where.target) for r in replicas):
+        # No autoscaler facts (no cluster watch, or nothing scales the workload): the bound is
+        # the live-replica count's.
+        counted = _Where(
+            where.label, where.path, where.line, row, COUNT_FALLBACK, _finding_key(COUNT_FALLBACK)
+        )
+        _check_replica_count(result, counted, expected, replicas, seen_keys, compare=row.fallback_compare)
         return
     silent = unconstrained(row.compare, expected)
     if silent is not None:
@@ -321,19 +330,31 @@ def _check_row(
         result.drifts.append(_drift(where, expected, j, len(replicas)))
 
 
+def _reports(replica: Replica, key: str) -> bool:
+    """Does ``replica`` report a value (not null) for ``key``, readable now?"""
+    state, value, _ = _fact(replica, key)
+    return state == "ok" and value is not None
+
+
 def _check_replica_count(
-    result: IntentResult, where: _Where, expected: Any, replicas: Sequence[Replica], seen_keys: set[str]
+    result: IntentResult,
+    where: _Where,
+    expected: Any,
+    replicas: Sequence[Replica],
+    seen_keys: set[str],
+    *,
+    compare: str,
 ) -> None:
-    row, key = where.row, where.key
+    key = where.key
     count = len(replicas)
-    verdict: bool | None = conforms(row.compare, expected, count) if replicas else None
+    verdict: bool | None = conforms(compare, expected, count) if replicas else None
     status = {True: "ok", False: "drift", None: "unverifiable"}[verdict]
     result.checks.append(
         Check(where.label, where.path, where.line, where.target, expected, status, f"{count} live replicas")
     )
     if verdict is False and key not in seen_keys:
         seen_keys.add(key)
-        word = "at least" if row.compare == "min_count" else "at most"
+        word = "at least" if compare == "min_count" else "at most"
         source = _source(where)
         message = f"{count} live replicas, expected {word} {expected} ({source})"
         result.drifts.append(Drift(Reference.INTENT, key, expected, count, {}, message, source))
@@ -397,6 +418,9 @@ def _expectation(compare: str) -> str:
 
 
 def _show_expected(row: Row, expected: Any) -> str:
+    if row.compare == "scaling_strategy":
+        wants = {"reactive": "an autoscaler", "manual": "no autoscaler"}.get(str(expected).strip().lower())
+        return f"{wants} (strategy {expected})" if wants else _show(expected)
     if row.compare == "quantization" and (
         expected is None or str(expected).strip().lower() in NO_QUANTIZATION
     ):

@@ -2,7 +2,9 @@
 
 One row per field of the published ModelSpec v0.1 schema (``MODELSPEC_ROWS``) and per SkewPolicy
 pin (``POLICY_ROWS``). A row either checks (``target`` names a fact key, ``observation:NAME``,
-``replicas`` or ``source:NAME``; ``compare`` names a comparator in ``COMPARATORS``) or is
+``replicas`` or ``source:NAME``; ``compare`` names a comparator in ``COMPARATORS``; ``fallbacks``
+are further fact keys read in order when the target is not reported, and ``replicas`` among them
+falls back to the live-replica count under ``fallback_compare``) or is
 documentary (``target`` None, ``note`` says why no fact can check it). Fields ending in ``.*``
 map each entry (an environment variable NAME → ``runtime.env.NAME``). docs/modelspec-mapping.md
 is this table in prose; a test checks that every schema field has exactly one row.
@@ -30,6 +32,9 @@ class Row:
     compare: str = "equal"
     note: str = ""
     fallbacks: tuple[str, ...] = ()
+    # With ``replicas`` among the fallbacks: the comparator of the live-replica count, used when no
+    # replica reports the target (the scaling rows: the autoscaler's bounds, else the live count).
+    fallback_compare: str = ""
 
     @property
     def checks(self) -> bool:
@@ -58,6 +63,14 @@ ENGINE_ALIASES: dict[str, str] = {
 }  # fmt: skip
 KV_DTYPE_ALIASES: dict[str, str] = {"fp8": "fp8_e4m3", "fp8_e4m3fn": "fp8_e4m3", "float8_e4m3fn": "fp8_e4m3"}
 NO_QUANTIZATION = frozenset({"", "none", "null", "no", "false", "off"})
+# orchestration.autoscaling.kind when nothing scales the workload (the cluster watch says "none").
+NO_AUTOSCALER = frozenset({"", "none", "null"})
+# ModelSpec serving.protocol -> serving.service.protocol values that serve it (True), that do not
+# (False); any other is undecided: h2c (HTTP/2 cleartext) carries gRPC and plain HTTP/2 alike.
+PROTOCOLS: dict[str, dict[str, bool]] = {
+    "http": {"http": True, "h2c": True, "grpc": False},
+    "grpc": {"grpc": True, "http": False},
+}
 
 
 # -- symbolic values: pins that name an engine rule, not a value (data) -------------------------
@@ -104,6 +117,8 @@ SYMBOLIC_VALUES: dict[str, tuple[Symbolic, ...]] = {
 UNCONSTRAINED: dict[tuple[str, str], str] = {
     ("precision_quantization", "auto"):
         "precision auto says nothing about quantization; pin spec.pins.runtime.quantization in a SkewPolicy",
+    ("scaling_strategy", "predictive"):
+        "a predictive strategy is how the autoscaler decides, which no object of the cluster states",
 }  # fmt: skip
 
 # (fact key, value) -> why a pin of that value cannot be checked; rejected when the intent loads.
@@ -305,6 +320,16 @@ def _mig(e: Any, a: Any) -> bool | None:
     return bool(profiles) and all(p == mig_profile_name(str(e)) for p in profiles)
 
 
+def _scaling_strategy(e: Any, a: Any) -> bool | None:
+    # a: orchestration.autoscaling.kind (HorizontalPodAutoscaler | ScaledObject | InferenceService | none)
+    scaled = _str(a) not in NO_AUTOSCALER and a is not None
+    return {"reactive": scaled, "manual": not scaled}.get(_str(e))
+
+
+def _protocol(e: Any, a: Any) -> bool | None:
+    return PROTOCOLS.get(_str(e), {}).get(_str(a))
+
+
 def _enabled(e: Any, a: Any) -> bool | None:
     return bool(e) == bool(a)
 
@@ -336,6 +361,8 @@ COMPARATORS: dict[str, Callable[[Any, Any], bool | None]] = {
     "mig": _mig,
     "enabled": _enabled,
     "present": _present,
+    "scaling_strategy": _scaling_strategy,
+    "protocol": _protocol,
 }
 
 
@@ -388,8 +415,11 @@ MODELSPEC_ROWS: tuple[Row, ...] = (
         "gigabytes", "GB or GiB", ("orchestration.resources.requests.ephemeral-storage",)),
     Row("spec.runtime.environment.variables.*", "runtime.env.*", "equal",
         "each variable NAME against runtime.env.NAME; a redacted value cannot be compared"),
-    Row("spec.operations.serving.protocol", None, note=f"{_NO_FACT} (all three engines serve HTTP)"),
-    Row("spec.operations.serving.port", "serving.port", "equal"),
+    Row("spec.operations.serving.protocol", "serving.service.protocol", "protocol",
+        "the protocol of the Service port in front of the pods (appProtocol, else the port's name): http "
+        "accepts http and h2c, grpc accepts grpc; h2c cannot tell gRPC from HTTP/2 (unverifiable)"),
+    Row("spec.operations.serving.port", "serving.port", "equal",
+        "the engine's own port; the Service's targetPort (serving.service.port) need not be it"),
     Row("spec.operations.serving.readinessProbe.path", "orchestration.probes.readiness.path", "equal",
         "when the pod source reports probes"),
     Row("spec.operations.serving.readinessProbe.timeoutSeconds", "orchestration.probes.readiness.timeout_seconds",
@@ -399,10 +429,15 @@ MODELSPEC_ROWS: tuple[Row, ...] = (
     Row("spec.operations.serving.livenessProbe.timeoutSeconds", "orchestration.probes.liveness.timeout_seconds",
         "equal", "when the pod source reports probes"),
     Row("spec.operations.serving.maxConcurrency", "serving.max_concurrency", "equal"),
-    Row("spec.operations.serving.timeoutSeconds", "serving.timeout_seconds", "equal", "when the engine reports it"),
-    Row("spec.operations.scaling.minReplicas", "replicas", "min_count", "live replicas of the workload"),
-    Row("spec.operations.scaling.maxReplicas", "replicas", "max_count", "live replicas of the workload"),
-    Row("spec.operations.scaling.strategy", None, note=f"{_NO_FACT} (autoscaler behaviour)"),
+    Row("spec.operations.serving.timeoutSeconds", "serving.timeout_seconds", "equal",
+        "the engine's, else the request timeout of the Ingress / HTTPRoute / mesh in front of the workload"),
+    Row("spec.operations.scaling.minReplicas", "orchestration.autoscaling.min", "equal",
+        "the autoscaler's minReplicas (HorizontalPodAutoscaler, ScaledObject, InferenceService); with none, "
+        "at least this many live replicas", ("replicas",), "min_count"),
+    Row("spec.operations.scaling.maxReplicas", "orchestration.autoscaling.max", "equal",
+        "the autoscaler's maxReplicas; with none, at most this many live replicas", ("replicas",), "max_count"),
+    Row("spec.operations.scaling.strategy", "orchestration.autoscaling.kind", "scaling_strategy",
+        "reactive: an autoscaler scales the workload; manual: none does; predictive cannot be checked"),
     Row("spec.operations.scaling.targetLatencyMsP95", "observation:e2e_latency_seconds_p95", "max_ms",
         "observed p95 end-to-end latency (median of the last 3 windows) must not exceed it"),
     Row("spec.operations.scaling.targetRps", "observation:requests_per_s", "max",

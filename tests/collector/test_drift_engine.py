@@ -112,6 +112,8 @@ MODELSPEC_CASES: dict[str, tuple[Any, str, Any, Any]] = {
     "spec.runtime.resources.ephemeralStorageGb": (200, "orchestration.resources.limits.ephemeral-storage", "200G", "50Gi"),
     "spec.runtime.environment.variables.*": ({"VLLM_USE_V1": "1"}, "runtime.env.VLLM_USE_V1", "1", "0"),
     "spec.operations.serving.port": (8000, "serving.port", 8000, 8080),
+    "spec.operations.serving.protocol": ("grpc", "serving.service.protocol", "grpc", "http"),
+    "spec.operations.scaling.strategy": ("manual", "orchestration.autoscaling.kind", "none", "HorizontalPodAutoscaler"),
     "spec.operations.serving.readinessProbe.path": ("/health", "orchestration.probes.readiness.path", "/health", "/"),
     "spec.operations.serving.readinessProbe.timeoutSeconds": (5, "orchestration.probes.readiness.timeout_seconds", 5, 1),
     "spec.operations.serving.livenessProbe.path": ("/health", "orchestration.probes.liveness.path", "/health", "/"),

@@ -1,5 +1,6 @@
 """The drift engine: one workload's replicas, intents, baseline and previous findings in; finding
-changes out. Pure: no I/O, no clock (``now`` is an argument), no servers.
+changes out. Pure: no I/O, no clock (``now`` is an argument), no servers. ``evaluate_pool`` judges
+an InferencePool's pods (of any workloads) as peers on what a pool assumes equal.
 
 ``evaluate`` finds the drifts of this moment against the three references (intent, baseline,
 peers) and decorates each with severity, hint and symptom from the playbook (SkewPolicy severity
@@ -28,15 +29,25 @@ from collector.domain.model import (
     Drift,
     FindingChange,
     FindingRecord,
+    Reference,
     Replica,
     Status,
 )
-from collector.drift.causes import finding_of, group, links_of
-from collector.drift.playbook import flag_for, hint_for, play_for, severity_for
+from collector.drift.causes import finding_of, group, links_of, show
+from collector.drift.playbook import (
+    HintValues,
+    Play,
+    cluster_object,
+    flag_for,
+    hint_for,
+    play_for,
+    severity_for,
+)
 from collector.intent.binding import Bound, bind
 from collector.intent.evaluate import Check, evaluate_intents
 from collector.intent.model import Intent, Tolerance
 from collector.peers.compare import compare_peers
+from collector.peers.pools import PoolPod, compare_pool, pool_hint, pool_message
 from skewwatch.core.facts import Provenance
 from skewwatch.core.fingerprint import canonical
 
@@ -111,8 +122,42 @@ def evaluate(inp: WorkloadInput) -> Evaluation:
     for root in group(drifts, links):
         d = finding_of(root, live)
         play = play_for(d.key)
-        hint = d.hint or hint_for(play, d.key, flag_for(d.key, _provenances(d, inp.replicas)))
-        out.drifts.append(replace(d, hint=hint, symptom=d.symptom or play.symptom))
+        out.drifts.append(
+            replace(d, hint=d.hint or _hint(play, d, inp.replicas), symptom=d.symptom or play.symptom)
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class PoolInput:
+    """One InferencePool (``pool`` is its id, ``namespace/InferencePool/name``) and the live pods
+    its selector matches, each with its workload (``collector.peers.pools.select_pods``)."""
+
+    pool: str
+    pods: Sequence[PoolPod]
+
+
+def evaluate_pool(inp: PoolInput) -> Evaluation:
+    """The pool's homogeneity: its pods as peers on what a pool assumes equal, one finding per
+    root cause, named by the pool. No intent or baseline judges a pool: its members' own
+    evaluations do."""
+    replicas = [p.replica for p in inp.pods]
+    out = Evaluation(inp.pool, Bound(), live={r.pod for r in replicas})
+    drifts = [replace(d, severity=_severity(d, {})) for d in compare_pool(inp.pool, inp.pods)]
+    live = sum(1 for r in replicas if r.facts)
+    for root in group(drifts, links_of(replicas)):
+        d = finding_of(root, live)
+        play = play_for(d.key)
+        related = [str(r["key"]) for r in d.evidence.get("related", [])]
+        play_hint = hint_for(play, d.key, flag_for(d.key, _provenances(d, replicas)))
+        out.drifts.append(
+            replace(
+                d,
+                message=pool_message(inp.pool, d, inp.pods, related),
+                hint=pool_hint(inp.pool, d, inp.pods, play_hint),
+                symptom=play.symptom,
+            )
+        )
     return out
 
 
@@ -120,6 +165,22 @@ def _provenances(d: Drift, replicas: Sequence[Replica]) -> list[Provenance]:
     """Where the finding's value came from: its pods first, then any replica that has the key."""
     ranked = sorted(replicas, key=lambda r: r.pod not in d.pods)
     return [r.provenance[d.key] for r in ranked if d.key in r.provenance]
+
+
+# Who expected a finding's value, as a hint names it (an intent's kind comes from its source).
+_EXPECTED_BY = {Reference.BASELINE: "baseline", Reference.PEERS: "other replicas"}
+
+
+def _hint(play: Play, d: Drift, replicas: Sequence[Replica]) -> str:
+    """The playbook hint: the engine's flag named, or the Kubernetes object the value came from."""
+    provs = _provenances(d, replicas)
+    obj = cluster_object(provs)
+    values = None
+    if obj is not None:
+        ref = (d.references or (d.reference,))[0]
+        by = _EXPECTED_BY.get(ref) or (d.source.split("/", 1)[0] if "/" in d.source else ref.value)
+        values = HintValues(show(d.actual), show(d.expected), by)
+    return hint_for(play, d.key, flag_for(d.key, provs), obj=obj, values=values)
 
 
 def _severity(d: Drift, overrides: dict[str, str]) -> str:

@@ -9,7 +9,9 @@ override the severity by key glob; the hint always comes from here.
 A hint names the flag as the engine that produced the fact spells it (``{flag}``): SGLang's
 ``--context-length`` where vLLM has ``--max-model-len``, TGI's ``--quantize``. The collector knows
 no engine's flags: the agent's provenance does (the flag a value came from, or the
-``runtime.args.*`` facts it follows from).
+``runtime.args.*`` facts it follows from). A value the cluster watch read from a Kubernetes object
+(an autoscaler's bounds, an Ingress timeout) gets the play's ``cluster_hint``, which names that
+object and field as the value's provenance does, and the values found and expected.
 """
 
 # ruff: noqa: E501  (a data table: one row per line reads better than wrapped rows)
@@ -20,6 +22,7 @@ import fnmatch
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from collector.domain.cluster import CLUSTER_SOURCE
 from skewwatch.core.facts import Provenance
 
 SLOWER = "same model, suddenly slower"
@@ -34,6 +37,10 @@ class Play:
     severity: str
     symptom: str
     hint: str
+    # The hint when the value came from a Kubernetes object the cluster watch read: it names the
+    # object ({object}: "HorizontalPodAutoscaler ml/llama"), its field ({field}), the values
+    # ({actual}, {expected}) and who expected it ({reference}: "ModelSpec", "baseline", …).
+    cluster_hint: str = ""
 
 
 PLAYBOOK: tuple[Play, ...] = (
@@ -93,16 +100,75 @@ PLAYBOOK: tuple[Play, ...] = (
          "the driver differs: pin the node pool / driver version range"),
     Play("hardware.cuda_driver_version", "medium", ENVIRONMENT, "the CUDA driver differs: pin the node pool"),
     Play("hardware.*", "medium", ENVIRONMENT, "hardware differs: compare node pools"),
-    # serving
-    Play("serving.*", "low", ENVIRONMENT, "a serving setting differs: fix the pod spec or the engine flags"),
+    # serving: the engine's own settings, and what the Services / Ingresses / routes / mesh in front say
+    Play("serving.timeout_seconds", "medium", ENVIRONMENT,
+         "the request timeout differs: long generations are cut off (or hang) at another point; align the "
+         "engine's and the proxy's timeouts with the intent",
+         "the {object} sets {field} {actual} s; the {reference} expects {expected} s: align the timeout "
+         "(long generations are cut off at the shorter one)"),
+    Play("serving.retries", "medium", SLOWER,
+         "retries in front of the engine differ: a retried generation costs its GPU time again",
+         "the {object} sets {field} {actual}; the {reference} has {expected}: align the retry policy (a "
+         "retried generation costs its GPU time again)"),
+    Play("serving.max_body_bytes", "medium", ENVIRONMENT,
+         "the request body limit in front of the engine differs: long prompts are refused before the engine",
+         "the {object} sets {field} {actual}; the {reference} has {expected}: long prompts are refused "
+         "before they reach the engine"),
+    Play("serving.streaming", "medium", ENVIRONMENT, "response streaming in front of the engine differs",
+         "the {object} sets {field} {actual}; the {reference} has {expected}: a buffering proxy holds "
+         "streamed tokens back (time to first token as the client sees it)"),
+    Play("serving.service.protocol", "high", ENVIRONMENT,
+         "the protocol in front of the engine differs from the intent: clients speak another protocol",
+         "the {object} declares {field} {actual}; the {reference} expects {expected}: fix the Service "
+         "port's appProtocol (or name), or the intent"),
+    Play("serving.service.port", "low", ENVIRONMENT, "the Service's port changed: check its clients",
+         "the {object} sets {field} {actual}; the {reference} has {expected}: check the clients of the Service"),
+    Play("serving.route", "medium", ENVIRONMENT, "the route to the workload changed: check what serves its clients",
+         "the {object} routes {field} to {actual}; the {reference} has {expected}: check which backend "
+         "serves the clients"),
+    Play("serving.mesh.*", "medium", ENVIRONMENT, "the service mesh policy in front of the engine differs",
+         "the {object} sets {field} {actual}; the {reference} has {expected}: align the mesh policy"),
+    Play("serving.*", "low", ENVIRONMENT, "a serving setting differs: fix the pod spec or the engine flags",
+         "the {object} sets {field} {actual}; the {reference} has {expected}: compare the manifests"),
     # orchestration
     Play("orchestration.image_digest", "high", ENVIRONMENT,
          "the image moved under its tag: pin the image by digest (image@sha256:…)"),
     Play("orchestration.image", "high", ENVIRONMENT, "another image runs: pin the image by digest"),
     Play("orchestration.resources.*", "medium", SLOWER, "resources differ: fix requests/limits"),
     Play("orchestration.replicas", "medium", SLOWER, "replica count outside the intent: check the autoscaler"),
+    Play("orchestration.autoscaling.kind", "medium", SLOWER,
+         "how the workload scales differs from the intent: reactive needs an autoscaler "
+         "(HorizontalPodAutoscaler, ScaledObject, InferenceService), manual needs none",
+         "the {object} scales the workload ({actual}); the {reference} expects {expected}: remove the "
+         "autoscaler or change the intent's strategy"),
+    Play("orchestration.autoscaling.min", "medium", SLOWER,
+         "the autoscaler's lower bound differs: too few warm replicas for the intent",
+         "the {object} allows minReplicas {actual}, the {reference} {expected}: align {field}"),
+    Play("orchestration.autoscaling.max", "medium", SLOWER,
+         "the autoscaler's upper bound differs: the workload cannot scale as the intent plans",
+         "the {object} allows maxReplicas {actual}, the {reference} {expected}: align {field}"),
+    Play("orchestration.autoscaling.*", "medium", SLOWER,
+         "the autoscaler's metric or target changed: it scales on another signal",
+         "the {object} sets {field} {actual}; the {reference} has {expected}: align the autoscaler"),
+    Play("orchestration.template.resources.*", "medium", SLOWER, "the pod template's resources changed: fix requests/limits",
+         "the {object} sets {field} {actual}; the {reference} has {expected}: fix requests/limits"),
+    Play("orchestration.node_selector.*", "high", ENVIRONMENT,
+         "the node selector changed: pods can land on another GPU class or node pool",
+         "the {object} selects nodes by {field} = {actual}; the {reference} has {expected}: pods can land "
+         "on another GPU class; restore the selector"),
+    Play("orchestration.affinity.gpu", "high", ENVIRONMENT,
+         "the GPU node affinity changed: pods can land on another GPU class",
+         "the {object} sets {field} {actual}; the {reference} has {expected}: pods can land on another "
+         "GPU class; restore the affinity on nvidia.com/gpu.product"),
+    Play("orchestration.tolerations", "medium", ENVIRONMENT, "the tolerations changed: pods can land on other nodes",
+         "the {object} sets {field} {actual}; the {reference} has {expected}: compare the node pools"),
+    Play("orchestration.configmap.*.digest", "high", QUALITY,
+         "a ConfigMap the pods mount changed while the pods did not: configuration moved under them",
+         "the {object} changed ({field}); the {reference} has another content: diff the ConfigMap "
+         "(skewwatch diff --revisions) and roll it back or restart the pods deliberately"),
     Play("orchestration.node_gpu_product", "high", ENVIRONMENT, "pin the node selector on the GPU product"),
-    Play("orchestration.*", "low", ENVIRONMENT, "an orchestration setting differs: compare the manifests"),
+    Play("orchestration.*", "low", ENVIRONMENT, "an orchestration setting differs: compare the manifests",
+         "the {object} sets {field} {actual}; the {reference} has {expected}: compare the manifests"),
     # performance observations
     Play("observation.generation_tokens_per_s", "high", SLOWER,
          "tokens/s fell at comparable load: diff against last-good (skewwatch diff --last-good) — dtype, "
@@ -141,8 +207,62 @@ def _flag(args_key: str) -> str:
     return "--" + args_key.removeprefix(ARGS_PREFIX).replace("_", "-")
 
 
-def hint_for(play: Play, key: str, flag: str | None) -> str:
-    """The play's hint with the flag named, or the fact key where no provenance names one."""
+@dataclass(frozen=True)
+class ClusterObject:
+    """The Kubernetes object (and field) a cluster fact was read from, as its provenance says:
+    ``Provenance("cluster", "k8s", "HorizontalPodAutoscaler/ml/llama@4711: spec.maxReplicas")``."""
+
+    kind: str
+    namespace: str
+    name: str
+    field: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}" if self.namespace else f"{self.kind} {self.name}"
+
+
+def cluster_object(provenances: Iterable[Provenance]) -> ClusterObject | None:
+    """The object the first cluster provenance names; None when no value came from the cluster."""
+    for p in provenances:
+        if p.source != CLUSTER_SOURCE:
+            continue
+        where, _, fld = p.detail.partition(": ")
+        parts = where.split("@", 1)[0].split("/")
+        if len(parts) == 3 and all(parts):
+            return ClusterObject(parts[0], parts[1], parts[2], fld.strip())
+        if len(parts) == 2 and all(parts):  # cluster-scoped
+            return ClusterObject(parts[0], "", parts[1], fld.strip())
+    return None
+
+
+@dataclass(frozen=True)
+class HintValues:
+    """What a finding says, for a hint that names its values: the value found, the value expected
+    and who expected it ("ModelSpec", "SkewPolicy", "baseline", "other replicas")."""
+
+    actual: str
+    expected: str
+    reference: str
+
+
+def hint_for(
+    play: Play,
+    key: str,
+    flag: str | None,
+    *,
+    obj: ClusterObject | None = None,
+    values: HintValues | None = None,
+) -> str:
+    """The play's hint with the flag named, or the fact key where no provenance names one; where the
+    value came from a Kubernetes object and the play has a hint for that, it names the object."""
+    if obj is not None and values is not None and play.cluster_hint:
+        return (
+            play.cluster_hint.replace("{object}", str(obj))
+            .replace("{field}", obj.field or key)
+            .replace("{actual}", values.actual)
+            .replace("{expected}", values.expected)
+            .replace("{reference}", values.reference)
+        )
     return play.hint.replace("{flag}", flag or f"the engine's setting for {key}")
 
 

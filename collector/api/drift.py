@@ -1,4 +1,5 @@
-"""API routes of the drift engine: workloads, findings, diff, baselines and intents.
+"""API routes of the drift engine: workloads (and their pod-template revisions), the cluster
+watch's report, findings, diff, baselines and intents.
 
 Handlers validate every parameter and body (``BadRequestError`` naming it; intent documents with
 file, line and field of each problem), call one method of ``collector.service.queries.Queries``
@@ -18,7 +19,14 @@ from collector.domain.model import SEVERITY_ORDER, Reference, Status
 from collector.domain.records import FindingQuery
 from collector.errors import BadRequestError, IntentError
 from collector.intent.model import POLICY_KIND, Intent, parse_documents
-from collector.service.queries import DIFF_MODES, DiffRequest, Queries, intent_json
+from collector.service.queries import (
+    DIFF_MODES,
+    DiffRequest,
+    Queries,
+    intent_json,
+    is_snapshot_id,
+    parse_revision_ref,
+)
 from skewwatch.core.facts import CATEGORIES
 
 log = logging.getLogger(__name__)
@@ -75,6 +83,17 @@ async def list_workloads(request: web.Request) -> web.Response:
 async def get_workload(request: web.Request) -> web.Response:
     view = await _q(request).workload(await path_workload(request))
     return web.json_response(view.as_dict())
+
+
+async def get_revisions(request: web.Request) -> web.Response:
+    """The workload's stored pod-template revisions, newest first (at most cluster_revisions_keep)."""
+    revisions = await _q(request).revisions(await path_workload(request))
+    return web.json_response(revisions.as_dict())
+
+
+async def get_cluster(request: web.Request) -> web.Response:
+    """The cluster watch's report: available, a message, each kind's state."""
+    return web.json_response(_q(request).cluster_status())
 
 
 # -- findings ----------------------------------------------------------------------------------
@@ -218,20 +237,35 @@ def _pod_pair(request: web.Request) -> tuple[str, str]:
     return names[0], names[1]
 
 
-def _revision_pair(request: web.Request) -> tuple[int, int]:
-    ids = request.query["revisions"].split(",")
-    if len(ids) != 2 or not all(is_id(i) for i in ids):
+_REVISIONS_USAGE = (
+    "query parameter 'revisions': give two snapshot ids, A,B (see skewwatch history), or two workload "
+    "revisions (rN, revision:N, a template hash, current, last-good; see skewwatch revisions)"
+)
+
+
+def _revisions_request(request: web.Request) -> DiffRequest:
+    """Two plain integers are stored snapshot ids (as ever); anything else is two workload revisions."""
+    pair = request.query["revisions"].split(",")
+    if len(pair) != 2 or not all(pair):
+        raise BadRequestError(_REVISIONS_USAGE)
+    if all(is_snapshot_id(i) for i in pair):
+        return DiffRequest("revisions", revisions=(int(pair[0]), int(pair[1])))
+    if any(is_snapshot_id(i) for i in pair):
         raise BadRequestError(
-            "query parameter 'revisions': give two snapshot ids, A,B (see skewwatch history)"
+            f"{_REVISIONS_USAGE}: not one of each ({pair[0][:40]!r}, {pair[1][:40]!r}); a workload revision "
+            "number is rN"
         )
-    return int(ids[0]), int(ids[1])
+    where = "query parameter 'revisions'"
+    return DiffRequest(
+        "revisions", templates=(parse_revision_ref(pair[0], where), parse_revision_ref(pair[1], where))
+    )
 
 
 def _diff_request(request: web.Request, mode: str) -> DiffRequest:
     if mode == "pods":
         return DiffRequest(mode, pods=_pod_pair(request))
     if mode == "revisions":
-        return DiffRequest(mode, revisions=_revision_pair(request))
+        return _revisions_request(request)
     return DiffRequest(mode)
 
 
@@ -348,6 +382,8 @@ def add_routes(app: web.Application) -> None:
     r = app.router
     r.add_get("/api/v1/workloads", list_workloads)
     r.add_get("/api/v1/workloads/{namespace}/{name}", get_workload)
+    r.add_get("/api/v1/workloads/{namespace}/{name}/revisions", get_revisions)
+    r.add_get("/api/v1/cluster", get_cluster)
     r.add_get("/api/v1/findings", list_findings)
     r.add_get("/api/v1/findings/{id}", get_finding)
     r.add_post("/api/v1/findings/{id}/ack", ack_finding)

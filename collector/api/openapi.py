@@ -772,19 +772,120 @@ SCHEMAS.update(
                 ),
                 "baseline": {"oneOf": [{"type": "null"}, _ref("BaselineSummary")]},
                 "findings": {"type": "array", "items": _ref("Finding")},
+                "cluster": _ref("WorkloadCluster"),
             }
         ),
         "Diff": _obj(
             {
                 "workload": _STR,
                 "mode": {"type": "string", "enum": ["last_good", "baseline", "intent", "revisions", "pods"]},
-                "from": {"type": ["object", "null"], "additionalProperties": _ANY},
+                "from": {
+                    "type": ["object", "null"],
+                    "additionalProperties": _ANY,
+                    "description": "label; snapshot_id or baseline_id; why (last-good); a pod-template "
+                    "revision side: revision, template_hash, source, created_at, current",
+                },
                 "to": {"type": ["object", "null"], "additionalProperties": _ANY},
                 "changes": {"type": "array", "items": _ref("FactChange")},
                 "checks": {"type": "array", "items": _ref("Check")},
+                "template": {
+                    "oneOf": [{"type": "null"}, _ref("Diff")],
+                    "description": "last_good mode: the pod-template diff, last-good revision (the one the "
+                    "baseline was recorded on) to the current one, mode revisions; null when either is "
+                    "unknown (template_why says why)",
+                },
+                "template_why": {**_NULL_STR, "description": "last_good mode: why template is null"},
             },
             required=["workload", "mode", "from", "to", "changes"],
         ),
+        "Revision": _obj(
+            {
+                "revision": {**_NULL_STR, "description": "the controller's revision number, as text"},
+                "template_hash": {
+                    "type": "string",
+                    "description": "pod-template-hash or controller-revision hash",
+                },
+                "created_at": {
+                    **_TS,
+                    "description": "the ReplicaSet's / ControllerRevision's creationTimestamp",
+                },
+                "first_seen": {
+                    **_NULLABLE_TS,
+                    "description": "when this collector's store first heard of it",
+                },
+                "last_seen": {**_NULLABLE_TS, "description": "when the cluster watch last listed it"},
+                "source": {
+                    "type": "string",
+                    "description": "the object read: Kind/namespace/name@resourceVersion",
+                },
+                "current": {
+                    "type": "boolean",
+                    "description": "the revision the controller names current (else the newest stored)",
+                },
+            }
+        ),
+        "LastGoodRevision": _obj(
+            {
+                "revision": _NULL_STR,
+                "template_hash": _NULL_STR,
+                "why": {
+                    "type": "string",
+                    "description": "the baseline it was recorded on, or why there is none",
+                },
+            }
+        ),
+        "RevisionList": _obj(
+            {
+                "workload": _STR,
+                "namespace": _STR,
+                "kind": _STR,
+                "name": _STR,
+                "available": {"type": "boolean", "description": "false: no cluster watch on this collector"},
+                "message": _NULL_STR,
+                "current_revision": _NULL_STR,
+                "last_good": _ref("LastGoodRevision"),
+                "revisions": {"type": "array", "items": _ref("Revision"), "description": "newest first"},
+            },
+            description="A workload's stored pod-template revisions (at most cluster_revisions_keep)",
+        ),
+        "ClusterFacts": _obj(
+            {
+                "workload": _STR,
+                "status": _ref("SourceStatus"),
+                "observed_at": _TS,
+                "current_revision": _NULL_STR,
+                "revisions": {
+                    "type": "object",
+                    "additionalProperties": _STR,
+                    "description": "template hash -> revision",
+                },
+                "facts": {**_MAP_ANY, "description": "fact key -> typed value (source cluster, method k8s)"},
+                "provenance": {"type": "object", "additionalProperties": _ref("Provenance")},
+            }
+        ),
+        "WorkloadCluster": _obj(
+            {
+                "available": {
+                    "type": "boolean",
+                    "description": "the cluster watch has facts of the workload",
+                },
+                "message": {**_NULL_STR, "description": "why there are none (the watch's own message)"},
+                "cluster_facts": {"oneOf": [{"type": "null"}, _ref("ClusterFacts")]},
+                "revisions": {"type": "array", "items": _ref("Revision"), "description": "newest first"},
+            },
+            description="What the Kubernetes API says of the workload (the cluster watch)",
+        ),
+        "ClusterStatus": {
+            "type": "object",
+            "properties": {
+                "available": {"type": "boolean"},
+                "message": {"type": ["string", "null"]},
+                "kinds": {"type": "object", "additionalProperties": _ANY, "description": "kind -> its state"},
+            },
+            "required": ["available"],
+            "additionalProperties": _ANY,
+            "description": "The cluster watch's report: whether it runs, and each kind it lists and watches",
+        },
         "BaselineList": _listed("baselines", _ref("BaselineSummary")),
         "BaselineDetail": _obj(
             {
@@ -866,6 +967,27 @@ PATHS.update(
                     "404": _ERROR,
                     "503": _ERROR,
                 },
+            }
+        },
+        "/api/v1/workloads/{namespace}/{name}/revisions": {
+            "get": {
+                "summary": "A workload's pod-template revisions, newest first, with the current and the "
+                "last-good one (the revision its baseline was recorded on)",
+                "operationId": "listWorkloadRevisions",
+                "parameters": _WORKLOAD_PATH,
+                "responses": {
+                    "200": _json(_ref("RevisionList"), "The revisions"),
+                    "400": _ERROR,
+                    "404": _ERROR,
+                    "503": _ERROR,
+                },
+            }
+        },
+        "/api/v1/cluster": {
+            "get": {
+                "summary": "The cluster watch's report: available, a message, each kind's state",
+                "operationId": "getClusterStatus",
+                "responses": {"200": _json(_ref("ClusterStatus"), "The cluster watch")},
             }
         },
         "/api/v1/findings": {
@@ -991,7 +1113,10 @@ PATHS.update(
                     _q(
                         "revisions",
                         "two stored snapshot ids, A,B: the id of a row of GET /api/v1/pods/{namespace}/"
-                        "{pod}/history (not its sequence)",
+                        "{pod}/history (not its sequence); or two workload revisions, whose pod templates "
+                        "are compared: rN or revision:N (the controller's revision number), a template "
+                        "hash (or hash:H for one of digits only), current, last-good (GET /api/v1/"
+                        "workloads/{namespace}/{name}/revisions lists them)",
                     ),
                     _q("pods", "two pods of the workload, P1,P2"),
                 ],

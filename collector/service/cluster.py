@@ -8,17 +8,19 @@ that a revision whose ReplicaSet was garbage-collected can still be diffed. A wo
 changed (or a pool whose selector did) is scheduled for evaluation.
 
 ``status`` is the watch's own report (per kind: ok / unavailable / error with a message), served
-by ``GET /api/v1/cluster``.
+by ``GET /api/v1/cluster``. ``revision_history`` adds to each stored revision when this store first
+and last heard of it (the queries' revision list shows both).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from collector.domain.cluster import ClusterFacts, PoolMembers, RevisionTemplate
 from collector.store.base import ClusterStore
+from collector.store.sql import StoredRevision
 from skewwatch.core.fingerprint import canonical
 
 UNAVAILABLE_NOT_STARTED = "the cluster watch has not run yet"
@@ -31,6 +33,14 @@ def _signature(cf: ClusterFacts) -> tuple[Any, ...]:
         tuple(sorted(cf.revisions.items())),
         cf.current_revision,
     )
+
+
+@runtime_checkable
+class RevisionHistoryStore(Protocol):
+    """A ``ClusterStore`` that also says when each revision was first and last seen (both SQL
+    backends are one)."""
+
+    async def revision_history(self, workload: str) -> list[StoredRevision]: ...
 
 
 class ClusterState:
@@ -107,3 +117,14 @@ class ClusterState:
     async def revisions(self, workload: str) -> list[RevisionTemplate]:
         """The workload's stored revisions, newest first."""
         return await self.store.workload_revisions(workload)
+
+    async def revision_history(
+        self, workload: str
+    ) -> list[tuple[RevisionTemplate, float | None, float | None]]:
+        """The workload's stored revisions, newest first, each with when the store first and last
+        heard of it (None from a store that does not keep it)."""
+        if isinstance(self.store, RevisionHistoryStore):
+            return [
+                (s.template, s.first_seen, s.last_seen) for s in await self.store.revision_history(workload)
+            ]
+        return [(t, None, None) for t in await self.store.workload_revisions(workload)]

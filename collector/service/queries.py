@@ -9,6 +9,16 @@ which the edge translates. Mutations (notes on findings, baselines, intents) go 
 
 A diff has five modes (``DIFF_MODES``), one small method each, dispatched by a table. The
 last-good search walks the replica's stored history (``LAST_GOOD_DEPTH`` rows, newest first).
+
+With the cluster watch's ``ClusterState``, a workload also has pod-template revisions (stored,
+newest first) and its cluster facts. The ``revisions`` mode then takes, besides two stored
+snapshot ids, two workload revisions (``parse_revision_ref``: ``rN`` / ``revision:N``, a template
+hash or ``hash:H``, ``current``, ``last-good``) and diffs their templates' facts. ``current`` is the
+revision the controller names current (the watch's ``current_revision``), else the newest stored;
+``last-good`` is the revision the workload's baseline was recorded on (its pods' template-hash
+label in the snapshot each had when the baseline was recorded), and there is none without a
+baseline. The ``last_good`` mode adds ``template``: that pod-template diff, last-good revision to
+current, or null and ``template_why``. Template facts are stored as the watch redacted them.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from typing import Any
 
 from collector.baseline.model import compare_config
 from collector.domain.baseline import Baseline, BaselineError
+from collector.domain.cluster import TEMPLATE_HASH_LABELS, ClusterFacts, RevisionTemplate
 from collector.domain.diff import ChangeKind, FactChange, diff_facts
 from collector.domain.identity import split_workload, workload_id
 from collector.domain.model import SEVERITY_ORDER, FindingRecord, Replica
@@ -31,6 +42,7 @@ from collector.drift.engine import Evaluation
 from collector.errors import BadRequestError, ConflictError, NotFoundError
 from collector.intent.evaluate import Check
 from collector.intent.model import Intent
+from collector.service.cluster import ClusterState
 from collector.service.evaluation import DriftService
 from collector.store.base import QueryStore
 from skewwatch.core.facts import FactValue, SourceState
@@ -116,6 +128,7 @@ class WorkloadView:
     baseline: Baseline | None
     findings: Sequence[FindingRecord]  # active, then the newest resolved
     now: float
+    cluster: ClusterSection | None = None  # None: no cluster watch on this collector
 
     def as_dict(self) -> JSON:
         rep = self.representative
@@ -135,6 +148,7 @@ class WorkloadView:
             },
             "baseline": self.baseline.as_dict(facts=False) if self.baseline else None,
             "findings": [f.as_dict(self.now) for f in self.findings],
+            "cluster": (self.cluster or ClusterSection(None, NO_CLUSTER_WATCH, ())).as_dict(),
         }
 
 
@@ -148,6 +162,165 @@ def _replica_json(r: Replica, majority: frozenset[str]) -> JSON:
         "snapshot_id": r.snapshot_id,
         "observations": {n: o.value for n, o in sorted(r.observations[0].items())} if r.observations else {},
     }
+
+
+# -- cluster: facts and pod-template revisions ---------------------------------------------------
+
+NO_CLUSTER_WATCH = "the cluster watch is not configured on this collector"
+REVISIONS_NAMED = 20  # stored revisions an unknown-revision error lists
+# What a workload revision reference may hold: a Kubernetes name segment (template hashes are).
+_REF_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
+MAX_REF = 253
+
+
+@dataclass(frozen=True)
+class RevisionRef:
+    """A workload revision as asked for: ``kind`` is ``current``, ``last-good``, ``number`` (the
+    controller's revision number) or ``hash`` (a pod-template or controller-revision hash)."""
+
+    kind: str
+    value: str = ""
+
+    def __str__(self) -> str:
+        return {"number": f"r{self.value}", "hash": f"hash:{self.value}"}.get(self.kind, self.kind)
+
+
+def is_snapshot_id(text: str) -> bool:
+    """ASCII digits only, at most 18: a stored snapshot id (``revisions=A,B``'s first meaning)."""
+    return text.isascii() and text.isdigit() and 0 < len(text) <= 18
+
+
+def parse_revision_ref(text: str, where: str) -> RevisionRef:
+    """``current``, ``last-good``, ``rN`` / ``revision:N``, ``hash:H`` or a template hash (any other
+    name that is not a plain integer: a plain integer is a snapshot id); BadRequestError naming
+    ``where`` otherwise."""
+    low = text.lower()
+    if low in ("current", "last-good", "last_good"):
+        return RevisionRef(low.replace("_", "-"))
+    for prefix in ("revision:", "r"):
+        number = text[len(prefix) :] if low.startswith(prefix) else ""
+        if is_snapshot_id(number):
+            return RevisionRef("number", str(int(number)))
+    value = text[len("hash:") :] if low.startswith("hash:") else text
+    if (
+        value
+        and len(value) <= MAX_REF
+        and set(value) <= _REF_CHARS
+        and (value != text or not value.isdigit())
+    ):
+        return RevisionRef("hash", value)
+    raise BadRequestError(
+        f"{where}: {text[:60]!r} is not a workload revision: give rN or revision:N (the controller's "
+        "revision number), a template hash (or hash:H), current or last-good"
+    )
+
+
+@dataclass(frozen=True)
+class RevisionEntry:
+    """One stored pod-template revision of a workload, as the revision list shows it."""
+
+    template: RevisionTemplate
+    first_seen: float | None  # when this store first heard of it (None: the store does not say)
+    last_seen: float | None
+    current: bool
+
+    @property
+    def name(self) -> str:
+        t = self.template
+        return f"r{t.revision} ({t.template_hash})" if t.revision else f"hash:{t.template_hash}"
+
+    def as_dict(self) -> JSON:
+        t = self.template
+        return {
+            "revision": t.revision or None,
+            "template_hash": t.template_hash,
+            "created_at": t.created_at,
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "source": t.source,
+            "current": self.current,
+        }
+
+    def side(self, why: str | None = None) -> DiffSide:
+        t = self.template
+        details = {"revision": t.revision or None, "template_hash": t.template_hash, "source": t.source}
+        label = f"revision {self.name}" + (", current" if self.current else "")
+        return DiffSide(
+            label, why=why, details={**details, "created_at": t.created_at, "current": self.current}
+        )
+
+
+@dataclass(frozen=True)
+class LastGoodRevision:
+    """The revision the baseline was recorded on, or None and why there is none."""
+
+    entry: RevisionEntry | None
+    why: str
+
+    def as_dict(self) -> JSON:
+        e = self.entry
+        return {
+            "revision": (e.template.revision or None) if e else None,
+            "template_hash": e.template.template_hash if e else None,
+            "why": self.why,
+        }
+
+
+@dataclass(frozen=True)
+class RevisionList:
+    """A workload's stored pod-template revisions, newest first, with the current and last-good one."""
+
+    workload: str
+    revisions: Sequence[RevisionEntry]
+    last_good: LastGoodRevision
+    available: bool  # a cluster watch is configured
+    message: str | None
+
+    def as_dict(self) -> JSON:
+        current = next((e for e in self.revisions if e.current), None)
+        return {
+            **_names(self.workload),
+            "available": self.available,
+            "message": self.message,
+            "current_revision": (current.template.revision or None) if current else None,
+            "last_good": self.last_good.as_dict(),
+            "revisions": [e.as_dict() for e in self.revisions],
+        }
+
+
+@dataclass(frozen=True)
+class ClusterSection:
+    """What the cluster watch says of one workload: its facts (None, with ``message``, when it
+    has none) and its stored revisions."""
+
+    facts: ClusterFacts | None
+    message: str | None
+    revisions: Sequence[RevisionEntry]
+
+    def as_dict(self) -> JSON:
+        return {
+            "available": self.facts is not None,
+            "message": self.message,
+            "cluster_facts": self.facts.as_dict() if self.facts is not None else None,
+            "revisions": [e.as_dict() for e in self.revisions],
+        }
+
+
+def template_hash_of(facts: Mapping[str, FactValue]) -> str | None:
+    """The pod-template (or controller-revision) hash label among a pod's facts."""
+    for label in TEMPLATE_HASH_LABELS:
+        value = facts.get(label)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _stored_names(entries: Sequence[RevisionEntry]) -> str:
+    if not entries:
+        return "none is stored"
+    shown = ", ".join(e.name + (" current" if e.current else "") for e in entries[:REVISIONS_NAMED])
+    more = f" and {len(entries) - REVISIONS_NAMED} older" if len(entries) > REVISIONS_NAMED else ""
+    return f"stored: {shown}{more}"
 
 
 # -- findings ------------------------------------------------------------------------------------
@@ -220,13 +393,15 @@ class DiffSide:
     ref: str | None = None
     ref_id: int | None = None
     why: str | None = None
+    # A pod-template revision side: revision, template_hash, source, created_at, current.
+    details: Mapping[str, Any] | None = None
 
     @classmethod
     def snapshot(cls, label: str, snapshot_id: int | None, why: str | None = None) -> DiffSide:
         return cls(label, "snapshot", snapshot_id, why)
 
     def as_dict(self) -> JSON:
-        out: JSON = {"label": self.label}
+        out: JSON = {"label": self.label, **(self.details or {})}
         if self.ref is not None:
             out[f"{self.ref}_id"] = self.ref_id
         if self.why is not None:
@@ -242,6 +417,9 @@ class DiffResult:
     to: DiffSide | None
     changes: Sequence[FactChange] = ()
     checks: Sequence[Check] | None = None  # the intent mode's checks
+    # The last_good mode's pod-template diff (last-good revision -> current), or None and why.
+    template: DiffResult | None = None
+    template_why: str | None = None
 
     def as_dict(self) -> JSON:
         out: JSON = {
@@ -253,16 +431,21 @@ class DiffResult:
         }
         if self.checks is not None:
             out["checks"] = [c.as_dict() for c in self.checks]
+        if self.mode == "last_good":
+            out["template"] = self.template.as_dict() if self.template is not None else None
+            out["template_why"] = self.template_why
         return out
 
 
 @dataclass(frozen=True)
 class DiffRequest:
-    """What to compare: the mode and, for ``pods`` and ``revisions``, the pair (names or ids)."""
+    """What to compare: the mode and, for ``pods`` and ``revisions``, the pair (names, snapshot
+    ids, or for ``revisions`` instead two workload revisions: ``templates``)."""
 
     mode: str
     pods: tuple[str, str] | None = None
     revisions: tuple[int, int] | None = None
+    templates: tuple[RevisionRef, RevisionRef] | None = None
 
 
 @dataclass(frozen=True)
@@ -337,11 +520,13 @@ class IntentListing:
 
 
 class Queries:
-    """The drift queries over ``store`` and the evaluation service ``drift``."""
+    """The drift queries over ``store`` and the evaluation service ``drift``; with ``cluster`` (the
+    cluster watch's state), the workloads' cluster facts and pod-template revisions too."""
 
-    def __init__(self, store: QueryStore, drift: DriftService) -> None:
+    def __init__(self, store: QueryStore, drift: DriftService, cluster: ClusterState | None = None) -> None:
         self.store = store
         self.drift = drift
+        self.cluster = cluster
 
     def now(self) -> float:
         return self.drift.clock()
@@ -447,7 +632,118 @@ class Queries:
             baseline=baseline,
             findings=[*active, *resolved],
             now=time.time(),
+            cluster=await self._cluster_section(workload),
         )
+
+    # -- cluster: facts and revisions --------------------------------------------------------------
+
+    def cluster_status(self) -> JSON:
+        """The cluster watch's own report (``GET /api/v1/cluster``)."""
+        if self.cluster is None:
+            return {"available": False, "message": NO_CLUSTER_WATCH, "kinds": {}}
+        return dict(self.cluster.status())
+
+    def _no_facts_message(self, workload: str) -> str:
+        assert self.cluster is not None
+        status = self.cluster.status()
+        if not status.get("available", False):
+            return str(status.get("message") or "the cluster watch is not available")
+        return f"the cluster watch reports no facts of {workload} (not in a watched namespace, or gone)"
+
+    async def _cluster_section(self, workload: str) -> ClusterSection | None:
+        if self.cluster is None:
+            return None
+        facts = self.cluster.facts(workload)
+        message = None if facts is not None else self._no_facts_message(workload)
+        return ClusterSection(facts, message, await self.revision_entries(workload))
+
+    async def revision_entries(self, workload: str) -> list[RevisionEntry]:
+        """The workload's stored revisions, newest first; ``current`` marks the revision the
+        controller names current, else the newest stored one."""
+        if self.cluster is None:
+            return []
+        stored = await self.cluster.revision_history(workload)
+        facts = self.cluster.facts(workload)
+        named = facts.current_revision if facts is not None else ""
+        current = next((t.template_hash for t, _, _ in stored if named and t.revision == named), None)
+        if current is None and stored:
+            current = stored[0][0].template_hash
+        return [RevisionEntry(t, first, last, t.template_hash == current) for t, first, last in stored]
+
+    async def revisions(self, workload: str) -> RevisionList:
+        """``GET /api/v1/workloads/{namespace}/{name}/revisions``."""
+        entries = await self.revision_entries(workload)
+        baseline = await self.store.latest_baseline(workload)
+        last_good = await self.last_good_revision(workload, entries, baseline)
+        if self.cluster is None:
+            return RevisionList(workload, entries, last_good, False, NO_CLUSTER_WATCH)
+        message = None if entries else f"no pod-template revision of {workload} is stored yet"
+        return RevisionList(workload, entries, last_good, True, message)
+
+    async def last_good_revision(
+        self, workload: str, entries: Sequence[RevisionEntry], baseline: Baseline | None
+    ) -> LastGoodRevision:
+        """The revision the baseline was recorded on: the template-hash label of its facts, else of
+        the snapshot each of its pods had when it was recorded, mapped through ``entries``."""
+        if baseline is None:
+            return LastGoodRevision(
+                None, f"no last-good revision: record a baseline ('skewwatch baseline record {workload}')"
+            )
+        found = await self._baseline_template_hash(workload, baseline)
+        label = f"baseline {baseline.id} ({baseline.origin}, recorded {_iso(baseline.recorded_at)})"
+        if found is None:
+            return LastGoodRevision(
+                None,
+                f"no last-good revision: the pods of {label} carry no pod-template-hash or "
+                "controller-revision-hash label",
+            )
+        template_hash, pod = found
+        entry = next((e for e in entries if e.template.template_hash == template_hash), None)
+        if entry is None:
+            return LastGoodRevision(
+                None,
+                f"no last-good revision: {label} ran template {template_hash} (pod {pod}), which is not "
+                f"among the stored revisions ({_stored_names(entries)}; at most cluster_revisions_keep "
+                "are kept)",
+            )
+        return LastGoodRevision(entry, f"revision {entry.name}: the template {label} ran on (pod {pod})")
+
+    async def _baseline_template_hash(self, workload: str, baseline: Baseline) -> tuple[str, str] | None:
+        """(template hash, pod) the baseline was recorded on. Its facts leave identity labels out,
+        so each recorded pod's stored snapshot at the recording time says it."""
+        in_facts = template_hash_of(baseline.facts)
+        if in_facts is not None:
+            return in_facts, ", ".join(baseline.pods)
+        namespace = split_workload(workload)[0]
+        for pod in sorted(baseline.pods):
+            rows = await self.store.history(PodKey(namespace, pod), LAST_GOOD_DEPTH)
+            then = next((r for r in rows if r.received_at <= baseline.recorded_at), None)
+            found = template_hash_of(then.facts) if then is not None else None
+            if found is not None:
+                return found, pod
+        return None
+
+    async def _resolve_revision(
+        self, workload: str, ref: RevisionRef, entries: Sequence[RevisionEntry], baseline: Baseline | None
+    ) -> tuple[RevisionEntry, str | None]:
+        """The stored revision ``ref`` names, and for ``last-good`` why it is that one; 404 naming
+        what is stored otherwise."""
+        if self.cluster is None:
+            raise NotFoundError(f"revision {ref} of {workload}: {NO_CLUSTER_WATCH}")
+        if ref.kind == "last-good":
+            good = await self.last_good_revision(workload, entries, baseline)
+            if good.entry is None:
+                raise NotFoundError(good.why)
+            return good.entry, good.why
+        if ref.kind == "current":
+            found = next((e for e in entries if e.current), None)
+        elif ref.kind == "number":
+            found = next((e for e in entries if e.template.revision == ref.value), None)
+        else:
+            found = next((e for e in entries if e.template.template_hash == ref.value), None)
+        if found is None:
+            raise NotFoundError(f"revision {ref} of {workload} is not stored; {_stored_names(entries)}")
+        return found, None
 
     # -- findings --------------------------------------------------------------------------------
 
@@ -541,7 +837,44 @@ class Queries:
             )
         return snap
 
+    async def _diff_templates(self, ctx: _DiffContext, refs: tuple[RevisionRef, RevisionRef]) -> DiffResult:
+        entries = await self.revision_entries(ctx.workload)
+        a, why_a = await self._resolve_revision(ctx.workload, refs[0], entries, ctx.baseline)
+        b, why_b = await self._resolve_revision(ctx.workload, refs[1], entries, ctx.baseline)
+        return DiffResult(
+            ctx.workload,
+            "revisions",
+            a.side(why_a),
+            b.side(why_b),
+            changes(a.template.facts, b.template.facts),
+        )
+
+    async def _template_last_good(self, ctx: _DiffContext) -> tuple[DiffResult | None, str | None]:
+        """The pod-template diff last-good revision -> current, or None and why not."""
+        if self.cluster is None:
+            return None, NO_CLUSTER_WATCH
+        entries = await self.revision_entries(ctx.workload)
+        if not entries:
+            return (
+                None,
+                f"no pod-template revision of {ctx.workload} is stored (the cluster watch has not seen it)",
+            )
+        good = await self.last_good_revision(ctx.workload, entries, ctx.baseline)
+        if good.entry is None:
+            return None, good.why
+        current = next(e for e in entries if e.current)
+        diff = DiffResult(
+            ctx.workload,
+            "revisions",
+            good.entry.side(good.why),
+            current.side(),
+            changes(good.entry.template.facts, current.template.facts),
+        )
+        return diff, None
+
     async def _diff_revisions(self, ctx: _DiffContext, request: DiffRequest) -> DiffResult:
+        if request.templates is not None:
+            return await self._diff_templates(ctx, request.templates)
         if request.revisions is None:
             raise BadRequestError(
                 "query parameter 'revisions': give two snapshot ids, A,B (see skewwatch history)"
@@ -582,15 +915,20 @@ class Queries:
     async def _diff_last_good(self, ctx: _DiffContext, request: DiffRequest) -> DiffResult:
         rep, to = self._current(ctx)
         good = await self.last_good(ctx.workload, rep, ctx.replicas, ctx.baseline, ctx.evaluation.ignore)
+        template, template_why = await self._template_last_good(ctx)
         if good.snapshot is not None:
             label = f"last-good configuration of pod {rep.pod} (snapshot {good.snapshot.id})"
             side = DiffSide.snapshot(label, good.snapshot.id, good.why)
-            return DiffResult(ctx.workload, request.mode, side, to, changes(good.snapshot.facts, rep.facts))
-        if ctx.baseline is not None:
+            found = changes(good.snapshot.facts, rep.facts)
+        elif ctx.baseline is not None:
             side = _baseline_side(ctx.baseline, good.why)
-            return DiffResult(ctx.workload, request.mode, side, to, changes(ctx.baseline.facts, rep.facts))
-        side = DiffSide("no good configuration stored for this replica", why=good.why)
-        return DiffResult(ctx.workload, request.mode, side, to)
+            found = changes(ctx.baseline.facts, rep.facts)
+        else:
+            side = DiffSide("no good configuration stored for this replica", why=good.why)
+            found = []
+        return DiffResult(
+            ctx.workload, request.mode, side, to, found, template=template, template_why=template_why
+        )
 
     async def last_good(
         self,

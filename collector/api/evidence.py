@@ -121,6 +121,28 @@ _LAST_GOOD = _obj(
     },
     required=["available", "why", "from", "to", "changes"],
 )
+_TEMPLATE_DIFF = _obj(
+    {
+        "available": {"type": "boolean", "description": "false: no last-good or no current revision known"},
+        "why": {
+            "type": ["string", "null"],
+            "description": "which baseline the last-good revision is the template of, or why there is none",
+        },
+        "from": {
+            "type": ["object", "null"],
+            "additionalProperties": _ANY,
+            "description": "label, revision, template_hash, source, created_at, current",
+        },
+        "to": {"type": ["object", "null"], "additionalProperties": _ANY},
+        "unchanged": {"type": "boolean"},
+        "changes": {
+            "type": "array",
+            "items": _MAP_ANY,
+            "description": "key, category, change, before, after (env values redacted as stored)",
+        },
+    },
+    description="The pod-template diff, last-good revision (the one the baseline was recorded on) to current",
+)
 EVIDENCE_SCHEMA = _obj(
     {
         "schema": {"type": "string", "enum": ["skewwatch.evidence/v1"]},
@@ -131,6 +153,11 @@ EVIDENCE_SCHEMA = _obj(
         "configurations": {"type": "array", "items": _MAP_ANY},
         "baseline": {"type": ["object", "null"], "additionalProperties": _ANY},
         "diff_last_good": _LAST_GOOD,
+        "cluster": {
+            **_ref("WorkloadCluster"),
+            "description": "the cluster facts (with provenance) and the stored pod-template revisions",
+        },
+        "template_diff": _TEMPLATE_DIFF,
         "findings": {"type": "array", "items": _ref("Finding")},
         "restarts": {"type": "array", "items": _MAP_ANY},
         "intents": _obj(
@@ -148,7 +175,8 @@ OPENAPI_PATHS: dict[str, Any] = {
     PATH: {
         "get": {
             "summary": "A workload's evidence bundle: pods, image, args and env (redacted), GPU, metrics "
-            "and baseline ratios, diff against last-good, open findings, restarts, intents and baseline",
+            "and baseline ratios, diff against last-good, cluster facts, pod-template revisions and the "
+            "last-good to current template diff, open findings, restarts, intents and baseline",
             "operationId": "getWorkloadEvidence",
             "parameters": [
                 {"name": "namespace", "in": "path", "required": True, "schema": _SEGMENT},

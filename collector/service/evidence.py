@@ -5,8 +5,11 @@ nothing else: ``Queries.workload`` (live replicas, configurations, bound intents
 the baseline, findings), ``Queries.diff`` in the ``last_good`` mode, ``Pods.list`` / ``Pods.get``
 / ``Pods.history`` (every stored pod of the workload, its latest observations, its restarts), and
 ``collector.baseline.model.performance_ratios`` (the current / baseline ratios the telemetry
-exports). What those do not answer is only selected here, never computed again: the image, GPU,
-argument and environment facts are read from the stored facts by key.
+exports), and ``Queries.template_last_good`` (the pod-template diff from the revision the baseline
+was recorded on to the current one; the workload view carries the cluster facts, with their
+provenance, and the stored revisions). What those do not answer is only selected here, never
+computed again: the image, GPU, argument and environment facts are read from the stored facts by
+key. Pod-template facts are carried as the cluster watch stored them (env values redacted).
 
 The typed ``Evidence`` renders three ways, all pure: ``as_dict()`` is the JSON (schema
 ``skewwatch.evidence/v1``, keys in a fixed order: docs/evidence.md), ``render_markdown`` the same
@@ -32,7 +35,15 @@ from collector.domain.identity import split_workload, workload_id
 from collector.domain.model import Status
 from collector.errors import NotFoundError
 from collector.service.pods import PodHistory, Pods, PodView
-from collector.service.queries import DiffRequest, DiffResult, Queries, WorkloadView, workload_state
+from collector.service.queries import (
+    NO_CLUSTER_WATCH,
+    ClusterSection,
+    DiffRequest,
+    DiffResult,
+    Queries,
+    WorkloadView,
+    workload_state,
+)
 from skewwatch.core.facts import FactValue
 from skewwatch.core.identity import PodKey
 from skewwatch.core.image import image_reference, image_tag
@@ -143,6 +154,34 @@ class LastGood:
 
 
 @dataclass(frozen=True)
+class TemplateDiff:
+    """The pod-template diff last-good revision -> current revision, or why there is none."""
+
+    result: DiffResult | None
+    why: str | None
+
+    def as_dict(self) -> JSON:
+        r = self.result
+        if r is None:
+            return {
+                "available": False,
+                "why": self.why,
+                "from": None,
+                "to": None,
+                "unchanged": True,
+                "changes": [],
+            }
+        return {
+            "available": True,
+            "why": (r.from_.why if r.from_ else None) or self.why,
+            "from": r.from_.as_dict() if r.from_ else None,
+            "to": r.to.as_dict() if r.to else None,
+            "unchanged": not r.changes,
+            "changes": [c.as_dict() for c in r.changes],
+        }
+
+
+@dataclass(frozen=True)
 class Evidence:
     """A workload's evidence bundle at ``generated_at``."""
 
@@ -151,6 +190,7 @@ class Evidence:
     last_good: LastGood
     ratios: Mapping[str, float]
     generated_at: float
+    template: TemplateDiff = TemplateDiff(None, None)
 
     @property
     def stamp(self) -> str:
@@ -179,6 +219,8 @@ class Evidence:
             "configurations": self._configurations(),
             "baseline": self._baseline(),
             "diff_last_good": self.last_good.as_dict(),
+            "cluster": (self.view.cluster or ClusterSection(None, NO_CLUSTER_WATCH, ())).as_dict(),
+            "template_diff": self.template.as_dict(),
             "findings": [f.as_dict(v.now) for f in v.findings if f.status is not Status.RESOLVED],
             "restarts": self._restarts(),
             "intents": {
@@ -245,7 +287,8 @@ class EvidenceService:
         ]
         ratios = performance_ratios(view.baseline, view.replicas) if view.baseline else {}
         last_good = await self._last_good(workload, view, {k.pod: k for k in stored})
-        return Evidence(view, pods, last_good, ratios, self.queries.now())
+        template = TemplateDiff(*await self.queries.template_last_good(workload, view.baseline))
+        return Evidence(view, pods, last_good, ratios, self.queries.now(), template)
 
     async def _last_good(self, workload: str, view: WorkloadView, keys: Mapping[str, PodKey]) -> LastGood:
         try:
@@ -401,6 +444,71 @@ def _md_diff(doc: JSON) -> list[str]:
     return [*out, *_table(["key", "change", "before", "after"], rows)]
 
 
+def _md_cluster(doc: JSON) -> list[str]:
+    """The cluster facts with their provenance, and the stored pod-template revisions."""
+    c = doc.get("cluster")
+    if c is None:  # a bundle of a collector before the cluster watch
+        return []
+    out = ["## Cluster facts (the Kubernetes API)", ""]
+    cf = c["cluster_facts"]
+    if cf is None:
+        out += [f"No cluster facts: {text_cell(c['message'] or 'unknown')}", ""]
+    else:
+        status = cf["status"]
+        out += [
+            f"Watch status: {text_cell(status['status'])}"
+            + (f" ({text_cell(status['message'])})" if status.get("message") else "")
+            + f"; observed at {_when(cf['observed_at'])}; current revision: "
+            + code_cell(cf["current_revision"] or "-"),
+            "",
+        ]
+        prov = cf["provenance"]
+        rows = [
+            [code_cell(k), _value(v), code_cell(prov[k]["detail"] if k in prov else "-")]
+            for k, v in cf["facts"].items()
+        ]
+        out += _table(["key", "value", "from"], rows)
+    rows = [
+        [
+            code_cell(r["revision"] or "-"),
+            code_cell(r["template_hash"]),
+            "yes" if r["current"] else "",
+            _when(r["created_at"]),
+            _when(r["first_seen"]),
+            _when(r["last_seen"]),
+            code_cell(r["source"] or "-"),
+        ]
+        for r in c["revisions"]
+    ]
+    header = ["revision", "template hash", "current", "created", "first seen", "last seen", "source"]
+    return [*out, "### Pod-template revisions (newest first)", "", *_table(header, rows)]
+
+
+def _md_template(doc: JSON) -> list[str]:
+    d = doc.get("template_diff")
+    if d is None:
+        return []
+    out = ["## Pod-template diff: last-good revision to current", ""]
+    if not d["available"]:
+        return [*out, f"No template diff: {text_cell(d['why'])}", ""]
+    out += [f"From: {text_cell(d['from']['label'])}; to: {text_cell(d['to']['label'])}.", ""]
+    if d["why"]:
+        out += [text_cell(d["why"]), ""]
+    if d["unchanged"]:
+        return [*out, "The current pod template is the last-good one.", ""]
+    rows = [
+        [
+            text_cell(c["category"]),
+            code_cell(c["key"]),
+            text_cell(c["change"]),
+            _value(c.get("before")),
+            _value(c.get("after")),
+        ]
+        for c in d["changes"]
+    ]
+    return [*out, *_table(["category", "key", "change", "before", "after"], rows)]
+
+
 def _md_findings(doc: JSON) -> list[str]:
     rows = [
         [
@@ -499,6 +607,8 @@ def render_markdown(doc: JSON) -> str:
         _md_configurations,
         _md_performance,
         _md_diff,
+        _md_cluster,
+        _md_template,
         _md_findings,
         _md_restarts,
         _md_applied,

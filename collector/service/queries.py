@@ -849,22 +849,25 @@ class Queries:
             changes(a.template.facts, b.template.facts),
         )
 
-    async def _template_last_good(self, ctx: _DiffContext) -> tuple[DiffResult | None, str | None]:
-        """The pod-template diff last-good revision -> current, or None and why not."""
+    async def template_last_good(
+        self, workload: str, baseline: Baseline | None
+    ) -> tuple[DiffResult | None, str | None]:
+        """The pod-template diff last-good revision (the one ``baseline`` was recorded on) -> current
+        revision, or None and why not."""
         if self.cluster is None:
             return None, NO_CLUSTER_WATCH
-        entries = await self.revision_entries(ctx.workload)
+        entries = await self.revision_entries(workload)
         if not entries:
             return (
                 None,
-                f"no pod-template revision of {ctx.workload} is stored (the cluster watch has not seen it)",
+                f"no pod-template revision of {workload} is stored (the cluster watch has not seen it)",
             )
-        good = await self.last_good_revision(ctx.workload, entries, ctx.baseline)
+        good = await self.last_good_revision(workload, entries, baseline)
         if good.entry is None:
             return None, good.why
         current = next(e for e in entries if e.current)
         diff = DiffResult(
-            ctx.workload,
+            workload,
             "revisions",
             good.entry.side(good.why),
             current.side(),
@@ -915,7 +918,7 @@ class Queries:
     async def _diff_last_good(self, ctx: _DiffContext, request: DiffRequest) -> DiffResult:
         rep, to = self._current(ctx)
         good = await self.last_good(ctx.workload, rep, ctx.replicas, ctx.baseline, ctx.evaluation.ignore)
-        template, template_why = await self._template_last_good(ctx)
+        template, template_why = await self.template_last_good(ctx.workload, ctx.baseline)
         if good.snapshot is not None:
             label = f"last-good configuration of pod {rep.pod} (snapshot {good.snapshot.id})"
             side = DiffSide.snapshot(label, good.snapshot.id, good.why)

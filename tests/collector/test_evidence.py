@@ -243,6 +243,8 @@ async def test_markdown_renders_each_section_and_keeps_tables_whole(incident: An
         "## Configurations: arguments and environment (as stored, secrets redacted)",
         "## Key metrics and baseline ratios",
         "## Diff against last-good",
+        "## Cluster facts (the Kubernetes API)",
+        "## Pod-template diff: last-good revision to current",
         "## Open findings and mitigation hints",
         "## Restarts",
         "## Intents and baseline applied",

@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     from agent.cli import register as register_agent
     from collector.cli import register as register_collector
     from skewwatch.check import register as register_check
+    from skewwatch.probe import register as register_probe
     from skewwatch.webhook import attach as attach_webhook
     from skewwatch.webhook import register as register_webhook
 
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_agent(sub)
     register_collector(sub)
     register_check(sub)
+    register_probe(sub)
     register_webhook(sub)
     attach_webhook(sub.choices["collector"])  # collector --webhook HOST:PORT --tls-cert --tls-key
     c = sub.add_parser("completion", help="print a shell completion script: bash or zsh")

@@ -1,0 +1,430 @@
+"""The probe's verdict and its output: thresholds judged per level, the result document, the table.
+
+Thresholds (each optional; each judged at every concurrency level that ran):
+
+=====================  ==================================  =========
+flag                   metric                              passes if
+=====================  ==================================  =========
+``--max-ttft-ms``      ``ttft_ms.p95``                     ≤ limit
+``--max-itl-p99-ms``   ``itl_ms.p99``                      ≤ limit
+``--max-e2e-p99-ms``   ``e2e_ms.p99``                      ≤ limit
+``--min-tokens-per-s`` ``output_tokens_per_s``             ≥ limit
+``--max-error-rate``   ``error_rate`` (failed / measured)  ≤ limit
+=====================  ==================================  =========
+
+The verdict and exit code: ``pass`` (0); ``fail`` (1: the thresholds that failed, measured
+against limit, at which level); ``inconclusive`` (2: only latency or throughput thresholds
+failed and only at levels where the client itself was saturated, or ``--timeout`` stopped the
+plan before it was done) and ``error`` (2: the endpoint is unreachable, or every request
+failed). A metric that could not be measured (no successful request; no usage and no stream to
+count) fails its threshold: a gate never passes on a number it does not have.
+
+The JSON document (``-o json``, schema ``skewwatch.probe/v1``) is the stable form: the verdict,
+the target, the workload (with its digest), the ``load`` section (shape, levels, requests, the
+timeouts, retries 0), the per-level metrics keyed by ``concurrency`` and the thresholds. It never
+carries the API key (only where it came from).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, TextIO
+
+from skewwatch import __version__
+from skewwatch.probe import workload as workloads
+from skewwatch.probe.client import (
+    ApiKey,
+    ProbeClient,
+    Timeouts,
+    endpoint_url,
+    plaintext_warning,
+    read_api_key,
+)
+from skewwatch.probe.stats import LOAD_SHAPE, Hook, LevelStats, Progress, level_stats, run_level
+from skewwatch.probe.workload import ProbeUsageError, Workload
+
+SCHEMA = "skewwatch.probe/v1"
+Verdict = Literal["pass", "fail", "inconclusive", "error"]
+EXIT_CODES: dict[Verdict, int] = {"pass": 0, "fail": 1, "inconclusive": 2, "error": 2}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One kind of threshold: its flag, the metric it reads and the way it passes."""
+
+    flag: str
+    dest: str
+    metric: str
+    get: Callable[[LevelStats], float | None]
+    direction: Literal["max", "min"]
+    unit: str
+    client_bound: bool  # a number the client's own saturation can distort
+
+
+CHECKS: tuple[Check, ...] = (
+    Check("--max-ttft-ms", "max_ttft_ms", "ttft_ms.p95", lambda s: s.ttft_ms.p95, "max", "ms", True),
+    Check("--max-itl-p99-ms", "max_itl_p99_ms", "itl_ms.p99", lambda s: s.itl_ms.p99, "max", "ms", True),
+    Check("--max-e2e-p99-ms", "max_e2e_p99_ms", "e2e_ms.p99", lambda s: s.e2e_ms.p99, "max", "ms", True),
+    Check(
+        "--min-tokens-per-s", "min_tokens_per_s", "output_tokens_per_s",
+        lambda s: s.output_tokens_per_s, "min", "tokens/s", True,
+    ),
+    Check("--max-error-rate", "max_error_rate", "error_rate", lambda s: s.error_rate, "max", "", False),
+)  # fmt: skip
+STREAM_ONLY = frozenset({"max_ttft_ms", "max_itl_p99_ms"})
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """One threshold at one level."""
+
+    check: Check
+    limit: float
+    concurrency: int
+    measured: float | None
+    passed: bool
+    saturated: bool
+
+    def line(self) -> str:
+        unit = f" {self.check.unit}" if self.check.unit else ""
+        shown = "not measured" if self.measured is None else f"{self.measured:.4g}{unit}"
+        op = "<=" if self.check.direction == "max" else ">="
+        word = "PASS" if self.passed else "FAIL"
+        note = " (client saturated: not the server's number)" if self.saturated and not self.passed else ""
+        return (
+            f"{word} {self.check.flag} {self.limit:g}: {self.check.metric} at concurrency "
+            f"{self.concurrency} = {shown} (needs {op} {self.limit:g}{unit}){note}"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "flag": self.check.flag,
+            "metric": self.check.metric,
+            "direction": self.check.direction,
+            "limit": self.limit,
+            "concurrency": self.concurrency,
+            "measured": None if self.measured is None else round(self.measured, 4),
+            "passed": self.passed,
+            "client_saturated": self.saturated,
+        }
+
+
+def judge(levels: Sequence[LevelStats], limits: dict[str, float]) -> list[Judgement]:
+    """Every given threshold at every level."""
+    out: list[Judgement] = []
+    for check in CHECKS:
+        limit = limits.get(check.dest)
+        if limit is None:
+            continue
+        for level in levels:
+            value = check.get(level)
+            ok = value is not None and (value <= limit if check.direction == "max" else value >= limit)
+            out.append(Judgement(check, limit, level.concurrency, value, ok, level.client.saturated))
+    return out
+
+
+@dataclass(frozen=True)
+class Outcome:
+    verdict: Verdict
+    reasons: tuple[str, ...]
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.verdict]
+
+
+def decide(levels: Sequence[LevelStats], judgements: Sequence[Judgement], stopped: str | None) -> Outcome:
+    """The verdict from the levels, the judgements and why the plan stopped early (None: it did not)."""
+    if not any(level.measured + level.warmup for level in levels):
+        return Outcome("error", (f"no request completed ({stopped or 'no level ran'})",))
+    if not any(level.ok for level in levels):
+        kinds: dict[str, int] = {}
+        for level in levels:
+            for kind, n in level.errors.items():
+                kinds[kind] = kinds.get(kind, 0) + n
+        examples = [e for level in levels for v in level.error_examples.values() for e in v][:1]
+        what = ", ".join(f"{k} {n}" for k, n in kinds.items()) or "none sent"
+        reason = f"every request failed ({what})" + (f": {examples[0]}" if examples else "")
+        return Outcome("error", (reason + (f"; {stopped}" if stopped else ""),))
+    failed = [j for j in judgements if not j.passed]
+    blamed = [j for j in failed if not (j.saturated and j.check.client_bound)]
+    if blamed:
+        return Outcome("fail", tuple(j.line() for j in blamed))
+    reasons = [j.line() for j in failed]
+    if failed:
+        reasons.insert(0, "only thresholds at levels where the client was saturated failed: not judged")
+    if stopped:
+        reasons.append(stopped)
+    if failed or stopped:
+        return Outcome("inconclusive", tuple(reasons))
+    saturated = [lv.concurrency for lv in levels if lv.client.saturated]
+    notes = (
+        (f"client saturated at concurrency {saturated}: the server did at least this well",)
+        if saturated
+        else ()
+    )
+    return Outcome("pass", notes)
+
+
+def document(
+    *,
+    outcome: Outcome,
+    target: dict[str, Any],
+    workload: dict[str, Any],
+    load: dict[str, Any],
+    levels: Sequence[LevelStats],
+    judgements: Sequence[Judgement],
+    started_at: str,
+    duration_s: float,
+) -> dict[str, Any]:
+    """The stable result document (schema ``skewwatch.probe/v1``)."""
+    return {
+        "schema": SCHEMA,
+        "verdict": outcome.verdict,
+        "exit_code": outcome.exit_code,
+        "reasons": list(outcome.reasons),
+        "target": target,
+        "workload": workload,
+        "load": load,
+        "levels": [level.as_dict() for level in levels],
+        "thresholds": [j.as_dict() for j in judgements],
+        "client": {
+            "saturated": any(level.client.saturated for level in levels),
+            "saturated_levels": [level.concurrency for level in levels if level.client.saturated],
+        },
+        "started_at": started_at,
+        "duration_s": round(duration_s, 3),
+        "tool": {"name": "skewwatch", "version": __version__},
+    }
+
+
+def render_json(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, indent=2, ensure_ascii=False)
+
+
+def _triple(d: dict[str, Any]) -> str:
+    values = [d.get("p50"), d.get("p95"), d.get("p99")]
+    return "/".join("-" if v is None else f"{v:.0f}" if v >= 10 else f"{v:.1f}" for v in values)
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def render_table(doc: dict[str, Any]) -> str:
+    """The result for a person: one row per level, the errors, the thresholds and the verdict."""
+    t, w, load = doc["target"], doc["workload"], doc["load"]
+    mode = "streaming" if w["stream"] else "non-streaming"
+    lines = [
+        f"skewwatch probe: {t['endpoint']} model {t['model']}, {w['api']} {mode}, "
+        f"max_tokens {w['max_tokens']}",
+        f"load: {load['description']}; workload {w['name']} v{w['version']} ({w['digest'][:19]}…)",
+        "",
+    ]
+    header = ("conc", "ok/sent", "req/s", "tok/s", "TTFT p50/95/99 ms", "ITL p50/95/99 ms",
+              "E2E p50/95/99 ms", "tokens", "client")  # fmt: skip
+    rows = [header]
+    for lv in doc["levels"]:
+        req = lv["requests"]
+        source = "+".join(sorted(lv["token_source"])) or "-"
+        rows.append((
+            str(lv["concurrency"]), f"{req['ok']}/{req['measured']}", _num(lv["requests_per_s"]),
+            _num(lv["output_tokens_per_s"]), _triple(lv["ttft_ms"]), _triple(lv["itl_ms"]),
+            _triple(lv["e2e_ms"]), source, "SATURATED" if lv["client"]["saturated"] else "ok",
+        ))  # fmt: skip
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines += ["  ".join(c.rjust(widths[i]) if i < 4 else c.ljust(widths[i]) for i, c in enumerate(r)).rstrip()
+              for r in rows]  # fmt: skip
+    warm = doc["levels"][0]["requests"]["warmup"]["sent"] if doc["levels"] else 0
+    lines.append(f"(warm-up: {warm} request(s) per level, excluded; percentiles from raw samples)")
+    for lv in doc["levels"]:
+        for kind, n in lv["errors"].items():
+            example = (lv["error_examples"].get(kind) or [""])[0]
+            lines.append(f"errors at {lv['concurrency']}: {kind} x{n}" + (f": {example}" if example else ""))
+        if lv["retry_after"]:
+            lines.append(
+                f"  Retry-After seen at {lv['concurrency']}: {', '.join(lv['retry_after'])} (not retried)"
+            )
+        for reason in lv["client"]["reasons"]:
+            lines.append(f"client saturated at {lv['concurrency']}: {reason}")
+    if doc["thresholds"]:
+        lines.append("thresholds:")
+        for j in doc["thresholds"]:
+            lines.append("  " + _threshold_line(j))
+    lines.append(f"verdict: {doc['verdict'].upper()} (exit {doc['exit_code']})")
+    lines += [f"  {r}" for r in doc["reasons"] if doc["verdict"] != "fail" or not doc["thresholds"]]
+    return "\n".join(lines)
+
+
+def _threshold_line(j: dict[str, Any]) -> str:
+    measured = "not measured" if j["measured"] is None else f"{j['measured']:.4g}"
+    op = "<=" if j["direction"] == "max" else ">="
+    note = " (client saturated)" if j["client_saturated"] and not j["passed"] else ""
+    return (
+        f"{'PASS' if j['passed'] else 'FAIL'} {j['flag']} {j['limit']:g}: {j['metric']} at concurrency "
+        f"{j['concurrency']} = {measured} (needs {op} {j['limit']:g}){note}"
+    )
+
+
+class ProgressLine:
+    """Progress on stderr when it is a terminal: one line rewritten in place, closed per level."""
+
+    def __init__(self, err: TextIO) -> None:
+        self.err = err
+        self.enabled = bool(getattr(err, "isatty", lambda: False)())
+        self._level: int | None = None
+
+    def __call__(self, level: int, done: int, planned: int, failed: int) -> None:
+        if not self.enabled:
+            return
+        self._level = level
+        self.err.write(f"\rprobe: concurrency {level}: {done}/{planned} requests, {failed} failed ")
+        self.err.flush()
+        if done >= planned:
+            self.err.write("\n")
+            self._level = None
+
+    def close(self) -> None:
+        if self.enabled and self._level is not None:
+            self.err.write("\n")
+            self._level = None
+
+
+# --- the command ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Config:
+    """What one probe run does: target, workload, key, pool, timeouts and thresholds."""
+
+    endpoint: str
+    model: str
+    workload: Workload
+    key: ApiKey | None
+    max_connections: int
+    timeout_s: float
+    timeouts: Timeouts
+    limits: dict[str, float]
+    output: str
+
+
+def configure(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
+    """The run's configuration from the flags; ProbeUsageError (exit 2) naming what is wrong."""
+    w = workloads.load(args.workload)
+    w = workloads.with_overrides(
+        w, api=args.api, stream=args.stream, concurrency=args.concurrency, requests=args.requests,
+        warmup=args.warmup, max_tokens=args.max_tokens,
+    )  # fmt: skip
+    limits = {c.dest: getattr(args, c.dest) for c in CHECKS if getattr(args, c.dest) is not None}
+    if not w.stream and STREAM_ONLY & set(limits):
+        flags = ", ".join(c.flag for c in CHECKS if c.dest in limits and c.dest in STREAM_ONLY)
+        raise ProbeUsageError(f"{flags} need a stream to measure; drop --no-stream (or stream: false)")
+    if not args.model.strip():
+        raise ProbeUsageError("--model must name the served model")
+    return Config(
+        endpoint=endpoint_url(args.endpoint),
+        model=args.model,
+        workload=w,
+        key=read_api_key(args.api_key_file, env),
+        max_connections=int(args.max_connections or max(w.concurrency)),
+        timeout_s=float(args.timeout),
+        timeouts=Timeouts(args.connect_timeout, args.read_timeout, args.request_timeout),
+        limits=limits,
+        output=args.output,
+    )
+
+
+def run(
+    args: argparse.Namespace,
+    out: TextIO,
+    err: TextIO,
+    env: Mapping[str, str],
+    hook: Hook | None,
+) -> int:
+    """Run the probe as the flags say, print the result, return the exit code."""
+    try:
+        cfg = configure(args, env)
+    except ProbeUsageError as e:
+        err.write(f"skewwatch probe: error: {e}\n")
+        return 2
+    warning = plaintext_warning(cfg.endpoint, cfg.key)
+    if warning:
+        err.write(f"skewwatch probe: warning: {warning}\n")
+    progress = ProgressLine(err)
+    try:
+        doc = asyncio.run(execute(cfg, progress, hook))
+    finally:
+        progress.close()
+    out.write((render_json(doc) if cfg.output == "json" else render_table(doc)) + "\n")
+    return int(doc["exit_code"])
+
+
+def _load(cfg: Config, levels: Sequence[LevelStats], stopped: str | None) -> dict[str, Any]:
+    w = cfg.workload
+    shown = ", ".join(str(n) for n in w.concurrency)
+    return {
+        "shape": LOAD_SHAPE,
+        "description": f"closed loop, N concurrent workers per level (N = {shown}), each sending its next "
+        "request when its previous one ends",
+        "levels": list(w.concurrency),
+        "levels_run": [lv.concurrency for lv in levels],
+        "requests_per_level": w.requests,
+        "warmup_per_level": w.warmup,
+        "max_connections": cfg.max_connections,
+        "retries": 0,
+        "timeouts_s": {
+            "overall": cfg.timeout_s,
+            "request": cfg.timeouts.request_s,
+            "connect": cfg.timeouts.connect_s,
+            "read": cfg.timeouts.read_s,
+        },
+        "stopped_by_timeout": stopped is not None,
+    }
+
+
+async def execute(cfg: Config, progress: Progress | None, hook: Hook | None) -> dict[str, Any]:
+    """Probe the endpoint level by level within ``--timeout`` and build the result document."""
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    t0 = time.perf_counter()
+    deadline = t0 + cfg.timeout_s
+    w = cfg.workload
+    levels: list[LevelStats] = []
+    stopped: str | None = None
+    judgements: list[Judgement] = []
+    async with ProbeClient(
+        cfg.endpoint, cfg.model, w.api, stream=w.stream, max_tokens=w.max_tokens, temperature=w.temperature,
+        ignore_eos=w.ignore_eos, key=cfg.key, timeouts=cfg.timeouts, max_connections=cfg.max_connections,
+    ) as client:  # fmt: skip
+        unreachable = await client.reachable()
+        if unreachable is not None:
+            outcome = Outcome("error", (f"endpoint unreachable: {unreachable}",))
+        else:
+            for n in w.concurrency:
+                plan = w.plan(n)
+                if time.perf_counter() >= deadline:
+                    stopped = f"--timeout {cfg.timeout_s:g} s reached before concurrency {n}"
+                    break
+                results, lag, cut = await run_level(client, plan, n, deadline, progress=progress, hook=hook)
+                levels.append(level_stats(n, len(plan), results, lag))
+                if cut:
+                    stopped = (f"--timeout {cfg.timeout_s:g} s reached at concurrency {n} after "
+                               f"{len(results)} of {len(plan)} requests")  # fmt: skip
+                    break
+            judgements = judge(levels, cfg.limits)
+            outcome = decide(levels, judgements, stopped)
+    return document(
+        outcome=outcome,
+        target={"endpoint": cfg.endpoint, "model": cfg.model, "api_key": cfg.key.source if cfg.key else None},
+        workload=w.summary(),
+        load=_load(cfg, levels, stopped),
+        levels=levels,
+        judgements=judgements,
+        started_at=started,
+        duration_s=time.perf_counter() - t0,
+    )

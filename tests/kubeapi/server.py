@@ -450,6 +450,10 @@ class KubeApiServer:
 
     async def _not_found(self, request: web.Request) -> web.Response:
         self.requests.append((request.path, dict(request.query)))
+        return self._404()
+
+    @staticmethod
+    def _404() -> web.Response:
         return web.json_response(
             status_body(404, "NotFound", "the server could not find the requested resource"), status=404
         )
@@ -472,7 +476,7 @@ class KubeApiServer:
             return web.json_response(status_body(403, "Forbidden", msg, details), status=403)
         res = self.resources.get((group, version, plural))
         if res is None:
-            return await self._not_found(request)
+            return self._404()
         if watching:
             return await self._watch(request, res, ns)
         return self._list(request, res, ns)

@@ -15,6 +15,15 @@ re-evaluates workloads whose pending findings wait on a debounce in seconds, and
 baselines automatically: a workload with no baseline whose majority configuration has been
 stable for ``baseline_stable_s`` with no open finding gets one (origin ``auto``).
 
+With the cluster watch on (``cluster``: ``ClusterState``), each replica is evaluated with its
+workload's cluster facts joined (``merge_cluster``: the autoscaler, Services, Ingresses, mounted
+ConfigMaps; the agent's own facts win), so intents, baselines and the queries judge them too. An
+InferencePool's id (``namespace/InferencePool/name``, scheduled by the watch when the pool
+changes) is evaluated as a pseudo-workload: the live pods its selector matches, of whatever
+workload, compared for homogeneity (``collector.peers.pools``); a member workload's evaluation
+schedules its pools again only when what they judge of its pods changed. A pool has no baseline
+and is never promoted one.
+
 Several collectors on one store (PostgreSQL; ``Ownership``): a workload is evaluated only by the
 collector that owns it. The others hand their commits of it over (the owner schedules it as if
 it had received them), see the intents another collector stored on their tick, and take over
@@ -37,17 +46,29 @@ from typing import Any
 
 from collector.baseline.model import record as record_baseline
 from collector.domain.baseline import Baseline, BaselineError
-from collector.domain.identity import workload_id
+from collector.domain.cluster import CLUSTER_SOURCE, PoolMembers, merge_cluster
+from collector.domain.identity import split_workload, workload_id
 from collector.domain.model import ChangeKind, Replica, Status
 from collector.domain.records import ReplicaRecord
-from collector.domain.replicas import majority_group
-from collector.drift.engine import Debounce, Evaluation, WorkloadInput, evaluate, reconcile
+from collector.domain.replicas import config_facts, majority_group
+from collector.drift.engine import (
+    Debounce,
+    Evaluation,
+    PoolInput,
+    WorkloadInput,
+    evaluate,
+    evaluate_pool,
+    reconcile,
+)
 from collector.errors import CollectorError, StoreError
 from collector.intent.directory import IntentRegistry
 from collector.intent.model import parse_documents
+from collector.peers.pools import POOL_HOMOGENEOUS_KEYS, PoolPod, labels_of, select_pods
+from collector.service.cluster import ClusterState
 from collector.service.events import NO_EVENTS, ServiceEvents
 from collector.service.ports import Ownership
 from collector.store.base import EvaluationStore
+from skewwatch.core.fingerprint import canonical, fingerprint_values
 from skewwatch.core.identity import PodIdentity
 
 log = logging.getLogger(__name__)
@@ -100,8 +121,15 @@ class DriftService:
         events: ServiceEvents = NO_EVENTS,
         *,
         ownership: Ownership | None = None,
+        cluster: ClusterState | None = None,
     ) -> None:
         self.store = store
+        # What the Kubernetes API says (collector.cluster): joined to each replica, and the
+        # InferencePools whose pods are judged for homogeneity.
+        self.cluster = cluster
+        self._pool_ids: set[str] = set()  # pools evaluated and not yet settled after they went away
+        # workload -> (what pools see of its live pods, the pools that selected any of them)
+        self._pool_view: dict[str, tuple[str, frozenset[str]]] = {}
         self.events = events
         # Several collectors on one store: evaluate only the workloads this one owns.
         self.ownership = ownership
@@ -298,11 +326,49 @@ class DriftService:
     # -- evaluation ----------------------------------------------------------------------------
 
     async def replicas(self, workload: str) -> list[Replica]:
+        """The workload's live replicas, each with the workload's cluster facts joined (the agent's
+        own facts win): intent, baseline, peers and the queries all see them."""
         since = self.clock() - self.settings.replica_stale_s
         recs = await self.store.workload_replicas(workload, since, self.settings.observation_windows)
-        return [to_replica(r) for r in recs]
+        facts = self.cluster.facts(workload) if self.cluster is not None else None
+        return [merge_cluster(to_replica(r), facts) for r in recs]
+
+    def is_pool(self, workload: str) -> bool:
+        """Is this id an InferencePool's (now, or one evaluated before that went away)?"""
+        return workload in self._pool_ids or (
+            self.cluster is not None and self.cluster.pool(workload) is not None
+        )
+
+    async def pool_pods(self, pool: PoolMembers) -> list[PoolPod]:
+        """The live pods of the pool's namespace that its selector matches, whatever workload owns
+        them (no observation windows: a pool is judged on configuration only)."""
+        since = self.clock() - self.settings.replica_stale_s
+        members = sorted(
+            {
+                workload_id(b.key.namespace, b.key.pod, b.workload)
+                for b in await self.store.pod_briefs()
+                if b.key.namespace == pool.namespace and b.last_seen >= since
+            }
+        )
+        candidates = []
+        for w in members:
+            if w == pool.pool:
+                continue  # a pool id is never a workload of pods
+            candidates += [PoolPod(w, to_replica(r)) for r in await self.store.workload_replicas(w, since, 0)]
+        return select_pods(pool, candidates)
+
+    async def _evaluate_pool(self, pool_id: str) -> tuple[Evaluation, list[Replica], Baseline | None]:
+        pool = self.cluster.pool(pool_id) if self.cluster is not None else None
+        # A pool that went away has no pods: its findings resolve as gone.
+        pods = await self.pool_pods(pool) if pool is not None else []
+        self._pool_ids.add(pool_id)
+        inputs = PoolInput(pool_id, pods)
+        ev = await asyncio.to_thread(evaluate_pool, inputs) if len(pods) > 1 else evaluate_pool(inputs)
+        return ev, [p.replica for p in pods], None
 
     async def evaluate_only(self, workload: str) -> tuple[Evaluation, list[Replica], Baseline | None]:
+        if self.is_pool(workload):
+            return await self._evaluate_pool(workload)
         replicas = await self.replicas(workload)
         baseline = await self.store.latest_baseline(workload)
         inputs = WorkloadInput(workload, replicas, self.registry.intents(), baseline)
@@ -345,10 +411,44 @@ class DriftService:
             self._active.add(workload)
         else:
             self._active.discard(workload)
+        if self.is_pool(workload):
+            # A pool has no baseline to promote; one that went away is forgotten once settled.
+            if (
+                workload not in self._active
+                and self.cluster is not None
+                and self.cluster.pool(workload) is None
+            ):
+                self._pool_ids.discard(workload)
+            return ev
         await self._maybe_promote(
             workload, replicas, baseline, any(f.status is Status.OPEN for f in written), now
         )
+        self._touch_pools(workload, replicas)
         return ev
+
+    def _touch_pools(self, workload: str, replicas: list[Replica]) -> None:
+        """Schedule the pools this workload's pods are (or were) in, when what a pool judges of
+        them changed: which pods are live, their labels, their values of the pool's keys. An
+        evaluation that changed none of it (observations, heartbeats) costs the pools nothing, and
+        the worker coalesces a burst of member evaluations into one of each pool."""
+        if self.cluster is None:
+            return
+        pools = self.cluster.pools(split_workload(workload)[0])
+        old = self._pool_view.get(workload)
+        if not pools and old is None:
+            return
+        view = canonical(
+            [
+                [r.pod, labels_of(r), [r.facts.get(k) for k in POOL_HOMOGENEOUS_KEYS]]
+                for r in sorted(replicas, key=lambda r: r.pod)
+            ]
+        )
+        if old is not None and old[0] == view:
+            return
+        selecting = frozenset(p.pool for p in pools if any(p.selects(labels_of(r)) for r in replicas))
+        self._pool_view[workload] = (view, selecting)
+        for pool_id in sorted(selecting | (old[1] if old else frozenset())):
+            self._schedule(pool_id)
 
     async def _maybe_promote(
         self, workload: str, replicas: list[Replica], baseline: Baseline | None, has_open: bool, now: float
@@ -361,7 +461,7 @@ class DriftService:
             self._stable.pop(workload, None)
             return
         group = majority_group(replicas, ())
-        sig = group[0].fingerprint if group else ""
+        sig = _configuration(group[0]) if group else ""
         prev = self._stable.get(workload)
         if prev is None or prev[0] != sig:
             prev = self._stable[workload] = (sig, now)
@@ -378,12 +478,25 @@ class DriftService:
         log.info("baseline auto-promoted for %s (fingerprint %s)", workload, b.fingerprint[:12])
 
     async def record(self, workload: str, origin: str = "manual", note: str = "") -> Baseline:
-        """Record a baseline of the workload's current majority configuration and performance."""
+        """Record a baseline of the workload's current majority configuration and performance
+        (with its cluster facts: a later change of its autoscaler or Ingress is a drift)."""
+        if self.is_pool(workload):
+            raise BaselineError(
+                f"{workload} is an inference pool: its pods are compared with each other, not a baseline"
+            )
         replicas = await self.replicas(workload)
         b = await self.store.save_baseline(record_baseline(workload, replicas, self.clock(), origin, note))
         self._stable.pop(workload, None)
         self._schedule(workload)
         return b
+
+
+def _configuration(replica: Replica) -> str:
+    """What must stay unchanged for an automatic baseline: the agent's fingerprint, and the
+    cluster facts joined to the replica (its fingerprint does not cover those)."""
+    if CLUSTER_SOURCE not in replica.sources:
+        return replica.fingerprint
+    return fingerprint_values(config_facts(replica.facts, ())).overall
 
 
 def _guarded(coro: Any, what: str) -> asyncio.Task[None]:

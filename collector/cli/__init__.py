@@ -1,7 +1,8 @@
 """The collector's ``skewwatch`` subcommands, this module their hub: ``collector`` (run one) and
 the query commands ``pods``, ``history``, ``findings``, ``diff`` and ``status`` here; ``baseline``
-(collector/cli/baselines.py), ``intent`` (collector/cli/intents.py) and ``evidence``
-(collector/cli/evidence.py) in modules of their own. Output and flags shared by the
+(collector/cli/baselines.py), ``intent`` (collector/cli/intents.py), ``evidence``
+(collector/cli/evidence.py) and ``revisions`` (collector/cli/revisions.py, which also renders a
+diff of two pod-template revisions) in modules of their own. Output and flags shared by the
 query commands: collector/cli/output.py, collector/cli/client.py, collector/cli/common.py.
 
 ``register(subparsers)`` adds them to the one ``skewwatch`` entry point; each sets
@@ -23,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from collector.cli import baselines, intents
+from collector.cli import baselines, intents, revisions
 from collector.cli.client import (
     COLLECTOR_URL_ENV,
     DEFAULT_COLLECTOR_URL,
@@ -54,7 +55,7 @@ VALUE_WIDTH = 80
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``collector``, ``pods``, ``history``, ``findings``, ``diff``, ``baseline``, ``status``,
-    ``intent`` and ``evidence``."""
+    ``intent``, ``evidence`` and ``revisions``."""
     _register_collector(subparsers)
     _register_pods(subparsers)
     _register_history(subparsers)
@@ -62,6 +63,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     baselines.register(subparsers)
     intents.register(subparsers)
     register_evidence(subparsers)
+    revisions.register(subparsers)
 
 
 # -- collector ---------------------------------------------------------------------------------
@@ -390,13 +392,25 @@ def _register_drift(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     p = subparsers.add_parser(
         "diff", help="what differs: against last-good, baseline or intent; revisions; pods"
     )
-    p.add_argument("workload", type=workload, metavar="NAMESPACE/NAME")
+    p.add_argument("workload", metavar="NAMESPACE/NAME")
     mode = p.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--last-good", action="store_true", help="against the replica's previous configuration")
+    mode.add_argument(
+        "--last-good",
+        action="store_true",
+        help="against the replica's previous configuration (and the pod template against its "
+        "last-good revision)",
+    )
     mode.add_argument("--baseline", action="store_true", help="against the recorded baseline")
     mode.add_argument("--intent", action="store_true", help="against the bound ModelSpec / SkewPolicy")
-    mode.add_argument("--revisions", nargs=2, metavar=("A", "B"), help="two snapshot ids (see history)")
+    mode.add_argument(
+        "--revisions",
+        nargs=2,
+        metavar=("A", "B"),
+        help="two snapshot ids (see history), or two pod-template revisions: rN, a template hash, current, "
+        "last-good (see revisions)",
+    )
     mode.add_argument("--pods", nargs=2, metavar=("P1", "P2"), help="two pods of the workload")
+    p.add_argument("-n", "--namespace", metavar="NS", help="the workload's namespace, for a bare NAME")
     add_exit_code_flag(p, "anything differs or an intent check drifts")
     add_query_flags(p)
     p.set_defaults(func=run_diff)
@@ -574,7 +588,11 @@ def format_finding_detail(data: dict[str, Any], wide: bool = False) -> str:
 
 
 def run_diff(args: argparse.Namespace) -> int:
-    params = {"workload": args.workload}
+    try:
+        name = revisions.namespaced(args.workload, args.namespace)
+    except argparse.ArgumentTypeError as e:
+        return usage_error("diff", str(e))
+    params = {"workload": name}
     if args.last_good:
         params["last_good"] = "1"
     elif args.baseline:
@@ -591,8 +609,14 @@ def run_diff(args: argparse.Namespace) -> int:
 
 
 def has_drift(data: dict[str, Any]) -> bool:
-    """A diff shows drift when anything changed or an intent check drifts (unverifiable is not drift)."""
-    return bool(data.get("changes")) or any(c.get("status") == "drift" for c in data.get("checks") or [])
+    """A diff shows drift when anything changed, an intent check drifts (unverifiable is not drift)
+    or, with --last-good, the pod template changed since its last-good revision."""
+    template = data.get("template") or {}
+    return (
+        bool(data.get("changes"))
+        or any(c.get("status") == "drift" for c in data.get("checks") or [])
+        or bool(template.get("changes"))
+    )
 
 
 def run_status(args: argparse.Namespace) -> int:
@@ -614,6 +638,8 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def format_diff_table(data: dict[str, Any], wide: bool = False) -> str:
+    if revisions.is_template_diff(data):
+        return "\n".join(revisions.format_template_changes(data, str(data.get("workload")))) + "\n"
     src = (data.get("from") or {}).get("label", "-")
     dst = (data.get("to") or {}).get("label", "-")
     changes = data.get("changes", [])
@@ -625,6 +651,7 @@ def format_diff_table(data: dict[str, Any], wide: bool = False) -> str:
     for c in data.get("checks", []):
         if c.get("status") == "unverifiable" or (wide and c.get("status") != "ok"):
             out.append(f"    ({c.get('status')}) {c['field']}: {c.get('detail', '')}")
+    out.extend(revisions.format_last_good_template(data))
     return "\n".join(out) + "\n"
 
 

@@ -152,13 +152,15 @@ def quantity_text(value: object) -> str | None:
     return cut(str(value), 64)
 
 
-def resource_facts(sink: FactSink, prefix: str, c: Mapping[str, Any], src: Src, path: str) -> None:
+def resource_facts(
+    sink: FactSink, prefix: str, c: Mapping[str, Any], src: Src, path: str, *, note: str = ""
+) -> None:
     res = mapping(c.get("resources"))
     for part in ("requests", "limits"):
         for name, qty in sorted(mapping(res.get(part)).items())[:MAX_LIST]:
             value = quantity_text(qty)
             if isinstance(name, str) and value is not None:
-                sink.add(f"{prefix}.{part}.{name}", value, src.at(f"{path}.resources.{part}"))
+                sink.add(f"{prefix}.{part}.{name}", value, src.at(f"{path}.resources.{part}{note}"))
 
 
 def engine_facts(sink: FactSink, spec: Mapping[str, Any], src: Src, path: str) -> None:
@@ -167,7 +169,8 @@ def engine_facts(sink: FactSink, spec: Mapping[str, Any], src: Src, path: str) -
     if chosen is None:
         return
     c, why = chosen
-    resource_facts(sink, f"{TEMPLATE}.resources", c, src, f"{path}.containers[{c['name']}] ({why})")
+    note = f" (the inference container: {why})"
+    resource_facts(sink, f"{TEMPLATE}.resources", c, src, f"{path}.containers[{c['name']}]", note=note)
 
 
 def _gpu_terms(affinity: Mapping[str, Any]) -> list[str]:

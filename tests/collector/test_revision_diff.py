@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,9 @@ IMAGE_2 = "registry.example.com/vllm/vllm-openai:v0.6.4"
 HASH_LABEL = "orchestration.labels.pod-template-hash"
 
 
-def template(revision: str, template_hash: str, **changes: FactValue) -> RevisionTemplate:
+def template(
+    revision: str, template_hash: str, changes: Mapping[str, FactValue] | None = None
+) -> RevisionTemplate:
     """One ReplicaSet's pod template as the watch stores it: the env secret already a digest."""
     facts: dict[str, FactValue] = {
         "orchestration.template.image": IMAGE_1,
@@ -58,7 +60,7 @@ def template(revision: str, template_hash: str, **changes: FactValue) -> Revisio
         "orchestration.template.env.HF_TOKEN": DIGEST_A,
         "orchestration.template.env.VLLM_LOGGING_LEVEL": "INFO",
         "orchestration.template.resources.limits.nvidia.com/gpu": "1",
-        **changes,
+        **(changes or {}),
     }
     source = f"ReplicaSet/ml/llm-{template_hash}@10{revision}"
     return RevisionTemplate(
@@ -76,7 +78,7 @@ R1 = template("1", H1)
 R2 = template(
     "2",
     H2,
-    **{
+    {
         "orchestration.template.image": IMAGE_2,
         "orchestration.template.args": ["--model", "/models/llama", "--dtype", "float16"],
         "orchestration.template.env.HF_TOKEN": DIGEST_B,
@@ -197,7 +199,7 @@ async def test_two_stored_revisions_diff_their_templates(rig: Rig) -> None:
 
 async def test_an_unchanged_secret_digest_is_no_change(rig: Rig) -> None:
     await rolled_out(rig)
-    r3 = template("3", H3, **{**R2.facts, "orchestration.template.image": IMAGE_1})
+    r3 = template("3", H3, {**R2.facts, "orchestration.template.image": IMAGE_1})
     await rig.state.update("ml", [cluster_facts("2")], revisions=[R1, R2, r3])
     body = await get(rig.http, "/api/v1/diff?workload=ml/llm&revisions=r2,r3")
     assert by_key(body) == {"orchestration.template.image": ("changed", IMAGE_2, IMAGE_1)}

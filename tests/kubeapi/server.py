@@ -56,6 +56,7 @@ USER = "system:serviceaccount:skewwatch:skewwatch-collector"
 # Groups served by kube-apiserver itself: their list items carry no kind/apiVersion.
 BUILTIN_GROUPS = frozenset({"", "apps", "autoscaling", "networking.k8s.io", "batch", "policy"})
 REVISION = "deployment.kubernetes.io/revision"
+DISCONNECT_POLL_S = 0.1  # how soon an idle watch notices its client has gone
 # Kubernetes' rand.SafeEncodeString alphabet (no vowels, no look-alike digits).
 SAFE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 EXPIRED_CONTINUE = (
@@ -559,9 +560,13 @@ class KubeApiServer:
                 w.wake.clear()
                 if w.queue or w.closed:
                     continue
+                if request.transport is None or request.transport.is_closing():
+                    break  # the client went away (aiohttp does not cancel the handler for it)
                 wait = min(deadline, next_bookmark) if bookmarks else deadline
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(w.wake.wait(), max(wait - loop.time(), 0.0))
+                    await asyncio.wait_for(
+                        w.wake.wait(), min(max(wait - loop.time(), 0.0), DISCONNECT_POLL_S)
+                    )
         except ConnectionError:
             return resp  # the client went away: nothing to write to
         finally:

@@ -31,7 +31,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from skewwatch.probe.client import ERROR_KINDS, RequestResult
@@ -264,7 +264,6 @@ Hook = Callable[[], Coroutine[Any, Any, None]]
 class _Queue:
     plan: list[PlannedRequest]
     next: int = 0
-    results: list[RequestResult] = field(default_factory=list)
 
     def take(self) -> PlannedRequest | None:
         if self.next >= len(self.plan):
@@ -283,36 +282,67 @@ async def run_level(
     hook: Hook | None = None,
 ) -> tuple[list[RequestResult], list[float], bool]:
     """Run one level as a closed loop of ``concurrency`` workers over ``plan`` until it is done or
-    ``deadline`` (perf_counter) passes; returns (results, loop-lag samples, stopped by the deadline).
+    ``deadline`` (perf_counter) passes; returns (results, loop-lag samples of the measured phase,
+    stopped by the deadline).
 
-    At the deadline the requests in flight are cancelled and not counted (their end is unknown)
-    and no more are sent. ``hook`` runs inside the loop while the level runs (tests use it to
-    load the event loop as a saturated client would).
+    The warm-up requests run first, as their own closed loop, and all end before the first
+    measured request starts: measured requests never share the server with a cold one. At the
+    deadline the requests in flight are cancelled and not counted (their end is unknown) and no
+    more are sent. ``hook`` runs inside the loop while the level runs (tests use it to load the
+    event loop as a saturated client would).
     """
-    queue = _Queue(plan)
+    results: list[RequestResult] = []
     monitor = LoopLagMonitor()
     monitor.start()
+    extra = asyncio.create_task(hook()) if hook is not None else None
+    warm = [r for r in plan if r.warmup]
+    measured = [r for r in plan if not r.warmup]
+    cut = False
+    common: dict[str, Any] = {
+        "concurrency": concurrency, "deadline": deadline, "results": results, "progress": progress,
+        "planned": len(plan),
+    }  # fmt: skip
+    try:
+        if warm:
+            cut = await _closed_loop(sender, warm, **common)
+        lag_from = len(monitor.samples)
+        if measured and not cut:
+            cut = await _closed_loop(sender, measured, **common)
+    finally:
+        if extra is not None:
+            extra.cancel()
+            await asyncio.gather(extra, return_exceptions=True)
+        lag = await monitor.stop()
+    return results, lag[lag_from:], cut
+
+
+async def _closed_loop(
+    sender: Sender,
+    phase: list[PlannedRequest],
+    *,
+    concurrency: int,
+    deadline: float,
+    results: list[RequestResult],
+    progress: Progress | None,
+    planned: int,
+) -> bool:
+    """``concurrency`` workers over ``phase``, results appended; True when the deadline cut it."""
+    queue = _Queue(phase)
 
     async def worker() -> None:
         while time.perf_counter() < deadline:
             req = queue.take()
             if req is None:
                 return
-            queue.results.append(await sender.send(req))
+            results.append(await sender.send(req))
             if progress is not None:
-                failed = sum(1 for r in queue.results if not r.ok)
-                progress(concurrency, len(queue.results), len(plan), failed)
+                progress(concurrency, len(results), planned, sum(1 for r in results if not r.ok))
 
     tasks = [asyncio.create_task(worker(), name=f"probe-worker-{i}") for i in range(concurrency)]
-    extra = asyncio.create_task(hook()) if hook is not None else None
-    timed_out = False
     try:
-        remaining = deadline - time.perf_counter()
-        _, pending = await asyncio.wait(tasks, timeout=max(0.0, remaining))
-        timed_out = bool(pending) or queue.next < len(plan)
+        _, pending = await asyncio.wait(tasks, timeout=max(0.0, deadline - time.perf_counter()))
+        return bool(pending) or queue.next < len(phase)
     finally:
-        for t in [*tasks, *([extra] if extra else [])]:
+        for t in tasks:
             t.cancel()
-        await asyncio.gather(*tasks, *([extra] if extra else []), return_exceptions=True)
-        lag = await monitor.stop()
-    return list(queue.results), lag, timed_out
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -143,11 +143,18 @@ class Standin:
             choice["message"] = {"role": "assistant", "content": text}
         else:
             choice["text"] = text
-        doc: dict[str, Any] = {"id": "cmpl-standin", "object": "chat.completion", "model": MODEL,
-                               "choices": [choice]}  # fmt: skip
+        doc: dict[str, Any] = {
+            "id": "cmpl-standin",
+            "object": "chat.completion",
+            "model": MODEL,
+            "choices": [choice],
+        }
         if self.b.usage:
-            doc["usage"] = {"prompt_tokens": prompt_tokens, "completion_tokens": n,
-                            "total_tokens": prompt_tokens + n}  # fmt: skip
+            doc["usage"] = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": n,
+                "total_tokens": prompt_tokens + n,
+            }
         return doc
 
     @staticmethod
@@ -158,8 +165,13 @@ class Standin:
         else:
             choice["text"] = text or ""
         obj = "chat.completion.chunk" if api == "chat" else "text_completion"
-        return {"id": "chatcmpl-standin", "object": obj, "created": int(time.time()), "model": MODEL,
-                "choices": [choice]}  # fmt: skip
+        return {
+            "id": "chatcmpl-standin",
+            "object": obj,
+            "created": int(time.time()),
+            "model": MODEL,
+            "choices": [choice],
+        }
 
     async def _stream(
         self, request: web.Request, api: str, n: int, prompt_tokens: int, first: float, include_usage: bool
@@ -191,9 +203,20 @@ class Standin:
             sent += k
             await send(self._chunk(api, " tok" * k, "length" if sent >= n else None))
         if include_usage:
-            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n}
-            await send({"id": "chatcmpl-standin", "object": "chat.completion.chunk", "model": MODEL,
-                        "choices": [], "usage": usage})  # fmt: skip
+            usage = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": n,
+                "total_tokens": prompt_tokens + n,
+            }
+            await send(
+                {
+                    "id": "chatcmpl-standin",
+                    "object": "chat.completion.chunk",
+                    "model": MODEL,
+                    "choices": [],
+                    "usage": usage,
+                }
+            )
         await send("[DONE]")
         await resp.write_eof()
         return resp
@@ -201,7 +224,9 @@ class Standin:
     def _error_event(self) -> dict[str, Any]:
         if self.b.error_style == "tgi":
             return {"error": "Request failed during generation: out of memory", "error_type": "generation"}
-        return {"error": {"message": "engine died mid-generation", "type": "InternalServerError", "code": 500}}
+        return {
+            "error": {"message": "engine died mid-generation", "type": "InternalServerError", "code": 500}
+        }
 
 
 @contextmanager

@@ -23,7 +23,7 @@ from skewwatch.probe.client import (
     interpret,
     read_api_key,
 )
-from skewwatch.probe.workload import PlannedRequest, Prompt, ProbeUsageError
+from skewwatch.probe.workload import PlannedRequest, ProbeUsageError, Prompt
 from tests.probe.standin_server import MODEL, Behaviour, serve
 
 EARLY_S = 0.005
@@ -35,12 +35,27 @@ def request(index: int = 0) -> PlannedRequest:
     return PlannedRequest(index, False, PROMPT, 7 + index)
 
 
-def client(url: str, *, api: str = "chat", stream: bool = True, key: ApiKey | None = None,
-           timeouts: Timeouts | None = None, max_tokens: int = 8) -> ProbeClient:  # fmt: skip
+def client(
+    url: str,
+    *,
+    api: str = "chat",
+    stream: bool = True,
+    key: ApiKey | None = None,
+    timeouts: Timeouts | None = None,
+    max_tokens: int = 8,
+) -> ProbeClient:
     return ProbeClient(
-        url, MODEL, "chat" if api == "chat" else "completions", stream=stream, max_tokens=max_tokens,
-        temperature=0.0, ignore_eos=True, key=key, timeouts=timeouts or Timeouts(), max_connections=4,
-    )  # fmt: skip
+        url,
+        MODEL,
+        "chat" if api == "chat" else "completions",
+        stream=stream,
+        max_tokens=max_tokens,
+        temperature=0.0,
+        ignore_eos=True,
+        key=key,
+        timeouts=timeouts or Timeouts(),
+        max_connections=4,
+    )
 
 
 def within(measured: float | None, expected: float) -> bool:
@@ -143,7 +158,11 @@ async def test_tokens_come_from_usage_when_sent_and_are_counted_chunks_otherwise
         async with client(url) as c:
             counted = await c.send(request())
     # Three tokens a chunk: usage says 9, counting chunks can only say 3, and the result says which.
-    assert (with_usage.completion_tokens, with_usage.token_source, with_usage.content_chunks) == (9, "usage", 3)
+    assert (with_usage.completion_tokens, with_usage.token_source, with_usage.content_chunks) == (
+        9,
+        "usage",
+        3,
+    )
     assert (counted.completion_tokens, counted.token_source, counted.content_chunks) == (3, "chunks", 3)
     assert server.counts.bodies[0]["stream_options"] == {"include_usage": True}
 
@@ -164,8 +183,9 @@ async def test_completions_api_and_non_streamed_answers_are_measured() -> None:
 
 @pytest.mark.parametrize("style", ["vllm", "tgi"])
 async def test_an_error_event_mid_stream_is_a_stream_error(style: str) -> None:
-    with serve(Behaviour(first_token_delay=0.01, token_delay=0.0, tokens=8, error_after=3,
-                         error_style=style)) as (url, _):  # fmt: skip
+    with serve(
+        Behaviour(first_token_delay=0.01, token_delay=0.0, tokens=8, error_after=3, error_style=style)
+    ) as (url, _):
         async with client(url) as c:
             r = await c.send(request())
     assert r.error == "stream_error"
@@ -194,8 +214,18 @@ async def test_5xx_4xx_connect_and_timeout_are_their_own_kinds() -> None:
         async with client(url) as c:
             assert (await c.send(request())).error == "http_5xx"
     with serve(Behaviour()) as (url, _):
-        async with ProbeClient(url, "no-such-model", "chat", stream=True, max_tokens=4, temperature=0,
-                               ignore_eos=False, key=None, timeouts=Timeouts(), max_connections=1) as c:  # fmt: skip
+        async with ProbeClient(
+            url,
+            "no-such-model",
+            "chat",
+            stream=True,
+            max_tokens=4,
+            temperature=0,
+            ignore_eos=False,
+            key=None,
+            timeouts=Timeouts(),
+            max_connections=1,
+        ) as c:
             missing = await c.send(request())
     assert missing.error == "http_4xx" and "does not exist" in missing.detail
     with serve(Behaviour(first_token_delay=1.0)) as (url, _):
@@ -224,8 +254,18 @@ async def test_pool_waits_are_measured_when_requests_outnumber_connections() -> 
     import asyncio
 
     with serve(Behaviour(first_token_delay=0.1, token_delay=0.0, tokens=2)) as (url, _):
-        c = ProbeClient(url, MODEL, "chat", stream=True, max_tokens=2, temperature=0, ignore_eos=True,
-                        key=None, timeouts=Timeouts(), max_connections=1)  # fmt: skip
+        c = ProbeClient(
+            url,
+            MODEL,
+            "chat",
+            stream=True,
+            max_tokens=2,
+            temperature=0,
+            ignore_eos=True,
+            key=None,
+            timeouts=Timeouts(),
+            max_connections=1,
+        )
         async with c:
             results = await asyncio.gather(*(c.send(request(i)) for i in range(3)))
     waits = sorted(r.pool_wait for r in results)

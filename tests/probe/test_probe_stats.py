@@ -29,10 +29,28 @@ def test_percentiles_interpolate_between_closest_ranks() -> None:
     assert percentile([7.0], 99) == 7.0
 
 
-def result(index: int, *, warmup: bool = False, ttft: float = 0.1, itl: list[float] | None = None,
-           tokens: int = 10, start: float = 0.0, end: float = 1.0, error: str | None = None) -> RequestResult:  # fmt: skip
-    r = RequestResult(index, warmup, "p", start=start, end=end, ttft=ttft, itl=itl or [],
-                      completion_tokens=tokens, token_source="usage")  # fmt: skip
+def result(
+    index: int,
+    *,
+    warmup: bool = False,
+    ttft: float = 0.1,
+    itl: list[float] | None = None,
+    tokens: int = 10,
+    start: float = 0.0,
+    end: float = 1.0,
+    error: str | None = None,
+) -> RequestResult:
+    r = RequestResult(
+        index,
+        warmup,
+        "p",
+        start=start,
+        end=end,
+        ttft=ttft,
+        itl=itl or [],
+        completion_tokens=tokens,
+        token_source="usage",
+    )
     if error is not None:
         r.error = error  # type: ignore[assignment]
         r.detail = f"{error} happened"
@@ -72,8 +90,12 @@ def test_warmup_requests_are_excluded_and_reported() -> None:
 
 
 def test_errors_are_counted_by_kind_and_latencies_come_from_successes() -> None:
-    results = [result(0, ttft=0.1), result(1, error="http_429"), result(2, error="http_429"),
-               result(3, error="stream_error", ttft=9.0)]  # fmt: skip
+    results = [
+        result(0, ttft=0.1),
+        result(1, error="http_429"),
+        result(2, error="http_429"),
+        result(3, error="stream_error", ttft=9.0),
+    ]
     stats = level_stats(4, 4, results, [])
     assert stats.errors == {"http_429": 2, "stream_error": 1}
     assert stats.error_rate == pytest.approx(0.75)
@@ -124,8 +146,16 @@ class _Sender:
         start = time.perf_counter()
         await asyncio.sleep(self.delay)
         self.in_flight -= 1
-        return RequestResult(req.index, req.warmup, req.prompt.id, start=start, end=time.perf_counter(),
-                             ttft=self.delay, completion_tokens=1, token_source="usage")  # fmt: skip
+        return RequestResult(
+            req.index,
+            req.warmup,
+            req.prompt.id,
+            start=start,
+            end=time.perf_counter(),
+            ttft=self.delay,
+            completion_tokens=1,
+            token_source="usage",
+        )
 
 
 def _plan(n: int, warmup: int = 0) -> list[PlannedRequest]:

@@ -51,10 +51,15 @@ def test_a_yaml_file_overrides_only_the_fields_it_sets(tmp_path: Path) -> None:
 
 def test_a_json_file_replaces_the_prompts(tmp_path: Path) -> None:
     path = tmp_path / "w.json"
-    doc = {"prompts": [{"id": "a", "text": "one two three", "words": 3}, {"id": "b", "text": "x y", "repeat": 3}]}
+    doc = {
+        "prompts": [{"id": "a", "text": "one two three", "words": 3}, {"id": "b", "text": "x y", "repeat": 3}]
+    }
     path.write_text(json.dumps(doc))
     w = workload.load(path)
-    assert [(p.id, p.words, p.text) for p in w.prompts] == [("a", 3, "one two three"), ("b", 6, "x y x y x y")]
+    assert [(p.id, p.words, p.text) for p in w.prompts] == [
+        ("a", 3, "one two three"),
+        ("b", 6, "x y x y x y"),
+    ]
 
 
 @pytest.mark.parametrize(

@@ -309,7 +309,7 @@ class KubeClient:
         if status == 404:
             raise ClusterNotFound(f"{what}: not served by {self.config.server} (404{detail})")
         if status == 410:
-            raise ClusterGone(f"{what}: the list changed too much while paging (410 Gone{detail})")
+            raise ClusterGone(f"{what}: the resourceVersion or continue token is too old (410 Gone{detail})")
         raise ClusterError(f"{what}: HTTP {status} from {self.config.server}{detail}")
 
     @staticmethod

@@ -48,6 +48,7 @@ WATCH_TIMEOUT_S = 300.0  # one watch request; the server ends it, and it is made
 MAX_OBJECTS = 10_000  # per kind and namespace
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 60.0
+MIN_WATCH_S = 1.0  # a stream that ends empty sooner is backed off from
 NOT_LISTED = "not listed yet"
 RBAC_ROLE = "deploy/base ClusterRole skewwatch-collector"
 
@@ -308,14 +309,19 @@ class Reflector:
             try:
                 # A server that ignores timeoutSeconds still cannot hold off the resync.
                 async with deadline, self.client.watch(path, self._rv, timeout_s, what) as events:
-                    self._failures = 0
                     self._set(SourceState.OK, "")
+                    started, seen = loop.time(), self._events
                     async for ev in events:
                         self._apply(ev)
             except TimeoutError:
                 if not deadline.expired():
                     raise
                 break
+            if self._events == seen and loop.time() - started < MIN_WATCH_S:
+                # A stream ended at once, empty (a proxy cutting it): not a reason to hammer the server.
+                await asyncio.sleep(self._backoff())
+            else:
+                self._failures = 0
         raise _Resync
 
     def _apply(self, ev: WatchEvent) -> None:

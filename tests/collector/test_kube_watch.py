@@ -166,8 +166,9 @@ async def test_dropped_watch_resumes_from_its_version_missing_nothing_without_a_
         assert [w["resourceVersion"] for w in watches][:2] == [rv_at_drop, rv_at_drop]
 
 
-async def test_compaction_while_disconnected_is_410_then_a_relist_equal_to_the_server() -> None:
-    api = KubeApiServer()
+@pytest.mark.parametrize("as_http", [False, True], ids=["error-event", "http-410"])
+async def test_compaction_while_disconnected_is_410_then_a_relist_equal_to_the_server(as_http: bool) -> None:
+    api = KubeApiServer(expired_watch_as_http=as_http)
     for name in ("a", "b", "c"):
         api.apply(deployment(name))
     async with reflecting(api) as (r, _):
@@ -310,14 +311,15 @@ async def test_more_objects_than_the_cap_is_an_error_not_held() -> None:
     api = KubeApiServer()
     for i in range(3):
         api.apply(deployment(f"d{i}"))
-    async with reflecting(api, max_objects=2) as (r, _):
+    async with reflecting(api, max_objects=2) as (r, changes):
         await until(lambda: r.status.state is SourceState.ERROR, "refused")
         assert "more than 2 items" in r.status.message and dict(r.objects) == {}
         api.delete("Deployment", NS, "d2")
         await until(lambda: listed(r), "listed once under the cap")
-        api.apply(deployment("d9"))  # a third by the watch: refused too
-        await until(lambda: r.status.state is SourceState.ERROR, "refused on watch")
-        assert "more than 2 objects" in r.status.message
+        api.apply(deployment("d9"))  # a third by the watch: refused too, and what was held dropped
+        await until(lambda: any("more than 2 objects" in c.message for c in changes), "refused on watch")
+        refused = next(c for c in changes if "more than 2 objects" in c.message)
+        assert refused.state is SourceState.ERROR and refused.objects == 0
 
 
 async def test_api_server_down_is_an_error_with_backoff_and_cancellation_propagates() -> None:

@@ -155,6 +155,16 @@ async def test_watch_from_a_compacted_version_is_an_error_event_410_expired() ->
         )
 
 
+async def test_watch_from_a_compacted_version_can_be_an_http_410_as_without_the_watch_cache() -> None:
+    api = KubeApiServer(expired_watch_as_http=True)
+    rv = api.apply(deployment("llm"))["metadata"]["resourceVersion"]
+    api.apply(deployment("llm", image="x:2"))
+    api.compact()
+    async with running(api) as (url, http):
+        status, body = await get(http, url + DEPLOYMENTS, watch="1", resourceVersion=rv)
+    assert status == 410 and (body["kind"], body["reason"], body["code"]) == ("Status", "Expired", 410)
+
+
 async def test_expired_continue_token_is_410_with_status_reason_expired() -> None:
     api = KubeApiServer()
     for i in range(3):

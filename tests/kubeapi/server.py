@@ -173,9 +173,13 @@ class KubeApiServer:
         token: str | None = TOKEN,
         bookmark_interval_s: float = 60.0,
         resources: Iterable[Resource] | None = None,
+        expired_watch_as_http: bool = False,
     ) -> None:
         self.token = token
         self.bookmark_interval_s = bookmark_interval_s
+        # The watch cache answers a too old resourceVersion with an ERROR event; a server reading
+        # etcd directly (--watch-cache=false) with HTTP 410. Either way a client must relist.
+        self.expired_watch_as_http = expired_watch_as_http
         self.resources: dict[tuple[str, str, str], Resource] = {
             r.key: r for r in (resources if resources is not None else _default_resources())
         }
@@ -531,6 +535,8 @@ class KubeApiServer:
             w.queue = [
                 e for e in self.history if e.rv > int(rv_param) and (e.resource, e.namespace) == (res.key, ns)
             ]
+        if expired and self.expired_watch_as_http:
+            return web.json_response(status_body(410, "Expired", expired), status=410)
         self.watchers.add(w)
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
         loop = asyncio.get_running_loop()

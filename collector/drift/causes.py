@@ -286,7 +286,11 @@ def _message(
     split: bool,
 ) -> str:
     values = values_text(actual_by_pod, present)
-    if split:
+    first = by_ref[refs[0]][0] if refs else None
+    if not actual_by_pod and first is not None:
+        # A drift of the workload, not of pods (its live-replica count): no pods to name.
+        text = f"{key} = {show(first.actual)} for the workload ({total} live replicas)"
+    elif split:
         text = f"{key} is split across {len(actual_by_pod)} replicas with no majority: {values}"
     else:
         text = f"{key} differs on {len(actual_by_pod)} of {total} replicas: {values}"

@@ -357,7 +357,18 @@ def _check_replica_count(
         word = "at least" if compare == "min_count" else "at most"
         source = _source(where)
         message = f"{count} live replicas, expected {word} {expected} ({source})"
-        result.drifts.append(Drift(Reference.INTENT, key, expected, count, {}, message, source))
+        result.drifts.append(
+            Drift(
+                Reference.INTENT,
+                key,
+                expected,
+                count,
+                {},
+                message,
+                source,
+                expected_text=f"expected {word} {expected} live replicas",
+            )
+        )
 
 
 def _judge(where: _Where, expected: Any, replicas: Sequence[Replica]) -> _Judged:
@@ -409,6 +420,7 @@ def _drift(where: _Where, expected: Any, j: _Judged, replicas: int) -> Drift:
         source,
         j.evidence,
         performance=where.target.startswith("observation:"),
+        expected_text=f"expected {_expectation(row.compare)}{_show_expected(row, expected)}{unit}",
     )
 
 

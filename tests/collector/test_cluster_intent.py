@@ -1,0 +1,206 @@
+"""ModelSpec fields the cluster answers: scaling bounds against the autoscaler's (the live-replica count
+only without one), the scaling strategy against whether anything scales the workload, the request
+timeout and protocol against what stands in front of the pods. Pure engine; the replicas are the
+recorded vLLM snapshot with the workload's cluster facts joined as the service joins them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from collector.domain.cluster import merge_cluster
+from collector.domain.model import Replica
+from collector.drift.engine import Evaluation, WorkloadInput, evaluate
+from collector.intent.evaluate import Check
+from collector.intent.model import ModelSpec, parse_documents
+from skewwatch.core.facts import FactValue
+from tests.collector.test_cluster_evaluation import HPA, INGRESS, SERVICE, WL, autoscaled, cluster_facts
+from tests.support.collector import RECORDED
+
+SCALED_OBJECT = "ScaledObject/ml/llm"
+
+
+def replicas(n: int, cluster: Mapping[str, tuple[FactValue, str, str]] | None) -> list[Replica]:
+    """``n`` pods of the recorded snapshot, with these cluster facts joined (None: no cluster watch)."""
+    cf = cluster_facts(WL, cluster) if cluster is not None else None
+    out = []
+    for i in range(n):
+        facts: dict[str, FactValue] = {k: f.value for k, f in RECORDED.facts.items()}
+        facts["orchestration.pod"] = f"llm-{i}"
+        r = Replica(
+            f"llm-{i}",
+            facts,
+            {k: f.provenance for k, f in RECORDED.facts.items()},
+            dict(RECORDED.sources),
+            RECORDED.fingerprint.overall,
+            last_seen=100.0,
+        )
+        out.append(merge_cluster(r, cf))
+    return out
+
+
+def modelspec(operations: dict[str, Any]) -> ModelSpec:
+    """A ModelSpec binding to the recording by its served model name, with these operations."""
+    import json
+
+    doc = {
+        "apiVersion": "piqc.ai/v1alpha1",
+        "kind": "ModelSpec",
+        "metadata": {"name": "llm"},
+        "spec": {
+            "identity": {
+                "model": {"id": "llama-3-8b", "family": "llama", "task": "chat", "framework": "vllm"}
+            },
+            "runtime": {"accelerator": {"vendor": "nvidia", "type": "h100-80gb", "count": 1}},
+            "operations": operations,
+        },
+    }
+    (spec,) = parse_documents(json.dumps(doc), "llm.modelspec.json")
+    assert isinstance(spec, ModelSpec)
+    return spec
+
+
+def run(
+    operations: dict[str, Any], n: int, cluster: Mapping[str, tuple[FactValue, str, str]] | None
+) -> Evaluation:
+    return evaluate(WorkloadInput(WL, replicas(n, cluster), [modelspec(operations)]))
+
+
+def check(ev: Evaluation, field: str) -> Check:
+    (c,) = [c for c in ev.checks if c.field == field]
+    return c
+
+
+def without(facts: Mapping[str, Any], *prefixes: str) -> dict[str, Any]:
+    return {k: v for k, v in facts.items() if not k.startswith(prefixes)}
+
+
+def test_max_replicas_is_checked_against_the_autoscalers_bound_and_the_hint_names_it() -> None:
+    ev = run({"scaling": {"minReplicas": 2, "maxReplicas": 8}}, 2, autoscaled(max_replicas=4))
+    (d,) = ev.drifts
+    assert (d.key, d.expected, d.actual, d.category) == (
+        "orchestration.autoscaling.max",
+        8,
+        4,
+        "orchestration",
+    )
+    assert sorted(d.pods) == ["llm-0", "llm-1"]
+    assert "spec.operations.scaling.maxReplicas" in d.source
+    assert (
+        d.hint
+        == "the HorizontalPodAutoscaler ml/llm allows maxReplicas 4, the ModelSpec 8: align spec.maxReplicas"
+    )
+    assert d.evidence["by_pod"]["llm-0"]["detail"] == f"{HPA}@4711: spec.maxReplicas"
+    assert check(ev, "spec.operations.scaling.minReplicas").status == "ok"
+    assert check(ev, "spec.operations.scaling.maxReplicas").target == "orchestration.autoscaling.max"
+
+
+def test_an_autoscaler_with_the_intents_bounds_holds_whatever_the_live_count() -> None:
+    # One live replica of an HPA 2..8 (scaling up): the autoscaler's bounds are the intent's.
+    ev = run({"scaling": {"minReplicas": 2, "maxReplicas": 8}}, 1, autoscaled(max_replicas=8))
+    assert ev.drifts == []
+    assert {check(ev, f"spec.operations.scaling.{f}").status for f in ("minReplicas", "maxReplicas")} == {
+        "ok"
+    }
+
+
+@pytest.mark.parametrize("cluster", ["no watch", "no autoscaler"])
+def test_without_autoscaler_facts_the_live_replica_count_is_checked(cluster: str) -> None:
+    facts = None if cluster == "no watch" else {
+        **without(autoscaled(), "orchestration.autoscaling."),
+        "orchestration.autoscaling.kind": ("none", "Deployment/ml/llm", "no autoscaler targets it"),
+    }  # fmt: skip
+    ops = {"scaling": {"minReplicas": 2, "maxReplicas": 3}}
+    ev = run(ops, 1, facts)
+    (d,) = ev.drifts
+    assert (d.key, d.expected, d.actual) == ("orchestration.replicas", 2, 1)
+    assert d.message.startswith(
+        "orchestration.replicas = 1 for the workload (1 live replicas) — "
+        "intent: expected at least 2 live replicas (ModelSpec/llm"
+    )
+    c = check(ev, "spec.operations.scaling.minReplicas")
+    assert (c.status, c.target, c.detail) == ("drift", "replicas", "1 live replicas")
+    assert run(ops, 2, facts).drifts == []
+    assert [x.key for x in run(ops, 4, facts).drifts] == ["orchestration.replicas"]
+
+
+@pytest.mark.parametrize(
+    ("strategy", "kind", "status"),
+    [
+        ("reactive", "HorizontalPodAutoscaler", "ok"),
+        ("reactive", "InferenceService", "ok"),
+        ("reactive", "none", "drift"),
+        ("manual", "none", "ok"),
+        ("manual", "ScaledObject", "drift"),
+        ("predictive", "ScaledObject", "documentary"),
+        ("predictive", "none", "documentary"),
+    ],
+)
+def test_the_scaling_strategy_expects_an_autoscaler_or_none(strategy: str, kind: str, status: str) -> None:
+    obj = {"HorizontalPodAutoscaler": HPA, "ScaledObject": SCALED_OBJECT}.get(kind, "Deployment/ml/llm")
+    facts = {"orchestration.autoscaling.kind": (kind, obj, "scaleTargetRef")}
+    ev = run({"scaling": {"strategy": strategy}}, 2, facts)
+    assert check(ev, "spec.operations.scaling.strategy").status == status
+    if status == "drift":
+        (d,) = ev.drifts
+        assert d.key == "orchestration.autoscaling.kind" and d.actual == kind
+        want = "an autoscaler" if strategy == "reactive" else "no autoscaler"
+        assert f"expected {want} (strategy {strategy})" in d.message
+        if kind == "ScaledObject":
+            assert d.hint.startswith("the ScaledObject ml/llm scales the workload (ScaledObject)")
+    else:
+        assert ev.drifts == []
+
+
+def test_the_strategy_is_unverifiable_without_the_cluster_watch() -> None:
+    ev = run({"scaling": {"strategy": "reactive"}}, 2, None)
+    assert ev.drifts == [] and check(ev, "spec.operations.scaling.strategy").status == "unverifiable"
+
+
+def test_the_request_timeout_is_the_ingress_when_the_engine_reports_none() -> None:
+    ev = run({"serving": {"timeoutSeconds": 300}}, 2, autoscaled(timeout_s=60.0))
+    (d,) = ev.drifts
+    assert (d.key, d.expected, d.actual, d.severity) == ("serving.timeout_seconds", 300, 60.0, "medium")
+    assert d.hint.startswith(
+        "the Ingress ml/llm sets metadata.annotations[nginx.ingress.kubernetes.io/proxy-read-timeout] 60 s; "
+        "the ModelSpec expects 300 s"
+    )
+    assert d.evidence["by_pod"]["llm-1"]["detail"].startswith(f"{INGRESS}@")
+    assert run({"serving": {"timeoutSeconds": 300}}, 2, autoscaled(timeout_s=300.0)).drifts == []
+    unknown = run({"serving": {"timeoutSeconds": 300}}, 2, None)
+    assert check(unknown, "spec.operations.serving.timeoutSeconds").status == "unverifiable"
+
+
+def test_the_port_is_the_engines_and_the_services_target_port_need_not_be_it() -> None:
+    # The recorded engine listens on 8000; the Service forwards 80 -> 8080 (a sidecar proxy).
+    facts = {**autoscaled(), "serving.service.port": (8080, SERVICE, "spec.ports[http].targetPort")}
+    ev = run({"serving": {"port": 8000}}, 2, facts)
+    assert ev.drifts == [] and check(ev, "spec.operations.serving.port").status == "ok"
+    (d,) = run({"serving": {"port": 8080}}, 2, facts).drifts
+    assert (d.key, d.actual) == ("serving.port", 8000)
+
+
+@pytest.mark.parametrize(
+    ("intent", "service", "status"),
+    [
+        ("http", "http", "ok"),
+        ("http", "h2c", "ok"),
+        ("http", "grpc", "drift"),
+        ("grpc", "grpc", "ok"),
+        ("grpc", "http", "drift"),
+        ("grpc", "h2c", "unverifiable"),  # HTTP/2 cleartext carries gRPC and plain HTTP/2 alike
+    ],
+)
+def test_the_protocol_is_the_services(intent: str, service: str, status: str) -> None:
+    facts = {**autoscaled(), "serving.service.protocol": (service, SERVICE, "spec.ports[http].appProtocol")}
+    ev = run({"serving": {"protocol": intent}}, 2, facts)
+    assert check(ev, "spec.operations.serving.protocol").status == status
+    if status == "drift":
+        (d,) = ev.drifts
+        assert d.key == "serving.service.protocol" and d.severity == "high"
+        assert d.hint.startswith(
+            f"the Service ml/llm declares spec.ports[http].appProtocol {service}; "
+            f"the ModelSpec expects {intent}"
+        )

@@ -92,15 +92,7 @@ class Judgement:
     saturated: bool
 
     def line(self) -> str:
-        unit = f" {self.check.unit}" if self.check.unit else ""
-        shown = "not measured" if self.measured is None else f"{self.measured:.4g}{unit}"
-        op = "<=" if self.check.direction == "max" else ">="
-        word = "PASS" if self.passed else "FAIL"
-        note = " (client saturated: not the server's number)" if self.saturated and not self.passed else ""
-        return (
-            f"{word} {self.check.flag} {self.limit:g}: {self.check.metric} at concurrency "
-            f"{self.concurrency} = {shown} (needs {op} {self.limit:g}{unit}){note}"
-        )
+        return threshold_line(self.as_dict())
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -108,6 +100,7 @@ class Judgement:
             "metric": self.check.metric,
             "direction": self.check.direction,
             "limit": self.limit,
+            "unit": self.check.unit,
             "concurrency": self.concurrency,
             "measured": None if self.measured is None else round(self.measured, 4),
             "passed": self.passed,
@@ -256,19 +249,22 @@ def render_table(doc: dict[str, Any]) -> str:
     if doc["thresholds"]:
         lines.append("thresholds:")
         for j in doc["thresholds"]:
-            lines.append("  " + _threshold_line(j))
+            lines.append("  " + threshold_line(j))
     lines.append(f"verdict: {doc['verdict'].upper()} (exit {doc['exit_code']})")
-    lines += [f"  {r}" for r in doc["reasons"] if doc["verdict"] != "fail" or not doc["thresholds"]]
+    # The thresholds' own lines are listed above; the other reasons (why not judged, why it stopped) here.
+    lines += [f"  {r}" for r in doc["reasons"] if not r.startswith(("PASS ", "FAIL "))]
     return "\n".join(lines)
 
 
-def _threshold_line(j: dict[str, Any]) -> str:
-    measured = "not measured" if j["measured"] is None else f"{j['measured']:.4g}"
+def threshold_line(j: dict[str, Any]) -> str:
+    """One judged threshold as a line: PASS/FAIL, flag and limit, the metric at its level."""
+    unit = f" {j['unit']}" if j["unit"] else ""
+    measured = "not measured" if j["measured"] is None else f"{j['measured']:.4g}{unit}"
     op = "<=" if j["direction"] == "max" else ">="
-    note = " (client saturated)" if j["client_saturated"] and not j["passed"] else ""
+    note = " (client saturated: not the server's number)" if j["client_saturated"] and not j["passed"] else ""
     return (
         f"{'PASS' if j['passed'] else 'FAIL'} {j['flag']} {j['limit']:g}: {j['metric']} at concurrency "
-        f"{j['concurrency']} = {measured} (needs {op} {j['limit']:g}){note}"
+        f"{j['concurrency']} = {measured} (needs {op} {j['limit']:g}{unit}){note}"
     )
 
 

@@ -103,7 +103,7 @@ def test_a_failed_threshold_exits_one_naming_measured_and_limit(capsys: pytest.C
         )
     assert code == 1
     assert "FAIL --max-ttft-ms 100: ttft_ms.p95 at concurrency 1 = 2" in out
-    assert "(needs <= 100)" in out
+    assert "(needs <= 100 ms)" in out
     assert "PASS --max-e2e-p99-ms 5000" in out
     assert "verdict: FAIL (exit 1)" in out
 

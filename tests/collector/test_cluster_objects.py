@@ -53,7 +53,9 @@ def kept(docs: list[dict[str, Any]]) -> Objects:
 
 def all_ok(**not_ok: SourceState) -> dict[str, SourceStatus]:
     return {
-        k: SourceStatus("cluster", not_ok.get(k, SourceState.OK), "" if k not in not_ok else f"{k} not served")
+        k: SourceStatus(
+            "cluster", not_ok.get(k, SourceState.OK), "" if k not in not_ok else f"{k} not served"
+        )
         for k in KIND_NAMES
     }
 
@@ -64,6 +66,18 @@ def run(objects: Objects, namespace: str = "llm", **not_ok: SourceState) -> Deri
 
 def by_id(d: Derived) -> dict[str, ClusterFacts]:
     return {cf.workload: cf for cf in d.facts}
+
+
+def strs(value: object) -> list[str]:
+    """A list-of-strings fact value."""
+    assert isinstance(value, list) and all(isinstance(v, str) for v in value), value
+    return [str(v) for v in value]
+
+
+def slimmed(kind: str, obj: Mapping[str, Any]) -> dict[str, Any]:
+    s = slim(kind, obj)
+    assert s is not None, (kind, obj)
+    return s
 
 
 def fixture(name: str) -> list[dict[str, Any]]:
@@ -77,7 +91,9 @@ def find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
 def engine_container(pod_spec: Mapping[str, Any]) -> dict[str, Any]:
     """The manifest's inference container, as a reader picks it: the one asking for GPUs."""
     containers = pod_spec["containers"]
-    return next((c for c in containers if "nvidia.com/gpu" in json.dumps(c.get("resources", {}))), containers[0])
+    return next(
+        (c for c in containers if "nvidia.com/gpu" in json.dumps(c.get("resources", {}))), containers[0]
+    )
 
 
 def replica_set_of(deployment: dict[str, Any], template_hash: str, revision: str) -> dict[str, Any]:
@@ -89,9 +105,14 @@ def replica_set_of(deployment: dict[str, Any], template_hash: str, revision: str
         "name": f"{name}-{template_hash}",
         "namespace": deployment["metadata"].get("namespace", "default"),
         "resourceVersion": "9",
-        "labels": {**deployment["spec"]["template"]["metadata"].get("labels", {}), "pod-template-hash": template_hash},
+        "labels": {
+            **deployment["spec"]["template"]["metadata"].get("labels", {}),
+            "pod-template-hash": template_hash,
+        },
         "annotations": {"deployment.kubernetes.io/revision": revision},
-        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": name, "controller": True}],
+        "ownerReferences": [
+            {"apiVersion": "apps/v1", "kind": "Deployment", "name": name, "controller": True}
+        ],
     }
     rs["spec"]["template"]["metadata"].setdefault("labels", {})["pod-template-hash"] = template_hash
     return rs
@@ -167,7 +188,9 @@ def test_real_service_is_joined_to_the_deployment_its_selector_matches(manifests
                     assert cf.facts["serving.service.target_port"] == svc["spec"]["ports"][0]["targetPort"]
                     joined += 1
                 else:
-                    assert cf.facts.get("serving.service.name") != f"Service/default/{svc['metadata']['name']}"
+                    assert (
+                        cf.facts.get("serving.service.name") != f"Service/default/{svc['metadata']['name']}"
+                    )
     assert joined >= 2  # TGI's Service, the prefill's headless Service
 
 
@@ -196,7 +219,11 @@ def test_real_templates_as_revisions_name_secret_refs_and_redact_literals(manife
         for dep in (x for x in docs if x["kind"] == "Deployment"):
             ns = dep["metadata"].get("namespace", "default")
             objects = kept([*docs, replica_set_of(dep, "5f7d8c9b6", "1")])
-            (rev,) = [r for r in run(objects, namespace=ns).revisions if r.workload.endswith("/" + dep["metadata"]["name"])]
+            (rev,) = [
+                r
+                for r in run(objects, namespace=ns).revisions
+                if r.workload.endswith("/" + dep["metadata"]["name"])
+            ]
             assert rev.revision == "1" and rev.template_hash == "5f7d8c9b6"
             for c in dep["spec"]["template"]["spec"]["containers"]:
                 prefix = f"orchestration.template.{c['name']}"
@@ -212,7 +239,7 @@ def test_real_templates_as_revisions_name_secret_refs_and_redact_literals(manife
                         assert value == REDACTOR.value(e["name"], str(e["value"]))
             for v in dep["spec"]["template"]["spec"].get("volumes", []):
                 value = rev.facts[f"orchestration.template.volumes.{v['name']}"]
-                assert value.split(":")[0] in v
+                assert str(value).split(":")[0] in v
 
 
 def test_real_configmap_content_never_reaches_the_output(manifests: list[Path]) -> None:
@@ -249,14 +276,28 @@ def test_ingress_to_service_to_deployment_with_nginx_annotations(stack: list[dic
     ing = find(stack, "Ingress", "llama-public")
     rule = ing["spec"]["rules"][0]
     annotations = ing["metadata"]["annotations"]
-    assert f"Ingress/llm/llama-public {rule['host']}{rule['http']['paths'][0]['path']}" in cf.facts["serving.route"]
+    assert f"Ingress/llm/llama-public {rule['host']}{rule['http']['paths'][0]['path']}" in strs(
+        cf.facts["serving.route"]
+    )
     # The traefik Ingress routes there too, but its nginx-looking annotation is not nginx's.
-    assert any(r.startswith("Ingress/llm/llama-internal ") for r in cf.facts["serving.route"])
-    assert cf.facts["serving.timeout_seconds"] == float(annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"])
-    assert cf.facts["serving.send_timeout_seconds"] == float(annotations["nginx.ingress.kubernetes.io/proxy-send-timeout"])
-    assert cf.facts["serving.max_body_bytes"] == int(annotations["nginx.ingress.kubernetes.io/proxy-body-size"][:-1]) * 2**20
-    assert cf.facts["serving.streaming"] is (annotations["nginx.ingress.kubernetes.io/proxy-buffering"] == "off")
-    assert cf.facts["serving.retries"] == int(annotations["nginx.ingress.kubernetes.io/proxy-next-upstream-tries"]) - 1
+    assert any(r.startswith("Ingress/llm/llama-internal ") for r in strs(cf.facts["serving.route"]))
+    assert cf.facts["serving.timeout_seconds"] == float(
+        annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"]
+    )
+    assert cf.facts["serving.send_timeout_seconds"] == float(
+        annotations["nginx.ingress.kubernetes.io/proxy-send-timeout"]
+    )
+    assert (
+        cf.facts["serving.max_body_bytes"]
+        == int(annotations["nginx.ingress.kubernetes.io/proxy-body-size"][:-1]) * 2**20
+    )
+    assert cf.facts["serving.streaming"] is (
+        annotations["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
+    )
+    assert (
+        cf.facts["serving.retries"]
+        == int(annotations["nginx.ingress.kubernetes.io/proxy-next-upstream-tries"]) - 1
+    )
     assert cf.provenance["serving.timeout_seconds"].detail == (
         "Ingress/llm/llama-public@40200: metadata.annotations[nginx.ingress.kubernetes.io/proxy-read-timeout]"
     )
@@ -268,7 +309,7 @@ def test_httproute_to_inferencepool_to_the_pods_labels(stack: list[dict[str, Any
     route = find(stack, "HTTPRoute", "llama-route")
     rule = route["spec"]["rules"][0]
     assert rule["backendRefs"][0]["kind"] == "InferencePool"
-    assert "HTTPRoute/llm/llama-route" in cf.facts["serving.route"]
+    assert "HTTPRoute/llm/llama-route" in strs(cf.facts["serving.route"])
     assert cf.facts["serving.inference_pool"] == f"InferencePool/llm/{rule['backendRefs'][0]['name']}"
     assert cf.facts["serving.backend_timeout_seconds"] == 120.0  # backendRequest: 2m
     pool = find(stack, "InferencePool", "llama-pool")
@@ -288,9 +329,11 @@ def test_the_tightest_timeout_and_retry_of_all_routes_wins(stack: list[dict[str,
     assert cf.facts["serving.timeout_seconds"] == float(vs["timeout"].rstrip("s"))
     assert cf.provenance["serving.timeout_seconds"].detail.startswith("VirtualService/llm/llama-mesh@40500: ")
     assert cf.facts["serving.retries"] == min(route["retry"]["attempts"], vs["retries"]["attempts"])
-    assert cf.facts["serving.retry_per_try_timeout_seconds"] == float(vs["retries"]["perTryTimeout"].rstrip("s"))
-    assert cf.facts["serving.route"] == sorted(cf.facts["serving.route"])  # type: ignore[type-var]
-    assert "VirtualService/llm/llama-mesh" in cf.facts["serving.route"]
+    assert cf.facts["serving.retry_per_try_timeout_seconds"] == float(
+        vs["retries"]["perTryTimeout"].rstrip("s")
+    )
+    assert cf.facts["serving.route"] == sorted(strs(cf.facts["serving.route"]))
+    assert "VirtualService/llm/llama-mesh" in strs(cf.facts["serving.route"])
 
 
 def test_a_backend_in_another_namespace_is_not_joined(stack: list[dict[str, Any]]) -> None:
@@ -318,11 +361,19 @@ def test_destination_rule_traffic_policy_as_mesh_facts(stack: list[dict[str, Any
     cf = by_id(run(kept(stack)))["llm/Deployment/vllm-llama"]
     policy = find(stack, "DestinationRule", "llama-dr")["spec"]["trafficPolicy"]
     mesh = "serving.mesh."
-    assert cf.facts[mesh + "connection_pool.tcp.max_connections"] == policy["connectionPool"]["tcp"]["maxConnections"]
+    assert (
+        cf.facts[mesh + "connection_pool.tcp.max_connections"]
+        == policy["connectionPool"]["tcp"]["maxConnections"]
+    )
     assert cf.facts[mesh + "connection_pool.tcp.connect_timeout_seconds"] == 5.0
     http = policy["connectionPool"]["http"]
-    assert cf.facts[mesh + "connection_pool.http.http1_max_pending_requests"] == http["http1MaxPendingRequests"]
-    assert cf.facts[mesh + "connection_pool.http.max_requests_per_connection"] == http["maxRequestsPerConnection"]
+    assert (
+        cf.facts[mesh + "connection_pool.http.http1_max_pending_requests"] == http["http1MaxPendingRequests"]
+    )
+    assert (
+        cf.facts[mesh + "connection_pool.http.max_requests_per_connection"]
+        == http["maxRequestsPerConnection"]
+    )
     assert cf.facts[mesh + "connection_pool.http.idle_timeout_seconds"] == 90.0
     od = policy["outlierDetection"]
     assert cf.facts[mesh + "outlier_detection.consecutive_5xx_errors"] == od["consecutive5xxErrors"]
@@ -366,10 +417,10 @@ def test_template_placement_and_configmap_digests(stack: list[dict[str, Any]]) -
     spec = find(stack, "Deployment", "vllm-llama")["spec"]["template"]["spec"]
     for label, value in spec["nodeSelector"].items():
         assert cf.facts[f"orchestration.template.node_selector.{label}"] == value
-    gpu = cf.facts["orchestration.template.affinity.gpu"]
-    assert gpu == sorted(gpu) and len(gpu) == 2  # type: ignore[arg-type, type-var]
-    assert not any("topology.kubernetes.io/zone" in g for g in gpu)  # type: ignore[union-attr]
-    assert "nvidia.com/gpu.product In NVIDIA-A100-SXM4-80GB,NVIDIA-H100-80GB-HBM3" in gpu  # type: ignore[operator]
+    gpu = strs(cf.facts["orchestration.template.affinity.gpu"])
+    assert gpu == sorted(gpu) and len(gpu) == 2
+    assert not any("topology.kubernetes.io/zone" in g for g in gpu)
+    assert "nvidia.com/gpu.product In NVIDIA-A100-SXM4-80GB,NVIDIA-H100-80GB-HBM3" in gpu
     expected = sorted(
         f"{t['key']}{'=' + t['value'] if 'value' in t else ''}:{t['effect']}" for t in spec["tolerations"]
     )
@@ -392,15 +443,21 @@ def test_configmap_digest_follows_content_not_order_and_keeps_no_content(stack: 
     changed_slim = slim("ConfigMap", changed)
     assert changed_slim is not None and changed_slim["digest"] != s["digest"]
     objects = kept(stack)
-    before = by_id(run(objects))["llm/Deployment/vllm-llama"].facts["orchestration.configmap.vllm-config.digest"]
+    before = by_id(run(objects))["llm/Deployment/vllm-llama"].facts[
+        "orchestration.configmap.vllm-config.digest"
+    ]
     objects["ConfigMap"]["vllm-config"] = changed_slim
-    after = by_id(run(objects))["llm/Deployment/vllm-llama"].facts["orchestration.configmap.vllm-config.digest"]
+    after = by_id(run(objects))["llm/Deployment/vllm-llama"].facts[
+        "orchestration.configmap.vllm-config.digest"
+    ]
     assert before == s["digest"] and after == changed_slim["digest"]
 
 
 def test_configmap_values_never_appear_in_the_output(stack: list[dict[str, Any]]) -> None:
     objects = kept(stack)
-    objects["ReplicaSet"] = {"r": slim("ReplicaSet", replica_set_of(find(stack, "Deployment", "vllm-llama"), "6f7c8d9b5", "2"))}  # type: ignore[dict-item]
+    objects["ReplicaSet"] = {
+        "r": slimmed("ReplicaSet", replica_set_of(find(stack, "Deployment", "vllm-llama"), "6f7c8d9b5", "2"))
+    }
     out = repr(run(objects)) + repr(objects)
     for cm in (d for d in stack if d["kind"] == "ConfigMap"):
         for part in ("data", "binaryData"):
@@ -412,7 +469,12 @@ def test_configmap_values_never_appear_in_the_output(stack: list[dict[str, Any]]
 
 
 def test_a_secret_is_never_kept_and_slim_drops_noise(stack: list[dict[str, Any]]) -> None:
-    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hf-secret"}, "data": {"token": "aGZf"}}
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "hf-secret"},
+        "data": {"token": "aGZf"},
+    }
     assert slim("Secret", secret) is None
     assert slim("Pod", {"metadata": {"name": "p"}}) is None  # not a kind derive reads
     dep = find(stack, "Deployment", "vllm-llama")
@@ -435,13 +497,16 @@ def test_provenance_names_object_resource_version_and_field(stack: list[dict[str
                 continue
             assert any(prov.detail.startswith(n) for n in names), (key, prov.detail)
     cf = by_id(d)["llm/Deployment/vllm-llama"]
-    assert cf.provenance["orchestration.replicas.desired"].detail == "Deployment/llm/vllm-llama@41001: spec.replicas"
+    assert (
+        cf.provenance["orchestration.replicas.desired"].detail
+        == "Deployment/llm/vllm-llama@41001: spec.replicas"
+    )
 
 
 def test_unavailable_kinds_leave_their_facts_out_and_are_named(stack: list[dict[str, Any]]) -> None:
     d = run(kept(stack), HTTPRoute=SourceState.UNAVAILABLE, HorizontalPodAutoscaler=SourceState.ERROR)
     cf = by_id(d)["llm/Deployment/vllm-llama"]
-    assert not any("HTTPRoute" in r for r in cf.facts["serving.route"])  # type: ignore[union-attr]
+    assert not any("HTTPRoute" in r for r in strs(cf.facts["serving.route"]))
     assert "serving.backend_timeout_seconds" not in cf.facts
     assert not any(k.startswith("orchestration.autoscaling.") for k in cf.facts)  # unknown, not "none"
     assert cf.status.state == SourceState.OK  # its own kinds were read
@@ -469,7 +534,9 @@ def test_secrets_in_the_template_come_out_redacted(stack: list[dict[str, Any]]) 
     assert rev.facts["orchestration.template.vllm.env.HF_TOKEN"] == REDACTOR.digest(hf)
     assert rev.facts["orchestration.template.vllm.env.OPENAI_COMPAT_KEY_HINT"] == REDACTOR.digest(sk)
     assert rev.facts["orchestration.template.vllm.env.VLLM_LOGGING_LEVEL"] == "INFO"
-    assert rev.facts["orchestration.template.vllm.env.HUGGING_FACE_HUB_TOKEN"] == "secretKeyRef:hf-secret/token"
+    assert (
+        rev.facts["orchestration.template.vllm.env.HUGGING_FACE_HUB_TOKEN"] == "secretKeyRef:hf-secret/token"
+    )
     assert rev.facts["orchestration.template.vllm.env.MAX_BATCH"] == "configMapKeyRef:vllm-limits/max_batch"
     assert rev.facts["orchestration.template.vllm.env.POD_NAME"] == "fieldRef:metadata.name"
     args = rev.facts["orchestration.template.vllm.args"]
@@ -483,7 +550,10 @@ def test_secrets_in_the_template_come_out_redacted(stack: list[dict[str, Any]]) 
         assert secret not in everything
     # Redaction follows the salt: another installation's digests differ.
     other = derive("llm", objects, all_ok(), Redactor("another-salt"), NOW).revisions[0]
-    assert other.facts["orchestration.template.vllm.env.HF_TOKEN"] != rev.facts["orchestration.template.vllm.env.HF_TOKEN"]
+    assert (
+        other.facts["orchestration.template.vllm.env.HF_TOKEN"]
+        != rev.facts["orchestration.template.vllm.env.HF_TOKEN"]
+    )
 
 
 # --- revisions ---------------------------------------------------------------------------------
@@ -514,7 +584,10 @@ def test_two_replicasets_diff_in_image_and_one_arg(rollout: list[dict[str, Any]]
     assert isinstance(a, list) and isinstance(b, list)
     assert [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y] == [3]
     # Both revisions carry the same secret: the same digest, never the value.
-    assert old.facts["orchestration.template.vllm.env.HF_TOKEN"] == new.facts["orchestration.template.vllm.env.HF_TOKEN"]
+    assert (
+        old.facts["orchestration.template.vllm.env.HF_TOKEN"]
+        == new.facts["orchestration.template.vllm.env.HF_TOKEN"]
+    )
     assert str(new.facts["orchestration.template.vllm.env.UPSTREAM_KEY"]).startswith("redacted:sha256:")
 
 
@@ -522,7 +595,9 @@ def test_revision_map_and_current_revision_of_a_deployment(rollout: list[dict[st
     objects = kept(rollout)
     cf = by_id(run(objects))["llm/Deployment/llama-rollout"]
     expected = {
-        rs["metadata"]["labels"]["pod-template-hash"]: rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
+        rs["metadata"]["labels"]["pod-template-hash"]: rs["metadata"]["annotations"][
+            "deployment.kubernetes.io/revision"
+        ]
         for rs in rollout
         if rs["kind"] == "ReplicaSet"
     }
@@ -533,7 +608,7 @@ def test_revision_map_and_current_revision_of_a_deployment(rollout: list[dict[st
     back = copy.deepcopy(dep)
     old_rs = find(rollout, "ReplicaSet", "llama-rollout-6d8f9b7c4d")
     back["spec"]["template"]["spec"] = copy.deepcopy(old_rs["spec"]["template"]["spec"])
-    objects["Deployment"]["llama-rollout"] = slim("Deployment", back)  # type: ignore[assignment]
+    objects["Deployment"]["llama-rollout"] = slimmed("Deployment", back)
     assert by_id(run(objects))["llm/Deployment/llama-rollout"].current_revision == "1"
 
 
@@ -543,7 +618,9 @@ def test_statefulset_revisions_and_update_revision(rollout: list[dict[str, Any]]
     sts = find(rollout, "StatefulSet", "tgi-sts")
     crs = [x for x in rollout if x["kind"] == "ControllerRevision"]
     for cr in crs:
-        assert cf.revisions[cr["metadata"]["name"]] == str(cr["revision"])  # the pods' controller-revision-hash
+        assert cf.revisions[cr["metadata"]["name"]] == str(
+            cr["revision"]
+        )  # the pods' controller-revision-hash
         assert cf.revisions[cr["metadata"]["labels"]["controller.kubernetes.io/hash"]] == str(cr["revision"])
     update = next(cr for cr in crs if cr["metadata"]["name"] == sts["status"]["updateRevision"])
     assert cf.current_revision == str(update["revision"])
@@ -586,7 +663,10 @@ def test_kserve_predictor_bounds_without_an_hpa(kserve: list[dict[str, Any]]) ->
     a = "orchestration.autoscaling."
     assert cf.facts[a + "kind"] == "InferenceService"
     assert (cf.facts[a + "min"], cf.facts[a + "max"]) == (predictor["minReplicas"], predictor["maxReplicas"])
-    assert (cf.facts[a + "metric"], cf.facts[a + "target"]) == (predictor["scaleMetric"], predictor["scaleTarget"])
+    assert (cf.facts[a + "metric"], cf.facts[a + "target"]) == (
+        predictor["scaleMetric"],
+        predictor["scaleTarget"],
+    )
     # Without its Deployment (serverless, or not made yet) the predictor's model is the template.
     del objects["Deployment"]
     cf = by_id(run(objects))["llm/InferenceService/granite"]
@@ -620,9 +700,12 @@ def test_statefulset_owned_by_a_leaderworkerset_is_that_workload(kserve: list[di
             "resourceVersion": "7",
             "ownerReferences": [{"kind": "LeaderWorkerSet", "name": "deepseek-lws", "controller": True}],
         },
-        "spec": {"replicas": 2, "template": {"metadata": {"labels": {"leaderworkerset.sigs.k8s.io/name": "deepseek-lws"}}}},
+        "spec": {
+            "replicas": 2,
+            "template": {"metadata": {"labels": {"leaderworkerset.sigs.k8s.io/name": "deepseek-lws"}}},
+        },
     }
-    objects["StatefulSet"] = {"deepseek-lws": slim("StatefulSet", sts)}  # type: ignore[dict-item]
+    objects["StatefulSet"] = {"deepseek-lws": slimmed("StatefulSet", sts)}
     ids = by_id(run(objects))
     assert "llm/StatefulSet/deepseek-lws" not in ids
     assert "llm/LeaderWorkerSet/deepseek-lws" in ids
@@ -640,11 +723,15 @@ def test_wrong_types_are_skipped_and_named() -> None:
     odd = {
         "kind": "Deployment",
         "metadata": {"name": "odd", "labels": ["x"], "ownerReferences": "me"},
-        "spec": {"template": {"spec": {"containers": {"name": "x"}, "tolerations": "all", "nodeSelector": [1]}}},
+        "spec": {
+            "template": {"spec": {"containers": {"name": "x"}, "tolerations": "all", "nodeSelector": [1]}}
+        },
     }
-    objects = {"Deployment": {"broken": slim("Deployment", dep), "odd": slim("Deployment", odd)}}
-    objects["Service"] = {"s": slim("Service", {"metadata": {"name": "s"}, "spec": {"selector": "all", "ports": 80}})}
-    d = run(objects)  # type: ignore[arg-type]
+    objects = {"Deployment": {"broken": slimmed("Deployment", dep), "odd": slimmed("Deployment", odd)}}
+    objects["Service"] = {
+        "s": slimmed("Service", {"metadata": {"name": "s"}, "spec": {"selector": "all", "ports": 80}})
+    }
+    d = run(objects)
     ids = by_id(d)
     broken = ids["llm/Deployment/broken"]
     assert broken.facts["orchestration.replicas.desired"] == 1  # "many" is no count: the default
@@ -655,7 +742,11 @@ def test_wrong_types_are_skipped_and_named() -> None:
 
 def test_caps_bound_a_hostile_template() -> None:
     containers = [
-        {"name": f"c{i}", "image": "x" * 100_000, "env": [{"name": f"E{j}", "value": "v"} for j in range(100)]}
+        {
+            "name": f"c{i}",
+            "image": "x" * 100_000,
+            "env": [{"name": f"E{j}", "value": "v"} for j in range(100)],
+        }
         for i in range(40)
     ]
     rs = {
@@ -667,9 +758,16 @@ def test_caps_bound_a_hostile_template() -> None:
         },
         "spec": {"template": {"spec": {"containers": containers}}},
     }
-    dep = {"kind": "Deployment", "metadata": {"name": "big"}, "spec": {"template": {"spec": {"containers": containers}}}}
-    objects = {"Deployment": {"big": slim("Deployment", dep)}, "ReplicaSet": {"big-1": slim("ReplicaSet", rs)}}
-    d = run(objects)  # type: ignore[arg-type]
+    dep = {
+        "kind": "Deployment",
+        "metadata": {"name": "big"},
+        "spec": {"template": {"spec": {"containers": containers}}},
+    }
+    objects = {
+        "Deployment": {"big": slimmed("Deployment", dep)},
+        "ReplicaSet": {"big-1": slimmed("ReplicaSet", rs)},
+    }
+    d = run(objects)
     (rev,) = d.revisions
     assert len(rev.facts) == MAX_FACTS_PER_WORKLOAD
     assert all(len(v) <= MAX_TEXT for v in rev.facts.values() if isinstance(v, str))
@@ -691,7 +789,9 @@ _KEYS = st.sampled_from(
 # Objects shaped like Kubernetes' (the keys derive looks for) with anything anywhere.
 _OBJ = st.recursive(
     _SCALARS,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEYS | st.text(max_size=8), inner, max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(_KEYS | st.text(max_size=8), inner, max_size=5)
+    ),
     max_leaves=60,
 )
 
@@ -732,12 +832,16 @@ def _check_bounded(d: Derived) -> None:
     raw=st.booleans(),
     states=st.dictionaries(st.sampled_from(KIND_NAMES), st.sampled_from(list(SourceState)), max_size=4),
 )
-def test_derive_never_raises_on_any_objects(objects: dict[str, dict[str, Any]], raw: bool, states: dict[str, SourceState]) -> None:
+def test_derive_never_raises_on_any_objects(
+    objects: dict[str, dict[str, Any]], raw: bool, states: dict[str, SourceState]
+) -> None:
     kept_objects: dict[str, dict[str, Any]] = {}
     for kind, named in objects.items():
-        for name, obj in named.items():
-            if isinstance(obj, dict):
-                obj = {**obj, "metadata": {**(obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}), "name": name}}
+        for name, raw_obj in named.items():
+            obj = raw_obj
+            if isinstance(raw_obj, dict):
+                md = raw_obj.get("metadata")
+                obj = {**raw_obj, "metadata": {**(md if isinstance(md, dict) else {}), "name": name}}
             s = obj if raw else slim(kind, obj)  # the watch slims; derive must survive unslimmed input too
             if s is not None:
                 kept_objects.setdefault(kind, {})[name] = s
@@ -754,6 +858,8 @@ def test_derive_survives_junk_in_place_of_maps(junk: Any) -> None:
 
 def test_configmap_digest_is_sha256_of_canonical_content() -> None:
     cm = {"metadata": {"name": "c"}, "data": {"b": "2", "a": "1"}, "binaryData": {"z": "AA=="}}
-    canonical = json.dumps({"binaryData": {"z": "AA=="}, "data": {"a": "1", "b": "2"}}, sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps(
+        {"binaryData": {"z": "AA=="}, "data": {"a": "1", "b": "2"}}, sort_keys=True, separators=(",", ":")
+    )
     s = slim("ConfigMap", cm)
     assert s is not None and s["digest"] == "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()

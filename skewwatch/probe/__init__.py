@@ -17,9 +17,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 DESCRIPTION = """\
 ``skewwatch probe --endpoint URL --model NAME`` sends the shipped workload (or --workload FILE,
@@ -37,7 +37,8 @@ The API key: --api-key-file FILE (or $SKEWWATCH_PROBE_API_KEY_FILE), else
 $SKEWWATCH_PROBE_API_KEY, else $OPENAI_API_KEY; never printed, never in the output.
 """
 
-Hook = Callable[[], Coroutine[Any, Any, None]]
+if TYPE_CHECKING:  # the measurement modules import aiohttp: only when the command runs
+    from skewwatch.probe.stats import Hook
 
 
 def _positive(kind: type[int] | type[float], hi: float) -> Callable[[str], float]:

@@ -426,13 +426,15 @@ class ProbeClient:
             body["ignore_eos"] = True
         return body
 
-    async def reachable(self) -> str | None:
-        """None when the endpoint answers HTTP at all (``GET /v1/models``, any status), else why not."""
+    async def reachable(self, within_s: float) -> str | None:
+        """None when the endpoint answers HTTP at all (``GET /v1/models``, any status) within
+        ``within_s`` (and the connect and read timeouts), else why not."""
         try:
             async with self.session.get(
                 self.endpoint + "/v1/models",
                 timeout=aiohttp.ClientTimeout(
-                    total=self.timeouts.connect_s + self.timeouts.read_s, sock_connect=self.timeouts.connect_s
+                    total=min(within_s, self.timeouts.connect_s + self.timeouts.read_s),
+                    sock_connect=self.timeouts.connect_s,
                 ),
                 allow_redirects=False,
             ) as resp:

@@ -397,12 +397,12 @@ async def execute(cfg: Config, progress: Progress | None, hook: Hook | None) -> 
         cfg.endpoint, cfg.model, w.api, stream=w.stream, max_tokens=w.max_tokens, temperature=w.temperature,
         ignore_eos=w.ignore_eos, key=cfg.key, timeouts=cfg.timeouts, max_connections=cfg.max_connections,
     ) as client:  # fmt: skip
-        unreachable = await client.reachable()
+        unreachable = await client.reachable(max(0.001, deadline - time.perf_counter()))
         if unreachable is not None:
             outcome = Outcome("error", (f"endpoint unreachable: {unreachable}",))
         else:
             for n in w.concurrency:
-                plan = w.plan(n)
+                plan = w.plan()
                 if time.perf_counter() >= deadline:
                     stopped = f"--timeout {cfg.timeout_s:g} s reached before concurrency {n}"
                     break

@@ -92,14 +92,13 @@ class Workload:
     prompts: tuple[Prompt, ...]
     source: str = field(default="shipped", compare=False)
 
-    def plan(self, concurrency: int) -> list[PlannedRequest]:
+    def plan(self) -> list[PlannedRequest]:
         """The level's requests in send order: ``warmup`` first, then ``requests`` measured ones.
 
         The prompt order is a shuffle seeded by ``seed`` (the same at every level and every run),
-        and request ``i`` carries sampling seed ``seed + i``; ``concurrency`` does not change it,
-        so levels differ only by how many requests are in flight.
+        and request ``i`` carries sampling seed ``seed + i``. Every level gets the same plan, so
+        levels differ only by how many requests are in flight.
         """
-        del concurrency  # the plan is the same at each level on purpose: comparable levels
         order = list(self.prompts)
         random.Random(self.seed).shuffle(order)  # noqa: S311 (reproducible order, not a secret)
         total = self.warmup + self.requests

@@ -20,7 +20,9 @@ from skewwatch.probe.client import (
     ProbeClient,
     SseParser,
     Timeouts,
+    endpoint_url,
     interpret,
+    plaintext_warning,
     read_api_key,
 )
 from skewwatch.probe.workload import PlannedRequest, ProbeUsageError, Prompt
@@ -135,6 +137,24 @@ def test_a_bad_key_file_is_named_without_the_key(tmp_path: Path) -> None:
         read_api_key(tmp_path / "absent", {})
 
 
+def test_the_endpoint_is_a_base_url_without_credentials() -> None:
+    assert endpoint_url("http://vllm:8000/v1/") == "http://vllm:8000"
+    assert endpoint_url("https://gw.example/llm") == "https://gw.example/llm"
+    with pytest.raises(ProbeUsageError, match="must not carry credentials"):
+        endpoint_url("http://user:sk-secret@vllm:8000")
+    with pytest.raises(ProbeUsageError, match="http"):
+        endpoint_url("vllm:8000")
+
+
+def test_a_key_over_plain_http_off_loopback_is_warned_about_without_the_key() -> None:
+    key = ApiKey("sk-abc", "$OPENAI_API_KEY")
+    warning = plaintext_warning("http://vllm.ns.svc:8000", key)
+    assert warning is not None and "vllm.ns.svc" in warning and "sk-abc" not in warning
+    assert plaintext_warning("http://127.0.0.1:8000", key) is None
+    assert plaintext_warning("https://vllm:8000", key) is None
+    assert plaintext_warning("http://vllm:8000", None) is None
+
+
 # --- real requests to the stand-in ----------------------------------------------------------------
 
 
@@ -235,7 +255,7 @@ async def test_5xx_4xx_connect_and_timeout_are_their_own_kinds() -> None:
     assert 0.2 - EARLY_S <= slow.e2e <= 0.2 + 0.2  # the read timeout, not the server's 1 s
     async with client(url) as c:  # that server is gone: nothing listens on its port now
         refused = await c.send(request())
-        assert await c.reachable() is not None
+        assert await c.reachable(5.0) is not None
     assert refused.error == "connect"
 
 

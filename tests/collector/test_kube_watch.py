@@ -145,7 +145,8 @@ async def test_added_modified_deleted_are_reflected_while_watching() -> None:
         assert r.status.relists == 0
 
 
-async def test_dropped_watch_resumes_from_its_version_missing_nothing_without_a_relist() -> None:
+@pytest.mark.parametrize("abrupt", [True, False], ids=["connection-dropped", "stream-ended"])
+async def test_dropped_watch_resumes_from_its_version_missing_nothing_without_a_relist(abrupt: bool) -> None:
     api = KubeApiServer()
     api.apply(deployment("a"))
     api.apply(deployment("gone"))
@@ -153,7 +154,7 @@ async def test_dropped_watch_resumes_from_its_version_missing_nothing_without_a_
         await until(lambda: listed(r) and len(api.watchers) == 1, "watching")
         rv_at_drop = r.status.resource_version
         # Nothing awaits between these lines: all three happen while no stream is open.
-        assert api.close_watches() == 1
+        assert api.close_watches(abrupt) == 1
         api.apply(deployment("b"))
         api.apply(deployment("a", replicas=5))
         api.delete("Deployment", NS, "gone")

@@ -231,6 +231,25 @@ async def test_close_watches_drops_open_streams_mid_flight() -> None:
                 await asyncio.wait_for(resp.read(), 5)
 
 
+async def test_close_watches_cleanly_ends_streams_as_a_timeout_would() -> None:
+    api = KubeApiServer()
+    async with running(api) as (url, http):
+        task = asyncio.create_task(
+            watch_lines(http, url + DEPLOYMENTS, resourceVersion=str(api.rv), timeoutSeconds="30")
+        )
+        await until_watching(api)
+        assert api.close_watches(abrupt=False) == 1
+        assert await asyncio.wait_for(task, 5) == []
+
+
+async def until_watching(api: KubeApiServer) -> None:
+    for _ in range(500):
+        if api.watchers:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no watch opened")
+
+
 async def test_rollout_creates_replicaset_per_template_hash_with_revisions() -> None:
     api = KubeApiServer()
     dep = api.apply(deployment("llm"))

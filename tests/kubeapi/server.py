@@ -127,6 +127,7 @@ class _Watcher:
     queue: list[_Event] = field(default_factory=list)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     closed: bool = False
+    abrupt: bool = True
 
 
 def rfc3339(t: datetime) -> str:
@@ -286,10 +287,12 @@ class KubeApiServer:
         self.compacted = self.rv
         self.history.clear()
 
-    def close_watches(self) -> int:
-        """Drop every open watch stream mid-flight (the connection closes); returns how many."""
+    def close_watches(self, abrupt: bool = True) -> int:
+        """End every open watch stream now: ``abrupt``, the connection drops mid-body (a restart,
+        a load balancer); else the body ends cleanly, as at ``timeoutSeconds``. Returns how many."""
         for w in self.watchers:
             w.closed = True
+            w.abrupt = abrupt
             w.wake.set()
         return len(self.watchers)
 
@@ -577,7 +580,7 @@ class KubeApiServer:
             return resp  # the client went away: nothing to write to
         finally:
             self.watchers.discard(w)
-        if w.closed and request.transport is not None:
+        if w.closed and w.abrupt and request.transport is not None:
             request.transport.close()  # dropped mid-stream: no clean end of the chunked body
             return resp
         with contextlib.suppress(ConnectionError):

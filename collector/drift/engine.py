@@ -179,7 +179,8 @@ def _hint(play: Play, d: Drift, replicas: Sequence[Replica]) -> str:
     if obj is not None:
         ref = (d.references or (d.reference,))[0]
         by = _EXPECTED_BY.get(ref) or (d.source.split("/", 1)[0] if "/" in d.source else ref.value)
-        values = HintValues(show(d.actual), show(d.expected), by)
+        absent = d.expected is None and ref is not Reference.INTENT  # new since the baseline
+        values = HintValues(show(d.actual), "(absent)" if absent else show(d.expected), by)
     return hint_for(play, d.key, flag_for(d.key, provs), obj=obj, values=values)
 
 

@@ -139,8 +139,8 @@ PLAYBOOK: tuple[Play, ...] = (
     Play("orchestration.autoscaling.kind", "medium", SLOWER,
          "how the workload scales differs from the intent: reactive needs an autoscaler "
          "(HorizontalPodAutoscaler, ScaledObject, InferenceService), manual needs none",
-         "the {object} scales the workload ({actual}); the {reference} expects {expected}: remove the "
-         "autoscaler or change the intent's strategy"),
+         "the workload's autoscaler is {actual} ({object}: {field}); the {reference} expects {expected}: "
+         "reactive needs a HorizontalPodAutoscaler, ScaledObject or InferenceService autoscaling, manual none"),
     Play("orchestration.autoscaling.min", "medium", SLOWER,
          "the autoscaler's lower bound differs: too few warm replicas for the intent",
          "the {object} allows minReplicas {actual}, the {reference} {expected}: align {field}"),
@@ -164,8 +164,8 @@ PLAYBOOK: tuple[Play, ...] = (
          "the {object} sets {field} {actual}; the {reference} has {expected}: compare the node pools"),
     Play("orchestration.configmap.*.digest", "high", QUALITY,
          "a ConfigMap the pods mount changed while the pods did not: configuration moved under them",
-         "the {object} changed ({field}); the {reference} has another content: diff the ConfigMap "
-         "(skewwatch diff --revisions) and roll it back or restart the pods deliberately"),
+         "the {object} changed ({field}); the {reference} has another content: diff the ConfigMap against "
+         "its last-good content and roll it back, or restart the pods deliberately"),
     Play("orchestration.node_gpu_product", "high", ENVIRONMENT, "pin the node selector on the GPU product"),
     Play("orchestration.*", "low", ENVIRONMENT, "an orchestration setting differs: compare the manifests",
          "the {object} sets {field} {actual}; the {reference} has {expected}: compare the manifests"),

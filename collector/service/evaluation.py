@@ -73,6 +73,8 @@ from skewwatch.core.identity import PodIdentity
 
 log = logging.getLogger(__name__)
 
+POOL_KIND = "InferencePool"  # the kind of a pool id (namespace/InferencePool/name): never a pod's owner
+
 
 @dataclass(frozen=True)
 class DriftSettings:
@@ -334,9 +336,12 @@ class DriftService:
         return [merge_cluster(to_replica(r), facts) for r in recs]
 
     def is_pool(self, workload: str) -> bool:
-        """Is this id an InferencePool's (now, or one evaluated before that went away)?"""
-        return workload in self._pool_ids or (
-            self.cluster is not None and self.cluster.pool(workload) is not None
+        """Is this id an inference pool's (the watch reports it, it was evaluated as one before it
+        went away, or its kind is InferencePool, which owns no pods)?"""
+        return (
+            workload in self._pool_ids
+            or split_workload(workload)[1] == POOL_KIND
+            or (self.cluster is not None and self.cluster.pool(workload) is not None)
         )
 
     async def pool_pods(self, pool: PoolMembers) -> list[PoolPod]:

@@ -149,7 +149,10 @@ def test_the_scaling_strategy_expects_an_autoscaler_or_none(strategy: str, kind:
         want = "an autoscaler" if strategy == "reactive" else "no autoscaler"
         assert f"expected {want} (strategy {strategy})" in d.message
         if kind == "ScaledObject":
-            assert d.hint.startswith("the ScaledObject ml/llm scales the workload (ScaledObject)")
+            assert d.hint.startswith(
+                "the workload's autoscaler is ScaledObject (ScaledObject ml/llm: scaleTargetRef); "
+                "the ModelSpec expects manual"
+            )
     else:
         assert ev.drifts == []
 

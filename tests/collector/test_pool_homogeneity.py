@@ -13,6 +13,7 @@ import pytest
 from collector.domain.baseline import BaselineError
 from collector.domain.cluster import PoolMembers
 from collector.domain.model import Reference, Replica, Status
+from collector.domain.records import FindingQuery
 from collector.drift.engine import PoolInput, evaluate_pool
 from collector.peers.pools import POOL_HINT, POOL_HOMOGENEOUS_KEYS, PoolPod, select_pods
 from tests.collector.test_cluster_evaluation import NS, pod_facts, running
@@ -150,7 +151,8 @@ async def test_a_pool_gets_no_baseline_and_its_findings_resolve_when_it_goes_awa
         await env.watch([], [])  # the InferencePool was deleted
         ev = await env.drift.evaluate_and_store(POOL)
         assert ev.drifts == [] and await env.store.active_findings(POOL) == []
-        assert not env.drift.is_pool(POOL)
+        (gone,) = await env.store.list_findings(FindingQuery(workload=POOL, status="resolved"))
+        assert (gone.key, gone.resolution) == ("runtime.dtype", "gone")
 
 
 def _pod(pod: str, workload: str, template: str, **extra: Any) -> PoolPod:

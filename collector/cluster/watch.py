@@ -214,7 +214,7 @@ class Reflector:
             log.info("%s: %s: discovering again", self._what(), e)
             self._gv = None
             self._need_list = True
-            return 0.0
+            return self._backoff()  # short, but no busy loop should list and watch disagree
         except ClusterForbidden as e:
             self._need_list = True
             group = self._gv[0] if self._gv else self.kind.group

@@ -24,10 +24,8 @@ is named in the status message of every workload.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from typing import Any
 
 from collector.cluster.objects_common import (
@@ -38,18 +36,23 @@ from collector.cluster.objects_common import (
     Src,
     integer,
     mapping,
-    meta,
     quantity,
     seq,
-    str_map,
     text,
 )
+from collector.cluster.objects_revisions import current_revision, derive_revisions
 from collector.cluster.objects_serving import Serving, Target, pool_selector
 from collector.cluster.objects_slim import slim
-from collector.cluster.objects_template import (
-    pod_spec,
-    revision_facts,
-    workload_template_facts,
+from collector.cluster.objects_template import workload_template_facts
+from collector.cluster.objects_workloads import (
+    CUSTOM_WORKLOADS,
+    KSERVE_LABEL,
+    NamespaceView,
+    Workload,
+    controller_ref,
+    group_workloads,
+    target_labels,
+    template_spec,
 )
 from collector.cluster.resources import KINDS
 from collector.domain.cluster import CLUSTER_SOURCE, ClusterFacts, PoolMembers, RevisionTemplate
@@ -58,31 +61,6 @@ from skewwatch.redact import Redactor
 
 __all__ = ["Derived", "derive", "slim"]
 
-# --- derive ---------------------------------------------------------------------------------------
-
-CONTROLLER_KINDS = ("Deployment", "StatefulSet", "LeaderWorkerSet")
-CUSTOM_WORKLOADS = ("InferenceService", "LLMInferenceService")
-# Owner kinds the agent follows further up (agent/k8s.py OWNER_KINDS), and the machinery between a
-# pod and what the user wrote, below which a controller's pod label names the workload instead.
-OWNER_KINDS = frozenset({"ReplicaSet", "Deployment", "StatefulSet", "LeaderWorkerSet"})
-INTERMEDIATE_KINDS = OWNER_KINDS | {"Revision", "Configuration"}
-WORKLOAD_LABELS = (
-    ("serving.kserve.io/inferenceservice", "InferenceService"),
-    ("leaderworkerset.sigs.k8s.io/name", "LeaderWorkerSet"),
-)
-KSERVE_LABEL = "serving.kserve.io/inferenceservice"
-MAX_OWNER_DEPTH = 5
-MAX_WORKLOADS = 1_000  # per namespace
-MAX_REVISIONS = 50  # per workload, newest first
-REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
-TEMPLATE_HASH = "pod-template-hash"
-REVISION_HASH_LABELS = (
-    "controller-revision-hash",
-    "controller.kubernetes.io/hash",
-    "leaderworkerset.sigs.k8s.io/template-revision-hash",
-)
-_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$")
-_KIND = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,62}$")
 _SEVERITY = {SourceState.OK: 0, SourceState.PENDING: 1, SourceState.UNAVAILABLE: 2, SourceState.ERROR: 3}
 
 
@@ -93,122 +71,6 @@ class Derived:
     revisions: list[RevisionTemplate]
 
 
-@dataclass
-class _Workload:
-    workload: str
-    kind: str
-    name: str
-    controllers: list[tuple[str, str, Mapping[str, Any]]] = field(default_factory=list)
-    custom: Mapping[str, Any] | None = None  # the InferenceService / LLMInferenceService object
-    revisions: dict[str, str] = field(default_factory=dict)
-    templates: list[RevisionTemplate] = field(default_factory=list)
-
-
-def _controller_ref(obj: Mapping[str, Any]) -> tuple[str, str] | None:
-    """The owner with ``controller: true`` (else the only one), as the agent picks it."""
-    refs = [mapping(r) for r in seq(meta(obj).get("ownerReferences"))]
-    refs = [r for r in refs if isinstance(r.get("kind"), str) and isinstance(r.get("name"), str)]
-    chosen = next((r for r in refs if r.get("controller") is True), refs[0] if len(refs) == 1 else None)
-    if chosen is None or not _KIND.match(chosen["kind"]) or not _NAME.match(chosen["name"]):
-        return None
-    return chosen["kind"], chosen["name"]
-
-
-def _template_labels(kind: str, obj: Mapping[str, Any]) -> dict[str, str]:
-    spec = mapping(obj.get("spec"))
-    if kind == "LeaderWorkerSet":
-        lwt = mapping(spec.get("leaderWorkerTemplate"))
-        template = (
-            lwt.get("leaderTemplate")
-            if isinstance(lwt.get("leaderTemplate"), Mapping)
-            else lwt.get("workerTemplate")
-        )
-        return str_map(mapping(mapping(template).get("metadata")).get("labels"))
-    return str_map(mapping(mapping(spec.get("template")).get("metadata")).get("labels"))
-
-
-def _template_spec(kind: str, obj: Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
-    """The pod spec of a controller's or custom workload's current template, and its field path."""
-    spec = mapping(obj.get("spec"))
-    if kind == "LeaderWorkerSet":
-        lwt = mapping(spec.get("leaderWorkerTemplate"))
-        part = "leaderTemplate" if isinstance(lwt.get("leaderTemplate"), Mapping) else "workerTemplate"
-        return pod_spec(lwt.get(part)), f"spec.leaderWorkerTemplate.{part}.spec"
-    if kind == "LLMInferenceService":
-        return mapping(spec.get("template")), "spec.template"  # a PodSpec, not a PodTemplateSpec
-    if kind == "InferenceService":
-        predictor = mapping(spec.get("predictor"))
-        if seq(predictor.get("containers")):
-            return predictor, "spec.predictor"
-        model = mapping(predictor.get("model"))
-        # A predictor's model is the kserve-container the controller makes of it.
-        shaped = {
-            k: predictor[k] for k in ("nodeSelector", "affinity", "tolerations", "volumes") if k in predictor
-        }
-        return {
-            **shaped,
-            "containers": [{**model, "name": "kserve-container"}] if model else [],
-        }, "spec.predictor"
-    return pod_spec(spec.get("template")), "spec.template.spec"
-
-
-class _Namespace:
-    """One derive() run: the readable objects of one namespace and what is known of each kind."""
-
-    def __init__(
-        self,
-        namespace: str,
-        objects: Mapping[str, Mapping[str, Mapping[str, Any]]],
-        kinds: Mapping[str, SourceStatus],
-    ) -> None:
-        self.namespace = namespace
-        self.kinds = kinds
-        self._objects: dict[str, dict[str, Mapping[str, Any]]] = {}
-        for k in KINDS:
-            status = kinds.get(k.name)
-            raw = objects.get(k.name) if isinstance(objects, Mapping) else None
-            if status is None or status.state != SourceState.OK or not isinstance(raw, Mapping):
-                continue
-            self._objects[k.name] = {
-                n: o
-                for n, o in raw.items()
-                if isinstance(n, str) and _NAME.match(n) and isinstance(o, Mapping)
-            }
-
-    def ok(self, kind: str) -> bool:
-        status = self.kinds.get(kind)
-        return status is not None and status.state == SourceState.OK
-
-    def objs(self, kind: str) -> Mapping[str, Mapping[str, Any]]:
-        return self._objects.get(kind, {})
-
-    def src(self, kind: str, name: str, obj: Mapping[str, Any]) -> Src:
-        return Src.of(kind, self.namespace, name, obj)
-
-    def resolve(self, kind: str, name: str, obj: Mapping[str, Any]) -> tuple[str, str]:
-        """The workload (kind, name) the agent names for the pods of this controller."""
-        chain = [(kind, name)]
-        current = obj
-        for _ in range(MAX_OWNER_DEPTH):
-            ref = _controller_ref(current)
-            if ref is None:
-                break
-            chain.append(ref)
-            nxt = self.objs(ref[0]).get(ref[1]) if ref[0] in OWNER_KINDS else None
-            if nxt is None:
-                break
-            current = nxt
-        if chain[-1][0] in INTERMEDIATE_KINDS:
-            labels = _template_labels(kind, obj)
-            for label, label_kind in WORKLOAD_LABELS:
-                if _NAME.match(labels.get(label, "")):
-                    return label_kind, labels[label]
-        return chain[-1]
-
-    def workload_id(self, kind: str, name: str) -> str:
-        return f"{self.namespace}/{kind}/{name}"
-
-
 def derive(
     namespace: str,
     objects: Mapping[str, Mapping[str, Mapping[str, Any]]],
@@ -217,57 +79,25 @@ def derive(
     now: float,
 ) -> Derived:
     """Facts per workload, revisions and pools of one namespace (see the module docstring)."""
-    ns = _Namespace(namespace, objects, kinds)
+    ns = NamespaceView(namespace, objects, kinds)
     configmaps = ns.objs("ConfigMap") if ns.ok("ConfigMap") else None
-    workloads = _workloads(ns)
-    revisions = _revisions(ns, workloads, redactor, configmaps)
+    workloads = group_workloads(ns)
+    revisions = derive_revisions(ns, workloads, redactor, configmaps)
     serving = Serving(
         namespace,
-        [Target(w.workload, tuple(_target_labels(w))) for w in workloads.values()],
+        [Target(w.workload, tuple(target_labels(w))) for w in workloads.values()],
         ns.objs,
     )
     facts = [_facts(ns, w, serving, configmaps, now) for w in workloads.values()]
     return Derived(facts=facts, pools=_pools(ns), revisions=revisions)
 
 
-def _workloads(ns: _Namespace) -> dict[str, _Workload]:
-    out: dict[str, _Workload] = {}
-
-    def group(kind: str, name: str) -> _Workload | None:
-        wid = ns.workload_id(kind, name)
-        if wid not in out:
-            if len(out) >= MAX_WORKLOADS:
-                return None
-            out[wid] = _Workload(wid, kind, name)
-        return out[wid]
-
-    for kind in CONTROLLER_KINDS:
-        for name, obj in sorted(ns.objs(kind).items()):
-            top_kind, top_name = ns.resolve(kind, name, obj)
-            g = group(top_kind, top_name)
-            if g is not None:
-                g.controllers.append((kind, name, obj))
-    for kind in CUSTOM_WORKLOADS:
-        for name, obj in sorted(ns.objs(kind).items()):
-            g = group(kind, name)
-            if g is not None:
-                g.custom = obj
-    return dict(sorted(out.items()))
-
-
-def _target_labels(w: _Workload) -> list[Mapping[str, str]]:
-    labels: list[Mapping[str, str]] = [_template_labels(k, o) for k, _, o in w.controllers]
-    if w.kind == "InferenceService":
-        labels.append({KSERVE_LABEL: w.name})  # KServe labels every predictor pod so
-    return [lab for lab in labels if lab]
-
-
 # --- facts of one workload ----------------------------------------------------------------------
 
 
 def _facts(
-    ns: _Namespace,
-    w: _Workload,
+    ns: NamespaceView,
+    w: Workload,
     serving: Serving,
     configmaps: Mapping[str, Mapping[str, Any]] | None,
     now: float,
@@ -279,10 +109,10 @@ def _facts(
     primary = w.controllers[0] if w.controllers else None
     if primary is not None:
         kind, name, obj = primary
-        spec, path = _template_spec(kind, obj)
+        spec, path = template_spec(kind, obj)
         src = ns.src(kind, name, obj)
     elif w.custom is not None:
-        spec, path = _template_spec(w.kind, w.custom)
+        spec, path = template_spec(w.kind, w.custom)
         src = ns.src(w.kind, w.name, w.custom)
     else:
         spec, path, src = {}, "", ns.src(w.kind, w.name, {})
@@ -293,7 +123,7 @@ def _facts(
     _check_shape(sink, spec, src, path)
     workload_template_facts(sink, spec, configmaps, src, path)
     serving.facts(w.workload, sink)
-    current = _current_revision(ns, w)
+    current = current_revision(ns, w)
     return ClusterFacts(
         workload=w.workload,
         facts=sink.facts,
@@ -320,7 +150,7 @@ def _check_shape(sink: FactSink, spec: Mapping[str, Any], src: Src, path: str) -
             sink.problem(f"{src.at(path + '.' + part)} is {type(spec[part]).__name__}, not a map: left out")
 
 
-def _replicas(ns: _Namespace, w: _Workload, sink: FactSink) -> None:
+def _replicas(ns: NamespaceView, w: Workload, sink: FactSink) -> None:
     desired: list[tuple[int, str]] = []
     ready: list[tuple[int, str]] = []
     for kind, name, obj in w.controllers:
@@ -425,7 +255,7 @@ def _predictor_scaling(sink: FactSink, isvc: Mapping[str, Any], src: Src) -> boo
     return True
 
 
-def _autoscaling(ns: _Namespace, w: _Workload, sink: FactSink) -> None:
+def _autoscaling(ns: NamespaceView, w: Workload, sink: FactSink) -> None:
     """The autoscaler of the workload: a ScaledObject, else an HPA, else the KServe predictor's
     own bounds, else (HPAs read, none naming it) ``none``."""
     targets = {(k, n) for k, n, _ in w.controllers} | {(w.kind, w.name)}
@@ -433,7 +263,7 @@ def _autoscaling(ns: _Namespace, w: _Workload, sink: FactSink) -> None:
     def keda_made(name: str, hpa: Mapping[str, Any]) -> bool:
         # KEDA makes an HPA ``keda-hpa-<ScaledObject>`` it owns: reported as the ScaledObject, once.
         # With ScaledObjects unread, that HPA is what is known of the autoscaler.
-        owner = _controller_ref(hpa)
+        owner = controller_ref(hpa)
         made = (owner is not None and owner[0] == "ScaledObject") or name.startswith("keda-hpa-")
         return made and ns.ok("ScaledObject")
 
@@ -461,7 +291,7 @@ def _autoscaling(ns: _Namespace, w: _Workload, sink: FactSink) -> None:
         )
 
 
-def _kserve(ns: _Namespace, w: _Workload, sink: FactSink, serving: Serving) -> None:
+def _kserve(ns: NamespaceView, w: Workload, sink: FactSink, serving: Serving) -> None:
     """A KServe predictor's request timeout (offered beside the routes') and concurrency limit."""
     if w.kind != "InferenceService" or w.custom is None:
         return
@@ -477,7 +307,7 @@ def _kserve(ns: _Namespace, w: _Workload, sink: FactSink, serving: Serving) -> N
         sink.add("serving.container_concurrency", concurrency, src.at("spec.predictor.containerConcurrency"))
 
 
-def _status(ns: _Namespace, w: _Workload, sink: FactSink) -> SourceStatus:
+def _status(ns: NamespaceView, w: Workload, sink: FactSink) -> SourceStatus:
     used = {k for k, _, _ in w.controllers}
     if "Deployment" in used:
         used.add("ReplicaSet")
@@ -508,170 +338,10 @@ def _status(ns: _Namespace, w: _Workload, sink: FactSink) -> SourceStatus:
     return SourceStatus(CLUSTER_SOURCE, state, message[:MAX_MESSAGE])
 
 
-# --- revisions ------------------------------------------------------------------------------------
-
-
-def _created(obj: Mapping[str, Any]) -> float:
-    stamp = text(meta(obj).get("creationTimestamp"))
-    if not stamp:
-        return 0.0
-    try:
-        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-    except (ValueError, OverflowError, OSError):
-        return 0.0
-
-
-def _revision_number(value: str) -> int:
-    return int(value) if value.isdigit() and len(value) < 19 else -1
-
-
-def _owner_workload(
-    ns: _Namespace, workloads: Mapping[str, _Workload], obj: Mapping[str, Any], kinds: tuple[str, ...]
-) -> _Workload | None:
-    ref = _controller_ref(obj)
-    if ref is None or ref[0] not in kinds:
-        return None
-    owner = ns.objs(ref[0]).get(ref[1])
-    top = ns.resolve(ref[0], ref[1], owner) if owner is not None else ref
-    return workloads.get(ns.workload_id(*top))
-
-
-def _revisions(
-    ns: _Namespace,
-    workloads: Mapping[str, _Workload],
-    redactor: Redactor,
-    configmaps: Mapping[str, Mapping[str, Any]] | None,
-) -> list[RevisionTemplate]:
-    for name, rs in sorted(ns.objs("ReplicaSet").items()):
-        w = _owner_workload(ns, workloads, rs, ("Deployment",))
-        labels = str_map(meta(rs).get("labels")) or str_map(
-            mapping(mapping(mapping(rs.get("spec")).get("template")).get("metadata")).get("labels")
-        )
-        template_hash = labels.get(TEMPLATE_HASH, "")
-        if w is None or not template_hash:
-            continue
-        revision = str_map(meta(rs).get("annotations")).get(REVISION_ANNOTATION, "")
-        w.revisions[template_hash] = revision
-        src = ns.src("ReplicaSet", name, rs)
-        _add_template(
-            w,
-            revision=revision,
-            template_hash=template_hash,
-            spec=pod_spec(mapping(rs.get("spec")).get("template")),
-            path="spec.template.spec",
-            src=src,
-            obj=rs,
-            redactor=redactor,
-            configmaps=configmaps,
-        )
-    for name, cr in sorted(ns.objs("ControllerRevision").items()):
-        w = _owner_workload(ns, workloads, cr, ("StatefulSet", "LeaderWorkerSet"))
-        if w is None:
-            continue
-        number = integer(cr.get("revision"))
-        revision = "" if number is None else str(number)
-        labels = str_map(meta(cr).get("labels"))
-        hashes = [name] + [labels[h] for h in REVISION_HASH_LABELS if labels.get(h)]
-        for h in hashes:
-            w.revisions[h] = revision
-        data_spec = mapping(mapping(cr.get("data")).get("spec"))
-        if "leaderWorkerTemplate" in data_spec:
-            lwt = mapping(data_spec.get("leaderWorkerTemplate"))
-            part = "leaderTemplate" if isinstance(lwt.get("leaderTemplate"), Mapping) else "workerTemplate"
-            spec, path = pod_spec(lwt.get(part)), f"data.spec.leaderWorkerTemplate.{part}.spec"
-        else:
-            spec, path = pod_spec(data_spec.get("template")), "data.spec.template.spec"
-        # Pods carry the LeaderWorkerSet's template-revision hash, a StatefulSet's revision name.
-        template_hash = labels.get("leaderworkerset.sigs.k8s.io/template-revision-hash") or name
-        _add_template(
-            w,
-            revision=revision,
-            template_hash=template_hash,
-            spec=spec,
-            path=path,
-            src=ns.src("ControllerRevision", name, cr),
-            obj=cr,
-            redactor=redactor,
-            configmaps=configmaps,
-        )
-    out: list[RevisionTemplate] = []
-    for w in workloads.values():
-        w.templates.sort(
-            key=lambda t: (_revision_number(t.revision), t.created_at, t.template_hash), reverse=True
-        )
-        del w.templates[MAX_REVISIONS:]
-        if len(w.revisions) > MAX_REVISIONS * 4:
-            w.revisions = dict(
-                sorted(w.revisions.items(), key=lambda hr: -_revision_number(hr[1]))[: MAX_REVISIONS * 4]
-            )
-        out.extend(w.templates)
-    return out
-
-
-def _add_template(
-    w: _Workload,
-    *,
-    revision: str,
-    template_hash: str,
-    spec: Mapping[str, Any],
-    path: str,
-    src: Src,
-    obj: Mapping[str, Any],
-    redactor: Redactor,
-    configmaps: Mapping[str, Mapping[str, Any]] | None,
-) -> None:
-    sink = FactSink()
-    revision_facts(sink, spec, redactor=redactor, configmaps=configmaps, src=src, path=path)
-    w.templates.append(
-        RevisionTemplate(
-            workload=w.workload,
-            revision=revision,
-            template_hash=template_hash,
-            facts=sink.facts,
-            provenance=sink.provenance,
-            created_at=_created(obj),
-            source=str(src),
-        )
-    )
-
-
-def _without_hash(template: object) -> Any:
-    t = dict(mapping(template))
-    md = dict(mapping(t.get("metadata")))
-    labels = {k: v for k, v in mapping(md.get("labels")).items() if k != TEMPLATE_HASH}
-    md["labels"] = labels
-    t["metadata"] = md
-    return t
-
-
-def _current_revision(ns: _Namespace, w: _Workload) -> str:
-    """The revision of the workload's current template (see the module docstring)."""
-    if not w.revisions:
-        return ""
-    primary = w.controllers[0] if w.controllers else None
-    if primary is not None and primary[0] == "Deployment":
-        name, dep = primary[1], primary[2]
-        wanted = _without_hash(mapping(dep.get("spec")).get("template"))
-        for rs in ns.objs("ReplicaSet").values():
-            ref = _controller_ref(rs)
-            rs_hash = str_map(meta(rs).get("labels")).get(TEMPLATE_HASH, "")
-            same = _without_hash(mapping(rs.get("spec")).get("template")) == wanted
-            if ref == ("Deployment", name) and rs_hash in w.revisions and same:
-                return w.revisions[rs_hash]
-        annotated = str_map(meta(dep).get("annotations")).get(REVISION_ANNOTATION)
-        if annotated and annotated in w.revisions.values():
-            return annotated
-    if primary is not None and primary[0] == "StatefulSet":
-        update = text(mapping(primary[2].get("status")).get("updateRevision"))
-        if update and update in w.revisions:
-            return w.revisions[update]
-    return max(w.revisions.values(), key=_revision_number)
-
-
 # --- pools --------------------------------------------------------------------------------------
 
 
-def _pools(ns: _Namespace) -> list[PoolMembers]:
+def _pools(ns: NamespaceView) -> list[PoolMembers]:
     out = []
     for name, pool in sorted(ns.objs("InferencePool").items()):
         selector = pool_selector(pool)

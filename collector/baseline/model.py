@@ -8,6 +8,11 @@ when its current load is within the load tolerance of the baseline's (default ±
 ±30 % or ±2 running requests), and then each metric against its tolerance (``PERF_METRICS``,
 overridable per metric by a SkewPolicy). Metrics or replicas at incomparable load are left
 undecided, so their findings neither open nor resolve.
+
+Replicas come with their workload's cluster facts joined (``collector.domain.cluster``), so a
+baseline holds them too; a baseline recorded before the cluster watch knew the workload takes none
+of the cluster facts that appear later as a change, and a cluster fact the watch cannot read now
+is unknown, not removed.
 """
 
 from __future__ import annotations

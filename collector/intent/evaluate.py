@@ -11,6 +11,10 @@ Pins mean what users mean: a value that asks the engine to choose (``auto`` for 
 the KV-cache dtype, ``mapping.SYMBOLIC_VALUES``) is compared with what was *requested*, not with
 what the engine's rule resolved it to; ``quantization: null`` (and a float ModelSpec precision)
 is checked against the engine's and the checkpoint's quantization together (``mapping.READS_ALL``).
+
+Some rows are answered by the cluster facts the service joins to each replica: the scaling bounds
+compare with the autoscaler's (``orchestration.autoscaling.min`` / ``max``) and fall back to the
+live-replica count (``Row.fallback_compare``) only where no replica reports them.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ from collector.cluster.objects_common import (
 from collector.cluster.objects_revisions import current_revision, derive_revisions
 from collector.cluster.objects_serving import Serving, Target, pool_selector
 from collector.cluster.objects_slim import slim
-from collector.cluster.objects_template import workload_template_facts
+from collector.cluster.objects_template import scrub, workload_template_facts
 from collector.cluster.objects_workloads import (
     CUSTOM_WORKLOADS,
     KSERVE_LABEL,
@@ -88,7 +88,9 @@ def derive(
         [Target(w.workload, tuple(target_labels(w))) for w in workloads.values()],
         ns.objs,
     )
-    facts = [_facts(ns, w, serving, configmaps, now) for w in workloads.values()]
+    facts = [
+        _facts(ns, w, serving, configmaps=configmaps, redactor=redactor, now=now) for w in workloads.values()
+    ]
     return Derived(facts=facts, pools=_pools(ns), revisions=revisions)
 
 
@@ -99,7 +101,9 @@ def _facts(
     ns: NamespaceView,
     w: Workload,
     serving: Serving,
+    *,
     configmaps: Mapping[str, Mapping[str, Any]] | None,
+    redactor: Redactor,
     now: float,
 ) -> ClusterFacts:
     sink = FactSink()
@@ -126,7 +130,7 @@ def _facts(
     current = current_revision(ns, w)
     return ClusterFacts(
         workload=w.workload,
-        facts=sink.facts,
+        facts=scrub(sink.facts, redactor),
         provenance=sink.provenance,
         status=_status(ns, w, sink),
         observed_at=now,

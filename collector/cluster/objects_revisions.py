@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from collector.cluster.objects_common import FactSink, Src, integer, mapping, meta, str_map, text
-from collector.cluster.objects_template import pod_spec, revision_facts
+from collector.cluster.objects_template import pod_spec, revision_facts, scrub
 from collector.cluster.objects_workloads import NamespaceView, Workload, controller_ref
 from collector.domain.cluster import RevisionTemplate
 from skewwatch.redact import Redactor
@@ -144,7 +144,7 @@ def _add_template(
             workload=w.workload,
             revision=revision,
             template_hash=template_hash,
-            facts=sink.facts,
+            facts=scrub(sink.facts, redactor),
             provenance=sink.provenance,
             created_at=_created(obj),
             source=str(src),

@@ -227,6 +227,27 @@ def workload_template_facts(
     configmap_facts(sink, spec, configmaps, src, path)
 
 
+# Keys whose values the redactor already judged by their own rules (argv, env by name and shape),
+# and volumes, whose values are built of object names ("secret:<name>" is no secret pair).
+_REDACTED_BY_RULE = re.compile(r"^orchestration\.template\.(?:[^.]+\.(?:args|command|env\..+)|volumes\..+)$")
+
+
+def scrub(facts: Mapping[str, FactValue], redactor: Redactor) -> dict[str, FactValue]:
+    """Every other string value (a label, a route, a metric name, a volume's path) with
+    secret-shaped text redacted in place, as the agent's central pass does."""
+    out: dict[str, FactValue] = {}
+    for key, value in facts.items():
+        if _REDACTED_BY_RULE.match(key):
+            out[key] = value
+        elif isinstance(value, str):
+            out[key] = redactor.text(value)
+        elif isinstance(value, list):
+            out[key] = [redactor.text(v) if isinstance(v, str) else v for v in value]
+        else:
+            out[key] = value
+    return out
+
+
 # --- a revision: every container ---------------------------------------------------------------
 
 

@@ -32,6 +32,7 @@ WORKLOAD_LABELS = (
     ("leaderworkerset.sigs.k8s.io/name", "LeaderWorkerSet"),
 )
 KSERVE_LABEL = "serving.kserve.io/inferenceservice"
+LWS_NAME_LABEL = "leaderworkerset.sigs.k8s.io/name"
 MAX_OWNER_DEPTH = 5
 MAX_WORKLOADS = 1_000  # per namespace
 NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$")
@@ -180,7 +181,18 @@ def group_workloads(ns: NamespaceView) -> dict[str, Workload]:
 
 
 def target_labels(w: Workload) -> list[Mapping[str, str]]:
-    labels: list[Mapping[str, str]] = [template_labels(k, o) for k, _, o in w.controllers]
+    """The label sets of the workload's pods, as Services and InferencePools select them: each
+    template's labels with those its controller adds to every pod (LeaderWorkerSet's name, KServe's
+    inferenceservice label)."""
+    added: dict[str, str] = {}
     if w.kind == "InferenceService":
-        labels.append({KSERVE_LABEL: w.name})  # KServe labels every predictor pod so
-    return [lab for lab in labels if lab]
+        added[KSERVE_LABEL] = w.name
+    out: list[Mapping[str, str]] = []
+    for kind, name, obj in w.controllers:
+        labels = {**template_labels(kind, obj), **added}
+        if kind == "LeaderWorkerSet":
+            labels[LWS_NAME_LABEL] = name
+        out.append(labels)
+    if not w.controllers and added:
+        out.append(added)
+    return [lab for lab in out if lab]

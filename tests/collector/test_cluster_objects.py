@@ -863,3 +863,43 @@ def test_configmap_digest_is_sha256_of_canonical_content() -> None:
     )
     s = slim("ConfigMap", cm)
     assert s is not None and s["digest"] == "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def test_services_select_the_labels_controllers_add_to_pods(kserve: list[dict[str, Any]]) -> None:
+    objects = kept(kserve)
+    objects["Service"] = {
+        "lws-leader": slimmed(
+            "Service",
+            {
+                "metadata": {"name": "lws-leader", "resourceVersion": "3"},
+                "spec": {"selector": {"leaderworkerset.sigs.k8s.io/name": "deepseek-lws", "role": "leader"}},
+            },
+        ),
+        "granite": slimmed(
+            "Service",
+            {
+                "metadata": {"name": "granite", "resourceVersion": "4"},
+                "spec": {
+                    "selector": {"serving.kserve.io/inferenceservice": "granite"},
+                    "ports": [{"port": 80}],
+                },
+            },
+        ),
+    }
+    ids = by_id(run(objects))
+    assert ids["llm/LeaderWorkerSet/deepseek-lws"].facts["serving.service.name"] == "Service/llm/lws-leader"
+    assert ids["llm/InferenceService/granite"].facts["serving.service.name"] == "Service/llm/granite"
+
+
+def test_secret_shaped_text_anywhere_in_the_facts_is_redacted(stack: list[dict[str, Any]]) -> None:
+    token = "hf_NodeSelectorLeakAbcdefghijklmnop"
+    dep = copy.deepcopy(find(stack, "Deployment", "vllm-llama"))
+    dep["spec"]["template"]["spec"]["nodeSelector"]["example.com/owner"] = token
+    objects = kept(stack)
+    objects["Deployment"]["vllm-llama"] = slimmed("Deployment", dep)
+    objects["ReplicaSet"] = {"r": slimmed("ReplicaSet", replica_set_of(dep, "6f7c8d9b5", "2"))}
+    d = run(objects)
+    assert token not in repr(d)
+    key = "orchestration.template.node_selector.example.com/owner"
+    assert by_id(d)["llm/Deployment/vllm-llama"].facts[key] == REDACTOR.digest(token)
+    assert d.revisions[0].facts[key] == REDACTOR.digest(token)

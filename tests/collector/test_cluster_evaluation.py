@@ -23,7 +23,7 @@ from collector.service.recording import Recorder
 from collector.store.sqlite import SqliteStore
 from skewwatch.core.facts import FactValue, Provenance, SourceState, SourceStatus
 from skewwatch.core.identity import PodIdentity
-from tests.support.collector import BASE_FACTS, make_snapshot
+from tests.support.collector import BASE_FACTS, H100_FACTS, make_snapshot
 
 NS = "ml"
 WL = "ml/Deployment/llm"
@@ -251,10 +251,14 @@ async def test_cluster_facts_the_watch_cannot_say_now_are_unknown_not_removed(
     tmp_path: Path, why: str
 ) -> None:
     async with running(tmp_path) as env:
+        # On a GPU node every agent source is ok: only the cluster source can say a fact is unknown.
         for pod in ("llm-0", "llm-1"):
-            await env.send(pod_facts(pod))
+            await env.send(pod_facts(pod, WL, {**BASE_FACTS, **H100_FACTS}))
         await env.watch([cluster_facts(WL, autoscaled())])
         await env.drift.record(WL)
+        assert all(
+            s.state is SourceState.OK for r in await env.drift.replicas(WL) for s in r.sources.values()
+        )
         if why == "watch restarted":  # the workload is not (yet) known to the watch: no cluster source
             await env.watch([])
         else:

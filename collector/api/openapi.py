@@ -1107,7 +1107,11 @@ PATHS.update(
                         **_q("workload", "NAMESPACE/NAME or NAMESPACE/KIND/NAME", _WORKLOAD_REF),
                         "required": True,
                     },
-                    _q("last_good", "against the replica's previous configuration (flag; no value needed)"),
+                    _q(
+                        "last_good",
+                        "against the replica's previous configuration (flag; no value needed); the answer's "
+                        "template is the pod-template diff from the last-good revision to the current one",
+                    ),
                     _q("baseline", "against the workload's baseline (flag)"),
                     _q("intent", "against the bound intents, field by field (flag)"),
                     _q(

@@ -168,6 +168,7 @@ def _replica_json(r: Replica, majority: frozenset[str]) -> JSON:
 
 NO_CLUSTER_WATCH = "the cluster watch is not configured on this collector"
 REVISIONS_NAMED = 20  # stored revisions an unknown-revision error lists
+BASELINE_PODS_ASKED = 8  # recorded pods whose history is read for the baseline's template hash
 # What a workload revision reference may hold: a Kubernetes name segment (template hashes are).
 _REF_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
 MAX_REF = 253
@@ -689,6 +690,10 @@ class Queries:
             return LastGoodRevision(
                 None, f"no last-good revision: record a baseline ('skewwatch baseline record {workload}')"
             )
+        if not entries:
+            return LastGoodRevision(
+                None, f"no last-good revision: no pod-template revision of {workload} is stored"
+            )
         found = await self._baseline_template_hash(workload, baseline)
         label = f"baseline {baseline.id} ({baseline.origin}, recorded {_iso(baseline.recorded_at)})"
         if found is None:
@@ -715,7 +720,8 @@ class Queries:
         if in_facts is not None:
             return in_facts, ", ".join(baseline.pods)
         namespace = split_workload(workload)[0]
-        for pod in sorted(baseline.pods):
+        # The recorded pods ran one configuration (the majority): a few of them answer it.
+        for pod in sorted(baseline.pods)[:BASELINE_PODS_ASKED]:
             rows = await self.store.history(PodKey(namespace, pod), LAST_GOOD_DEPTH)
             then = next((r for r in rows if r.received_at <= baseline.recorded_at), None)
             found = template_hash_of(then.facts) if then is not None else None

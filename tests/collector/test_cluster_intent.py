@@ -5,6 +5,7 @@ recorded vLLM snapshot with the workload's cluster facts joined as the service j
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,9 +14,10 @@ import pytest
 from collector.domain.cluster import merge_cluster
 from collector.domain.model import Replica
 from collector.drift.engine import Evaluation, WorkloadInput, evaluate
+from collector.drift.playbook import PLAYBOOK, cluster_object, hint_for, play_for
 from collector.intent.evaluate import Check
 from collector.intent.model import ModelSpec, parse_documents
-from skewwatch.core.facts import FactValue
+from skewwatch.core.facts import FactValue, Provenance
 from tests.collector.test_cluster_evaluation import HPA, INGRESS, SERVICE, WL, autoscaled, cluster_facts
 from tests.support.collector import RECORDED
 
@@ -207,3 +209,33 @@ def test_the_protocol_is_the_services(intent: str, service: str, status: str) ->
             f"the Service ml/llm declares spec.ports[http].appProtocol {service}; "
             f"the ModelSpec expects {intent}"
         )
+
+
+def test_cluster_hints_name_only_what_a_finding_and_its_provenance_give() -> None:
+    # A placeholder hint_for does not fill would reach users as "{flag}" or "{name}".
+    allowed = {"object", "field", "actual", "expected", "reference"}
+    for play in PLAYBOOK:
+        used = set(re.findall(r"\{(\w+)\}", play.cluster_hint))
+        assert used <= allowed, (play.pattern, used - allowed)
+    with_cluster_hint = {p.pattern for p in PLAYBOOK if p.cluster_hint}
+    keys = (
+        "orchestration.autoscaling.max",
+        "serving.timeout_seconds",
+        "serving.service.protocol",
+        "orchestration.configmap.model-config.digest",
+        "orchestration.node_selector.nvidia.com/gpu.product",
+    )
+    for key in keys:
+        assert play_for(key).pattern in with_cluster_hint, key
+
+
+def test_a_value_from_the_engine_keeps_the_engine_hint() -> None:
+    # The engine reports its own request timeout: no object to name, the plain hint stands.
+    prov = Provenance("process", "arg", "--timeout")
+    assert cluster_object([prov]) is None
+    play = play_for("serving.timeout_seconds")
+    assert hint_for(play, "serving.timeout_seconds", "--timeout") == play.hint
+    obj = cluster_object(
+        [prov, Provenance("cluster", "k8s", "HTTPRoute/ml/llm@9: spec.rules[0].timeouts.request")]
+    )
+    assert obj is not None and (str(obj), obj.field) == ("HTTPRoute ml/llm", "spec.rules[0].timeouts.request")

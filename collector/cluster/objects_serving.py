@@ -122,6 +122,7 @@ TIGHTEST = frozenset({
 })  # fmt: skip
 ROUTE = "serving.route"
 POOL = "serving.inference_pool"
+POOL_PORTS = "serving.inference_pool_ports"  # the target ports of every pool selecting the workload
 # Service port protocol: appProtocol (or the port name's prefix, Istio's naming convention).
 PROTOCOLS: dict[str, str] = {
     "http": "http", "http2": "h2c", "h2c": "h2c", "kubernetes.io/h2c": "h2c", "grpc": "grpc",
@@ -149,6 +150,21 @@ def pool_selector(obj: Mapping[str, Any]) -> dict[str, str]:
     if isinstance(sel.get("matchLabels"), Mapping):
         return str_map(sel.get("matchLabels"))
     return str_map(sel)
+
+
+def pool_ports(obj: Mapping[str, Any]) -> list[tuple[int, str]]:
+    """An InferencePool's target ports and where: ``spec.targetPorts[].number`` (v1), else
+    ``spec.targetPortNumber`` (v1alpha2)."""
+    spec = mapping(obj.get("spec"))
+    out = []
+    for i, p in enumerate(seq(spec.get("targetPorts"))[:8]):  # v1 allows at most 8
+        number = integer(mapping(p).get("number"))
+        if number is not None:
+            out.append((number, f"spec.targetPorts[{i}].number"))
+    single = integer(spec.get("targetPortNumber"))
+    if not out and single is not None:
+        out.append((single, "spec.targetPortNumber"))
+    return out
 
 
 def service_host(host: object, namespace: str) -> str | None:
@@ -211,6 +227,9 @@ class Serving:
         for name, pool in sorted(self.objects("InferencePool").items()):
             workloads = self._selected(pool_selector(pool))
             self.by_pool[name] = workloads
+            src = self._src("InferencePool", name, pool)
+            for port, path in pool_ports(pool):
+                self.offer(workloads, POOL_PORTS, port, src.at(path))
             self.offer(
                 workloads,
                 POOL,
@@ -372,6 +391,11 @@ class Serving:
                 values = sorted({str(v) for v, _ in offers})[:MAX_LIST]
                 details = "; ".join(sorted({d for _, d in offers}))
                 sink.add(key, values[0] if len(values) == 1 else list(values), details)
+                continue
+            if key == POOL_PORTS:
+                numbers = sorted({v for v, _ in offers if isinstance(v, int)})[:MAX_LIST]
+                ports: list[FactValue] = list(numbers)
+                sink.add(key, ports, "; ".join(sorted({d for _, d in offers})))
                 continue
             if key in TIGHTEST:
                 value, detail = min(

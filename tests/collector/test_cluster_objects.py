@@ -319,6 +319,8 @@ def test_httproute_to_inferencepool_to_the_pods_labels(stack: list[dict[str, Any
     assert members["llm/InferencePool/qwen-pool"].selector == old["spec"]["selector"]  # v1alpha2: a plain map
     qwen = by_id(d)["llm/Deployment/sglang-qwen"]
     assert qwen.facts["serving.inference_pool"] == "InferencePool/llm/qwen-pool"
+    assert cf.facts["serving.inference_pool_ports"] == [p["number"] for p in pool["spec"]["targetPorts"]]
+    assert qwen.facts["serving.inference_pool_ports"] == [old["spec"]["targetPortNumber"]]
 
 
 def test_the_tightest_timeout_and_retry_of_all_routes_wins(stack: list[dict[str, Any]]) -> None:

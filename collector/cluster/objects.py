@@ -172,7 +172,9 @@ def _replicas(ns: NamespaceView, w: Workload, sink: FactSink) -> None:
             desired.append((n, ns.src(w.kind, w.name, w.custom).at("spec.replicas")))
     for key, values in (("orchestration.replicas.desired", desired), ("orchestration.replicas.ready", ready)):
         if values:
-            sink.add(key, sum(v for v, _ in values), "; ".join(d for _, d in values))
+            # Clamped to what the wire's sint64 carries (each count is, their sum need not be).
+            total = max(-(2**63), min(2**63 - 1, sum(v for v, _ in values)))
+            sink.add(key, total, "; ".join(d for _, d in values))
 
 
 def _hpa_metric(metric: Mapping[str, Any]) -> tuple[str, str | None, FactValue]:

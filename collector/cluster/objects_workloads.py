@@ -21,12 +21,12 @@ from collector.cluster.resources import KINDS
 from collector.domain.cluster import RevisionTemplate
 from skewwatch.core.facts import SourceState, SourceStatus
 
-CONTROLLERKIND_NAMES = ("Deployment", "StatefulSet", "LeaderWorkerSet")
+CONTROLLER_KINDS = ("Deployment", "StatefulSet", "LeaderWorkerSet")
 CUSTOM_WORKLOADS = ("InferenceService", "LLMInferenceService")
-# Owner kinds the agent follows further up (agent/k8s.py OWNERKIND_NAMES), and the machinery between a
+# Owner kinds the agent follows further up (agent/k8s.py OWNER_KINDS), and the machinery between a
 # pod and what the user wrote, below which a controller's pod label names the workload instead.
-OWNERKIND_NAMES = frozenset({"ReplicaSet", "Deployment", "StatefulSet", "LeaderWorkerSet"})
-INTERMEDIATEKIND_NAMES = OWNERKIND_NAMES | {"Revision", "Configuration"}
+OWNER_KINDS = frozenset({"ReplicaSet", "Deployment", "StatefulSet", "LeaderWorkerSet"})
+INTERMEDIATE_KINDS = OWNER_KINDS | {"Revision", "Configuration"}
 WORKLOAD_LABELS = (
     ("serving.kserve.io/inferenceservice", "InferenceService"),
     ("leaderworkerset.sigs.k8s.io/name", "LeaderWorkerSet"),
@@ -140,11 +140,11 @@ class NamespaceView:
             if ref is None:
                 break
             chain.append(ref)
-            nxt = self.objs(ref[0]).get(ref[1]) if ref[0] in OWNERKIND_NAMES else None
+            nxt = self.objs(ref[0]).get(ref[1]) if ref[0] in OWNER_KINDS else None
             if nxt is None:
                 break
             current = nxt
-        if chain[-1][0] in INTERMEDIATEKIND_NAMES:
+        if chain[-1][0] in INTERMEDIATE_KINDS:
             labels = template_labels(kind, obj)
             for label, label_kind in WORKLOAD_LABELS:
                 if NAME.match(labels.get(label, "")):
@@ -166,7 +166,7 @@ def group_workloads(ns: NamespaceView) -> dict[str, Workload]:
             out[wid] = Workload(wid, kind, name)
         return out[wid]
 
-    for kind in CONTROLLERKIND_NAMES:
+    for kind in CONTROLLER_KINDS:
         for name, obj in sorted(ns.objs(kind).items()):
             top_kind, top_name = ns.resolve(kind, name, obj)
             g = group(top_kind, top_name)

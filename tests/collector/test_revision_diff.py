@@ -6,13 +6,17 @@ arguments and a redacted environment value, and the pod rolled from the first to
 ``revisions=A,B`` takes ``rN``, ``revision:N``, a template hash (``hash:H``), ``current`` and
 ``last-good`` (the revision the baseline was recorded on); two plain integers stay snapshot ids.
 The ``last_good`` mode carries the template diff; ``skewwatch diff`` and ``skewwatch revisions``
-print it as a table and as the API's JSON; the evidence bundle holds it.
+print it as a table and as the API's JSON; the evidence bundle holds it. One test feeds the
+watch's own rendering (``collector.cluster.objects.derive``) of two real-shaped ReplicaSets
+(tests/fixtures/kube/revisions.yaml), a secret literal rotated between them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,19 +24,24 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 from aiohttp import web
 
 from collector.api.app import create_app
+from collector.cluster.objects import Derived, derive, slim
+from collector.cluster.resources import KINDS
 from collector.domain.cluster import CLUSTER_METHOD, CLUSTER_SOURCE, ClusterFacts, RevisionTemplate
 from collector.service.cluster import ClusterState
 from collector.service.queries import Queries
-from skewwatch.core.facts import FactValue, Provenance
+from skewwatch.core.facts import FactValue, Provenance, SourceState, SourceStatus
+from skewwatch.redact import Redactor
 from tests.support.cli import run
 from tests.support.cli_state import pod, settle
 from tests.support.collector import (
     BASE_FACTS,
     AgentStream,
     Running,
+    hello_msg,
     make_snapshot,
     settings_for,
     snapshot_msg,
@@ -406,3 +415,68 @@ async def test_concurrent_revision_queries_answer_alike(rig: Rig) -> None:
     paths = ["/api/v1/diff?workload=ml/llm&revisions=r1,r2"] * 4 + ["/api/v1/workloads/ml/llm/revisions"] * 4
     bodies = await asyncio.gather(*(get(rig.http, p) for p in paths))
     assert all(b == bodies[0] for b in bodies[:4]) and all(b == bodies[4] for b in bodies[4:])
+
+
+KUBE = Path(__file__).resolve().parents[1] / "fixtures" / "kube"
+ROLLOUT = "llm/Deployment/llama-rollout"
+ROTATED = "hf_RotatedTokenZyxwvutsrqponmlk98"
+
+
+def watched(docs: list[dict[str, Any]]) -> Derived:
+    """What the watch derives from these objects of namespace llm, every kind listed fine."""
+    objects: dict[str, dict[str, dict[str, Any]]] = {}
+    for doc in docs:
+        kept = slim(str(doc.get("kind")), doc)
+        if kept is not None:
+            objects.setdefault(str(doc["kind"]), {})[doc["metadata"]["name"]] = kept
+    kinds = {k.name: SourceStatus("cluster", SourceState.OK) for k in KINDS}
+    return derive("llm", objects, kinds, Redactor("test-salt"), time.time())
+
+
+async def test_the_watchs_rendering_of_two_replicasets_diffs_image_args_and_a_rotated_secret(
+    rig: Rig,
+) -> None:
+    docs = [d for d in yaml.safe_load_all((KUBE / "revisions.yaml").read_text()) if isinstance(d, dict)]
+    docs = copy.deepcopy(docs)
+    newer = next(
+        d for d in docs if d["kind"] == "ReplicaSet" and d["metadata"]["name"] == "llama-rollout-7b5c4d9f8"
+    )
+    [container] = newer["spec"]["template"]["spec"]["containers"]
+    old_token = next(e["value"] for e in container["env"] if e["name"] == "HF_TOKEN")
+    next(e for e in container["env"] if e["name"] == "HF_TOKEN")["value"] = ROTATED
+    d = watched(docs)
+    await rig.state.update("llm", d.facts, d.pools, d.revisions)
+    s = rig.running.stream()
+    name = "llama-rollout-7b5c4d9f8-x2x9z"
+    await s.exchange(hello_msg(1, namespace="llm", pod=name, workload=ROLLOUT))
+    facts = {
+        **BASE_FACTS,
+        "orchestration.namespace": "llm",
+        "orchestration.pod": name,
+        "orchestration.workload": ROLLOUT,
+        HASH_LABEL: "7b5c4d9f8",
+    }
+    await s.exchange(snapshot_msg(2, make_snapshot(facts)))
+    async with rig.http.get("/api/v1/diff?workload=llm/llama-rollout&revisions=r1,current") as r:
+        raw = await r.text()
+        assert r.status == 200, raw
+    body = json.loads(raw)
+    changed = {c["key"].rsplit(".", 1)[-1] if ".env." in c["key"] else c["key"]: c for c in body["changes"]}
+    assert set(changed) == {
+        "orchestration.template.vllm.image",
+        "orchestration.template.vllm.args",
+        "HF_TOKEN",
+    }
+    assert changed["orchestration.template.vllm.image"]["before"] == "vllm/vllm-openai:v0.6.2"
+    assert changed["orchestration.template.vllm.image"]["after"] == "vllm/vllm-openai:v0.6.3"
+    token = changed["HF_TOKEN"]
+    assert token["change"] == "changed" and token["before"] != token["after"]
+    assert str(token["before"]).startswith("redacted:sha256:") and str(token["after"]).startswith(
+        "redacted:sha256:"
+    )
+    assert (body["from"]["revision"], body["to"]["revision"], body["to"]["current"]) == ("1", "2", True)
+    # never in clear: not in the answer, not in the store's file
+    assert old_token not in raw and ROTATED not in raw
+    stored = b"".join(p.read_bytes() for p in rig.running.db.parent.glob(rig.running.db.name + "*"))
+    assert b"workload_revisions" in stored and b"llama-rollout-6d8f9b7c4d" in stored  # the file was read
+    assert old_token.encode() not in stored and ROTATED.encode() not in stored

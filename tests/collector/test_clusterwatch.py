@@ -22,8 +22,14 @@ from skewwatch.redact import Redactor
 from tests.kubeapi.server import KubeApiServer, serve
 from tests.support.kubeapi import kubeconfig
 
-FAST = {"debounce_s": 0.05, "namespaces_poll_s": 0.05, "initial_wait_s": 3.0, "resync_s": 60.0,
-        "backoff_base_s": 0.01, "backoff_cap_s": 0.05}  # fmt: skip
+FAST: dict[str, Any] = {
+    "debounce_s": 0.05,
+    "namespaces_poll_s": 0.05,
+    "initial_wait_s": 3.0,
+    "resync_s": 60.0,
+    "backoff_base_s": 0.01,
+    "backoff_cap_s": 0.05,
+}
 
 
 class MemoryRevisions:
@@ -170,9 +176,10 @@ async def test_status_reports_each_kind_of_each_namespace(tmp_path: Path) -> Non
     state, _, _ = new_state()
     async with watching(api, tmp_path, state):
         await until(lambda: state.status().get("available") is True, "available")
+        await until(lambda: len(state.status()["namespaces"].get("ml", {})) == len(KINDS), "every kind")
         await until(
-            lambda: state.status()["namespaces"].get("ml", {}).get("Deployment", {}).get("status") == "ok",
-            "ok",
+            lambda: all(k["status"] != "pending" for k in state.status()["namespaces"]["ml"].values()),
+            "every kind past its first list",
         )
         status = state.status()
         assert status["message"] == f"watching {len(KINDS)} kinds in 1 namespaces"
@@ -259,3 +266,41 @@ async def test_real_derive_on_real_manifests_yields_facts_and_revisions(
         cf = state.facts(workloads[0])
         assert cf is not None and cf.current_revision == "1"
         assert w.status()["available"] is True
+
+
+async def test_credentials_appearing_later_start_the_watch(tmp_path: Path) -> None:
+    api = KubeApiServer()
+    api.apply(deployment("a"))
+    state, _, _ = new_state()
+    environ: dict[str, str] = {}
+    async with serve(api) as url:
+        w = ClusterWatch(state, namespaces=["ml"], redactor=Redactor("salt"), sa_root=tmp_path / "no-sa",
+                         environ=environ, derive=StubDerive(), keep=keep, credentials_retry_s=0.05,
+                         **{k: v for k, v in FAST.items() if k != "resync_s"})  # fmt: skip
+        w.start()
+        try:
+            await until(lambda: state.status()["available"] is False, "unavailable first")
+            environ["KUBECONFIG"] = str(kubeconfig(tmp_path, url))
+            await until(lambda: state.facts("ml/Deployment/a") is not None, "watching once credentials exist")
+            assert state.status()["available"] is True
+        finally:
+            await w.stop()
+
+
+async def test_rotated_token_is_used_by_the_next_requests(tmp_path: Path) -> None:
+    api = KubeApiServer()
+    api.apply(deployment("a"))
+    state, _, _ = new_state()
+    async with watching(api, tmp_path, state, reload_s=0.05) as w:
+        await until(lambda: state.facts("ml/Deployment/a") is not None, "watching")
+        assert w.status()["available"] is True
+        # The token rotates: the server takes only the new one, the kubeconfig file holds it.
+        kc = tmp_path / "kubeconfig"
+        old = api.token or ""
+        kc.write_text(kc.read_text().replace(old, "rotated-token"))
+        api.token = "rotated-token"
+        await asyncio.sleep(0.2)  # past reload_s: the watch has read the credentials again
+        api.close_watches()  # every watch must be made again, with the token of now
+        api.apply(deployment("b"))
+        await until(lambda: state.facts("ml/Deployment/b") is not None, "watching with the new token")
+        assert all(s["status"] == "ok" for s in w.status()["namespaces"]["ml"].values() if s["group_version"])

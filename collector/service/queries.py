@@ -522,12 +522,14 @@ class IntentListing:
 
 class Queries:
     """The drift queries over ``store`` and the evaluation service ``drift``; with ``cluster`` (the
-    cluster watch's state), the workloads' cluster facts and pod-template revisions too."""
+    cluster watch's state; by default the one the evaluation joins to replicas), the workloads'
+    cluster facts and pod-template revisions too."""
 
     def __init__(self, store: QueryStore, drift: DriftService, cluster: ClusterState | None = None) -> None:
         self.store = store
         self.drift = drift
-        self.cluster = cluster
+        # One state for what a workload is evaluated with and what its queries show.
+        self.cluster = cluster if cluster is not None else drift.cluster
 
     def now(self) -> float:
         return self.drift.clock()

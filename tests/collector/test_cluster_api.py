@@ -5,11 +5,17 @@ and the reading of a workload revision reference (pure)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import aiohttp
 import pytest
 
 from collector.errors import BadRequestError
-from collector.service.queries import NO_CLUSTER_WATCH, RevisionRef, parse_revision_ref
+from collector.intent.directory import IntentRegistry
+from collector.service.cluster import ClusterState
+from collector.service.evaluation import DriftService
+from collector.service.queries import NO_CLUSTER_WATCH, Queries, RevisionRef, parse_revision_ref
+from collector.store.sqlite import SqliteStore
 from tests.collector.test_revision_diff import (
     H1,
     H2,
@@ -167,3 +173,17 @@ def test_revision_references(text: str, ref: RevisionRef) -> None:
 def test_bad_revision_references_name_the_parameter(text: str) -> None:
     with pytest.raises(BadRequestError, match=r"^where: .* is not a workload revision"):
         parse_revision_ref(text, "where")
+
+
+async def test_queries_take_the_evaluations_cluster_state_by_default(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "q.db")
+    await store.open()
+    try:
+        state = ClusterState(store, lambda _: None)
+        drift = DriftService(store, IntentRegistry(None), cluster=state)
+        assert Queries(store, drift).cluster is state
+        other = ClusterState(store, lambda _: None)
+        assert Queries(store, drift, cluster=other).cluster is other
+        assert Queries(store, DriftService(store, IntentRegistry(None))).cluster is None
+    finally:
+        await store.close()

@@ -530,8 +530,12 @@ class ProbeClient:
                     last = now
                     result.content_chunks += 1
             if done:
+                result.end = time.perf_counter()
+                # Read the body's end (the chunked terminator that follows [DONE]) so the pool
+                # keeps the connection: a real client reuses it, and a new one would add connect time.
+                await resp.content.read(MAX_ERROR_BODY_BYTES)
                 break
-        result.end = time.perf_counter()
+        result.end = result.end or time.perf_counter()
         if not done:
             self._fail(result, "stream_error", f"the stream ended without [DONE] after "
                        f"{result.content_chunks} content chunk(s)")  # fmt: skip

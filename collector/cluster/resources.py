@@ -57,7 +57,13 @@ KINDS: tuple[Kind, ...] = (
     Kind("VirtualService", "networking.istio.io", ("v1", "v1beta1"), "virtualservices", optional=True),
     Kind("DestinationRule", "networking.istio.io", ("v1", "v1beta1"), "destinationrules", optional=True),
     Kind("InferenceService", "serving.kserve.io", ("v1beta1",), "inferenceservices", optional=True),
-    Kind("LLMInferenceService", "serving.kserve.io", ("v1alpha1",), "llminferenceservices", optional=True),
+    Kind(
+        "LLMInferenceService",
+        "serving.kserve.io",
+        ("v1alpha2", "v1alpha1"),
+        "llminferenceservices",
+        optional=True,
+    ),
 )
 
 BY_NAME: dict[str, Kind] = {k.name: k for k in KINDS}

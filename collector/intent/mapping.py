@@ -419,7 +419,7 @@ MODELSPEC_ROWS: tuple[Row, ...] = (
         "the protocol of the Service port in front of the pods (appProtocol, else the port's name): http "
         "accepts http and h2c, grpc accepts grpc; h2c cannot tell gRPC from HTTP/2 (unverifiable)"),
     Row("spec.operations.serving.port", "serving.port", "equal",
-        "the engine's own port; the Service's targetPort (serving.service.port) need not be it"),
+        "the engine's own port; the Service's targetPort (serving.service.target_port) need not be it"),
     Row("spec.operations.serving.readinessProbe.path", "orchestration.probes.readiness.path", "equal",
         "when the pod source reports probes"),
     Row("spec.operations.serving.readinessProbe.timeoutSeconds", "orchestration.probes.readiness.timeout_seconds",

@@ -53,8 +53,8 @@ from pathlib import Path
 from agent.errors import SettingsError
 from agent.hashing import MODES, HashBudget
 from skewwatch.core.net import is_loopback
+from skewwatch.redact import DEFAULT_SALT
 
-DEFAULT_SALT = "skewwatch.v1"
 _HOSTPORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-_]+):(\d{1,5})$")
 
 

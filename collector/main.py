@@ -22,6 +22,7 @@ from aiohttp import web
 
 from collector.api.app import create_app
 from collector.api.auth import load_tokens
+from collector.cluster.clusterwatch import ClusterWatch
 from collector.cluster.injection import InjectionCheck
 from collector.cluster.kube import SERVICE_ACCOUNT
 from collector.domain.records import Retention
@@ -31,6 +32,7 @@ from collector.ingest.auth import ServerCredentialFiles, agent_auth
 from collector.ingest.registry import StreamLimits
 from collector.ingest.server import IngestService, StreamTimeouts
 from collector.intent.directory import IntentRegistry
+from collector.service.cluster import ClusterState
 from collector.service.evaluation import DriftService, DriftSettings
 from collector.service.events import NO_EVENTS
 from collector.service.pods import Pods
@@ -45,6 +47,7 @@ from collector.store.url import parse_store_url
 from collector.telemetry.metrics import Telemetry
 from collector.tokens import TokenFile
 from skewwatch.core.net import is_loopback
+from skewwatch.redact import Redactor
 from skewwatch.tls import ReloadingTLS, TLSFilesError
 
 log = logging.getLogger(__name__)
@@ -122,6 +125,8 @@ class Collector:
         self.environ: Mapping[str, str] = environ if environ is not None else os.environ
         self.serviceaccount = serviceaccount
         self.injection: InjectionCheck | None = None
+        self.cluster: ClusterState | None = None
+        self.cluster_watch: ClusterWatch | None = None
         self._grpc: grpc.aio.Server | None = None
         self._runner: web.AppRunner | None = None
         self._serving = False
@@ -157,6 +162,26 @@ class Collector:
     def serving(self) -> bool:
         return self._serving
 
+    def _schedule_evaluation(self, workload: str) -> None:
+        if self.drift is not None:
+            self.drift.schedule(workload)
+
+    def _cluster_watch(self, s: CollectorSettings, state: ClusterState) -> ClusterWatch:
+        """The cluster watch over the namespaces given, else those agents have reported from."""
+        fixed = [n.strip() for n in s.cluster_namespaces.split(",") if n.strip()]
+
+        async def reporting() -> set[str]:
+            return {b.key.namespace for b in await self.store.pod_briefs()}
+
+        return ClusterWatch(
+            state,
+            namespaces=fixed or reporting,
+            redactor=Redactor(s.redaction_salt),
+            resync_s=s.cluster_resync_s,
+            sa_root=self.serviceaccount,
+            environ=self.environ,
+        )
+
     async def start(self) -> BoundPorts:
         s = self.settings.validate()
         http_host, http_port = split_hostport(s.http, "--http")
@@ -169,12 +194,17 @@ class Collector:
                 self.ownership = self._store.ownership()
                 await self.ownership.open()
             self.telemetry = Telemetry(s)
+            # What the Kubernetes API says of each workload; a change schedules its evaluation.
+            self.cluster = ClusterState(
+                self._store, schedule=self._schedule_evaluation, keep=s.cluster_revisions_keep
+            )
             self.drift = DriftService(
                 self._store,
                 IntentRegistry(s.intents, events=self.telemetry),
                 drift_settings(s),
                 events=self.telemetry,
                 ownership=self.ownership,
+                cluster=self.cluster,
             )
             await self.drift.start()
             grpc_port = await self._start_grpc(s)
@@ -183,6 +213,13 @@ class Collector:
             self.telemetry.start()
             assert self.injection is not None
             self.injection.start()
+            if s.cluster_watch:
+                self.cluster_watch = self._cluster_watch(s, self.cluster)
+                self.cluster_watch.start()
+            else:
+                self.cluster.set_status(
+                    {"available": False, "message": "off (SKEWWATCH_CLUSTER_WATCH=false)", "namespaces": {}}
+                )
             self.pruner = Pruner(self._store, retention_of(s), s.prune_interval_s, events=self.telemetry)
             self.pruner.start()
         except BaseException:
@@ -335,12 +372,15 @@ class Collector:
         server, self._grpc = self._grpc, None
         runner, self._runner = self._runner, None
         injection, self.injection = self.injection, None
+        cluster_watch, self.cluster_watch = self.cluster_watch, None
         pruner, self.pruner = self.pruner, None
         try:
             if pruner is not None:
                 await pruner.stop()
             if injection is not None:
                 await injection.stop()
+            if cluster_watch is not None:
+                await cluster_watch.stop()
             if server is not None:
                 await server.stop(grace)
             if self.ingest is not None:

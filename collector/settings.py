@@ -46,6 +46,7 @@
 | cluster_namespaces       | (none)              | SKEWWATCH_CLUSTER_NAMESPACES       | where agents report |
 | cluster_revisions_keep   | (none)              | SKEWWATCH_CLUSTER_REVISIONS_KEEP   | 20 per workload   |
 | cluster_resync_s         | (none)              | SKEWWATCH_CLUSTER_RESYNC           | 600 s             |
+| redaction_salt           | (none)              | SKEWWATCH_REDACTION_SALT           | agent's default   |
 | tls_cert_file            | --grpc-tls-cert     | SKEWWATCH_GRPC_TLS_CERT            | none (plaintext)  |
 | tls_key_file             | --grpc-tls-key      | SKEWWATCH_GRPC_TLS_KEY             | none              |
 | tls_client_ca_file       | --grpc-client-ca    | SKEWWATCH_GRPC_CLIENT_CA           | none (no mTLS)    |
@@ -98,7 +99,9 @@ and mounted ConfigMaps of the namespaces where agents report (or ``cluster_names
 comma-separated list), joins their facts to each workload (provenance ``k8s``), and keeps at
 most ``cluster_revisions_keep`` pod-template revisions per workload. A watch is relisted at the
 latest every ``cluster_resync_s``. Without credentials, or for a kind not installed, that part
-reports itself unavailable and nothing else is affected.
+reports itself unavailable and nothing else is affected. Literal env values and arguments of the
+pod templates are redacted as the agent redacts them, with ``redaction_salt`` (give the agents'
+``SKEWWATCH_REDACTION_SALT`` so that their digests of one secret agree).
 
 Security (docs/security.md, SECURITY.md): with ``tls_cert_file`` and ``tls_key_file`` (PEM) gRPC
 ingest is TLS; with ``tls_client_ca_file`` too, agents must present a client certificate that CA
@@ -140,6 +143,7 @@ from typing import Any
 
 from collector.errors import SettingsError
 from skewwatch.core.net import is_loopback
+from skewwatch.redact import DEFAULT_SALT
 
 MIB = 1024 * 1024
 _OTLP_ENDPOINT = re.compile(r"^(?:(https?)://)?(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.\-_]+):(\d{1,5})/?$")
@@ -195,6 +199,7 @@ class CollectorSettings:
     cluster_namespaces: str = ""
     cluster_revisions_keep: int = 20
     cluster_resync_s: float = 600.0
+    redaction_salt: str = DEFAULT_SALT
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     tls_client_ca_file: Path | None = None
@@ -458,6 +463,7 @@ ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "cluster_namespaces": ("SKEWWATCH_CLUSTER_NAMESPACES", str),
     "cluster_revisions_keep": ("SKEWWATCH_CLUSTER_REVISIONS_KEEP", int),
     "cluster_resync_s": ("SKEWWATCH_CLUSTER_RESYNC", float),
+    "redaction_salt": ("SKEWWATCH_REDACTION_SALT", str),
     "tls_cert_file": ("SKEWWATCH_GRPC_TLS_CERT", Path),
     "tls_key_file": ("SKEWWATCH_GRPC_TLS_KEY", Path),
     "tls_client_ca_file": ("SKEWWATCH_GRPC_CLIENT_CA", Path),

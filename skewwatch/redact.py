@@ -46,6 +46,9 @@ if TYPE_CHECKING:
     from skewwatch.core.facts import Fact, FactValue, SourceStatus
 
 REDACTED_PREFIX = "redacted:sha256:"
+# The salt when SKEWWATCH_REDACTION_SALT is not set: the agent's and the collector's default, so
+# that their digests of one value agree.
+DEFAULT_SALT = "skewwatch.v1"
 DIGEST_CHARS = 16
 
 # Secret flags of the engines skewwatch knows (normalised: no dashes, ``-`` between words), so a

@@ -3,7 +3,9 @@
 One :class:`ProbeClient` holds one aiohttp session (a connection pool of ``max_connections``)
 and sends each planned request once: **no retries**, ever (a 429 or a 5xx is counted and
 reported, with its ``Retry-After``; a retried request would add load the probe did not plan and
-hide what the server said). aiohttp itself never resends a POST. Every request has a connect
+hide what the server said). aiohttp itself resends a request on a dropped kept-alive connection
+only for idempotent methods (``IDEMPOTENT_METHODS`` in ``aiohttp/client.py``), never a POST.
+Every request has a connect
 timeout, a read timeout (between two reads of the body) and a total timeout.
 
 What it measures, per request, on ``time.perf_counter``:

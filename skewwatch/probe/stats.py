@@ -12,7 +12,8 @@ per-worker percentiles. Inter-token latencies are pooled over all requests of th
 measured requests count: the level's first ``warmup`` requests (in plan order) are excluded and
 reported as such. Latencies come from successful requests; errors are counted by kind. The
 measurement window runs from the first measured request's start to the last one's end;
-tokens/s and requests/s are over that window.
+tokens/s (output tokens of successful requests) and requests/s (successful ones) are over
+that window.
 
 **Client saturation.** A probe that cannot keep up with itself reports its own delay as server
 latency. Two signs are measured and reported beside the numbers: event-loop lag (a monitor task

@@ -166,7 +166,6 @@ def overlay(base: Workload, data: object, file: str) -> Workload:
     if not isinstance(data, Mapping):
         raise WorkloadError(file, "", f"must be a mapping of workload fields, got {type(data).__name__}")
     merged = base.as_dict()
-    merged["prompts"] = None  # placeholder: the base prompts are kept as objects below
     for key, value in data.items():
         if key not in _FIELDS:
             raise WorkloadError(file, str(key), f"unknown field (known: {', '.join(sorted(_FIELDS))})")

@@ -214,10 +214,11 @@ async def test_an_error_event_mid_stream_is_a_stream_error(style: str) -> None:
 
 
 async def test_a_stream_cut_before_done_is_a_stream_error() -> None:
-    with serve(Behaviour(first_token_delay=0.01, token_delay=0.0, tokens=8, cut_after=2)) as (url, _):
+    with serve(Behaviour(first_token_delay=0.01, token_delay=0.0, tokens=8, cut_after=2)) as (url, server):
         async with client(url) as c:
             r = await c.send(request())
     assert r.error == "stream_error", (r.error, r.detail)
+    assert r.content_chunks == 2 and server.counts.requests == 1  # not resent on the dropped connection
 
 
 async def test_a_429_is_counted_with_its_retry_after_and_never_retried() -> None:

@@ -218,12 +218,26 @@ def render_table(doc: dict[str, Any]) -> str:
         f"skewwatch probe: {t['endpoint']} model {t['model']}, {w['api']} {mode}, "
         f"max_tokens {w['max_tokens']}",
         f"load: {load['description']}; workload {w['name']} v{w['version']} ({w['digest'][:19]}…)",
-        "",
     ]
+    if doc["levels"]:
+        lines += ["", *_level_rows(doc["levels"])]
+        warm = doc["levels"][0]["requests"]["warmup"]["sent"]
+        lines.append(f"(warm-up: {warm} request(s) per level, excluded; percentiles from raw samples)")
+        lines += _level_notes(doc["levels"])
+    if doc["thresholds"]:
+        lines.append("thresholds:")
+        lines += ["  " + threshold_line(j) for j in doc["thresholds"]]
+    lines.append(f"verdict: {doc['verdict'].upper()} (exit {doc['exit_code']})")
+    # The thresholds' own lines are listed above; the other reasons (why not judged, why it stopped) here.
+    lines += [f"  {r}" for r in doc["reasons"] if not r.startswith(("PASS ", "FAIL "))]
+    return "\n".join(lines)
+
+
+def _level_rows(levels: Sequence[dict[str, Any]]) -> list[str]:
     header = ("conc", "ok/sent", "req/s", "tok/s", "TTFT p50/95/99 ms", "ITL p50/95/99 ms",
               "E2E p50/95/99 ms", "tokens", "client")  # fmt: skip
     rows = [header]
-    for lv in doc["levels"]:
+    for lv in levels:
         req = lv["requests"]
         source = "+".join(sorted(lv["token_source"])) or "-"
         rows.append((
@@ -232,28 +246,24 @@ def render_table(doc: dict[str, Any]) -> str:
             _triple(lv["e2e_ms"]), source, "SATURATED" if lv["client"]["saturated"] else "ok",
         ))  # fmt: skip
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines += ["  ".join(c.rjust(widths[i]) if i < 4 else c.ljust(widths[i]) for i, c in enumerate(r)).rstrip()
-              for r in rows]  # fmt: skip
-    warm = doc["levels"][0]["requests"]["warmup"]["sent"] if doc["levels"] else 0
-    lines.append(f"(warm-up: {warm} request(s) per level, excluded; percentiles from raw samples)")
-    for lv in doc["levels"]:
-        for kind, n in lv["errors"].items():
+    return [
+        "  ".join(c.rjust(widths[i]) if i < 4 else c.ljust(widths[i]) for i, c in enumerate(r)).rstrip()
+        for r in rows
+    ]
+
+
+def _level_notes(levels: Sequence[dict[str, Any]]) -> list[str]:
+    """Each level's errors (with one example), Retry-After values and client saturation."""
+    lines: list[str] = []
+    for lv in levels:
+        n = lv["concurrency"]
+        for kind, count in lv["errors"].items():
             example = (lv["error_examples"].get(kind) or [""])[0]
-            lines.append(f"errors at {lv['concurrency']}: {kind} x{n}" + (f": {example}" if example else ""))
+            lines.append(f"errors at {n}: {kind} x{count}" + (f": {example}" if example else ""))
         if lv["retry_after"]:
-            lines.append(
-                f"  Retry-After seen at {lv['concurrency']}: {', '.join(lv['retry_after'])} (not retried)"
-            )
-        for reason in lv["client"]["reasons"]:
-            lines.append(f"client saturated at {lv['concurrency']}: {reason}")
-    if doc["thresholds"]:
-        lines.append("thresholds:")
-        for j in doc["thresholds"]:
-            lines.append("  " + threshold_line(j))
-    lines.append(f"verdict: {doc['verdict'].upper()} (exit {doc['exit_code']})")
-    # The thresholds' own lines are listed above; the other reasons (why not judged, why it stopped) here.
-    lines += [f"  {r}" for r in doc["reasons"] if not r.startswith(("PASS ", "FAIL "))]
-    return "\n".join(lines)
+            lines.append(f"  Retry-After seen at {n}: {', '.join(lv['retry_after'])} (not retried)")
+        lines += [f"client saturated at {n}: {reason}" for reason in lv["client"]["reasons"]]
+    return lines
 
 
 def threshold_line(j: dict[str, Any]) -> str:

@@ -31,9 +31,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 
 from agent.engines.base import MODEL, REVISION, EngineSpec, Entrypoint, SettingSpec, args_key, normalise_flag
-from agent.settings import DEFAULT_SALT
 from skewwatch.core.facts import FactValue
-from skewwatch.redact import KNOWN_SECRET_FLAGS, Redactor, is_secret_name, secret_flag_prefix, takes_several
+from skewwatch.redact import (
+    DEFAULT_SALT,
+    KNOWN_SECRET_FLAGS,
+    Redactor,
+    is_secret_name,
+    secret_flag_prefix,
+    takes_several,
+)
 
 Redact = Callable[[str, str], str]
 

@@ -54,6 +54,8 @@ ROUTE_ROLES: Final[dict[tuple[str, str], str]] = {
     ("GET", "/api/v1/workloads"): READ,
     ("GET", "/api/v1/workloads/{namespace}/{name}"): READ,
     ("GET", "/api/v1/workloads/{namespace}/{name}/evidence"): READ,
+    ("GET", "/api/v1/workloads/{namespace}/{name}/revisions"): READ,
+    ("GET", "/api/v1/cluster"): READ,
     ("GET", "/api/v1/findings"): READ,
     ("GET", "/api/v1/findings/{id}"): READ,
     ("POST", "/api/v1/findings/{id}/ack"): ADMIN,

@@ -62,7 +62,11 @@ class ClusterState:
         self._facts: dict[str, ClusterFacts] = {}
         self._by_namespace: dict[str, set[str]] = {}
         self._pools: dict[str, list[PoolMembers]] = {}
-        self._status: dict[str, Any] = {"available": False, "message": UNAVAILABLE_NOT_STARTED, "namespaces": {}}
+        self._status: dict[str, Any] = {
+            "available": False,
+            "message": UNAVAILABLE_NOT_STARTED,
+            "namespaces": {},
+        }
 
     # -- what the watch hands in ---------------------------------------------------------------
 

@@ -195,6 +195,11 @@ class KubeApiServer:
         self.app = web.Application()
         self.app.router.add_get("/api/{version}/namespaces/{namespace}/{plural}", self._handle)
         self.app.router.add_get("/apis/{group}/{version}/namespaces/{namespace}/{plural}", self._handle)
+        # One object by name: what the agent GETs (its own Pod, then the owner chain).
+        self.app.router.add_get("/api/{version}/namespaces/{namespace}/{plural}/{name}", self._get_one)
+        self.app.router.add_get(
+            "/apis/{group}/{version}/namespaces/{namespace}/{plural}/{name}", self._get_one
+        )
         self.app.router.add_get("/{tail:.*}", self._not_found)
 
     # -- control API ---------------------------------------------------------------------------
@@ -488,6 +493,21 @@ class KubeApiServer:
         if watching:
             return await self._watch(request, res, ns)
         return self._list(request, res, ns)
+
+    async def _get_one(self, request: web.Request) -> web.Response:
+        """``GET`` of one object: the object with kind and apiVersion, or a NotFound ``Status``."""
+        self.requests.append((request.path, dict(request.query)))
+        if self.token is not None and request.headers.get("Authorization") != f"Bearer {self.token}":
+            return web.json_response(status_body(401, "Unauthorized", "Unauthorized"), status=401)
+        info = request.match_info
+        res = self.resources.get((info.get("group", ""), info["version"], info["plural"]))
+        if res is None:
+            return self._404()
+        obj = self.objects.get((res.key, info["namespace"]), {}).get(info["name"])
+        if obj is None:
+            msg = f'{info["plural"]} "{info["name"]}" not found'
+            return web.json_response(status_body(404, "NotFound", msg), status=404)
+        return web.json_response({"kind": res.kind, "apiVersion": res.api_version, **copy.deepcopy(obj)})
 
     def _list(self, request: web.Request, res: Resource, ns: str) -> web.Response:
         q = request.query

@@ -231,6 +231,10 @@ def engine_container(
     return None
 
 
+REVISION_LABELS = ("pod-template-hash", "controller-revision-hash")
+REVISION_HASH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
+
+
 def pod_view(pod: Mapping[str, Any], view: ClusterView, preferred_container: str | None = None) -> None:
     """Facts of the Pod object itself: images and digests, resources, placement constraints."""
     meta = pod.get("metadata") or {}
@@ -244,6 +248,13 @@ def pod_view(pod: Mapping[str, Any], view: ClusterView, preferred_container: str
     }
     if meta.get("uid"):
         view.add("orchestration.pod_uid", str(meta["uid"]), f"{where} metadata.uid")
+    raw_labels = meta.get("labels")
+    labels: Mapping[str, Any] = raw_labels if isinstance(raw_labels, dict) else {}
+    for label in REVISION_LABELS:
+        # Which revision of its workload the pod runs (the collector maps it to the ReplicaSet's or
+        # ControllerRevision's number): from the Pod when no downward-API labels file says it.
+        if isinstance(labels.get(label), str) and REVISION_HASH.match(labels[label]):
+            view.add(f"orchestration.labels.{label}", labels[label], f"{where} metadata.labels[{label}]")
     if spec.get("nodeName"):
         view.add("orchestration.node", str(spec["nodeName"]), f"{where} spec.nodeName")
     _container_images(spec, statuses, view, where)

@@ -413,7 +413,10 @@ def build_pod_result(
         safe = redact(key, value)
         _add(fb, problems, f"orchestration.annotations.{key}", _Value(safe, "file", annotations_file))
     if view is not None:
+        from_file = {f"orchestration.labels.{k}" for k in info.labels}
         for cf in view.facts:
+            if cf.key in from_file:
+                continue  # the downward-API file said it first
             try:
                 fb.add(cf.key, cf.value, "k8s", cf.detail)
             except FactError as e:

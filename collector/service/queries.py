@@ -32,7 +32,7 @@ from typing import Any
 
 from collector.baseline.model import compare_config
 from collector.domain.baseline import Baseline, BaselineError
-from collector.domain.cluster import TEMPLATE_HASH_LABELS, ClusterFacts, RevisionTemplate
+from collector.domain.cluster import TEMPLATE_HASH_LABELS, ClusterFacts, RevisionTemplate, merge_cluster
 from collector.domain.diff import ChangeKind, FactChange, diff_facts
 from collector.domain.identity import split_workload, workload_id
 from collector.domain.model import SEVERITY_ORDER, FindingRecord, Replica
@@ -930,7 +930,9 @@ class Queries:
         if good.snapshot is not None:
             label = f"last-good configuration of pod {rep.pod} (snapshot {good.snapshot.id})"
             side = DiffSide.snapshot(label, good.snapshot.id, good.why)
-            found = changes(good.snapshot.facts, rep.facts)
+            # A pod's history holds what its agent sent; the workload's cluster facts are joined to
+            # both sides as they are now (their changes are the template diff's and the baseline's).
+            found = changes(self._joined(ctx.workload, rep.pod, good.snapshot).facts, rep.facts)
         elif ctx.baseline is not None:
             side = _baseline_side(ctx.baseline, good.why)
             found = changes(ctx.baseline.facts, rep.facts)
@@ -940,6 +942,12 @@ class Queries:
         return DiffResult(
             ctx.workload, request.mode, side, to, found, template=template, template_why=template_why
         )
+
+    def _joined(self, workload: str, pod: str, row: SnapshotRecord) -> Replica:
+        """A stored row of ``pod`` as a replica reporting it now would be judged: with the
+        workload's cluster facts joined (history holds only what the agent sent)."""
+        seen = Replica(pod, row.facts, row.provenance, row.sources, row.fingerprint.overall)
+        return merge_cluster(seen, self.cluster.facts(workload) if self.cluster is not None else None)
 
     async def last_good(
         self,
@@ -964,7 +972,8 @@ class Queries:
         unhealthy_now = {n for n, st in rep.sources.items() if st.state is not SourceState.OK}
         skipped = 0
         for row in await self.store.history(PodKey(split_workload(workload)[0], rep.pod), LAST_GOOD_DEPTH):
-            if _breaks(row, rep, unhealthy_now=unhealthy_now, baseline=baseline, ref=ref, ignore=ignore):
+            seen = self._joined(workload, rep.pod, row)
+            if _breaks(row, seen, unhealthy_now=unhealthy_now, baseline=baseline, ref=ref, ignore=ignore):
                 skipped += 1
                 continue
             return LastGood(row, _good_why(row, rep, baseline, majority if ref is not None else [], skipped))
@@ -1077,17 +1086,17 @@ assert tuple(_DIFF) == DIFF_MODES
 
 def _breaks(
     row: SnapshotRecord,
-    rep: Replica,
+    seen: Replica,
     *,
     unhealthy_now: set[str],
     baseline: Baseline | None,
     ref: Replica | None,
     ignore: Sequence[str],
 ) -> bool:
-    """Whether a stored row of ``rep`` is incomplete, or breaks the baseline or the peers."""
+    """Whether a stored row (``seen``, as a replica with the cluster facts joined) is incomplete, or
+    breaks the baseline or the peers."""
     if {n for n, st in row.sources.items() if st.state is not SourceState.OK} - unhealthy_now:
         return True  # incomplete
-    seen = Replica(rep.pod, row.facts, row.provenance, row.sources, row.fingerprint.overall)
     if baseline is not None and compare_config(baseline, [seen], ignore):
         return True
     return ref is not None and bool(differing_keys(ref, seen, ignore))

@@ -353,3 +353,21 @@ def test_real_admission_pod_objects_have_the_shape_the_reader_expects(real_fixtu
     # At admission the pod has not started: no digest yet, and the reader says so.
     assert "orchestration.image_digest" not in facts
     assert any("no image digest yet" in p for p in view.problems)
+
+
+def test_pod_object_names_its_revision_when_no_labels_file_does() -> None:
+    # The recorded-shape Pod of a Deployment: its pod-template-hash label says which ReplicaSet
+    # (revision) it runs, which the collector maps to the revision number.
+    pod = json.loads((Path(__file__).parent.parent / "fixtures/k8s/deployment/pod.json").read_text())
+    view = ClusterView()
+    pod_view(pod, view)
+    facts = {f.key: f for f in view.facts}
+    want = pod["metadata"]["labels"]["pod-template-hash"]
+    fact = facts["orchestration.labels.pod-template-hash"]
+    assert fact.value == want and "metadata.labels[pod-template-hash]" in fact.detail
+    # Only revision labels are taken from the object; the rest come from the downward API.
+    assert not [k for k in facts if k.startswith("orchestration.labels.") and "hash" not in k]
+    pod["metadata"]["labels"]["pod-template-hash"] = "not a hash!"
+    hostile = ClusterView()
+    pod_view(pod, hostile)
+    assert "orchestration.labels.pod-template-hash" not in {f.key for f in hostile.facts}

@@ -119,6 +119,9 @@ metadata:
 spec:
   identity:
     model: {{id: {SERVED}, family: llama-3, task: chat, framework: vllm}}
+  runtime:
+    accelerator: {{vendor: nvidia, type: h100-80gb, count: 1}}
+    batch: {{maxSequenceLengthTokens: 2048}}
   operations:
     scaling: {{minReplicas: 1, maxReplicas: 8}}
 """
@@ -272,7 +275,10 @@ def test_cluster_facts_join_the_workload_and_revisions_diff(sc: Scenario, api: A
         return next((f for f in sc.findings(workload=f"{NS}/llama", reference="intent", status="open")
                      if f["key"] == "orchestration.autoscaling.max"), None)  # fmt: skip
 
-    sc.wait("the scaling intent finding", intent_max)
+    try:
+        sc.wait("the scaling intent finding", intent_max)
+    except TimeoutError:
+        raise AssertionError(json.dumps({"findings": sc.findings(), "workload": {k: v for k, v in workload(sc).items() if k not in ("facts", "provenance", "replicas", "cluster")}}, indent=1)[:20000]) from None
     f = intent_max()
     assert f["actual"] == 4 and "HorizontalPodAutoscaler" in f["hint"]
     # Align the intent with the autoscaler before recording the last good state.
@@ -320,7 +326,8 @@ def test_cluster_facts_join_the_workload_and_revisions_diff(sc: Scenario, api: A
 
     last_good = json.loads(sc.cli("diff", f"{NS}/llama", "--last-good", "-o", "json"))
     template = last_good.get("template") or {}
-    assert "orchestration.template.vllm.image" in {ch["key"] for ch in template.get("changes", [])}, last_good
+    assert "orchestration.template.vllm.image" in {ch["key"] for ch in template.get("changes", [])}, (
+        last_good.get("template_why"), last_good["changes"])
 
     evidence = sc.cli("evidence", f"{NS}/llama", "-o", "json")
     assert "orchestration.template.vllm.image" in evidence and SECRET not in evidence

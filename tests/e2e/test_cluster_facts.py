@@ -278,7 +278,8 @@ def test_cluster_facts_join_the_workload_and_revisions_diff(sc: Scenario, api: A
     try:
         sc.wait("the scaling intent finding", intent_max)
     except TimeoutError:
-        raise AssertionError(json.dumps({"findings": sc.findings(), "workload": {k: v for k, v in workload(sc).items() if k not in ("facts", "provenance", "replicas", "cluster")}}, indent=1)[:20000]) from None
+        view = {k: v for k, v in workload(sc).items() if k in ("intent", "findings", "state")}
+        raise AssertionError(json.dumps({"findings": sc.findings(), "workload": view})[:20000]) from None
     f = intent_max()
     assert f["actual"] == 4 and "HorizontalPodAutoscaler" in f["hint"]
     # Align the intent with the autoscaler before recording the last good state.

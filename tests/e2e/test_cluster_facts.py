@@ -328,7 +328,9 @@ def test_cluster_facts_join_the_workload_and_revisions_diff(sc: Scenario, api: A
     last_good = json.loads(sc.cli("diff", f"{NS}/llama", "--last-good", "-o", "json"))
     template = last_good.get("template") or {}
     assert "orchestration.template.vllm.image" in {ch["key"] for ch in template.get("changes", [])}, (
-        last_good.get("template_why"), last_good["changes"])
+        last_good.get("template_why"),
+        last_good["changes"],
+    )
 
     evidence = sc.cli("evidence", f"{NS}/llama", "-o", "json")
     assert "orchestration.template.vllm.image" in evidence and SECRET not in evidence

@@ -537,7 +537,13 @@ class Queries:
     # -- workloads -------------------------------------------------------------------------------
 
     async def workload_ids(self) -> set[str]:
-        return {workload_id(b.key.namespace, b.key.pod, b.workload) for b in await self.store.pod_briefs()}
+        """The workloads of the pods heard from, and the inference pools the cluster watch knows
+        (``namespace/InferencePool/name``: their findings are the pool's homogeneity)."""
+        ids = {workload_id(b.key.namespace, b.key.pod, b.workload) for b in await self.store.pod_briefs()}
+        return ids | self._pool_ids()
+
+    def _pool_ids(self) -> set[str]:
+        return {p.pool for p in self.cluster.pools()} if self.cluster is not None else set()
 
     async def resolve_workload(self, text: str, where: str) -> str:
         """``namespace/name`` or ``namespace/kind/name`` → the stored workload id; 400/404 otherwise."""
@@ -567,18 +573,27 @@ class Queries:
         counts = await self.store.open_finding_counts(now)
         baselines = {bl.workload: bl for bl in await self.store.list_baselines()}
         out = []
-        for w in sorted(by_workload):
-            pods = by_workload[w]
-            live = [p for p in pods if now - p.last_seen <= self.drift.settings.replica_stale_s]
+        pools = {p.pool: p for p in self.cluster.pools()} if self.cluster is not None else {}
+        for w in sorted(by_workload.keys() | pools.keys()):
+            if w in pools:
+                # A pool's replicas are the live pods its selector matches, of any workload.
+                members = [m.replica for m in await self.drift.pool_pods(pools[w])]
+                seen = [(m.last_seen, m.fingerprint) for m in members]
+                live_seen = seen
+            else:
+                pods = by_workload[w]
+                seen = [(p.last_seen, p.fingerprint or "") for p in pods]
+                stale_s = self.drift.settings.replica_stale_s
+                live_seen = [x for x in seen if now - x[0] <= stale_s]
             count = counts.get(w, {})
             base = baselines.get(w)
             out.append(
                 WorkloadSummary(
                     workload=w,
-                    pods=len(pods),
-                    replicas_live=len(live),
-                    configurations=len({p.fingerprint for p in live if p.fingerprint}),
-                    last_seen=max(p.last_seen for p in pods),
+                    pods=len(seen),
+                    replicas_live=len(live_seen),
+                    configurations=len({f for _, f in live_seen if f}),
+                    last_seen=max((t for t, _ in seen), default=0.0),
                     open_findings=dict(
                         sorted(
                             ((s, n) for s, n in count.items() if s != "silenced"),

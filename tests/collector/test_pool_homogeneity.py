@@ -16,6 +16,7 @@ from collector.domain.model import Reference, Replica, Status
 from collector.domain.records import FindingQuery
 from collector.drift.engine import PoolInput, evaluate_pool
 from collector.peers.pools import POOL_HINT, POOL_HOMOGENEOUS_KEYS, PoolPod, select_pods
+from collector.service.queries import Queries
 from tests.collector.test_cluster_evaluation import NS, pod_facts, running
 from tests.support.collector import A100_40GB_FACTS, BASE_FACTS, H100_FACTS, recorded_snapshot
 
@@ -74,6 +75,12 @@ async def test_a_deployment_with_another_dtype_and_context_is_one_finding_per_ro
         # Each Deployment on its own is homogeneous: nothing of this is a finding of theirs.
         assert (await env.drift.evaluate_and_store(A)).drifts == []
         assert (await env.drift.evaluate_and_store(B)).drifts == []
+        # The pool is a workload the queries know: listed with its open findings, resolvable.
+        queries = Queries(env.store, env.drift)
+        rows = {w.workload: w for w in await queries.workloads()}
+        assert rows[POOL].replicas_live == 3 and sum(rows[POOL].open_findings.values()) == 2
+        assert await queries.resolve_workload(POOL, "workload") == POOL
+        assert await queries.resolve_workload("ml/llama", "workload") == POOL
 
 
 async def test_a_pool_of_equal_pods_has_no_finding_and_pods_it_does_not_select_do_not_count(

@@ -46,7 +46,6 @@ from collector.cluster.objects_slim import slim
 from collector.cluster.objects_template import scrub, workload_template_facts
 from collector.cluster.objects_workloads import (
     CUSTOM_WORKLOADS,
-    KSERVE_LABEL,
     NamespaceView,
     Workload,
     controller_ref,
@@ -360,13 +359,7 @@ def _pools(ns: NamespaceView) -> list[PoolMembers]:
                     str(ns.src("InferencePool", name, pool)),
                 )
             )
-    for name, isvc in sorted(ns.objs("InferenceService").items()):
-        out.append(
-            PoolMembers(
-                f"{ns.namespace}/InferenceService/{name}",
-                ns.namespace,
-                {KSERVE_LABEL: name},
-                str(ns.src("InferenceService", name, isvc)),
-            )
-        )
+    # A KServe predictor's pods are one workload already (the agent names them by the
+    # serving.kserve.io/inferenceservice label, whatever Deployment runs them), so its peers
+    # comparison is the predictor's homogeneity check; a pool of the same id would shadow it.
     return out

@@ -1,6 +1,6 @@
 """``skewwatch probe``: the pre-rollout performance sanity test against an OpenAI-compatible endpoint.
 
-It sends a small, fixed, reproducible workload (:mod:`skewwatch.probe.workload`, shipped as
+It sends a small, fixed, reproducible plan (:mod:`skewwatch.probe.plan`, shipped as
 ``prompts.yaml``) to ``--endpoint`` for ``--model`` — vLLM, SGLang, TGI, TensorRT-LLM and NIM
 all serve one — through a real async client (:mod:`skewwatch.probe.client`: no retries,
 timeouts on every request), one closed-loop level per ``--concurrency`` value
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 DESCRIPTION = """\
-``skewwatch probe --endpoint URL --model NAME`` sends the shipped workload (or --workload FILE,
+``skewwatch probe --endpoint URL --model NAME`` sends the shipped plan (or --plan FILE,
 YAML or JSON, any of its fields) to an OpenAI-compatible server and reports, per concurrency
 level, requests/s, output tokens/s, TTFT, inter-token and end-to-end latency p50/p95/p99 and
 errors by kind. Each level is a closed loop: N workers, each sending its next request when the
@@ -83,11 +83,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--endpoint", required=True, metavar="URL", help="server base URL, e.g. http://HOST:8000")
     p.add_argument("--model", required=True, metavar="NAME", help="the served model name")
-    p.add_argument("--workload", type=Path, metavar="FILE", help="YAML/JSON overriding the shipped workload")
-    p.add_argument("--api", choices=("chat", "completions"), help="chat or completions (workload default)")
+    p.add_argument(
+        "--plan", type=Path, metavar="FILE", help="YAML/JSON overriding the shipped plan (prompts, levels, ...)"
+    )
+    p.add_argument("--api", choices=("chat", "completions"), help="chat or completions (plan default)")
     p.add_argument(
         "--stream", action=argparse.BooleanOptionalAction, default=None,
-        help="stream (TTFT and ITL need it; workload default: stream)",
+        help="stream (TTFT and ITL need it; plan default: stream)",
     )  # fmt: skip
     p.add_argument("--concurrency", type=_levels, metavar="N[,N...]", help="concurrency levels, e.g. 1,4,8")
     p.add_argument(

@@ -68,7 +68,7 @@ from typing import Any, Literal
 import aiohttp
 
 from skewwatch.core.net import is_loopback
-from skewwatch.probe.workload import Api, PlannedRequest, ProbeUsageError
+from skewwatch.probe.plan import Api, PlannedRequest, ProbeUsageError
 
 ErrorKind = Literal["http_429", "http_5xx", "http_4xx", "timeout", "connect", "stream_error", "bad_response"]
 ERROR_KINDS: tuple[ErrorKind, ...] = (
@@ -410,7 +410,7 @@ class ProbeClient:
         return self._session
 
     def body(self, req: PlannedRequest) -> dict[str, Any]:
-        """The JSON body of one request (the same for every run of the same workload)."""
+        """The JSON body of one request (the same for every run of the same plan)."""
         body: dict[str, Any] = {
             "model": self.model,
             "max_tokens": self.max_tokens,

@@ -20,7 +20,7 @@ failed). A metric that could not be measured (no successful request; no usage an
 count) fails its threshold: a gate never passes on a number it does not have.
 
 The JSON document (``-o json``, schema ``skewwatch.probe/v1``) is the stable form: the verdict,
-the target, the workload (with its digest), the ``load`` section (shape, levels, requests, the
+the target, the plan (with its digest), the ``load`` section (shape, levels, requests, the
 timeouts, retries 0), the per-level metrics keyed by ``concurrency`` and the thresholds. It never
 carries the API key (only where it came from).
 """
@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
 from skewwatch import __version__
-from skewwatch.probe import workload as workloads
+from skewwatch.probe import plan as plans
 from skewwatch.probe.client import (
     ApiKey,
     ProbeClient,
@@ -47,7 +47,7 @@ from skewwatch.probe.client import (
     read_api_key,
 )
 from skewwatch.probe.stats import LOAD_SHAPE, Hook, LevelStats, Progress, level_stats, run_level
-from skewwatch.probe.workload import ProbeUsageError, Workload
+from skewwatch.probe.plan import Plan, ProbeUsageError
 
 SCHEMA = "skewwatch.probe/v1"
 Verdict = Literal["pass", "fail", "inconclusive", "error"]
@@ -169,7 +169,7 @@ def document(
     *,
     outcome: Outcome,
     target: dict[str, Any],
-    workload: dict[str, Any],
+    plan: dict[str, Any],
     load: dict[str, Any],
     levels: Sequence[LevelStats],
     judgements: Sequence[Judgement],
@@ -183,7 +183,7 @@ def document(
         "exit_code": outcome.exit_code,
         "reasons": list(outcome.reasons),
         "target": target,
-        "workload": workload,
+        "plan": plan,
         "load": load,
         "levels": [level.as_dict() for level in levels],
         "thresholds": [j.as_dict() for j in judgements],
@@ -212,12 +212,12 @@ def _num(value: float | None) -> str:
 
 def render_table(doc: dict[str, Any]) -> str:
     """The result for a person: one row per level, the errors, the thresholds and the verdict."""
-    t, w, load = doc["target"], doc["workload"], doc["load"]
+    t, w, load = doc["target"], doc["plan"], doc["load"]
     mode = "streaming" if w["stream"] else "non-streaming"
     lines = [
         f"skewwatch probe: {t['endpoint']} model {t['model']}, {w['api']} {mode}, "
         f"max_tokens {w['max_tokens']}",
-        f"load: {load['description']}; workload {w['name']} v{w['version']} ({w['digest'][:19]}…)",
+        f"load: {load['description']}; plan {w['name']} v{w['version']} ({w['digest'][:19]}…)",
     ]
     if doc["levels"]:
         lines += ["", *_level_rows(doc["levels"])]
@@ -307,11 +307,11 @@ class ProgressLine:
 
 @dataclass(frozen=True)
 class Config:
-    """What one probe run does: target, workload, key, pool, timeouts and thresholds."""
+    """What one probe run does: target, plan, key, pool, timeouts and thresholds."""
 
     endpoint: str
     model: str
-    workload: Workload
+    plan: Plan
     key: ApiKey | None
     max_connections: int
     timeout_s: float
@@ -322,8 +322,8 @@ class Config:
 
 def configure(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
     """The run's configuration from the flags; ProbeUsageError (exit 2) naming what is wrong."""
-    w = workloads.load(args.workload)
-    w = workloads.with_overrides(
+    w = plans.load(args.plan)
+    w = plans.with_overrides(
         w, api=args.api, stream=args.stream, concurrency=args.concurrency, requests=args.requests,
         warmup=args.warmup, max_tokens=args.max_tokens,
     )  # fmt: skip
@@ -336,7 +336,7 @@ def configure(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
     return Config(
         endpoint=endpoint_url(args.endpoint),
         model=args.model,
-        workload=w,
+        plan=w,
         key=read_api_key(args.api_key_file, env),
         max_connections=int(args.max_connections or max(w.concurrency)),
         timeout_s=float(args.timeout),
@@ -372,7 +372,7 @@ def run(
 
 
 def _load(cfg: Config, levels: Sequence[LevelStats], stopped: str | None) -> dict[str, Any]:
-    w = cfg.workload
+    w = cfg.plan
     shown = ", ".join(str(n) for n in w.concurrency)
     return {
         "shape": LOAD_SHAPE,
@@ -399,7 +399,7 @@ async def execute(cfg: Config, progress: Progress | None, hook: Hook | None) -> 
     started = datetime.now(UTC).isoformat(timespec="seconds")
     t0 = time.perf_counter()
     deadline = t0 + cfg.timeout_s
-    w = cfg.workload
+    w = cfg.plan
     levels: list[LevelStats] = []
     stopped: str | None = None
     judgements: list[Judgement] = []
@@ -412,7 +412,7 @@ async def execute(cfg: Config, progress: Progress | None, hook: Hook | None) -> 
             outcome = Outcome("error", (f"endpoint unreachable: {unreachable}",))
         else:
             for n in w.concurrency:
-                plan = w.plan()
+                plan = w.level_requests()
                 if time.perf_counter() >= deadline:
                     stopped = f"--timeout {cfg.timeout_s:g} s reached before concurrency {n}"
                     break
@@ -427,7 +427,7 @@ async def execute(cfg: Config, progress: Progress | None, hook: Hook | None) -> 
     return document(
         outcome=outcome,
         target={"endpoint": cfg.endpoint, "model": cfg.model, "api_key": cfg.key.source if cfg.key else None},
-        workload=w.summary(),
+        plan=w.summary(),
         load=_load(cfg, levels, stopped),
         levels=levels,
         judgements=judgements,

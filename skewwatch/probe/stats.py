@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from skewwatch.probe.client import ERROR_KINDS, RequestResult
-from skewwatch.probe.workload import PlannedRequest
+from skewwatch.probe.plan import PlannedRequest
 
 LAG_INTERVAL_S = 0.01
 LAG_P99_LIMIT_S = 0.025

@@ -25,7 +25,7 @@ from skewwatch.probe.client import (
     plaintext_warning,
     read_api_key,
 )
-from skewwatch.probe.workload import PlannedRequest, ProbeUsageError, Prompt
+from skewwatch.probe.plan import PlannedRequest, ProbeUsageError, Prompt
 from tests.probe.standin_server import MODEL, Behaviour, serve
 
 EARLY_S = 0.005

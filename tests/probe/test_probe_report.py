@@ -96,7 +96,7 @@ def test_the_document_and_the_table_carry_levels_load_and_thresholds() -> None:
     doc = document(
         outcome=decide(levels, judged, None),
         target={"endpoint": "http://e:8000", "model": "m", "api_key": "$OPENAI_API_KEY"},
-        workload={
+        plan={
             "name": "w",
             "version": 1,
             "digest": "sha256:" + "0" * 64,

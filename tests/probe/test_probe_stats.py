@@ -16,7 +16,7 @@ from skewwatch.probe.stats import (
     percentile,
     run_level,
 )
-from skewwatch.probe.workload import PlannedRequest, Prompt
+from skewwatch.probe.plan import PlannedRequest, Prompt
 
 
 def test_percentiles_interpolate_between_closest_ranks() -> None:

@@ -1,4 +1,4 @@
-"""The probe's workload: the shipped one loads and is reproducible; overrides are checked field by field."""
+"""The probe's plan: the shipped one loads and is reproducible; overrides are checked field by field."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from skewwatch.probe import workload
-from skewwatch.probe.workload import WorkloadError
+from skewwatch.probe import plan
+from skewwatch.probe.plan import PlanError
 
 
-def test_shipped_workload_declares_its_prompt_lengths_truthfully() -> None:
-    w = workload.load()
-    raw = yaml.safe_load(workload.shipped_text())
+def test_shipped_plan_declares_its_prompt_lengths_truthfully() -> None:
+    w = plan.load()
+    raw = yaml.safe_load(plan.shipped_text())
     assert w.source == "shipped"
     assert len(w.prompts) == len(raw["prompts"]) >= 4
     for prompt, item in zip(w.prompts, raw["prompts"], strict=True):
@@ -24,8 +24,8 @@ def test_shipped_workload_declares_its_prompt_lengths_truthfully() -> None:
 
 
 def test_plan_is_the_same_every_time_and_puts_warmup_first() -> None:
-    w = workload.with_overrides(workload.load(), requests=10, warmup=3)
-    first, again = w.plan(), w.plan()
+    w = plan.with_overrides(plan.load(), requests=10, warmup=3)
+    first, again = w.level_requests(), w.level_requests()
     assert [(r.prompt.id, r.seed) for r in first] == [(r.prompt.id, r.seed) for r in again]
     assert [r.warmup for r in first] == [True] * 3 + [False] * 10
     assert [r.seed for r in first] == [w.seed + i for i in range(13)]
@@ -33,17 +33,17 @@ def test_plan_is_the_same_every_time_and_puts_warmup_first() -> None:
 
 
 def test_another_seed_sends_the_prompts_in_another_order() -> None:
-    w = workload.with_overrides(workload.load(), requests=12, warmup=0)
-    other = workload.with_overrides(w, seed=w.seed + 1)
-    assert [r.prompt.id for r in w.plan()] != [r.prompt.id for r in other.plan()]
+    w = plan.with_overrides(plan.load(), requests=12, warmup=0)
+    other = plan.with_overrides(w, seed=w.seed + 1)
+    assert [r.prompt.id for r in w.level_requests()] != [r.prompt.id for r in other.level_requests()]
     assert w.digest() != other.digest()
 
 
 def test_a_yaml_file_overrides_only_the_fields_it_sets(tmp_path: Path) -> None:
     path = tmp_path / "w.yaml"
     path.write_text("concurrency: [2, 16]\nmax_tokens: 32\napi: completions\n")
-    w = workload.load(path)
-    shipped = workload.load()
+    w = plan.load(path)
+    shipped = plan.load()
     assert (w.concurrency, w.max_tokens, w.api) == ((2, 16), 32, "completions")
     assert (w.prompts, w.seed, w.requests) == (shipped.prompts, shipped.seed, shipped.requests)
     assert w.source == str(path)
@@ -55,7 +55,7 @@ def test_a_json_file_replaces_the_prompts(tmp_path: Path) -> None:
         "prompts": [{"id": "a", "text": "one two three", "words": 3}, {"id": "b", "text": "x y", "repeat": 3}]
     }
     path.write_text(json.dumps(doc))
-    w = workload.load(path)
+    w = plan.load(path)
     assert [(p.id, p.words, p.text) for p in w.prompts] == [
         ("a", 3, "one two three"),
         ("b", 6, "x y x y x y"),
@@ -81,8 +81,8 @@ def test_a_json_file_replaces_the_prompts(tmp_path: Path) -> None:
 def test_a_bad_field_is_named_with_its_file(tmp_path: Path, text: str, field: str, message: str) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(text)
-    with pytest.raises(WorkloadError) as e:
-        workload.load(path)
+    with pytest.raises(PlanError) as e:
+        plan.load(path)
     assert e.value.file == str(path)
     assert e.value.field == field
     assert message in e.value.message
@@ -94,14 +94,14 @@ def test_a_file_that_is_not_a_mapping_or_not_yaml_is_refused(tmp_path: Path) -> 
     listed.write_text("- 1\n- 2\n")
     broken = tmp_path / "broken.yaml"
     broken.write_text("concurrency: [1\n")
-    with pytest.raises(WorkloadError, match="must be a mapping"):
-        workload.load(listed)
-    with pytest.raises(WorkloadError, match="not YAML or JSON"):
-        workload.load(broken)
-    with pytest.raises(WorkloadError, match="cannot read"):
-        workload.load(tmp_path / "absent.yaml")
+    with pytest.raises(PlanError, match="must be a mapping"):
+        plan.load(listed)
+    with pytest.raises(PlanError, match="not YAML or JSON"):
+        plan.load(broken)
+    with pytest.raises(PlanError, match="cannot read"):
+        plan.load(tmp_path / "absent.yaml")
 
 
 def test_command_line_overrides_are_checked_like_file_fields() -> None:
-    with pytest.raises(WorkloadError, match=r"\(command line\): warmup: must be an integer from 0"):
-        workload.with_overrides(workload.load(), warmup=-1)
+    with pytest.raises(PlanError, match=r"\(command line\): warmup: must be an integer from 0"):
+        plan.with_overrides(plan.load(), warmup=-1)

@@ -84,7 +84,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--endpoint", required=True, metavar="URL", help="server base URL, e.g. http://HOST:8000")
     p.add_argument("--model", required=True, metavar="NAME", help="the served model name")
     p.add_argument(
-        "--plan", type=Path, metavar="FILE", help="YAML/JSON overriding the shipped plan (prompts, levels, ...)"
+        "--plan", type=Path, metavar="FILE", help="YAML/JSON overriding the shipped plan (prompts, levels…)"
     )
     p.add_argument("--api", choices=("chat", "completions"), help="chat or completions (plan default)")
     p.add_argument(

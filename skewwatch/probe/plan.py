@@ -1,11 +1,12 @@
 """The probe's plan: what ``skewwatch probe`` sends, fixed and reproducible, and its error family.
 
 ("Plan", not "workload": in skewwatch a workload is the Kubernetes object that owns the replicas,
-the thing a result is stored with and a baseline belongs to.) The shipped plan is ``prompts.yaml`` beside this module (package data): prompts with known
-lengths, the API (chat or completions), streaming, ``max_tokens``, greedy decoding, the
-concurrency levels, the measured and warm-up requests per level, and the seed that fixes the
-order prompts are sent in and each request's sampling seed. A ``--plan FILE`` (YAML or JSON)
-overrides any of those fields (``prompts`` replaces the whole list); the command's flags override
+the thing a result is stored with and a baseline belongs to.) The shipped plan is
+``prompts.yaml`` beside this module (package data): prompts with known lengths, the API (chat or
+completions), streaming, ``max_tokens``, greedy decoding, the concurrency levels, the measured and
+warm-up requests per level, and the seed that fixes the order prompts are sent in and each
+request's sampling seed. A ``--plan FILE`` (YAML or JSON) overrides any of those fields
+(``prompts`` replaces the whole list); the command's flags override
 the file. Every field is checked here: a bad one is a :class:`PlanError` naming the file and
 the field (``my.yaml: concurrency[1]: must be an integer from 1 to 1024, got 0``).
 
@@ -270,9 +271,7 @@ def _prompts(value: object, file: str) -> tuple[Prompt, ...]:
             raise PlanError(file, where, "must be a mapping with id, text and words")
         unknown = sorted(str(k) for k in item if k not in ("id", "text", "words", "repeat"))
         if unknown:
-            raise PlanError(
-                file, f"{where}.{unknown[0]}", "unknown field (known: id, repeat, text, words)"
-            )
+            raise PlanError(file, f"{where}.{unknown[0]}", "unknown field (known: id, repeat, text, words)")
         pid = _text(item.get("id"), file, f"{where}.id", 100)
         if pid in seen:
             raise PlanError(file, f"{where}.id", f"repeats {pid!r}")

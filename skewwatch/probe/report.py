@@ -46,8 +46,8 @@ from skewwatch.probe.client import (
     plaintext_warning,
     read_api_key,
 )
-from skewwatch.probe.stats import LOAD_SHAPE, Hook, LevelStats, Progress, level_stats, run_level
 from skewwatch.probe.plan import Plan, ProbeUsageError
+from skewwatch.probe.stats import LOAD_SHAPE, Hook, LevelStats, Progress, level_stats, run_level
 
 SCHEMA = "skewwatch.probe/v1"
 Verdict = Literal["pass", "fail", "inconclusive", "error"]

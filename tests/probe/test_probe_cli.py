@@ -161,9 +161,7 @@ def test_bad_usage_exits_two_with_the_file_and_field(
 ) -> None:
     bad = tmp_path / "w.yaml"
     bad.write_text("concurrency: [1, -4]\n")
-    code, out, err = run(
-        ["--endpoint", "http://127.0.0.1:9", "--model", MODEL, "--plan", str(bad)], capsys
-    )
+    code, out, err = run(["--endpoint", "http://127.0.0.1:9", "--model", MODEL, "--plan", str(bad)], capsys)
     assert (code, out) == (2, "")
     assert (
         err.strip()

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from skewwatch.probe.client import RequestResult
+from skewwatch.probe.plan import PlannedRequest, Prompt
 from skewwatch.probe.stats import (
     LAG_P99_LIMIT_S,
     LoopLagMonitor,
@@ -16,7 +17,6 @@ from skewwatch.probe.stats import (
     percentile,
     run_level,
 )
-from skewwatch.probe.plan import PlannedRequest, Prompt
 
 
 def test_percentiles_interpolate_between_closest_ranks() -> None:

@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     from collector.cli import register as register_collector
     from skewwatch.check import register as register_check
     from skewwatch.probe import register as register_probe
+    from skewwatch.verify import register as register_verify
     from skewwatch.webhook import attach as attach_webhook
     from skewwatch.webhook import register as register_webhook
 
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_collector(sub)
     register_check(sub)
     register_probe(sub)
+    register_verify(sub)
     register_webhook(sub)
     attach_webhook(sub.choices["collector"])  # collector --webhook HOST:PORT --tls-cert --tls-key
     c = sub.add_parser("completion", help="print a shell completion script: bash or zsh")

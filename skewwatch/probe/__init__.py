@@ -33,6 +33,13 @@ Thresholds, judged at every level: --max-ttft-ms (TTFT p95), --max-itl-p99-ms,
 2 could not run (unreachable, bad usage, every request failed) or inconclusive (the client was
 saturated where a threshold failed, or --timeout stopped the plan).
 
+With --baseline NAMESPACE/NAME (and --collector URL): the workload's performance baseline, at
+the level whose requests/s is closest to the baseline's load (comparable within the collector's
+load rule: +-30 % or +-0.5 requests/s); TTFT p95, end-to-end p95/p99 and output tokens/s each
+fail past --baseline-tolerance (0.25). No comparable level: inconclusive (2). The result is
+stored with the workload (--record NAMESPACE/NAME stores without comparing; --no-store compares
+only); a failure to store exits 2.
+
 The API key: --api-key-file FILE (or $SKEWWATCH_PROBE_API_KEY_FILE), else
 $SKEWWATCH_PROBE_API_KEY, else $OPENAI_API_KEY; never printed, never in the output.
 """
@@ -71,6 +78,13 @@ def _rate(value: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
     if not 0 <= out <= 1:
         raise argparse.ArgumentTypeError(f"a fraction from 0 to 1, got {value}")
+    return out
+
+
+def _fraction(value: str) -> float:
+    out = _rate(value)
+    if out == 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
     return out
 
 
@@ -119,6 +133,43 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--min-tokens-per-s", type=_positive(float, 1e9), metavar="N", help="output tokens/s floor"
     )
     p.add_argument("--max-error-rate", type=_rate, metavar="FRACTION", help="failed/measured limit (0-1)")
+    collector = p.add_argument_group(
+        "collector",
+        "compare with a workload's performance baseline and store the result with the workload",
+    )
+    ref = collector.add_mutually_exclusive_group()
+    ref.add_argument(
+        "--baseline", metavar="NAMESPACE/NAME",
+        help="compare with this workload's baseline at a comparable load, and store the result with it",
+    )  # fmt: skip
+    ref.add_argument(
+        "--record", metavar="NAMESPACE/NAME", help="store the result with this workload, without comparing"
+    )
+    collector.add_argument(
+        "--collector", metavar="URL",
+        help="collector HTTP API base URL (default: $SKEWWATCH_COLLECTOR_URL, else http://127.0.0.1:8080)",
+    )  # fmt: skip
+    collector.add_argument(
+        "--baseline-tolerance", type=_fraction, default=0.25, metavar="FRACTION",
+        help="how much worse than the baseline fails (default 0.25: latency x1.25, tokens/s x0.75)",
+    )  # fmt: skip
+    collector.add_argument(
+        "--no-store", action="store_true", help="with --baseline: compare only, store nothing"
+    )
+    collector.add_argument(
+        "--token-file", type=Path, metavar="FILE",
+        help="the collector's bearer token (default: $SKEWWATCH_TOKEN_FILE, else $SKEWWATCH_TOKEN)",
+    )  # fmt: skip
+    collector.add_argument(
+        "--ca-file",
+        type=Path,
+        metavar="FILE",
+        help="CA of an https:// collector (default: $SKEWWATCH_CA_FILE)",
+    )
+    collector.add_argument(
+        "--collector-timeout", type=_positive(float, 3600), default=10.0, metavar="SECONDS",
+        help="bound on each call to the collector (default 10)",
+    )  # fmt: skip
     p.add_argument(
         "-o", "--output", choices=("table", "json"), default="table", help="table (default) or json"
     )

@@ -38,6 +38,7 @@ from typing import Any, Literal, TextIO
 
 from skewwatch import __version__
 from skewwatch.probe import plan as plans
+from skewwatch.probe.baseline import Comparison, compare, judged_line, not_compared
 from skewwatch.probe.client import (
     ApiKey,
     ProbeClient,
@@ -47,6 +48,16 @@ from skewwatch.probe.client import (
     read_api_key,
 )
 from skewwatch.probe.plan import Plan, ProbeUsageError
+from skewwatch.probe.remote import (
+    CollectorTarget,
+    ProbeCollectorError,
+    Stored,
+    WorkloadRef,
+    fetch_baseline,
+    store_result,
+    target,
+    workload_ref,
+)
 from skewwatch.probe.stats import LOAD_SHAPE, Hook, LevelStats, Progress, level_stats, run_level
 
 SCHEMA = "skewwatch.probe/v1"
@@ -165,6 +176,30 @@ def decide(levels: Sequence[LevelStats], judgements: Sequence[Judgement], stoppe
     return Outcome("pass", notes)
 
 
+def combine(outcome: Outcome, comparison: Comparison | None) -> Outcome:
+    """The verdict with the baseline comparison laid over the thresholds': a metric past tolerance
+    fails (1) as a threshold does, unless the client was saturated at that level (inconclusive);
+    no comparable level is inconclusive (2) unless the thresholds already failed (1)."""
+    if comparison is None or outcome.verdict == "error":
+        return outcome
+    lines = tuple(comparison.lines())
+    if not comparison.comparable:
+        why = f"baseline {comparison.workload}: not comparable: {comparison.why_not}"
+        if outcome.verdict == "fail":
+            return Outcome("fail", (*outcome.reasons, why))
+        return Outcome("inconclusive", (*outcome.reasons, why))
+    failed = tuple(line for line in lines if line.startswith("FAIL "))
+    saturated = comparison.level is not None and comparison.level.client.saturated
+    if failed and not saturated:
+        blamed = outcome.reasons if outcome.verdict == "fail" else ()
+        return Outcome("fail", (*blamed, *failed))
+    if failed:
+        note = "only baseline metrics at a level where the client was saturated failed: not judged"
+        verdict: Verdict = "fail" if outcome.verdict == "fail" else "inconclusive"
+        return Outcome(verdict, (*outcome.reasons, note, *failed))
+    return outcome
+
+
 def document(
     *,
     outcome: Outcome,
@@ -175,18 +210,23 @@ def document(
     judgements: Sequence[Judgement],
     started_at: str,
     duration_s: float,
+    workload: str | None = None,
+    comparison: Comparison | None = None,
 ) -> dict[str, Any]:
-    """The stable result document (schema ``skewwatch.probe/v1``)."""
+    """The stable result document (schema ``skewwatch.probe/v1``); ``workload`` is the Kubernetes
+    workload it is for (``--baseline``/``--record``), ``comparison`` the baseline section."""
     return {
         "schema": SCHEMA,
         "verdict": outcome.verdict,
         "exit_code": outcome.exit_code,
         "reasons": list(outcome.reasons),
         "target": target,
+        "workload": workload,
         "plan": plan,
         "load": load,
         "levels": [level.as_dict() for level in levels],
         "thresholds": [j.as_dict() for j in judgements],
+        "baseline": None if comparison is None else comparison.as_dict(),
         "client": {
             "saturated": any(level.client.saturated for level in levels),
             "saturated_levels": [level.concurrency for level in levels if level.client.saturated],
@@ -227,6 +267,8 @@ def render_table(doc: dict[str, Any]) -> str:
     if doc["thresholds"]:
         lines.append("thresholds:")
         lines += ["  " + threshold_line(j) for j in doc["thresholds"]]
+    if doc.get("baseline"):
+        lines += _baseline_lines(doc["baseline"])
     lines.append(f"verdict: {doc['verdict'].upper()} (exit {doc['exit_code']})")
     # The thresholds' own lines are listed above; the other reasons (why not judged, why it stopped) here.
     lines += [f"  {r}" for r in doc["reasons"] if not r.startswith(("PASS ", "FAIL "))]
@@ -263,6 +305,23 @@ def _level_notes(levels: Sequence[dict[str, Any]]) -> list[str]:
         if lv["retry_after"]:
             lines.append(f"  Retry-After seen at {n}: {', '.join(lv['retry_after'])} (not retried)")
         lines += [f"client saturated at {n}: {reason}" for reason in lv["client"]["reasons"]]
+    return lines
+
+
+def _baseline_lines(b: dict[str, Any]) -> list[str]:
+    """The baseline section for a person: which baseline, the level compared, each metric, the caveat."""
+    load = ", ".join(f"{k} {v:.3g}" for k, v in sorted(b["load"].items())) or "no load recorded"
+    lines = [f"baseline: {b['workload']} #{b['id']} ({b['origin']}), recorded at {load}"]
+    if not b["comparable"]:
+        lines.append(f"  not comparable: {b['why_not']}")
+        return lines
+    lines.append(
+        f"  compared at concurrency {b['concurrency']}: {b['measured_requests_per_s']:.3g} requests/s "
+        f"({b['load_rule']}); tolerance {b['tolerance']:g}"
+    )
+    lines += ["  " + judged_line(m, b["concurrency"]) for m in b["metrics"]]
+    lines += [f"  skipped {s['metric']}: {s['why']}" for s in b["skipped"]]
+    lines.append(f"  ({b['caveat']})")
     return lines
 
 
@@ -318,6 +377,11 @@ class Config:
     timeouts: Timeouts
     limits: dict[str, float]
     output: str
+    collector: CollectorTarget | None = None
+    workload: WorkloadRef | None = None
+    compare: bool = False
+    store: bool = False
+    tolerance: float = 0.25
 
 
 def configure(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
@@ -333,6 +397,7 @@ def configure(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
         raise ProbeUsageError(f"{flags} need a stream to measure; drop --no-stream (or stream: false)")
     if not args.model.strip():
         raise ProbeUsageError("--model must name the served model")
+    ref, compare_, store = _workload_flags(args)
     return Config(
         endpoint=endpoint_url(args.endpoint),
         model=args.model,
@@ -343,7 +408,30 @@ def configure(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
         timeouts=Timeouts(args.connect_timeout, args.read_timeout, args.request_timeout),
         limits=limits,
         output=args.output,
+        collector=None if ref is None else target(args, env),
+        workload=ref,
+        compare=compare_,
+        store=store,
+        tolerance=float(args.baseline_tolerance),
     )
+
+
+def _workload_flags(args: argparse.Namespace) -> tuple[WorkloadRef | None, bool, bool]:
+    """(the workload, compare with its baseline?, store the result?) from --baseline / --record."""
+    if args.baseline is not None:
+        return workload_ref(args.baseline, "--baseline"), True, not args.no_store
+    if args.record is not None:
+        if args.no_store:
+            raise ProbeUsageError("--record stores the result; --no-store contradicts it")
+        return workload_ref(args.record, "--record"), False, True
+    if args.collector is not None:
+        raise ProbeUsageError(
+            "--collector needs --baseline NAMESPACE/NAME or --record NAMESPACE/NAME: the workload the "
+            "result belongs to"
+        )
+    if args.no_store:
+        raise ProbeUsageError("--no-store needs --baseline NAMESPACE/NAME")
+    return None, False, False
 
 
 def run(
@@ -362,13 +450,34 @@ def run(
     warning = plaintext_warning(cfg.endpoint, cfg.key)
     if warning:
         err.write(f"skewwatch probe: warning: {warning}\n")
+    answer: dict[str, Any] | None = None
+    if cfg.compare and cfg.collector is not None and cfg.workload is not None:
+        try:  # before the first request: no load on the server for a comparison that cannot be made
+            answer = fetch_baseline(cfg.collector, cfg.workload)
+        except ProbeCollectorError as e:
+            err.write(f"skewwatch probe: error: {e}\n")
+            return 2
     progress = ProgressLine(err)
     try:
-        doc = asyncio.run(execute(cfg, progress, hook))
+        doc = asyncio.run(execute(cfg, progress, hook, answer))
     finally:
         progress.close()
     out.write((render_json(doc) if cfg.output == "json" else render_table(doc)) + "\n")
-    return int(doc["exit_code"])
+    code = int(doc["exit_code"])
+    if cfg.store and cfg.collector is not None and cfg.workload is not None:
+        stored = _store(cfg.collector, cfg.workload, doc, err)
+        if stored is None:
+            return 2  # the gate's record is not where it was asked to be: the run did not do its job
+        (err if cfg.output == "json" else out).write(stored.line() + "\n")
+    return code
+
+
+def _store(t: CollectorTarget, ref: WorkloadRef, doc: dict[str, Any], err: TextIO) -> Stored | None:
+    try:
+        return store_result(t, ref, doc)
+    except ProbeCollectorError as e:
+        err.write(f"skewwatch probe: error: {e}\n")
+        return None
 
 
 def _load(cfg: Config, levels: Sequence[LevelStats], stopped: str | None) -> dict[str, Any]:
@@ -394,8 +503,11 @@ def _load(cfg: Config, levels: Sequence[LevelStats], stopped: str | None) -> dic
     }
 
 
-async def execute(cfg: Config, progress: Progress | None, hook: Hook | None) -> dict[str, Any]:
-    """Probe the endpoint level by level within ``--timeout`` and build the result document."""
+async def execute(
+    cfg: Config, progress: Progress | None, hook: Hook | None, answer: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Probe the endpoint level by level within ``--timeout`` and build the result document;
+    ``answer``: the baseline (the collector's GET answer) to compare the levels with."""
     started = datetime.now(UTC).isoformat(timespec="seconds")
     t0 = time.perf_counter()
     deadline = t0 + cfg.timeout_s
@@ -424,6 +536,16 @@ async def execute(cfg: Config, progress: Progress | None, hook: Hook | None) -> 
                     break
             judgements = judge(levels, cfg.limits)
             outcome = decide(levels, judgements, stopped)
+    comparison: Comparison | None = None
+    if answer is not None:
+        comparison = (
+            compare(levels, answer, cfg.tolerance, stream=w.stream)
+            if levels
+            else not_compared(
+                answer, cfg.tolerance, outcome.reasons[0] if outcome.reasons else "no level ran"
+            )
+        )
+        outcome = combine(outcome, comparison)
     return document(
         outcome=outcome,
         target={"endpoint": cfg.endpoint, "model": cfg.model, "api_key": cfg.key.source if cfg.key else None},
@@ -433,4 +555,6 @@ async def execute(cfg: Config, progress: Progress | None, hook: Hook | None) -> 
         judgements=judgements,
         started_at=started,
         duration_s=time.perf_counter() - t0,
+        workload=None if cfg.workload is None else str(cfg.workload),
+        comparison=comparison,
     )

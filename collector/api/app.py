@@ -18,6 +18,7 @@ from collector.api import auth, body, openapi, views
 from collector.api import drift as drift_routes
 from collector.api import evidence as evidence_routes
 from collector.api import injection as injection_routes
+from collector.api import probes as probe_routes
 from collector.api.drift import IntentBadRequest
 from collector.api.params import int_param
 from collector.errors import ApiError, BadRequestError, StoreError
@@ -254,5 +255,6 @@ def create_app(
 
         app.on_cleanup.append(close_pool)
         drift_routes.add_routes(app)
+        probe_routes.add_routes(app)
         evidence_routes.add_routes(app, pods)
     return app

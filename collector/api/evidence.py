@@ -152,6 +152,10 @@ EVIDENCE_SCHEMA = _obj(
         "pods": {"type": "array", "items": _POD},
         "configurations": {"type": "array", "items": _MAP_ANY},
         "baseline": {"type": ["object", "null"], "additionalProperties": _ANY},
+        "probe": {
+            "oneOf": [{"type": "null"}, _ref("ProbeBrief")],
+            "description": "the latest probe result stored for the workload: its summary, per level",
+        },
         "diff_last_good": _LAST_GOOD,
         "cluster": {
             **_ref("WorkloadCluster"),
@@ -175,8 +179,9 @@ OPENAPI_PATHS: dict[str, Any] = {
     PATH: {
         "get": {
             "summary": "A workload's evidence bundle: pods, image, args and env (redacted), GPU, metrics "
-            "and baseline ratios, diff against last-good, cluster facts, pod-template revisions and the "
-            "last-good to current template diff, open findings, restarts, intents and baseline",
+            "and baseline ratios, the latest probe result, diff against last-good, cluster facts, "
+            "pod-template revisions and the last-good to current template diff, open findings, restarts, "
+            "intents and baseline",
             "operationId": "getWorkloadEvidence",
             "parameters": [
                 {"name": "namespace", "in": "path", "required": True, "schema": _SEGMENT},

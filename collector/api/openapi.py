@@ -773,6 +773,10 @@ SCHEMAS.update(
                 "baseline": {"oneOf": [{"type": "null"}, _ref("BaselineSummary")]},
                 "findings": {"type": "array", "items": _ref("Finding")},
                 "cluster": _ref("WorkloadCluster"),
+                "probe": {
+                    "oneOf": [{"type": "null"}, _ref("ProbeBrief")],
+                    "description": "the latest probe result stored for the workload (without its document)",
+                },
             }
         ),
         "Diff": _obj(
@@ -941,6 +945,234 @@ _MOMENT = {
     "examples": ["2026-12-01T10:00:00Z", "1796119200"],
 }
 
+
+# Probe results (collector/service/probes.py) and the verification answer.
+_NULL_NUM = {"type": ["number", "null"]}
+_PROBE_SUMMARY = _obj(
+    {
+        "verdict": {"type": "string", "enum": ["pass", "fail", "inconclusive", "error"]},
+        "endpoint": _STR,
+        "model": _STR,
+        "levels": {
+            "type": "array",
+            "items": _obj(
+                {
+                    "concurrency": {"type": "integer", "minimum": 1},
+                    "requests_per_s": _NULL_NUM,
+                    "output_tokens_per_s": _NULL_NUM,
+                    "ttft_ms_p95": _NULL_NUM,
+                    "e2e_ms_p99": _NULL_NUM,
+                    "errors": {
+                        "type": "object",
+                        "additionalProperties": {"type": "integer"},
+                        "description": "failed requests by kind",
+                    },
+                }
+            ),
+            "description": "each concurrency level that ran, as the document has them",
+        },
+        "failed": {
+            "type": "array",
+            "items": _STR,
+            "description": "the failed thresholds' names (their flags, e.g. --max-ttft-ms), each once",
+        },
+    },
+    required=["verdict", "levels", "failed"],
+    description="The headline of a probe result; endpoint and model where its document names them",
+)
+_PROBE_BRIEF = {
+    "id": {"type": "integer", "minimum": 1},
+    "workload": _STR,
+    "recorded_at": {**_TS, "description": "when the collector received it (its clock), Unix seconds"},
+    "verdict": {"type": "string", "enum": ["pass", "fail", "inconclusive", "error"]},
+    "summary": _PROBE_SUMMARY,
+}
+SCHEMAS.update(
+    {
+        "ProbeBrief": _obj(_PROBE_BRIEF, description="A stored probe result without its document"),
+        "Probe": _obj(
+            {
+                **_PROBE_BRIEF,
+                "document": {
+                    **_MAP_ANY,
+                    "description": "the probe's document (schema skewwatch.probe/v1, docs/probe.md), every "
+                    "string redacted as the collector stores it",
+                },
+            },
+            description="A stored probe result with its document",
+        ),
+        "ProbeResult": _obj({"probe": _ref("Probe")}),
+        "ProbeList": _obj(
+            {
+                "workload": _STR,
+                "probes": {"type": "array", "items": _ref("ProbeBrief"), "description": "newest first"},
+            }
+        ),
+        "Verification": _obj(
+            {
+                "workload": _STR,
+                "may_close": {
+                    "type": "boolean",
+                    "description": "no open or pending finding, a baseline, every metric comparable and "
+                    "within tolerance",
+                },
+                "reasons": {
+                    "type": "array",
+                    "items": _STR,
+                    "description": "why the incident may not be closed; empty when it may",
+                },
+                "findings": _obj(
+                    {
+                        "open": {"type": "integer", "description": "acknowledged and silenced ones too"},
+                        "pending": {"type": "integer"},
+                        "items": {
+                            "type": "array",
+                            "items": _obj(
+                                {
+                                    "id": {"type": "integer"},
+                                    "key": _STR,
+                                    "severity": _STR,
+                                    "reference": _STR,
+                                    "status": {"type": "string", "enum": ["pending", "open"]},
+                                }
+                            ),
+                        },
+                    }
+                ),
+                "baseline": {
+                    "oneOf": [
+                        {"type": "null"},
+                        _obj({"id": {"type": "integer"}, "recorded_at": _TS, "origin": _STR}),
+                    ]
+                },
+                "performance": {
+                    "type": "array",
+                    "items": _obj(
+                        {
+                            "metric": _STR,
+                            "baseline": {"type": "number"},
+                            "current": {
+                                **_NULL_NUM,
+                                "description": "the median of the live replicas judged (at comparable load)",
+                            },
+                            "ratio": {**_NULL_NUM, "description": "current / baseline"},
+                            "tolerance": _obj(
+                                {"max_decrease": _NULL_NUM, "max_increase": _NULL_NUM},
+                                description="fractions of the baseline (0.3: 30 %), the SkewPolicy's where "
+                                "it names them",
+                            ),
+                            "comparable": {
+                                "type": "boolean",
+                                "description": "a live replica runs at a load comparable with the baseline's",
+                            },
+                            "within": {
+                                "type": ["boolean", "null"],
+                                "description": "null: not judged (incomparable load, too few samples)",
+                            },
+                            "why": _STR,
+                        }
+                    ),
+                    "description": "each performance metric the baseline holds, judged as the drift engine "
+                    "judges it",
+                },
+                "latest_probe": {"oneOf": [{"type": "null"}, _ref("ProbeBrief")]},
+            },
+            description="May the workload's incident be closed, and why not",
+        ),
+    }
+)
+
+_PROBE_LIMIT = {
+    "name": "limit",
+    "in": "query",
+    "description": "how many, newest first (default 10)",
+    "schema": {"type": "integer", "minimum": 1, "maximum": 50, "default": 10},
+}
+PATHS.update(
+    {
+        "/api/v1/workloads/{namespace}/{name}/probes": {
+            "get": {
+                "summary": "A workload's stored probe results, newest first (without their documents)",
+                "operationId": "listWorkloadProbes",
+                "parameters": [*_WORKLOAD_PATH, _PROBE_LIMIT],
+                "responses": {
+                    "200": _json(_ref("ProbeList"), "The probe results"),
+                    "400": _ERROR,
+                    "404": _ERROR,
+                    "503": _ERROR,
+                },
+            },
+            "post": {
+                "summary": "Store a probe result (skewwatch probe -o json, schema skewwatch.probe/v1, at "
+                "most 256 KiB) with the workload, every string redacted; at most 50 are kept per workload, "
+                "the oldest dropped; admin",
+                "operationId": "createWorkloadProbe",
+                "parameters": _WORKLOAD_PATH,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "schema": {"type": "string", "enum": ["skewwatch.probe/v1"]},
+                                    "verdict": {
+                                        "type": "string",
+                                        "enum": ["pass", "fail", "inconclusive", "error"],
+                                    },
+                                    "levels": {
+                                        "type": "array",
+                                        "maxItems": 64,
+                                        "items": {
+                                            "type": "object",
+                                            "properties": {"concurrency": {"type": "integer", "minimum": 1}},
+                                            "required": ["concurrency"],
+                                        },
+                                    },
+                                },
+                                "required": ["schema", "verdict", "levels"],
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "201": _json(_ref("ProbeResult"), "Stored"),
+                    "400": _json(_ref("Error"), "Not a probe document: the message names the field"),
+                    "404": _ERROR,
+                    "503": _ERROR,
+                    **_BODY_ERRORS,
+                },
+            },
+        },
+        "/api/v1/workloads/{namespace}/{name}/probes/{id}": {
+            "get": {
+                "summary": "One stored probe result of the workload, with its document",
+                "operationId": "getWorkloadProbe",
+                "parameters": [*_WORKLOAD_PATH, _ID_PARAM],
+                "responses": {
+                    "200": _json(_ref("ProbeResult"), "The probe result"),
+                    "400": _ERROR,
+                    "404": _ERROR,
+                    "503": _ERROR,
+                },
+            }
+        },
+        "/api/v1/workloads/{namespace}/{name}/verification": {
+            "get": {
+                "summary": "May the workload's incident be closed: its findings resolved, a baseline, the "
+                "latest observations of its live replicas within tolerance of it at comparable load",
+                "operationId": "getWorkloadVerification",
+                "parameters": _WORKLOAD_PATH,
+                "responses": {
+                    "200": _json(_ref("Verification"), "The answer, with each reason why not"),
+                    "400": _ERROR,
+                    "404": _ERROR,
+                    "503": _ERROR,
+                },
+            }
+        },
+    }
+)
 
 SCHEMAS["FindingDetail"] = _obj(
     {**SCHEMAS["Finding"]["properties"], "history": {"type": "array", "items": _ref("FindingEvent")}},

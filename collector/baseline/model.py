@@ -7,7 +7,9 @@ fact that differs from the baseline is a drift. ``compare_performance`` compares
 when its current load is within the load tolerance of the baseline's (default ±30 % requests/s,
 ±30 % or ±2 running requests), and then each metric against its tolerance (``PERF_METRICS``,
 overridable per metric by a SkewPolicy). Metrics or replicas at incomparable load are left
-undecided, so their findings neither open nor resolve.
+undecided, so their findings neither open nor resolve. ``judge_performance`` is that rule per
+metric (values, comparability, within tolerance): the drift engine's findings and the incident
+verification (``collector.service.probes``) both read it.
 
 Replicas come with their workload's cluster facts joined (``collector.domain.cluster``), so a
 baseline holds them too; a baseline recorded before the cluster watch knew the workload takes none
@@ -306,10 +308,80 @@ def _comparable(
         compared += 1
         tol = max(abs(base) * load_tolerance.get(name, rel), floor)
         if abs(now - base) > tol:
-            return False, f"{name} {now:.3g} vs baseline {base:.3g}"
+            return False, (
+                f"{name} {now:.3g} is not comparable with the baseline's {base:.3g}: "
+                "load too different to judge"
+            )
     if not compared:
         return False, "no load observation to compare with the baseline's"
     return True, ""
+
+
+@dataclass(frozen=True)
+class MetricResult:
+    """One performance metric of a baseline judged on the replicas, by the one rule the drift
+    engine applies (``compare_performance`` is built on it): a replica counts only at comparable
+    load and with enough samples, and is outside when past tolerance *and* certainly moved."""
+
+    metric: Metric
+    baseline: float
+    tolerance: tuple[float | None, float | None]  # (max decrease, max increase), policy applied
+    per_load: float | None  # the baseline's load a throughput is scaled to, if it is one
+    base_bounds: Bounds | None
+    values: Mapping[str, float]  # pod -> its value now, for the replicas judged
+    outside: Mapping[str, float]  # the judged replicas past tolerance
+    incomparable: Mapping[str, str]  # pod -> why its load is not comparable with the baseline's
+
+    @property
+    def judged(self) -> bool:
+        return bool(self.values)
+
+    @property
+    def current(self) -> float | None:
+        """The median over the judged replicas (what ``performance_ratios`` divides)."""
+        return _median(list(self.values.values()))
+
+    @property
+    def within(self) -> bool | None:
+        """True when every judged replica is within tolerance; None when none could be judged."""
+        return None if not self.values else not self.outside
+
+
+def judge_performance(
+    baseline: Baseline,
+    replicas: Sequence[Replica],
+    tolerances: Mapping[str, Any] | None = None,
+    load_tolerance: Mapping[str, float] | None = None,
+    ignore: Sequence[str] = (),
+) -> list[MetricResult]:
+    """Each metric the baseline holds (in ``PERF_METRICS`` order, ignored keys left out), judged
+    on ``replicas``: which were comparable, their values, which are outside tolerance."""
+    tolerances = tolerances or {}
+    loads = {r.pod: _comparable(baseline, r, load_tolerance or {}) for r in replicas}
+    incomparable = {pod: why for pod, (ok, why) in loads.items() if not ok}
+    out: list[MetricResult] = []
+    for m in PERF_METRICS:
+        key = OBSERVATION_PREFIX + m.name
+        base = baseline.performance.get(m.name)
+        if base is None or any(fnmatch.fnmatchcase(key, g) for g in ignore):
+            continue
+        dec, inc = _tolerance(m, tolerances.get(m.name))
+        per_load = baseline.load.get(m.per) if m.per else None
+        base_bounds = baseline.bounds.get(m.name) if not per_load else None
+        values: dict[str, float] = {}
+        bad: dict[str, float] = {}
+        for r in replicas:
+            now = observed(r, m, per_load=per_load)
+            if now is None or r.pod in incomparable:
+                continue
+            values[r.pod] = now
+            now_bounds = None if per_load else bounds(m, judged_windows(r, m))
+            if _outside(
+                m, now, base, dec, inc, bounds=(now_bounds or (now, now), base_bounds or (base, base))
+            ):
+                bad[r.pod] = now
+        out.append(MetricResult(m, base, (dec, inc), per_load, base_bounds, values, bad, incomparable))
+    return out
 
 
 def compare_performance(
@@ -320,43 +392,22 @@ def compare_performance(
     ignore: Sequence[str] = (),
 ) -> tuple[list[Drift], set[tuple[str, str]]]:
     """(drifts, undecided identities): metrics outside tolerance on replicas at comparable load."""
-    tolerances = tolerances or {}
     drifts: list[Drift] = []
     undecided: set[tuple[str, str]] = set()
-    comparable = {r.pod for r in replicas if _comparable(baseline, r, load_tolerance or {})[0]}
-    for m in PERF_METRICS:
-        key = OBSERVATION_PREFIX + m.name
-        base = baseline.performance.get(m.name)
-        if base is None or any(fnmatch.fnmatchcase(key, g) for g in ignore):
-            continue
-        dec, inc = _tolerance(m, tolerances.get(m.name))
-        per_load = baseline.load.get(m.per) if m.per else None
-        judged = 0
-        bad: dict[str, float] = {}
-        base_bounds = baseline.bounds.get(m.name) if not per_load else None
-        for r in replicas:
-            now = observed(r, m, per_load=per_load)
-            if now is None or r.pod not in comparable:
-                continue
-            judged += 1
-            now_bounds = None if per_load else bounds(m, judged_windows(r, m))
-            if _outside(
-                m, now, base, dec, inc, bounds=(now_bounds or (now, now), base_bounds or (base, base))
-            ):
-                bad[r.pod] = now
-        if not judged:
-            undecided.add((Reference.BASELINE.value, key))
-        elif bad:
+    for res in judge_performance(baseline, replicas, tolerances, load_tolerance, ignore):
+        if not res.judged:
+            undecided.add((Reference.BASELINE.value, OBSERVATION_PREFIX + res.metric.name))
+        elif res.outside:
             drifts.append(
                 _regression(
                     baseline,
-                    m,
-                    bad,
-                    base=base,
-                    tolerance=(dec, inc),
+                    res.metric,
+                    dict(res.outside),
+                    base=res.baseline,
+                    tolerance=res.tolerance,
                     replicas=len(replicas),
-                    per_load=per_load,
-                    base_bounds=base_bounds,
+                    per_load=res.per_load,
+                    base_bounds=res.base_bounds,
                 )
             )
     return drifts, undecided
@@ -469,8 +520,10 @@ __all__ = [
     "Baseline",
     "BaselineError",
     "Metric",
+    "MetricResult",
     "compare_config",
     "compare_performance",
+    "judge_performance",
     "performance_ratios",
     "record",
 ]

@@ -692,6 +692,7 @@ def format_workload_status(data: dict[str, Any], wide: bool = False) -> str:
         if base
         else "baseline: none"
     )
+    out.append(format_probe_line(data.get("probe")))
     if not data.get("replicas"):
         out.append("no live replicas")
     opened = [f for f in data.get("findings", []) if f.get("status") == "open"]
@@ -705,6 +706,28 @@ def format_workload_status(data: dict[str, Any], wide: bool = False) -> str:
     out.extend(f"    #{f['id']} [{f['severity']}] {_refs(f)}: {f['message']}" for f in findings)
     out.extend(f"    #{f['id']} (silenced) [{f['severity']}] {_refs(f)}: {f['message']}" for f in silenced)
     return "\n".join(out) + "\n"
+
+
+def _num(value: Any, unit: str) -> str:
+    return f"{value:.0f} {unit}" if isinstance(value, int | float) and not isinstance(value, bool) else "-"
+
+
+def format_probe_line(probe: dict[str, Any] | None) -> str:
+    """The latest probe result in one line: verdict, when, each level's tokens/s and TTFT p95."""
+    if not probe:
+        return "probe: none stored"
+    summary = probe.get("summary") or {}
+    levels = "; ".join(
+        f"c{lv.get('concurrency')} {_num(lv.get('output_tokens_per_s'), 'tok/s')} "
+        f"TTFT p95 {_num(lv.get('ttft_ms_p95'), 'ms')}"
+        for lv in summary.get("levels") or []
+    )
+    failed = summary.get("failed") or []
+    return (
+        f"probe: {probe.get('verdict')} {format_time(probe.get('recorded_at'))} (#{probe.get('id')})"
+        + (f": {levels}" if levels else ": no level ran")
+        + (f"; failed {', '.join(failed)}" if failed else "")
+    )
 
 
 def _refs(f: dict[str, Any]) -> str:

@@ -7,9 +7,10 @@ the baseline, findings), ``Queries.diff`` in the ``last_good`` mode, ``Pods.list
 ``collector.baseline.model.performance_ratios`` (the current / baseline ratios the telemetry
 exports), and ``Queries.template_last_good`` (the pod-template diff from the revision the baseline
 was recorded on to the current one; the workload view carries the cluster facts, with their
-provenance, and the stored revisions). What those do not answer is only selected here, never
-computed again: the image, GPU, argument and environment facts are read from the stored facts by
-key. Pod-template facts are carried as the cluster watch stored them (env values redacted).
+provenance, the stored revisions and the latest probe result's summary). What those do not
+answer is only selected here, never computed again: the image, GPU, argument and environment
+facts are read from the stored facts by key. Pod-template facts are carried as the cluster watch
+stored them (env values redacted).
 
 The typed ``Evidence`` renders three ways, all pure: ``as_dict()`` is the JSON (schema
 ``skewwatch.evidence/v1``, keys in a fixed order: docs/evidence.md), ``render_markdown`` the same
@@ -218,6 +219,7 @@ class Evidence:
             "pods": [p.as_dict() for p in self.pods],
             "configurations": self._configurations(),
             "baseline": self._baseline(),
+            "probe": v.probe.as_dict(document=False) if v.probe else None,
             "diff_last_good": self.last_good.as_dict(),
             "cluster": (self.view.cluster or ClusterSection(None, NO_CLUSTER_WATCH, ())).as_dict(),
             "template_diff": self.template.as_dict(),
@@ -420,6 +422,42 @@ def _md_performance(doc: JSON) -> list[str]:
     return ["## Key metrics and baseline ratios", "", *_table(header, rows)]
 
 
+def _md_probe(doc: JSON) -> list[str]:
+    """The latest probe result: verdict, target, the per-level numbers, the failed thresholds."""
+    out = ["## Latest probe", ""]
+    p = doc.get("probe")
+    if p is None:
+        return [*out, "No probe result is stored for this workload.", ""]
+    s = p["summary"]
+    target = ", ".join(f"{k} {code_cell(s[k])}" for k in ("endpoint", "model") if k in s)
+    out += [
+        f"Verdict {code_cell(p['verdict'])}, probe result {p['id']}, recorded at {_when(p['recorded_at'])}"
+        + (f"; {target}" if target else "")
+        + ".",
+        "",
+    ]
+    rows = [
+        [
+            text_cell(lv["concurrency"]),
+            _number_cell(lv["requests_per_s"]),
+            _number_cell(lv["output_tokens_per_s"]),
+            _number_cell(lv["ttft_ms_p95"]),
+            _number_cell(lv["e2e_ms_p99"]),
+            text_cell(", ".join(f"{k} {n}" for k, n in sorted(lv["errors"].items())) or "none"),
+        ]
+        for lv in s["levels"]
+    ]
+    header = ["concurrency", "requests/s", "output tokens/s", "TTFT p95 ms", "E2E p99 ms", "errors"]
+    out += _table(header, rows) if rows else ["No concurrency level ran.", ""]
+    if s["failed"]:
+        out += ["Failed thresholds: " + ", ".join(code_cell(f) for f in s["failed"]) + ".", ""]
+    return out
+
+
+def _number_cell(value: object) -> str:
+    return f"{value:.1f}" if isinstance(value, int | float) and not isinstance(value, bool) else "-"
+
+
 def _md_diff(doc: JSON) -> list[str]:
     d = doc["diff_last_good"]
     out = ["## Diff against last-good", ""]
@@ -606,6 +644,7 @@ def render_markdown(doc: JSON) -> str:
         _md_pods,
         _md_configurations,
         _md_performance,
+        _md_probe,
         _md_diff,
         _md_cluster,
         _md_template,

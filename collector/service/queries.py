@@ -44,9 +44,19 @@ from collector.intent.evaluate import Check
 from collector.intent.model import Intent
 from collector.service.cluster import ClusterState
 from collector.service.evaluation import DriftService
+from collector.service.probes import (
+    PROBES_KEEP,
+    ProbeList,
+    ProbeView,
+    Verification,
+    parse_document,
+    redact_document,
+    verification,
+)
 from collector.store.base import QueryStore
 from skewwatch.core.facts import FactValue, SourceState
 from skewwatch.core.identity import PodKey
+from skewwatch.redact import DEFAULT_SALT, Redactor
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +139,7 @@ class WorkloadView:
     findings: Sequence[FindingRecord]  # active, then the newest resolved
     now: float
     cluster: ClusterSection | None = None  # None: no cluster watch on this collector
+    probe: ProbeView | None = None  # the latest probe result stored for it
 
     def as_dict(self) -> JSON:
         rep = self.representative
@@ -149,6 +160,7 @@ class WorkloadView:
             "baseline": self.baseline.as_dict(facts=False) if self.baseline else None,
             "findings": [f.as_dict(self.now) for f in self.findings],
             "cluster": (self.cluster or ClusterSection(None, NO_CLUSTER_WATCH, ())).as_dict(),
+            "probe": self.probe.as_dict(document=False) if self.probe else None,
         }
 
 
@@ -523,13 +535,22 @@ class IntentListing:
 class Queries:
     """The drift queries over ``store`` and the evaluation service ``drift``; with ``cluster`` (the
     cluster watch's state; by default the one the evaluation joins to replicas), the workloads'
-    cluster facts and pod-template revisions too."""
+    cluster facts and pod-template revisions too; ``redactor`` redacts posted probe documents."""
 
-    def __init__(self, store: QueryStore, drift: DriftService, cluster: ClusterState | None = None) -> None:
+    def __init__(
+        self,
+        store: QueryStore,
+        drift: DriftService,
+        cluster: ClusterState | None = None,
+        redactor: Redactor | None = None,
+    ) -> None:
         self.store = store
         self.drift = drift
         # One state for what a workload is evaluated with and what its queries show.
         self.cluster = cluster if cluster is not None else drift.cluster
+        # What posted probe documents are redacted with: the collector's redaction_salt (as the
+        # cluster watch's), so one secret reads as one digest everywhere; else the agent's default.
+        self.redactor = redactor if redactor is not None else Redactor(DEFAULT_SALT)
 
     def now(self) -> float:
         return self.drift.clock()
@@ -651,6 +672,45 @@ class Queries:
             findings=[*active, *resolved],
             now=time.time(),
             cluster=await self._cluster_section(workload),
+            probe=await self.latest_probe(workload),
+        )
+
+    # -- probe results and verification ----------------------------------------------------------
+
+    async def record_probe(self, workload: str, document: Any) -> ProbeView:
+        """Check the posted probe document (BadRequestError naming the field), redact every string
+        of it, store it with the collector's clock, keeping the newest ``PROBES_KEEP`` per workload."""
+        doc = redact_document(parse_document(document), self.redactor)
+        stored = await self.store.add_probe_result(workload, self.now(), doc["verdict"], doc, PROBES_KEEP)
+        return ProbeView(stored)
+
+    async def probes(self, workload: str, limit: int) -> ProbeList:
+        return ProbeList(workload, [ProbeView(r) for r in await self.store.probe_results(workload, limit)])
+
+    async def probe(self, workload: str, probe_id: int) -> ProbeView:
+        found = await self.store.get_probe_result(probe_id)
+        if found is None or found.workload != workload:
+            raise NotFoundError(f"probe result {probe_id} of {workload} is not stored")
+        return ProbeView(found)
+
+    async def latest_probe(self, workload: str) -> ProbeView | None:
+        latest = await self.store.probe_results(workload, 1)
+        return ProbeView(latest[0]) if latest else None
+
+    async def verification(self, workload: str) -> Verification:
+        """May the incident be closed: the active findings, the baseline and the latest
+        observations of the live replicas judged by the drift engine's performance rule."""
+        ev, replicas, baseline = await self.drift.evaluate_only(workload)
+        latest = await self.store.probe_results(workload, 1)
+        return verification(
+            workload,
+            active=await self.store.active_findings(workload),
+            baseline=baseline,
+            replicas=replicas,
+            bound=ev.bound,
+            ignore=ev.ignore,
+            latest_probe=latest[0] if latest else None,
+            now=self.now(),
         )
 
     # -- cluster: facts and revisions --------------------------------------------------------------

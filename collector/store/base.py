@@ -14,6 +14,7 @@ was changed. ``record_batch`` is many such writes in one transaction, each answe
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from collector.domain.baseline import Baseline
@@ -151,7 +152,34 @@ class EvaluationStore(Protocol):
     async def list_intents(self) -> list[IntentRecord]: ...
 
 
-class QueryStore(PodStore, EvaluationStore, Protocol):
+@dataclass(frozen=True)
+class ProbeRecord:
+    """One stored probe result: the probe's document (``skewwatch.probe/v1``, redacted) as posted
+    for ``workload``, and when the collector received it (its own clock)."""
+
+    id: int
+    workload: str
+    recorded_at: float
+    verdict: str
+    document: Mapping[str, Any]
+
+
+class ProbeStore(Protocol):
+    """The probe results of each workload (``probe_results``), bounded per workload."""
+
+    async def add_probe_result(
+        self, workload: str, recorded_at: float, verdict: str, document: Mapping[str, Any], keep: int
+    ) -> ProbeRecord:
+        """Store one result, then keep only the ``keep`` newest of ``workload``; one transaction.
+        Returns the stored row (with its id)."""
+
+    async def probe_results(self, workload: str, limit: int) -> list[ProbeRecord]:
+        """The newest ``limit`` results of ``workload``, newest (highest id) first."""
+
+    async def get_probe_result(self, probe_id: int) -> ProbeRecord | None: ...
+
+
+class QueryStore(PodStore, EvaluationStore, ProbeStore, Protocol):
     """What the drift queries read and write beyond evaluation's: findings, baselines, intents."""
 
     async def list_findings(self, query: FindingQuery) -> list[FindingRecord]:

@@ -228,6 +228,25 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        "probe results: each workload's skewwatch probe documents (at most PROBE_RESULTS_KEEP per"
+        " workload, oldest dropped)",
+        (
+            # recorded_at is the collector's clock, not the probe's (whose started_at is in the
+            # document): results from probes on other machines still order by when they arrived.
+            # document is the probe's JSON (skewwatch.probe/v1) as stored, redacted.
+            """
+            CREATE TABLE probe_results (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                workload TEXT NOT NULL,
+                recorded_at DOUBLE PRECISION NOT NULL,
+                verdict TEXT NOT NULL,
+                document TEXT NOT NULL
+            )
+            """,
+            "CREATE INDEX probe_results_by_workload ON probe_results (workload, id)",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import functools
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -56,6 +57,7 @@ from collector.domain.records import (
 )
 from collector.errors import StoreError
 from collector.store import codec
+from collector.store.base import ProbeRecord
 from skewwatch.core.facts import FactValue, Fingerprint, Observation, Provenance, SourceStatus
 from skewwatch.core.identity import PodIdentity, PodKey
 
@@ -1080,6 +1082,56 @@ class SqlStore(abc.ABC):
 
     async def workload_revisions(self, workload: str) -> list[RevisionTemplate]:
         return [s.template for s in await self.revision_history(workload)]
+
+    # -- probe results ----------------------------------------------------------------------------
+
+    async def add_probe_result(
+        self, workload: str, recorded_at: float, verdict: str, document: Mapping[str, Any], keep: int
+    ) -> ProbeRecord:
+        """Insert one result, then delete all but the ``keep`` newest (by id) of the workload: the
+        table holds at most ``keep`` rows per workload after every write."""
+        if keep < 1:
+            raise ValueError(f"keep: at least 1 probe result per workload must be kept, got {keep}")
+        text = json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+        def body(conn: Conn) -> int:
+            new_id = self._insert(
+                conn,
+                "INSERT INTO probe_results (workload, recorded_at, verdict, document) VALUES (?, ?, ?, ?)",
+                (workload, float(recorded_at), verdict, text),
+            )
+            kept = conn.execute(
+                "SELECT id FROM probe_results WHERE workload = ? ORDER BY id DESC LIMIT 1 OFFSET ?",
+                (workload, keep - 1),
+            ).fetchone()
+            if kept is not None:  # the keep-th newest: everything older goes
+                conn.execute(
+                    "DELETE FROM probe_results WHERE workload = ? AND id < ?", (workload, int(kept[0]))
+                )
+            return new_id
+
+        new_id = await self._write(body)
+        return ProbeRecord(new_id, workload, float(recorded_at), verdict, json.loads(text))
+
+    async def probe_results(self, workload: str, limit: int) -> list[ProbeRecord]:
+        rows = await self._read(
+            lambda c: c.execute(
+                _SELECT_PROBES + " WHERE workload = ? ORDER BY id DESC LIMIT ?", (workload, limit)
+            ).fetchall()
+        )
+        return [_probe(r) for r in rows]
+
+    async def get_probe_result(self, probe_id: int) -> ProbeRecord | None:
+        row = await self._read(lambda c: c.execute(_SELECT_PROBES + " WHERE id = ?", (probe_id,)).fetchone())
+        return None if row is None else _probe(row)
+
+
+_SELECT_PROBES = "SELECT id, workload, recorded_at, verdict, document FROM probe_results"
+
+
+def _probe(row: tuple[Any, ...]) -> ProbeRecord:
+    probe_id, workload, recorded_at, verdict, document = row
+    return ProbeRecord(int(probe_id), workload, float(recorded_at), verdict, json.loads(document))
 
 
 def _baseline(row: tuple[Any, ...]) -> Baseline:

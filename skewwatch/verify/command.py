@@ -3,8 +3,9 @@
 1. Ask the collector's verification route (``GET /api/v1/workloads/{ns}/{name}/verification``):
    unreachable, an unknown workload, a refused token or an answer of another shape end the run
    here (exit 2, nothing written), before a probe loads the endpoint.
-2. With ``--probe``: run the probe in this process, store its result with the workload (``POST
-   …/probes``), and ask the verification route again, so that its ``latest_probe`` is this run's.
+2. With ``--probe``: run the probe in this process (:mod:`skewwatch.verify.probing`), which
+   compares with the workload's baseline when it has one and stores its result with it (``POST
+   …/probes``); then ask the verification route again, so that its ``latest_probe`` is this run's.
 3. Write the post-fix evidence bundle (``GET …/evidence``), whatever the verdict: it is the record
    of the check.
 4. Decide (:mod:`skewwatch.verify.decide`), print per ``-o``, return the exit code.
@@ -16,7 +17,6 @@ output; the run goes on, so the output still says all that was found.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Mapping
@@ -24,11 +24,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from collector.cli.client import Credentials, credentials, get_json, request_json
+from collector.cli.client import Credentials, credentials, get_json
 from collector.cli.output import emit
 from collector.errors import ClientError
 from skewwatch.verify import evidence, probing
-from skewwatch.verify.answer import Verification, parse
+from skewwatch.verify.answer import ProbeRef, Verification, parse
 from skewwatch.verify.decide import ProbeVerdict, decide
 from skewwatch.verify.errors import AnswerError, EvidenceWriteError, VerifyUsageError
 from skewwatch.verify.render import ProbeShown, Result, document, table
@@ -45,7 +45,7 @@ def run_verify(args: argparse.Namespace) -> int:
     """The command: exit 0 may close, 1 not yet, 2 could not verify."""
     now = datetime.now(UTC)
     try:
-        probe_args = _probe_args(args)
+        probing.check_probe_flags(args)
         target: Path = args.evidence_file or evidence.default_path(args.workload, now, Path.cwd())
         fmt = evidence.evidence_format(target)
         auth = credentials(args)
@@ -55,12 +55,15 @@ def run_verify(args: argparse.Namespace) -> int:
         return 2
     problems: list[str] = []
     shown: ProbeShown | None = None
-    if probe_args is not None:
-        shown = _probe(args, probe_args, auth, os.environ, problems)
+    if args.probe:
+        before = verification.latest_probe
+        probe_args = probing.probe_args(args, args.workload, verification.baseline is not None)
+        run = _run_probe(probe_args, os.environ, problems)
         try:
             raw, verification = fetch_verification(args, auth)
         except (ClientError, AnswerError) as e:
             _problem(problems, f"the verification after the probe: {e}")
+        shown = _shown(run, before, raw, verification, problems)
     written: evidence.Written | None = None
     try:
         data = evidence.fetch(args.collector, args.workload, fmt, args.timeout, auth)
@@ -83,16 +86,6 @@ def run_verify(args: argparse.Namespace) -> int:
     return result.decision.exit_code
 
 
-def _probe_args(args: argparse.Namespace) -> argparse.Namespace | None:
-    if args.probe:
-        return probing.probe_args(args, args.workload)
-    extra = probing.given(args)
-    if extra:
-        flags = ", ".join("--" + name.replace("_", "-") for name in extra)
-        raise VerifyUsageError(f"{flags}: probe flags need --probe")
-    return None
-
-
 def _problem(problems: list[str], message: str) -> None:
     error(message)
     problems.append(message)
@@ -106,19 +99,29 @@ def fetch_verification(args: argparse.Namespace, auth: Credentials) -> tuple[dic
     return raw, parse(raw)
 
 
-def _probe(
-    args: argparse.Namespace,
-    probe_args: argparse.Namespace,
-    auth: Credentials,
-    env: Mapping[str, str],
-    problems: list[str],
-) -> ProbeShown:
-    """Run the probe and store its result; what could not be done goes into ``problems``."""
+def _run_probe(
+    probe_args: argparse.Namespace, env: Mapping[str, str], problems: list[str]
+) -> probing.ProbeRun | None:
     try:
-        run = probing.run_probe(probe_args, sys.stderr, env)
+        return probing.run_probe(probe_args, sys.stderr, env)
     except Exception as e:  # the probe is another component: whatever stops it, this run says so
         _problem(problems, f"the probe could not run: {type(e).__name__}: {e}")
-        return ProbeShown("error", 2, (f"could not run: {e}",), None, None)
+        return None
+
+
+def _shown(
+    run: probing.ProbeRun | None,
+    before: ProbeRef | None,
+    raw: dict[str, Any],
+    verification: Verification,
+    problems: list[str],
+) -> ProbeShown:
+    """This run's probe for the output; what it could not do goes into ``problems``.
+
+    The probe stores its result itself (its own error line says when it could not): it was stored
+    when the verification asked after it names a newer latest probe than the one asked before."""
+    if run is None:
+        return ProbeShown("error", 2, ("could not run",), None, None)
     doc = run.document
     if doc is None:
         reason = f"the probe could not run (exit {run.exit_code}; its error is above)"
@@ -126,20 +129,10 @@ def _probe(
         return ProbeShown("error", run.exit_code, (reason,), None, None)
     verdict = str(doc.get("verdict", "error"))
     reasons = tuple(str(r) for r in doc.get("reasons") or ())
+    latest = verification.latest_probe
     stored: dict[str, Any] | None = None
-    try:
-        status, answer = request_json(
-            args.collector,
-            workload_route(args.workload, "probes"),
-            args.timeout,
-            "POST",
-            json.dumps(doc, ensure_ascii=False).encode(),
-            auth=auth,
-        )
-        probe = answer.get("probe") if isinstance(answer, dict) else None
-        if status != 201 or not isinstance(probe, dict):
-            raise ClientError(f"POST probes: expected 201 with a probe, got HTTP {status}")
-        stored = probe
-    except ClientError as e:
-        _problem(problems, f"the probe's result could not be stored with the collector: {e}")
+    if latest is not None and (before is None or latest.id != before.id):
+        stored = raw.get("latest_probe")
+    else:
+        problems.append("the probe's result is not stored with the collector (its error is above)")
     return ProbeShown(verdict, run.exit_code, reasons, stored, doc)

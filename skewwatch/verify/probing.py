@@ -4,10 +4,12 @@ The flags are the probe's, copied from its parser (``skewwatch.probe.build_parse
 types, limits and help have one home: ``--endpoint``, ``--model``, the plan flags and the
 thresholds. Two kinds are not copied as they are:
 
-- what verify itself decides: ``-o`` (the probe's result is always read as its JSON document),
-  and the flags naming the collector or the baseline (``--collector``, ``--token-file``,
-  ``--ca-file``, ``--baseline``): verify's own ``--collector`` and the workload being verified fill
-  them, when the probe has them;
+- what verify itself decides: ``-o`` (the probe's result is always read as its JSON document);
+  the collector and its credentials (``--collector``, ``--token-file``, ``--ca-file``,
+  ``--collector-timeout``: verify's own); and the workload (``--baseline``, ``--record``,
+  ``--no-store``): the probe compares with the verified workload's baseline when it has one
+  (``--baseline NAMESPACE/NAME``), else judges its thresholds only and stores the result with it
+  (``--record NAMESPACE/NAME``); either way the probe itself stores its result (``POST …/probes``);
 - a probe flag whose name verify already uses gets ``--probe-`` in front: ``--timeout`` (the
   whole probe's bound) is ``--probe-timeout``, since verify's ``--timeout`` is the collector call's.
 
@@ -32,7 +34,9 @@ from skewwatch.verify.errors import VerifyUsageError
 
 PREFIX = "probe_"
 # Probe flags verify fills itself, from its own flags and the workload (when the probe has them).
-MANAGED = frozenset({"output", "collector", "token_file", "ca_file", "baseline"})
+MANAGED = frozenset(
+    {"output", "collector", "token_file", "ca_file", "collector_timeout", "baseline", "record", "no_store"}
+)
 REQUIRED = ("endpoint", "model")
 
 
@@ -78,29 +82,41 @@ def given(args: argparse.Namespace) -> list[str]:
     return [k[len(PREFIX) :] for k, v in vars(args).items() if k.startswith(PREFIX) and v is not None]
 
 
-def probe_args(args: argparse.Namespace, workload: str) -> argparse.Namespace:
-    """The probe's own Namespace: its defaults, the given probe flags over them, JSON output.
+def probe_args(args: argparse.Namespace, workload: str, has_baseline: bool) -> argparse.Namespace:
+    """The probe's own Namespace: its defaults, the given probe flags over them, JSON output, and
+    the workload: ``--baseline`` when ``has_baseline``, else ``--record``.
 
     VerifyUsageError when ``--probe`` lacks ``--endpoint`` or ``--model``."""
-    missing = [f"--{name}" for name in REQUIRED if getattr(args, PREFIX + name, None) is None]
-    if missing:
-        raise VerifyUsageError(f"--probe needs {' and '.join(missing)}")
+    check_probe_flags(args)
     parser = probe_parser()
     base = parser.parse_args(["probe", "--endpoint", args.probe_endpoint, "--model", args.probe_model])
     for name in given(args):
         setattr(base, name, getattr(args, PREFIX + name))
     base.output = "json"
-    # Flags the probe may take to compare with the workload's baseline through the collector:
-    # verify's own target and credentials, never a second set of them.
-    for name, value in (
-        ("baseline", workload),
-        ("collector", getattr(args, "collector", None)),
-        ("token_file", getattr(args, "token_file", None)),
-        ("ca_file", getattr(args, "ca_file", None)),
-    ):
-        if hasattr(base, name):
-            setattr(base, name, value)
+    # The probe's routes take NAMESPACE/NAME: a NAMESPACE/KIND/NAME is the same workload's.
+    parts = workload.split("/")
+    ref = f"{parts[0]}/{parts[-1]}"
+    base.baseline, base.record = (ref, None) if has_baseline else (None, ref)
+    base.no_store = False
+    base.collector = args.collector
+    base.token_file = args.token_file
+    base.ca_file = args.ca_file
+    base.collector_timeout = args.timeout
     return base
+
+
+def check_probe_flags(args: argparse.Namespace) -> None:
+    """VerifyUsageError when ``--probe`` lacks ``--endpoint`` or ``--model``, or probe flags come
+    without ``--probe``."""
+    if not args.probe:
+        extra = given(args)
+        if extra:
+            flags = ", ".join("--" + name.replace("_", "-") for name in extra)
+            raise VerifyUsageError(f"{flags}: probe flags need --probe")
+        return
+    missing = [f"--{name}" for name in REQUIRED if getattr(args, PREFIX + name, None) is None]
+    if missing:
+        raise VerifyUsageError(f"--probe needs {' and '.join(missing)}")
 
 
 @dataclass(frozen=True)

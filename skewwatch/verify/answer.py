@@ -58,7 +58,7 @@ class PerformanceCheck:
     baseline: float | None
     current: float | None
     ratio: float | None
-    tolerance: Scalar
+    tolerance: str  # as shown: "-10% +25%" (how much lower / higher passes), "-" when none
     comparable: bool
     within: bool | None
     why: str
@@ -227,11 +227,31 @@ def _performance(value: Any, where: str) -> PerformanceCheck:
         baseline=_number(d, "baseline", where),
         current=_number(d, "current", where),
         ratio=_number(d, "ratio", where),
-        tolerance=_scalar(d, "tolerance", where),
+        tolerance=_tolerance(d.get("tolerance"), f"{where}.tolerance"),
         comparable=_bool(d, "comparable", where),
         within=within,
         why=_text(d, "why", where),
     )
+
+
+def _tolerance(value: Any, where: str) -> str:
+    """``{"max_decrease", "max_increase"}`` (fractions, each may be null) as ``-10% +25%``; a bare
+    number is one fraction either way (``±10%``)."""
+    if value is None:
+        return "-"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"±{_percent(value)}"
+    d = _object(value, where)
+    parts = []
+    for key, sign in (("max_decrease", "-"), ("max_increase", "+")):
+        bound = _number(d, key, where)
+        if bound is not None:
+            parts.append(f"{sign}{_percent(bound)}")
+    return " ".join(parts) or "-"
+
+
+def _percent(fraction: float) -> str:
+    return f"{fraction * 100:.4g}%"
 
 
 def _probe(value: Any) -> ProbeRef | None:
@@ -247,12 +267,30 @@ def _probe(value: Any) -> ProbeRef | None:
 
 
 def _summary(value: Any) -> str:
-    # A line of text, or the probe's numbers as an object: shown as they are, never decided on.
+    """The collector's summary of a probe result (``verdict``, ``levels`` with headline numbers,
+    ``failed`` thresholds) as one line; a string as it is; anything else as compact JSON."""
     if value is None:
         return ""
     if isinstance(value, str):
         return value
+    if isinstance(value, Mapping) and isinstance(value.get("levels"), list):
+        parts = [_level_summary(lv) for lv in value["levels"] if isinstance(lv, Mapping)]
+        failed = value.get("failed")
+        if isinstance(failed, list) and failed:
+            parts.append("failed " + ", ".join(str(f) for f in failed))
+        return "; ".join(parts)
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(", ", ": "))
+
+
+def _level_summary(lv: Mapping[str, Any]) -> str:
+    def shown(key: str) -> str:
+        v = lv.get(key)
+        return f"{v:.4g}" if isinstance(v, int | float) and not isinstance(v, bool) else "-"
+
+    return (
+        f"concurrency {lv.get('concurrency')}: {shown('output_tokens_per_s')} tokens/s, "
+        f"TTFT p95 {shown('ttft_ms_p95')} ms, e2e p99 {shown('e2e_ms_p99')} ms"
+    )
 
 
 def _kind(value: Any) -> str:

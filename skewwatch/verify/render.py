@@ -122,9 +122,7 @@ def rows(r: Result) -> list[list[str]]:
             ["baseline", "ok", f"{_scalar(b.id)} ({b.origin or '-'}), recorded {_when(b.recorded_at)}"]
         )
     for p in v.performance:
-        detail = (
-            f"{num(p.baseline)} -> {num(p.current)}, ratio {num(p.ratio)}, tolerance {_scalar(p.tolerance)}"
-        )
+        detail = f"{num(p.baseline)} -> {num(p.current)}, ratio {num(p.ratio)}, tolerance {p.tolerance}"
         out.append([p.metric, p.status, detail + (f" ({p.why})" if p.why else "")])
     lp = v.latest_probe
     if lp is None:

@@ -68,7 +68,7 @@ def perf(
         "baseline": baseline,
         "current": current,
         "ratio": round(current / baseline, 4),
-        "tolerance": 0.1,
+        "tolerance": {"max_decrease": 0.1, "max_increase": None},
         "comparable": comparable,
         "within": within if comparable else None,
         "why": why,
@@ -158,7 +158,20 @@ class StandinCollector:
                 "workload": WORKLOAD,
                 "recorded_at": RECORDED_AT + 60,
                 "verdict": body["verdict"],
-                "summary": f"{len(body['levels'])} level(s)",
+                # As the collector summarises a result: the verdict, headline numbers per level.
+                "summary": {
+                    "verdict": body["verdict"],
+                    "levels": [
+                        {
+                            "concurrency": lv["concurrency"],
+                            "output_tokens_per_s": lv["output_tokens_per_s"],
+                            "ttft_ms_p95": lv["ttft_ms"]["p95"],
+                            "e2e_ms_p99": lv["e2e_ms"]["p99"],
+                        }
+                        for lv in body["levels"]
+                    ],
+                    "failed": [t["flag"] for t in body["thresholds"] if not t["passed"]],
+                },
                 "document": body,
             }
             self.seen.probes.append(record)

@@ -51,7 +51,7 @@ def test_may_close_exits_0_and_writes_the_bundle(tmp_path: Path, capsys: pytest.
     assert "verdict: MAY CLOSE" in out and "(exit 0)" in out and f"evidence: {files[0]}" in out
     # One line per check: findings, baseline, each metric with baseline -> current, the latest probe.
     assert any(line.split()[:2] == ["findings", "ok"] for line in out.splitlines())
-    assert "generation_tokens_per_s  ok" in out and "900 -> 880, ratio 0.9778, tolerance 0.1" in out
+    assert "generation_tokens_per_s  ok" in out and "900 -> 880, ratio 0.9778, tolerance -10%" in out
     assert "latest probe" in out
     assert standin.seen.paths() == [
         "/api/v1/workloads/ml/llm/verification",

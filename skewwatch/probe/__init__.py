@@ -29,9 +29,10 @@ errors by kind. Each level is a closed loop: N workers, each sending its next re
 previous one ends. Warm-up requests are excluded. Requests are never retried.
 
 Thresholds, judged at every level: --max-ttft-ms (TTFT p95), --max-itl-p99-ms,
---max-e2e-p99-ms, --min-tokens-per-s, --max-error-rate. Exit 0 pass, 1 a threshold failed,
-2 could not run (unreachable, bad usage, every request failed) or inconclusive (the client was
-saturated where a threshold failed, or --timeout stopped the plan).
+--max-e2e-p99-ms, --min-tokens-per-s, --max-error-rate. Exit 0 pass, 1 a threshold (or a
+baseline metric) failed, 2 could not run (unreachable, bad usage, every request failed, the
+collector refused) or inconclusive (the client was saturated where a limit failed, --timeout
+stopped the plan, no level at the baseline's load).
 
 With --baseline NAMESPACE/NAME (and --collector URL): the workload's performance baseline, at
 the level whose requests/s is closest to the baseline's load (comparable within the collector's

@@ -270,8 +270,9 @@ def render_table(doc: dict[str, Any]) -> str:
     if doc.get("baseline"):
         lines += _baseline_lines(doc["baseline"])
     lines.append(f"verdict: {doc['verdict'].upper()} (exit {doc['exit_code']})")
-    # The thresholds' own lines are listed above; the other reasons (why not judged, why it stopped) here.
-    lines += [f"  {r}" for r in doc["reasons"] if not r.startswith(("PASS ", "FAIL "))]
+    # The thresholds' and the baseline's own lines are listed above; the other reasons (why not
+    # judged, why it stopped) here.
+    lines += [f"  {r}" for r in doc["reasons"] if not r.startswith(("PASS ", "FAIL ", "baseline "))]
     return "\n".join(lines)
 
 

@@ -337,11 +337,11 @@ def _finding_note(f: FindingRecord, now: float) -> str:
     return f"#{f.id} {f.key} ({', '.join(notes)})"
 
 
-def _finding_reason(what: str, found: Sequence[FindingRecord], now: float) -> str:
+def _finding_reason(what: str, found: Sequence[FindingRecord], now: float, note: str = "") -> str:
     named = ", ".join(_finding_note(f, now) for f in found[:MAX_NAMED])
     more = f", and {len(found) - MAX_NAMED} more" if len(found) > MAX_NAMED else ""
     s = "" if len(found) == 1 else "s"
-    return f"{len(found)} {what} finding{s}: {named}{more}"
+    return f"{len(found)} {what} finding{s}{note}: {named}{more}"
 
 
 def _check(res: MetricResult, live: int) -> MetricCheck:
@@ -408,7 +408,7 @@ def verification(
     if opened:
         reasons.append(_finding_reason("open", opened, now))
     if pending:
-        reasons.append(_finding_reason("pending", pending, now) + " (seen, not yet past the debounce)")
+        reasons.append(_finding_reason("pending", pending, now, " (seen, not yet past the debounce)"))
     checks: list[MetricCheck] = []
     if baseline is None:
         reasons.append(

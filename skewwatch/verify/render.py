@@ -112,14 +112,14 @@ def rows(r: Result) -> list[list[str]]:
     for item in f.items:
         ref = f" ({item.reference})" if item.reference else ""
         out.append(
-            [f"  finding {_scalar(item.id)}", item.status or "-", f"{item.severity or '-'} {item.key}{ref}"]
+            [f"  finding #{_scalar(item.id)}", item.status or "-", f"{item.severity or '-'} {item.key}{ref}"]
         )
     if v.baseline is None:
         out.append(["baseline", "none", "no baseline recorded: performance cannot be compared"])
     else:
         b = v.baseline
         out.append(
-            ["baseline", "ok", f"{_scalar(b.id)} ({b.origin or '-'}), recorded {_when(b.recorded_at)}"]
+            ["baseline", "ok", f"#{_scalar(b.id)} ({b.origin or '-'}), recorded {_when(b.recorded_at)}"]
         )
     for p in v.performance:
         detail = f"{num(p.baseline)} -> {num(p.current)}, ratio {num(p.ratio)}, tolerance {p.tolerance}"
@@ -129,10 +129,10 @@ def rows(r: Result) -> list[list[str]]:
         out.append(["latest probe", "none", "no probe stored for this workload"])
     else:
         summary = f": {lp.summary}" if lp.summary else ""
-        out.append(["latest probe", lp.verdict, f"{_scalar(lp.id)} at {_when(lp.recorded_at)}{summary}"])
+        out.append(["latest probe", lp.verdict, f"#{_scalar(lp.id)} at {_when(lp.recorded_at)}{summary}"])
     if r.probe is not None:
         stored = r.probe.stored
-        where = f"stored as {_scalar(stored.get('id'))}" if stored else "not stored"
+        where = f"stored as #{_scalar(stored.get('id'))}" if stored else "not stored"
         out.append(["probe (this run)", r.probe.verdict, where])
     if r.evidence is not None:
         e = r.evidence

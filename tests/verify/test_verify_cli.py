@@ -80,7 +80,7 @@ def test_open_findings_exit_1_with_every_reason(tmp_path: Path, capsys: pytest.C
     assert "verdict: NOT YET" in out and "(exit 1)" in out
     for reason in reasons:
         assert f"  - {reason}" in out
-    assert "finding 12" in out and "runtime.dtype (baseline)" in out
+    assert "finding #12" in out and "runtime.dtype (baseline)" in out
     assert "generation_tokens_per_s  not" in out and "ttft_p95_s               incomparable" in out
     assert "load not comparable" in out
     assert len(bundles(tmp_path)) == 1  # written whatever the verdict: the record of the check
@@ -138,9 +138,9 @@ def test_probe_fail_exits_1_and_is_stored(capsys: pytest.CaptureFixture[str]) ->
     # Asked again after the probe was stored: the latest probe shown is this run's.
     assert standin.seen.paths("GET")[:2] == ["/api/v1/workloads/ml/llm/verification"] * 2
     rows = {line[:25].strip(): line[25:].split(None, 1) for line in out.splitlines()[1:] if line[:1] != " "}
-    assert rows["probe (this run)"] == ["fail", "stored as 1"]
+    assert rows["probe (this run)"] == ["fail", "stored as #1"]
     assert rows["latest probe"][0] == "fail" and rows["latest probe"][1].startswith(
-        "1 at 2026-12-01T10:01:00Z"
+        "#1 at 2026-12-01T10:01:00Z"
     )
 
 

@@ -11,17 +11,27 @@ baseline. A 0.4 s first token halves the rate at concurrency 1 and needs concurr
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from skewwatch import probe as probe_command
 from tests.probe.standin_collector import StandinCollector, record_answers, serve_collector, window
 from tests.probe.standin_server import MODEL, Behaviour, serve
+from tests.support.collector import (
+    hello_msg,
+    make_snapshot,
+    observations_msg,
+    settings_for,
+    snapshot_msg,
+    started,
+)
 
 PERF = {
     "ttft_seconds_p95": 0.2,
@@ -209,3 +219,30 @@ def test_a_result_the_collector_refuses_is_reported_and_exits_two(answers: dict[
 def test_bad_collector_usage_exits_two(extra: list[str], message: str) -> None:
     code, out, err = probe("http://127.0.0.1:9", "http://127.0.0.1:9", *extra)
     assert (code, out) == (2, "") and message in err
+
+
+async def test_against_a_real_collector_the_result_is_stored_and_listed_with_the_workload(
+    tmp_path: Path,
+) -> None:
+    async with started(settings_for(tmp_path, baseline_stable_s=0), tmp_path) as running:
+        s = running.stream()
+        await s.exchange(hello_msg(1))
+        await s.exchange(snapshot_msg(2, make_snapshot()))
+        for seq in range(3, 8):
+            await s.exchange(observations_msg(seq, window(3.3, 1.0, PERF)))
+        async with aiohttp.ClientSession(running.http, timeout=aiohttp.ClientTimeout(total=10)) as http:
+            async with http.post("/api/v1/baselines/ml/llm") as r:
+                assert r.status == 201, await r.text()
+            with serve(engine()) as (url, _):
+                # The probe runs its own event loop: in a thread, beside the collector's.
+                code, out, err = await asyncio.to_thread(
+                    probe, url, running.http, "--baseline", "ml/llm", "--concurrency", "1", "-o", "json"
+                )
+            assert code == 0, (out, err)
+            async with http.get("/api/v1/workloads/ml/llm/probes") as r:
+                assert r.status == 200, await r.text()
+                listed = await r.json()
+                raw = json.dumps(listed)
+    (brief,) = listed["probes"]
+    assert f"stored: probe {brief['id']} of workload ml/Deployment/llm" in err
+    assert brief["verdict"] == "pass" and API_KEY not in raw

@@ -214,6 +214,11 @@ def test_a_result_the_collector_refuses_is_reported_and_exits_two(answers: dict[
         (["--baseline", "ml"], "--baseline: expected NAMESPACE/NAME"),
         (["--baseline", "ml/Deployment/llm"], "--baseline: expected NAMESPACE/NAME"),
         (["--record", "ml/llm", "--no-store"], "--record stores the result; --no-store contradicts it"),
+        (["--baseline", "ml/llm", "--collector", "ftp://x"], "--collector: must be an http(s) URL"),
+        (
+            ["--baseline", "ml/llm", "--token-file", "/nonexistent/token"],
+            "token file /nonexistent/token: cannot read",
+        ),
     ],
 )
 def test_bad_collector_usage_exits_two(extra: list[str], message: str) -> None:
@@ -246,3 +251,24 @@ async def test_against_a_real_collector_the_result_is_stored_and_listed_with_the
     (brief,) = listed["probes"]
     assert f"stored: probe {brief['id']} of workload ml/Deployment/llm" in err
     assert brief["verdict"] == "pass" and API_KEY not in raw
+
+
+def test_the_collector_url_defaults_to_the_client_commands_variable(answers: dict[str, Any]) -> None:
+    coll = standin(answers)
+    with serve(engine()) as (url, _), serve_collector(coll) as collector:
+        out, err = io.StringIO(), io.StringIO()
+        argv = [
+            "--endpoint",
+            url,
+            "--model",
+            MODEL,
+            "--concurrency",
+            "1",
+            "--requests",
+            "3",
+            "--baseline",
+            "ml/llm",
+        ]
+        env = {"SKEWWATCH_PROBE_API_KEY": API_KEY, "SKEWWATCH_COLLECTOR_URL": collector}
+        code = probe_command.main(argv, stdout=out, stderr=err, env=env)
+    assert code == 0 and coll.gets == ["/api/v1/baselines/ml/llm"] and len(coll.posts) == 1, err.getvalue()

@@ -319,3 +319,28 @@ def test_the_token_is_sent_and_never_printed(tmp_path: Path) -> None:
     for result in (ok, table, refused):
         assert TOKEN not in result.stdout + result.stderr
     assert TOKEN not in (tmp_path / "e.json").read_text()
+
+
+def test_a_probe_that_refuses_its_flags_is_could_not_verify(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    standin = StandinCollector(verification_doc(baseline=False))
+    with serve(standin) as url:
+        argv = ["ml/llm", "--collector", url, "--probe", "--endpoint", "http://127.0.0.1:9", "--model", MODEL,
+                "--no-stream", "--max-ttft-ms", "100"]  # fmt: skip
+        code, out, err = verify(argv, capsys)
+    assert code == 2
+    assert "skewwatch probe: error: --max-ttft-ms need a stream to measure" in err
+    assert "  - the probe could not run (exit 2; its error is above)" in out
+    assert standin.seen.probes == [] and len(bundles(tmp_path)) == 1
+
+
+def test_a_workload_with_its_kind_asks_each_route_with_it(capsys: pytest.CaptureFixture[str]) -> None:
+    standin = StandinCollector(verification_doc())
+    with serve(standin) as url:
+        code, _, _ = verify(["ml/Deployment/llm", "--collector", url], capsys)
+    assert code == 0
+    assert standin.seen.paths() == [
+        "/api/v1/workloads/ml/llm/verification?kind=Deployment",
+        "/api/v1/workloads/ml/llm/evidence?format=json&kind=Deployment",
+    ]

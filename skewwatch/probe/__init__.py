@@ -5,10 +5,14 @@ It sends a small, fixed, reproducible plan (:mod:`skewwatch.probe.plan`, shipped
 all serve one — through a real async client (:mod:`skewwatch.probe.client`: no retries,
 timeouts on every request), one closed-loop level per ``--concurrency`` value
 (:mod:`skewwatch.probe.stats`), and judges the numbers against thresholds
-(:mod:`skewwatch.probe.report`). Exit 0 pass, 1 fail, 2 could not run or inconclusive.
+(:mod:`skewwatch.probe.report`) and a workload's performance baseline on a collector
+(:mod:`skewwatch.probe.baseline`), where it also stores the result (:mod:`skewwatch.probe.remote`).
+Exit 0 pass, 1 fail, 2 could not run or inconclusive.
 
-The package sits above the agent and the collector and imports neither; ``register(sub)`` adds
-the command to the ``skewwatch`` entry point. The measurement modules and aiohttp are imported
+The package sits above the agent and the collector: it imports no agent code, and of the
+collector only the client commands' HTTP client and the baseline model's load rule (neither
+imports the probe: import-linter); ``register(sub)`` adds the command to the ``skewwatch`` entry
+point. The measurement modules and aiohttp are imported
 when the command runs, so registering it costs the CLI's start-up nothing.
 """
 

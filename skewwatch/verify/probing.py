@@ -33,7 +33,7 @@ from skewwatch.probe import build_parser as probe_parser
 from skewwatch.verify.errors import VerifyUsageError
 
 PREFIX = "probe_"
-# Probe flags verify fills itself, from its own flags and the workload (when the probe has them).
+# Probe flags verify fills itself (probe_args), from its own flags and the verified workload.
 MANAGED = frozenset(
     {"output", "collector", "token_file", "ca_file", "collector_timeout", "baseline", "record", "no_store"}
 )

@@ -884,7 +884,12 @@ SCHEMAS.update(
             "properties": {
                 "available": {"type": "boolean"},
                 "message": {"type": ["string", "null"]},
-                "kinds": {"type": "object", "additionalProperties": _ANY, "description": "kind -> its state"},
+                "namespaces": {
+                    "type": "object",
+                    "additionalProperties": {"type": "object", "additionalProperties": _ANY},
+                    "description": "namespace -> kind -> its state (status, message, group_version, "
+                    "resource_version, relists)",
+                },
             },
             "required": ["available"],
             "additionalProperties": _ANY,
@@ -1082,6 +1087,47 @@ SCHEMAS.update(
     }
 )
 
+_NULL_STR_OR = {"type": ["string", "null"]}
+# What the collector checks of a posted document (collector/service/probes.py parse_document);
+# the rest of the probe's document (docs/probe.md) is stored as it is.
+_PROBE_DOCUMENT = {
+    "type": "object",
+    "properties": {
+        "schema": {"type": "string", "enum": ["skewwatch.probe/v1"]},
+        "verdict": {"type": "string", "enum": ["pass", "fail", "inconclusive", "error"]},
+        "levels": {
+            "type": "array",
+            "maxItems": 64,
+            "items": {
+                "type": "object",
+                "properties": {
+                    "concurrency": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+                    "requests_per_s": _NULL_NUM,
+                    "output_tokens_per_s": _NULL_NUM,
+                    "ttft_ms": {"type": ["object", "null"], "properties": {"p95": _NULL_NUM}},
+                    "e2e_ms": {"type": ["object", "null"], "properties": {"p99": _NULL_NUM}},
+                    "errors": {"type": ["object", "null"], "additionalProperties": {"type": "integer"}},
+                },
+                "required": ["concurrency"],
+            },
+        },
+        "target": {
+            "type": ["object", "null"],
+            "properties": {"endpoint": _NULL_STR_OR, "model": _NULL_STR_OR},
+        },
+        "thresholds": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"passed": {"type": "boolean"}, "flag": _NULL_STR_OR, "metric": _NULL_STR_OR},
+                "required": ["passed"],
+            },
+        },
+    },
+    "required": ["schema", "verdict", "levels"],
+    "description": "The probe's document (skewwatch probe -o json, docs/probe.md); the fields listed are "
+    "checked, the rest stored as posted",
+}
 _PROBE_LIMIT = {
     "name": "limit",
     "in": "query",
@@ -1110,30 +1156,7 @@ PATHS.update(
                 "parameters": _WORKLOAD_PATH,
                 "requestBody": {
                     "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "properties": {
-                                    "schema": {"type": "string", "enum": ["skewwatch.probe/v1"]},
-                                    "verdict": {
-                                        "type": "string",
-                                        "enum": ["pass", "fail", "inconclusive", "error"],
-                                    },
-                                    "levels": {
-                                        "type": "array",
-                                        "maxItems": 64,
-                                        "items": {
-                                            "type": "object",
-                                            "properties": {"concurrency": {"type": "integer", "minimum": 1}},
-                                            "required": ["concurrency"],
-                                        },
-                                    },
-                                },
-                                "required": ["schema", "verdict", "levels"],
-                            }
-                        }
-                    },
+                    "content": {"application/json": {"schema": _PROBE_DOCUMENT}},
                 },
                 "responses": {
                     "201": _json(_ref("ProbeResult"), "Stored"),

@@ -718,7 +718,7 @@ class Queries:
     def cluster_status(self) -> JSON:
         """The cluster watch's own report (``GET /api/v1/cluster``)."""
         if self.cluster is None:
-            return {"available": False, "message": NO_CLUSTER_WATCH, "kinds": {}}
+            return {"available": False, "message": NO_CLUSTER_WATCH, "namespaces": {}}
         return dict(self.cluster.status())
 
     def _no_facts_message(self, workload: str) -> str:

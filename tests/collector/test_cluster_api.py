@@ -14,7 +14,7 @@ from collector.errors import BadRequestError
 from collector.intent.directory import IntentRegistry
 from collector.service.cluster import ClusterState
 from collector.service.evaluation import DriftService
-from collector.service.queries import NO_CLUSTER_WATCH, Queries, RevisionRef, parse_revision_ref
+from collector.service.queries import Queries, RevisionRef, parse_revision_ref
 from collector.store.sqlite import SqliteStore
 from tests.collector.test_revision_diff import (
     H1,
@@ -32,7 +32,7 @@ from tests.collector.test_revision_diff import (
     rolled_out,
 )
 from tests.support.cli_state import pod, settle
-from tests.support.collector import Running
+from tests.support.collector import settings_for, started
 from tests.support.openapi import DOC, conforms
 
 __all__ = ["rig"]  # the fixture, shared with test_revision_diff
@@ -42,8 +42,9 @@ SCHEMAS = DOC["components"]["schemas"]
 async def test_cluster_route_serves_the_watch_report(rig: Rig) -> None:
     body = await get(rig.http, "/api/v1/cluster")
     conforms(body, SCHEMAS["ClusterStatus"])
-    assert body == {"available": False, "message": "the cluster watch has not run yet", "kinds": {}}
-    report = {"available": True, "message": None, "kinds": {"Deployment": {"status": "ok", "message": ""}}}
+    assert body == {"available": False, "message": "the cluster watch has not run yet", "namespaces": {}}
+    state = {"Deployment": {"status": "ok", "message": ""}}
+    report = {"available": True, "message": None, "namespaces": {"ml": state}}
     rig.state.set_status(report)
     assert await get(rig.http, "/api/v1/cluster") == report
 
@@ -87,7 +88,7 @@ async def test_a_workload_the_watch_has_no_facts_of_says_why(rig: Rig) -> None:
         "cluster_facts": None,
         "revisions": [],
     }
-    rig.state.set_status({"available": True, "message": None, "kinds": {}})
+    rig.state.set_status({"available": True, "message": None, "namespaces": {}})
     view = await get(rig.http, "/api/v1/workloads/ml/llm")
     assert view["cluster"]["message"] == (
         f"the cluster watch reports no facts of {WORKLOAD} (not in a watched namespace, or gone)"
@@ -118,27 +119,25 @@ async def test_a_pruned_last_good_revision_is_named(rig: Rig) -> None:
     )
 
 
-async def test_a_collector_without_the_watch_answers_the_routes(running: Running) -> None:
-    await pod(running, "llm-0", facts=pod_facts(H1, IMAGE_1))
-    await settle(running)
-    async with aiohttp.ClientSession(base_url=running.http, timeout=TIMEOUT) as http:
-        body = await get(http, "/api/v1/cluster")
-        assert body == {"available": False, "message": NO_CLUSTER_WATCH, "kinds": {}}
-        view = await get(http, "/api/v1/workloads/ml/llm")
-        conforms(view, SCHEMAS["WorkloadDetail"])
-        assert view["cluster"] == {
-            "available": False,
-            "message": NO_CLUSTER_WATCH,
-            "cluster_facts": None,
-            "revisions": [],
-        }
-        listed = await get(http, "/api/v1/workloads/ml/llm/revisions")
-        conforms(listed, SCHEMAS["RevisionList"])
-        assert (listed["available"], listed["message"], listed["revisions"]) == (False, NO_CLUSTER_WATCH, [])
-        body = await get(http, "/api/v1/diff?workload=ml/llm&revisions=r1,current", 404)
-        assert body["error"]["message"] == f"revision r1 of {WORKLOAD}: {NO_CLUSTER_WATCH}"
-        last_good = await get(http, "/api/v1/diff?workload=ml/llm&last_good")
-        assert (last_good["template"], last_good["template_why"]) == (None, NO_CLUSTER_WATCH)
+async def test_a_collector_without_the_watch_answers_the_routes(tmp_path: Path) -> None:
+    off = "off (SKEWWATCH_CLUSTER_WATCH=false)"
+    async with started(settings_for(tmp_path, cluster_watch=False), tmp_path) as running:
+        await pod(running, "llm-0", facts=pod_facts(H1, IMAGE_1))
+        await settle(running)
+        async with aiohttp.ClientSession(base_url=running.http, timeout=TIMEOUT) as http:
+            body = await get(http, "/api/v1/cluster")
+            assert body == {"available": False, "message": off, "namespaces": {}}
+            view = await get(http, "/api/v1/workloads/ml/llm")
+            conforms(view, SCHEMAS["WorkloadDetail"])
+            assert view["cluster"]["cluster_facts"] is None and view["cluster"]["revisions"] == []
+            assert view["cluster"]["available"] is False and off in view["cluster"]["message"]
+            listed = await get(http, "/api/v1/workloads/ml/llm/revisions")
+            conforms(listed, SCHEMAS["RevisionList"])
+            assert listed["revisions"] == []
+            body = await get(http, "/api/v1/diff?workload=ml/llm&revisions=r1,current", 404)
+            assert "r1" in body["error"]["message"]
+            last_good = await get(http, "/api/v1/diff?workload=ml/llm&last_good")
+            assert last_good["template"] is None and last_good["template_why"]
 
 
 def test_the_document_declares_the_new_routes_and_shapes() -> None:

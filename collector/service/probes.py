@@ -76,24 +76,45 @@ def _string(value: Any, where: str) -> str | None:
     return value
 
 
-def _level(value: Any, where: str) -> None:
-    level = _object(value, where, optional=False)
-    n = level.get("concurrency")
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise BadRequestError(f"{where}.concurrency: expected an integer, got {type(n).__name__}")
+def _integer(value: Any) -> int | None:
+    """An integer as JSON Schema reads one (``4`` and ``4.0`` alike), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _level(value: Any, where: str) -> dict[str, Any]:
+    """The level, its concurrency and error counts as ints (``4.0`` is the integer 4 in JSON)."""
+    level = dict(_object(value, where, optional=False))
+    raw = level.get("concurrency")
+    n = _integer(raw)
+    if n is None:
+        raise BadRequestError(f"{where}.concurrency: expected an integer, got {type(raw).__name__}")
     if not 1 <= n <= MAX_CONCURRENCY:
         raise BadRequestError(f"{where}.concurrency: {n} is not between 1 and {MAX_CONCURRENCY}")
+    level["concurrency"] = n
     for field in ("requests_per_s", "output_tokens_per_s"):
         _number(level.get(field), f"{where}.{field}")
     for dist, quantile in (("ttft_ms", "p95"), ("e2e_ms", "p99")):
         _number(_object(level.get(dist), f"{where}.{dist}").get(quantile), f"{where}.{dist}.{quantile}")
-    for kind, count in _object(level.get("errors"), f"{where}.errors").items():
-        if isinstance(count, bool) or not isinstance(count, int):
-            raise BadRequestError(f"{where}.errors.{kind[:40]}: expected an integer count")
+    if level.get("errors") is not None:
+        counts: dict[str, int] = {}
+        for kind, count in _object(level["errors"], f"{where}.errors").items():
+            c = _integer(count)
+            if c is None:
+                raise BadRequestError(f"{where}.errors.{kind[:40]}: expected an integer count")
+            counts[kind] = c
+        level["errors"] = counts
+    return level
 
 
 def parse_document(doc: Any) -> JSON:
-    """The posted result, checked where the collector reads it; BadRequestError naming the field."""
+    """The posted result, checked where the collector reads it (the levels' integers as ints);
+    BadRequestError naming the field."""
     if not isinstance(doc, dict):
         raise BadRequestError(
             f"body: expected the probe's JSON document (an object), got {type(doc).__name__}"
@@ -110,8 +131,7 @@ def parse_document(doc: Any) -> JSON:
         raise BadRequestError(f"body.levels: expected a list, got {type(levels).__name__}")
     if len(levels) > MAX_LEVELS:
         raise BadRequestError(f"body.levels: at most {MAX_LEVELS} levels, got {len(levels)}")
-    for i, level in enumerate(levels):
-        _level(level, f"body.levels[{i}]")
+    checked = [_level(level, f"body.levels[{i}]") for i, level in enumerate(levels)]
     target = _object(doc.get("target"), "body.target")
     for field in ("endpoint", "model"):
         _string(target.get(field), f"body.target.{field}")
@@ -124,7 +144,7 @@ def parse_document(doc: Any) -> JSON:
             raise BadRequestError(f"body.thresholds[{i}].passed: expected true or false")
         for field in ("flag", "metric"):
             _string(item.get(field), f"body.thresholds[{i}].{field}")
-    return doc
+    return {**doc, "levels": checked}
 
 
 def redact_document(doc: Any, redactor: Redactor) -> Any:

@@ -1092,7 +1092,8 @@ class SqlStore(abc.ABC):
         table holds at most ``keep`` rows per workload after every write."""
         if keep < 1:
             raise ValueError(f"keep: at least 1 probe result per workload must be kept, got {keep}")
-        text = json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        # ASCII: a JSON string may hold a lone surrogate (``"\\ud800"``), which no UTF-8 column takes.
+        text = json.dumps(document, separators=(",", ":"), allow_nan=False)
 
         def body(conn: Conn) -> int:
             new_id = self._insert(

@@ -82,6 +82,8 @@ PROBES = {
     ): U,
     ("spec.operations.serving.maxConcurrency", "serving.max_concurrency"): U,  # no source reports it yet
     ("spec.operations.serving.timeoutSeconds", "serving.timeout_seconds"): U,
+    # The Service in front of the pod is the cluster's to tell (collector/cluster): none here.
+    ("spec.operations.serving.protocol", "serving.service.protocol"): U,
 }
 RESOURCES = {
     ("spec.runtime.resources.cpuCores", "orchestration.resources.requests.cpu"): U,
@@ -125,6 +127,7 @@ PLANNED: dict[str, dict[tuple[str, str], str]] = {
         **NAMED_LLAMA_3_8B, **ACCELERATOR,
         ("spec.operations.scaling.minReplicas", "replicas"): DRIFT,  # one replica, 2 planned
         ("spec.operations.scaling.maxReplicas", "replicas"): OK,
+        ("spec.operations.scaling.strategy", "orchestration.autoscaling.kind"): U,  # no cluster: no autoscaler known
         # One collection has no observation window yet.
         ("spec.operations.scaling.targetLatencyMsP95", "observation:e2e_latency_seconds_p95"): U,
         ("spec.operations.scaling.targetRps", "observation:requests_per_s"): U,
@@ -158,6 +161,7 @@ PLANNED: dict[str, dict[tuple[str, str], str]] = {
         ("spec.operations.serving.port", "serving.port"): DRIFT,
         ("spec.operations.scaling.minReplicas", "replicas"): DRIFT,
         ("spec.operations.scaling.maxReplicas", "replicas"): OK,
+        ("spec.operations.scaling.strategy", "orchestration.autoscaling.kind"): U,  # no cluster: no autoscaler known
         ("spec.operations.scaling.targetLatencyMsP95", "observation:e2e_latency_seconds_p95"): U,
         ("spec.operations.scaling.targetRps", "observation:requests_per_s"): U,
         ("spec.operations.observability.metrics.enabled", "source:runtime_metrics"): OK,

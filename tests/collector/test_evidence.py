@@ -242,6 +242,7 @@ async def test_markdown_renders_each_section_and_keeps_tables_whole(incident: An
         "## Pods",
         "## Configurations: arguments and environment (as stored, secrets redacted)",
         "## Key metrics and baseline ratios",
+        "## Latest probe",
         "## Diff against last-good",
         "## Cluster facts (the Kubernetes API)",
         "## Pod-template diff: last-good revision to current",
@@ -249,6 +250,7 @@ async def test_markdown_renders_each_section_and_keeps_tables_whole(incident: An
         "## Restarts",
         "## Intents and baseline applied",
     ]
+    assert "## Latest probe\n\nNo probe result is stored for this workload.\n" in md
     assert f'| `runtime.env.HF_TOKEN` | `"{SECRET}"` |' in md
     assert '`"/models\\|cache"`' in md  # escaped: the row keeps its two cells
     for table_row in (line for line in md.splitlines() if line.startswith("| `runtime.env.")):

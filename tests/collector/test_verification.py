@@ -16,7 +16,13 @@ from typing import Any
 import aiohttp
 import pytest
 
+from collector.baseline.model import record
+from collector.domain.baseline import Baseline
+from collector.domain.model import Replica as DomainReplica
+from collector.intent.binding import Bound
+from collector.service import probes
 from collector.service.probes import NO_BASELINE
+from tests.collector.test_drift_engine import replica
 from tests.support.cli_state import FLOAT32, settle
 from tests.support.collector import (
     BASE_FACTS,
@@ -217,3 +223,44 @@ async def test_a_metric_twice_as_bad_as_the_baseline_is_named(rig: Any) -> None:
         + (" (seen, not yet past the debounce)" if findings[0]["status"] == "pending" else "")
         + f": #{findings[0]['id']} observation.ttft_seconds_p95 ({findings[0]['severity']})"
     )
+
+
+# -- the pure core: what the routes above do not reach -------------------------------------------
+
+
+def _verify(baseline: Baseline, replicas: list[DomainReplica]) -> probes.Verification:
+    return probes.verification(
+        "ml/Deployment/llm",
+        active=[],
+        baseline=baseline,
+        replicas=replicas,
+        bound=Bound(),
+        ignore=[],
+        latest_probe=None,
+        now=0.0,
+    )
+
+
+def test_a_baseline_without_performance_numbers_cannot_close_it() -> None:
+    idle = record("ml/Deployment/llm", [replica("a")], 0.0, "manual")  # recorded with no traffic
+    assert idle.performance == {}
+    answer = _verify(idle, [replica("a", obs=[GOOD] * 3)])
+    assert answer.may_close is False and answer.performance == []
+    assert answer.reasons == [
+        f"the baseline (id {idle.id}) holds no performance numbers to compare with: record one while the "
+        "workload serves traffic"
+    ]
+
+
+def test_too_few_samples_or_no_live_replica_is_not_judged() -> None:
+    base = record("ml/Deployment/llm", [replica("a", obs=[GOOD] * 3)], 0.0, "manual")
+    # Comparable load, but 5 requests a window: a p95 of 15 requests is a bucket boundary, not a measurement.
+    sparse = {**GOOD, "ttft_seconds_count": 5.0, "e2e_latency_seconds_count": 5.0}
+    answer = _verify(base, [replica("a", obs=[sparse] * 3)])
+    checks = {c.metric: c for c in answer.performance}
+    assert checks["ttft_seconds_p95"].comparable is True and checks["ttft_seconds_p95"].within is None
+    assert "too few samples of ttft_seconds_p95 at comparable load to judge" in answer.reasons
+    assert checks["gpu_utilization_ratio"].within is True  # no request count: judged on its windows
+    gone = _verify(base, [])
+    assert gone.may_close is False and gone.reasons == ["no live replica to compare with the baseline"]
+    assert all(c.comparable is False and c.within is None for c in gone.performance)

@@ -332,7 +332,11 @@ class Collector:
             drift=self.drift,
             writes=self.ingest.recorder.group if self.ingest is not None else None,
         )
-        self._queries = Queries(self._store, self.drift) if self.drift is not None else None
+        self._queries = (
+            Queries(self._store, self.drift, redactor=Redactor(self.settings.redaction_salt))
+            if self.drift is not None
+            else None
+        )
         self.injection = InjectionCheck(
             self._pods,
             interval_s=self.settings.injection_check_interval_s,

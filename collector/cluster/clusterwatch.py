@@ -26,6 +26,7 @@ another server or CA restarts every reflector with a new client.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -118,7 +119,8 @@ class ClusterWatch:
         self.clock = clock
         self.kinds = tuple(kinds)
         self.derive = derive
-        self.keep = keep
+        # The default keep holds containers' env values and arguments already redacted.
+        self.keep = functools.partial(objects.slim, redactor=redactor) if keep is objects.slim else keep
         self.debounce_s = debounce_s
         self.namespaces_poll_s = namespaces_poll_s
         self.credentials_retry_s = credentials_retry_s

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from collector.cluster.objects_common import integer, mapping, meta, seq, str_map
+from skewwatch.redact import Redactor
 
 # ------------------------------------------------------------
 
@@ -158,9 +159,38 @@ def _slim_triggers(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def slim(kind: str, obj: Mapping[str, Any]) -> dict[str, Any] | None:
+def redact_containers(node: Any, redactor: Redactor, depth: int = 0) -> None:
+    """In place: every container's literal env values and its command and args, redacted as
+    derive() would (redaction is idempotent), so that what the watch holds for hours carries no
+    secret a Deployment spells out in clear."""
+    if depth > MAX_SLIM_DEPTH:
+        return
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "env" and isinstance(value, list):
+                for var in value:
+                    if isinstance(var, dict) and isinstance(var.get("value"), str):
+                        var["value"] = redactor.value(str(var.get("name", "")), var["value"])
+            elif key in ("args", "command") and isinstance(value, list):
+                node[key] = redactor.argv([v for v in value if isinstance(v, str)])
+            else:
+                redact_containers(value, redactor, depth + 1)
+    elif isinstance(node, list):
+        for item in node:
+            redact_containers(item, redactor, depth + 1)
+
+
+def slim(kind: str, obj: Mapping[str, Any], redactor: Redactor | None = None) -> dict[str, Any] | None:
     """What is kept of one object for :func:`derive`; None: not kept (a Secret, a kind not
-    watched, not an object with a name)."""
+    watched, not an object with a name). With ``redactor``, containers' env values and
+    arguments are kept redacted (:func:`redact_containers`)."""
+    kept = _slim(kind, obj)
+    if kept is not None and redactor is not None:
+        redact_containers(kept, redactor)
+    return kept
+
+
+def _slim(kind: str, obj: Mapping[str, Any]) -> dict[str, Any] | None:
     if kind == "Secret" or not isinstance(obj, Mapping):
         return None
     if kind not in SPEC_FIELDS and kind not in ("ConfigMap", "ControllerRevision"):

@@ -904,3 +904,25 @@ def test_secret_shaped_text_anywhere_in_the_facts_is_redacted(stack: list[dict[s
     key = "orchestration.template.node_selector.example.com/owner"
     assert by_id(d)["llm/Deployment/vllm-llama"].facts[key] == REDACTOR.digest(token)
     assert d.revisions[0].facts[key] == REDACTOR.digest(token)
+
+
+def test_what_the_watch_holds_carries_no_literal_secret_and_derives_the_same(
+    stack: list[dict[str, Any]],
+) -> None:
+    dep = find(stack, "Deployment", "vllm-llama")
+    docs = [*stack, replica_set_of(dep, "6f7c8d9b5", "2")]
+    env = {
+        e["name"]: e["value"] for e in dep["spec"]["template"]["spec"]["containers"][0]["env"] if "value" in e
+    }
+    secrets = [env["HF_TOKEN"], env["OPENAI_COMPAT_KEY_HINT"], "sk-proj-ArgValueSecret0123456789abcdef"]
+    held: Objects = {}
+    for doc in docs:
+        s = slim(str(doc.get("kind")), doc, redactor=REDACTOR)
+        if s is not None:
+            held.setdefault(str(doc["kind"]), {})[doc["metadata"]["name"]] = s
+    # The cache itself (what the watch keeps for hours) holds the digests, not the values...
+    text = json.dumps(held)
+    assert not [s for s in secrets if s in text]
+    assert REDACTOR.digest(env["HF_TOKEN"]) in text and "INFO" in text  # ...and plain values stay
+    # ...and derives exactly what the unredacted objects derive (redaction is idempotent).
+    assert run(held) == run(kept(docs))

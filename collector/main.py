@@ -213,6 +213,7 @@ class Collector:
             self.telemetry.start()
             assert self.injection is not None
             self.injection.start()
+            self.telemetry.bind_cluster(self.cluster.status)
             if s.cluster_watch:
                 self.cluster_watch = self._cluster_watch(s, self.cluster)
                 self.cluster_watch.start()

@@ -254,6 +254,7 @@ class Telemetry(ServiceEvents):
         self._queries: Queries | None = None
         self._pods: Pods | None = None
         self._injection: Callable[[], InjectionReport] | None = None
+        self._cluster: Callable[[], Mapping[str, Any]] | None = None
         self._task: asyncio.Task[None] | None = None
         self._overflowing: set[str] = set()
         self._instruments()
@@ -292,6 +293,8 @@ class Telemetry(ServiceEvents):
             ("skewwatch.agents.connected", self._observe_agents),
             ("skewwatch.injection.opted_in", self._observe_opted_in),
             ("skewwatch.injection.missed", self._observe_missed),
+            ("skewwatch.cluster.available", self._observe_cluster_available),
+            ("skewwatch.cluster.kinds", self._observe_cluster_kinds),
         ):
             s = spec(name)
             meter.create_observable_gauge(name, callbacks=[callback], unit=s.unit, description=s.meaning)
@@ -389,6 +392,32 @@ class Telemetry(ServiceEvents):
             for (ns, reason), n in report.missed_counts().items()
         ]
 
+    def _cluster_status(self) -> Mapping[str, Any] | None:
+        return self._cluster() if self._cluster is not None else None
+
+    def _observe_cluster_available(self, _: CallbackOptions) -> Iterable[Observation]:
+        status = self._cluster_status()
+        if status is None:
+            return []
+        return [Observation(1 if status.get("available") else 0)]
+
+    def _observe_cluster_kinds(self, _: CallbackOptions) -> Iterable[Observation]:
+        """Per kind and state, how many watched namespaces: a kind forbidden or not installed
+        anywhere shows as state unavailable, so an alert can say the cluster facts are partial."""
+        status = self._cluster_status()
+        namespaces = status.get("namespaces") if status is not None else None
+        if not isinstance(namespaces, Mapping):
+            return []
+        counts: dict[tuple[str, str], int] = {}
+        for kinds in namespaces.values():
+            if not isinstance(kinds, Mapping):
+                continue
+            for kind, state in kinds.items():
+                st = state.get("status") if isinstance(state, Mapping) else None
+                key = (str(kind), str(st or "unknown"))
+                counts[key] = counts.get(key, 0) + 1
+        return [Observation(n, attrs(kind=kind, state=st)) for (kind, st), n in sorted(counts.items())]
+
     # -- the picture, through the service --------------------------------------------------------
 
     def bind(self, queries: Queries | None, pods: Pods | None) -> None:
@@ -398,6 +427,10 @@ class Telemetry(ServiceEvents):
         """Where the ``skewwatch.injection.*`` gauges read the latest check (an immutable report,
         read synchronously in the callback like the agents gauge)."""
         self._injection = report
+
+    def bind_cluster(self, status: Callable[[], Mapping[str, Any]]) -> None:
+        """Where the ``skewwatch.cluster.*`` gauges read the cluster watch's report."""
+        self._cluster = status
 
     async def refresh(self, *, force: bool = False) -> None:
         """Take a new ``Gauges`` through the service (at most every ``min_refresh_s``)."""

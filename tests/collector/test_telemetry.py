@@ -38,6 +38,7 @@ from tests.support.collector import (
     make_snapshot,
     observations_msg,
     settings_for,
+    wait_until,
 )
 from tests.support.kubeapi import opted_in_cluster  # noqa: F401  (a fixture)
 from tests.support.tls import self_signed
@@ -154,7 +155,7 @@ async def test_scenario_exports_every_catalogued_metric_over_otlp_and_metrics(
         tmp_path, drift_tick_s=0.1, baseline_stable_s=0, shutdown_grace_s=0.5,
         api_tokens=tmp_path / "api-tokens",
         otlp_endpoint=f"127.0.0.1:{port}", otlp_insecure=True, otlp_interval_s=3600,
-        otlp_headers="x-team=ml,Authorization=Bearer t0ken", cluster="prod-1",
+        otlp_headers="x-team=ml,Authorization=Bearer t0ken", cluster="prod-1", cluster_namespaces="ml",
         pod_namespace="skewwatch", pod_name="collector-0",
     )  # fmt: skip
     store = FlakyStore(tmp_path / "collector.db")
@@ -210,6 +211,13 @@ async def test_scenario_exports_every_catalogued_metric_over_otlp_and_metrics(
         await shed.send(hello_msg(1, pod="llm-8"))
         assert (await shed.status())[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
         group.settings = kept
+        # The cluster watch of "ml" on that API (pods and namespaces only): every kind it watches
+        # is reported, as unavailable there (not served).
+        assert collector.cluster is not None
+        await wait_until(
+            "the cluster watch's report of ml",
+            lambda: len(collector.cluster.status().get("namespaces", {}).get("ml", {})) >= 10,
+        )
         after = await _scrape(http)
         await telemetry.flush()
     finally:
@@ -228,6 +236,8 @@ async def test_scenario_exports_every_catalogued_metric_over_otlp_and_metrics(
     assert _one(after, "skewwatch_findings_resolved_total", {**wl, "resolution": "fixed"}) == 1.0
     assert _one(after, "skewwatch_store_errors_total", {"operation": "ingest"}) == 1.0
     assert _one(after, "skewwatch_ingest_shed_total", {}) == 1.0
+    assert _one(after, "skewwatch_cluster_available", {}) == 1.0
+    assert _one(after, "skewwatch_cluster_kinds", {"kind": "Deployment", "state": "unavailable"}) == 1.0
     assert _one(after, "skewwatch_auth_refused_total", {"surface": "api", "reason": "unauthenticated"}) == 1.0
     assert sum(v for a, v in after["skewwatch_ingest_batch_size_count"]) >= 10
     ratio = _one(

@@ -213,10 +213,11 @@ async def test_scenario_exports_every_catalogued_metric_over_otlp_and_metrics(
         group.settings = kept
         # The cluster watch of "ml" on that API (pods and namespaces only): every kind it watches
         # is reported, as unavailable there (not served).
-        assert collector.cluster is not None
+        cluster = collector.cluster
+        assert cluster is not None
         await wait_until(
             "the cluster watch's report of ml",
-            lambda: len(collector.cluster.status().get("namespaces", {}).get("ml", {})) >= 10,
+            lambda: len(cluster.status().get("namespaces", {}).get("ml", {})) >= 10,
         )
         after = await _scrape(http)
         await telemetry.flush()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import tempfile
-import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from tests.support.collector import (
     snapshot_msg,
     started,
 )
+from tests.support.threaded import serve_in_thread
 
 
 @dataclass
@@ -100,34 +100,8 @@ class StandinCollector:
 @contextmanager
 def serve_collector(standin: StandinCollector) -> Iterator[str]:
     """The stand-in on 127.0.0.1, a free port, its own loop in a thread; yields its base URL."""
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    holder: dict[str, Any] = {}
-
-    async def start() -> None:
-        runner = web.AppRunner(standin.app(), handle_signals=False, shutdown_timeout=1.0, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        holder["runner"] = runner
-        holder["port"] = runner.addresses[0][1]
-
-    def main() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(start())
-        ready.set()
-        loop.run_forever()
-        loop.run_until_complete(holder["runner"].cleanup())
-        loop.close()
-
-    thread = threading.Thread(target=main, name="probe-standin-collector", daemon=True)
-    thread.start()
-    assert ready.wait(10), "the stand-in collector did not start"
-    try:
-        yield f"http://127.0.0.1:{holder['port']}"
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
+    with serve_in_thread(standin.app(), "probe-standin-collector") as url:
+        yield url
 
 
 def window(requests_per_s: float, running: float, perf: Mapping[str, float]) -> dict[str, float]:

@@ -33,6 +33,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.support.threaded import serve_in_thread
+
 MODEL = "standin-model"
 
 
@@ -233,38 +235,5 @@ class Standin:
 def serve(behaviour: Behaviour | None = None) -> Iterator[tuple[str, Standin]]:
     """The stand-in on 127.0.0.1, a free port, its own loop in a thread: ``(base URL, server)``."""
     standin = Standin(behaviour or Behaviour())
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    holder: dict[str, Any] = {}
-
-    async def start() -> None:
-        runner = web.AppRunner(standin.app(), handle_signals=False, shutdown_timeout=1.0, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        holder["runner"] = runner
-        holder["port"] = runner.addresses[0][1]
-
-    def main() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(start())
-        except BaseException as e:  # the test sees it, not a hung thread
-            holder["error"] = e
-            ready.set()
-            return
-        ready.set()
-        loop.run_forever()
-        loop.run_until_complete(holder["runner"].cleanup())
-        loop.close()
-
-    thread = threading.Thread(target=main, name="probe-standin", daemon=True)
-    thread.start()
-    ready.wait(10)
-    if "error" in holder:
-        raise holder["error"]
-    try:
-        yield f"http://127.0.0.1:{holder['port']}", standin
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
+    with serve_in_thread(standin.app(), "probe-standin") as url:
+        yield url, standin

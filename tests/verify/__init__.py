@@ -11,7 +11,6 @@ a probe's own ``asyncio.run`` run beside it, and a ``skewwatch`` process can rea
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import tarfile
@@ -22,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from tests.support.threaded import serve_in_thread
 
 WORKLOAD = "ml/Deployment/llm"
 RECORDED_AT = 1796119200.0
@@ -211,39 +212,5 @@ def _error(status: int, code: str, message: str) -> web.Response:
 @contextmanager
 def serve(standin: StandinCollector) -> Iterator[str]:
     """The stand-in on 127.0.0.1, a free port, its own loop in a thread; yields its base URL."""
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    holder: dict[str, Any] = {}
-
-    async def start() -> None:
-        runner = web.AppRunner(standin.app(), handle_signals=False, shutdown_timeout=1.0, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        holder["runner"] = runner
-        holder["port"] = runner.addresses[0][1]
-
-    def main() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(start())
-        except BaseException as e:  # the test sees it, not a hung thread
-            holder["error"] = e
-            ready.set()
-            return
-        ready.set()
-        loop.run_forever()
-        loop.run_until_complete(holder["runner"].cleanup())
-        loop.close()
-
-    thread = threading.Thread(target=main, name="verify-standin-collector", daemon=True)
-    thread.start()
-    if not ready.wait(10):
-        raise AssertionError("the stand-in collector did not start within 10 s")
-    if "error" in holder:
-        raise holder["error"]
-    try:
-        yield f"http://127.0.0.1:{holder['port']}"
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
+    with serve_in_thread(standin.app(), "verify-standin-collector") as url:
+        yield url

@@ -152,15 +152,15 @@ PLAYBOOK: tuple[Play, ...] = (
          "the {object} sets {field} {actual}; the {reference} has {expected}: align the autoscaler"),
     Play("orchestration.template.resources.*", "medium", SLOWER, "the pod template's resources changed: fix requests/limits",
          "the {object} sets {field} {actual}; the {reference} has {expected}: fix requests/limits"),
-    Play("orchestration.node_selector.*", "high", ENVIRONMENT,
+    Play("orchestration.*node_selector*", "high", ENVIRONMENT,
          "the node selector changed: pods can land on another GPU class or node pool",
          "the {object} selects nodes by {field} = {actual}; the {reference} has {expected}: pods can land "
          "on another GPU class; restore the selector"),
-    Play("orchestration.affinity.gpu", "high", ENVIRONMENT,
+    Play("orchestration.*affinity.gpu", "high", ENVIRONMENT,
          "the GPU node affinity changed: pods can land on another GPU class",
          "the {object} sets {field} {actual}; the {reference} has {expected}: pods can land on another "
          "GPU class; restore the affinity on nvidia.com/gpu.product"),
-    Play("orchestration.tolerations", "medium", ENVIRONMENT, "the tolerations changed: pods can land on other nodes",
+    Play("orchestration.*tolerations", "medium", ENVIRONMENT, "the tolerations changed: pods can land on other nodes",
          "the {object} sets {field} {actual}; the {reference} has {expected}: compare the node pools"),
     Play("orchestration.configmap.*.digest", "high", QUALITY,
          "a ConfigMap the pods mount changed while the pods did not: configuration moved under them",

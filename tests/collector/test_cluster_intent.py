@@ -224,9 +224,17 @@ def test_cluster_hints_name_only_what_a_finding_and_its_provenance_give() -> Non
         "serving.service.protocol",
         "orchestration.configmap.model-config.digest",
         "orchestration.node_selector.nvidia.com/gpu.product",
+        # the keys the cluster watch emits for the pod template's placement (collector/cluster)
+        "orchestration.template.node_selector.nvidia.com/gpu.product",
+        "orchestration.template.affinity.gpu",
+        "orchestration.template.tolerations",
     )
     for key in keys:
         assert play_for(key).pattern in with_cluster_hint, key
+    # A template's GPU placement is as serious as the pod's own: another GPU class can follow.
+    assert play_for("orchestration.template.node_selector.nvidia.com/gpu.product").severity == "high"
+    assert play_for("orchestration.template.affinity.gpu").severity == "high"
+    assert play_for("orchestration.node_selector").severity == "high"  # the agent's map of its Pod
 
 
 def test_a_value_from_the_engine_keeps_the_engine_hint() -> None:

@@ -229,13 +229,22 @@ def test_the_rendered_install_streams_over_tls_with_the_namespaces_token(
     procs.start("agent-rotated", skewwatch(*argv), third)
 
     wait_for("the agent with the new token", lambda: seen(POD + "-3"), procs, timeout_s=60)
+    before = refusals(api)
     del install.secrets["skewwatch-agent-tokens"][NAMESPACE]
     kubelet_write(tokens, install.secrets["skewwatch-agent-tokens"])
-    before = refusals(api)
+    # The collector re-reads the tokens at most every second, at an agent's next message: the
+    # first agent, still streaming with the old token, is refused once it has (its stream ends).
+    wait_for("the old token's stream refused", lambda: refusals(api) > before, procs, timeout_s=60)
     fourth = agent_env()  # the old token, still in this namespace's credentials
     fourth["POD_NAME"] = POD + "-4"
     procs.start("agent-old", skewwatch(*argv), fourth)
-    wait_for("the old token refused after rotation", lambda: refusals(api) > before, procs, timeout_s=60)
+    old_log = tmp_path / "agent-old.log"
+    wait_for(
+        "a new agent with the old token refused",
+        lambda: old_log.exists() and "UNAUTHENTICATED" in old_log.read_text(errors="replace"),
+        procs,
+        timeout_s=60,
+    )
     assert http_get(f"{api}/api/v1/pods/{NAMESPACE}/{POD}-4", install.read_token)[0] == 404
 
 

@@ -1,4 +1,4 @@
-"""Engine knowledge as data: vLLM, SGLang and TGI tables, and the pure parser that reads them.
+"""Engine knowledge as data: vLLM, SGLang, TGI and TensorRT-LLM tables, and the pure parser that reads them.
 
 ``detect(argv)`` names the engine a command line starts; ``parse_args(spec, argv, env)`` turns
 it into typed settings (``runtime.args.<flag>``, canonical keys, ``runtime.env.<NAME>``) with
@@ -37,9 +37,10 @@ from agent.engines.parse import (
 )
 from agent.engines.sglang import SGLANG
 from agent.engines.tgi import TGI
+from agent.engines.trtllm import TRTLLM
 from agent.engines.vllm import VLLM
 
-ENGINES: tuple[EngineSpec, ...] = (VLLM, SGLANG, TGI)
+ENGINES: tuple[EngineSpec, ...] = (VLLM, SGLANG, TGI, TRTLLM)
 
 GENERIC = EngineSpec(
     name="unknown",
@@ -57,7 +58,7 @@ GENERIC = EngineSpec(
 
 
 def engine_named(name: str) -> EngineSpec:
-    """The spec of ``name`` (vllm | sglang | tgi), else GENERIC."""
+    """The spec of ``name`` (vllm | sglang | tgi | trtllm), else GENERIC."""
     return next((s for s in ENGINES if s.name == name), GENERIC)
 
 
@@ -71,6 +72,7 @@ __all__ = [
     "REVISION",
     "SGLANG",
     "TGI",
+    "TRTLLM",
     "VLLM",
     "EngineSpec",
     "Entrypoint",

@@ -53,6 +53,9 @@ class Entrypoint:
     name: str  # basename of the executable or console script, or the ``python -m`` module
     subcommand: str | None = None  # ``vllm serve``: the word that must follow
     positional: str | None = None  # setting key fed by the first positional argument
+    # A framework that starts the engine in its own worker and passes its flags through
+    # (NVIDIA Dynamo's ``python -m dynamo.vllm``): reported as ``runtime.launcher``.
+    launcher: str | None = None
 
 
 ObservationKind = Literal[
@@ -102,6 +105,26 @@ class InfoEndpoint:
     fields: Mapping[str, tuple[str, ValueType]]
     # May answer 401 when the server was started with an API key (vLLM's /v1 routes).
     needs_auth: bool = False
+    # Older routes of the same document, asked in order only when ``path`` is not served (404):
+    # SGLang's deprecated ``/get_server_info`` behind ``/server_info``. The one that answered is
+    # remembered for the process, so a deprecated route is never asked every cycle.
+    fallbacks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ExpectedFamily:
+    """A metric family (no prefix) the engine exports in the releases [since, until) of its
+    reported version; missing from a scrape, it is reported in ``runtime.metrics.missing``.
+
+    ``replaced_by`` names the family that replaced it where the engine renamed it (vLLM's
+    ``gpu_cache_usage_perc`` by ``kv_cache_usage_perc``); ``source`` says where this was read.
+    """
+
+    name: str
+    since: str | None = None
+    until: str | None = None
+    replaced_by: str | None = None
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -117,6 +140,8 @@ class MetricsSpec:
     value_facts: Mapping[str, tuple[str, ValueType]] = field(default_factory=dict)
     observations: tuple[ObservationSpec, ...] = ()
     info_endpoints: tuple[InfoEndpoint, ...] = ()
+    # The families a scrape of each release should hold (metric-name drift is a fact).
+    expected: tuple[ExpectedFamily, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -202,7 +227,7 @@ def checkpoint_derivations(
 
 @dataclass(frozen=True)
 class EngineSpec:
-    name: str  # vllm | sglang | tgi
+    name: str  # vllm | sglang | tgi | trtllm
     entrypoints: tuple[Entrypoint, ...]
     settings: tuple[SettingSpec, ...]
     # Flags that take no value but feed no canonical key; knowing them keeps the parser from
@@ -219,6 +244,13 @@ class EngineSpec:
     allow_abbrev: bool = True
     # ``--config FILE``: a YAML file of flag → value the engine reads before its command line.
     config_flags: tuple[str, ...] = ()
+    # The config file is a nested mapping of API options, read as dotted flags
+    # (``kv_cache_config: {dtype: fp8}`` is ``--kv_cache_config.dtype fp8``): TensorRT-LLM's
+    # ``--extra_llm_api_options``.
+    config_nested: bool = False
+    # The config file's values win over the command line's (TensorRT-LLM merges its extra
+    # options over the flags); else the command line wins (vLLM, SGLang).
+    config_overrides_cli: bool = False
     # Variables whose value is more arguments (KServe's ``VLLM_ADDITIONAL_ARGS``, expanded by the
     # launch script into the command line, or read by the launcher itself).
     args_env: tuple[str, ...] = ()

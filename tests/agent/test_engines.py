@@ -130,7 +130,8 @@ def test_every_engine_table_covers_the_canonical_design_keys() -> None:
         ), spec.name
     assert required <= {s.key for s in TGI.settings}
     for spec in ENGINES:
-        assert spec.metrics_path == "/metrics"
+        # TensorRT-LLM serves Prometheus text under /prometheus/metrics (its /metrics is JSON).
+        assert spec.metrics_path == ("/prometheus/metrics" if spec.name == "trtllm" else "/metrics")
 
 
 # --- flags --------------------------------------------------------------------------------------

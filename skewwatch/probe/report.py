@@ -461,6 +461,11 @@ def run(
     progress = ProgressLine(err)
     try:
         doc = asyncio.run(execute(cfg, progress, hook, answer))
+    except Exception as e:  # a fault of the probe itself: "could not run", never "fail" (exit 1)
+        progress.close()
+        why = cfg.key.redact(str(e)) if cfg.key else str(e)  # never the API key, whatever raised
+        err.write(f"skewwatch probe: error: the probe could not run: {type(e).__name__}: {why}\n")
+        return 2
     finally:
         progress.close()
     out.write((render_json(doc) if cfg.output == "json" else render_table(doc)) + "\n")

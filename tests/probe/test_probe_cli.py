@@ -281,3 +281,21 @@ def test_a_stream_that_fails_mid_way_is_a_stream_error_in_the_table(
         code, out, _ = run(base(url, "--concurrency", "1", "--requests", "2"), capsys)
     assert code == 2
     assert "errors at 1: stream_error x2: error event after 2 content chunk(s)" in out
+
+
+def test_a_fault_of_the_probe_itself_exits_two_not_fail(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 1 means the server failed the test; a crash of the probe must never read as that."""
+    from skewwatch.probe import report
+
+    key = "sk-probe-secret-0123456789"
+
+    async def broken(*_: object) -> dict[str, Any]:
+        raise RuntimeError(f"bad state (Authorization: Bearer {key})")
+
+    monkeypatch.setattr(report, "execute", broken)
+    monkeypatch.setenv("SKEWWATCH_PROBE_API_KEY", key)
+    code, out, err = run(["--endpoint", "http://127.0.0.1:9", "--model", MODEL], capsys)
+    assert code == 2 and out == ""
+    assert "the probe could not run: RuntimeError: bad state" in err and key not in err

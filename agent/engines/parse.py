@@ -745,11 +745,13 @@ def config_paths(spec: EngineSpec, argv: Sequence[str], env: Mapping[str, str] |
     return paths
 
 
-def config_file_args(text: str, where: str) -> list[str]:
+def config_file_args(text: str, where: str, nested: bool = False) -> list[str]:
     """A ``--config`` YAML file as the arguments it stands for (vLLM's FlexibleArgumentParser).
 
     ``key: value`` is ``--key value``, ``key: true`` is ``--key``, ``key: false`` is
-    ``--no-key`` and a list is ``--key v1 v2``. ValueProblem names the file when it is no mapping.
+    ``--no-key`` and a list is ``--key v1 v2``. ``nested`` (TensorRT-LLM's LLM API options):
+    every leaf of the nested mapping is one ``--a.b=value`` token (:func:`_nested_args`).
+    ValueProblem names the file when it is no mapping, no YAML or nested too deep.
     """
     if len(text) > MAX_CONFIG_FILE_CHARS:
         raise ValueProblem(f"{where}: over {MAX_CONFIG_FILE_CHARS} characters")
@@ -761,10 +763,14 @@ def config_file_args(text: str, where: str) -> list[str]:
         mark = getattr(e, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""
         raise ValueProblem(f"{where}:{line}: not valid YAML") from e
+    except RecursionError as e:  # PyYAML composes nested collections recursively
+        raise ValueProblem(f"{where}: nested deeper than the YAML reader can follow") from e
     if doc is None:
         return []
     if not isinstance(doc, dict):
         raise ValueProblem(f"{where}: expected a mapping of flag names to values, got {type(doc).__name__}")
+    if nested:
+        return _nested_args(doc, where)
     args: list[str] = []
     for key, value in doc.items():
         flag = "--" + str(key).lstrip("-")
@@ -780,6 +786,93 @@ def config_file_args(text: str, where: str) -> list[str]:
     return args
 
 
+MAX_CONFIG_NESTING = 16
+
+
+def _nested_args(doc: Mapping[object, object], where: str, prefix: str = "", depth: int = 0) -> list[str]:
+    """A nested options mapping as dotted flags, one self-contained ``--a.b=value`` token each.
+
+    The value rides inline so that it is never read as another flag, and a list (or anything
+    inside one) is one JSON value, so that its items never become positional arguments (the
+    model). An empty mapping is kept (``--kv_cache_config={}``): it still replaces the section.
+    """
+    if depth >= MAX_CONFIG_NESTING:
+        raise ValueProblem(f"{where}: {prefix.rstrip('.')!r} nested deeper than {MAX_CONFIG_NESTING} levels")
+    args: list[str] = []
+    for key, value in doc.items():
+        name = prefix + str(key).lstrip("-")
+        if isinstance(value, dict) and value:
+            args += _nested_args(value, where, name + ".", depth + 1)
+        elif isinstance(value, bool):
+            args.append(f"--{name}={'true' if value else 'false'}")
+        elif isinstance(value, list | dict):
+            try:
+                args.append(f"--{name}=" + json.dumps(value, sort_keys=True, default=str))
+            except (TypeError, ValueError, RecursionError) as e:
+                raise ValueProblem(f"{where}: {name!r} is no value skewwatch can read") from e
+        elif value is not None:
+            args.append(f"--{name}={value}")
+    return args
+
+
+def _file_sections(extra: Sequence[str]) -> set[str]:
+    """The top-level mappings a nested options file sets (normalised), from its dotted tokens."""
+    sections: set[str] = set()
+    for tok in extra:
+        name, _, value = tok.partition("=")
+        if "." in name:
+            sections.add(normalise_flag(name.split(".", 1)[0]))
+        elif value == "{}":
+            sections.add(normalise_flag(name))
+    return sections
+
+
+def _drop_replaced(
+    spec: EngineSpec,
+    args: list[str],
+    origins: list[str],
+    replaced: Mapping[str, str],
+    problems: list[str],
+) -> tuple[list[str], list[str]]:
+    """The command line without the flags of sections an options file replaces whole.
+
+    TensorRT-LLM merges the file over the command line's options one top-level key at a time
+    (``llm_args | extra``): a file's ``kv_cache_config`` mapping replaces the one the command line
+    built, so ``--kv_cache_free_gpu_memory_fraction 0.7`` no longer holds (the file's value, or the
+    section's default, does). A flag belongs to a section when its setting has a dotted spelling
+    in it. Each dropped flag is said in a problem: what the command line asks is not what runs.
+    """
+    table = spec.flag_table()
+    sections_of = {
+        name: {normalise_flag(f).split(".", 1)[0] for f in setting.flags if "." in f}
+        for name, setting in table.items()
+        if "." not in name
+    }
+    switches = spec.switch_names()
+    out: list[str] = []
+    out_origins: list[str] = []
+    i = 0
+    while i < len(args):
+        spelled, has_value, _ = args[i].partition("=")
+        name = normalise_flag(spelled) if _looks_like_flag(spelled) else ""
+        hit = sorted(sections_of.get(name, set()) & set(replaced))
+        if not hit:
+            out.append(args[i])
+            out_origins.append(origins[i])
+            i += 1
+            continue
+        step = 1
+        if not has_value and name not in switches and i + 1 < len(args) and not _looks_like_flag(args[i + 1]):
+            step = 2
+        section = hit[0].replace("-", "_")
+        problems.append(
+            f"{_shown_flag(spelled)}: not in effect, the section {section} is replaced whole "
+            f"by {replaced[hit[0]]} ({spec.name} merges the file's options over the command line's)"
+        )
+        i += step
+    return out, out_origins
+
+
 def _sublist_at(haystack: Sequence[str], needle: Sequence[str]) -> int:
     for i in range(len(haystack) - len(needle) + 1):
         if list(haystack[i : i + len(needle)]) == list(needle):
@@ -787,15 +880,10 @@ def _sublist_at(haystack: Sequence[str], needle: Sequence[str]) -> int:
     return -1
 
 
-def _with_origins(
-    spec: EngineSpec,
-    args: list[str],
-    env: Mapping[str, str],
-    config_files: Mapping[str, str],
-    problems: list[str],
+def _splice_args_env(
+    spec: EngineSpec, args: list[str], env: Mapping[str, str], problems: list[str]
 ) -> tuple[list[str], list[str]]:
-    """The arguments with those from ``--config`` files and args-carrying variables spliced in,
-    and where each came from."""
+    """The arguments with those of args-carrying variables spliced in, and where each came from."""
     origins = [""] * len(args)
     for name in spec.args_env:
         value = env.get(name, "").strip()
@@ -813,11 +901,27 @@ def _with_origins(
         else:  # the launcher reads the variable itself: they come after the command line's
             args = args + extra
             origins = origins + [f"${name}"] * len(extra)
+    return args, origins
+
+
+def _with_origins(
+    spec: EngineSpec,
+    args: list[str],
+    env: Mapping[str, str],
+    config_files: Mapping[str, str],
+    problems: list[str],
+) -> tuple[list[str], list[str]]:
+    """The arguments with those from ``--config`` files and args-carrying variables spliced in,
+    and where each came from."""
+    args, origins = _splice_args_env(spec, args, env, problems)
     flags = {normalise_flag(f) for f in spec.config_flags}
     out: list[str] = []
     out_origins: list[str] = []
     prefix: list[str] = []
     prefix_origins: list[str] = []
+    suffix: list[str] = []
+    suffix_origins: list[str] = []
+    replaced: dict[str, str] = {}  # section -> the file that replaces it
     i = 0
     while i < len(args):
         spelled, has_value, inline = args[i].partition("=")
@@ -826,13 +930,21 @@ def _with_origins(
             step = 1 if has_value else 2
             if path in config_files:
                 try:
-                    extra = config_file_args(config_files[path], path)
+                    extra = config_file_args(config_files[path], path, nested=spec.config_nested)
                 except ValueProblem as e:
                     problems.append(f"{spelled}: {e}")
                     extra = []
-                # The file is read before the command line: a flag given in both keeps the command line's.
-                prefix += extra
-                prefix_origins += [f"in {spelled} {path}"] * len(extra)
+                origin = f"in {spelled} {path}"
+                if spec.config_overrides_cli:
+                    # Read after the command line (TensorRT-LLM): a flag given in both keeps the file's.
+                    suffix += extra
+                    suffix_origins += [origin] * len(extra)
+                    if spec.config_nested:
+                        replaced.update(dict.fromkeys(_file_sections(extra), f"{spelled} {path}"))
+                else:
+                    # The file is read before the command line: a flag given in both keeps the command line's.
+                    prefix += extra
+                    prefix_origins += [origin] * len(extra)
             elif path:
                 problems.append(f"{spelled} {path}: file not readable by the agent, its settings are unknown")
             out += args[i : i + step]
@@ -842,7 +954,9 @@ def _with_origins(
         out.append(args[i])
         out_origins.append(origins[i])
         i += 1
-    return prefix + out, prefix_origins + out_origins
+    if replaced:
+        out, out_origins = _drop_replaced(spec, out, out_origins, replaced, problems)
+    return prefix + out + suffix, prefix_origins + out_origins + suffix_origins
 
 
 def _detail(flag: _Seen) -> str:

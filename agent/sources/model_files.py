@@ -87,6 +87,12 @@ TOKENIZER_FILES: frozenset[str] = frozenset(
     }
 )
 CONFIG_FILE = "config.json"
+# ModelOpt / TensorRT-LLM's quantized checkpoints say how they are quantized beside config.json:
+# {"producer": {"name": "modelopt", "version": …}, "quantization": {"quant_algo": "FP8",
+# "kv_cache_quant_algo": "FP8", "exclude_modules": ["lm_head"], …}} (TensorRT-LLM reads it in
+# tensorrt_llm/_torch/model_config.py; the shape as ModelOpt's convert_hf_config docstring and the
+# nvidia/*-FP8 and *-NVFP4 hub repositories have it).
+HF_QUANT_CONFIG_FILE = "hf_quant_config.json"
 GENERATION_CONFIG_FILE = "generation_config.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 # Where transformers finds a chat template, in the order it prefers them.
@@ -219,7 +225,54 @@ def parse_model_config(data: bytes, name: str = CONFIG_FILE) -> dict[str, FactVa
     out["quantization"] = method if isinstance(method, str) else None
     # The whole block: bits, group size and skipped modules differ between "the same" method.
     out["quantization_config"] = qc if isinstance(qc, dict) else None
+    kv = qc.get("kv_cache_quant_algo") if isinstance(qc, dict) else None  # ModelOpt's HF export
+    tllm = doc.get("quantization")
+    if qc is None and isinstance(tllm, dict):
+        # A TensorRT-LLM checkpoint's config.json (convert_checkpoint.py): {"architecture": …,
+        # "dtype": …, "quantization": {"quant_algo": "W8A16", "kv_cache_quant_algo": "INT8"}}.
+        out.update(quant_algo_facts(tllm))
+        return out
+    if kv is not None:  # reported only where a checkpoint says it: null for every other model adds nothing
+        out["kv_cache_quantization"] = _lower(kv)
     return out
+
+
+def _lower(value: object) -> FactValue:
+    return value.lower() if isinstance(value, str) else None
+
+
+def quant_algo_facts(block: Mapping[str, object]) -> dict[str, FactValue]:
+    """The ``model.config.*`` facts of a ModelOpt / TensorRT-LLM ``quantization`` block. Pure.
+
+    ``quant_algo`` (``FP8``, ``NVFP4``, ``W4A16_AWQ``; null: the weights are not quantized) is
+    the quantization, lower-cased as the engines' flags spell it; ``kv_cache_quant_algo`` the KV
+    cache's (``FP8``: the checkpoint carries KV scales and the engine's ``auto`` follows it).
+    """
+    out: dict[str, FactValue] = {
+        "quantization": _lower(block.get("quant_algo")),
+        "quantization_config": dict(block),  # type: ignore[dict-item]  # JSON values are FactValues
+    }
+    if block.get("kv_cache_quant_algo") is not None:
+        out["kv_cache_quantization"] = _lower(block.get("kv_cache_quant_algo"))
+    return out
+
+
+def parse_hf_quant_config(data: bytes, name: str = HF_QUANT_CONFIG_FILE) -> dict[str, FactValue]:
+    """The ``model.config.*`` facts of an ``hf_quant_config.json``'s bytes. Pure.
+
+    A file that is no JSON object, or whose ``quantization`` is no object, is a ModelConfigError
+    naming the file.
+    """
+    try:
+        doc = load_json(data, constants=False)
+    except JsonProblem as e:
+        raise ModelConfigError(f"{name}: {e}") from e
+    if not isinstance(doc, dict):
+        raise ModelConfigError(f"{name}: top level is a JSON {type(doc).__name__}, not an object")
+    block = doc.get("quantization")
+    if not isinstance(block, dict):
+        raise ModelConfigError(f"{name}: 'quantization' is a JSON {type(block).__name__}, not an object")
+    return quant_algo_facts(block)
 
 
 def _first_present(scopes: Sequence[Mapping[str, object]], names: Sequence[str]) -> tuple[FactValue] | None:
@@ -376,6 +429,8 @@ class ModelScan:
     notes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     config: dict[str, FactValue] | None = None
+    # The file each config fact was read from, where it is not config.json (hf_quant_config.json).
+    config_files: dict[str, str] = field(default_factory=dict)
     chat_template: tuple[str, str] | None = None
     headers: dict[str, SafetensorsHeader | str] = field(default_factory=dict)  # rel → header or error
     missing_shards: dict[str, str] = field(default_factory=dict)  # shard → the index naming it
@@ -433,6 +488,7 @@ def scan_model(location: ModelLocation, memo: Memo | None = None) -> ModelScan:
         scan.files.append(_scan_file(entry, memo, scan.headers))
     present = {f.rel for f in scan.files}
     _read_config(scan, present)
+    _read_quant_config(scan, present)
     _read_chat_template(scan, present)
     _check_indexes(scan, present)
     return scan
@@ -471,6 +527,26 @@ def _read_config(scan: ModelScan, present: set[str]) -> None:
         scan.problems.insert(0, str(e))
     except OSError as e:
         scan.problems.insert(0, f"cannot read {CONFIG_FILE}: {e.strerror or e}")
+
+
+def _read_quant_config(scan: ModelScan, present: set[str]) -> None:
+    """hf_quant_config.json's quantization, where config.json names none (it says more there:
+    the HF-format ModelOpt export writes both, config.json's quant_method ``modelopt``)."""
+    if HF_QUANT_CONFIG_FILE not in present:
+        return
+    if scan.config is not None and scan.config.get("quantization") is not None:
+        return
+    path = scan.location.root / HF_QUANT_CONFIG_FILE
+    try:
+        facts = parse_hf_quant_config(read_small_file(path, MAX_CONFIG_BYTES), str(path))
+    except ModelConfigError as e:
+        scan.problems.append(str(e))
+        return
+    except OSError as e:
+        scan.problems.append(f"cannot read {HF_QUANT_CONFIG_FILE}: {e.strerror or e}")
+        return
+    scan.config = {**(scan.config or {}), **facts}
+    scan.config_files.update(dict.fromkeys(facts, HF_QUANT_CONFIG_FILE))
 
 
 def _read_chat_template(scan: ModelScan, present: set[str]) -> None:
@@ -598,11 +674,12 @@ def _add_config(b: FactBuilder, scan: ModelScan, problems: list[str]) -> None:
     """``model.config.*`` from config.json, and the chat template's digest."""
     if scan.config is not None:
         for suffix, v in scan.config.items():
+            where = scan.config_files.get(suffix, CONFIG_FILE)
             try:
                 key = f"model.config.{suffix}"
-                b.add(key, check_fact_value(key, v), METHOD, f"{CONFIG_FILE} field")
+                b.add(key, check_fact_value(key, v), METHOD, f"{where} field")
             except FactError as e:
-                problems.append(f"{CONFIG_FILE} field {suffix}: {e}")
+                problems.append(f"{where} field {suffix}: {e}")
     if scan.chat_template is not None:
         b.add(
             "model.chat_template.digest", scan.chat_template[0], METHOD, f"sha256 of {scan.chat_template[1]}"

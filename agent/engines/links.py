@@ -60,6 +60,10 @@ COMMON_CONSEQUENCES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("hardware.gpu.power_default_limit_watts", ("hardware.gpu.product",)),
     # The image is the engine build.
     ("runtime.version", ("orchestration.image", "orchestration.image_digest")),
+    # Which metric families a release exports follows from the release: an upgrade that renames
+    # one is the version's finding, not a second one (a list changing under the same version is
+    # its own finding: metrics turned off, a hidden family shown again).
+    ("runtime.metrics.missing", ("runtime.version", "runtime.engine")),
     ("orchestration.image_digest", ("orchestration.image",)),
 )
 

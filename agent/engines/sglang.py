@@ -5,8 +5,9 @@ the same meaning: ``--context-length`` is the max model length, ``--max-running-
 max number of sequences, ``--page-size`` the KV block size, ``--mem-fraction-static`` the share
 of GPU memory it claims, ``--disable-cuda-graph`` is eager mode and ``--disable-radix-cache``
 turns prefix caching off. Metrics (with ``--enable-metrics``) are on the API port under
-``sglang:``; ``/get_server_info`` reports the server's arguments as it resolved them (an unset
-``--mem-fraction-static`` comes back as the value SGLang chose) and the KV-cache capacity.
+``sglang:``; ``/server_info`` (``/get_server_info`` in older releases) reports the server's
+arguments as it resolved them (an unset ``--mem-fraction-static`` comes back as the value SGLang
+chose) and the KV-cache capacity.
 """
 
 from __future__ import annotations
@@ -17,11 +18,66 @@ from agent.engines.base import (
     MODEL,
     EngineSpec,
     Entrypoint,
+    ExpectedFamily,
     InfoEndpoint,
     MetricsSpec,
     ObservationSpec,
     SettingSpec,
+    ValueType,
     checkpoint_derivations,
+)
+
+# /server_info and /model_info are the current routes; /get_server_info and /get_model_info the
+# deprecated ones, which still answer the same document with a warning logged on every call
+# (python/sglang/srt/entrypoints/http_server.py @ 78043d44: "Endpoint '/get_server_info' is
+# deprecated and will be removed in a future version. Please use '/server_info' instead.";
+# callers migrated by sgl-project/sglang PR #21463; releases before the rename serve only the old
+# routes, http_server.py @ 0025436). The server info is ServerArgs flattened
+# (``dataclasses.asdict``), the scheduler's info, ``internal_states`` (one per DP rank) and
+# ``version``. ServerArgs holds ``api_key`` (and ``admin_api_key`` in newer releases): only the
+# fields named here are copied, never the document.
+SGLANG_SERVER_INFO_FIELDS: dict[str, tuple[str, ValueType]] = {
+    "version": ("runtime.version", "str"),
+    "dtype": ("runtime.dtype", "dtype"),
+    "quantization": ("runtime.quantization", "str"),
+    "kv_cache_dtype": ("runtime.kv_cache_dtype", "str"),
+    "context_length": ("runtime.max_model_len", "int"),
+    "max_running_requests": ("runtime.max_num_seqs", "int"),
+    "tp_size": ("runtime.tensor_parallel_size", "int"),
+    "pp_size": ("runtime.pipeline_parallel_size", "int"),
+    "dp_size": ("runtime.data_parallel_size", "int"),
+    "mem_fraction_static": ("runtime.gpu_memory_utilization", "float"),
+    "page_size": ("runtime.block_size", "int"),
+    "chunked_prefill_size": ("runtime.chunked_prefill_size", "int"),
+    "internal_states.0.max_total_num_tokens": ("runtime.max_total_tokens", "int"),
+}
+# /model_info: model_path, tokenizer_path, is_generation, preferred_sampling_params,
+# weight_version (what an in-place weight update last set: "default" until one), and in newer
+# releases has_image_understanding, has_audio_understanding, model_type, architectures (the
+# native-API docs' example). The model's identity comes from the process and its files.
+SGLANG_MODEL_INFO_FIELDS: dict[str, tuple[str, ValueType]] = {
+    "weight_version": ("runtime.weight_version", "str"),
+}
+
+# Families (after ``sglang:``) a scrape should hold (``runtime.metrics.missing``). Unranged rows
+# are SGLang's first Prometheus families, unchanged since (python/sglang/srt/metrics/collector.py;
+# in the v0.5.10.post1 capture of DataDog integrations-core sglang/tests/fixtures @ 71a3042).
+# Rows from 0.5.10 are known present there and unchecked in earlier releases (the lower bound is
+# the capture, not the release that added them): older SGLang spelled the inter-token latency
+# time_per_output_token_seconds, in a release not pinned down here, so that rename has no row.
+_SGL_CAPTURE = "v0.5.10.post1 capture (DataDog integrations-core sglang fixture @ 71a3042)"
+SGLANG_EXPECTED: tuple[ExpectedFamily, ...] = (
+    ExpectedFamily("num_running_reqs", source=_SGL_CAPTURE),
+    ExpectedFamily("num_queue_reqs", source=_SGL_CAPTURE),
+    ExpectedFamily("token_usage", source=_SGL_CAPTURE),
+    ExpectedFamily("prompt_tokens_total", source=_SGL_CAPTURE),
+    ExpectedFamily("generation_tokens_total", source=_SGL_CAPTURE),
+    ExpectedFamily("time_to_first_token_seconds", source=_SGL_CAPTURE),
+    ExpectedFamily("e2e_request_latency_seconds", source=_SGL_CAPTURE),
+    ExpectedFamily("num_requests_total", since="0.5.10", source=_SGL_CAPTURE),
+    ExpectedFamily("inter_token_latency_seconds", since="0.5.10", source=_SGL_CAPTURE),
+    ExpectedFamily("max_total_num_tokens", since="0.5.10", source=_SGL_CAPTURE),
+    ExpectedFamily("is_cuda_graph", since="0.5.10", source=_SGL_CAPTURE),
 )
 
 SGLANG_METRICS = MetricsSpec(
@@ -52,25 +108,10 @@ SGLANG_METRICS = MetricsSpec(
         ),
     ),
     info_endpoints=(
-        InfoEndpoint(
-            "/get_server_info",
-            {
-                "version": ("runtime.version", "str"),
-                "dtype": ("runtime.dtype", "dtype"),
-                "quantization": ("runtime.quantization", "str"),
-                "kv_cache_dtype": ("runtime.kv_cache_dtype", "str"),
-                "context_length": ("runtime.max_model_len", "int"),
-                "max_running_requests": ("runtime.max_num_seqs", "int"),
-                "tp_size": ("runtime.tensor_parallel_size", "int"),
-                "pp_size": ("runtime.pipeline_parallel_size", "int"),
-                "dp_size": ("runtime.data_parallel_size", "int"),
-                "mem_fraction_static": ("runtime.gpu_memory_utilization", "float"),
-                "page_size": ("runtime.block_size", "int"),
-                "chunked_prefill_size": ("runtime.chunked_prefill_size", "int"),
-                "internal_states.0.max_total_num_tokens": ("runtime.max_total_tokens", "int"),
-            },
-        ),
+        InfoEndpoint("/server_info", SGLANG_SERVER_INFO_FIELDS, fallbacks=("/get_server_info",)),
+        InfoEndpoint("/model_info", SGLANG_MODEL_INFO_FIELDS, fallbacks=("/get_model_info",)),
     ),
+    expected=SGLANG_EXPECTED,
 )
 
 SGLANG = EngineSpec(

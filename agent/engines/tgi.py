@@ -19,10 +19,30 @@ from agent.engines.base import (
     MODEL,
     EngineSpec,
     Entrypoint,
+    ExpectedFamily,
     InfoEndpoint,
     MetricsSpec,
     ObservationSpec,
     SettingSpec,
+)
+
+# Families (after ``tgi_``) a router scrape holds, the ones the observations read: TGI's metrics
+# reference (huggingface/text-generation-inference docs/source/reference/metrics.md) and the
+# router capture of DataDog integrations-core hugging_face_tgi/tests/fixtures/payload.txt @
+# 9e390cd. No rename is known among them, so no row has a range. Counters here carry no ``_total``.
+_TGI_DOC = "TGI docs/source/reference/metrics.md; DataDog hugging_face_tgi payload @ 9e390cd"
+TGI_EXPECTED: tuple[ExpectedFamily, ...] = tuple(
+    ExpectedFamily(name, source=_TGI_DOC)
+    for name in (
+        "request_success",
+        "request_input_length",
+        "request_generated_tokens",
+        "request_duration",
+        "request_mean_time_per_token_duration",
+        "batch_current_size",
+        "batch_next_size",
+        "queue_size",
+    )
 )
 
 TGI_METRICS = MetricsSpec(
@@ -58,6 +78,7 @@ TGI_METRICS = MetricsSpec(
             },
         ),
     ),
+    expected=TGI_EXPECTED,
 )
 
 TGI = EngineSpec(

@@ -17,6 +17,7 @@ from agent.engines.base import (
     Derivation,
     EngineSpec,
     Entrypoint,
+    ExpectedFamily,
     InfoEndpoint,
     InfoMetric,
     MetricsSpec,
@@ -81,6 +82,76 @@ VLLM_VERSIONED_DEFAULTS: tuple[VersionedDefault, ...] = (
     VersionedDefault("runtime.enable_chunked_prefill", True, since="0.32.0", source="0.32.0 start-up config"),
 )
 
+# The families a scrape of each release holds (``runtime.metrics.missing``), as the engine spells
+# them after its prefix. vLLM's policy (docs.vllm.ai usage/metrics, "deprecation policy"): a
+# family deprecated in X.Y is hidden in X.Y+1 (``--show-hidden-metrics-for-version=X.Y`` shows it
+# again) and removed in X.Y+2; a row's ``until`` is the release that hides it. Two engines share
+# releases 0.8 to 0.10 (V1 the default since 0.8.0, V0 removed in 0.11.0), so a family only one
+# engine exports is expected only where that engine is the only one: V0-only families before
+# 0.8.0, V1-only families from 0.11.0. Rows without a range are exported by every release, V0 and
+# V1 alike (in the V0 captures of DataDog integrations-core vllm/tests/fixtures @ e99474c and the
+# real 0.32.0 CPU build of tests/e2e alike); they are the only ones checked with no version known.
+_EVERY = "V0 capture (DataDog integrations-core vllm fixture @ e99474c) and the V1 0.32.0 build"
+_PR18354 = (
+    "vllm-project/vllm PR #18354 (gpu_-prefixed names deprecated in 0.10), hidden in 0.11, "
+    "removed in PR #29330"
+)
+_PR24110 = "vllm-project/vllm PR #24110 (deprecated in 0.11), hidden in 0.12 by PR #29330"
+_PR14136 = "vllm-project/vllm PR #14136 (V0 KV-offload metrics deprecated in 0.8), hidden by PR #15458"
+VLLM_EXPECTED: tuple[ExpectedFamily, ...] = (
+    ExpectedFamily("cache_config_info", source=_EVERY),
+    ExpectedFamily("num_requests_running", source=_EVERY),
+    ExpectedFamily("num_requests_waiting", source=_EVERY),
+    ExpectedFamily("prompt_tokens_total", source=_EVERY),
+    ExpectedFamily("generation_tokens_total", source=_EVERY),
+    ExpectedFamily("request_success_total", source=_EVERY),
+    ExpectedFamily("num_preemptions_total", source=_EVERY),
+    ExpectedFamily("time_to_first_token_seconds", source=_EVERY),
+    ExpectedFamily("e2e_request_latency_seconds", source=_EVERY),
+    # Renamed: the old name is expected until it is hidden, the new one once only V1 exists.
+    ExpectedFamily(
+        "gpu_cache_usage_perc", until="0.11.0", replaced_by="kv_cache_usage_perc", source=_PR18354
+    ),
+    ExpectedFamily("kv_cache_usage_perc", since="0.11.0", source=_PR18354),
+    ExpectedFamily("prefix_cache_queries_total", since="0.11.0", source=_PR18354),
+    ExpectedFamily("prefix_cache_hits_total", since="0.11.0", source=_PR18354),
+    ExpectedFamily(
+        "time_per_output_token_seconds",
+        until="0.12.0",
+        replaced_by="inter_token_latency_seconds",
+        source=_PR24110,
+    ),
+    ExpectedFamily("inter_token_latency_seconds", since="0.11.0", source=_PR24110),
+    # V0 only (KV-cache swapping to CPU): the default engine's until V1 became it in 0.8.0.
+    ExpectedFamily("num_requests_swapped", until="0.8.0", source=_PR14136),
+    ExpectedFamily("cpu_cache_usage_perc", until="0.8.0", source=_PR14136),
+)
+
+# /server_info: served only with VLLM_SERVER_DEV_MODE=1 (added in 0.9 by vllm-project/vllm PR
+# #16572; vllm/entrypoints/serve/instrumentator/server_info.py @ 09cb327), a 404 otherwise, which
+# the runtime-metrics source remembers per process. ``config_format=json`` has it dump the
+# VllmConfig as JSON (sections model_config, cache_config, parallel_config, scheduler_config, each
+# field by name; torch dtypes as "torch.bfloat16"); an older release ignores the parameter and
+# sends the config as one string, from which no field is read. Only these fields are copied: the
+# document also holds model_config.hf_token and every VLLM_* variable (vllm_env).
+_VC = "vllm_config."
+VLLM_SERVER_INFO_FIELDS: dict[str, tuple[str, ValueType]] = {
+    _VC + "model_config.dtype": ("runtime.dtype", "dtype"),
+    _VC + "model_config.max_model_len": ("runtime.max_model_len", "int"),
+    _VC + "model_config.quantization": ("runtime.quantization", "str"),
+    _VC + "model_config.enforce_eager": ("runtime.enforce_eager", "bool"),
+    _VC + "cache_config.block_size": ("runtime.block_size", "int"),
+    _VC + "cache_config.cache_dtype": ("runtime.kv_cache_dtype", "str"),
+    _VC + "cache_config.gpu_memory_utilization": ("runtime.gpu_memory_utilization", "float"),
+    _VC + "cache_config.enable_prefix_caching": ("runtime.enable_prefix_caching", "bool"),
+    _VC + "parallel_config.tensor_parallel_size": ("runtime.tensor_parallel_size", "int"),
+    _VC + "parallel_config.pipeline_parallel_size": ("runtime.pipeline_parallel_size", "int"),
+    _VC + "parallel_config.data_parallel_size": ("runtime.data_parallel_size", "int"),
+    _VC + "scheduler_config.max_num_seqs": ("runtime.max_num_seqs", "int"),
+    _VC + "scheduler_config.max_num_batched_tokens": ("runtime.max_num_batched_tokens", "int"),
+    _VC + "scheduler_config.enable_chunked_prefill": ("runtime.enable_chunked_prefill", "bool"),
+}
+
 VLLM_METRICS = MetricsSpec(
     # ray_vllm: is vLLM under Ray Serve, which re-exports the same families with its own prefix.
     prefixes=("vllm:", "ray_vllm:"),
@@ -121,7 +192,9 @@ VLLM_METRICS = MetricsSpec(
         InfoEndpoint(
             "/v1/models", {"data.0.max_model_len": ("runtime.max_model_len", "int")}, needs_auth=True
         ),
+        InfoEndpoint("/server_info?config_format=json", VLLM_SERVER_INFO_FIELDS),
     ),
+    expected=VLLM_EXPECTED,
 )
 
 VLLM = EngineSpec(
@@ -202,6 +275,8 @@ VLLM = EngineSpec(
     metrics=VLLM_METRICS,
     # vLLM sizes the KV cache in a profiling run at start-up (cache_config_info num_gpu_blocks).
     consequences={
+        # --show-hidden-metrics-for-version brings hidden families back onto the page.
+        "runtime.metrics.missing": ("runtime.args.show_hidden_metrics_for_version",),
         "runtime.num_gpu_blocks": KV_CACHE_INPUTS,
         "runtime.kv_cache_memory_bytes": KV_CACHE_INPUTS,
         "runtime.kv_cache_tokens": KV_CACHE_INPUTS,

@@ -2,10 +2,12 @@
 
 Reading (HTTP GETs under a timeout and a size cap) is kept apart from interpreting: ``/metrics``
 is parsed by ``agent.promtext`` and turned into facts by the pure ``interpret_families``; info
-endpoints (vLLM ``/version`` and ``/v1/models``, TGI ``/info``, SGLang ``/get_server_info``) by the
-pure ``interpret_info``. What each engine calls a concept is data in ``agent.engines`` (metric
-prefixes and V0/V1 aliases, info metrics, info endpoints), so a new engine or a renamed metric is
-a table edit, not a new branch.
+endpoints (vLLM ``/version``, ``/v1/models`` and, in its dev mode, ``/server_info``; TGI ``/info``;
+SGLang ``/server_info`` and ``/model_info``) by the pure ``interpret_info``, which copies only the
+fields of the endpoint's table (SGLang's server info holds its ``api_key``: never a fact). What
+each engine calls a concept is data in ``agent.engines`` (metric prefixes and V0/V1 aliases, info
+metrics, info endpoints, expected families), so a new engine or a renamed metric is a table edit,
+not a new branch.
 
 Facts are runtime-reported, the highest precedence: ``runtime.engine`` (from the metric prefix),
 the labels of every ``*_config_info`` metric (vLLM's ``cache_config_info`` onto canonical keys),
@@ -14,6 +16,12 @@ and the info endpoints' fields. Observations (rates, latency percentiles, gauge 
 window: the source keeps the previous scrape (``agent.observations``) and reports nothing for the
 first one. One failing endpoint never loses the others: a 404 on ``/metrics`` (SGLang without
 ``--enable-metrics``) still asks the info endpoints of the engine the process source found.
+
+Info routes are remembered per engine process (URL, engine, pid): an endpoint's current route is
+asked first and its deprecated ones (``fallbacks``) only on a 404; the route that answered is the
+one refreshed every ``INFO_REFRESH_S``, and an endpoint no route serves is not asked again until
+the process changes. Metric-name drift is a fact: ``runtime.metrics.missing`` lists the families
+the engine's release should export (``MetricsSpec.expected``) that the scrape lacks.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -42,7 +50,8 @@ from agent.bounds import (
     short_repr,
 )
 from agent.engines import ENGINES, EngineSpec, engine_named
-from agent.engines.base import InfoEndpoint, MetricsSpec, ValueType
+from agent.engines.base import ExpectedFamily, InfoEndpoint, MetricsSpec, ValueType
+from agent.engines.effective import in_range, release
 from agent.engines.parse import ValueProblem, convert_typed
 from agent.errors import SourceFailed
 from agent.observations import ObservationWindow, extract
@@ -72,6 +81,10 @@ class MetricsFetchError(SourceFailed):
 
 class MetricsUnreachable(SourceFailed):
     """Nothing is listening (yet) at the metrics URL, or it answers 404 / 401 / 403."""
+
+
+class NotServed(MetricsUnreachable):
+    """The server answers, but not this route (HTTP 404): an engine release without it."""
 
 
 class NotListening(MetricsUnreachable):
@@ -177,10 +190,13 @@ def _info_labels(
     return names, notes
 
 
-def interpret_families(families: Sequence[MetricFamily], source: str = NAME) -> Interpretation:
+def interpret_families(
+    families: Sequence[MetricFamily], source: str = NAME, version: FactValue = None
+) -> Interpretation:
     """Facts from parsed families (observations need two scrapes: see ``agent.observations``).
 
-    Pure: no I/O, no clock.
+    ``version`` is the engine's reported ``runtime.version`` (its info endpoints), which says the
+    families the scrape should hold. Pure: no I/O, no clock.
     """
     builder = FactBuilder(source)
     notes: list[str] = []
@@ -196,7 +212,98 @@ def interpret_families(families: Sequence[MetricFamily], source: str = NAME) -> 
     _info_facts(spec.metrics, prefix, by_name, builder, notes)
     _value_facts(spec.metrics, prefix, by_name, builder, notes)
     _served_names(spec.metrics, prefix, families, builder, notes)
+    _missing_fact(spec, prefix, families, version, builder=builder, notes=notes)
     return Interpretation(builder, notes, spec, prefix, families)
+
+
+MISSING_KEY = "runtime.metrics.missing"
+
+
+def expected_for(
+    expected: Sequence[ExpectedFamily], version: tuple[int, int, int] | None
+) -> list[ExpectedFamily]:
+    """The rows that hold for ``version``, compared as the engines' auto rules are
+    (``agent.engines.effective.in_range``). With no version known, only the rows without a range:
+    a family every release exports. A row open towards new releases (``since`` only) is not
+    enough then, unlike an auto rule's: an old release lacks the family it names (vLLM's V0 has
+    no ``kv_cache_usage_perc``), and "missing" would be false."""
+    if version is None:
+        return [e for e in expected if e.since is None and e.until is None]
+    return [e for e in expected if in_range(version, e.since, e.until)]
+
+
+def _present(families: Sequence[MetricFamily]) -> set[str]:
+    """Every name the scrape holds: families, their samples, and counters with ``_total`` (a
+    labelled counter with no series yet has a TYPE line and no sample)."""
+    names: set[str] = set()
+    for fam in families:
+        names.add(fam.name)
+        if fam.type == "counter":
+            names.add(fam.name + "_total")
+        names.update(s.name for s in fam.samples)
+    return names
+
+
+def missing_families(
+    spec: EngineSpec, prefix: str, families: Sequence[MetricFamily], version: FactValue
+) -> tuple[list[str], list[str], int]:
+    """(the expected families the scrape lacks, with ``prefix``, sorted; a message for each; how
+    many were expected). Pure."""
+    parsed = release(version)
+    rows = expected_for(spec.metrics.expected, parsed)
+    present = _present(families)
+    said = f"{spec.name} {version}" if parsed is not None else f"{spec.name} (version unknown)"
+    missing: dict[str, str] = {}
+    for row in rows:
+        name = prefix + row.name
+        if name in present or name in missing:
+            continue
+        if row.replaced_by is not None and prefix + row.replaced_by in present:
+            message = f"{said} no longer exports {name}; {prefix}{row.replaced_by} replaces it"
+        elif row.replaced_by is not None:
+            message = f"{said} does not export {name} (nor {prefix}{row.replaced_by}, its replacement)"
+        else:
+            message = f"{said} does not export {name}, expected {_span(row)}"
+            replaces = [prefix + e.name for e in spec.metrics.expected if e.replaced_by == row.name]
+            still = [old for old in replaces if old in present]
+            if still:
+                message += f"; it replaces {', '.join(still)}, still exported"
+        missing[name] = message
+    names = sorted(missing)
+    return names, [missing[n] for n in names], len(rows)
+
+
+def _span(row: ExpectedFamily) -> str:
+    if row.since and row.until:
+        return f"in {row.since} to before {row.until}"
+    if row.since:
+        return f"since {row.since}"
+    if row.until:
+        return f"before {row.until}"
+    return "in every release"
+
+
+def _missing_fact(
+    spec: EngineSpec,
+    prefix: str,
+    families: Sequence[MetricFamily],
+    version: FactValue,
+    *,
+    builder: FactBuilder,
+    notes: list[str],
+) -> None:
+    """``runtime.metrics.missing`` where expected families are absent; no fact when none is (a
+    replica whose page is complete carries no extra key, and the first missing family shows as
+    the key appearing)."""
+    if not spec.metrics.expected:
+        return
+    names, messages, checked = missing_families(spec, prefix, families, version)
+    if not names:
+        return
+    notes.extend(messages)
+    known = f"{spec.name} {version}" if release(version) is not None else "version unknown: every release"
+    detail = f"{checked} expected {prefix}* families ({known}) absent from the scrape"
+    _add(builder, notes, MISSING_KEY, list(names), detail)
 
 
 def _info_tables(
@@ -370,9 +477,11 @@ def metrics_url(ctx: CollectContext) -> str | None:
 
 
 def endpoint_url(metrics: str, path: str) -> str:
-    """``path`` on the server that serves ``metrics`` (same scheme, host and port)."""
+    """``path`` (and its query, if any) on the server that serves ``metrics`` (same scheme, host
+    and port)."""
     parts = urlsplit(metrics)
-    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+    route, _, query = path.partition("?")
+    return urlunsplit((parts.scheme, parts.netloc, route, query, ""))
 
 
 async def fetch(
@@ -384,7 +493,7 @@ async def fetch(
             url, headers={"Accept": accept}, timeout=aiohttp.ClientTimeout(total=timeout_s)
         ) as resp:
             if resp.status == 404:
-                raise MetricsUnreachable(f"{url}: HTTP 404")
+                raise NotServed(f"{url}: HTTP 404")
             if resp.status in (401, 403):
                 raise MetricsUnreachable(f"{url}: HTTP {resp.status} (the server requires an API key)")
             if resp.status != 200:
@@ -405,6 +514,31 @@ async def fetch(
         raise MetricsFetchError(f"{url}: no complete response within {timeout_s:g} s") from e
     except aiohttp.ClientError as e:
         raise MetricsFetchError(f"{url}: {type(e).__name__}: {e}") from e
+
+
+@dataclass
+class RouteMemory:
+    """What one info endpoint answered the engine process, and through which route.
+
+    ``route`` is the route that answered (the current one or a deprecated fallback), refreshed
+    through that same route once ``expires`` passes; None when no route is served (every one
+    404): not asked again for this process at all. ``facts`` and ``notes`` are that answer's.
+    """
+
+    route: str | None
+    expires: float
+    facts: list[Fact] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class InfoAnswer:
+    """One endpoint's answer in one cycle: facts, notes and errors, and what to remember."""
+
+    facts: list[Fact] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    remember: RouteMemory | None = None
 
 
 class RuntimeMetricsSource:
@@ -429,8 +563,9 @@ class RuntimeMetricsSource:
         self.clock = clock
         self.info_refresh_s = info_refresh_s
         self.window = ObservationWindow()
-        # (url, engine, pid) → (expires at, facts, notes): the last complete info answers.
-        self._info_cache: tuple[tuple[str, str, int | None], float, list[Fact], list[str]] | None = None
+        # Per engine process (url, engine, pid): each info endpoint's route and last clean answer.
+        self._info_owner: tuple[str, str, int | None] | None = None
+        self._routes: dict[str, RouteMemory] = {}
 
     async def collect(self, ctx: CollectContext) -> SourceResult:
         url = metrics_url(ctx)
@@ -450,93 +585,173 @@ class RuntimeMetricsSource:
         errors: list[str] = []
         builder = FactBuilder(self.name)
         observations: list[Observation] = []
-        spec: EngineSpec | None = None
-        metrics_ok = False
+        families: list[MetricFamily] | None = None
+        at = 0.0
         try:
             body = await fetch(session, url, timeout_s, self.max_bytes)
             at = self.clock()
             families = await asyncio.to_thread(_parse, body, url)
-            interpretation = interpret_families(families, self.name)
-            builder.facts.extend(interpretation.facts.facts)
-            notes.extend(interpretation.notes)
-            spec = interpretation.engine
-            metrics_ok = True
-            if spec is not None:
-                scrape = extract(families, interpretation.prefix, spec.metrics, at)
-                # A window never spans two processes: rates across a restart are the downtime's.
-                proc = ctx.process
-                owner = f"{proc.pid}@{proc.start_time}" if proc is not None else ""
-                obs, obs_notes = self.window.update(
-                    (spec.name, interpretation.prefix, owner), scrape, spec.metrics
-                )
-                observations.extend(obs)
-                notes.extend(obs_notes)
         except NotListening as e:
             # Nothing listens on the engine's port: it is loading, or shutting down. What it
-            # said before (cached info answers included) is not what it says now.
+            # said before (remembered info answers included) is not what it says now.
             return SourceResult.unavailable(str(e))
+        except NotServed as e:
+            notes.append(f"{e} (metrics not enabled? SGLang needs --enable-metrics)")
         except MetricsUnreachable as e:
-            hint = " (metrics not enabled? SGLang needs --enable-metrics)" if str(e).endswith("404") else ""
-            notes.append(f"{e}{hint}")
+            notes.append(str(e))
         except (MetricsFetchError, MetricsParseError) as e:
             errors.append(str(e))
 
+        found = detect_engine(families) if families is not None else None
+        spec = found[0] if found is not None else None
         if spec is None and ctx.process is not None and ctx.process.engine != "unknown":
             spec = engine_named(ctx.process.engine)  # /metrics said nothing: trust the process
-        if spec is not None and spec.metrics.info_endpoints:
-            key = (url, spec.name, ctx.process.pid if ctx.process is not None else None)
-            cached = self._info_cache
-            if cached is not None and cached[0] == key and self.clock() < cached[1]:
-                builder.facts.extend(cached[2])
-                notes.extend(cached[3])
-            else:
-                info = FactBuilder(self.name)
-                results = await asyncio.gather(
-                    *(self._info(session, url, ep, timeout_s, info) for ep in spec.metrics.info_endpoints)
-                )
-                info_notes: list[str] = []
-                complete = True
-                for ok, messages in results:
-                    (errors if ok is False else info_notes).extend(messages)
-                    complete = complete and ok is True
-                builder.facts.extend(info.facts)
-                notes.extend(info_notes)
-                # Only a clean answer is kept; an error is asked again next cycle.
-                self._info_cache = (
-                    (key, self.clock() + self.info_refresh_s, info.facts, info_notes) if complete else None
-                )
+        info = await self._info_all(session, url, spec, timeout_s, ctx) if spec is not None else InfoAnswer()
+        if families is not None:
+            # The info endpoints' version says which families this release should export.
+            version = next((f.value for f in info.facts if f.key == "runtime.version"), None)
+            interpretation = interpret_families(families, self.name, version)
+            builder.facts.extend(interpretation.facts.facts)
+            notes.extend(interpretation.notes)
+            if interpretation.engine is not None:
+                observations.extend(self._observe(interpretation, families, at, ctx, notes))
+        builder.facts.extend(info.facts)
+        notes.extend(info.notes)
+        errors.extend(info.errors)
 
         message = join_notes(errors + notes)
         if errors:
             return SourceResult.error(message, builder.facts, observations)
-        if not metrics_ok and not builder.facts:
+        if families is None and not builder.facts:
             return SourceResult.unavailable(message)
         return SourceResult(SourceState.OK, message, builder.facts, observations)
 
-    async def _info(
+    def _observe(
+        self,
+        interpretation: Interpretation,
+        families: Sequence[MetricFamily],
+        at: float,
+        ctx: CollectContext,
+        notes: list[str],
+    ) -> list[Observation]:
+        assert interpretation.engine is not None
+        metrics = interpretation.engine.metrics
+        scrape = extract(families, interpretation.prefix, metrics, at)
+        # A window never spans two processes: rates across a restart are the downtime's.
+        proc = ctx.process
+        owner = f"{proc.pid}@{proc.start_time}" if proc is not None else ""
+        obs, obs_notes = self.window.update(
+            (interpretation.engine.name, interpretation.prefix, owner), scrape, metrics
+        )
+        notes.extend(obs_notes)
+        return obs
+
+    async def _info_all(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        spec: EngineSpec,
+        timeout_s: float,
+        ctx: CollectContext,
+    ) -> InfoAnswer:
+        """Every info endpoint of ``spec``: remembered answers where fresh, else asked (at once)."""
+        owner = (url, spec.name, ctx.process.pid if ctx.process is not None else None)
+        if owner != self._info_owner:
+            # Another engine process (or URL): its routes may differ, and nothing it said is known.
+            self._info_owner, self._routes = owner, {}
+        now = self.clock()
+        answers = await asyncio.gather(
+            *(self._endpoint(session, url, ep, timeout_s, now) for ep in spec.metrics.info_endpoints)
+        )
+        out = InfoAnswer()
+        for endpoint, answer in zip(spec.metrics.info_endpoints, answers, strict=True):
+            # Nothing to remember (nothing listening yet, a failed fetch): the memory stands, and
+            # the endpoint is asked again next cycle through the route it names, if any.
+            if answer.remember is not None:
+                self._routes[endpoint.path] = answer.remember
+            out.facts.extend(answer.facts)
+            out.notes.extend(answer.notes)
+            out.errors.extend(answer.errors)
+        return out
+
+    async def _endpoint(
         self,
         session: aiohttp.ClientSession,
         metrics: str,
         endpoint: InfoEndpoint,
         timeout_s: float,
-        builder: FactBuilder,
-    ) -> tuple[bool | None, list[str]]:
-        """(answered cleanly, messages); None when nothing listens yet (not an answer to keep)."""
-        url = endpoint_url(metrics, endpoint.path)
+        now: float,
+    ) -> InfoAnswer:
+        """One endpoint: its remembered answer while fresh; else its remembered route, or its
+        current route and then, on 404 only, each deprecated one in order."""
+        memory = self._routes.get(endpoint.path)
+        if memory is not None and (memory.route is None or now < memory.expires):
+            return InfoAnswer(list(memory.facts), list(memory.notes))
+        routes = (
+            (memory.route,) if memory is not None and memory.route else (endpoint.path, *endpoint.fallbacks)
+        )
+        not_served: list[str] = []
+        for route in routes:
+            answer = await self._ask(session, metrics, endpoint, route, timeout_s=timeout_s, now=now)
+            if answer is not None:
+                return answer
+            not_served.append(route)
+        shown = ", ".join(not_served)
+        note = (
+            f"{endpoint.path}: not served by this engine (HTTP 404 on {shown});"
+            " not asked again for this process"
+        )
+        return InfoAnswer(notes=[note], remember=RouteMemory(None, math.inf, [], [note]))
+
+    async def _ask(
+        self,
+        session: aiohttp.ClientSession,
+        metrics: str,
+        endpoint: InfoEndpoint,
+        route: str,
+        *,
+        timeout_s: float,
+        now: float,
+    ) -> InfoAnswer | None:
+        """``route``'s answer; None when it is not served (404: the caller tries the next)."""
+        url = endpoint_url(metrics, route)
+        expires = now + self.info_refresh_s
+        via = _via(endpoint, route)
         try:
             body = await fetch(session, url, timeout_s, MAX_INFO_BYTES, accept="application/json")
+        except NotServed:
+            return None
         except NotListening as e:
-            return None, [str(e)]  # not up yet: a note, asked again next cycle, never kept
+            return InfoAnswer(notes=[str(e)])  # not up yet: asked again next cycle, never kept
         except MetricsUnreachable as e:
-            return True, [str(e)]  # an engine version without the endpoint, or one behind an API key
+            # Served, behind an API key: kept (the key will not appear by itself), refreshed later.
+            notes = [f"{e}{via}"]
+            return InfoAnswer(notes=notes, remember=RouteMemory(route, expires, [], notes))
         except MetricsFetchError as e:
-            return False, [str(e)]
+            return InfoAnswer(errors=[str(e)])
         try:
             doc = load_json(body)
         except JsonProblem as e:
-            return False, [f"{url}: not JSON: {e}"]
-        problems = interpret_info(endpoint, doc, builder, endpoint.path)
-        return not problems, problems
+            return InfoAnswer(errors=[f"{url}: not JSON: {e}"])
+        builder = FactBuilder(self.name)
+        problems = interpret_info(endpoint, doc, builder, route.partition("?")[0])
+        # Where an endpoint has older routes, the message says which one answered.
+        notes = (
+            [f"{endpoint.path.partition('?')[0]}: {route.partition('?')[0]} answered{via}"]
+            if endpoint.fallbacks
+            else []
+        )
+        if problems:
+            # Only a clean answer is kept; an error is asked again next cycle, through this route.
+            return InfoAnswer(builder.facts, notes, problems, RouteMemory(route, now, [], []))
+        return InfoAnswer(builder.facts, notes, [], RouteMemory(route, expires, builder.facts, notes))
+
+
+def _via(endpoint: InfoEndpoint, route: str) -> str:
+    """How a route stands to its endpoint, for messages: nothing for the current route."""
+    if route == endpoint.path:
+        return ""
+    return f" (deprecated route; {endpoint.path.partition('?')[0]} is not served by this engine release)"
 
 
 def _parse(body: bytes, url: str) -> list[MetricFamily]:

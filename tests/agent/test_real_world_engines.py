@@ -1,0 +1,183 @@
+"""Real engine answers through the agent's own parsers: what a user relies on from each.
+
+The captures are in ``tests/fixtures/real-world/engines`` (their sources in the SOURCES.md beside
+them): a `/metrics` page goes through ``parse_metrics_text`` and ``interpret_families``, and the
+window between it and the same page with every cumulative value doubled (10 s later, as the
+golden test does) gives the observations; an info endpoint's JSON goes through ``interpret_info``
+with the endpoint the engine's own table declares for that route.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from agent.engines import engine_named
+from agent.engines.base import InfoEndpoint
+from agent.observations import ObservationWindow, extract
+from agent.promtext import parse_metrics_text
+from agent.sources.base import FactBuilder
+from agent.sources.runtime_metrics import Interpretation, interpret_families, interpret_info
+from skewwatch.core.facts import Fact
+from tests.support.metrics import doubled
+
+REAL_WORLD = Path(__file__).resolve().parent.parent / "fixtures" / "real-world"
+ENGINES = REAL_WORLD / "engines"
+
+TRTLLM_FROM_SOURCE = "trtllm__prometheus-metrics__050f80d__from-source.txt"
+TRTLLM_UNPREFIXED = "trtllm__prometheus-metrics__v1.1-unprefixed__aibrix-issue-2004__excerpt.txt"
+SGLANG_SERVER_INFO = "sglang__get_server_info__v0.5.9__deepseek-r1-pd-prefill.json"
+VLLM_MODELS = "vllm__v1-models__vllm-openai-latest-2025-11-09__tinyllama.json"
+VLLM_VERSION = "vllm__version__0.4.3__datadog.json"
+
+
+def _interpret(name: str) -> Interpretation:
+    return interpret_families(parse_metrics_text((ENGINES / name).read_text(encoding="utf-8")))
+
+
+def _facts(result: Interpretation) -> dict[str, Fact]:
+    return {f.key: f for f in result.facts.facts}
+
+
+def _window(name: str) -> dict[str, tuple[float, str]]:
+    """Observations from the capture to the capture with its cumulative values doubled, 10 s on."""
+    families = parse_metrics_text((ENGINES / name).read_text(encoding="utf-8"))
+    result = interpret_families(families)
+    assert result.engine is not None
+    metrics = result.engine.metrics
+    window = ObservationWindow()
+    first, _ = window.update(("e", "p"), extract(families, result.prefix, metrics, 0.0), metrics)
+    assert first == []  # one scrape is no window
+    obs, notes = window.update(("e", "p"), extract(doubled(families), result.prefix, metrics, 10.0), metrics)
+    assert notes == []
+    return {o.name: (o.value, o.unit) for o in obs}
+
+
+def _endpoint(engine: str, route: str) -> InfoEndpoint:
+    """The engine's info endpoint that asks ``route``, as its current path or a deprecated one."""
+    spec = engine_named(engine)
+    assert spec is not None
+    for ep in spec.metrics.info_endpoints:
+        if route in (ep.path.split("?")[0], *(f.split("?")[0] for f in ep.fallbacks)):
+            return ep
+    raise AssertionError(f"{engine} declares no info endpoint for {route}")
+
+
+def _info(engine: str, route: str, name: str) -> tuple[dict[str, Fact], list[str]]:
+    endpoint = _endpoint(engine, route)
+    builder = FactBuilder("runtime_metrics")
+    problems = interpret_info(
+        endpoint, json.loads((ENGINES / name).read_text(encoding="utf-8")), builder, route
+    )
+    return {f.key: f for f in builder.facts}, problems
+
+
+# --- TensorRT-LLM ----------------------------------------------------------------------------
+
+
+def test_trtllm_page_is_told_by_its_prefix_and_reports_its_kv_cache_sizing() -> None:
+    result = _interpret(TRTLLM_FROM_SOURCE)
+    facts = _facts(result)
+    assert result.engine is not None and result.engine.name == "trtllm"
+    assert result.prefix == "trtllm_"
+    assert facts["runtime.engine"].value == "trtllm"
+    # The iteration stats' KV-cache gauges are the engine's own sizing, as reported.
+    assert facts["runtime.num_gpu_blocks"].value == 106502
+    assert facts["runtime.block_size"].value == 32
+    assert facts["runtime.max_num_seqs"].value == 2048
+    for key in ("runtime.num_gpu_blocks", "runtime.block_size", "runtime.max_num_seqs"):
+        assert facts[key].provenance.method == "runtime-reported"
+    assert facts["runtime.num_gpu_blocks"].provenance.detail == "value of trtllm_kv_cache_max_blocks"
+    assert result.notes == []
+
+
+def test_trtllm_window_gives_rates_latency_and_load_from_two_scrapes() -> None:
+    obs = _window(TRTLLM_FROM_SOURCE)
+    # Two finished requests, 14 prompt and 50 generated tokens, in the 10 s window.
+    assert obs["requests_per_s"] == pytest.approx((0.2, "{request}/s"))
+    assert obs["prompt_tokens_per_s"] == pytest.approx((1.4, "{token}/s"))
+    assert obs["generation_tokens_per_s"] == pytest.approx((5.0, "{token}/s"))
+    # TTFT 0.0148 s and 0.0395 s: one in (0.01, 0.02], one in (0.02, 0.04]; the median is the
+    # bound between them, as histogram_quantile interpolates.
+    assert obs["ttft_seconds_p50"] == pytest.approx((0.02, "s"))
+    assert obs["ttft_seconds_count"][0] == 2
+    # E2E 0.2011 s and 0.2713 s, both in the first bucket (0, 0.3].
+    assert obs["e2e_latency_seconds_p50"] == pytest.approx((0.15, "s"))
+    # TRT-LLM's time per output token is the inter-token latency.
+    assert obs["itl_seconds_p99"] == pytest.approx((0.0099, "s"))
+    assert obs["kv_cache_usage_ratio"] == (0.0, "1")
+    assert obs["requests_running"] == (0.0, "{request}")
+    assert obs["requests_waiting"] == (0.0, "{request}")
+
+
+def test_trtllm_page_before_the_prefix_is_not_taken_for_another_engine() -> None:
+    # TensorRT-LLM 1.1 served e2e_request_latency_seconds with no prefix at all (aibrix #2004).
+    families = parse_metrics_text((ENGINES / TRTLLM_UNPREFIXED).read_text(encoding="utf-8"))
+    assert [f.name for f in families] == ["e2e_request_latency_seconds"]
+    result = interpret_families(families)
+    assert result.engine is None or result.engine.name == "trtllm"
+    assert "runtime.engine" not in _facts(result) or _facts(result)["runtime.engine"].value == "trtllm"
+
+
+# --- SGLang ----------------------------------------------------------------------------------
+
+
+def test_sglang_0_5_9_server_info_reports_the_resolved_server_args() -> None:
+    facts, problems = _info("sglang", "/get_server_info", SGLANG_SERVER_INFO)
+    assert problems == []
+    values = {k: f.value for k, f in facts.items()}
+    assert values["runtime.version"] == "0.5.9"
+    assert values["runtime.tensor_parallel_size"] == 16
+    assert values["runtime.pipeline_parallel_size"] == 1
+    assert values["runtime.data_parallel_size"] == 1
+    assert values["runtime.gpu_memory_utilization"] == 0.8
+    assert values["runtime.block_size"] == 1  # page_size
+    assert values["runtime.chunked_prefill_size"] == 8192
+    for fact in facts.values():
+        assert fact.provenance.method == "runtime-reported"
+        assert fact.provenance.detail.startswith("/get_server_info field ")
+
+
+def test_sglang_server_info_reports_no_value_that_only_says_what_was_asked() -> None:
+    facts, _ = _info("sglang", "/get_server_info", SGLANG_SERVER_INFO)
+    # context_length and max_running_requests are null, dtype and kv_cache_dtype "auto":
+    # requests, not what runs.
+    for key in ("runtime.max_model_len", "runtime.max_num_seqs", "runtime.dtype", "runtime.kv_cache_dtype"):
+        assert key not in facts
+    # The document carries api_key and admin_api_key (null here): never a fact, whatever they hold.
+    assert not any("api_key" in key for key in facts)
+
+
+# --- vLLM ------------------------------------------------------------------------------------
+
+
+def test_vllm_models_listing_reports_the_served_context_length() -> None:
+    facts, problems = _info("vllm", "/v1/models", VLLM_MODELS)
+    assert problems == []
+    assert facts["runtime.max_model_len"].value == 2048
+    assert facts["runtime.max_model_len"].provenance.detail == "/v1/models field data.0.max_model_len"
+
+
+def test_vllm_version_endpoint_reports_the_runtime_version() -> None:
+    facts, problems = _info("vllm", "/version", VLLM_VERSION)
+    assert problems == []
+    assert facts["runtime.version"].value == "0.4.3"
+    assert facts["runtime.version"].provenance.method == "runtime-reported"
+
+
+# --- the captures themselves -----------------------------------------------------------------
+
+
+def test_every_engine_capture_has_a_row_in_sources_and_every_row_a_file() -> None:
+    sources = (REAL_WORLD / "SOURCES.md").read_text(encoding="utf-8")
+    section = sources[sources.index("## `engines/`") :]
+    rows = set(re.findall(r"^\| `([^`]+)`", section, flags=re.MULTILINE))
+    assert rows == {p.name for p in ENGINES.iterdir()}
+    # A file built from the engine's source, not captured, says so in its name and in its row.
+    for line in section.splitlines():
+        match = re.match(r"^\| `([^`]+)`", line)
+        if match:
+            assert ("__from-source" in match.group(1)) == ("**from source**" in line), match.group(1)

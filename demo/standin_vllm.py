@@ -298,9 +298,14 @@ def _process_families(started: float) -> list[str]:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     if argv and argv[0] == "serve":
         argv = argv[1:]
+    p = _vllm_parser("vllm serve")
+    return p.parse_args([_dashed(a) for a in argv])
+
+
+def _vllm_parser(prog: str) -> argparse.ArgumentParser:
     # vLLM's own parser is argparse's (unique prefixes such as --api-ke accepted) with flags
     # spelled with "_" read as "-" (--max_model_len is --max-model-len).
-    p = argparse.ArgumentParser(prog="vllm serve")
+    p = argparse.ArgumentParser(prog=prog)
     p.add_argument("model_tag", nargs="?")
     p.add_argument("--model")
     p.add_argument("--host", default="127.0.0.1")
@@ -319,7 +324,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.add_argument(flag)
     for flag in IGNORED_SWITCHES:
         p.add_argument(flag, action=argparse.BooleanOptionalAction)
-    return p.parse_args([_dashed(a) for a in argv])
+    return p
 
 
 def _dashed(arg: str) -> str:
@@ -413,7 +418,151 @@ def make_app(engine: Engine, api_keys: list[str] | None) -> web.Application:
     app.router.add_get("/v1/models", models)
     app.router.add_get("/health", health)
     app.router.add_get("/version", version)
+    serving = OpenAIServing(
+        engine.served_name, speed=SPEED.get(engine.dtype, 1.0), api_keys=frozenset(api_keys or ())
+    )
+    app.add_routes(openai_routes(serving))
     return app
+
+
+# --- the OpenAI-compatible generation routes, shared by the stand-in engines -----------------------
+#
+# vLLM's stream shape (vllm/entrypoints/openai/chat_completion/serving.py and completion/serving.py,
+# the shapes skewwatch.probe.client's docstring records): ``data: {json}`` events, a chat stream
+# opening with a role chunk (``delta: {role: assistant, content: ""}``, no token), the text in
+# ``choices[0].delta.content`` (chat) or ``choices[0].text`` (completions), ``finish_reason`` on
+# the last content chunk, a ``choices: []`` chunk with ``usage`` before ``data: [DONE]`` when the
+# request asks ``stream_options.include_usage``. SGLang and TensorRT-LLM frame their streams the
+# same way. The "text" is one word per token; nothing is generated from the prompt.
+
+
+@dataclass(frozen=True)
+class OpenAIServing:
+    """What the generation routes need to know of the engine behind them."""
+
+    served_name: str
+    speed: float = 1.0  # relative decode speed (SPEED): a slower dtype is slower here too
+    api_keys: frozenset[str] = frozenset()  # any one opens the routes; none: open
+    first_token_s: float = 0.02
+    token_s: float = 0.004
+
+
+def openai_routes(serving: OpenAIServing) -> list[web.RouteDef]:
+    """``POST /v1/completions`` and ``/v1/chat/completions``, streamed (SSE) or not."""
+
+    async def completions(request: web.Request) -> web.StreamResponse:
+        return await _generate(serving, request, "completions")
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        return await _generate(serving, request, "chat")
+
+    return [web.post("/v1/completions", completions), web.post("/v1/chat/completions", chat)]
+
+
+def _openai_error(status: int, message: str, kind: str) -> web.Response:
+    return web.json_response(
+        {"error": {"message": message, "type": kind, "param": None, "code": status}}, status=status
+    )
+
+
+@dataclass(frozen=True)
+class _Ask:
+    """One generation request, as read: which API, how many tokens, whether streamed."""
+
+    api: str  # chat | completions
+    tokens: int
+    prompt_tokens: int
+    stream: bool
+    include_usage: bool
+    rid: str
+    created: int
+
+    @property
+    def usage(self) -> dict[str, int]:
+        total = self.prompt_tokens + self.tokens
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.tokens, "total_tokens": total}
+
+    def envelope(self, model: str, choices: list[dict[str, object]], streamed: bool) -> dict[str, object]:
+        kind = {"chat": "chat.completion", "completions": "text_completion"}[self.api]
+        if streamed and self.api == "chat":
+            kind = "chat.completion.chunk"
+        return {"id": self.rid, "object": kind, "created": self.created, "model": model, "choices": choices}
+
+
+def _read_ask(serving: OpenAIServing, body: object, api: str) -> _Ask | web.Response:
+    if not isinstance(body, dict):
+        return _openai_error(400, "the request body is not a JSON object", "BadRequestError")
+    if body.get("model") != serving.served_name:
+        return _openai_error(404, f"The model `{body.get('model')}` does not exist.", "NotFoundError")
+    if api == "chat":
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return _openai_error(400, "messages: a non-empty list is required", "BadRequestError")
+        prompt = " ".join(str(m.get("content", "")) for m in messages if isinstance(m, dict))
+    else:
+        prompt = str(body.get("prompt", ""))
+    prefix = "chatcmpl" if api == "chat" else "cmpl"
+    return _Ask(
+        api=api,
+        tokens=max(1, int(body.get("max_completion_tokens") or body.get("max_tokens") or 16)),
+        prompt_tokens=len(prompt.split()),
+        stream=bool(body.get("stream")),
+        include_usage=bool((body.get("stream_options") or {}).get("include_usage")),
+        rid=f"{prefix}-{random.getrandbits(64):016x}",
+        created=int(time.time()),
+    )
+
+
+async def _generate(serving: OpenAIServing, request: web.Request, api: str) -> web.StreamResponse:
+    allowed = {f"Bearer {k}" for k in serving.api_keys}
+    if allowed and request.headers.get("Authorization") not in allowed:
+        return web.json_response({"error": "Unauthorized"}, status=401)
+    try:
+        body = await request.json()
+    except json.JSONDecodeError:
+        return _openai_error(400, "the request body is not JSON", "BadRequestError")
+    ask = _read_ask(serving, body, api)
+    if isinstance(ask, web.Response):
+        return ask
+    if ask.stream:
+        return await _stream(serving, request, ask)
+    first, per_token = serving.first_token_s / serving.speed, serving.token_s / serving.speed
+    await asyncio.sleep(first + per_token * (ask.tokens - 1))
+    text = "".join(f" t{i}" for i in range(ask.tokens))
+    choice: dict[str, object] = {"index": 0, "logprobs": None, "finish_reason": "length"}
+    if api == "chat":
+        choice["message"] = {"role": "assistant", "content": text}
+    else:
+        choice["text"] = text
+    return web.json_response({**ask.envelope(serving.served_name, [choice], False), "usage": ask.usage})
+
+
+async def _stream(serving: OpenAIServing, request: web.Request, ask: _Ask) -> web.StreamResponse:
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await resp.prepare(request)
+
+    async def send(data: object) -> None:
+        await resp.write(f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n".encode())
+
+    def chunk(piece: dict[str, object], finish: str | None) -> dict[str, object]:
+        choice = {"index": 0, **piece, "logprobs": None, "finish_reason": finish}
+        return ask.envelope(serving.served_name, [choice], True)
+
+    if ask.api == "chat":
+        await send(chunk({"delta": {"role": "assistant", "content": ""}}, None))  # no token yet
+    await asyncio.sleep(serving.first_token_s / serving.speed)
+    for i in range(ask.tokens):
+        if i:
+            await asyncio.sleep(serving.token_s / serving.speed)
+        piece: dict[str, object] = (
+            {"delta": {"content": f" t{i}"}} if ask.api == "chat" else {"text": f" t{i}"}
+        )
+        await send(chunk(piece, "length" if i == ask.tokens - 1 else None))
+    if ask.include_usage:
+        await send({**ask.envelope(serving.served_name, [], True), "usage": ask.usage})
+    await send("[DONE]")
+    await resp.write_eof()
+    return resp
 
 
 # Like vLLM, which loads weights and profiles memory before its API server listens (about a
@@ -493,6 +642,142 @@ def install_launcher(bindir: Path) -> Path:
     )
     launcher.chmod(0o755)
     return launcher
+
+
+# --- the NVIDIA Dynamo vLLM worker shape: ``python -m dynamo.vllm --model …`` ------------------------
+#
+# A Dynamo worker (ai-dynamo/dynamo, components/src/dynamo/vllm/) runs vLLM's engine in-process,
+# takes vLLM's engine flags plus its own, and serves no OpenAI API (python -m dynamo.frontend does).
+# Its metrics are on the runtime's system status server, on the port in DYN_SYSTEM_PORT (not
+# served when unset; docs/observability/health-checks.md at 0b71cf8463a800f6dbe9789813b5445354ca25d5):
+# ``/metrics`` holds the runtime's own ``dynamo_component_*`` families (labels dynamo_namespace,
+# dynamo_component, dynamo_endpoint; docs/observability/metrics.md, Backend Component Metrics; the
+# HELP texts here are the stand-in's) and the engine's page passed through with only its ``vllm:``
+# lines kept (register_engine_metrics_callback / get_prometheus_expfmt with
+# metric_prefix_filters=["vllm:"], components/src/dynamo/common/utils/prometheus.py at
+# 041ec8b0a9da970374a2d52190c4d7f2c6ec6090: no python_gc_*/process_* there); ``/health`` and
+# ``/live`` answer the documented JSON (endpoints, status, uptime) as text/plain.
+
+DYN_SYSTEM_PORT_ENV = "DYN_SYSTEM_PORT"
+DYN_SYSTEM_HOST_ENV = "DYN_SYSTEM_HOST"
+DYNAMO_ENDPOINTS = ("clear_kv_blocks", "generate", "load_metrics")
+# Flags of dynamo.vllm's own (components/src/dynamo/vllm/args.py) a launch may carry, beside vLLM's.
+DYNAMO_VALUE_FLAGS = ("--endpoint", "--connector", "--migration-limit", "--namespace", "--component")
+DYNAMO_SWITCHES = ("--is-prefill-worker", "--is-decode-worker", "--enable-local-indexer")
+
+
+def parse_dynamo_args(argv: list[str]) -> argparse.Namespace:
+    """``python -m dynamo.vllm`` flags: vLLM's engine flags (``--model``) and Dynamo's own."""
+    p = _vllm_parser("python -m dynamo.vllm")
+    for flag in DYNAMO_VALUE_FLAGS:
+        p.add_argument(flag)
+    for flag in DYNAMO_SWITCHES:
+        p.add_argument(flag, action="store_true")
+    return p.parse_args([_dashed(a) for a in argv])
+
+
+def dynamo_metrics(engine: Engine, namespace: str = "dynamo", component: str = "backend") -> str:
+    """The system status server's page: the runtime's families, then the engine's ``vllm:`` lines."""
+    base = f'dynamo_component="{component}",dynamo_namespace="{namespace}"'
+    gen = f'{base},dynamo_endpoint="generate"'
+    out = [
+        "# HELP dynamo_component_requests_total Total requests handled by the endpoint",
+        "# TYPE dynamo_component_requests_total counter",
+        f"dynamo_component_requests_total{{{gen}}} {engine.requests}",
+        "# HELP dynamo_component_inflight_requests Requests being handled by the endpoint",
+        "# TYPE dynamo_component_inflight_requests gauge",
+        f"dynamo_component_inflight_requests{{{gen}}} {engine.running}",
+        "# HELP dynamo_component_request_duration_seconds Time the endpoint took per request",
+        "# TYPE dynamo_component_request_duration_seconds histogram",
+        *engine.e2e.lines("dynamo_component_request_duration_seconds", gen),
+        "# HELP dynamo_component_uptime_seconds Seconds since the component started",
+        "# TYPE dynamo_component_uptime_seconds gauge",
+        f"dynamo_component_uptime_seconds{{{base}}} {time.time() - engine.started:.3f}",
+    ]
+    keep = ("vllm:", "# HELP vllm:", "# TYPE vllm:")
+    out += [line for line in engine.metrics().split("\n") if line.startswith(keep)]
+    return "\n".join(out) + "\n"
+
+
+def make_dynamo_app(engine: Engine) -> web.Application:
+    started = time.monotonic()
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(text=dynamo_metrics(engine), content_type="text/plain", charset="utf-8")
+
+    async def health(_: web.Request) -> web.Response:
+        up = time.monotonic() - started
+        doc = {
+            "endpoints": dict.fromkeys(DYNAMO_ENDPOINTS, "ready"),
+            "status": "ready",
+            "uptime": {"nanos": int(up % 1 * 1e9), "secs": int(up)},
+        }
+        return web.Response(text=json.dumps(doc), content_type="text/plain", charset="utf-8")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/health", health)
+    app.router.add_get("/live", health)
+    return app
+
+
+async def serve_dynamo(args: argparse.Namespace) -> None:
+    engine = build_engine(args)
+    port = int(os.environ.get(DYN_SYSTEM_PORT_ENV, "0") or 0)
+    runner: web.AppRunner | None = None
+    if port > 0:
+        runner = web.AppRunner(make_dynamo_app(engine), access_log=None)
+        await runner.setup()
+        host = os.environ.get(DYN_SYSTEM_HOST_ENV, "0.0.0.0")  # Dynamo's default: every address
+        await web.TCPSite(runner, host, port).start()
+    print(
+        f"INFO [core.py:75] Initializing a V1 LLM engine (v{VERSION}) with config: model={engine.model!r}, "
+        f"dtype=torch.{engine.dtype}, max_seq_len={engine.max_model_len}",
+        file=sys.stderr,
+        flush=True,
+    )
+    print(f"INFO dynamo.vllm: worker serving dyn://dynamo.backend.generate (system port {port})", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    last = time.monotonic()
+    try:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):  # the timeout is the simulation tick
+                await asyncio.wait_for(stop.wait(), timeout=0.25)
+            now = time.monotonic()
+            engine.tick(now - last)
+            last = now
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+
+
+def dynamo_main(argv: list[str] | None = None) -> int:
+    """The stand-in run as ``python -m dynamo.vllm …`` (see :func:`install_dynamo_module`)."""
+    args = parse_dynamo_args(list(sys.argv[1:] if argv is None else argv))
+    asyncio.run(serve_dynamo(args))
+    return 0
+
+
+def install_dynamo_module(root: Path) -> Path:
+    """Write a package ``dynamo`` under ``root`` whose ``dynamo.vllm`` runs the Dynamo worker shape.
+
+    With ``root`` on ``PYTHONPATH``, ``python -m dynamo.vllm --model M …`` is the process's real
+    command line, as a Dynamo worker's is (``dynamo/vllm/__main__.py``, as in Dynamo's own tree).
+    Returns ``root``.
+    """
+    pkg = root / "dynamo" / "vllm"
+    pkg.mkdir(parents=True, exist_ok=True)
+    (root / "dynamo" / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    checkout = Path(__file__).resolve().parent.parent
+    (pkg / "__main__.py").write_text(
+        f"import sys\nsys.path.insert(0, {str(checkout)!r})\n"
+        f"from {__name__} import dynamo_main\nsys.exit(dynamo_main())\n"
+    )
+    return root
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,8 +28,13 @@ prefixes accepted; an unknown flag is exit 2). It serves what SGLang's HTTP serv
 
 With ``--api-key`` every route but ``/health*`` and ``/metrics*`` asks for ``Authorization:
 Bearer <key>`` and answers ``401 {"error": "Unauthorized"}`` without it (SGLang's
-``add_api_key_middleware``). ``/standin/requests`` (the stand-in's own, never authenticated)
-answers how often each route was asked, as JSON, so a test can see which routes a client used.
+``add_api_key_middleware``); ``--admin-api-key`` alone guards only admin routes (none served
+here), so ``/server_info`` stays anonymous and hands out ``admin_api_key`` in clear, as SGLang's
+``decide_request_auth`` has it for its NORMAL routes (``/server_info``, ``/model_info``,
+``/v1/models``, generation) — the leak an agent reading the server info must not pass on.
+
+``/standin/requests`` (the stand-in's own, never authenticated) answers how often each route was
+asked, as JSON, so a test can see which routes a client used.
 """
 
 from __future__ import annotations
@@ -114,6 +119,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--random-seed", type=int)
     p.add_argument("--served-model-name")
     p.add_argument("--api-key")
+    p.add_argument("--admin-api-key")
     p.add_argument("--schedule-policy", default="fcfs")
     p.add_argument("--attention-backend")
     p.add_argument("--log-level", default="info")
@@ -259,7 +265,7 @@ class Engine:
             "show_time_cost": False,
             "enable_metrics": a.enable_metrics,
             "api_key": a.api_key,
-            "admin_api_key": None,
+            "admin_api_key": a.admin_api_key,
             "served_model_name": self.served_name,
             "weight_version": "default",
             "chat_template": None,

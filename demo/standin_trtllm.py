@@ -367,8 +367,12 @@ def read_options(args: argparse.Namespace) -> Options:
         max_seq_len=int(
             extra.get("max_seq_len") or args.max_seq_len or config.get("max_position_embeddings", 2048)
         ),
+        # A kv_cache_config in the file replaces the command line's whole section: llm_args | extra
+        # is a shallow merge (update_llm_args_with_extra_dict), KvCacheConfig's default under it.
         free_gpu_memory_fraction=float(
-            kv.get("free_gpu_memory_fraction", args.kv_cache_free_gpu_memory_fraction)
+            kv.get("free_gpu_memory_fraction", 0.9)
+            if "kv_cache_config" in extra
+            else args.kv_cache_free_gpu_memory_fraction
         ),
         tokens_per_block=int(kv.get("tokens_per_block", 32)),
         enable_block_reuse=bool(kv.get("enable_block_reuse", True)),

@@ -168,6 +168,66 @@ def test_vllm_version_endpoint_reports_the_runtime_version() -> None:
     assert facts["runtime.version"].provenance.method == "runtime-reported"
 
 
+# --- metric-name drift (runtime.metrics.missing) -------------------------------------------
+
+MISSING = "runtime.metrics.missing"
+
+
+def _missing(path: Path, version: str | None) -> tuple[Fact | None, list[str]]:
+    result = interpret_families(parse_metrics_text(path.read_text(encoding="utf-8")), version=version)
+    return _facts(result).get(MISSING), result.notes
+
+
+def test_trtllm_page_of_a_prefixed_release_lacks_no_expected_family() -> None:
+    for version in ("1.2.0", None):
+        fact, notes = _missing(ENGINES / TRTLLM_FROM_SOURCE, version)
+        assert fact is None, (version, fact)
+        assert notes == []
+
+
+@pytest.mark.parametrize(
+    ("capture", "version"),
+    [
+        ("sglang__datadog__v0.5.10.post1__opt-125m.txt", "0.5.10.post1"),  # its header's release
+        ("sglang__datadog__v0.5.10.post1__opt-125m.txt", None),
+        ("vllm-v0-plus-v1-families__datadog__opt-125m__5b8d70d.txt", "0.11.0"),
+        ("vllm-v0-plus-v1-families__datadog__opt-125m__5b8d70d.txt", "0.12.0"),
+        ("vllm-v0__datadog__opt-125m__e99474c.txt", None),
+        # DataDog's /version fixture of the same check (2278d8a): a V0 release.
+        ("vllm-v0__datadog__opt-125m__e99474c.txt", "0.4.3"),
+    ],
+)
+def test_a_page_complete_for_its_release_carries_no_missing_fact(
+    real_fixtures: Path, capture: str, version: str | None
+) -> None:
+    fact, notes = _missing(real_fixtures / "metrics" / capture, version)
+    assert fact is None, fact
+    assert notes == []
+
+
+def test_a_v0_page_read_as_0_11_lists_the_v1_families_it_lacks(real_fixtures: Path) -> None:
+    # A V0 page under a reported 0.11.0 (V0 was removed in 0.11.0): what the release must export
+    # and this page does not, with the V0 names it still has beside them.
+    fact, notes = _missing(real_fixtures / "metrics" / "vllm-v0__datadog__opt-125m__e99474c.txt", "0.11.0")
+    assert fact is not None
+    missing = fact.value
+    assert isinstance(missing, list)
+    assert missing == [
+        "vllm:inter_token_latency_seconds",
+        "vllm:kv_cache_usage_perc",
+        "vllm:prefix_cache_hits_total",
+        "vllm:prefix_cache_queries_total",
+    ]
+    assert fact.provenance.method == "runtime-reported"
+    assert "vllm 0.11.0" in fact.provenance.detail
+    for name in missing:
+        assert isinstance(name, str)
+        assert any(name in note for note in notes), name
+    # gpu_cache_usage_perc is hidden from 0.11.0 on: its absence would not be drift, its presence
+    # is no fault either.
+    assert "vllm:gpu_cache_usage_perc" not in missing
+
+
 # --- the captures themselves -----------------------------------------------------------------
 
 

@@ -247,40 +247,35 @@ def _present(families: Sequence[MetricFamily]) -> set[str]:
 def missing_families(
     spec: EngineSpec, prefix: str, families: Sequence[MetricFamily], version: FactValue
 ) -> tuple[list[str], list[str], int]:
-    """(the expected families the scrape lacks, with ``prefix``, sorted; a message for each; how
-    many were expected). Pure."""
+    """(the expected families the scrape lacks, with ``prefix``, sorted; messages: one for the
+    renamed ones each, naming the family that replaces it, one for the rest; how many families
+    were expected). Pure."""
     parsed = release(version)
     rows = expected_for(spec.metrics.expected, parsed)
     present = _present(families)
     said = f"{spec.name} {version}" if parsed is not None else f"{spec.name} (version unknown)"
-    missing: dict[str, str] = {}
+    missing: set[str] = set()
+    renamed: list[str] = []
     for row in rows:
         name = prefix + row.name
         if name in present or name in missing:
             continue
+        missing.add(name)
         if row.replaced_by is not None and prefix + row.replaced_by in present:
-            message = f"{said} no longer exports {name}; {prefix}{row.replaced_by} replaces it"
-        elif row.replaced_by is not None:
-            message = f"{said} does not export {name} (nor {prefix}{row.replaced_by}, its replacement)"
-        else:
-            message = f"{said} does not export {name}, expected {_span(row)}"
-            replaces = [prefix + e.name for e in spec.metrics.expected if e.replaced_by == row.name]
-            still = [old for old in replaces if old in present]
-            if still:
-                message += f"; it replaces {', '.join(still)}, still exported"
-        missing[name] = message
+            renamed.append(f"{said} no longer exports {name}; {prefix}{row.replaced_by} replaces it")
+            continue
+        # A successor missing while the family it replaces is still there: say which.
+        for old in spec.metrics.expected:
+            if old.replaced_by == row.name and prefix + old.name in present:
+                renamed.append(
+                    f"{said} does not export {name}, which replaces {prefix}{old.name} (still exported)"
+                )
     names = sorted(missing)
-    return names, [missing[n] for n in names], len(rows)
-
-
-def _span(row: ExpectedFamily) -> str:
-    if row.since and row.until:
-        return f"in {row.since} to before {row.until}"
-    if row.since:
-        return f"since {row.since}"
-    if row.until:
-        return f"before {row.until}"
-    return "in every release"
+    if not names:
+        return [], [], len(rows)
+    plural = "family" if len(names) == 1 else "families"
+    messages = [f"{said} does not export {len(names)} expected {plural}: {', '.join(names)}", *renamed]
+    return names, messages, len(rows)
 
 
 def _missing_fact(

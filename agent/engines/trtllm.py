@@ -114,6 +114,7 @@ TRTLLM_METRICS = MetricsSpec(
 # can set (S2), each under the canonical key of the same meaning. A CLI spelling comes first: it
 # names ``runtime.args.<flag>`` whichever spelling was used.
 _SETTINGS: tuple[SettingSpec, ...] = (
+    SettingSpec(MODEL, ()),  # the MODEL argument: the entry points' positional
     SettingSpec("model.revision", ("--revision",)),
     SettingSpec("runtime.tokenizer", ("--tokenizer",)),
     # pytorch | tensorrt (alias trt) | _autodeploy: which runtime runs the model at all.
@@ -143,6 +144,9 @@ _SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("runtime.num_postprocess_workers", ("--num_postprocess_workers",), "int"),
     SettingSpec("runtime.reasoning_parser", ("--reasoning_parser",)),
     SettingSpec("runtime.tool_parser", ("--tool_parser",)),
+    # Newer releases (the CLI reference of 1.3: "The model name used in the API. If not specified,
+    # the model path is used"; not in S1's serve.py); downstream launchers pass it.
+    SettingSpec("runtime.served_model_name", ("--served_model_name",)),
     SettingSpec("serving.port", ("--port",), "int"),
     # Only in the options file (S2).
     SettingSpec("runtime.dtype", ("--dtype",), "dtype"),
@@ -172,6 +176,7 @@ TRTLLM_DERIVATIONS: tuple[Derivation, ...] = (
         "runtime.kv_cache_dtype",
         "model.config.kv_cache_quantization",
         "kv_cache_config.dtype auto: the checkpoint's kv_cache_quant_algo",
+        mapping={"fp8": "fp8", "int8": "int8", "nvfp4": "nvfp4"},
     ),
     Derivation(
         "runtime.kv_cache_dtype", "runtime.dtype", "kv_cache_config.dtype auto: the model dtype", type="dtype"
@@ -214,8 +219,12 @@ TRTLLM = EngineSpec(
         "runtime.kv_cache_dtype": "auto",
     },
     versioned_defaults=(
-        # The PyTorch backend became the default with 1.0 (before, the TensorRT engine path).
+        # The PyTorch backend became the default with 1.0; before, "Default is cpp path" (the
+        # TensorRT engine: nvidia.github.io/TensorRT-LLM/0.18.2/commands/trtllm-serve.html).
         VersionedDefault("runtime.backend", "pytorch", since="1.0.0", source=_S1),
+        VersionedDefault(
+            "runtime.backend", "tensorrt", until="1.0.0", source="trtllm-serve 0.18.2 reference"
+        ),
         VersionedDefault(
             "runtime.enable_prefix_caching", True, since="1.0.0", source="KvCacheConfig.enable_block_reuse"
         ),

@@ -12,6 +12,7 @@ from agent.engines import (
     GENERIC,
     SGLANG,
     TGI,
+    TRTLLM,
     VLLM,
     ParsedCommand,
     config_paths,
@@ -129,6 +130,16 @@ def test_every_engine_table_covers_the_canonical_design_keys() -> None:
             <= keys
         ), spec.name
     assert required <= {s.key for s in TGI.settings}
+    # TensorRT-LLM: the same meanings (max_batch_size, max_num_tokens, max_seq_len, the share of
+    # FREE memory), pipeline and expert parallelism, and the options only its file sets.
+    assert required | {
+        "runtime.pipeline_parallel_size",
+        "runtime.expert_parallel_size",
+        "runtime.enable_prefix_caching",
+        "runtime.enable_chunked_prefill",
+        "runtime.block_size",
+        "runtime.backend",
+    } <= {s.key for s in TRTLLM.settings}
     for spec in ENGINES:
         # TensorRT-LLM serves Prometheus text under /prometheus/metrics (its /metrics is JSON).
         assert spec.metrics_path == ("/prometheus/metrics" if spec.name == "trtllm" else "/metrics")

@@ -13,6 +13,7 @@ import json
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from aiohttp import web
 from hypothesis import HealthCheck, given, settings
@@ -335,3 +336,32 @@ def test_only_tabled_fields_are_ever_copied_whatever_else_the_document_holds(
         assert {f.key for f in builder.facts} <= {key for key, _ in endpoint.fields.values()}
         if "tp_size" in endpoint.fields:
             assert {f.key: f.value for f in builder.facts}["runtime.tensor_parallel_size"] == 4
+
+
+REAL_SGLANG_0_5_9 = (
+    Path(__file__).parents[1]
+    / "fixtures"
+    / "real-world"
+    / "engines"
+    / "sglang__get_server_info__v0.5.9__deepseek-r1-pd-prefill.json"
+)
+
+
+async def test_real_sglang_0_5_9_document_with_keys_set_gives_its_args_and_no_key() -> None:
+    # SGLang 0.5.9's own /get_server_info (331 fields, tests/fixtures/real-world/SOURCES.md), with
+    # the api_key and admin_api_key that a server started with --api-key would report.
+    doc = json.loads(REAL_SGLANG_0_5_9.read_text(encoding="utf-8"))
+    doc.update(api_key=API_KEY, admin_api_key=ADMIN_KEY)
+    routes = {"/metrics": SGLANG_METRICS_PAGE, "/get_server_info": doc, "/get_model_info": SGLANG_MODEL_INFO}
+    now = [0.0]
+    source = RuntimeMetricsSource(clock=lambda: now[0], info_refresh_s=100.0)
+    async with running(routes) as engine:
+        results = await _cycles(source, _ctx(engine, "sglang"), now, [0.0, 50.0, 150.0])
+    assert engine.asked["/server_info"] == 1 and engine.asked["/model_info"] == 1
+    assert engine.asked["/get_server_info"] == 2 and engine.asked["/get_model_info"] == 2
+    for result in results:
+        facts = _facts(result)
+        assert facts["runtime.version"] == "0.5.9"
+        assert facts["runtime.tensor_parallel_size"] == 16
+        assert "/model_info: /get_model_info answered (deprecated route" in result.message
+        _assert_no_secret(result)

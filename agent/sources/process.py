@@ -49,13 +49,16 @@ from agent.engines import (
     ParsedCommand,
     Setting,
     is_shell,
+    launcher_for,
     model_key,
     redact_with,
+    resolve_launched,
 )
 from agent.engines import config_paths as _config_paths
 from agent.engines import locate as _locate
 from agent.engines import parse_args as _parse_args
 from agent.engines import shell_commands as _shell_commands
+from agent.engines.launchers import NIM_PROFILE_ENV, LauncherSpec, metrics_port
 from agent.engines.parse import (
     LAUNCHERS,
     Redact,
@@ -128,6 +131,13 @@ def locate(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Invocat
             return _locate(defused_argv, env=defused_env)
         except _HOSTILE_ERRORS:
             return None
+
+
+def locate_engine(argv: Sequence[str], env: Mapping[str, str]) -> tuple[Invocation | None, str]:
+    """The engine a command line starts, as far as its launcher and environment tell (a NIM SDK
+    server's backend comes from ``NIM_MODEL_PROFILE``), and a note when they cannot."""
+    inv = locate(argv, env=env)
+    return (None, "") if inv is None else resolve_launched(inv, env)
 
 
 def shell_commands(script: str, env: Mapping[str, str] | None = None) -> list[list[str]]:
@@ -552,7 +562,7 @@ def read_signature(proc: ProcFS, pid: int, argv: Sequence[str], redactor: Redact
         env = proc.environ(pid)
     except (SourceUnavailable, AccessDenied):
         env = {}  # the port from the command line or the engine's default
-    inv = locate(argv, env=env)
+    inv, _ = locate_engine(argv, env)
     spec = inv.spec if inv is not None else GENERIC
     cwd, root = proc.cwd(pid), proc.root_of(pid)
     config_files: dict[str, str] = {}
@@ -893,6 +903,45 @@ def _describe(inv: Invocation | None) -> str:
     return f"{text} (inside a shell script)" if inv.via_shell else text
 
 
+def launcher_metrics_url(launcher: LauncherSpec, env: Mapping[str, str]) -> tuple[str | None, str]:
+    """Where a launcher serves the engine's metrics (a Dynamo worker's system status server on
+    ``DYN_SYSTEM_PORT``), and what said so or why there is none. Pure."""
+    if launcher.metrics is None:
+        return None, ""
+    port, why = metrics_port(launcher.metrics, env)
+    if port is None:
+        return None, why
+    host = next((env[n].strip() for n in launcher.metrics.host_env if env.get(n, "").strip()), "")
+    if host in _WILDCARD_HOSTS:
+        host = "127.0.0.1"  # a shared pod network namespace: the worker's port is ours too
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}{launcher.metrics.path}", why
+
+
+def _engine_facts(
+    fb: FactBuilder, inv: Invocation | None, note: str, launcher: LauncherSpec | None, redact: Redact
+) -> None:
+    """``runtime.engine`` (the engine under a launcher, or unknown and why) and ``runtime.launcher``."""
+    where = _describe(inv)
+    if inv is None:
+        fb.add("runtime.engine", "unknown", "derived", where)
+    elif inv.spec.name == GENERIC.name:
+        fb.add("runtime.engine", "unknown", "derived", f"{where}: {note}" if note else where)
+    elif launcher is not None and launcher.engine == GENERIC.name:
+        # Told by the environment (NIM_MODEL_PROFILE), not by the command line.
+        fb.add(
+            "runtime.engine",
+            inv.spec.name,
+            "env",
+            f"{NIM_PROFILE_ENV} ({redact(NIM_PROFILE_ENV, note)}; {where})",
+        )
+    else:
+        fb.add("runtime.engine", inv.spec.name, "arg", where)
+    if inv is not None and launcher is not None:
+        fb.add("runtime.launcher", launcher.name, "arg", f"{where}: {launcher.describe()}")
+
+
 # --- the source -------------------------------------------------------------------------------
 
 
@@ -983,7 +1032,7 @@ def collect_process(ctx: CollectContext, tracker: TargetTracker | None = None) -
         return SourceResult.unavailable(f"pid {found.pid} exited while being read: {e}")
     cwd = proc.cwd(found.pid)
     process_root = proc.root_of(found.pid)
-    inv = locate(found.argv, env=env)
+    inv, _ = locate_engine(found.argv, env)
     spec = inv.spec if inv is not None else GENERIC
     config_files: dict[str, str] = {}
     for path in config_paths(spec, found.argv, env):
@@ -1029,8 +1078,9 @@ def build_result(
     """Facts and ProcessInfo from what was read; everything redacted on the way out."""
     redactor = Redactor(settings.redaction_salt)
     redact = redact_with(redactor)
-    inv = locate(found.argv, env=env)
+    inv, engine_note = locate_engine(found.argv, env)
     spec = inv.spec if inv is not None else GENERIC
+    launcher = launcher_for(inv.entrypoint) if inv is not None else None
     parsed = parse_args(spec, found.argv, env, redact, config_files)
     problems.extend(parsed.problems)
 
@@ -1041,10 +1091,7 @@ def build_result(
         model_dir = model_dir or local_model
 
     fb = FactBuilder("process")
-    if inv is None:
-        fb.add("runtime.engine", "unknown", "derived", _describe(inv))
-    else:
-        fb.add("runtime.engine", spec.name, "arg", _describe(inv))
+    _engine_facts(fb, inv, engine_note, launcher, redact)
     for setting in parsed.settings:
         if setting.key in ("model.id", "model.path") and local_model is not None and parsed.model_arg:
             # The engine loads a local directory before it asks the hub: a path, whatever its shape.
@@ -1053,7 +1100,15 @@ def build_result(
         else:
             _add(fb, setting, problems)
 
-    metrics_url = settings.metrics_url or metrics_url_for(parsed, spec.metrics_path)
+    notes = [engine_note] if engine_note and spec.name == GENERIC.name else []
+    if launcher is not None and launcher.metrics is not None:
+        # The launcher serves the engine's metrics on its own port, not on the engine's.
+        launched_url, why = launcher_metrics_url(launcher, env)
+        metrics_url = settings.metrics_url or launched_url
+        if launched_url is None and not settings.metrics_url:
+            notes.append(f"no metrics URL: {why}")
+    else:
+        metrics_url = settings.metrics_url or metrics_url_for(parsed, spec.metrics_path)
     info = ProcessInfo(
         model=model_request(parsed, spec, env, redact),
         pid=found.pid,
@@ -1065,9 +1120,12 @@ def build_result(
         metrics_url=metrics_url,
         start_time=found.start_time,
     )
-    summary = f"pid {found.pid} ({spec.name}) found by {found.how}"
+    what = spec.name if launcher is None else f"{spec.name} under {launcher.name}"
+    summary = f"pid {found.pid} ({what}) found by {found.how}"
     if found.note:
         summary = f"{summary}; {found.note}"
+    if notes:
+        summary = "; ".join([summary, *notes])
     if problems:
         shown = "; ".join(problems[:MAX_PROBLEMS_IN_MESSAGE])
         more = len(problems) - MAX_PROBLEMS_IN_MESSAGE

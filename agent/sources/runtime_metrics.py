@@ -559,7 +559,7 @@ class RuntimeMetricsSource:
         self.info_refresh_s = info_refresh_s
         self.window = ObservationWindow()
         # Per engine process (url, engine, pid): each info endpoint's route and last clean answer.
-        self._info_owner: tuple[str, str, int | None] | None = None
+        self._info_owner: tuple[str, str, int | None, float | None] | None = None
         self._routes: dict[str, RouteMemory] = {}
 
     async def collect(self, ctx: CollectContext) -> SourceResult:
@@ -650,7 +650,10 @@ class RuntimeMetricsSource:
         ctx: CollectContext,
     ) -> InfoAnswer:
         """Every info endpoint of ``spec``: remembered answers where fresh, else asked (at once)."""
-        owner = (url, spec.name, ctx.process.pid if ctx.process is not None else None)
+        # The process's start time too: an engine restarted under the same pid (a container's own
+        # pid namespace) may be another release, with other routes.
+        proc = ctx.process
+        owner = (url, spec.name, proc.pid if proc else None, proc.start_time if proc else None)
         if owner != self._info_owner:
             # Another engine process (or URL): its routes may differ, and nothing it said is known.
             self._info_owner, self._routes = owner, {}
@@ -682,9 +685,10 @@ class RuntimeMetricsSource:
         memory = self._routes.get(endpoint.path)
         if memory is not None and (memory.route is None or now < memory.expires):
             return InfoAnswer(list(memory.facts), list(memory.notes))
-        routes = (
-            (memory.route,) if memory is not None and memory.route else (endpoint.path, *endpoint.fallbacks)
-        )
+        chain = (endpoint.path, *endpoint.fallbacks)
+        # The remembered route alone, unless it stops being served: then the others, current first.
+        remembered = memory.route if memory is not None else None
+        routes = (remembered, *(r for r in chain if r != remembered)) if remembered else chain
         not_served: list[str] = []
         for route in routes:
             answer = await self._ask(session, metrics, endpoint, route, timeout_s=timeout_s, now=now)

@@ -365,3 +365,39 @@ async def test_real_sglang_0_5_9_document_with_keys_set_gives_its_args_and_no_ke
         assert facts["runtime.tensor_parallel_size"] == 16
         assert "/model_info: /get_model_info answered (deprecated route" in result.message
         _assert_no_secret(result)
+
+
+async def test_a_restart_under_the_same_pid_as_a_newer_release_finds_the_current_route() -> None:
+    # An engine restarted in its container's own pid namespace keeps its pid; its start time is
+    # what changes. Upgraded, it serves /server_info only.
+    routes: dict[str, object] = {"/metrics": SGLANG_METRICS_PAGE, "/get_server_info": SGLANG_SERVER_INFO}
+    now = [0.0]
+    source = RuntimeMetricsSource(clock=lambda: now[0], info_refresh_s=100.0)
+    async with running(routes) as engine:
+        ctx = _ctx(engine, "sglang", pid=1)
+        ctx.process = ProcessInfo(pid=1, engine="sglang", argv=(), env={}, start_time=1000.0)
+        await _cycles(source, ctx, now, [0.0, 30.0])
+        engine.routes = {
+            "/metrics": SGLANG_METRICS_PAGE,
+            "/server_info": {**SGLANG_SERVER_INFO, "tp_size": 8},
+        }
+        ctx.process = ProcessInfo(pid=1, engine="sglang", argv=(), env={}, start_time=2000.0)
+        upgraded = await _cycles(source, ctx, now, [60.0, 90.0])
+    assert engine.asked["/server_info"] == 2  # the old process's 404, the new process's answer
+    assert engine.asked["/get_server_info"] == 1  # the new process is not asked the old route
+    assert all(_facts(r)["runtime.tensor_parallel_size"] == 8 for r in upgraded)
+    assert "deprecated" not in upgraded[-1].message.split("/model_info")[0]
+
+
+async def test_a_remembered_route_that_stops_being_served_falls_back_to_the_others() -> None:
+    routes: dict[str, object] = {"/metrics": SGLANG_METRICS_PAGE, "/get_server_info": SGLANG_SERVER_INFO}
+    now = [0.0]
+    source = RuntimeMetricsSource(clock=lambda: now[0], info_refresh_s=100.0)
+    async with running(routes) as engine:
+        ctx = _ctx(engine, "sglang")
+        await _cycles(source, ctx, now, [0.0])
+        engine.routes = {"/metrics": SGLANG_METRICS_PAGE, "/server_info": SGLANG_SERVER_INFO}
+        later = await _cycles(source, ctx, now, [150.0, 200.0])
+    # At 150 the remembered /get_server_info 404s, so /server_info is asked, and kept.
+    assert engine.asked["/get_server_info"] == 2 and engine.asked["/server_info"] == 2
+    assert all(_facts(r)["runtime.tensor_parallel_size"] == 2 for r in later)

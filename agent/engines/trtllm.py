@@ -63,10 +63,10 @@ _S3 = "tensorrt_llm/metrics/collector.py"
 _S4 = "examples/serve/prometheus_metrics.py @47d640e"
 
 # The releases whose collector prefixes its own families. The first release with
-# ``metric_prefix = "trtllm_"`` is not pinned down (the stored history has no tag on it); 1.2.0
-# is the first release after 1.1.0rc5, whose families had no prefix (S3), and the 2026 example
-# (S4) asks for the prefixed names.
-_PREFIXED_SINCE = "1.2.0"
+# ``metric_prefix = "trtllm_"`` is not pinned down (no tag in the stored history names it): 1.1.0rc5
+# had no prefix (S3); the 1.3 documentation's examples and the 2026 example (S4) ask for the
+# prefixed names. 1.3.0 is the conservative bound: before it nothing is claimed missing.
+_PREFIXED_SINCE = "1.3.0"
 
 TRTLLM_METRICS = MetricsSpec(
     prefixes=("trtllm_",),

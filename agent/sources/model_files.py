@@ -241,7 +241,7 @@ def _lower(value: object) -> FactValue:
     return value.lower() if isinstance(value, str) else None
 
 
-def quant_algo_facts(block: Mapping[str, object]) -> dict[str, FactValue]:
+def quant_algo_facts(block: Mapping[str, FactValue]) -> dict[str, FactValue]:
     """The ``model.config.*`` facts of a ModelOpt / TensorRT-LLM ``quantization`` block. Pure.
 
     ``quant_algo`` (``FP8``, ``NVFP4``, ``W4A16_AWQ``; null: the weights are not quantized) is
@@ -250,7 +250,7 @@ def quant_algo_facts(block: Mapping[str, object]) -> dict[str, FactValue]:
     """
     out: dict[str, FactValue] = {
         "quantization": _lower(block.get("quant_algo")),
-        "quantization_config": dict(block),  # type: ignore[dict-item]  # JSON values are FactValues
+        "quantization_config": dict(block),
     }
     if block.get("kv_cache_quant_algo") is not None:
         out["kv_cache_quantization"] = _lower(block.get("kv_cache_quant_algo"))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -114,7 +115,7 @@ def _collect(root: Path) -> tuple[SourceState, str, dict[str, Fact]]:
     return result.state, result.message, {f.key: f for f in result.facts}
 
 
-def _model(root: Path, config: dict[str, object], quant: bytes | None) -> Path:
+def _model(root: Path, config: Mapping[str, object], quant: bytes | None) -> Path:
     root.mkdir()
     (root / "config.json").write_text(json.dumps(config))
     if quant is not None:

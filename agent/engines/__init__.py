@@ -102,6 +102,19 @@ def engine_named(name: str) -> EngineSpec:
     return next((s for s in ENGINES if s.name == name), GENERIC)
 
 
+def launched_engine(name: str, launcher: str | None) -> EngineSpec:
+    """The spec of engine ``name`` as ``launcher`` (dynamo | nim, ``runtime.launcher``) starts it,
+    for what reads a snapshot's facts (the links of a Dynamo worker's ``--kv-block-size``); the
+    plain engine without a launcher, GENERIC for an unknown engine."""
+    if launcher is None or name == GENERIC.name:
+        return engine_named(name)
+    variants = (*LAUNCHED, *NIM_SDK_BACKENDS.values())
+    return next(
+        (s for s in variants if s.name == name and any(e.launcher == launcher for e in s.entrypoints)),
+        engine_named(name),
+    )
+
+
 def resolve_launched(inv: Invocation, env: Mapping[str, str]) -> tuple[Invocation, str]:
     """The invocation with its engine as far as the launcher lets it be told, and a note saying how.
 
@@ -150,6 +163,7 @@ __all__ = [
     "engine_named",
     "expand_shell_vars",
     "is_shell",
+    "launched_engine",
     "launcher_for",
     "locate",
     "model_key",

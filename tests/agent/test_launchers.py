@@ -32,6 +32,7 @@ from agent.engines import (
     TRTLLM,
     VLLM,
     engine_named,
+    launched_engine,
     launcher_for,
     locate,
 )
@@ -41,6 +42,7 @@ from agent.engines.launchers import (
     metrics_port,
     nim_backend,
 )
+from agent.engines.links import inputs_for
 from agent.settings import AgentSettings
 from agent.sources.base import SourceResult
 from agent.sources.process import Found, ProcFS, build_result, find_process, launcher_metrics_url
@@ -422,3 +424,13 @@ def test_nim_backend_reads_only_profile_names() -> None:
         is None
     )
     assert nim_backend({"NIM_MODEL_PROFILE": "  "})[0] is None
+
+
+def test_a_snapshot_reader_gets_the_launched_table_from_engine_and_launcher() -> None:
+    assert launched_engine("trtllm", "dynamo") is DYNAMO_TRTLLM
+    assert launched_engine("vllm", "nim") is NIM_VLLM
+    assert launched_engine("vllm", None) is VLLM
+    assert launched_engine("unknown", "nim") is GENERIC
+    # Dynamo's own spelling links to the key it sets; the plain trtllm-serve table has no such flag.
+    assert "runtime.args.kv_block_size" in inputs_for("runtime.block_size", DYNAMO_TRTLLM)
+    assert "runtime.args.kv_block_size" not in inputs_for("runtime.block_size", TRTLLM)

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from agent.bounds import bound_snapshot
-from agent.engines import engine_named
+from agent.engines import launched_engine
 from agent.engines.effective import derive_effective
 from agent.engines.links import link_inputs
 from agent.lifecycle import Carry
@@ -142,7 +142,13 @@ def assemble_snapshot(collected: Collected, ctx: CollectContext, collected_at: f
     for fact in derive_effective(facts):
         facts[fact.key] = fact
     engine = facts.get("runtime.engine")
-    facts = link_inputs(facts, engine_named(str(engine.value) if engine is not None else ""))
+    launcher = facts.get("runtime.launcher")
+    # A Dynamo worker's own spellings (dynamo.trtllm's --kv-block-size) link as its launcher reads them.
+    spec = launched_engine(
+        str(engine.value) if engine is not None else "",
+        str(launcher.value) if launcher is not None and isinstance(launcher.value, str) else None,
+    )
+    facts = link_inputs(facts, spec)
     # One redaction pass over every fact and message, whatever its source (skewwatch.redact).
     facts, statuses = redact_collected(facts, collected.statuses, ctx.settings.redaction_salt)
     # Within what the collector accepts (agent.bounds): the excess is dropped and said.

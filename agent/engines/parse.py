@@ -101,6 +101,8 @@ class ParsedCommand:
     engine: str
     settings: list[Setting] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # malformed values, each naming its flag
+    # What a valid launch does not do as it reads (a flag an options file cancels): said, not an error.
+    notes: list[str] = field(default_factory=list)
     # Where the model is, as given (unredacted), to look for it on disk: the model (a hub id or
     # a path), its revision and the engine's download dir. The caller redacts what it keeps.
     model_arg: str | None = None
@@ -832,7 +834,7 @@ def _drop_replaced(
     args: list[str],
     origins: list[str],
     replaced: Mapping[str, str],
-    problems: list[str],
+    notes: list[str],
 ) -> tuple[list[str], list[str]]:
     """The command line without the flags of sections an options file replaces whole.
 
@@ -840,7 +842,8 @@ def _drop_replaced(
     (``llm_args | extra``): a file's ``kv_cache_config`` mapping replaces the one the command line
     built, so ``--kv_cache_free_gpu_memory_fraction 0.7`` no longer holds (the file's value, or the
     section's default, does). A flag belongs to a section when its setting has a dotted spelling
-    in it. Each dropped flag is said in a problem: what the command line asks is not what runs.
+    in it. Each dropped flag is said in a note: what the command line asks is not what runs (a
+    valid launch, so not a problem of the source: the engine runs so).
     """
     table = spec.flag_table()
     sections_of = {
@@ -865,7 +868,7 @@ def _drop_replaced(
         if not has_value and name not in switches and i + 1 < len(args) and not _looks_like_flag(args[i + 1]):
             step = 2
         section = hit[0].replace("-", "_")
-        problems.append(
+        notes.append(
             f"{_shown_flag(spelled)}: not in effect, the section {section} is replaced whole "
             f"by {replaced[hit[0]]} ({spec.name} merges the file's options over the command line's)"
         )
@@ -910,9 +913,11 @@ def _with_origins(
     env: Mapping[str, str],
     config_files: Mapping[str, str],
     problems: list[str],
+    *,
+    notes: list[str] | None = None,
 ) -> tuple[list[str], list[str]]:
     """The arguments with those from ``--config`` files and args-carrying variables spliced in,
-    and where each came from."""
+    and where each came from (``notes``: the command line's flags an options file cancels)."""
     args, origins = _splice_args_env(spec, args, env, problems)
     flags = {normalise_flag(f) for f in spec.config_flags}
     out: list[str] = []
@@ -955,7 +960,8 @@ def _with_origins(
         out_origins.append(origins[i])
         i += 1
     if replaced:
-        out, out_origins = _drop_replaced(spec, out, out_origins, replaced, problems)
+        cancelled = problems if notes is None else notes
+        out, out_origins = _drop_replaced(spec, out, out_origins, replaced, cancelled)
     return prefix + out + suffix, prefix_origins + out_origins + suffix_origins
 
 
@@ -1155,7 +1161,7 @@ def parse_args(
     result = ParsedCommand(engine=spec.name)
     inv = _invocation(spec, argv, env)
     args = list(inv.args) if inv is not None else _fallback_args(argv)
-    args, origins = _with_origins(spec, args, env, config_files or {}, result.problems)
+    args, origins = _with_origins(spec, args, env, config_files or {}, result.problems, notes=result.notes)
     seen, positionals = _tokenise(spec, args, result.problems, origins)
     layers = _Layers()
     _command_line_layer(spec, seen, redact, result, layers)

@@ -1101,6 +1101,7 @@ def build_result(
             _add(fb, setting, problems)
 
     notes = [engine_note] if engine_note and spec.name == GENERIC.name else []
+    notes.extend(parsed.notes)  # flags an options file cancels: what runs is not what was asked
     if launcher is not None and launcher.metrics is not None:
         # The launcher serves the engine's metrics on its own port, not on the engine's.
         launched_url, why = launcher_metrics_url(launcher, env)

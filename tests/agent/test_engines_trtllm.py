@@ -177,9 +177,11 @@ def test_a_section_in_the_file_replaces_the_command_lines_flags_of_that_section(
     )
     assert got["runtime.enable_prefix_caching"].value is False
     assert "runtime.args.kv_cache_free_gpu_memory_fraction" not in values(parsed)
-    [problem] = parsed.problems
-    assert "--kv_cache_free_gpu_memory_fraction" in problem and "kv_cache_config" in problem
-    assert "--config x.yaml" in problem
+    # A valid launch: said in a note (the process source's message), not a problem (an error).
+    [note] = parsed.notes
+    assert parsed.problems == []
+    assert "--kv_cache_free_gpu_memory_fraction" in note and "kv_cache_config" in note
+    assert "--config x.yaml" in note
     # An empty mapping replaces the section too; a file without it leaves the flag alone.
     empty = parse(
         "trtllm-serve m --kv_cache_free_gpu_memory_fraction 0.7 --config x.yaml",
@@ -190,7 +192,7 @@ def test_a_section_in_the_file_replaces_the_command_lines_flags_of_that_section(
         "trtllm-serve m --kv_cache_free_gpu_memory_fraction 0.7 --config x.yaml",
         {"x.yaml": "max_batch_size: 8\n"},
     )
-    assert (other.value("runtime.gpu_memory_utilization"), other.problems) == (0.7, [])
+    assert (other.value("runtime.gpu_memory_utilization"), other.problems, other.notes) == (0.7, [], [])
 
 
 def test_lists_in_the_file_never_become_the_model() -> None:
@@ -422,3 +424,25 @@ def test_expected_families_by_release() -> None:
     # 1.1 had no prefix (Dynamo added it): nothing is claimed missing for it, nor with no version.
     assert missing_families(TRTLLM, "trtllm_", lacking, "1.1.0")[0] == []
     assert missing_families(TRTLLM, "trtllm_", lacking, None)[0] == []
+
+
+def test_the_process_source_says_a_cancelled_flag_and_stays_ok() -> None:
+    """The launch is valid (the engine runs with the file's section): OK, and the message says
+    which flag does not hold, so a user who set 0.7 learns the engine runs 0.9."""
+    from agent.settings import AgentSettings
+    from agent.sources.process import Found, build_result
+    from skewwatch.core.facts import SourceState
+
+    argv = shlex.split("trtllm-serve m --kv_cache_free_gpu_memory_fraction 0.7 --config x.yaml")
+    result = build_result(
+        AgentSettings(),
+        found=Found(4242, argv, "--pid"),
+        env={},
+        cwd=None,
+        process_root=None,
+        problems=[],
+        config_files={"x.yaml": "kv_cache_config:\n  enable_block_reuse: false\n"},
+    )
+    assert result.state is SourceState.OK, result.message
+    assert "'--kv_cache_free_gpu_memory_fraction': not in effect" in result.message
+    assert {f.key: f.value for f in result.facts}["runtime.gpu_memory_utilization"] == 0.9

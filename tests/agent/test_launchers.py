@@ -434,3 +434,21 @@ def test_a_snapshot_reader_gets_the_launched_table_from_engine_and_launcher() ->
     # Dynamo's own spelling links to the key it sets; the plain trtllm-serve table has no such flag.
     assert "runtime.args.kv_block_size" in inputs_for("runtime.block_size", DYNAMO_TRTLLM)
     assert "runtime.args.kv_block_size" not in inputs_for("runtime.block_size", TRTLLM)
+
+
+def test_a_snapshot_links_a_dynamo_workers_own_spelling_to_the_key_it_sets() -> None:
+    """dynamo.trtllm's --kv-block-size sets runtime.block_size; the snapshot's links read the
+    launcher's table (launched_engine), so a block-size change is one finding with its flag."""
+    from agent.snapshot import Collected, assemble_snapshot
+    from agent.sources.base import CollectContext
+
+    argv = [
+        "python3", "-m", "dynamo.trtllm", "--model-path", "Qwen/Qwen3-0.6B", "--kv-block-size", "64",
+    ]  # fmt: skip
+    result = collect(argv)
+    snapshot = assemble_snapshot(
+        Collected(results={"process": result}), CollectContext(settings=AgentSettings()), 0.0
+    )
+    block = snapshot.facts["runtime.block_size"]
+    assert block.value == 64 and snapshot.facts["runtime.launcher"].value == "dynamo"
+    assert "runtime.args.kv_block_size" in block.provenance.inputs

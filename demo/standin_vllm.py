@@ -16,6 +16,12 @@ Load is simulated as a steady offered load of about 4 requests/s that the server
 the dtype sets the speed of each request (float32 doubles time to first token, inter-token and
 end-to-end latency against bfloat16 and float16), so a dtype drift shows up as slower serving at
 the same load, as it would on a GPU below saturation.
+
+It also answers ``POST /v1/completions`` and ``/v1/chat/completions`` in vLLM's shapes, streamed
+(SSE) or not (:func:`openai_routes`, which the TensorRT-LLM and SGLang stand-ins share), so
+``skewwatch probe`` can measure it; and it runs as an NVIDIA Dynamo worker, ``python -m
+dynamo.vllm --model …`` (:func:`install_dynamo_module`), serving its metrics only on the system
+status server's port, ``DYN_SYSTEM_PORT``, as a real worker does.
 """
 
 from __future__ import annotations

@@ -378,3 +378,20 @@ def test_dynamo_worker_without_a_system_port_serves_nothing(tmp_path: Path, mode
         assert proc.poll() is None
     finally:
         procs.stop_all()
+
+
+# --- vLLM: vllm serve, with its generation routes ----------------------------------------------------
+
+
+def test_skewwatch_probe_measures_the_vllm_standin_behind_its_api_key(rig: Rig) -> None:
+    launcher = standin_vllm.install_launcher(rig.tmp / "bin")
+    argv = [str(launcher), "serve", str(rig.model_dir), "--served-model-name", "tiny",
+            "--port", str(rig.port), "--api-key", API_KEY]  # fmt: skip
+    rig.start_engine(argv, f"{rig.url}/health")
+    status, _ = http(f"{rig.url}/v1/chat/completions", "POST", {"model": "tiny", "messages": []})
+    assert status == 401  # vLLM's --api-key guards the generation routes
+    key_file = rig.tmp / "api-key"
+    key_file.write_text(API_KEY)
+    result = probe(rig, "tiny", "--api-key-file", str(key_file))
+    assert result["verdict"] == "pass", result["reasons"]
+    assert API_KEY not in json.dumps(result)

@@ -61,9 +61,11 @@ from demo.standin_vllm import SPEED, Histogram, OpenAIServing, openai_routes
 VERSION = "0.0.0.dev0+skewwatch.standin"
 COUNTS_PATH = "/standin/requests"
 # TokenizerMetricsCollector's default buckets (collector.py at the commit above).
-TTFT_BUCKETS = (0.1, 0.2, 0.4, 0.6, 0.8, 1, 2, 4, 6, 8, 10, 20, 40, 60, 80, 100, 200, 400)
-E2E_BUCKETS = (0.1, 0.2, 0.4, 0.6, 0.8, 1, 2, 4, 6, 8, 10, 20, 40, 60, 80, 100, 200, 400, 600,
-               1200, 1800, 2400)  # fmt: skip
+# Floats: prometheus_client writes every bound as one (le="1.0").
+TTFT_BUCKETS = (0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 2.0, 4.0, 6.0, 8.0, 10.0, 20.0, 40.0, 60.0, 80.0, 100.0,
+                200.0, 400.0)  # fmt: skip
+E2E_BUCKETS = (0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 2.0, 4.0, 6.0, 8.0, 10.0, 20.0, 40.0, 60.0, 80.0, 100.0,
+               200.0, 400.0, 600.0, 1200.0, 1800.0, 2400.0)  # fmt: skip
 ITL_BUCKETS = (0.002, 0.004, 0.006, 0.008, 0.010, 0.015, 0.020, 0.025, 0.030, 0.035, 0.040, 0.060,
                0.080, 0.100, 0.200, 0.400, 0.600, 0.800, 1.000, 2.000, 4.000, 6.000, 8.000)  # fmt: skip
 SCHEDULER_GAUGES = {

@@ -67,8 +67,9 @@ TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1
                 7.5, 10.0, 20.0, 40.0, 80.0)  # fmt: skip
 PREFILL_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0,
                    40.0, 80.0, 160.0, 640.0, 2560.0)  # fmt: skip
-CACHED_TOKENS_BUCKETS = (0, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
-PREFILL_BATCH_TOKENS_BUCKETS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+# Floats: prometheus_client writes every bound as one (le="64.0").
+CACHED_TOKENS_BUCKETS = (0.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0)
+PREFILL_BATCH_TOKENS_BUCKETS = (64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0, 32768.0)
 
 # name -> (buckets, HELP), the per-request histograms.
 REQUEST_HISTOGRAMS: dict[str, tuple[tuple[float, ...], str]] = {
@@ -289,7 +290,9 @@ class Engine:
         out = [
             "# HELP trtllm_request_success_total Count of successfully processed requests.",
             "# TYPE trtllm_request_success_total counter",
-            f'trtllm_request_success_total{{{LABELS},finished_reason="length"}} {float(self.success)}',
+            # The multiprocess collector writes label names sorted.
+            'trtllm_request_success_total{engine_type="undefined",finished_reason="length",'
+            f'model_name="undefined"}} {float(self.success)}',
         ]
         for name, value in self.counters.items():
             out += [f"# HELP trtllm_{name} {COUNTER_HELP[name]}", f"# TYPE trtllm_{name} counter"]

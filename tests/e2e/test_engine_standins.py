@@ -29,6 +29,7 @@ NS, POD = "team-b", "engines-6c5d7f9b8-xyzab"
 ADMIN = "sk-admin-e2e-0123456789abcdefghijklmn"  # SGLang's --admin-api-key: /server_info hands it out
 API_KEY = "sk-sglang-e2e-0123456789abcdefghijkl"
 HF = "hf_StandinStandinStandinStandin0123"
+REAL_ENGINES = REPO / "tests" / "fixtures" / "real-world" / "engines"  # their sources: SOURCES.md there
 
 
 def http(
@@ -200,6 +201,29 @@ def test_trtllm_standin_serves_its_routes_in_trtllm_serves_shapes(rig: Rig) -> N
     assert static.labels["pid"] == str(rig.pid)  # a multiprocess gauge carries its process id
 
 
+def test_the_trtllm_page_has_every_family_of_the_page_rendered_from_collector_py(rig: Rig) -> None:
+    # No real capture of a trtllm_ page is public; the fixture is collector.py's families rendered
+    # by prometheus_client's multiprocess collector (SOURCES.md): names, help, types, labels, buckets.
+    real = families((REAL_ENGINES / "trtllm__prometheus-metrics__050f80d__from-source.txt").read_text())
+    opts = write_options(rig.tmp, "return_perf_metrics: true\nenable_iter_perf_stats: true\n")
+    rig.start_trtllm("--extra_llm_api_options", str(opts))
+    ours = families(http(f"{rig.url}/prometheus/metrics")[1].decode())
+    assert set(real) <= set(ours), sorted(set(real) - set(ours))
+    for name, fam in real.items():
+        mine = ours[name]
+        assert (mine.type, mine.documentation) == (fam.type, fam.documentation), name
+        assert {k for s in mine.samples for k in s.labels} == {k for s in fam.samples for k in s.labels}, name
+        bounds = [s.labels["le"] for s in mine.samples if "le" in s.labels]
+        assert bounds == [s.labels["le"] for s in fam.samples if "le" in s.labels], name
+    # The inflight-batching families, which the collector sets once an iteration report carries
+    # inflightBatchingStats (the fixture's report had none).
+    assert set(ours) - set(real) == {
+        "trtllm_num_context_requests", "trtllm_num_generation_requests", "trtllm_num_paused_requests",
+        "trtllm_num_scheduled_requests", "trtllm_total_context_tokens", "trtllm_avg_decoded_tokens_per_iter",
+        "trtllm_prefill_batch_occupancy", "trtllm_prefill_batch_tokens",
+    }  # fmt: skip
+
+
 def test_trtllm_serves_no_prometheus_page_without_return_perf_metrics(rig: Rig) -> None:
     rig.start_trtllm()
     assert http(f"{rig.url}/prometheus/metrics")[0] == 404
@@ -282,6 +306,30 @@ def test_sglang_standin_answers_server_and_model_info_in_sglangs_shape(rig: Rig)
     assert {"model_name", "tp_rank", "pp_rank", "engine_type", "moe_ep_rank"} <= set(total.labels)
     counts = get_json(f"{rig.url}/standin/requests")
     assert counts["/server_info"] == 2 and counts["/get_server_info"] == 1 and counts["/metrics"] == 1
+
+
+def test_sglangs_server_info_keys_are_a_real_sglang_0_5_9s(rig: Rig) -> None:
+    real = json.loads(
+        (REAL_ENGINES / "sglang__get_server_info__v0.5.9__deepseek-r1-pd-prefill.json").read_text()
+    )
+    rig.start_sglang()
+    ours = get_json(f"{rig.url}/server_info")
+    dropped = {"host"}  # the capture dropped it: it held the site's address
+
+    def kind(value: object) -> str:
+        return type(value).__name__
+
+    for mine, theirs in ((ours, real), (ours["internal_states"][0], real["internal_states"][0])):
+        assert set(mine) - dropped <= set(theirs), sorted(set(mine) - dropped - set(theirs))
+        differ = {
+            k: (kind(v), kind(theirs[k]))
+            for k, v in mine.items()
+            if k in theirs and None not in (v, theirs[k]) and kind(v) != kind(theirs[k])
+        }
+        assert differ == {}, differ
+    # The KV pool's size is the scheduler's, at the top level; each DP rank says its token capacity.
+    assert "max_total_num_tokens" not in ours["internal_states"][0]
+    assert set(ours["internal_states"][0]["memory_usage"]) == set(real["internal_states"][0]["memory_usage"])
 
 
 def test_an_older_sglang_serves_only_the_deprecated_routes(rig: Rig) -> None:

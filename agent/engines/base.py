@@ -142,6 +142,9 @@ class MetricsSpec:
     info_endpoints: tuple[InfoEndpoint, ...] = ()
     # The families a scrape of each release should hold (metric-name drift is a fact).
     expected: tuple[ExpectedFamily, ...] = ()
+    # Some releases serve the families without any prefix (TensorRT-LLM 1.1's five request
+    # families): read so only when the process source says it is this engine, never detected so.
+    unprefixed: bool = False
 
 
 @dataclass(frozen=True)

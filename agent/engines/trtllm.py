@@ -70,6 +70,8 @@ _PREFIXED_SINCE = "1.3.0"
 
 TRTLLM_METRICS = MetricsSpec(
     prefixes=("trtllm_",),
+    # S3: the collector of 1.1.0rc5 names its five request families without a prefix.
+    unprefixed=True,
     model_name_label="model_name",
     # engine_type says which backend (pytorch / tensorrt) serves; it is configuration, not identity.
     value_facts={

@@ -190,25 +190,44 @@ def _info_labels(
     return names, notes
 
 
+def _unprefixed(families: Sequence[MetricFamily], spec: EngineSpec | None) -> bool:
+    """True when ``spec`` (the engine the process source found) serves its families without a
+    prefix in some releases and the page holds one of the families its observations read."""
+    if spec is None or not spec.metrics.unprefixed:
+        return False
+    names = {m for obs in spec.metrics.observations for m in obs.metrics}
+    return any(fam.name in names for fam in families)
+
+
 def interpret_families(
-    families: Sequence[MetricFamily], source: str = NAME, version: FactValue = None
+    families: Sequence[MetricFamily],
+    source: str = NAME,
+    version: FactValue = None,
+    process_engine: EngineSpec | None = None,
 ) -> Interpretation:
     """Facts from parsed families (observations need two scrapes: see ``agent.observations``).
 
     ``version`` is the engine's reported ``runtime.version`` (its info endpoints), which says the
-    families the scrape should hold. Pure: no I/O, no clock.
+    families the scrape should hold. ``process_engine``, the engine the process source found,
+    reads a page without prefixes where that engine serves one (TensorRT-LLM 1.1). Pure: no I/O,
+    no clock.
     """
     builder = FactBuilder(source)
     notes: list[str] = []
     found = detect_engine(families)
+    if found is None and _unprefixed(families, process_engine):
+        assert process_engine is not None
+        found = (process_engine, "")
     if found is None:
-        notes.append("no vLLM, SGLang or TGI metrics on the page")
+        names = ", ".join(s.name for s in ENGINES if s is engine_named(s.name))
+        notes.append(f"no metrics of a known engine ({names}) on the page")
         return Interpretation(builder, notes, None, "", families)
     spec, prefix = found
     by_name: dict[str, list[MetricFamily]] = {}
     for fam in families:
         by_name.setdefault(fam.name, []).append(fam)
-    builder.add("runtime.engine", spec.name, METHOD, f"metric prefix {prefix!r}")
+    how = f"metric prefix {prefix!r}" if prefix else f"{spec.name}'s families without a prefix"
+    builder.add("runtime.engine", spec.name, METHOD, how)
     _info_facts(spec.metrics, prefix, by_name, builder, notes)
     _value_facts(spec.metrics, prefix, by_name, builder, notes)
     _served_names(spec.metrics, prefix, families, builder, notes)
@@ -605,7 +624,7 @@ class RuntimeMetricsSource:
         if families is not None:
             # The info endpoints' version says which families this release should export.
             version = next((f.value for f in info.facts if f.key == "runtime.version"), None)
-            interpretation = interpret_families(families, self.name, version)
+            interpretation = interpret_families(families, self.name, version, process_engine=spec)
             builder.facts.extend(interpretation.facts.facts)
             notes.extend(interpretation.notes)
             if interpretation.engine is not None:

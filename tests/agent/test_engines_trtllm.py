@@ -12,6 +12,7 @@ nvidia.github.io/TensorRT-LLM/1.3.0rc11/examples/deepseek_r1_reasoning_parser.ht
 from __future__ import annotations
 
 import shlex
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -446,3 +447,86 @@ def test_the_process_source_says_a_cancelled_flag_and_stays_ok() -> None:
     assert result.state is SourceState.OK, result.message
     assert "'--kv_cache_free_gpu_memory_fraction': not in effect" in result.message
     assert {f.key: f.value for f in result.facts}["runtime.gpu_memory_utilization"] == 0.9
+
+
+def _unprefixed() -> tuple[CollectorRegistry, dict[str, Any]]:
+    """The five request families as 1.1.0rc5's collector names them: without a prefix (S3)."""
+    reg = CollectorRegistry()
+    labels = ["model_name", "engine_type"]
+    m: dict[str, Any] = {
+        "success": Counter("request_success_total", "", [*labels, "finished_reason"], registry=reg),
+        "e2e": Histogram("e2e_request_latency_seconds", "", labels, registry=reg, buckets=[0.3, 0.5, 1.0]),
+        "ttft": Histogram("time_to_first_token_seconds", "", labels, registry=reg, buckets=[0.01, 0.05]),
+        "tpot": Histogram("time_per_output_token_seconds", "", labels, registry=reg, buckets=[0.01, 0.025]),
+        "queue": Histogram("request_queue_time_seconds", "", labels, registry=reg, buckets=[0.3, 0.5]),
+    }
+    return reg, m
+
+
+def _unprefixed_traffic(m: dict[str, Any], requests: int) -> None:
+    lab = {"model_name": "Qwen/Qwen3-8B", "engine_type": "pytorch"}
+    for _ in range(requests):
+        m["success"].labels(**lab, finished_reason="stop").inc()
+        m["e2e"].labels(**lab).observe(0.8)
+        m["ttft"].labels(**lab).observe(0.04)
+        m["tpot"].labels(**lab).observe(0.02)
+
+
+def test_an_unprefixed_page_is_trtllms_only_when_the_process_says_trtllm() -> None:
+    """TensorRT-LLM 1.1 serves its request families without a prefix: the page alone names no
+    engine (those names are generic), the process source's trtllm does; vLLM's never reads so."""
+    reg, m = _unprefixed()
+    _unprefixed_traffic(m, 2)
+    fams = parse_metrics_text(_scrape(reg))
+    assert interpret_families(fams).engine is None
+    assert interpret_families(fams, process_engine=VLLM).engine is None
+    result = interpret_families(fams, process_engine=TRTLLM)
+    assert (result.engine, result.prefix) == (TRTLLM, "")
+    got = {f.key: f for f in result.facts.facts}
+    assert got["runtime.engine"].value == "trtllm"
+    assert "without a prefix" in got["runtime.engine"].provenance.detail
+    assert got["runtime.served_model_name"].value == "Qwen/Qwen3-8B"
+    _unprefixed_traffic(m, 10)
+    second = parse_metrics_text(_scrape(reg))
+    window = ObservationWindow()
+    window.update(("e", ""), extract(fams, "", TRTLLM.metrics, 0.0), TRTLLM.metrics)
+    obs, _ = window.update(("e", ""), extract(second, "", TRTLLM.metrics, 10.0), TRTLLM.metrics)
+    values = {o.name: o.value for o in obs}
+    assert values["requests_per_s"] == pytest.approx(1.0)
+    assert 0.01 < values["ttft_seconds_p50"] <= 0.05 and 0.01 < values["itl_seconds_p50"] <= 0.025
+    # As a 1.1 page nothing is said missing (the prefixed families are expected from 1.3).
+    assert missing_families(TRTLLM, "", fams, "1.1.0")[0] == []
+
+
+async def test_the_source_reads_an_unprefixed_page_of_the_trtllm_process_it_was_given() -> None:
+    """Over real HTTP: the process source's trtllm reaches the page's reading, so a 1.1 server's
+    request families give observations from the second scrape on."""
+    from aiohttp import web
+
+    from agent.settings import AgentSettings
+    from agent.sources.base import CollectContext, ProcessInfo
+    from agent.sources.runtime_metrics import RuntimeMetricsSource
+
+    reg, m = _unprefixed()
+
+    async def page(_: web.Request) -> web.Response:
+        _unprefixed_traffic(m, 5)
+        return web.Response(text=_scrape(reg), content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_get("/prometheus/metrics", page)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/prometheus/metrics"
+        process = ProcessInfo(pid=7, engine="trtllm", argv=(), env={}, metrics_url=url)
+        ctx = CollectContext(settings=AgentSettings(source_timeout_s=10.0), process=process)
+        source = RuntimeMetricsSource()
+        first = await source.collect(ctx)
+        second = await source.collect(ctx)
+    finally:
+        await runner.cleanup()
+    assert {f.key: f.value for f in first.facts}["runtime.engine"] == "trtllm"
+    assert "requests_per_s" in {o.name for o in second.observations}, second.message

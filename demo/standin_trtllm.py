@@ -55,7 +55,9 @@ from demo.standin_vllm import (
     openai_routes,
 )
 
-VERSION = "0.0.0.dev0+skewwatch.standin"
+# A release with the prefixed trtllm_ families and the PyTorch backend as default (1.3.0, the first
+# release skewwatch's table is sure serves the prefix), its local label saying it is the stand-in.
+VERSION = "1.3.0+skewwatch.standin"
 PROG = "trtllm-serve"
 
 # MetricsCollector's default buckets (collector.py at the commit above).

@@ -259,6 +259,8 @@ def test_the_agent_reads_a_trtllm_serve_launch_and_its_page(rig: Rig) -> None:
     assert facts["runtime.dtype"] == "bfloat16"  # the checkpoint's, as TensorRT-LLM's auto takes it
     assert facts["runtime.max_model_len"] == 4096
     assert facts["runtime.version"] == standin_trtllm.VERSION
+    assert facts["runtime.backend"] == "pytorch"  # the default since 1.0, unsaid on the command line
+    assert "runtime.metrics.missing" not in facts  # every family a 1.3 page must have is there
     page = families(http(f"{rig.url}/prometheus/metrics")[1].decode())
     (blocks,) = page["trtllm_kv_cache_max_blocks"].samples
     assert facts["runtime.num_gpu_blocks"] == int(blocks.value)  # what the engine itself sized

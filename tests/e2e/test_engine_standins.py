@@ -430,6 +430,20 @@ def test_dynamo_worker_without_a_system_port_serves_nothing(tmp_path: Path, mode
         procs.stop_all()
 
 
+def test_the_agent_reports_a_dynamo_launched_vllm_from_its_system_port(rig: Rig) -> None:
+    rig.start_dynamo_vllm("--dtype", "float16", "--max-model-len", "1024")
+    rig.watch()
+    facts = rig.facts_when("runtime.num_gpu_blocks")
+    assert facts["runtime.engine"] == "vllm"
+    assert facts["runtime.launcher"] == "dynamo"
+    assert facts["runtime.dtype"] == "float16" and facts["runtime.max_model_len"] == 1024
+    page = families(http(f"{rig.url}/metrics")[1].decode())
+    (cache,) = page["vllm:cache_config_info"].samples
+    # Read on DYN_SYSTEM_PORT, the only place the worker says it.
+    assert facts["runtime.num_gpu_blocks"] == int(cache.labels["num_gpu_blocks"])
+    assert rig.pod()["provenance"]["runtime.num_gpu_blocks"]["source"] == "runtime_metrics"
+
+
 # --- vLLM: vllm serve, with its generation routes ----------------------------------------------------
 
 

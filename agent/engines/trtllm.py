@@ -165,7 +165,7 @@ _SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("runtime.kv_cache_quant_algo", ("--quant_config.kv_cache_quant_algo",)),
     SettingSpec("runtime.attention_backend", ("--attn_backend",)),
     SettingSpec("runtime.enable_attention_dp", ("--enable_attention_dp",), "bool"),
-    SettingSpec("runtime.scheduler_policy", ("--scheduler_config.capacity_scheduler_policy",)),
+    SettingSpec("runtime.capacity_scheduler_policy", ("--scheduler_config.capacity_scheduler_policy",)),
     SettingSpec("runtime.speculative_algorithm", ("--speculative_config.decoding_type",)),
 )
 

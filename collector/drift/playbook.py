@@ -75,6 +75,15 @@ PLAYBOOK: tuple[Play, ...] = (
     Play("runtime.engine", "high", ENVIRONMENT, "a different serving engine runs: fix the image / command"),
     Play("runtime.version", "high", ENVIRONMENT,
          "the engine version differs: pin the image by digest and roll back to the validated version"),
+    Play("runtime.launcher", "high", ENVIRONMENT,
+         "the engine runs under another launcher (NVIDIA Dynamo, NIM, or none): its flags, defaults and "
+         "metrics port differ; fix the image / command"),
+    Play("runtime.backend", "high", SLOWER,
+         "the engine's backend changed (TensorRT-LLM's pytorch or TensorRT engine): pin {flag}"),
+    Play("runtime.metrics.missing", "medium", ENVIRONMENT,
+         "the engine no longer exports metric families that dashboards and alerts read (renamed between "
+         "releases; the agent's source message names each replacement): move the queries to the new "
+         "names, or pin the validated version"),
     Play("runtime.max_model_len", "medium", SLOWER,
          "context length changed: restore {flag}; route long-context traffic to a dedicated pool"),
     Play("runtime.max_num_seqs", "medium", SLOWER, "batch limit changed: restore {flag}"),

@@ -48,3 +48,18 @@ def test_no_hint_spells_an_engine_flag_itself() -> None:
     # (skewwatch's own commands are the exception).
     own = "skewwatch diff --last-good"
     assert [p.pattern for p in PLAYBOOK if "--" in p.hint.replace(own, "")] == []
+
+
+@pytest.mark.parametrize(
+    ("key", "severity", "says"),
+    [
+        ("runtime.metrics.missing", "medium", "no longer exports metric families"),
+        ("runtime.launcher", "high", "another launcher"),
+        ("runtime.backend", "high", "backend changed"),
+    ],
+)
+def test_the_engine_facts_of_issue_19_have_their_own_play(key: str, severity: str, says: str) -> None:
+    """Not the generic runtime.* play ("a runtime setting changed"): a missing metric family is a
+    dashboard reading zero, not a slower engine."""
+    play = play_for(key)
+    assert play.pattern == key and play.severity == severity and says in play.hint

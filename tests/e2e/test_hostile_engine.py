@@ -160,8 +160,10 @@ def test_a_collector_rejecting_every_snapshot_gets_backoff_not_a_hot_loop(tmp_pa
         time.sleep(10)
         procs.check_alive()
         text = log.read_text(errors="replace")
-        reconnects = text.count("reconnecting")
-        print(f"\nrejecting collector: {reconnects} reconnect(s) in about 10 s")
+        # Counted from the first refusal: a stream that failed before it (a transient INTERNAL at
+        # the very first connect, seen once in CI) is the ordinary backoff's, not the refusals'.
+        reconnects = text[text.index("INVALID_ARGUMENT") :].count("reconnecting")
+        print(f"\nrejecting collector: {reconnects} reconnect(s) in about 10 s after the first refusal")
         assert 1 <= reconnects <= 5, text[-3000:]
         assert text.count("INVALID_ARGUMENT") <= 2  # logged when it changes, not per attempt
         assert "InvalidStateError" not in text

@@ -138,6 +138,19 @@ def rig(tmp_path: Path, model_dir: Path) -> Iterator[Rig]:
         r.procs.stop_all()
 
 
+def assert_nowhere(rig: Rig, *secrets: str) -> None:
+    """None of ``secrets`` in what the collector serves of the pod, nor, once every process has
+    stopped, in any file the agent or the collector wrote (logs, the store and its WAL)."""
+    history = get_json(f"{rig.api}/api/v1/pods/{NS}/{POD}/history?facts=true")
+    served = json.dumps(rig.pod()) + json.dumps(history)
+    rig.procs.stop_all()
+    for secret in secrets:
+        assert secret not in served
+        for path in rig.tmp.iterdir():
+            if path.is_file() and path.name != "engine.log":
+                assert secret.encode() not in path.read_bytes(), path.name
+
+
 def probe(rig: Rig, model: str, *flags: str) -> dict[str, Any]:
     """``skewwatch probe`` against the stand-in, a small plan: its JSON result."""
     done = subprocess.run(
@@ -365,15 +378,23 @@ def test_the_agent_reads_sglangs_server_info_once_and_never_passes_its_key_on(ri
     assert facts["runtime.max_model_len"] == 2048
     # Nothing on the command line says it: only the server info's resolved value can.
     assert facts["runtime.gpu_memory_utilization"] == standin_sglang.DEFAULT_MEM_FRACTION
-    served = json.dumps(rig.pod()) + json.dumps(
-        get_json(f"{rig.api}/api/v1/pods/{NS}/{POD}/history?facts=true")
+    assert_nowhere(rig, ADMIN, HF)
+
+
+def test_the_agent_asks_an_sglang_behind_its_api_key_once_and_never_passes_the_key_on(rig: Rig) -> None:
+    rig.start_sglang("--enable-metrics", "--api-key", API_KEY)
+    rig.watch()
+    facts = rig.facts_when("runtime.max_total_tokens")
+    assert facts["runtime.engine"] == "sglang" and facts["serving.api_key_required"] is True
+    wait_for(
+        "six scrapes", lambda: get_json(f"{rig.url}/standin/requests").get("/metrics", 0) >= 6, rig.procs
     )
-    assert ADMIN not in served and HF not in served
-    rig.procs.stop_all()
-    for path in rig.tmp.iterdir():  # the agent's and collector's logs, the store and its WAL
-        if path.is_file() and path.name != "engine.log":
-            assert ADMIN.encode() not in path.read_bytes(), path.name
-            assert HF.encode() not in path.read_bytes(), path.name
+    counts = get_json(f"{rig.url}/standin/requests")
+    assert counts.get("/server_info") == 1, counts  # a 401 is not asked again every cycle either
+    assert counts.get("/get_server_info", 0) == 0, counts  # only a 404 sends the agent to the old route
+    (total,) = families(http(f"{rig.url}/metrics")[1].decode())["sglang:max_total_num_tokens"].samples
+    assert facts["runtime.max_total_tokens"] == int(total.value)  # /metrics needs no key
+    assert_nowhere(rig, API_KEY, HF)  # the key is on the command line the agent reads
 
 
 def test_the_agent_falls_back_to_an_older_sglangs_route_once(rig: Rig) -> None:

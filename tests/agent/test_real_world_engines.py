@@ -18,7 +18,7 @@ import pytest
 from agent.engines import engine_named
 from agent.engines.base import InfoEndpoint
 from agent.observations import ObservationWindow, extract
-from agent.promtext import parse_metrics_text
+from agent.promtext import MetricFamily, parse_metrics_text
 from agent.sources.base import FactBuilder
 from agent.sources.runtime_metrics import Interpretation, interpret_families, interpret_info
 from skewwatch.core.facts import Fact
@@ -32,6 +32,7 @@ TRTLLM_UNPREFIXED = "trtllm__prometheus-metrics__v1.1-unprefixed__aibrix-issue-2
 SGLANG_SERVER_INFO = "sglang__get_server_info__v0.5.9__deepseek-r1-pd-prefill.json"
 VLLM_MODELS = "vllm__v1-models__vllm-openai-latest-2025-11-09__tinyllama.json"
 VLLM_VERSION = "vllm__version__0.4.3__datadog.json"
+MISSING = "runtime.metrics.missing"
 
 
 def _interpret(name: str) -> Interpretation:
@@ -113,13 +114,33 @@ def test_trtllm_window_gives_rates_latency_and_load_from_two_scrapes() -> None:
     assert obs["requests_waiting"] == (0.0, "{request}")
 
 
-def test_trtllm_page_before_the_prefix_is_not_taken_for_another_engine() -> None:
-    # TensorRT-LLM 1.1 served e2e_request_latency_seconds with no prefix at all (aibrix #2004).
-    families = parse_metrics_text((ENGINES / TRTLLM_UNPREFIXED).read_text(encoding="utf-8"))
+def _unprefixed_families() -> list[MetricFamily]:
+    return parse_metrics_text((ENGINES / TRTLLM_UNPREFIXED).read_text(encoding="utf-8"))
+
+
+def test_trtllm_page_before_the_prefix_is_no_engine_from_the_page_alone() -> None:
+    # TensorRT-LLM 1.1 served e2e_request_latency_seconds with no prefix at all (aibrix #2004):
+    # generic names, so neither the page alone nor another engine's process makes it anyone's.
+    families = _unprefixed_families()
     assert [f.name for f in families] == ["e2e_request_latency_seconds"]
-    result = interpret_families(families)
-    assert result.engine is None or result.engine.name == "trtllm"
-    assert "runtime.engine" not in _facts(result) or _facts(result)["runtime.engine"].value == "trtllm"
+    for process_engine in (None, engine_named("vllm"), engine_named("sglang")):
+        result = interpret_families(families, process_engine=process_engine)
+        assert result.engine is None, process_engine
+        assert result.facts.facts == []
+
+
+def test_trtllm_page_before_the_prefix_is_trtllm_when_its_process_is() -> None:
+    result = interpret_families(
+        _unprefixed_families(), version="1.1.0", process_engine=engine_named("trtllm")
+    )
+    assert result.engine is not None and result.engine.name == "trtllm"
+    assert result.prefix == ""
+    facts = _facts(result)
+    assert facts["runtime.engine"].value == "trtllm"
+    assert "without a prefix" in facts["runtime.engine"].provenance.detail
+    # 1.1 is not held to the prefixed release's families.
+    assert MISSING not in facts
+    assert result.notes == []
 
 
 # --- SGLang ----------------------------------------------------------------------------------
@@ -170,8 +191,6 @@ def test_vllm_version_endpoint_reports_the_runtime_version() -> None:
 
 # --- metric-name drift (runtime.metrics.missing) -------------------------------------------
 
-MISSING = "runtime.metrics.missing"
-
 
 def _missing(path: Path, version: str | None) -> tuple[Fact | None, list[str]]:
     result = interpret_families(parse_metrics_text(path.read_text(encoding="utf-8")), version=version)
@@ -179,7 +198,7 @@ def _missing(path: Path, version: str | None) -> tuple[Fact | None, list[str]]:
 
 
 def test_trtllm_page_of_a_prefixed_release_lacks_no_expected_family() -> None:
-    for version in ("1.2.0", None):
+    for version in ("1.3.0", "1.2.0", None):
         fact, notes = _missing(ENGINES / TRTLLM_FROM_SOURCE, version)
         assert fact is None, (version, fact)
         assert notes == []

@@ -134,6 +134,8 @@ class MetricsSpec:
     prefixes: tuple[str, ...] = ()
     info_metrics: tuple[InfoMetric, ...] = ()
     model_name_label: str | None = None
+    # Values of that label that name no model (TensorRT-LLM's server sets "undefined").
+    model_name_placeholders: frozenset[str] = frozenset()
     # Labels of info metrics that say which process or replica reported, not how it is configured.
     identity_labels: frozenset[str] = frozenset()
     # Gauges whose value is configuration the runtime resolved: metric → (fact key, type).

@@ -49,6 +49,9 @@ SGLANG_SERVER_INFO_FIELDS: dict[str, tuple[str, ValueType]] = {
     "mem_fraction_static": ("runtime.gpu_memory_utilization", "float"),
     "page_size": ("runtime.block_size", "int"),
     "chunked_prefill_size": ("runtime.chunked_prefill_size", "int"),
+    # The KV pool the scheduler sized: top level in 0.5.9's document (the real capture under
+    # tests/fixtures/real-world/engines/), in internal_states[0] in older releases.
+    "max_total_num_tokens": ("runtime.max_total_tokens", "int"),
     "internal_states.0.max_total_num_tokens": ("runtime.max_total_tokens", "int"),
 }
 # /model_info: model_path, tokenizer_path, is_generation, preferred_sampling_params,

@@ -73,6 +73,9 @@ TRTLLM_METRICS = MetricsSpec(
     # S3: the collector of 1.1.0rc5 names its five request families without a prefix.
     unprefixed=True,
     model_name_label="model_name",
+    # openai_server.py labels its metrics model_name="undefined" (the stand-in's source, demo/
+    # standin_trtllm.py, cites the commit): no served model name is read from that.
+    model_name_placeholders=frozenset({"undefined"}),
     # engine_type says which backend (pytorch / tensorrt) serves; it is configuration, not identity.
     value_facts={
         # The engine's own KV-cache sizing, like vLLM's num_gpu_blocks (S3, the prefixed collector).

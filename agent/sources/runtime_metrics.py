@@ -435,7 +435,7 @@ def _served_names(
             for fam in families
             if fam.name.startswith(prefix)
             for s in fam.samples
-            if s.labels.get(label)
+            if s.labels.get(label) and s.labels[label] not in metrics.model_name_placeholders
         }
     )
     if names:

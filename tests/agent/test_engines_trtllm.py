@@ -530,3 +530,15 @@ async def test_the_source_reads_an_unprefixed_page_of_the_trtllm_process_it_was_
         await runner.cleanup()
     assert {f.key: f.value for f in first.facts}["runtime.engine"] == "trtllm"
     assert "requests_per_s" in {o.name for o in second.observations}, second.message
+
+
+def test_the_servers_undefined_model_name_label_is_no_served_model_name() -> None:
+    """openai_server.py labels every family model_name="undefined": that names no model."""
+    page = (
+        "# TYPE trtllm_request_success_total counter\n"
+        'trtllm_request_success_total{engine_type="undefined",finished_reason="stop",'
+        'model_name="undefined"} 3.0\n'
+    )
+    result = interpret_families(parse_metrics_text(page))
+    assert result.engine is TRTLLM
+    assert "runtime.served_model_name" not in {f.key for f in result.facts.facts}

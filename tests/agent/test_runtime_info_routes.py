@@ -401,3 +401,22 @@ async def test_a_remembered_route_that_stops_being_served_falls_back_to_the_othe
     # At 150 the remembered /get_server_info 404s, so /server_info is asked, and kept.
     assert engine.asked["/get_server_info"] == 2 and engine.asked["/server_info"] == 2
     assert all(_facts(r)["runtime.tensor_parallel_size"] == 2 for r in later)
+
+
+def test_real_sglang_0_5_9_document_gives_the_kv_pool_it_keeps_at_the_top_level() -> None:
+    # 0.5.9 reports max_total_num_tokens beside the server args, not in internal_states[0] (where
+    # older releases put it): both places are read.
+    doc = json.loads(REAL_SGLANG_0_5_9.read_text(encoding="utf-8"))
+    assert "max_total_num_tokens" not in doc["internal_states"][0]
+    [endpoint] = [e for e in SGLANG_METRICS.info_endpoints if e.path == "/server_info"]
+    builder = FactBuilder("runtime_metrics")
+    assert interpret_info(endpoint, doc, builder, "/get_server_info") == []
+    facts = {f.key: f for f in builder.facts}
+    assert facts["runtime.max_total_tokens"].value == doc["max_total_num_tokens"] == 326223
+    assert (
+        facts["runtime.max_total_tokens"].provenance.detail == "/get_server_info field max_total_num_tokens"
+    )
+    older = {"internal_states": [{"max_total_num_tokens": 4096}]}
+    builder = FactBuilder("runtime_metrics")
+    interpret_info(endpoint, older, builder, "/get_server_info")
+    assert {f.key: f.value for f in builder.facts} == {"runtime.max_total_tokens": 4096}

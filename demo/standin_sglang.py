@@ -41,11 +41,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import random
-import signal
 import sys
 import time
 from collections import Counter
@@ -56,7 +54,7 @@ from typing import Any
 
 from aiohttp import web
 
-from demo.standin_vllm import SPEED, Histogram, OpenAIServing, openai_routes
+from demo.standin_vllm import SPEED, Histogram, OpenAIServing, openai_routes, run_until_signalled
 
 VERSION = "0.0.0.dev0+skewwatch.standin"
 COUNTS_PATH = "/standin/requests"
@@ -397,18 +395,8 @@ async def serve(engine: Engine) -> None:
     await web.TCPSite(runner, engine.args.host, engine.args.port).start()
     print(f"INFO: Uvicorn running on http://{engine.args.host}:{engine.args.port}", flush=True)
     print("The server is fired up and ready to roll!", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    last = time.monotonic()
     try:
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):  # the timeout is the simulation tick
-                await asyncio.wait_for(stop.wait(), timeout=0.25)
-            now = time.monotonic()
-            engine.tick(now - last)
-            last = now
+        await run_until_signalled(engine.tick)
     finally:
         await runner.cleanup()
 

@@ -34,11 +34,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import random
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -53,6 +51,7 @@ from demo.standin_vllm import (
     Histogram,
     OpenAIServing,
     openai_routes,
+    run_until_signalled,
 )
 
 # A release with the prefixed trtllm_ families and the PyTorch backend as default (1.3.0, the first
@@ -438,18 +437,8 @@ async def serve(opts: Options) -> None:
         flush=True,
     )
     print(f"INFO:     Uvicorn running on http://{opts.host}:{opts.port} (Press CTRL+C to quit)", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    last = time.monotonic()
     try:
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):  # the timeout is the simulation tick
-                await asyncio.wait_for(stop.wait(), timeout=0.25)
-            now = time.monotonic()
-            engine.tick(now - last)
-            last = now
+        await run_until_signalled(engine.tick)
     finally:
         await runner.cleanup()
 

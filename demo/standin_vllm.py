@@ -36,6 +36,7 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -519,6 +520,21 @@ def _read_ask(serving: OpenAIServing, body: object, api: str) -> _Ask | web.Resp
     )
 
 
+async def run_until_signalled(tick: Callable[[float], None], step_s: float = 0.25) -> None:
+    """Call ``tick(elapsed)`` every ``step_s`` (the simulation's clock) until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    last = time.monotonic()
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):  # the timeout is the simulation tick
+            await asyncio.wait_for(stop.wait(), timeout=step_s)
+        now = time.monotonic()
+        tick(now - last)
+        last = now
+
+
 async def _generate(serving: OpenAIServing, request: web.Request, api: str) -> web.StreamResponse:
     allowed = {f"Bearer {k}" for k in serving.api_keys}
     if allowed and request.headers.get("Authorization") not in allowed:
@@ -597,19 +613,8 @@ async def serve(args: argparse.Namespace) -> None:
     print(
         f"INFO [api_server.py:1880] Starting vLLM API server 0 on http://{args.host}:{args.port}", flush=True
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    last = time.monotonic()
     try:
-        while not stop.is_set():
-            # The timeout is the simulation tick, not an error.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=0.25)
-            now = time.monotonic()
-            engine.tick(now - last)
-            last = now
+        await run_until_signalled(engine.tick)
     finally:
         await runner.cleanup()
 
@@ -743,18 +748,8 @@ async def serve_dynamo(args: argparse.Namespace) -> None:
         flush=True,
     )
     print(f"INFO dynamo.vllm: worker serving dyn://dynamo.backend.generate (system port {port})", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    last = time.monotonic()
     try:
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):  # the timeout is the simulation tick
-                await asyncio.wait_for(stop.wait(), timeout=0.25)
-            now = time.monotonic()
-            engine.tick(now - last)
-            last = now
+        await run_until_signalled(engine.tick)
     finally:
         if runner is not None:
             await runner.cleanup()

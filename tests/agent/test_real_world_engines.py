@@ -95,6 +95,18 @@ def test_trtllm_page_is_told_by_its_prefix_and_reports_its_kv_cache_sizing() -> 
     assert result.notes == []
 
 
+def test_trtllm_placeholder_model_name_is_no_served_model_name() -> None:
+    # trtllm-serve labels every family model_name="undefined" (openai_server.py @ 0005772, and the
+    # real 1.1 page of aibrix #2004): a placeholder, not the model it serves.
+    pages = [
+        _interpret(TRTLLM_FROM_SOURCE),
+        interpret_families(_unprefixed_families(), process_engine=engine_named("trtllm")),
+    ]
+    for result in pages:
+        assert result.engine is not None and result.engine.name == "trtllm"
+        assert "runtime.served_model_name" not in _facts(result)
+
+
 def test_trtllm_window_gives_rates_latency_and_load_from_two_scrapes() -> None:
     obs = _window(TRTLLM_FROM_SOURCE)
     # Two finished requests, 14 prompt and 50 generated tokens, in the 10 s window.

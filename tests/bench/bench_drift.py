@@ -1,8 +1,9 @@
 """Snapshot arrival to open finding, with 1,000 workloads of 8 replicas stored.
 
 Set-up: a store with 1,000 workloads of 8 replicas each (60 facts per replica, all replicas of a
-workload alike) is written directly with sqlite3 after the collector's own migrations; a real
-collector process is started on it and finishes its initial evaluation of every workload. Then,
+workload alike) is written directly with sqlite3 after the collector's own migrations
+(``tests.bench.store_fleet``, shared with ``bench_ui``); a real collector process is started on it
+and finishes its initial evaluation of every workload. Then,
 for each of N changes, a client stream speaks for replica 0 of another workload and sends a
 snapshot with ``runtime.dtype`` changed; the clock starts when the snapshot is written to the
 stream and stops when ``GET /api/v1/findings?workload=…&status=open`` (polled every 2 ms) shows
@@ -14,94 +15,30 @@ same changed snapshot followed by ``get_pod`` — i.e. the durable write and rea
 The issue's target is p99 < 1 s.
 """
 
-# ruff: noqa: E501  (SQL and fact tables read better unwrapped)
-
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sqlite3
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import grpc
 
-from collector.store.codec import encode_facts, encode_fingerprint, encode_provenance, encode_sources
 from collector.store.sqlite import SqliteStore
-from demo.harness import free_port
 from proto.skewwatch.v1 import skewwatch_pb2 as pb
 from proto.skewwatch.v1 import skewwatch_pb2_grpc as pb_grpc
 from skewwatch import PROTOCOL_VERSION, __version__
-from skewwatch.core.facts import Snapshot, SourceState, SourceStatus, make_fact
-from skewwatch.core.fingerprint import fingerprint_facts
 from skewwatch.core.identity import PodIdentity, PodKey
 from skewwatch.wire import snapshot_to_proto
 from tests.bench.common import Figure
+from tests.bench.store_fleet import REPLICAS, WORKLOADS, populate, stored_collector
+from tests.bench.store_fleet import replica_snapshot as _snapshot
 
-WORKLOADS = 1000
-REPLICAS = 8
 CHANGES = 200
-
-
-def _facts(pod: str, dtype: str) -> dict[str, Any]:
-    f: dict[str, Any] = {f"runtime.args.flag_{j}": f"value-{j}" for j in range(40)}
-    f.update(
-        {f"model.files.shard-{j:05d}.safetensors": {"sha256": "ab" * 32, "bytes": 4 << 30} for j in range(10)}
-    )
-    f.update({"runtime.engine": "vllm", "runtime.dtype": dtype, "runtime.max_model_len": 8192,
-              "runtime.served_model_name": "llama", "hardware.gpu.product": "h100-80gb", "hardware.gpu.count": 1,
-              "serving.port": 8000, "orchestration.image_digest": "sha256:" + "c" * 64, "orchestration.pod": pod})  # fmt: skip
-    return f
-
-
-def _snapshot(pod: str, dtype: str) -> Snapshot:
-    fs = [make_fact(k, v, "process", "arg") for k, v in _facts(pod, dtype).items()]
-    return Snapshot(
-        facts={f.key: f for f in fs},
-        sources={"process": SourceStatus("process", SourceState.OK)},
-        fingerprint=fingerprint_facts(fs),
-        collected_at=time.time(),
-    )
-
-
-def _populate(path: Path) -> None:
-    store = SqliteStore(path)
-    asyncio.run(store.open())
-    asyncio.run(store.close())
-    db = sqlite3.connect(path, isolation_level=None)
-    now = time.time()
-    db.execute("BEGIN")
-    for w in range(WORKLOADS):
-        for r in range(REPLICAS):
-            pod = f"llm{w}-{r}"
-            snap = _snapshot(pod, "float16")
-            facts = encode_facts({k: f.value for k, f in snap.facts.items()})
-            prov = encode_provenance({k: f.provenance for k, f in snap.facts.items()})
-            sources = encode_sources(snap.sources)
-            fps = encode_fingerprint(snap.fingerprint)
-            cur = db.execute(
-                "INSERT INTO snapshots (namespace, pod, sequence, agent_id, collected_at, received_at, fingerprint,"
-                " fingerprints, facts, provenance, sources) VALUES ('bench', ?, 1, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (pod, pod, now, now, snap.fingerprint.overall, fps, facts, prov, sources),
-            )
-            db.execute(
-                "INSERT INTO pods (namespace, pod, node, workload, workload_source, agent_id, agent_version,"
-                " first_seen, last_seen, last_sequence, current_snapshot_id, current_fingerprint, current_sequence,"
-                " current_collected_at, current_received_at, current_facts, current_provenance, current_sources,"
-                " current_fingerprints) VALUES ('bench', ?, 'node', ?, 'env', ?, ?, ?, ?, 1, ?, ?, 1, ?, ?, ?, ?, ?, ?)",
-                (pod, f"bench/Deployment/llm{w}", pod, __version__, now, now, cur.lastrowid,
-                 snap.fingerprint.overall, now, now, facts, prov, sources, fps),
-            )  # fmt: skip
-    db.execute("COMMIT")
-    db.close()
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -169,31 +106,11 @@ async def _changes(target: str, api: str) -> list[float]:
 def run() -> list[Figure]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        _populate(root / "store.db")
-        _populate(root / "reference.db")
+        populate(root / "store.db")
+        populate(root / "reference.db")
         reference = asyncio.run(_store_round_trips(root / "reference.db"))
-        grpc_port, http_port = free_port(), free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SKEWWATCH_")}
-        env["SKEWWATCH_BASELINE_STABLE"] = "0"
-        log = root / "collector.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "skewwatch.cli", "collector", "--grpc", f"127.0.0.1:{grpc_port}",
-                 "--http", f"127.0.0.1:{http_port}", "--store", f"sqlite:///{root}/store.db"],
-                env=env, stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        try:
-            deadline = time.monotonic() + 300
-            while "initial evaluation of" not in log.read_text():
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"collector did not finish its initial evaluation:\n{log.read_text()[-2000:]}"
-                    )
-                time.sleep(0.2)
-            latencies = asyncio.run(_changes(f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{http_port}"))
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+        with stored_collector(root / "store.db", root) as collector:
+            latencies = asyncio.run(_changes(collector.grpc_target, collector.http))
     ref = "bare SqliteStore record_snapshot + get_pod round trip, same percentile, same store size"
     scale = f"[{WORKLOADS} workloads x {REPLICAS} replicas, {CHANGES} changes]"
     return [

@@ -92,6 +92,7 @@ PROBE = """
     out.renderedAt = performance.now();
     const api = performance.getEntriesByType('resource')
       .filter(e => new URL(e.name).pathname.startsWith('/api/'));
+    out.apiCached = api.filter(e => e.transferSize === 0).map(e => e.name);
     out.apiSpan = api.length
       ? Math.max(...api.map(e => e.responseEnd)) - Math.min(...api.map(e => e.startTime)) : null;
     out.assetBytes = performance.getEntriesByType('navigation').concat(
@@ -188,6 +189,8 @@ def _load(page: Any, url: str) -> tuple[dict[str, Any], list[str]]:
         page.remove_listener("request", on_request)
     if record["state"] != "ready":
         raise RuntimeError(f"{url}: data-state={record['state']!r}: {record['error'][:500]!r}")
+    if record["apiCached"]:  # the load would not be the API's: the ratio would mean nothing
+        raise RuntimeError(f"{url}: API answers came from the browser's cache: {record['apiCached']}")
     return record, requested
 
 

@@ -1,0 +1,142 @@
+"""Fixtures of the browser tests: real collectors fed by real agents, and headless Chromium.
+
+- ``drift``: one collector (open API) with a ModelSpec intent; prod/llama runs 3 stand-in vLLM
+  replicas, one restarted with another --max-model-len so that it drifts from the intent and from
+  its peers; staging/llama runs one conforming replica; team-a/llama's one replica carries an
+  HTML payload in its --served-model-name, which the pages must show as text. Built once per
+  module (each process start costs seconds), stopped whatever happens.
+- ``guarded``: a collector with --api-tokens and one replica, for the login form.
+- ``browser``: Debian's /usr/bin/chromium launched by Playwright (never a downloaded browser).
+- ``artifacts``: where every page's screenshot goes ($SKEWWATCH_UI_ARTIFACTS, else a temporary
+  directory), printed at the end of the run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.scenario import MODELSPEC, PORTS_POLICY
+from tests.ui.scenario import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    DRIFT_KEY,
+    HTML_PAYLOAD,
+    HTML_POD,
+    NS_DRIFT,
+    NS_HTML,
+    NS_OK,
+    ODD,
+    PRIMARY,
+    READ_TOKEN,
+    STAGING_POD,
+    UiScenario,
+)
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    where = os.environ.get("SKEWWATCH_UI_ARTIFACTS")
+    path = Path(where) if where else tmp_path_factory.mktemp("ui-artifacts")
+    path.mkdir(parents=True, exist_ok=True)
+    request.config.stash[ARTIFACTS] = path
+    return path
+
+
+ARTIFACTS = pytest.StashKey[Path]()
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    path = config.stash.get(ARTIFACTS, None)
+    if path is not None:
+        terminalreporter.write_line(f"browser test screenshots: {path}")
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (.ci/run does)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture(scope="module")
+def drift(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiScenario]:
+    sc = UiScenario(tmp_path_factory.mktemp("ui-drift"))
+    try:
+        (sc.intents / "llama.yaml").write_text(MODELSPEC)
+        (sc.intents / "ports.yaml").write_text(PORTS_POLICY)
+        sc.start_collector()
+        sc.start_replica(STAGING_POD, NS_OK)
+        for pod in [*PRIMARY, ODD]:
+            sc.start_replica(pod, NS_DRIFT)
+        sc.start_replica(HTML_POD, NS_HTML, "--served-model-name", HTML_PAYLOAD)
+        # The odd replica is restarted with another context length: it drifts from the ModelSpec
+        # (2048) and from the two others.
+        sc.wait("4 prod/staging replicas at 2048", lambda: all(
+            (sc.pod(ns, p) or {"facts": {}})["facts"].get("runtime.max_model_len") == 2048
+            for ns, p in [(NS_OK, STAGING_POD), *((NS_DRIFT, p) for p in [*PRIMARY, ODD])]))  # fmt: skip
+        sc.restart_replica(ODD, NS_DRIFT, "--max-model-len", "4096")
+        sc.wait(
+            "prod/llama's max_model_len finding",
+            lambda: any(
+                f["key"] == DRIFT_KEY and f["pods"] == [ODD] for f in sc.open_findings(f"{NS_DRIFT}/llama")
+            ),
+            timeout_s=60,
+        )
+        sc.wait(
+            "the HTML payload reported",
+            lambda: sc.pod(NS_HTML, HTML_POD)["facts"].get("runtime.served_model_name") == HTML_PAYLOAD,
+        )
+        yield sc
+    finally:
+        sc.procs.stop_all()
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiScenario]:
+    tmp = tmp_path_factory.mktemp("ui-guarded")
+    tokens = tmp / "api-tokens"
+    tokens.write_text(f"read {READ_TOKEN}\n")
+    tokens.chmod(0o600)
+    sc = UiScenario(tmp, token=READ_TOKEN)
+    try:
+        (sc.intents / "llama.yaml").write_text(MODELSPEC)
+        (sc.intents / "ports.yaml").write_text(PORTS_POLICY)
+        sc.start_collector("--api-tokens", str(tokens))
+        sc.start_replica(STAGING_POD, NS_OK)
+        sc.wait("staging/llama reported", lambda: any(w["namespace"] == NS_OK for w in sc.workloads()))
+        yield sc
+    finally:
+        sc.procs.stop_all()
+
+
+def docs_images() -> Path | None:
+    """docs/images when SKEWWATCH_WRITE_SCREENSHOTS=1 (the README's pictures), else None."""
+    if os.environ.get("SKEWWATCH_WRITE_SCREENSHOTS") != "1":
+        return None
+    path = Path(__file__).resolve().parents[2] / "docs" / "images"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture
+def publish() -> Any:
+    """``publish(shot, name)``: copy a screenshot to docs/images/NAME when asked to."""
+
+    def copy(shot: Path, name: str) -> None:
+        target = docs_images()
+        if target is not None:
+            shutil.copyfile(shot, target / name)
+
+    return copy

@@ -356,6 +356,7 @@ class Collector:
             events=self.telemetry,
             tokens=tokens,
             metrics_auth=self.settings.metrics_auth,
+            ui=True,
         )
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.settings.shutdown_grace_s)
         await runner.setup()

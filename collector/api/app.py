@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from collector import ui as ui_routes
 from collector.api import auth, body, openapi, views
 from collector.api import drift as drift_routes
 from collector.api import evidence as evidence_routes
@@ -176,7 +177,12 @@ async def pod_history(request: web.Request) -> web.Response:
     assert limit is not None
     before = int_param(request, "before", None, 1, 2**62)
     page = await request.app[PODS].history(key, limit, before, include_facts=_bool_param(request, "facts"))
-    return web.json_response(views.history(page))
+    out = views.history(page)
+    # ?observations=N: the pod's last N observation windows too (the web view's sparklines).
+    windows = int_param(request, "observations", None, 1, MAX_HISTORY_LIMIT)
+    if windows is not None:
+        out["observations"] = views.observation_series(await request.app[PODS].observations(key, windows))
+    return web.json_response(out)
 
 
 ROUTES: tuple[tuple[str, str, Any], ...] = (
@@ -212,6 +218,7 @@ def create_app(
     events: ServiceEvents | None = None,
     tokens: TokenFile | None = None,
     metrics_auth: bool = False,
+    ui: bool = False,
 ) -> web.Application:
     """The API app over the pod queries ``pods`` (which also answer /readyz's store and stream
     checks); ``grpc_serving`` tells /readyz whether ingest is up; with ``queries``, the drift
@@ -222,7 +229,8 @@ def create_app(
     told of each request refused for a limit (``limit_exceeded``; default: no one) and, with
     ``tokens`` (``auth.load_tokens``), of each refused for its credentials: every ``/api/v1``
     route then needs a bearer token of the role ``auth.ROUTE_ROLES`` gives it, ``/metrics`` too
-    with ``metrics_auth`` (collector/api/auth.py)."""
+    with ``metrics_auth`` (collector/api/auth.py); with ``ui``, the web view's pages and assets
+    under ``/ui/`` (collector/ui: open, not in the OpenAPI document, like ``/metrics``)."""
     limits = limits if limits is not None else body.DEFAULT_LIMITS
     middlewares: list[Any] = [errors_middleware]
     if tokens is not None:
@@ -245,6 +253,8 @@ def create_app(
     if metrics is not None:
         app[METRICS] = metrics
         app.router.add_get("/metrics", serve_metrics)  # Prometheus text, not in the OpenAPI document
+    if ui:
+        ui_routes.add_routes(app)  # static pages calling /api/v1, not in the OpenAPI document
     if queries is not None:
         app[drift_routes.QUERIES] = queries
         pool = body.ParsePool(limits)

@@ -7,7 +7,9 @@ and everything ``read`` may). :data:`ROUTE_ROLES` classifies every route the app
 method and path pattern; a route missing from it needs ``admin`` (fail closed), and a test checks
 that nothing the app serves is missing. ``/healthz``, ``/readyz`` and the OpenAPI document are
 open (probes, and clients discovering the scheme: the document is static and holds no data);
-``/metrics`` is open unless ``metrics_auth``, then it needs ``read``. A request for a path under
+``/metrics`` is open unless ``metrics_auth``, then it needs ``read``. The web view's routes
+(``/ui``, :data:`UI_ROUTE_ROLES`, registered with ``create_app(ui=True)``) are open too: they
+serve the static pages only, which then call ``/api/v1`` with the user's token. A request for a path under
 ``/api/v1`` that matches no route (404, 405) needs a valid token of either role first, so the
 API's shape is not probed without one.
 
@@ -78,13 +80,28 @@ ROUTE_ROLES: Final[dict[tuple[str, str], str]] = {
     ("DELETE", "/api/v1/intents/{kind}/{name}"): ADMIN,
 }
 
+# The web view's routes (collector/ui): the static bundle, no data, so no token. Apart from
+# ROUTE_ROLES, the API app's table, as /ui is served only with create_app(ui=True); the two
+# tables share no route and route_role reads both (tests/collector/test_ui_routes.py checks
+# that this one names exactly the routes collector.ui registers).
+UI_ROUTE_ROLES: Final[dict[tuple[str, str], str]] = {
+    ("GET", "/ui"): OPEN,
+    ("GET", "/ui/"): OPEN,
+    ("GET", "/ui/workloads/{namespace}/{name}"): OPEN,
+    ("GET", "/ui/diff"): OPEN,
+    ("GET", "/ui/pods/{namespace}/{pod}"): OPEN,
+    ("GET", "/ui/static/{asset}"): OPEN,
+}
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
 def route_role(method: str, pattern: str) -> str:
-    """The role ``method pattern`` needs per :data:`ROUTE_ROLES`; one missing needs ``admin``."""
-    return ROUTE_ROLES.get(("GET" if method == "HEAD" else method, pattern), ADMIN)
+    """The role ``method pattern`` needs per :data:`ROUTE_ROLES` (or :data:`UI_ROUTE_ROLES`); one
+    missing from both needs ``admin``."""
+    route = ("GET" if method == "HEAD" else method, pattern)
+    return ROUTE_ROLES.get(route) or UI_ROUTE_ROLES.get(route, ADMIN)
 
 
 def needed_role(request: web.Request, metrics_auth: bool) -> str | None:

@@ -327,6 +327,17 @@ SCHEMAS: dict[str, Any] = {
                 "type": ["integer", "null"],
                 "description": "Pass as ?before= for the next (older) page; null at the first snapshot",
             },
+            "observations": {
+                "type": "array",
+                "description": "With ?observations=N: the last N observation windows, newest first",
+                "items": _obj(
+                    {
+                        "at": _TS,
+                        "window_seconds": {"type": "number"},
+                        "values": {"type": "object", "additionalProperties": {"type": "number"}},
+                    }
+                ),
+            },
             "events": {
                 "type": "array",
                 "description": "Engine events (restarts) and the agent's outbox drops (outbox_dropped: "
@@ -344,7 +355,8 @@ SCHEMAS: dict[str, Any] = {
                     }
                 ),
             },
-        }
+        },
+        required=["namespace", "pod", "limit", "snapshots", "next_before", "events"],
     ),
 }
 
@@ -437,6 +449,12 @@ PATHS: dict[str, Any] = {
                     "in": "query",
                     "description": "Only snapshots with an id below this (paging)",
                     "schema": {"type": "integer", "minimum": 1, "maximum": 2**62},
+                },
+                {
+                    "name": "observations",
+                    "in": "query",
+                    "description": "Also the pod's last N stored observation windows (observations)",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
                 },
             ],
             "responses": {
@@ -696,6 +714,22 @@ SCHEMAS.update(
                 },
                 "silenced_findings": {"type": "integer", "description": "open but silenced now"},
                 "baseline_recorded_at": _NULLABLE_TS,
+                "open_findings_by_category": {
+                    "type": "object",
+                    "additionalProperties": {"type": "object", "additionalProperties": _INT},
+                    "description": "open findings by category, then severity, silenced ones left out",
+                },
+                "silent_pods": {
+                    "type": "integer",
+                    "description": "pods stored for it whose agent was not heard from within replica_stale_s",
+                },
+                "intent_bound": {"type": "boolean", "description": "whether an intent binds it now"},
+                "drift_state": {
+                    "type": "string",
+                    "enum": ["in_intent", "drifting", "no_intent", "no_baseline"],
+                    "description": "the first that holds: drifting (an open finding, silenced aside), "
+                    "no_intent (no intent binds it), no_baseline (none recorded), else in_intent",
+                },
             }
         ),
         "WorkloadList": _listed("workloads", _ref("WorkloadSummary")),
@@ -791,6 +825,14 @@ SCHEMAS.update(
                 },
                 "to": {"type": ["object", "null"], "additionalProperties": _ANY},
                 "changes": {"type": "array", "items": _ref("FactChange")},
+                "provenance": _obj(
+                    {
+                        side: {"type": "object", "additionalProperties": _ref("Provenance")}
+                        for side in ("from", "to")
+                    },
+                    description="where each side's value of a changed key came from, for a side that "
+                    "names a stored snapshot or baseline (an intent or a pod template has none)",
+                ),
                 "checks": {"type": "array", "items": _ref("Check")},
                 "template": {
                     "oneOf": [{"type": "null"}, _ref("Diff")],

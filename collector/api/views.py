@@ -8,10 +8,11 @@ refused claims.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from collector.domain.diff import diff_facts
+from collector.domain.records import ObservationsRecord
 from collector.service.pods import PodHistory, PodView
 from skewwatch.core.facts import Provenance, SourceState, SourceStatus
 
@@ -99,6 +100,18 @@ def pod_detail(view: PodView) -> JSON:
         out["observations_at"] = observations.at
         out["observations_window_seconds"] = observations.window_s
     return out
+
+
+def observation_series(rows: Sequence[ObservationsRecord]) -> list[JSON]:
+    """Stored observation windows, newest first: each one's end, length and values by name."""
+    return [
+        {
+            "at": r.at,
+            "window_seconds": r.window_s,
+            "values": {n: o.value for n, o in sorted(r.items.items())},
+        }
+        for r in rows
+    ]
 
 
 def history(page: PodHistory) -> JSON:

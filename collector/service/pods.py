@@ -185,6 +185,11 @@ class Pods:
         page = [e for e in await self.store.pod_events(key, MAX_HISTORY_LIMIT) if lo <= e.at < hi]
         return PodHistory(key, rows, limit, page, include_facts)
 
+    async def observations(self, key: PodKey, limit: int) -> Sequence[ObservationsRecord]:
+        """The pod's last ``limit`` stored observation windows, newest first (its time series)."""
+        await self._known(key)
+        return await self.store.observation_history(key, limit)
+
     # -- mutations -------------------------------------------------------------------------------
 
     async def delete(self, key: PodKey) -> None:

@@ -27,7 +27,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from collector.baseline.model import compare_config
@@ -40,6 +40,7 @@ from collector.domain.records import FindingEvent, FindingQuery, IntentRecord, S
 from collector.domain.replicas import config_facts, differing_keys, groups, majority_group
 from collector.drift.engine import Evaluation
 from collector.errors import BadRequestError, ConflictError, NotFoundError
+from collector.intent.binding import bind
 from collector.intent.evaluate import Check
 from collector.intent.model import Intent
 from collector.service.cluster import ClusterState
@@ -64,6 +65,7 @@ JSON = dict[str, Any]
 DIFF_MODES = ("last_good", "baseline", "intent", "revisions", "pods")
 LAST_GOOD_DEPTH = 100
 RESOLVED_SHOWN = 20  # resolved findings a workload's answer lists after its active ones
+MAX_FLEET_FINDINGS = 100_000  # open findings the workload list counts by category, at most
 BASELINE_HISTORY = 50
 # Intents posted through the API the collector keeps at most (each one is in memory and in the
 # store; the directory's are bounded by its file limits); more are refused naming the limit.
@@ -74,6 +76,20 @@ LIMIT_API_INTENTS = "max_api_intents"
 def workload_state(live_replicas: int) -> str:
     """``serving`` while a pod of the workload was heard from within replica_stale_s, else ``no-replicas``."""
     return "serving" if live_replicas else "no-replicas"
+
+
+# The fleet page's one word for a workload (GET /api/v1/workloads ``drift_state``), first that holds:
+# drifting (an open finding, silenced ones aside), no_intent (no intent binds it), no_baseline
+# (none recorded), else in_intent.
+DRIFT_STATES = ("in_intent", "drifting", "no_intent", "no_baseline")
+
+
+def drift_state(open_findings: int, intent_bound: bool, baseline: bool) -> str:
+    if open_findings:
+        return "drifting"
+    if not intent_bound:
+        return "no_intent"
+    return "in_intent" if baseline else "no_baseline"
 
 
 def _names(workload: str) -> JSON:
@@ -96,6 +112,9 @@ class WorkloadSummary:
     open_findings: Mapping[str, int]  # severity -> open, in severity order (silenced apart)
     silenced_findings: int
     baseline_recorded_at: float | None
+    # category -> severity -> open (silenced apart), both in their usual order.
+    open_by_category: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    intent_bound: bool = False  # an intent (ModelSpec or SkewPolicy) binds the workload
 
     def as_dict(self) -> JSON:
         return {
@@ -109,6 +128,13 @@ class WorkloadSummary:
             "open_findings": dict(self.open_findings),
             "silenced_findings": self.silenced_findings,
             "baseline_recorded_at": self.baseline_recorded_at,
+            "open_findings_by_category": {c: dict(v) for c, v in self.open_by_category.items()},
+            # Pods stored for it whose agent has not been heard from within replica_stale_s.
+            "silent_pods": self.pods - self.replicas_live,
+            "intent_bound": self.intent_bound,
+            "drift_state": drift_state(
+                sum(self.open_findings.values()), self.intent_bound, self.baseline_recorded_at is not None
+            ),
         }
 
 
@@ -146,7 +172,7 @@ class WorkloadView:
         facts = dict(rep.facts) if rep else {}
         return {
             **_names(self.workload),
-            "replicas": [_replica_json(r, self.majority) for r in self.replicas],
+            "replicas": [_replica_json(r, self.majority, rep, self.divergent_keys) for r in self.replicas],
             "replicas_live": len(self.replicas),
             "state": workload_state(len(self.replicas)),
             "configurations": [{"fingerprint": sig, "pods": list(pods)} for sig, pods in self.configurations],
@@ -164,7 +190,9 @@ class WorkloadView:
         }
 
 
-def _replica_json(r: Replica, majority: frozenset[str]) -> JSON:
+def _replica_json(
+    r: Replica, majority: frozenset[str], rep: Replica | None, divergent: Sequence[str]
+) -> JSON:
     return {
         "pod": r.pod,
         "fingerprint": r.fingerprint,
@@ -173,6 +201,8 @@ def _replica_json(r: Replica, majority: frozenset[str]) -> JSON:
         "in_majority": r.pod in majority,
         "snapshot_id": r.snapshot_id,
         "observations": {n: o.value for n, o in sorted(r.observations[0].items())} if r.observations else {},
+        # The divergent keys on which this pod's value is not the majority's (its newest replica's).
+        "differs": [k for k in divergent if rep is not None and r.facts.get(k) != rep.facts.get(k)],
     }
 
 
@@ -433,6 +463,8 @@ class DiffResult:
     # The last_good mode's pod-template diff (last-good revision -> current), or None and why.
     template: DiffResult | None = None
     template_why: str | None = None
+    # Where each side's value of a changed key came from: {"from"|"to": {key: provenance}}.
+    provenance: Mapping[str, Mapping[str, JSON]] | None = None
 
     def as_dict(self) -> JSON:
         out: JSON = {
@@ -441,6 +473,7 @@ class DiffResult:
             "from": self.from_.as_dict() if self.from_ else None,
             "to": self.to.as_dict() if self.to else None,
             "changes": [c.as_dict() for c in self.changes],
+            "provenance": {side: dict((self.provenance or {}).get(side, {})) for side in ("from", "to")},
         }
         if self.checks is not None:
             out["checks"] = [c.as_dict() for c in self.checks]
@@ -592,7 +625,9 @@ class Queries:
         for b in await self.store.pod_briefs():
             by_workload.setdefault(workload_id(b.key.namespace, b.key.pod, b.workload), []).append(b)
         counts = await self.store.open_finding_counts(now)
+        by_category = await self._open_by_category(now)
         baselines = {bl.workload: bl for bl in await self.store.list_baselines()}
+        intents = self.drift.registry.intents()
         out = []
         pools = {p.pool: p for p in self.cluster.pools()} if self.cluster is not None else {}
         for w in sorted(by_workload.keys() | pools.keys()):
@@ -608,6 +643,7 @@ class Queries:
                 live_seen = [x for x in seen if now - x[0] <= stale_s]
             count = counts.get(w, {})
             base = baselines.get(w)
+            bound = bool(intents) and await self._intent_bound(w, intents)
             out.append(
                 WorkloadSummary(
                     workload=w,
@@ -623,9 +659,36 @@ class Queries:
                     ),
                     silenced_findings=count.get("silenced", 0),
                     baseline_recorded_at=base.recorded_at if base else None,
+                    open_by_category=by_category.get(w, {}),
+                    intent_bound=bound,
                 )
             )
         return out
+
+    async def _open_by_category(self, now: float) -> dict[str, dict[str, dict[str, int]]]:
+        """workload -> category -> severity -> open findings, silenced ones (at ``now``) left out."""
+        rows = await self.store.list_findings(FindingQuery(status="open", limit=MAX_FLEET_FINDINGS))
+        counts: dict[str, dict[str, dict[str, int]]] = {}
+        for f in rows:
+            until = (f.silence or {}).get("until")
+            if isinstance(until, int | float) and until > now:
+                continue
+            sev = counts.setdefault(f.workload, {}).setdefault(f.category, {})
+            sev[f.severity] = sev.get(f.severity, 0) + 1
+        return {
+            w: {
+                c: dict(sorted(v.items(), key=lambda kv: SEVERITY_ORDER.get(kv[0], 9)))
+                for c, v in sorted(cats.items())
+            }
+            for w, cats in counts.items()
+        }
+
+    async def _intent_bound(self, workload: str, intents: Sequence[Intent]) -> bool:
+        """Whether an intent binds ``workload`` now, as its evaluation would bind it."""
+        if self.drift.is_pool(workload):
+            ev, _, _ = await self.drift.evaluate_only(workload)
+            return bool(ev.bound.intents)
+        return bool(bind(intents, workload, await self.drift.replicas(workload)).intents)
 
     async def _context(self, workload: str) -> _DiffContext:
         ev, replicas, baseline = await self.drift.evaluate_only(workload)
@@ -875,7 +938,28 @@ class Queries:
         mode = _DIFF.get(request.mode)
         if mode is None:
             raise BadRequestError(f"diff mode {request.mode[:40]!r} is not one of {', '.join(DIFF_MODES)}")
-        return await mode(self, await self._context(workload), request)
+        ctx = await self._context(workload)
+        result = await mode(self, ctx, request)
+        return replace(result, provenance=await self._diff_provenance(ctx, result))
+
+    async def _diff_provenance(self, ctx: _DiffContext, result: DiffResult) -> dict[str, dict[str, JSON]]:
+        """The provenance of each changed key on each side that names a stored snapshot or baseline."""
+        keys = {c.key for c in result.changes}
+        out: dict[str, dict[str, JSON]] = {}
+        for name, side in (("from", result.from_), ("to", result.to)):
+            prov: Mapping[str, Any] = {}
+            if side is not None and side.ref == "snapshot" and side.ref_id is not None:
+                snap = await self.store.get_snapshot(side.ref_id)
+                prov = snap.provenance if snap is not None else {}
+            elif (
+                side is not None
+                and side.ref == "baseline"
+                and ctx.baseline is not None
+                and side.ref_id in (None, ctx.baseline.id)
+            ):
+                prov = ctx.baseline.provenance
+            out[name] = {k: prov[k].as_dict() for k in sorted(keys) if k in prov}
+        return out
 
     async def _diff_intent(self, ctx: _DiffContext, request: DiffRequest) -> DiffResult:
         ev = ctx.evaluation

@@ -24,8 +24,11 @@ Figures per page P (``ui.P.…[scale]``):
 - ``ready_p50``, ``ready_p95`` (s): navigation start to ``data-state="ready"``; reference: the same
   percentile of the page's API calls from urllib.
 - ``rendered_p50`` (s): to the first frame after ready; reference: as ``ready_p50``.
-- ``api_in_page_p50`` (s): the span of the page's own API fetches (Resource Timing, first start
-  to last response end); reference: as ``ready_p50``, so the ratio is the browser's fetch overhead.
+- where the ready time goes, from Resource Timing (reference: as ``ready_p50``):
+  ``before_api_p50`` (s), navigation start to the first API fetch's start (HTML, scripts);
+  ``api_in_page_p50`` (s), the first fetch's start to the last one's response end (its ratio is
+  the browser's fetch overhead over urllib's); ``after_api_p50`` (s), that end to ready (JSON
+  parsing and DOM building).
 - ``api_bytes`` (By): the API answers' bodies; reference: the page's HTML and static assets
   (decoded body sizes, Resource Timing), what the page costs apart from its data.
 - ``js_heap_used`` (By): V8's used heap after a forced GC, after the last load (CDP
@@ -93,8 +96,8 @@ PROBE = """
     const api = performance.getEntriesByType('resource')
       .filter(e => new URL(e.name).pathname.startsWith('/api/'));
     out.apiCached = api.filter(e => e.transferSize === 0).map(e => e.name);
-    out.apiSpan = api.length
-      ? Math.max(...api.map(e => e.responseEnd)) - Math.min(...api.map(e => e.startTime)) : null;
+    out.apiStart = api.length ? Math.min(...api.map(e => e.startTime)) : null;
+    out.apiEnd = api.length ? Math.max(...api.map(e => e.responseEnd)) : null;
     out.assetBytes = performance.getEntriesByType('navigation').concat(
       performance.getEntriesByType('resource').filter(e => !new URL(e.name).pathname.startsWith('/api/')))
       .reduce((n, e) => n + (e.decodedBodySize || 0), 0);
@@ -124,7 +127,9 @@ PROBE = """
 class PageRun:
     ready: list[float] = field(default_factory=list)
     rendered: list[float] = field(default_factory=list)
+    before_api: list[float] = field(default_factory=list)
     api_in_page: list[float] = field(default_factory=list)
+    after_api: list[float] = field(default_factory=list)
     reference: list[float] = field(default_factory=list)
     api_urls: list[str] = field(default_factory=list)
     api_bytes: int = 0
@@ -206,8 +211,10 @@ def _measure(page: Any, cdp: Any, url: str) -> PageRun:
             raise RuntimeError(f"{url}: API calls changed between loads: {run.api_urls} then {urls}")
         run.ready.append(record["readyAt"] / 1000)
         run.rendered.append(record["renderedAt"] / 1000)
-        if record["apiSpan"] is not None:
-            run.api_in_page.append(record["apiSpan"] / 1000)
+        if record["apiStart"] is not None:
+            run.before_api.append(record["apiStart"] / 1000)
+            run.api_in_page.append((record["apiEnd"] - record["apiStart"]) / 1000)
+            run.after_api.append((record["readyAt"] - record["apiEnd"]) / 1000)
         seconds, bodies = _fetch_all(run.api_urls)
         run.reference.append(seconds)
         run.api_bytes = sum(len(b) for b in bodies)
@@ -233,9 +240,13 @@ def _figures(name: str, run: PageRun, blank_heap: float, scale: str) -> list[Fig
         Figure(f"ui.{name}.js_heap_used{scale}", run.heap_used, "By",
                "the same tab's JS heap on about:blank, after GC", blank_heap),
     ]  # fmt: skip
-    if run.api_in_page:
-        out.insert(3, Figure(f"ui.{name}.api_in_page_p50{scale}", statistics.median(run.api_in_page), "s",
-                             f"{ref}, p50", statistics.median(run.reference)))  # fmt: skip
+    if run.api_in_page:  # where the ready time goes: before, during and after the page's fetches
+        out[3:3] = [
+            Figure(f"ui.{name}.{part}_p50{scale}", statistics.median(values), "s", f"{ref}, p50",
+                   statistics.median(run.reference))
+            for part, values in (("before_api", run.before_api), ("api_in_page", run.api_in_page),
+                                 ("after_api", run.after_api))
+        ]  # fmt: skip
     if name == "fleet":
         out.append(Figure(f"ui.fleet.dom_elements{scale}", run.elements, "1",
                           "workloads in the API answer (elements per row)", run.workloads))  # fmt: skip

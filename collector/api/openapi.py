@@ -831,7 +831,8 @@ SCHEMAS.update(
                         for side in ("from", "to")
                     },
                     description="where each side's value of a changed key came from, for a side that "
-                    "names a stored snapshot or baseline (an intent or a pod template has none)",
+                    "names a stored snapshot or baseline; absent when neither side has any (an intent, "
+                    "a pod template, or no change)",
                 ),
                 "checks": {"type": "array", "items": _ref("Check")},
                 "template": {

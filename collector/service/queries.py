@@ -473,8 +473,9 @@ class DiffResult:
             "from": self.from_.as_dict() if self.from_ else None,
             "to": self.to.as_dict() if self.to else None,
             "changes": [c.as_dict() for c in self.changes],
-            "provenance": {side: dict((self.provenance or {}).get(side, {})) for side in ("from", "to")},
         }
+        if self.provenance and any(self.provenance.values()):  # a side naming a snapshot or baseline
+            out["provenance"] = {side: dict(self.provenance.get(side, {})) for side in ("from", "to")}
         if self.checks is not None:
             out["checks"] = [c.as_dict() for c in self.checks]
         if self.mode == "last_good":

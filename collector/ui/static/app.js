@@ -55,6 +55,11 @@ function show(value) {
   return JSON.stringify(value);
 }
 
+// A measurement as text: six significant digits (the API's value is in the title of its cell).
+function num(value) {
+  return typeof value === "number" && !Number.isInteger(value) ? String(+value.toPrecision(6)) : show(value);
+}
+
 function when(ts) {
   if (ts === null || ts === undefined) return "—";
   return new Date(ts * 1000).toISOString().replace(".000", "").replace("T", " ");
@@ -258,7 +263,7 @@ function sparkline(values, label) {
 function perPod(replicas, name) {
   const parts = replicas
     .filter((r) => r.observations && name in r.observations)
-    .map((r) => `${r.pod}: ${show(r.observations[name])}`);
+    .map((r) => `${r.pod}: ${num(r.observations[name])}`);
   return parts.length ? parts.join("; ") : "—";
 }
 
@@ -303,11 +308,11 @@ async function workloadPage(namespace, name, kind) {
   const perf = baseline && Object.keys(baseline.performance).length ? baseline.performance : null;
   const metricNames = perf ? Object.keys(perf)
     : [...new Set(w.replicas.flatMap((r) => Object.keys(r.observations || {})))].sort();
-  const load = baseline ? Object.entries(baseline.load).map(([k, v]) => `${k} ${show(v)}`).join(", ") : "";
+  const load = baseline ? Object.entries(baseline.load).map(([k, v]) => `${k} ${num(v)}`).join(", ") : "";
   const perfRows = metricNames.map((m) =>
     h("tr", { "data-metric": m },
       h("th", { scope: "row" }, m),
-      h("td", { class: "baseline" }, perf && m in perf ? show(perf[m]) : "—"),
+      h("td", { class: "baseline", title: perf && m in perf ? show(perf[m]) : null }, perf && m in perf ? num(perf[m]) : "—"),
       h("td", { class: "current" }, perPod(w.replicas, m)),
       h("td", { class: "load" }, baseline ? `baseline at ${load || "—"}; now ${perPod(w.replicas, "requests_per_s")} requests/s` : "no baseline"),
       h("td", { class: "plot" }, sparkline(series.map((o) => o.values[m]),

@@ -17,8 +17,10 @@ that DOM has been laid out and painted. The same page's API calls are read from 
 (Playwright's ``request`` event, each ``/api/`` URL) and, right after each load, fetched again from
 Python with urllib, one after another, each on a new connection as urllib makes it: the reference,
 so that machine and store speed cancel out and the ratio is the page's own cost (HTML, scripts,
-fetch, JSON parsing, DOM building). Pages that make their calls in parallel are thereby given a
-reference longer than their critical path (it is the sum of the calls).
+fetch, JSON parsing, DOM building). The workload page's two calls are made one after the other
+(the replica whose history it plots comes from the workload's answer), as the reference makes
+them; the pod page, whose two calls run in parallel, would get a reference longer than its
+critical path, and is not measured.
 
 Figures per page P (``ui.P.…[scale]``):
 - ``ready_p50``, ``ready_p95`` (s): navigation start to ``data-state="ready"``; reference: the same

@@ -169,6 +169,8 @@ def test_sglang_0_5_9_server_info_reports_the_resolved_server_args() -> None:
     assert values["runtime.gpu_memory_utilization"] == 0.8
     assert values["runtime.block_size"] == 1  # page_size
     assert values["runtime.chunked_prefill_size"] == 8192
+    # 0.5.9 keeps the KV pool's size at the top level, not in internal_states[0] (9133c7b).
+    assert values["runtime.max_total_tokens"] == 326223
     for fact in facts.values():
         assert fact.provenance.method == "runtime-reported"
         assert fact.provenance.detail.startswith("/get_server_info field ")

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from tests.ui.scenario import (
     CHROMIUM,
     CHROMIUM_ARGS,
     DRIFT_KEY,
+    ENGINE_KEY,
     HTML_PAYLOAD,
     HTML_POD,
     NS_DRIFT,
@@ -80,12 +80,16 @@ def drift(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiScenario]:
         sc.start_replica(STAGING_POD, NS_OK)
         for pod in [*PRIMARY, ODD]:
             sc.start_replica(pod, NS_DRIFT)
-        sc.start_replica(HTML_POD, NS_HTML, "--served-model-name", HTML_PAYLOAD)
+        sc.start_replica(HTML_POD, NS_HTML, "--served-model-name", HTML_PAYLOAD, "--api-key", ENGINE_KEY)
         # The odd replica is restarted with another context length: it drifts from the ModelSpec
         # (2048) and from the two others.
         sc.wait("4 prod/staging replicas at 2048", lambda: all(
             (sc.pod(ns, p) or {"facts": {}})["facts"].get("runtime.max_model_len") == 2048
             for ns, p in [(NS_OK, STAGING_POD), *((NS_DRIFT, p) for p in [*PRIMARY, ODD])]))  # fmt: skip
+        # Baselines recorded while all agree: staging/llama is then in intent, and prod/llama's
+        # workload page has a baseline to compare with (team-a/llama has none: "no baseline").
+        for ns in (NS_OK, NS_DRIFT):
+            sc.cli("baseline", f"{ns}/llama", "--record")
         sc.restart_replica(ODD, NS_DRIFT, "--max-model-len", "4096")
         sc.wait(
             "prod/llama's max_model_len finding",
@@ -100,7 +104,7 @@ def drift(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiScenario]:
         )
         yield sc
     finally:
-        sc.procs.stop_all()
+        sc.stop_all()
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +122,7 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiScenario]:
         sc.wait("staging/llama reported", lambda: any(w["namespace"] == NS_OK for w in sc.workloads()))
         yield sc
     finally:
-        sc.procs.stop_all()
+        sc.stop_all()
 
 
 def docs_images() -> Path | None:
@@ -132,11 +136,16 @@ def docs_images() -> Path | None:
 
 @pytest.fixture
 def publish() -> Any:
-    """``publish(shot, name)``: copy a screenshot to docs/images/NAME when asked to."""
+    """``publish(page, name, last)``: when asked to, the README's picture docs/images/NAME: the page
+    at its viewport's width from the top down to the element ``last`` (a whole long page reads
+    badly at README size)."""
 
-    def copy(shot: Path, name: str) -> None:
+    def shoot(page: Any, name: str, last: str) -> None:
         target = docs_images()
         if target is not None:
-            shutil.copyfile(shot, target / name)
+            box = page.locator(last).bounding_box()
+            width = int(page.viewport_size["width"])
+            clip = {"x": 0, "y": 0, "width": width, "height": int(box["y"] + box["height"]) + 16}
+            page.screenshot(path=str(target / name), full_page=True, clip=clip)
 
-    return copy
+    return shoot

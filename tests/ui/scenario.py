@@ -3,7 +3,10 @@ Scenario whose collector takes extra flags (``--api-tokens``) and whose API read
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,8 @@ HTML_POD = "llama-6f8e1-tma01"
 # the element: the test checks that no <img> is created at all).
 HTML_PAYLOAD = "<img src=x onerror=alert(document.domain)>"
 READ_TOKEN = "ui-test-read-token-7c1f2a9e5b"  # a test fixture's token, on loopback only
+# The HTML pod's engine key (--api-key): the agent redacts it; the pages show only the digest.
+ENGINE_KEY = "sk-uitest-9f3b2c7d1e5a4b6c8d0e"
 
 
 class UiScenario(Scenario):
@@ -54,6 +59,14 @@ class UiScenario(Scenario):
             env,
         )  # fmt: skip
         wait_for("collector ready", lambda: get_json(f"{self.api}/readyz") is not None, self.procs)
+
+    def stop_all(self) -> None:
+        """Every process stopped, signalled all at once (one by one, each waits for its exit)."""
+        for proc in self.procs.children.values():
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        self.procs.stop_all()
 
     def get(self, path: str) -> Any:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}

@@ -310,11 +310,14 @@ def test_login_asks_for_the_token_and_keeps_it_in_the_session(guarded: UiScenari
     pages.shot(page, "fleet-signed-in")
 
     # Kept for the browser session only: sessionStorage, never localStorage, a cookie or the URL.
-    assert page.evaluate(f"sessionStorage.getItem({TOKEN_KEY!r})") == READ_TOKEN
-    local = page.evaluate("JSON.stringify(Object.entries(localStorage))")
-    assert READ_TOKEN not in local
+    # (Booleans only in the assertions: a failure must not print the token.)
+    kept = page.evaluate(f"sessionStorage.getItem({TOKEN_KEY!r})") == READ_TOKEN
+    assert kept, f"sessionStorage[{TOKEN_KEY!r}] does not hold the token"
+    in_local = READ_TOKEN in page.evaluate("JSON.stringify(Object.entries(localStorage))")
+    assert not in_local, "the token is in localStorage"
     assert page.context.cookies() == [] and page.evaluate("document.cookie") == ""
-    assert READ_TOKEN not in page.url
+    in_url = READ_TOKEN in page.url
+    assert not in_url, "the token is in the URL"
     # A reload in the same tab keeps it; following a link sends it (the workload page loads).
     page.reload()
     settled(page)

@@ -1,5 +1,5 @@
 // skewwatch web view: the fleet, workload, diff and pod pages, filled from the collector's
-// JSON API (/api/v1) and nothing else. Contract: /work/notes/ui-contract.md, docs/ui.md.
+// JSON API (/api/v1) and nothing else. The pages and their DOM hooks: docs/ui.md.
 //
 // Every string from the API reaches the DOM through text nodes, textContent or setAttribute
 // (see h() below): fact values are written by the pods an agent watches, so they are never parsed

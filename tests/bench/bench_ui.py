@@ -64,20 +64,8 @@ from urllib.parse import urlsplit
 
 from tests.bench.common import Figure
 from tests.bench.store_fleet import REPLICAS, WORKLOADS, populate, stored_collector
+from tests.ui.scenario import CHROMIUM, CHROMIUM_ARGS  # launched as the browser tests launch it
 
-CHROMIUM = "/usr/bin/chromium"
-# As tests/ui: headless, as root in a container, and no background connections (the machine's
-# closed network refuses them, many at a time; /work/.library/env/machines/python.md).
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 WARMUP = 3
 LOADS = 30
 READY_TIMEOUT_MS = 60_000

@@ -57,7 +57,10 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.write_line(f"browser test screenshots: {path}")
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an event loop running in the main thread
+# while it is open, and every later test calling asyncio.run() (tests/verify, tests/webhook, …)
+# would fail with "cannot be called from a running event loop" if it stayed open until the end.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     # Skipped on a machine without them; under CI (which installs both) their absence fails, so
     # that the web view is never "tested" by skipping (as tests/support/postgres.py does).

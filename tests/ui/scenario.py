@@ -15,8 +15,9 @@ from demo.harness import get_json, skewwatch, wait_for
 from tests.support.scenario import Scenario
 
 CHROMIUM = "/usr/bin/chromium"
-# The flags of /work/.library/env/machines/python.md: headless, as root in a container, and no
-# background connections (the machine's closed network refuses them, many at a time).
+# Headless, as root in a container (no sandbox), and no background connections: on a machine
+# with a closed network Chromium's own connections are refused, many at a time. tests/bench's
+# bench_ui launches it the same way.
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",

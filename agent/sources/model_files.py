@@ -35,6 +35,7 @@ import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from agent.bounds import JsonProblem, check_fact_value, load_json
 from agent.errors import SourceFailed
@@ -194,6 +195,17 @@ def file_fact_key(rel: str) -> str:
     return f"model.files.{safe}"
 
 
+def _json_object(data: bytes, name: str) -> dict[str, Any]:
+    """A JSON file's top-level object; ModelConfigError naming the file when it is none."""
+    try:
+        doc = load_json(data, constants=False)
+    except JsonProblem as e:
+        raise ModelConfigError(f"{name}: {e}") from e
+    if not isinstance(doc, dict):
+        raise ModelConfigError(f"{name}: top level is a JSON {type(doc).__name__}, not an object")
+    return doc
+
+
 def parse_model_config(data: bytes, name: str = CONFIG_FILE) -> dict[str, FactValue]:
     """The ``model.config.*`` facts (key suffix → value) of a config.json's bytes. Pure.
 
@@ -202,12 +214,7 @@ def parse_model_config(data: bytes, name: str = CONFIG_FILE) -> dict[str, FactVa
     a document that does not parse at all (syntax, encoding, ``NaN``, nesting past the parser)
     is a ModelConfigError.
     """
-    try:
-        doc = load_json(data, constants=False)
-    except JsonProblem as e:
-        raise ModelConfigError(f"{name}: {e}") from e
-    if not isinstance(doc, dict):
-        raise ModelConfigError(f"{name}: top level is a JSON {type(doc).__name__}, not an object")
+    doc = _json_object(data, name)
     scopes: list[Mapping[str, object]] = [doc]
     if isinstance(doc.get("text_config"), dict):
         scopes.append(doc["text_config"])
@@ -263,12 +270,7 @@ def parse_hf_quant_config(data: bytes, name: str = HF_QUANT_CONFIG_FILE) -> dict
     A file that is no JSON object, or whose ``quantization`` is no object, is a ModelConfigError
     naming the file.
     """
-    try:
-        doc = load_json(data, constants=False)
-    except JsonProblem as e:
-        raise ModelConfigError(f"{name}: {e}") from e
-    if not isinstance(doc, dict):
-        raise ModelConfigError(f"{name}: top level is a JSON {type(doc).__name__}, not an object")
+    doc = _json_object(data, name)
     block = doc.get("quantization")
     if not isinstance(block, dict):
         raise ModelConfigError(f"{name}: 'quantization' is a JSON {type(block).__name__}, not an object")
